@@ -1,0 +1,327 @@
+"""The platform catalog (`platform.yaml`): load, expand, validate.
+
+The catalog is the single source of truth for teams, GPU types and quotas, profiles, storage, MLflow
+and SSO. Everything else (the spawn form, quota checks, the notebook environment, rendered Helm
+values) is derived from the validated, immutable `Catalog` returned by `load_catalog`.
+
+Strings may reference the environment as `${NAME}` or `${NAME:-default}`, so one catalog serves
+several ports or clusters; an undefined variable without a default is a validation error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+DEFAULT_CATALOG = Path(__file__).parent / "platform.yaml"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+Slug = Annotated[str, Field(pattern=DNS_LABEL)]
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used; `problems` lists every problem found, one line each."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"invalid catalog {path}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_memory(value: str | int) -> int:
+    """A Kubernetes memory quantity ("4Gi", "512M", 1073741824) in bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _QUANTITY.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a memory quantity; use a number with K, M, G, T, Ki, Mi, Gi or Ti")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_cpu(value: str | float) -> float:
+    """A Kubernetes CPU quantity (2, 0.5, "500m") in cores."""
+    text = str(value)
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CPU quantity; use cores (0.5, 2) or millicores ('500m')") from None
+    if cores <= 0:
+        raise ValueError(f"{value!r} must be more than 0 cores")
+    return cores
+
+
+class Resource(_Model):
+    """Requests (`guarantee`) and limits (`limit`) in Kubernetes quantities."""
+
+    guarantee: str | float | None = None
+    limit: str | float | None = None
+
+
+class CpuResource(Resource):
+    @field_validator("guarantee", "limit")
+    @classmethod
+    def _cpu(cls, v):
+        if v is not None:
+            parse_cpu(v)
+        return v
+
+
+class MemoryResource(Resource):
+    @field_validator("guarantee", "limit")
+    @classmethod
+    def _memory(cls, v):
+        if v is not None:
+            parse_memory(v)
+        return v
+
+
+class Toleration(_Model):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class GpuType(_Model):
+    display_name: str
+    resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+    # Device ids handed out through CUDA_VISIBLE_DEVICES by the local spawner. They may be declared on
+    # a machine without GPUs (trying and testing); on Kubernetes the device plugin assigns devices.
+    local_devices: list[str] = []
+
+
+class GpuQuota(_Model):
+    total: int = Field(0, ge=0)
+    per_type: dict[str, Annotated[int, Field(ge=0)]] = {}
+
+
+class Team(_Model):
+    display_name: str | None = None
+    group: str  # the Keycloak group, without the leading "/"
+    namespace: Slug
+    gpu_quota: GpuQuota = GpuQuota()
+
+
+class ProfileGpu(_Model):
+    types: list[str] = Field(min_length=1)
+    counts: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+
+
+class Profile(_Model):
+    display_name: str
+    description: str = ""
+    image: str
+    cpu: CpuResource = CpuResource()
+    memory: MemoryResource = MemoryResource()
+    teams: list[str] = Field(min_length=1)
+    gpu: ProfileGpu | None = None
+    default: bool = False
+
+
+class S3Storage(_Model):
+    endpoint_url: str
+    region: str = "us-east-1"
+    bucket: str
+    user_prefix: str = "users/{username}/"
+    team_prefix: str = "teams/{team}/"
+    role_arn: str
+
+    @field_validator("user_prefix", "team_prefix")
+    @classmethod
+    def _prefix(cls, v):
+        if not v.endswith("/") or v.startswith("/"):
+            raise ValueError(f"{v!r} must end with '/' and must not start with '/'")
+        return v
+
+
+class Storage(_Model):
+    s3: S3Storage
+
+
+class Mlflow(_Model):
+    tracking_uri: str
+
+
+class Sso(_Model):
+    realm_url: str
+    client_id: str = "jupyterhub"
+    admin_role: str = "platform-admin"
+    scopes: list[str] = ["openid", "profile", "email", "groups", "roles"]
+
+
+class PlatformSettings(_Model):
+    name: str = "mlplatform"
+    backend: Literal["local", "kubernetes"] = "local"
+
+
+class Catalog(_Model):
+    """A validated catalog. Immutable: spawners and renderers derive from it, never change it."""
+
+    platform: PlatformSettings = PlatformSettings()
+    sso: Sso
+    mlflow: Mlflow
+    storage: Storage
+    gpu_types: dict[Slug, GpuType] = {}
+    teams: dict[Slug, Team] = Field(min_length=1)
+    profiles: dict[Slug, Profile] = Field(min_length=1)
+    _path: str = PrivateAttr("<catalog>")
+
+    @property
+    def path(self) -> str:
+        """The file the catalog was read from (for error messages)."""
+        return self._path
+
+    def teams_of(self, groups) -> list[str]:
+        """The teams whose Keycloak group is among `groups` (leading "/" ignored), in catalog order."""
+        wanted = {g.lstrip("/") for g in groups}
+        return [name for name, team in self.teams.items() if team.group in wanted]
+
+    @property
+    def team_groups(self) -> list[str]:
+        return [team.group for team in self.teams.values()]
+
+
+def _expand(value: Any, key_path: str, problems: list[str], environ) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{key_path}.{k}" if key_path else str(k), problems, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{key_path}[{i}]", problems, environ) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{key_path}: {match.group(0)} refers to ${name}, which is not set; "
+                        f"set it or give a default as ${{{name}:-value}}")
+        return match.group(0)
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: dict, model_fields_at) -> str:
+    where = _loc(error["loc"])
+    value = error.get("input")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(model_fields_at(error["loc"][:-1]))
+        return f"{where}: unknown key {error['loc'][-1]!r}; allowed keys: {allowed}"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        msg = "must be a DNS label: lowercase letters, digits and '-', at most 63 characters"
+    return f"{where}: {value!r} is not allowed: {msg}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys allowed at a location of the catalog (for 'unknown key' messages)."""
+    model: Any = Catalog
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) and hasattr(model, "model_fields") else None
+        if field is None:
+            # a dict value or a list item: the model inside the annotation
+            continue
+        annotation = field.annotation
+        model = _inner_model(annotation)
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _inner_model(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _cross_check(m: Catalog) -> list[str]:
+    """References between sections: teams, GPU types and quotas must line up."""
+    problems = []
+    gpu_names = ", ".join(m.gpu_types) or "(none declared)"
+    team_names = ", ".join(m.teams)
+    for name, team in m.teams.items():
+        for gpu, count in team.gpu_quota.per_type.items():
+            if gpu not in m.gpu_types:
+                problems.append(f"teams.{name}.gpu_quota.per_type: {gpu!r} is not a GPU type; allowed: {gpu_names}")
+            elif count > team.gpu_quota.total:
+                problems.append(f"teams.{name}.gpu_quota.per_type.{gpu}: {count} is more than the team's "
+                                f"total GPU quota {team.gpu_quota.total}; allowed: 0 to {team.gpu_quota.total}")
+    groups = [t.group for t in m.teams.values()]
+    for group in sorted({g for g in groups if groups.count(g) > 1}):
+        problems.append(f"teams: group {group!r} is used by more than one team; each Keycloak group maps to one team")
+    for name, profile in m.profiles.items():
+        for i, team in enumerate(profile.teams):
+            if team not in m.teams:
+                problems.append(f"profiles.{name}.teams[{i}]: {team!r} is not a team; allowed: {team_names}")
+        if profile.gpu:
+            for i, gpu in enumerate(profile.gpu.types):
+                if gpu not in m.gpu_types:
+                    problems.append(f"profiles.{name}.gpu.types[{i}]: {gpu!r} is not a GPU type; allowed: {gpu_names}")
+            if len(set(profile.gpu.counts)) != len(profile.gpu.counts):
+                problems.append(f"profiles.{name}.gpu.counts: {profile.gpu.counts} repeats a count; list each once")
+    defaults = [name for name, p in m.profiles.items() if p.default]
+    if len(defaults) > 1:
+        problems.append(f"profiles: {', '.join(defaults)} are all marked default: true; mark at most one")
+    return problems
+
+
+def parse_catalog(data: Any, path: str = "<catalog>", environ=None) -> Catalog:
+    """Validate catalog data (already parsed from YAML); raise CatalogError listing every problem."""
+    environ = os.environ if environ is None else environ
+    if not isinstance(data, dict):
+        raise CatalogError(path, [f"the catalog must be a mapping of sections, not {type(data).__name__}"])
+    problems: list[str] = []
+    data = _expand(data, "", problems, environ)
+    if problems:
+        raise CatalogError(path, problems)
+    try:
+        catalog = Catalog.model_validate(data)
+    except ValidationError as e:
+        raise CatalogError(path, [_describe(err, _fields_at) for err in e.errors()]) from None
+    problems = _cross_check(catalog)
+    if problems:
+        raise CatalogError(path, problems)
+    catalog._path = path
+    return catalog
+
+
+def load_catalog(path: str | os.PathLike | None = None, environ=None) -> Catalog:
+    """Read and validate a catalog file (the bundled local catalog when `path` is None)."""
+    path = Path(path) if path else DEFAULT_CATALOG
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise CatalogError(str(path), [f"cannot read the file: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CatalogError(str(path), [f"not valid YAML: {e}"]) from None
+    return parse_catalog(data, str(path), environ)

@@ -1,0 +1,39 @@
+"""The environment contract: what the hub tells every notebook server about its user and platform.
+
+The hub is the only place that knows the user's identity, team and profile. It hands the notebook
+these variables, and the notebook side (`mlplatform.environment`) reads only these. MLflow and the
+AWS SDKs read their own standard variables, so `mlflow.start_run()` and `boto3.client("s3")` need
+nothing configured by hand. The README lists every variable.
+"""
+
+from __future__ import annotations
+
+from .catalog import Catalog
+from .profiles import Selection
+
+CONTRACT_VERSION = "1"
+
+
+def notebook_environment(catalog: Catalog, username: str, selection: Selection) -> dict[str, str]:
+    team = catalog.teams[selection.team]
+    s3 = catalog.storage.s3
+    user_prefix = s3.user_prefix.format(username=username, team=selection.team)
+    team_prefix = s3.team_prefix.format(username=username, team=selection.team)
+    return {
+        "MLPLATFORM_CONTRACT_VERSION": CONTRACT_VERSION,
+        "MLPLATFORM_USER": username,
+        "MLPLATFORM_TEAM": selection.team,
+        "MLPLATFORM_NAMESPACE": team.namespace,
+        "MLPLATFORM_BACKEND": catalog.platform.backend,
+        "MLPLATFORM_PROFILE": selection.profile,
+        "MLPLATFORM_GPU_TYPE": selection.gpu_type or "",
+        "MLPLATFORM_GPU_COUNT": str(selection.gpu_count),
+        "MLFLOW_TRACKING_URI": catalog.mlflow.tracking_uri,
+        "MLPLATFORM_S3_ENDPOINT": s3.endpoint_url,
+        "MLPLATFORM_S3_BUCKET": s3.bucket,
+        "MLPLATFORM_S3_PREFIX": user_prefix,
+        "MLPLATFORM_S3_TEAM_PREFIX": team_prefix,
+        "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
+        "AWS_REGION": s3.region,
+        "AWS_DEFAULT_REGION": s3.region,
+    }

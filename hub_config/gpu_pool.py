@@ -1,0 +1,65 @@
+"""GPU accounting of the local backend: which servers hold which devices of the configured pool.
+
+One `GpuPool` lives in the hub process and is shared by every local spawner. JupyterHub runs all
+spawners on one event loop, and `reserve` neither awaits nor yields, so the quota check and the
+reservation happen as one step: of two users racing for the last GPU, one gets it and the other a
+`SelectionError`, never a server beyond quota.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import Catalog
+from .profiles import QuotaSnapshot, Selection, check_quota
+
+
+@dataclass(frozen=True)
+class Allocation:
+    team: str
+    gpu_type: str
+    devices: tuple[str, ...]
+
+
+class GpuPool:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self._allocations: dict[str, Allocation] = {}
+
+    def snapshot(self) -> QuotaSnapshot:
+        used: dict[str, dict[str, int]] = {}
+        taken = self._taken()
+        for alloc in self._allocations.values():
+            per_team = used.setdefault(alloc.team, {})
+            per_team[alloc.gpu_type] = per_team.get(alloc.gpu_type, 0) + len(alloc.devices)
+        pool_free = {name: sum(1 for d in gpu.local_devices if d not in taken)
+                     for name, gpu in self.catalog.gpu_types.items()}
+        return QuotaSnapshot(used=used, pool_free=pool_free)
+
+    def reserve(self, key: str, selection: Selection) -> Allocation | None:
+        """Take devices for `selection` under `key` (one per server), re-checking the quota first.
+
+        A key that already holds devices gives them back first (a server started again).
+        """
+        self.release(key)
+        if not selection.gpu_count:
+            return None
+        check_quota(self.catalog, self.snapshot(), selection.team, selection.gpu_type, selection.gpu_count)
+        taken = self._taken()
+        free = [d for d in self.catalog.gpu_types[selection.gpu_type].local_devices if d not in taken]
+        alloc = Allocation(selection.team, selection.gpu_type, tuple(free[: selection.gpu_count]))
+        self._allocations[key] = alloc
+        return alloc
+
+    def restore(self, key: str, alloc: Allocation) -> None:
+        """Re-register devices of a server that survived a hub restart (from the spawner's state)."""
+        self._allocations[key] = alloc
+
+    def release(self, key: str) -> None:
+        self._allocations.pop(key, None)
+
+    def holder_of(self, key: str) -> Allocation | None:
+        return self._allocations.get(key)
+
+    def _taken(self) -> set[str]:
+        return {d for alloc in self._allocations.values() for d in alloc.devices}

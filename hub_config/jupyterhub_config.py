@@ -1,0 +1,40 @@
+"""JupyterHub configuration of the local platform (started by `mlplatform-local up`).
+
+Everything platform-specific comes from the catalog; this file only wires the local processes
+together. `mlplatform-local` sets the variables read here; they are documented in README.md.
+"""
+
+import os
+from pathlib import Path
+
+from hub_config.catalog import load_catalog
+from hub_config.hub import configure_hub
+
+c = get_config()  # noqa: F821 (provided by JupyterHub)
+
+data_dir = Path(os.environ["MLPLATFORM_DATA_DIR"])
+catalog = load_catalog(os.environ.get("MLPLATFORM_CATALOG"))
+hub_port = int(os.environ.get("MLPLATFORM_HUB_PORT", "18000"))
+hub_url = f"http://127.0.0.1:{hub_port}"
+
+configure_hub(c, catalog)
+c.KeycloakOAuthenticator.oauth_callback_url = f"{hub_url}/hub/oauth_callback"
+# Access tokens are short-lived (Keycloak's default is 5 minutes): check and refresh them often.
+c.KeycloakOAuthenticator.auth_refresh_age = int(os.environ.get("MLPLATFORM_AUTH_REFRESH_AGE", "60"))
+
+c.JupyterHub.spawner_class = "mlplatform-local"
+c.LocalPlatformSpawner.catalog_file = catalog.path
+c.LocalPlatformSpawner.data_dir = str(data_dir)
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 90
+
+c.JupyterHub.bind_url = hub_url
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{int(os.environ.get('MLPLATFORM_HUB_API_PORT', hub_port + 81))}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{int(os.environ.get('MLPLATFORM_PROXY_API_PORT', hub_port + 1))}"
+c.ConfigurableHTTPProxy.command = [os.environ.get("MLPLATFORM_CHP", "configurable-http-proxy")]
+c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
+c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.cleanup_proxy = True

@@ -1,0 +1,157 @@
+"""KeycloakOAuthenticator: GenericOAuthenticator configured by a Keycloak realm URL.
+
+Endpoints come from the realm's discovery document; the username is `preferred_username`; Keycloak
+groups ("/team-vision") become JupyterHub groups ("team-vision") through `manage_groups`; a realm
+role (`admin_role`) makes a user a hub admin; refresh tokens stay in auth_state and are used before
+every spawn; logging out of the hub ends the Keycloak session too.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+import requests
+from oauthenticator.generic import GenericOAuthenticator
+from oauthenticator.oauth2 import OAuthLogoutHandler
+from traitlets import Float, Unicode, default
+
+
+class KeycloakLogoutHandler(OAuthLogoutHandler):
+    """Logs out of the hub, then of the realm, with the ID token as hint (no confirmation page)."""
+
+    async def get(self):
+        user = self.current_user
+        auth_state = await user.get_auth_state() if user else None
+        self._id_token = (auth_state or {}).get("id_token")
+        await super().get()
+
+    async def render_logout_page(self):
+        self.redirect(self.authenticator.end_session_url(self._id_token))
+
+
+def keycloak_groups(auth_state: dict) -> list[str]:
+    """Keycloak group paths ("/team-vision") from the userinfo, as JupyterHub group names."""
+    groups = (auth_state.get("oauth_user") or {}).get("groups") or []
+    return [group.lstrip("/") for group in groups]
+
+
+class KeycloakOAuthenticator(GenericOAuthenticator):
+    login_service = Unicode("Keycloak", config=True, help="Name shown on the login button.")
+    logout_handler = KeycloakLogoutHandler
+
+    realm_url = Unicode(
+        config=True,
+        help="""
+        URL of the Keycloak realm, the OpenID issuer. Endpoints are read from its discovery document
+        (`<realm_url>/.well-known/openid-configuration`) when the hub starts.
+
+            c.KeycloakOAuthenticator.realm_url = "https://sso.example.org/realms/platform"
+        """,
+    )
+
+    admin_role = Unicode(
+        "platform-admin",
+        config=True,
+        help="""
+        Realm role (from the `realm_access.roles` claim) that makes a user a JupyterHub admin.
+        Admins are allowed in even when they are in none of `allowed_groups`. Empty: no role grants admin.
+        """,
+    )
+
+    post_logout_redirect_uri = Unicode(
+        config=True,
+        help="""
+        Where Keycloak sends the browser after logout. Must be registered as a valid post-logout
+        redirect URI of the client. Defaults to the hub's login page next to `oauth_callback_url`.
+        """,
+    )
+
+    discovery_timeout = Float(
+        60,
+        config=True,
+        help="Seconds to keep retrying the realm's discovery document while Keycloak starts up.",
+    )
+
+    @default("post_logout_redirect_uri")
+    def _default_post_logout_redirect_uri(self):
+        return self.oauth_callback_url.replace("/oauth_callback", "/login")
+
+    @default("username_claim")
+    def _default_username_claim(self):
+        return "preferred_username"
+
+    @default("scope")
+    def _default_scope(self):
+        return ["openid", "profile", "email", "groups", "roles"]
+
+    @default("manage_groups")
+    def _default_manage_groups(self):
+        return True
+
+    @default("auth_state_groups_key")
+    def _default_groups_key(self):
+        return keycloak_groups
+
+    @default("enable_auth_state")
+    def _default_enable_auth_state(self):
+        return True
+
+    @default("refresh_pre_spawn")
+    def _default_refresh_pre_spawn(self):
+        return True
+
+    @default("authorize_url")
+    def _default_authorize_url(self):
+        return self.discovery["authorization_endpoint"]
+
+    @default("token_url")
+    def _default_token_url(self):
+        return self.discovery["token_endpoint"]
+
+    @default("userdata_url")
+    def _default_userdata_url(self):
+        return self.discovery["userinfo_endpoint"]
+
+    @default("logout_redirect_url")
+    def _default_logout_redirect_url(self):
+        return self.end_session_url()
+
+    _discovery: dict | None = None
+
+    @property
+    def discovery(self) -> dict:
+        """The realm's OpenID discovery document, fetched once (retried while the realm starts)."""
+        if self._discovery is None:
+            if not self.realm_url:
+                raise ValueError("KeycloakOAuthenticator.realm_url is not set: give the URL of the Keycloak realm, "
+                                 "for example https://sso.example.org/realms/platform")
+            url = self.realm_url.rstrip("/") + "/.well-known/openid-configuration"
+            deadline = time.monotonic() + self.discovery_timeout
+            while True:
+                try:
+                    response = requests.get(url, timeout=5)
+                    response.raise_for_status()
+                    self._discovery = response.json()
+                    break
+                except (requests.RequestException, ValueError) as e:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"cannot read the realm's discovery document {url}: {e}") from None
+                    self.log.warning("Waiting for the realm's discovery document %s: %s", url, e)
+                    time.sleep(1)
+        return self._discovery
+
+    def end_session_url(self, id_token: str | None = None) -> str:
+        params = {"client_id": self.client_id, "post_logout_redirect_uri": self.post_logout_redirect_uri}
+        if id_token:
+            params["id_token_hint"] = id_token
+        return self.discovery["end_session_endpoint"] + "?" + urlencode(params)
+
+    async def update_auth_model(self, auth_model):
+        auth_model = await super().update_auth_model(auth_model)
+        user_info = auth_model["auth_state"].get(self.user_auth_state_key) or {}
+        roles = (user_info.get("realm_access") or {}).get("roles") or []
+        if self.admin_role:
+            # Admin follows the role on every login: removing the role in Keycloak removes admin.
+            auth_model["admin"] = bool(auth_model["admin"]) or self.admin_role in roles
+        return auth_model

@@ -1,0 +1,1 @@
+"""The local platform: every component of mlplatform on one machine (see platform.py)."""

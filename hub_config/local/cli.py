@@ -1,0 +1,96 @@
+"""`mlplatform-local up`: run the local platform in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ..catalog import CatalogError, load_catalog
+from .platform import LocalPlatform, PlatformError, Ports
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"MLPLATFORM_{name.upper()}_PORT", default))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlplatform-local", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the local platform and wait for Ctrl-C")
+    up.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MLPLATFORM_DATA_DIR", ".mlplatform")),
+                    help="where state, logs and user homes live (default: .mlplatform, or $MLPLATFORM_DATA_DIR)")
+    up.add_argument("--catalog", type=Path, default=os.environ.get("MLPLATFORM_CATALOG"),
+                    help="platform catalog (default: the bundled local catalog, or $MLPLATFORM_CATALOG)")
+    up.add_argument("--hub-port", type=int, default=_port("hub", 18000),
+                    help="public hub port; the proxy API uses port+1 and the hub API port+81 (default 18000)")
+    up.add_argument("--sso-port", type=int, default=_port("sso", 18080), help="dev OIDC provider (default 18080)")
+    up.add_argument("--mlflow-port", type=int, default=_port("mlflow", 18500), help="MLflow server (default 18500)")
+    return p
+
+
+def banner(platform: LocalPlatform) -> str:
+    users = platform.demo_users()
+    width = max(len(u["username"]) for u in users)
+    lines = [
+        "",
+        "mlplatform local platform is ready",
+        f"  JupyterHub   {platform.hub_url}",
+        f"  Keycloak-like SSO realm   {platform.realm_url}",
+        f"  MLflow       {platform.mlflow_url}",
+        f"  logs         {platform.logs}",
+        "",
+        "Demo logins (username / password — groups):",
+    ]
+    for u in users:
+        groups = ", ".join(g.lstrip("/") for g in u["groups"])
+        note = " (admin)" if "platform-admin" in u["realmRoles"] else ""
+        refused = " (in no team: refused)" if not any(g.startswith("/team-") for g in u["groups"]) else ""
+        lines.append(f"  {u['username']:<{width}} / {u['password']:<{width + 3}} — {groups}{note}{refused}")
+    lines += ["", "Press Ctrl-C to stop every process."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    ports = Ports(hub=args.hub_port, sso=args.sso_port, mlflow=args.mlflow_port)
+    # The catalog refers to these ports as ${MLPLATFORM_*_PORT}; validate it before starting anything.
+    os.environ.update(MLPLATFORM_HUB_PORT=str(ports.hub), MLPLATFORM_SSO_PORT=str(ports.sso),
+                      MLPLATFORM_MLFLOW_PORT=str(ports.mlflow))
+    try:
+        load_catalog(args.catalog)
+    except CatalogError as e:
+        print(e, file=sys.stderr)
+        return 2
+    platform = LocalPlatform(data_dir=args.data_dir, ports=ports, catalog=args.catalog)
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        print(f"Starting the local platform in {args.data_dir.resolve()} ...", flush=True)
+        platform.start()
+        print(banner(platform), flush=True)
+        while True:
+            for name, proc in platform.processes.items():
+                if proc.poll() is not None:
+                    raise PlatformError(f"{name} exited with code {proc.returncode}; its log: "
+                                        f"{platform.logs / (name + '.log')}\n{platform.log_tail(name)}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopping ...", flush=True)
+        return 0
+    except PlatformError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        platform.stop()
+        print("Stopped every process of the local platform.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

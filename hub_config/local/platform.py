@@ -1,0 +1,238 @@
+"""The local platform: the dev OIDC provider, MLflow and JupyterHub as real processes on loopback.
+
+`LocalPlatform` starts each component, waits until it answers, and stops them all (every process
+group it started) on `stop()`. `mlplatform-local up` runs one in the foreground; the test suite
+starts one per session with its own ports and data directory.
+
+Data directory layout:
+    secrets.json        client secret and auth_state key (0600), made on first start
+    logs/<name>.log     each component's output
+    sso/                the provider's signing keys (kept across restarts)
+    mlflow/             MLflow's SQLite store and artifacts
+    home/<user>/        notebook users' homes
+    jupyterhub.sqlite   the hub's database
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+REALM_FILE = HERE / "realm.json"
+BIN = Path(sys.executable).parent
+
+
+class PlatformError(RuntimeError):
+    pass
+
+
+@dataclass
+class Ports:
+    """Every port the local platform listens on (all on 127.0.0.1). Defaults avoid 8000 and 5000."""
+
+    hub: int = 18000
+    sso: int = 18080
+    mlflow: int = 18500
+
+    @property
+    def proxy_api(self) -> int:
+        return self.hub + 1
+
+    @property
+    def hub_api(self) -> int:
+        return self.hub + 81
+
+    def all(self) -> dict[str, int]:
+        return {"hub": self.hub, "proxy API (hub + 1)": self.proxy_api, "hub API (hub + 81)": self.hub_api,
+                "sso": self.sso, "mlflow": self.mlflow}
+
+
+@dataclass
+class LocalPlatform:
+    data_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    catalog: Path | None = None
+    node_modules: Path = REPO / "node_modules"
+    # Shorter lifetimes let tests see refresh; Keycloak's default is 300 s.
+    access_token_ttl: int = 300
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.hub}"
+
+    @property
+    def realm_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.sso}/realms/platform"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.mlflow}"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    def demo_users(self) -> list[dict]:
+        return json.loads(REALM_FILE.read_text())["users"]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._check_ports()
+        self._check_node()
+        try:
+            self._start_sso()
+            self._start_mlflow()
+            self._start_hub()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 20) -> None:
+        """Stop every component, newest first: SIGTERM to its process group, SIGKILL after `timeout`."""
+        for name in reversed(list(self.processes)):
+            proc = self.processes.pop(name)
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
+            # Children that outlived their parent (a notebook server, the proxy) go too.
+            _signal_group(proc, signal.SIGKILL)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # --- components ---------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """The environment every component gets: ports, paths, and the generated secrets."""
+        s = self._secrets()
+        return {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLPLATFORM_DATA_DIR": str(self.data_dir),
+            "MLPLATFORM_HUB_PORT": str(self.ports.hub),
+            "MLPLATFORM_SSO_PORT": str(self.ports.sso),
+            "MLPLATFORM_MLFLOW_PORT": str(self.ports.mlflow),
+            "MLPLATFORM_PROXY_API_PORT": str(self.ports.proxy_api),
+            "MLPLATFORM_HUB_API_PORT": str(self.ports.hub_api),
+            "MLPLATFORM_CHP": str(self.node_modules / ".bin" / "configurable-http-proxy"),
+            "OAUTH_CLIENT_SECRET": s["client_secret"],
+            "JUPYTERHUB_CRYPT_KEY": s["crypt_key"],
+            **({"MLPLATFORM_CATALOG": str(Path(self.catalog).resolve())} if self.catalog else {}),
+            **self.extra_env,
+        }
+
+    def _start_sso(self) -> None:
+        env = {
+            **self.env(),
+            "SSO_HOST": "127.0.0.1",
+            "SSO_PORT": str(self.ports.sso),
+            "SSO_REALM_FILE": str(REALM_FILE),
+            "SSO_HUB_URL": self.hub_url,
+            "SSO_CLIENT_SECRET": self._secrets()["client_secret"],
+            "SSO_STATE_DIR": str(self.data_dir / "sso"),
+            "SSO_ACCESS_TOKEN_TTL": str(self.access_token_ttl),
+        }
+        self._spawn("sso", ["node", str(HERE / "sso_provider.mjs")], env)
+        self._wait_http("sso", f"{self.realm_url}/.well-known/openid-configuration", 30)
+
+    def _start_mlflow(self) -> None:
+        store = self.data_dir / "mlflow"
+        (store / "artifacts").mkdir(parents=True, exist_ok=True)
+        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.ports.mlflow),
+               "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+               "--artifacts-destination", str(store / "artifacts")]
+        env = {**self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self._spawn("mlflow", cmd, env)
+        self._wait_http("mlflow", f"{self.mlflow_url}/health", 120)
+
+    def _start_hub(self) -> None:
+        cmd = [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")]
+        self._spawn("hub", cmd, self.env(), cwd=self.data_dir)
+        self._wait_http("hub", f"{self.hub_url}/hub/api", 90)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _secrets(self) -> dict[str, str]:
+        path = self.data_dir / "secrets.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            values = {"client_secret": secrets.token_urlsafe(32), "crypt_key": secrets.token_hex(32)}
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(values, f)
+        return json.loads(path.read_text())
+
+    def _spawn(self, name: str, cmd: list[str], env: dict, cwd: Path | None = None) -> None:
+        log = open(self.logs / f"{name}.log", "ab")
+        # A process group per component, so stop() also reaches the processes it starts.
+        self.processes[name] = subprocess.Popen(cmd, env=env, cwd=cwd or self.data_dir, stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+        log.close()
+
+    def _wait_http(self, name: str, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        proc = self.processes[name]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise PlatformError(f"{name} exited with code {proc.returncode} while starting; "
+                                    f"its log: {self.logs / (name + '.log')}\n{self.log_tail(name)}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise PlatformError(f"{name} did not answer {url} within {timeout:.0f} s; "
+                            f"its log: {self.logs / (name + '.log')}\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def _check_ports(self) -> None:
+        for name, port in self.ports.all().items():
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise PlatformError(f"port {port} ({name}) is already in use on 127.0.0.1; "
+                                        "choose other ports (mlplatform-local up --help)") from None
+
+    def _check_node(self) -> None:
+        if not shutil.which("node"):
+            raise PlatformError("Node.js is needed for the proxy and the dev OIDC provider: install nodejs (>= 20)")
+        if not (self.node_modules / ".bin" / "configurable-http-proxy").exists():
+            raise PlatformError(f"npm packages are missing in {self.node_modules}: run `npm ci` in {REPO} "
+                                "(scripts/install does it)")
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

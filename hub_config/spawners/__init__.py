@@ -1,0 +1,1 @@
+"""Spawners of the bundle: one profile + quota pipeline, one spawner per backend."""

@@ -1,0 +1,140 @@
+"""The local backend's spawner: profiles and quota on one machine.
+
+Notebook servers run as processes of the hub's own OS user (like SimpleLocalProcessSpawner), with
+homes under the platform's data directory. GPUs come from the catalog's local device pools and are
+handed to the server through CUDA_VISIBLE_DEVICES; the pools may be declared on a machine without
+GPUs, for trying and testing. Memory and CPU limits of the profile are exported as JupyterHub's
+MEM_LIMIT / CPU_LIMIT (shown by jupyter-resource-usage) but, as with every local process spawner,
+not enforced.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from traitlets import Unicode, default
+
+from ..catalog import parse_cpu, parse_memory
+from ..environment import notebook_environment
+from ..gpu_pool import Allocation, GpuPool
+from ..profiles import QuotaSnapshot, Selection
+from .profiles_mixin import CatalogProfilesMixin
+
+
+class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
+    _pools: ClassVar[dict[str, GpuPool]] = {}
+
+    data_dir = Unicode(
+        config=True,
+        help="""
+        The local platform's data directory; user homes are created under `<data_dir>/home/<user>`.
+
+        Defaults to $MLPLATFORM_DATA_DIR, else `.mlplatform` in the hub's working directory.
+
+            c.LocalPlatformSpawner.data_dir = "/srv/mlplatform"
+        """,
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return os.environ.get("MLPLATFORM_DATA_DIR") or os.path.abspath(".mlplatform")
+
+    @default("home_dir_template")
+    def _default_home_dir_template(self):
+        return str(Path(self.data_dir, "home", "{username}"))
+
+    @default("cmd")
+    def _default_cmd(self):
+        # The single-user server of the hub's own environment, so the bundle is importable there.
+        return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+
+    @default("default_url")
+    def _default_default_url(self):
+        return "/lab"
+
+    @property
+    def pool(self) -> GpuPool:
+        path = self.catalog_file
+        if path not in self._pools:
+            self._pools[path] = GpuPool(self.catalog)
+        return self._pools[path]
+
+    @property
+    def _pool_key(self) -> str:
+        return f"{self.user.name}/{self.name}"
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        alloc = self.pool.holder_of(self._pool_key)
+        return alloc.devices if alloc else ()
+
+    def quota_snapshot(self) -> QuotaSnapshot:
+        return self.pool.snapshot()
+
+    def reserve(self, selection: Selection) -> None:
+        self.pool.reserve(self._pool_key, selection)
+
+    def release(self) -> None:
+        self.pool.release(self._pool_key)
+
+    def apply_selection(self, selection: Selection) -> None:
+        profile = self.catalog.profiles[selection.profile]
+        if profile.memory.limit is not None:
+            self.mem_limit = parse_memory(profile.memory.limit)
+        if profile.memory.guarantee is not None:
+            self.mem_guarantee = parse_memory(profile.memory.guarantee)
+        if profile.cpu.limit is not None:
+            self.cpu_limit = parse_cpu(profile.cpu.limit)
+        if profile.cpu.guarantee is not None:
+            self.cpu_guarantee = parse_cpu(profile.cpu.guarantee)
+
+    def get_env(self):
+        env = super().get_env()
+        if self.selection is not None:
+            env.update(notebook_environment(self.catalog, self.user.name, self.selection))
+            # An empty value hides every GPU from a CPU profile on a machine that has some.
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
+        return env
+
+    async def start(self):
+        try:
+            return await super().start()
+        except BaseException:
+            self.release()
+            raise
+
+    async def poll(self):
+        status = await super().poll()
+        if status is not None:
+            self.release()  # a server that has exited holds no GPUs
+        return status
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            self.release()
+
+    def get_state(self):
+        state = super().get_state()
+        if self.selection is not None:
+            state["selection"] = self.selection.as_user_options()
+            state["devices"] = list(self.devices)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("selection"):
+            self.selection = Selection(**state["selection"])
+            if self.selection.gpu_type and state.get("devices"):
+                alloc = Allocation(self.selection.team, self.selection.gpu_type, tuple(state["devices"]))
+                self.pool.restore(self._pool_key, alloc)
+
+    def clear_state(self):
+        super().clear_state()
+        self.release()
+        self.selection = None

@@ -1,0 +1,127 @@
+"""The profile + quota pipeline as spawner behaviour, shared by the local and Kubernetes spawners.
+
+A spawner that mixes this in provides three things: `quota_snapshot()` (GPUs in use now),
+`reserve(selection)` / `release()` (hold GPUs for this server, atomically with the quota check), and
+`apply_selection(selection)` (turn the chosen profile into its own settings). The mixin renders the
+spawn form, reads it back into user options, and re-validates user options from the form and the
+REST API alike in JupyterHub's `apply_user_options` hook.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from tornado import web
+from traitlets import Unicode, default
+
+from ..catalog import DEFAULT_CATALOG, Catalog, load_catalog
+from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
+
+_templates = Environment(loader=PackageLoader("hub_config", "templates"), autoescape=select_autoescape(["html"]))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> Catalog:
+    return load_catalog(path)
+
+
+class CatalogProfilesMixin:
+    catalog_file = Unicode(
+        config=True,
+        help="""
+        Path of the platform catalog (platform.yaml) with teams, GPU types, quotas and profiles.
+
+        Defaults to $MLPLATFORM_CATALOG, else the catalog bundled for the local platform.
+        The catalog is validated when the first spawner loads it; an invalid catalog stops the spawn
+        with a message naming the key and what is allowed.
+
+            c.LocalPlatformSpawner.catalog_file = "/etc/mlplatform/platform.yaml"
+        """,
+    )
+
+    @default("catalog_file")
+    def _default_catalog_file(self):
+        return os.environ.get("MLPLATFORM_CATALOG") or str(DEFAULT_CATALOG)
+
+    selection: Selection | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        return _load(self.catalog_file)
+
+    @property
+    def user_groups(self) -> list[str]:
+        return [group.name for group in self.user.groups]
+
+    # --- to be provided by each backend -------------------------------------------------------
+    def quota_snapshot(self) -> QuotaSnapshot:
+        raise NotImplementedError
+
+    def reserve(self, selection: Selection) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def apply_selection(self, selection: Selection) -> None:
+        raise NotImplementedError
+
+    # --- JupyterHub hooks ---------------------------------------------------------------------
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return self._options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return lambda spawner, user_options: spawner._apply_user_options(user_options)
+
+    def _render_options_form(self, spawner=None) -> str:
+        snapshot = self.quota_snapshot()
+        teams = spawn_choices(self.catalog, self.user_groups, snapshot)
+        if not teams:
+            # Only admins get here (other users are refused at login): nothing to offer.
+            return "<p class='alert alert-warning'>You are not a member of any team of this platform.</p>"
+        previous = self.orm_spawner.user_options or {} if self.orm_spawner else {}
+        checked = (previous.get("team"), previous.get("profile"))
+        available = {(t.team, c.slug) for t in teams for c in t.profiles if c.available}
+        if checked not in available:
+            defaults = [(t.team, c.slug) for t in teams for c in t.profiles if c.available and c.profile.default]
+            checked = (defaults or sorted(available) or [None])[0]
+        quota = {
+            t.team: {"total": self.catalog.teams[t.team].gpu_quota.total,
+                     "free": max(0, self.catalog.teams[t.team].gpu_quota.total - snapshot.used_by(t.team))}
+            for t in teams
+        }
+        return _templates.get_template("spawn_form.html").render(teams=teams, checked=checked, quota=quota)
+
+    @staticmethod
+    def _options_from_form(form_data) -> dict:
+        """Form fields → user options ({"team", "profile", "gpu_type", "gpu_count"})."""
+        choice = (form_data.get("profile") or [""])[0]
+        team, _, profile = choice.partition("/")
+        if not team or not profile:
+            raise web.HTTPError(400, "Choose a profile.")
+        options = {"team": team, "profile": profile}
+        gpu = (form_data.get(f"gpu--{team}--{profile}") or [""])[0]
+        if gpu:
+            gpu_type, _, count = gpu.partition(":")
+            options.update(gpu_type=gpu_type, gpu_count=int(count) if count.isdigit() else count)
+        return options
+
+    def _apply_user_options(self, user_options: dict) -> None:
+        # select + reserve run without awaiting: atomic with respect to other spawns in the hub.
+        try:
+            selection = select(self.catalog, self.user_groups, self.quota_snapshot(), user_options)
+            self.reserve(selection)
+        except SelectionError as e:
+            raise web.HTTPError(e.status, "%s", str(e)) from None
+        self.selection = selection
+        self.apply_selection(selection)
+        self.log.info("Applied profile %s of team %s to %s (GPUs: %s %s)", selection.profile, selection.team,
+                      self._log_name, selection.gpu_count, selection.gpu_type or "-")
