@@ -15,6 +15,7 @@ from functools import lru_cache
 from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
 from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable
 
 from ..catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
@@ -27,7 +28,7 @@ def _load(path: str) -> Catalog:
     return load_catalog(path)
 
 
-class CatalogProfilesMixin:
+class CatalogProfilesMixin(LoggingConfigurable):
     catalog_file = Unicode(
         config=True,
         help="""

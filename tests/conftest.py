@@ -1,0 +1,45 @@
+"""Fixtures shared by the suite: one real local platform per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hub_config.local.platform import LocalPlatform, Ports
+
+from .support.hub import HubClient
+
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+# Ports of the test platform; a base other than the local platform's, so both can run side by side.
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000"))
+# Access tokens expire quickly in tests, so refresh-before-spawn is exercised for real.
+ACCESS_TOKEN_TTL = 8
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory):
+    """The local platform (dev OIDC provider, MLflow, JupyterHub) started for the whole session."""
+    data_dir = tmp_path_factory.mktemp("platform")
+    local = LocalPlatform(data_dir=data_dir, ports=Ports(hub=BASE, sso=BASE + 80, mlflow=BASE + 500),
+                          access_token_ttl=ACCESS_TOKEN_TTL)
+    # The catalog reads its ports from the environment, here as in `mlplatform-local up`.
+    os.environ.update(MLPLATFORM_SSO_PORT=str(local.ports.sso), MLPLATFORM_MLFLOW_PORT=str(local.ports.mlflow))
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+        # Keep the logs for CI's artifacts and for the no-secrets assertions' failure messages.
+        ARTIFACTS.mkdir(exist_ok=True)
+        for log in local.logs.glob("*.log"):
+            (ARTIFACTS / log.name).write_bytes(log.read_bytes())
+
+
+@pytest.fixture
+def hub(platform):
+    """Log users in through the provider's form; stops every server they started at teardown."""
+    client = HubClient(platform)
+    yield client
+    client.stop_all()

@@ -1,0 +1,124 @@
+"""Drive the real hub over HTTP as a browser would: log in through the provider's form, spawn, stop."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from html import unescape
+from urllib.parse import parse_qs, urljoin, urlparse
+
+import requests
+
+from hub_config.local.platform import REALM_FILE
+
+PASSWORDS = {u["username"]: u["password"] for u in json.loads(REALM_FILE.read_text())["users"]}
+
+
+class LoginFailed(AssertionError):
+    pass
+
+
+class UserSession:
+    """One user's browser-like session with the hub (cookies, XSRF token)."""
+
+    def __init__(self, hub_url: str, name: str):
+        self.hub_url = hub_url
+        self.name = name
+        self.http = requests.Session()
+        self.authorize_url: str | None = None  # the provider URL the hub sent us to
+
+    # --- login --------------------------------------------------------------------------------
+    def login(self, password: str) -> requests.Response:
+        """The authorization code flow through the provider's login form; returns the hub's answer."""
+        form_page = self.http.get(f"{self.hub_url}/hub/oauth_login")
+        self.authorize_url = form_page.history[-1].headers["location"] if form_page.history else None
+        return self.submit_provider_form(form_page, password)
+
+    def submit_provider_form(self, form_page: requests.Response, password: str) -> requests.Response:
+        match = re.search(r'<form id="kc-form-login"[^>]*action="([^"]+)"', form_page.text)
+        if not match:
+            raise LoginFailed(f"no login form at {form_page.url}: {form_page.status_code} {form_page.text[:300]}")
+        return self.http.post(urljoin(form_page.url, unescape(match.group(1))),
+                              data={"username": self.name, "password": password})
+
+    @property
+    def xsrf(self) -> str:
+        return self.http.cookies.get("_xsrf", path="/hub/") or self.http.cookies.get("_xsrf") or ""
+
+    # --- hub API with the login cookie --------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"X-XSRFToken": self.xsrf, **kwargs.pop("headers", {})}
+        return self.http.request(method, f"{self.hub_url}/hub/api{path}", headers=headers, **kwargs)
+
+    def model(self) -> dict:
+        r = self.api("GET", f"/users/{self.name}")
+        r.raise_for_status()
+        return r.json()
+
+    def spawn_page(self) -> requests.Response:
+        return self.http.get(f"{self.hub_url}/hub/spawn/{self.name}")
+
+    def submit_spawn_form(self, fields: dict) -> requests.Response:
+        """POST the spawn form as the browser does (fields as the form names them)."""
+        return self.http.post(f"{self.hub_url}/hub/spawn/{self.name}", data={"_xsrf": self.xsrf, **fields},
+                              allow_redirects=False)
+
+    def start(self, **user_options) -> requests.Response:
+        """Start the default server through the REST API with user options."""
+        return self.api("POST", f"/users/{self.name}/server", json=user_options)
+
+    def wait_ready(self, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.model()["servers"].get("")
+            if server and server["ready"]:
+                return server
+            if not server or not server["pending"] and not server["ready"]:
+                raise AssertionError(f"{self.name}'s server is not starting: {server}")
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name}'s server was not ready within {timeout} s")
+
+    def stop(self, timeout: float = 60) -> None:
+        r = self.api("DELETE", f"/users/{self.name}/server")
+        if r.status_code not in (202, 204, 400):
+            r.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.model()["servers"]:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{self.name}'s server did not stop within {timeout} s")
+
+    def logout(self) -> requests.Response:
+        return self.http.get(f"{self.hub_url}/hub/logout")
+
+
+class HubClient:
+    def __init__(self, platform):
+        self.platform = platform
+        self.sessions: list[UserSession] = []
+
+    def session(self, name: str) -> UserSession:
+        s = UserSession(self.platform.hub_url, name)
+        self.sessions.append(s)
+        return s
+
+    def login(self, name: str, password: str | None = None) -> UserSession:
+        s = self.session(name)
+        r = s.login(password or PASSWORDS[name])
+        if urlparse(r.url).path.startswith("/realms/") or r.status_code >= 400:
+            raise LoginFailed(f"login of {name} ended at {r.url} with {r.status_code}")
+        return s
+
+    def stop_all(self) -> None:
+        for s in self.sessions:
+            try:
+                if s.model()["servers"]:
+                    s.stop()
+            except (requests.RequestException, ValueError, KeyError):
+                pass  # logged out, or never logged in
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
