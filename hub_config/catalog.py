@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -224,12 +225,12 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def _describe(error: dict, model_fields_at) -> str:
+def _describe(error: dict) -> str:
     where = _loc(error["loc"])
     value = error.get("input")
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(model_fields_at(error["loc"][:-1]))
+        allowed = ", ".join(_fields_at(error["loc"][:-1]))
         return f"{where}: unknown key {error['loc'][-1]!r}; allowed keys: {allowed}"
     if kind == "missing":
         return f"{where}: required key is missing"
@@ -241,25 +242,22 @@ def _describe(error: dict, model_fields_at) -> str:
 
 def _fields_at(loc: tuple) -> list[str]:
     """The keys allowed at a location of the catalog (for 'unknown key' messages)."""
-    model: Any = Catalog
+    node: Any = Catalog
     for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) and hasattr(model, "model_fields") else None
-        if field is None:
-            # a dict value or a list item: the model inside the annotation
-            continue
-        annotation = field.annotation
-        model = _inner_model(annotation)
-    return list(model.model_fields) if hasattr(model, "model_fields") else []
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            node = node.model_fields[part].annotation
+        else:  # a dict value or a list item
+            node = get_args(node)[-1]
+    node = _unwrap(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
 
 
-def _inner_model(annotation):
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None
+def _unwrap(annotation):
+    """`Profile | None` → Profile; `Annotated[X, ...]` → X."""
+    while get_origin(annotation) in (Union, UnionType, Annotated):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
 
 
 def _cross_check(m: Catalog) -> list[str]:
@@ -305,7 +303,7 @@ def parse_catalog(data: Any, path: str = "<catalog>", environ=None) -> Catalog:
     try:
         catalog = Catalog.model_validate(data)
     except ValidationError as e:
-        raise CatalogError(path, [_describe(err, _fields_at) for err in e.errors()]) from None
+        raise CatalogError(path, [_describe(err) for err in e.errors()]) from None
     problems = _cross_check(catalog)
     if problems:
         raise CatalogError(path, problems)

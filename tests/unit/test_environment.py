@@ -1,0 +1,46 @@
+"""The environment contract, written by the hub and read by the notebook package."""
+
+import pytest
+
+from hub_config.catalog import load_catalog
+from hub_config.environment import notebook_environment
+from hub_config.profiles import Selection
+from mlplatform.environment import NotOnPlatformError, PlatformEnvironment
+
+CATALOG = load_catalog(environ={"MLPLATFORM_S3_PORT": "19300"})
+
+
+def test_contract_for_a_gpu_server():
+    env = notebook_environment(CATALOG, "alice", Selection("team-vision", "gpu-a100", "a100", 2))
+    assert env == {
+        "MLPLATFORM_CONTRACT_VERSION": "1",
+        "MLPLATFORM_USER": "alice",
+        "MLPLATFORM_TEAM": "team-vision",
+        "MLPLATFORM_NAMESPACE": "team-vision",
+        "MLPLATFORM_BACKEND": "local",
+        "MLPLATFORM_PROFILE": "gpu-a100",
+        "MLPLATFORM_GPU_TYPE": "a100",
+        "MLPLATFORM_GPU_COUNT": "2",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:18500",
+        "MLPLATFORM_S3_ENDPOINT": "http://127.0.0.1:19300",
+        "MLPLATFORM_S3_BUCKET": "platform",
+        "MLPLATFORM_S3_PREFIX": "users/alice/",
+        "MLPLATFORM_S3_TEAM_PREFIX": "teams/team-vision/",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:19300",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def test_notebook_side_reads_what_the_hub_wrote():
+    env = notebook_environment(CATALOG, "bob", Selection("team-nlp", "cpu"))
+    platform = PlatformEnvironment.from_environ(env)
+    assert (platform.user, platform.team, platform.gpu_type, platform.gpu_count) == ("bob", "team-nlp", None, 0)
+    assert platform.s3_user_uri == "s3://platform/users/bob/"
+    assert platform.s3_team_uri == "s3://platform/teams/team-nlp/"
+    assert platform.mlflow_tracking_uri == "http://127.0.0.1:18500"
+
+
+def test_outside_the_platform_says_so():
+    with pytest.raises(NotOnPlatformError, match="MLPLATFORM_USER, MLPLATFORM_TEAM, MLPLATFORM_BACKEND not set"):
+        PlatformEnvironment.from_environ({})
