@@ -92,6 +92,13 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
         if profile.cpu.guarantee is not None:
             self.cpu_guarantee = parse_cpu(profile.cpu.guarantee)
 
+    def get_args(self):
+        args = super().get_args()
+        if os.geteuid() == 0:
+            # Servers run as the hub's user; in a root container (CI, a dev VM) that is root.
+            args.append("--ServerApp.allow_root=True")
+        return args
+
     def get_env(self):
         env = super().get_env()
         if self.selection is not None:

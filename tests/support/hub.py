@@ -32,7 +32,8 @@ class UserSession:
     def login(self, password: str) -> requests.Response:
         """The authorization code flow through the provider's login form; returns the hub's answer."""
         form_page = self.http.get(f"{self.hub_url}/hub/oauth_login")
-        self.authorize_url = form_page.history[-1].headers["location"] if form_page.history else None
+        self.authorize_url = next((r.headers["location"] for r in form_page.history
+                                   if "/protocol/openid-connect/auth" in r.headers.get("location", "")), None)
         return self.submit_provider_form(form_page, password)
 
     def submit_provider_form(self, form_page: requests.Response, password: str) -> requests.Response:

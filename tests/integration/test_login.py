@@ -1,0 +1,84 @@
+"""Login through the real dev OIDC provider and hub: code flow with PKCE, groups, admin, refusal, logout."""
+
+import re
+import time
+
+import requests
+
+from ..conftest import ACCESS_TOKEN_TTL
+from ..support.hub import query
+
+
+def test_code_flow_with_pkce_lands_on_the_spawn_form(hub, platform):
+    alice = hub.login("alice")
+    params = query(alice.authorize_url)
+    assert alice.authorize_url.startswith(f"{platform.realm_url}/protocol/openid-connect/auth?")
+    assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) >= 43
+    assert params["client_id"] == "jupyterhub"
+    assert set(params["scope"].split()) == {"openid", "profile", "email", "groups", "roles"}
+    page = alice.spawn_page()
+    assert page.status_code == 200
+    assert 'id="profile-item-team-vision--gpu-a100"' in page.text
+
+
+def test_keycloak_groups_become_hub_groups_and_realm_role_makes_admin(hub):
+    alice = hub.login("alice").model()
+    assert (alice["name"], alice["groups"], alice["admin"]) == ("alice", ["team-vision"], False)
+    admin = hub.login("admin").model()
+    assert (sorted(admin["groups"]), admin["admin"]) == (["platform-admins", "team-nlp"], True)
+
+
+def test_wrong_password_is_refused_by_the_provider(hub, platform):
+    eve = hub.session("alice")
+    page = eve.login("not-her-password")
+    assert page.url.startswith(f"{platform.realm_url}/login-actions/authenticate/")
+    assert "Invalid username or password." in page.text
+    assert eve.api("GET", "/users/alice").status_code == 403
+
+
+def test_user_outside_every_team_is_refused_with_a_clear_page(hub):
+    eve = hub.session("eve")
+    page = eve.login("eve-pw")
+    assert page.status_code == 403
+    assert "Your account is not in any team of mlplatform-local. Allowed groups: team-vision, team-nlp." in page.text
+    assert eve.http.get(f"{eve.hub_url}/hub/spawn").url.endswith("/hub/login?next=%2Fhub%2Fspawn")
+
+
+def test_logout_ends_the_sso_session_too(hub, platform):
+    alice = hub.login("alice")
+    page = alice.logout()
+    # The hub sends the browser to the realm's end-session endpoint with the ID token as hint...
+    assert page.url.startswith(f"{platform.realm_url}/protocol/openid-connect/logout?client_id=jupyterhub&")
+    assert query(page.url)["post_logout_redirect_uri"] == f"{platform.hub_url}/hub/login"
+    assert query(page.url)["id_token_hint"].count(".") == 2
+    # ...where, as in Keycloak, a hinted logout needs no click: the page submits itself (run here by hand).
+    assert "f.submit()" in page.text
+    action = re.search(r'<form id="op.logoutForm" method="post" action="([^"]+)">', page.text).group(1)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"/>', page.text))
+    done = alice.http.post(action, data={**fields, "logout": "yes"})
+    assert done.url == f"{platform.hub_url}/hub/login"
+    # Logging in again shows the provider's form: the SSO session is gone, not just the hub cookie.
+    again = alice.http.get(f"{platform.hub_url}/hub/oauth_login")
+    assert again.url.startswith(f"{platform.realm_url}/login-actions/authenticate/")
+    assert 'name="password"' in again.text
+    assert alice.api("GET", "/users/alice").status_code == 403
+
+
+def userinfo(platform, access_token) -> int:
+    return requests.get(f"{platform.realm_url}/protocol/openid-connect/userinfo",
+                        headers={"Authorization": f"Bearer {access_token}"}).status_code
+
+
+def test_expired_access_token_is_refreshed_before_spawn(hub, platform):
+    alice = hub.login("alice")
+    admin = hub.login("admin")  # admins may read auth_state
+    before = admin.api("GET", "/users/alice").json()["auth_state"]
+    assert before["refresh_token"] and userinfo(platform, before["access_token"]) == 200
+    time.sleep(ACCESS_TOKEN_TTL + 6)  # past the lifetime and the provider's clock tolerance
+    assert userinfo(platform, before["access_token"]) == 401
+
+    assert alice.start(profile="cpu").status_code in (201, 202)
+    alice.wait_ready()
+    after = admin.api("GET", "/users/alice").json()["auth_state"]
+    assert after["access_token"] != before["access_token"]
+    assert userinfo(platform, after["access_token"]) == 200
