@@ -30,11 +30,15 @@ CELL = (
 RESULT = re.compile(r"RESULT<\|(.*)\|>END")
 
 
-async def sso_login(page, user: str) -> None:
+async def sso_login(page, user: str, shot=None) -> None:
     """Hub login page → "Sign in with Keycloak" → the provider's form → back to the hub."""
     await page.goto("/hub/login")
+    if shot:
+        await shot("hub_login")
     await page.click("a:has-text('Sign in with Keycloak')")
     await page.wait_for_selector("#kc-form-login input[name=username]")
+    if shot:
+        await shot("provider_login_form")
     await page.fill("#kc-form-login input[name=username]", user)
     await page.fill("#kc-form-login input[name=password]", PASSWORDS[user])
     await page.click("#kc-login")
@@ -46,7 +50,7 @@ async def sso_login(page, user: str) -> None:
 async def test_alice_spawns_gpu_server_and_logs_to_mlflow(page, shot, platform, hub):
     api = hub.login("alice")  # a second session for the hub API; `hub` stops her server at teardown too
 
-    await sso_login(page, "alice")
+    await sso_login(page, "alice", shot)
     await page.wait_for_url(re.compile(r"/hub/spawn"))
     await page.wait_for_selector("#spawn_form input[name=profile]")
     await shot("spawn_form")

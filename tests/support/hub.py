@@ -26,6 +26,8 @@ class UserSession:
         self.hub_url = hub_url
         self.name = name
         self.http = requests.Session()
+        # The hub's pages are UTF-8 but do not say so in Content-Type.
+        self.http.hooks["response"].append(lambda r, *args, **kwargs: setattr(r, "encoding", "utf-8"))
         self.authorize_url: str | None = None  # the provider URL the hub sent us to
 
     # --- login --------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Spawning through the real hub: GPU profiles, the environment contract, quota refusals, races."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ..support.processes import server_process
+
+
+def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub, platform):
+    alice = hub.login("alice")
+    r = alice.submit_spawn_form({"profile": "team-vision/gpu-a100", "gpu--team-vision--gpu-a100": "a100:2"})
+    assert r.status_code == 302 and "/hub/spawn-pending/alice" in r.headers["location"]
+    alice.wait_ready()
+    assert alice.model()["servers"][""]["user_options"] == {
+        "team": "team-vision", "profile": "gpu-a100", "gpu_type": "a100", "gpu_count": 2}
+
+    _, env, cwd = server_process("alice")
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    contract = {k: v for k, v in env.items() if k.startswith("MLPLATFORM_") and k != "MLPLATFORM_CONTRACT_VERSION"}
+    assert contract == {
+        "MLPLATFORM_USER": "alice",
+        "MLPLATFORM_TEAM": "team-vision",
+        "MLPLATFORM_NAMESPACE": "team-vision",
+        "MLPLATFORM_BACKEND": "local",
+        "MLPLATFORM_PROFILE": "gpu-a100",
+        "MLPLATFORM_GPU_TYPE": "a100",
+        "MLPLATFORM_GPU_COUNT": "2",
+        "MLPLATFORM_S3_ENDPOINT": "http://127.0.0.1:18300",
+        "MLPLATFORM_S3_BUCKET": "platform",
+        "MLPLATFORM_S3_PREFIX": "users/alice/",
+        "MLPLATFORM_S3_TEAM_PREFIX": "teams/team-vision/",
+    }
+    assert env["MLFLOW_TRACKING_URI"] == platform.mlflow_url
+    assert (env["MEM_LIMIT"], env["CPU_LIMIT"]) == (str(32 * 2**30), "8.0")
+    assert cwd == platform.data_dir / "home" / "alice" and env["HOME"] == str(cwd)
+
+    # Everyone in the team now sees two A100 fewer, and the choice that no longer fits is disabled.
+    form = hub.login("dana").spawn_page().text
+    assert '<option value="a100:2">A100 ×2 — 2 of 4 team-vision A100 free</option>' in form
+    assert '<option value="a100:4" disabled>A100 ×4 — only 2 of 4 team-vision A100 free</option>' in form
+
+    alice.stop()
+    form = hub.sessions[-1].spawn_page().text
+    assert '<option value="a100:4">A100 ×4 — 4 of 4 team-vision A100 free</option>' in form
+
+
+def test_spawn_beyond_free_quota_is_refused_and_starts_nothing(hub):
+    dana = hub.login("dana")
+    assert dana.start(team="team-vision", profile="gpu-t4", gpu_type="t4", gpu_count=2).status_code in (201, 202)
+    dana.wait_ready()
+    alice = hub.login("alice")
+    r = alice.start(profile="gpu-a100", gpu_count=4)
+    assert r.status_code == 409
+    assert r.json()["message"] == ("cannot start with 4 A100 GPUs: only 2 of 4 team-vision GPUs free in total; "
+                                   "counts you can take now: 1, 2")
+    assert alice.model()["servers"] == {}
+
+    # The form says the same on the spawn page, with the same status.
+    page = alice.submit_spawn_form({"profile": "team-vision/gpu-a100", "gpu--team-vision--gpu-a100": "a100:4"})
+    assert page.status_code == 409
+    assert "cannot start with 4 A100 GPUs: only 2 of 4 team-vision GPUs free in total" in page.text
+    assert alice.model()["servers"] == {}
+
+
+def test_profile_outside_the_users_teams_is_refused(hub):
+    bob = hub.login("bob")
+    r = bob.start(team="team-vision", profile="gpu-a100")
+    assert (r.status_code, r.json()["message"]) == (403, "team 'team-vision' is not one of your teams; allowed: team-nlp")
+    r = bob.start(profile="gpu-a100", gpu_count=3)
+    assert (r.status_code, r.json()["message"]) == (400, "gpu_count 3 is not offered by profile 'gpu-a100'; "
+                                                         "allowed: 1, 2, 4")
+    r = bob.start(profile="gpu-a100", gpu_count=2)
+    assert (r.status_code, r.json()["message"]) == (409, "cannot start with 2 A100 GPUs: only 1 of 1 team-nlp A100 "
+                                                         "free; counts you can take now: 1")
+    assert bob.model()["servers"] == {}
+
+
+def test_two_users_racing_for_the_last_gpu(hub):
+    # team-nlp has one A100: bob and the admin (both in team-nlp) ask for it at the same moment.
+    racers = [hub.login("bob"), hub.login("admin")]
+    with ThreadPoolExecutor(len(racers)) as pool:
+        answers = list(pool.map(lambda s: s.start(team="team-nlp", profile="gpu-a100", gpu_count=1), racers))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses[0] in (201, 202) and statuses[1] == 409
+    loser = racers[[r.status_code for r in answers].index(409)]
+    winner = racers[1 - racers.index(loser)]
+    assert "only 0 of 1 team-nlp A100 free" in answers[racers.index(loser)].json()["message"]
+    winner.wait_ready()
+    assert loser.model()["servers"] == {}
+    assert server_process(winner.name)[1]["CUDA_VISIBLE_DEVICES"] == "0"
