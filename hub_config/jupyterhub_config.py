@@ -20,7 +20,7 @@ hub_url = f"http://127.0.0.1:{hub_port}"
 configure_hub(c, catalog)
 c.KeycloakOAuthenticator.oauth_callback_url = f"{hub_url}/hub/oauth_callback"
 # Access tokens are short-lived (Keycloak's default is 5 minutes): check and refresh them often.
-c.KeycloakOAuthenticator.auth_refresh_age = int(os.environ.get("MLPLATFORM_AUTH_REFRESH_AGE", "60"))
+c.KeycloakOAuthenticator.auth_refresh_age = 60
 
 c.JupyterHub.spawner_class = "mlplatform-local"
 c.LocalPlatformSpawner.catalog_file = catalog.path
