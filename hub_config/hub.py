@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .catalog import Catalog
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def configure_hub(c, catalog: Catalog) -> None:
@@ -24,3 +28,4 @@ def configure_hub(c, catalog: Catalog) -> None:
         f"Your account is not in any team of {catalog.platform.name}. Allowed groups: {', '.join(groups)}. "
         "Ask a platform administrator to add you to a team group in Keycloak, then log in again."
     )
+    c.JupyterHub.template_paths = [str(TEMPLATES)]

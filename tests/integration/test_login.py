@@ -2,6 +2,7 @@
 
 import re
 import time
+from urllib.parse import urljoin
 
 import requests
 
@@ -36,12 +37,29 @@ def test_wrong_password_is_refused_by_the_provider(hub, platform):
     assert eve.api("GET", "/users/alice").status_code == 403
 
 
-def test_user_outside_every_team_is_refused_with_a_clear_page(hub):
+def test_user_outside_every_team_is_refused_with_a_clear_page(hub, platform):
     eve = hub.session("eve")
     page = eve.login("eve-pw")
     assert page.status_code == 403
+    assert "<h1>403 : Access denied</h1>" in page.text
     assert "Your account is not in any team of mlplatform-local. Allowed groups: team-vision, team-nlp." in page.text
     assert eve.http.get(f"{eve.hub_url}/hub/spawn").url.endswith("/hub/login?next=%2Fhub%2Fspawn")
+
+    # "Sign in as someone else" ends her SSO session (the provider asks first: there is no ID token hint).
+    switch = re.search(r'<a id="mlplatform-switch-account"[^>]*href="([^"]+)"', page.text).group(1)
+    confirm = eve.http.get(urljoin(page.url, switch))
+    assert confirm.url.startswith(f"{platform.realm_url}/protocol/openid-connect/logout?client_id=jupyterhub&")
+    assert 'id="kc-logout"' in confirm.text and "f.submit()" not in confirm.text
+    done = submit_logout_form(eve, confirm)
+    assert done.url == f"{platform.hub_url}/hub/login"
+    assert 'name="password"' in eve.http.get(f"{platform.hub_url}/hub/oauth_login").text
+
+
+def submit_logout_form(session, page):
+    """What the provider's logout page does in a browser: post its form with logout=yes."""
+    action = re.search(r'<form id="op.logoutForm" method="post" action="([^"]+)">', page.text).group(1)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"/>', page.text))
+    return session.http.post(action, data={**fields, "logout": "yes"})
 
 
 def test_logout_ends_the_sso_session_too(hub, platform):
@@ -53,9 +71,7 @@ def test_logout_ends_the_sso_session_too(hub, platform):
     assert query(page.url)["id_token_hint"].count(".") == 2
     # ...where, as in Keycloak, a hinted logout needs no click: the page submits itself (run here by hand).
     assert "f.submit()" in page.text
-    action = re.search(r'<form id="op.logoutForm" method="post" action="([^"]+)">', page.text).group(1)
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"/>', page.text))
-    done = alice.http.post(action, data={**fields, "logout": "yes"})
+    done = submit_logout_form(alice, page)
     assert done.url == f"{platform.hub_url}/hub/login"
     # Logging in again shows the provider's form: the SSO session is gone, not just the hub cookie.
     again = alice.http.get(f"{platform.hub_url}/hub/oauth_login")
