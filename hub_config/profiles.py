@@ -107,6 +107,8 @@ class TeamChoices:
     team: str
     display_name: str
     profiles: tuple[ProfileChoice, ...]
+    gpu_total: int  # the team's total GPU quota
+    gpu_free: int  # of which free now
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,9 @@ def spawn_choices(catalog: Catalog, groups, snapshot: QuotaSnapshot) -> list[Tea
             ProfileChoice(slug, catalog.profiles[slug], gpu_choices(catalog, snapshot, team, catalog.profiles[slug]))
             for slug in profiles_for_team(catalog, team)
         )
-        result.append(TeamChoices(team, catalog.teams[team].display_name or team, profiles))
+        total = catalog.teams[team].gpu_quota.total
+        result.append(TeamChoices(team, catalog.teams[team].display_name or team, profiles,
+                                  gpu_total=total, gpu_free=max(0, total - snapshot.used_by(team))))
     return result
 
 

@@ -83,23 +83,17 @@ class CatalogProfilesMixin(LoggingConfigurable):
         return lambda spawner, user_options: spawner._apply_user_options(user_options)
 
     def _render_options_form(self, spawner=None) -> str:
-        snapshot = self.quota_snapshot()
-        teams = spawn_choices(self.catalog, self.user_groups, snapshot)
+        teams = spawn_choices(self.catalog, self.user_groups, self.quota_snapshot())
         if not teams:
             # Only admins get here (other users are refused at login): nothing to offer.
             return "<p class='alert alert-warning'>You are not a member of any team of this platform.</p>"
-        previous = self.orm_spawner.user_options or {} if self.orm_spawner else {}
+        previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
         checked = (previous.get("team"), previous.get("profile"))
         available = {(t.team, c.slug) for t in teams for c in t.profiles if c.available}
         if checked not in available:
             defaults = [(t.team, c.slug) for t in teams for c in t.profiles if c.available and c.profile.default]
             checked = (defaults or sorted(available) or [None])[0]
-        quota = {
-            t.team: {"total": self.catalog.teams[t.team].gpu_quota.total,
-                     "free": max(0, self.catalog.teams[t.team].gpu_quota.total - snapshot.used_by(t.team))}
-            for t in teams
-        }
-        return _templates.get_template("spawn_form.html").render(teams=teams, checked=checked, quota=quota)
+        return _templates.get_template("spawn_form.html").render(teams=teams, checked=checked)
 
     @staticmethod
     def _options_from_form(form_data) -> dict:

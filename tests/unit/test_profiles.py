@@ -48,6 +48,7 @@ def test_total_quota_limits_every_type():
     # team-vision: total 4; 3 A100 in use leaves 1 GPU in total, though 2 T4 of the T4 quota are free.
     snapshot = QuotaSnapshot(used={"team-vision": {"a100": 3}}, pool_free={"a100": 3, "t4": 2})
     teams = spawn_choices(CATALOG, ["team-vision"], snapshot)
+    assert (teams[0].gpu_free, teams[0].gpu_total) == (1, 4)
     assert labels(teams, "team-vision", "gpu-t4") == [
         ("t4:1", "T4 ×1 — 1 of 2 team-vision T4 free", True),
         ("t4:2", "T4 ×2 — only 1 of 4 team-vision GPUs free in total", False),
