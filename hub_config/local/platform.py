@@ -70,6 +70,8 @@ class LocalPlatform:
     access_token_ttl: int = 300
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Seconds from start() until each component answered (bench/startup.py reports them).
+    ready_after: dict[str, float] = field(default_factory=dict)
 
     @property
     def hub_url(self) -> str:
@@ -96,10 +98,16 @@ class LocalPlatform:
         self.logs.mkdir(parents=True, exist_ok=True)
         self._check_ports()
         self._check_node()
+        started = time.monotonic()
         try:
-            self._start_sso()
-            self._start_mlflow()
-            self._start_hub()
+            # MLflow is the slowest and needs nothing else: it starts alongside the provider and the hub.
+            self._spawn("mlflow", *self._mlflow_command())
+            self._spawn("sso", *self._sso_command())
+            self._wait_ready("sso", f"{self.realm_url}/.well-known/openid-configuration", 30, started)
+            # The hub reads the realm's discovery document when it starts: after the provider.
+            self._spawn("hub", *self._hub_command())
+            self._wait_ready("hub", f"{self.hub_url}/hub/api", 90, started)
+            self._wait_ready("mlflow", f"{self.mlflow_url}/health", 120, started)
         except BaseException:
             self.stop()
             raise
@@ -145,7 +153,7 @@ class LocalPlatform:
             **self.extra_env,
         }
 
-    def _start_sso(self) -> None:
+    def _sso_command(self) -> tuple[list[str], dict]:
         env = {
             **self.env(),
             "SSO_HOST": "127.0.0.1",
@@ -156,23 +164,18 @@ class LocalPlatform:
             "SSO_STATE_DIR": str(self.data_dir / "sso"),
             "SSO_ACCESS_TOKEN_TTL": str(self.access_token_ttl),
         }
-        self._spawn("sso", ["node", str(HERE / "sso_provider.mjs")], env)
-        self._wait_http("sso", f"{self.realm_url}/.well-known/openid-configuration", 30)
+        return ["node", str(HERE / "sso_provider.mjs")], env
 
-    def _start_mlflow(self) -> None:
+    def _mlflow_command(self) -> tuple[list[str], dict]:
         store = self.data_dir / "mlflow"
         (store / "artifacts").mkdir(parents=True, exist_ok=True)
         cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.ports.mlflow),
                "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
                "--artifacts-destination", str(store / "artifacts")]
-        env = {**self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self._spawn("mlflow", cmd, env)
-        self._wait_http("mlflow", f"{self.mlflow_url}/health", 120)
+        return cmd, {**self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
-    def _start_hub(self) -> None:
-        cmd = [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")]
-        self._spawn("hub", cmd, self.env(), cwd=self.data_dir)
-        self._wait_http("hub", f"{self.hub_url}/hub/api", 90)
+    def _hub_command(self) -> tuple[list[str], dict]:
+        return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")], self.env()
 
     # --- helpers ------------------------------------------------------------------------------
     def _secrets(self) -> dict[str, str]:
@@ -185,15 +188,15 @@ class LocalPlatform:
                 json.dump(values, f)
         return json.loads(path.read_text())
 
-    def _spawn(self, name: str, cmd: list[str], env: dict, cwd: Path | None = None) -> None:
+    def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         # A process group per component, so stop() also reaches the processes it starts.
-        self.processes[name] = subprocess.Popen(cmd, env=env, cwd=cwd or self.data_dir, stdout=log,
+        self.processes[name] = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdout=log,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                 start_new_session=True)
         log.close()
 
-    def _wait_http(self, name: str, url: str, timeout: float) -> None:
+    def _wait_ready(self, name: str, url: str, timeout: float, started: float) -> None:
         deadline = time.monotonic() + timeout
         proc = self.processes[name]
         while time.monotonic() < deadline:
@@ -202,6 +205,7 @@ class LocalPlatform:
                                     f"its log: {self.logs / (name + '.log')}\n{self.log_tail(name)}")
             try:
                 if requests.get(url, timeout=2).status_code == 200:
+                    self.ready_after[name] = time.monotonic() - started
                     return
             except requests.RequestException:
                 pass
