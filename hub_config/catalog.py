@@ -141,6 +141,10 @@ class S3Storage(_Model):
     user_prefix: str = "users/{username}/"
     team_prefix: str = "teams/{team}/"
     role_arn: str
+    # STS endpoint for AssumeRoleWithWebIdentity; unset: AWS STS of the region. MinIO and SeaweedFS
+    # serve STS on the S3 endpoint itself.
+    sts_endpoint_url: str | None = None
+    credentials_duration_seconds: int = Field(3600, ge=900, le=43200)
 
     @field_validator("user_prefix", "team_prefix")
     @classmethod

@@ -14,7 +14,10 @@ from .profiles import Selection
 CONTRACT_VERSION = "1"
 
 
-def notebook_environment(catalog: Catalog, username: str, selection: Selection) -> dict[str, str]:
+def notebook_environment(catalog: Catalog, username: str, selection: Selection, *, hub_api_url: str,
+                         aws_config_file: str, server_name: str = "") -> dict[str, str]:
+    """The contract for one server. `aws_config_file` is where the notebook finds mlplatform's AWS config
+    (the `credential_process`); `hub_api_url` is the hub API as the server reaches it."""
     team = catalog.teams[selection.team]
     s3 = catalog.storage.s3
     user_prefix = s3.user_prefix.format(username=username, team=selection.team)
@@ -36,4 +39,9 @@ def notebook_environment(catalog: Catalog, username: str, selection: Selection) 
         "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
         "AWS_REGION": s3.region,
         "AWS_DEFAULT_REGION": s3.region,
+        # No keys: the SDKs run the credential process, which asks the hub's broker with the server's token.
+        "AWS_CONFIG_FILE": aws_config_file,
+        "AWS_SDK_LOAD_CONFIG": "1",
+        "MLPLATFORM_CREDENTIALS_URL": f"{hub_api_url.rstrip('/')}/mlplatform/s3-credentials/{username}"
+                                      + (f"?server={server_name}" if server_name else ""),
     }

@@ -29,3 +29,5 @@ def configure_hub(c, catalog: Catalog) -> None:
         "Ask a platform administrator to add you to a team group in Keycloak, then log in again."
     )
     c.JupyterHub.template_paths = [str(TEMPLATES)]
+    # The S3 credential broker (served by the authenticator's /hub/api/mlplatform/s3-credentials/<user>).
+    c.S3CredentialBroker.catalog_file = catalog.path

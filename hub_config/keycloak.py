@@ -9,12 +9,16 @@ every spawn; logging out of the hub ends the Keycloak session too.
 from __future__ import annotations
 
 import time
+from inspect import isawaitable
 from urllib.parse import urlencode
 
+import jwt
 import requests
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLogoutHandler
 from traitlets import Float, Unicode, default
+
+from .s3_handler import S3CredentialsHandler
 
 
 class KeycloakLogoutHandler(OAuthLogoutHandler):
@@ -147,6 +151,31 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
             params["id_token_hint"] = id_token
         return self.discovery["end_session_endpoint"] + "?" + urlencode(params)
 
+    def get_handlers(self, app):
+        return [*super().get_handlers(app), (r"/api/mlplatform/s3-credentials/([^/]+)", S3CredentialsHandler)]
+
+    async def fresh_id_token(self, user, handler, min_validity: float = 60) -> str:
+        """The user's ID token, refreshed with the refresh token when it expires within `min_validity` s.
+
+        STS validates the ID token's expiry, which is as short as the access token's (5 minutes in
+        Keycloak by default), so the broker asks for a fresh one before each AssumeRoleWithWebIdentity.
+        """
+        auth_state = await user.get_auth_state() or {}
+        id_token = auth_state.get("id_token")
+        if id_token and _expires_at(id_token) - time.time() > min_validity:
+            return id_token
+        if not auth_state.get("refresh_token"):
+            raise ValueError(f"{user.name} has no refresh token: log in again")
+        params = self.build_refresh_token_request_params(auth_state["refresh_token"])
+        token_info = await self.get_token_info(handler, params)
+        token_info.setdefault("refresh_token", auth_state["refresh_token"])  # not rotated: keep the current one
+        fresh = self.build_auth_state_dict(token_info, auth_state.get(self.user_auth_state_key))
+        if isawaitable(fresh):
+            fresh = await fresh
+        await user.save_auth_state({**auth_state, **fresh})
+        self.log.info("Refreshed the tokens of %s for S3 credentials", user.name)
+        return fresh["id_token"]
+
     async def update_auth_model(self, auth_model):
         auth_model = await super().update_auth_model(auth_model)
         user_info = auth_model["auth_state"].get(self.user_auth_state_key) or {}
@@ -155,3 +184,11 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
             # Admin follows the role on every login: removing the role in Keycloak removes admin.
             auth_model["admin"] = bool(auth_model["admin"]) or self.admin_role in roles
         return auth_model
+
+
+def _expires_at(token: str) -> float:
+    """`exp` of a JWT, read without verifying: the token came straight from the realm's token endpoint."""
+    try:
+        return float(jwt.decode(token, options={"verify_signature": False}).get("exp", 0))
+    except jwt.PyJWTError:
+        return 0.0

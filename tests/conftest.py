@@ -25,7 +25,8 @@ def platform(tmp_path_factory):
     local = LocalPlatform(data_dir=data_dir, ports=Ports(hub=BASE, sso=BASE + 80, mlflow=BASE + 500),
                           access_token_ttl=ACCESS_TOKEN_TTL)
     # The catalog reads its ports from the environment, here as in `mlplatform-local up`.
-    os.environ.update(MLPLATFORM_SSO_PORT=str(local.ports.sso), MLPLATFORM_MLFLOW_PORT=str(local.ports.mlflow))
+    os.environ.update(MLPLATFORM_SSO_PORT=str(local.ports.sso), MLPLATFORM_MLFLOW_PORT=str(local.ports.mlflow),
+                      MLPLATFORM_S3_PORT=str(local.ports.s3))
     local.start()
     try:
         yield local

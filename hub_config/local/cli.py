@@ -13,8 +13,9 @@ from ..catalog import CatalogError, load_catalog
 from .platform import LocalPlatform, PlatformError, Ports
 
 
-def _port(name: str, default: int) -> int:
-    return int(os.environ.get(f"MLPLATFORM_{name.upper()}_PORT", default))
+def _port(name: str, default: int | None) -> int | None:
+    value = os.environ.get(f"MLPLATFORM_{name.upper()}_PORT")
+    return int(value) if value else default
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
                     help="public hub port; the proxy API uses port+1 and the hub API port+81 (default 18000)")
     up.add_argument("--sso-port", type=int, default=_port("sso", 18080), help="dev OIDC provider (default 18080)")
     up.add_argument("--mlflow-port", type=int, default=_port("mlflow", 18500), help="MLflow server (default 18500)")
+    up.add_argument("--s3-port", type=int, default=_port("s3", None),
+                    help="S3 server with STS (SeaweedFS); its internal ports are port+1 .. port+7 "
+                         "(default: hub port + 300, i.e. 18300)")
     return p
 
 
@@ -41,6 +45,7 @@ def banner(platform: LocalPlatform) -> str:
         f"  JupyterHub   {platform.hub_url}",
         f"  Keycloak-like SSO realm   {platform.realm_url}",
         f"  MLflow       {platform.mlflow_url}",
+        f"  S3 + STS     {platform.s3_url}",
         f"  logs         {platform.logs}",
         "",
         "Demo logins (username / password — groups):",
@@ -56,10 +61,10 @@ def banner(platform: LocalPlatform) -> str:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    ports = Ports(hub=args.hub_port, sso=args.sso_port, mlflow=args.mlflow_port)
+    ports = Ports(hub=args.hub_port, sso=args.sso_port, mlflow=args.mlflow_port, s3=args.s3_port)
     # The catalog refers to these ports as ${MLPLATFORM_*_PORT}; validate it before starting anything.
     os.environ.update(MLPLATFORM_HUB_PORT=str(ports.hub), MLPLATFORM_SSO_PORT=str(ports.sso),
-                      MLPLATFORM_MLFLOW_PORT=str(ports.mlflow))
+                      MLPLATFORM_MLFLOW_PORT=str(ports.mlflow), MLPLATFORM_S3_PORT=str(ports.s3))
     try:
         load_catalog(args.catalog)
     except CatalogError as e:

@@ -1,20 +1,23 @@
-"""The local platform: the dev OIDC provider, MLflow and JupyterHub as real processes on loopback.
+"""The local platform: the dev OIDC provider, MLflow, SeaweedFS (S3 + STS) and JupyterHub as real
+processes on loopback.
 
 `LocalPlatform` starts each component, waits until it answers, and stops them all (every process
 group it started) on `stop()`. `mlplatform-local up` runs one in the foreground; the test suite
 starts one per session with its own ports and data directory.
 
 Data directory layout:
-    secrets.json        client secret and auth_state key (0600), made on first start
+    secrets.json        client secret, auth_state key, S3 admin keys, STS signing key (0600), made on first start
     logs/<name>.log     each component's output
     sso/                the provider's signing keys (kept across restarts)
     mlflow/             MLflow's SQLite store and artifacts
+    s3/                 SeaweedFS's iam.json and s3.json (0600, rewritten at each start) and data/
     home/<user>/        notebook users' homes
     jupyterhub.sqlite   the hub's database
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -29,6 +32,9 @@ from pathlib import Path
 
 import requests
 
+from ..catalog import Catalog, load_catalog
+from . import seaweedfs
+
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 REALM_FILE = HERE / "realm.json"
@@ -39,6 +45,16 @@ class PlatformError(RuntimeError):
     pass
 
 
+SECRETS = {
+    "client_secret": lambda: secrets.token_urlsafe(32),
+    "crypt_key": lambda: secrets.token_hex(32),
+    # The S3 server's static admin identity (bucket creation only) and the key signing STS session tokens.
+    "s3_access_key": lambda: secrets.token_hex(10).upper(),
+    "s3_secret_key": lambda: secrets.token_urlsafe(30),
+    "s3_sts_signing_key": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+}
+
+
 @dataclass
 class Ports:
     """Every port the local platform listens on (all on 127.0.0.1). Defaults avoid 8000 and 5000."""
@@ -46,6 +62,13 @@ class Ports:
     hub: int = 18000
     sso: int = 18080
     mlflow: int = 18500
+    # S3 + STS; SeaweedFS's internal ports are s3 + 1 .. s3 + 7 (see seaweedfs.py). Unset: hub + 300
+    # (18300), so platforms started with different hub ports (test sessions) never share it.
+    s3: int | None = None
+
+    def __post_init__(self):
+        if self.s3 is None:
+            self.s3 = self.hub + 300
 
     @property
     def proxy_api(self) -> int:
@@ -57,7 +80,9 @@ class Ports:
 
     def all(self) -> dict[str, int]:
         return {"hub": self.hub, "proxy API (hub + 1)": self.proxy_api, "hub API (hub + 81)": self.hub_api,
-                "sso": self.sso, "mlflow": self.mlflow}
+                "sso": self.sso, "mlflow": self.mlflow,
+                **{name if name == "s3" else f"S3 server's {name} (s3 + {port - self.s3})": port
+                   for name, port in seaweedfs.ports(self.s3).items()}}
 
 
 @dataclass
@@ -68,6 +93,7 @@ class LocalPlatform:
     node_modules: Path = REPO / "node_modules"
     # Shorter lifetimes let tests see refresh; Keycloak's default is 300 s.
     access_token_ttl: int = 300
+    id_token_ttl: int = 300
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     # Seconds from start() until each component answered (bench/startup.py reports them).
@@ -86,6 +112,11 @@ class LocalPlatform:
         return f"http://127.0.0.1:{self.ports.mlflow}"
 
     @property
+    def s3_url(self) -> str:
+        """S3 API and STS (AssumeRoleWithWebIdentity) on one port."""
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
 
@@ -102,29 +133,60 @@ class LocalPlatform:
         try:
             # MLflow is the slowest and needs nothing else: it starts alongside the provider and the hub.
             self._spawn("mlflow", *self._mlflow_command())
+            # SeaweedFS fetches the provider's keys only when it validates the first token: no need to wait.
+            self._spawn("s3", *self._s3_command())
             self._spawn("sso", *self._sso_command())
-            self._wait_ready("sso", f"{self.realm_url}/.well-known/openid-configuration", 30, started)
+            self._ready("sso", started)
             # The hub reads the realm's discovery document when it starts: after the provider.
             self._spawn("hub", *self._hub_command())
-            self._wait_ready("hub", f"{self.hub_url}/hub/api", 90, started)
-            self._wait_ready("mlflow", f"{self.mlflow_url}/health", 120, started)
+            for name in ("hub", "s3", "mlflow"):
+                self._ready(name, started)
         except BaseException:
             self.stop()
             raise
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop every component, newest first: SIGTERM to its process group, SIGKILL after `timeout`."""
+        """Stop every component, newest first."""
         for name in reversed(list(self.processes)):
-            proc = self.processes.pop(name)
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
-            # Children that outlived their parent (a notebook server, the proxy) go too.
+            self.stop_component(name, timeout)
+
+    def stop_component(self, name: str, timeout: float = 20) -> None:
+        """Stop one component: SIGTERM to its process group, SIGKILL after `timeout`.
+
+        SeaweedFS gets SIGKILL at once (its graceful stop takes ~26 s: a 15 s gRPC drain, then 10 s
+        of volume pre-stop), then its sockets in /tmp are removed."""
+        proc = self.processes.pop(name)
+        if proc.poll() is None and name == "s3":
             _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        elif proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        # Children that outlived their parent (a notebook server, the proxy) go too.
+        _signal_group(proc, signal.SIGKILL)
+        if name == "s3":
+            seaweedfs.remove_sockets(self.ports.s3)
+
+    def start_component(self, name: str) -> None:
+        """Start one stopped component again and wait until it answers (tests simulate outages)."""
+        started = time.monotonic()
+        commands = {"mlflow": self._mlflow_command, "s3": self._s3_command, "sso": self._sso_command,
+                    "hub": self._hub_command}
+        self._spawn(name, *commands[name]())
+        self._ready(name, started)
+
+    def _ready(self, name: str, started: float) -> None:
+        url, timeout = {"sso": (f"{self.realm_url}/.well-known/openid-configuration", 30),
+                        "hub": (f"{self.hub_url}/hub/api", 90),
+                        "s3": (f"{self.s3_url}/healthz", 60),
+                        "mlflow": (f"{self.mlflow_url}/health", 120)}[name]
+        self._wait_ready(name, url, timeout, started)
+        if name == "s3":
+            self._ensure_bucket(started)
 
     def __enter__(self):
         self.start()
@@ -144,6 +206,7 @@ class LocalPlatform:
             "MLPLATFORM_HUB_PORT": str(self.ports.hub),
             "MLPLATFORM_SSO_PORT": str(self.ports.sso),
             "MLPLATFORM_MLFLOW_PORT": str(self.ports.mlflow),
+            "MLPLATFORM_S3_PORT": str(self.ports.s3),
             "MLPLATFORM_PROXY_API_PORT": str(self.ports.proxy_api),
             "MLPLATFORM_HUB_API_PORT": str(self.ports.hub_api),
             "MLPLATFORM_CHP": str(self.node_modules / ".bin" / "configurable-http-proxy"),
@@ -163,6 +226,7 @@ class LocalPlatform:
             "SSO_CLIENT_SECRET": self._secrets()["client_secret"],
             "SSO_STATE_DIR": str(self.data_dir / "sso"),
             "SSO_ACCESS_TOKEN_TTL": str(self.access_token_ttl),
+            "SSO_ID_TOKEN_TTL": str(self.id_token_ttl),
         }
         return ["node", str(HERE / "sso_provider.mjs")], env
 
@@ -174,19 +238,44 @@ class LocalPlatform:
                "--artifacts-destination", str(store / "artifacts")]
         return cmd, {**self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
+    def load_catalog(self) -> Catalog:
+        """The platform's catalog, with the ports of this platform."""
+        return load_catalog(self.catalog, environ=self.env())
+
+    def _s3_command(self) -> tuple[list[str], dict]:
+        config_dir = self.data_dir / "s3"
+        seaweedfs.remove_sockets(self.ports.s3)  # left behind if an earlier run was killed
+        seaweedfs.write_config(config_dir, self.load_catalog(), self._secrets())
+        (config_dir / "data").mkdir(exist_ok=True)
+        # Only the plain environment: SeaweedFS needs none of the platform's secrets there.
+        return seaweedfs.weed_command(BIN / "weed", config_dir, self.ports.s3), dict(os.environ)
+
+    def _ensure_bucket(self, started: float) -> None:
+        s3 = self.load_catalog().storage.s3
+        try:
+            seaweedfs.ensure_bucket(self.s3_url, s3.region, s3.bucket, self._secrets(), timeout=30)
+        except RuntimeError as e:
+            raise PlatformError(f"{e}; the S3 server's log: {self.logs / 's3.log'}\n{self.log_tail('s3')}") from None
+        self.ready_after["s3"] = time.monotonic() - started
+
     def _hub_command(self) -> tuple[list[str], dict]:
         return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")], self.env()
 
     # --- helpers ------------------------------------------------------------------------------
     def _secrets(self) -> dict[str, str]:
+        """The generated secrets; ones missing (a data directory from an older version) are added."""
         path = self.data_dir / "secrets.json"
-        if not path.exists():
+        values = json.loads(path.read_text()) if path.exists() else {}
+        missing = {name: make() for name, make in SECRETS.items() if name not in values}
+        if missing:
             path.parent.mkdir(parents=True, exist_ok=True)
-            values = {"client_secret": secrets.token_urlsafe(32), "crypt_key": secrets.token_hex(32)}
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp = path.with_name(".secrets.json.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump(values, f)
-        return json.loads(path.read_text())
+                json.dump({**values, **missing}, f)
+            os.replace(tmp, path)
+            values = {**values, **missing}
+        return values
 
     def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         log = open(self.logs / f"{name}.log", "ab")

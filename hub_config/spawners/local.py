@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+import mlplatform
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
@@ -23,6 +24,9 @@ from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
 from ..profiles import QuotaSnapshot, Selection
 from .profiles_mixin import CatalogProfilesMixin
+
+
+AWS_CONFIG = Path(mlplatform.__file__).parent / "aws_config"
 
 
 class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
@@ -102,7 +106,9 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         if self.selection is not None:
-            env.update(notebook_environment(self.catalog, self.user.name, self.selection))
+            env.update(notebook_environment(self.catalog, self.user.name, self.selection,
+                                            hub_api_url=self.hub.api_url, aws_config_file=str(AWS_CONFIG),
+                                            server_name=self.name))
             # An empty value hides every GPU from a CPU profile on a machine that has some.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
         return env

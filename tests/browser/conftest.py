@@ -28,7 +28,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 async def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: scripts/install --test installs it (apt-get install chromium)")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser

@@ -12,11 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from playwright.async_api import expect
 
-from ..support.hub import PASSWORDS
+from .lab import SPAWN_TIMEOUT, run_in_new_notebook, sso_login
 
 pytestmark = pytest.mark.browser
 
-SPAWN_TIMEOUT = 120_000  # ms: a notebook server on 2 shared cores
 ENV_KEYS = ["MLPLATFORM_TEAM", "MLPLATFORM_PROFILE", "MLPLATFORM_GPU_COUNT", "CUDA_VISIBLE_DEVICES",
             "MLFLOW_TRACKING_URI"]
 # One cell: log a metric to the platform's MLflow, print the run id and the env contract between markers.
@@ -28,23 +27,6 @@ CELL = (
     'print("RESULT<", run.info.run_id, *(os.environ.get(k, "") for k in keys), ">END", sep="|")\n'
 )
 RESULT = re.compile(r"RESULT<\|(.*)\|>END")
-
-
-async def sso_login(page, user: str, shot=None) -> None:
-    """Hub login page → "Sign in with Keycloak" → the provider's form → back to the hub."""
-    await page.goto("/hub/login")
-    if shot:
-        await shot("hub_login")
-    await page.click("a:has-text('Sign in with Keycloak')")
-    await page.wait_for_selector("#kc-form-login input[name=username]")
-    if shot:
-        await shot("provider_login_form")
-    await page.fill("#kc-form-login input[name=username]", user)
-    await page.fill("#kc-form-login input[name=password]", PASSWORDS[user])
-    await page.click("#kc-login")
-    # Leaving the provider: the hub's callback answers with the spawn page or an error page.
-    await page.wait_for_url(re.compile(r"/hub/"))
-    await page.wait_for_load_state()
 
 
 async def test_alice_spawns_gpu_server_and_logs_to_mlflow(page, shot, platform, hub):
@@ -72,21 +54,8 @@ async def test_alice_spawns_gpu_server_and_logs_to_mlflow(page, shot, platform, 
     await page.wait_for_selector(".jp-LauncherCard", timeout=SPAWN_TIMEOUT)
     await shot("lab_launcher")
 
-    # A notebook; type only once its kernel is idle, or the keystrokes race the kernel start.
-    await page.click(".jp-LauncherCard[data-category='Notebook']")
-    await page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content")
-    await page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
-                                 state="attached", timeout=60_000)
-    await page.click(".jp-NotebookPanel .jp-Cell .cm-content")
-    await page.keyboard.insert_text(CELL)  # not type(): CodeMirror would auto-indent and close brackets
-    await page.wait_for_timeout(500)  # CodeMirror syncs the editor to the model asynchronously
-    await page.keyboard.press("Shift+Enter")
-    cell = page.locator(".jp-NotebookPanel .jp-Cell").first
-    # "[1]" once it has run (ok or not); importing mlflow takes a while on 2 cores.
-    await expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[1\]"), timeout=SPAWN_TIMEOUT)
+    output = await run_in_new_notebook(page, CELL)
     await shot("notebook_cell_output")
-
-    output = "\n".join(await cell.locator(".jp-OutputArea-output").all_inner_texts())
     match = RESULT.search(output)
     assert match, f"no result line in the cell output:\n{output}"
     run_id, team, profile, gpu_count, devices, tracking_uri = match.group(1).split("|")

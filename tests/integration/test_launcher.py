@@ -40,7 +40,8 @@ def alive(pid: int) -> bool:
 
 
 def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path):
-    ports = ["--hub-port", str(BASE), "--sso-port", str(BASE + 80), "--mlflow-port", str(BASE + 500)]
+    ports = ["--hub-port", str(BASE), "--sso-port", str(BASE + 80), "--mlflow-port", str(BASE + 500),
+             "--s3-port", str(BASE + 300)]
     proc = subprocess.Popen([*CLI, "--data-dir", str(tmp_path), *ports], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -58,14 +59,14 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path):
         assert alice.start(profile="cpu").status_code in (201, 202)
         alice.wait_ready()
         started = descendants(proc.pid)
-        assert len(started) >= 5  # provider, MLflow (2), hub, proxy, notebook server
+        assert len(started) >= 6  # provider, MLflow (2), S3 server, hub, proxy, notebook server
 
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
         assert "Stopped every process of the local platform." in rest
         assert [pid for pid in started if alive(pid)] == []
-        for port in (BASE, BASE + 1, BASE + 81, BASE + 80, BASE + 500):
+        for port in (BASE, BASE + 1, BASE + 81, BASE + 80, BASE + 500, *range(BASE + 300, BASE + 308)):
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
     finally:
@@ -84,13 +85,14 @@ def test_invalid_catalog_starts_nothing(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("flag", ["--hub-port", "--sso-port", "--mlflow-port"])
+@pytest.mark.parametrize("flag", ["--hub-port", "--sso-port", "--mlflow-port", "--s3-port"])
 def test_port_in_use_is_named(tmp_path, flag):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        ports = {"--hub-port": BASE, "--sso-port": BASE + 80, "--mlflow-port": BASE + 500, flag: port}
+        ports = {"--hub-port": BASE, "--sso-port": BASE + 80, "--mlflow-port": BASE + 500, "--s3-port": BASE + 300,
+                 flag: port}
         args = [str(a) for pair in ports.items() for a in pair]
         r = subprocess.run([*CLI, "--data-dir", str(tmp_path), *args], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1

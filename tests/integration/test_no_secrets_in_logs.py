@@ -1,9 +1,24 @@
 """No secret or token value reaches any log the platform writes."""
 
 import json
+import subprocess
+import sys
+
+import requests
 
 from ..support.hub import PASSWORDS
 from ..support.processes import server_process
+
+
+S3_CALLS = """
+import boto3
+s3 = boto3.client("s3")
+s3.put_object(Bucket="platform", Key="users/alice/logs-test.txt", Body=b"x")
+try:
+    s3.get_object(Bucket="platform", Key="users/bob/logs-test.txt")
+except s3.exceptions.ClientError:
+    pass
+"""
 
 
 def test_logs_hold_no_tokens_passwords_or_keys(hub, platform):
@@ -12,7 +27,11 @@ def test_logs_hold_no_tokens_passwords_or_keys(hub, platform):
     hub.session("alice").login("wrong-password")  # a failed login is logged too
     assert alice.start(profile="gpu-t4", gpu_count=1).status_code in (201, 202)
     alice.wait_ready()
-    server_token = server_process("alice")[1]["JUPYTERHUB_API_TOKEN"]
+    env = server_process("alice")[1]
+    server_token = env["JUPYTERHUB_API_TOKEN"]
+    s3 = requests.get(env["MLPLATFORM_CREDENTIALS_URL"], headers={"Authorization": f"token {server_token}"}).json()
+    # A notebook's S3 calls through the credential process, one allowed and one denied.
+    subprocess.run([sys.executable, "-c", S3_CALLS], env=env, check=True, timeout=120)
     auth_state = admin.api("GET", "/users/alice").json()["auth_state"]
     alice.stop()
     alice.logout()
@@ -29,11 +48,15 @@ def test_logs_hold_no_tokens_passwords_or_keys(hub, platform):
         "refresh token": auth_state["refresh_token"],
         "ID token": auth_state["id_token"],
         "server API token": server_token,
+        "S3 secret key": s3["SecretAccessKey"],
+        "S3 session token": s3["SessionToken"],
+        "S3 admin secret key": secrets["s3_secret_key"],
+        "STS signing key": secrets["s3_sts_signing_key"],
         **{f"password of {name}": password for name, password in PASSWORDS.items()},
         "wrong password": "wrong-password",
     }
     logs = {path.name: path.read_text(errors="replace") for path in platform.logs.glob("*.log")}
-    assert set(logs) == {"sso.log", "mlflow.log", "hub.log"}
+    assert set(logs) == {"sso.log", "mlflow.log", "hub.log", "s3.log"}
     assert "login ok for user \"alice\"" in logs["sso.log"]  # the logs are the real ones, and they are written
     leaks = [f"{what} in {name}" for what, value in values.items() for name, text in logs.items() if value in text]
     assert leaks == []

@@ -11,7 +11,8 @@ CATALOG = load_catalog(environ={"MLPLATFORM_S3_PORT": "19300"})
 
 
 def test_contract_for_a_gpu_server():
-    env = notebook_environment(CATALOG, "alice", Selection("team-vision", "gpu-a100", "a100", 2))
+    env = notebook_environment(CATALOG, "alice", Selection("team-vision", "gpu-a100", "a100", 2),
+                               hub_api_url="http://127.0.0.1:18081/hub/api", aws_config_file="/opt/aws_config")
     assert env == {
         "MLPLATFORM_CONTRACT_VERSION": "1",
         "MLPLATFORM_USER": "alice",
@@ -29,11 +30,16 @@ def test_contract_for_a_gpu_server():
         "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:19300",
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/opt/aws_config",
+        "AWS_SDK_LOAD_CONFIG": "1",
+        "MLPLATFORM_CREDENTIALS_URL": "http://127.0.0.1:18081/hub/api/mlplatform/s3-credentials/alice",
     }
 
 
 def test_notebook_side_reads_what_the_hub_wrote():
-    env = notebook_environment(CATALOG, "bob", Selection("team-nlp", "cpu"))
+    env = notebook_environment(CATALOG, "bob", Selection("team-nlp", "cpu"), hub_api_url="http://hub/hub/api/",
+                               aws_config_file="/opt/aws_config", server_name="gpu")
+    assert env["MLPLATFORM_CREDENTIALS_URL"] == "http://hub/hub/api/mlplatform/s3-credentials/bob?server=gpu"
     platform = PlatformEnvironment.from_environ(env)
     assert (platform.user, platform.team, platform.gpu_type, platform.gpu_count) == ("bob", "team-nlp", None, 0)
     assert platform.s3_user_uri == "s3://platform/users/bob/"

@@ -1,0 +1,137 @@
+"""Benchmark of brokered S3 credentials: what the broker costs, and that S3 calls cost nothing more.
+
+Starts a fresh local platform (temp data dir, own ports), logs alice in, starts her server, then:
+
+  vending, cached       GET /hub/api/mlplatform/s3-credentials/alice with the server's token (what the
+                        credential process does; the broker answers from its cache)
+  vending, uncached     the broker's STS AssumeRoleWithWebIdentity with a fresh ID token, every call
+  credential process    `mlplatform-aws-credentials` as the SDK runs it (a new Python process each time)
+  S3 PUT / GET 1 KiB    boto3 with the brokered credentials (credential_process from the notebook's
+                        environment) against boto3 with static keys, same server, same objects
+
+    .venv/bin/python bench/s3_credentials.py --requests 200 --port-base 39000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import boto3  # noqa: E402
+import requests  # noqa: E402
+
+from hub_config.catalog import load_catalog  # noqa: E402
+from hub_config.local.platform import LocalPlatform, Ports  # noqa: E402
+from hub_config.s3_broker import S3CredentialBroker  # noqa: E402
+from tests.support.hub import PASSWORDS, UserSession  # noqa: E402
+from tests.support.processes import server_process  # noqa: E402
+
+
+def timings(fn, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def row(name: str, ms: list[float]) -> tuple:
+    ms = sorted(ms)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return name, len(ms), statistics.median(ms), p99, 1000 / statistics.mean(ms)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=200, help="requests per measure (default 200)")
+    ap.add_argument("--port-base", type=int, default=39000)
+    args = ap.parse_args()
+    n = args.requests
+
+    with tempfile.TemporaryDirectory(prefix="mlplatform-bench-") as tmp:
+        ports = Ports(hub=args.port_base, sso=args.port_base + 80, mlflow=args.port_base + 500)
+        os.environ.update(MLPLATFORM_SSO_PORT=str(ports.sso), MLPLATFORM_S3_PORT=str(ports.s3),
+                          MLPLATFORM_MLFLOW_PORT=str(ports.mlflow))
+        platform = LocalPlatform(data_dir=Path(tmp), ports=ports)
+        platform.start()
+        try:
+            alice = UserSession(platform.hub_url, "alice")
+            alice.login(PASSWORDS["alice"])
+            admin = UserSession(platform.hub_url, "admin")
+            admin.login(PASSWORDS["admin"])
+            assert alice.start(profile="cpu").status_code in (201, 202)
+            alice.wait_ready()
+            env = server_process("alice")[1]
+            http = requests.Session()
+            http.headers["Authorization"] = f"token {env['JUPYTERHUB_API_TOKEN']}"
+            url = env["MLPLATFORM_CREDENTIALS_URL"]
+            assert http.get(url).status_code == 200  # warm the cache
+
+            rows = [row("vending, cached (hub endpoint)", timings(lambda i: http.get(url).raise_for_status(), n))]
+
+            broker = S3CredentialBroker(load_catalog())
+            broker.renew_before_seconds = 10**9  # every call renews: STS each time
+            id_token = admin.api("GET", "/users/alice").json()["auth_state"]["id_token"]
+
+            async def token():
+                return id_token
+
+            async def uncached(count):
+                out = []
+                for _ in range(count):
+                    t = time.perf_counter()
+                    await broker.credentials("alice", "team-vision", token)
+                    out.append((time.perf_counter() - t) * 1000)
+                return out
+
+            rows.append(row("vending, uncached (STS call)", asyncio.run(uncached(n))))
+            rows.append(row("credential process (new process)", timings(
+                lambda i: subprocess.run(["mlplatform-aws-credentials"], env=env, check=True, capture_output=True),
+                max(10, n // 10))))
+
+            keys = json.loads((platform.data_dir / "secrets.json").read_text())
+            static = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
+                                  aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"])
+            # The notebook's own path: boto3 reads AWS_CONFIG_FILE and runs the credential process.
+            os.environ.update({k: env[k] for k in ("AWS_CONFIG_FILE", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                                                   "MLPLATFORM_CREDENTIALS_URL", "JUPYTERHUB_API_TOKEN")})
+            brokered = boto3.Session().client("s3")
+            body = os.urandom(1024)
+            brokered.put_object(Bucket="platform", Key="users/alice/bench/warm", Body=body)  # credentials fetched
+            for label, client in (("brokered", brokered), ("static keys", static)):
+                rows.append(row(f"S3 PUT 1 KiB, {label}", timings(
+                    lambda i, c=client: c.put_object(Bucket="platform", Key=f"users/alice/bench/{i}", Body=body), n)))
+                rows.append(row(f"S3 GET 1 KiB, {label}", timings(
+                    lambda i, c=client: c.get_object(Bucket="platform", Key=f"users/alice/bench/{i}")["Body"].read(),
+                    n)))
+            alice.stop()
+        finally:
+            platform.stop()
+
+    print(f"\n{'measure':<36} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'per s':>8}")
+    for name, count, p50, p99, rate in rows:
+        print(f"{name:<36} {count:>5} {p50:>8.2f} {p99:>8.2f} {rate:>8.0f}")
+    by_name = {r[0]: r for r in rows}
+    print()
+    for op in ("PUT", "GET"):
+        b, s = by_name[f"S3 {op} 1 KiB, brokered"], by_name[f"S3 {op} 1 KiB, static keys"]
+        print(f"S3 {op}: brokered / static p50 = {b[2] / s[2]:.2f}×, throughput {b[4] / s[4]:.2f}×")
+    cached, uncached = by_name["vending, cached (hub endpoint)"], by_name["vending, uncached (STS call)"]
+    print(f"vending: uncached / cached p50 = {uncached[2] / cached[2]:.1f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The S3 credential broker: per-user short-lived credentials from STS, cached until shortly before expiry.
+
+The hub calls STS `AssumeRoleWithWebIdentity` with the user's OIDC ID token, the catalog's role and a
+session policy limited to the user's prefix and their server's team prefix (hub_config/s3_policy.py).
+The S3 server (AWS, MinIO, SeaweedFS) validates the token and enforces both the role's and the
+session's policy. Credentials are cached per (user, team) and renewed `renew_before_seconds` before
+they expire, so STS is called once per lifetime however often the notebook asks.
+
+The clock and the STS client are injectable, so expiry and renewal are testable without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+import botocore
+import botocore.config
+import botocore.exceptions
+from traitlets import Int, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .catalog import DEFAULT_CATALOG, Catalog, load_catalog
+from .s3_policy import session_policy
+
+
+class CredentialsUnavailable(Exception):
+    """STS could not issue credentials. The message is safe to show and log: it holds no token."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    # When they expire, by the broker's clock: issue time + the requested duration, which STS grants
+    # exactly. Measured locally, so a skewed STS clock does not shorten or stretch the cache.
+    expires_at: float
+
+    @property
+    def expiration(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_at, timezone.utc)
+
+    def __repr__(self) -> str:  # never print secrets by accident
+        return f"Credentials(access_key_id={self.access_key_id!r}, expiration={self.expiration.isoformat()})"
+
+    def as_credential_process(self) -> dict:
+        """The JSON a `credential_process` prints (read by boto3, the AWS CLI and s3fs)."""
+        return {
+            "Version": 1,
+            "AccessKeyId": self.access_key_id,
+            "SecretAccessKey": self.secret_access_key,
+            "SessionToken": self.session_token,
+            "Expiration": self.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+
+class S3CredentialBroker(LoggingConfigurable):
+    renew_before_seconds = Int(
+        1200,
+        config=True,
+        help="""
+        Renew cached credentials this many seconds before they expire. Must be more than the AWS SDKs'
+        own refresh window (botocore refreshes 15 minutes before expiry, and insists 10 minutes before),
+        so a notebook that asks again always gets credentials it considers fresh.
+        """,
+    )
+
+    sts_timeout_seconds = Int(10, config=True, help="Connect and read timeout of one STS call.")
+
+    session_name_prefix = Unicode("mlplatform-", config=True, help="Prefix of the STS RoleSessionName.")
+
+    catalog_file = Unicode(
+        config=True,
+        help="""
+        Platform catalog with the S3 settings (role, STS endpoint, bucket, prefixes, lifetime).
+        Defaults to $MLPLATFORM_CATALOG, else the catalog bundled for the local platform.
+        """,
+    )
+
+    @default("catalog_file")
+    def _default_catalog_file(self):
+        return os.environ.get("MLPLATFORM_CATALOG") or str(DEFAULT_CATALOG)
+
+    def __init__(self, catalog: Catalog | None = None, *, sts_client: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.time, **kwargs):
+        super().__init__(**kwargs)
+        self.catalog = catalog or load_catalog(self.catalog_file)
+        self.clock = clock
+        self._sts_client = sts_client or self._default_sts_client
+        self._cache: dict[tuple[str, str], Credentials] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.sts_calls = 0
+
+    def _default_sts_client(self):
+        s3 = self.catalog.storage.s3
+        # AssumeRoleWithWebIdentity is not signed: the ID token is the proof.
+        config = botocore.config.Config(signature_version=botocore.UNSIGNED, connect_timeout=self.sts_timeout_seconds,
+                                        read_timeout=self.sts_timeout_seconds, retries={"max_attempts": 2})
+        return boto3.session.Session().client("sts", endpoint_url=s3.sts_endpoint_url, region_name=s3.region,
+                                              config=config)
+
+    def cached(self, username: str, team: str) -> Credentials | None:
+        """Credentials still fresh enough to hand out, without calling STS."""
+        creds = self._cache.get((username, team))
+        if creds and creds.expires_at - self.renew_before_seconds > self.clock():
+            return creds
+        return None
+
+    async def credentials(self, username: str, team: str, id_token: Callable) -> Credentials:
+        """Credentials for `username` working for `team`; `id_token` is an async callable giving a fresh ID token."""
+        key = (username, team)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent asks for one user wait for one STS call
+            creds = self.cached(username, team)
+            if creds is None:
+                token = await id_token()
+                creds = await asyncio.to_thread(self._assume_role, username, team, token)
+                self._cache[key] = creds
+            return creds
+
+    def forget(self, username: str) -> None:
+        """Drop a user's cached credentials (their server stopped)."""
+        for key in [k for k in self._cache if k[0] == username]:
+            del self._cache[key]
+
+    def _assume_role(self, username: str, team: str, id_token: str) -> Credentials:
+        s3 = self.catalog.storage.s3
+        self.sts_calls += 1
+        issued = self.clock()
+        try:
+            answer = self._sts_client().assume_role_with_web_identity(
+                RoleArn=s3.role_arn,
+                RoleSessionName=f"{self.session_name_prefix}{username}"[:64],
+                WebIdentityToken=id_token,
+                Policy=json.dumps(session_policy(self.catalog, username, team)),
+                DurationSeconds=s3.credentials_duration_seconds,
+            )
+        except botocore.exceptions.ClientError as e:
+            error = e.response.get("Error", {})
+            raise CredentialsUnavailable(502, f"STS refused credentials for {username}: {error.get('Code', '?')}: "
+                                              f"{_first_line(error.get('Message', ''))}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise CredentialsUnavailable(503, f"STS at {s3.sts_endpoint_url or 'AWS'} is unreachable: "
+                                              f"{type(e).__name__}") from None
+        c = answer["Credentials"]
+        creds = Credentials(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"],
+                            issued + s3.credentials_duration_seconds)
+        self.log.info("Issued S3 credentials %s for %s (team %s) until %s", creds.access_key_id, username, team,
+                      creds.expiration.isoformat())
+        return creds
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    # STS error messages can quote the request; keep them short and free of token material.
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit and "eyJ" not in line else line.split(":")[0][:limit]

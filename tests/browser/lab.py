@@ -1,0 +1,45 @@
+"""Steps shared by the browser tests: the SSO login, and running code in a new notebook."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import expect
+
+from ..support.hub import PASSWORDS
+
+SPAWN_TIMEOUT = 120_000  # ms: a notebook server on 2 shared cores
+
+
+async def sso_login(page, user: str, shot=None) -> None:
+    """Hub login page → "Sign in with Keycloak" → the provider's form → back to the hub."""
+    await page.goto("/hub/login")
+    if shot:
+        await shot("hub_login")
+    await page.click("a:has-text('Sign in with Keycloak')")
+    await page.wait_for_selector("#kc-form-login input[name=username]")
+    if shot:
+        await shot("provider_login_form")
+    await page.fill("#kc-form-login input[name=username]", user)
+    await page.fill("#kc-form-login input[name=password]", PASSWORDS[user])
+    await page.click("#kc-login")
+    # Leaving the provider: the hub's callback answers with the spawn page or an error page.
+    await page.wait_for_url(re.compile(r"/hub/"))
+    await page.wait_for_load_state()
+
+
+async def run_in_new_notebook(page, code: str) -> str:
+    """Open a notebook from the launcher, run `code` in its first cell, return the cell's output text."""
+    # Type only once the kernel is idle, or the keystrokes race the kernel start.
+    await page.click(".jp-LauncherCard[data-category='Notebook']")
+    await page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content")
+    await page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
+                                 state="attached", timeout=60_000)
+    await page.click(".jp-NotebookPanel .jp-Cell .cm-content")
+    await page.keyboard.insert_text(code)  # not type(): CodeMirror would auto-indent and close brackets
+    await page.wait_for_timeout(500)  # CodeMirror syncs the editor to the model asynchronously
+    await page.keyboard.press("Shift+Enter")
+    cell = page.locator(".jp-NotebookPanel .jp-Cell").first
+    # "[1]" once it has run (ok or not); importing mlflow or boto3 takes a while on 2 cores.
+    await expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[1\]"), timeout=SPAWN_TIMEOUT)
+    return "\n".join(await cell.locator(".jp-OutputArea-output").all_inner_texts())

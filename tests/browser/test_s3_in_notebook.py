@@ -1,0 +1,45 @@
+"""S3 from a notebook cell with nothing configured: brokered credentials work on the user's prefix and
+the S3 server answers AccessDenied on another user's prefix."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import boto3
+import pytest
+
+from .lab import SPAWN_TIMEOUT, run_in_new_notebook, sso_login
+
+pytestmark = pytest.mark.browser
+
+CELL = (
+    "import boto3, os\n"
+    's3 = boto3.client("s3")\n'
+    'bucket, mine = os.environ["MLPLATFORM_S3_BUCKET"], os.environ["MLPLATFORM_S3_PREFIX"]\n'
+    's3.put_object(Bucket=bucket, Key=mine + "hello.txt", Body=b"written from a notebook")\n'
+    'print("READ<" + s3.get_object(Bucket=bucket, Key=mine + "hello.txt")["Body"].read().decode() + ">")\n'
+    's3.put_object(Bucket=bucket, Key="users/alice/from-bob.txt", Body=b"not allowed")\n'
+)
+
+
+async def test_notebook_reads_and_writes_its_prefix_and_is_denied_elsewhere(page, shot, platform, hub):
+    hub.login("bob")  # so the `hub` fixture stops bob's server at teardown
+    await sso_login(page, "bob")
+    await page.wait_for_selector("#spawn_form input[name=profile]")
+    await page.click("label[for=profile-item-team-nlp--cpu]")
+    await page.click("#spawn_form button[type=submit]")
+    await page.wait_for_selector(".jp-LauncherCard", timeout=SPAWN_TIMEOUT)
+
+    output = await run_in_new_notebook(page, CELL)
+    await shot("s3_cell_output")
+    assert "READ<written from a notebook>" in output
+    assert re.search(r"AccessDenied", output) and "PutObject operation" in output, output
+
+    # The object is really in the S3 server, and nothing was written on alice's prefix.
+    keys = json.loads((platform.data_dir / "secrets.json").read_text())
+    admin = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
+                         aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"])
+    body = admin.get_object(Bucket="platform", Key="users/bob/hello.txt")["Body"].read()
+    assert body == b"written from a notebook"
+    assert admin.list_objects_v2(Bucket="platform", Prefix="users/alice/from-bob")["KeyCount"] == 0
