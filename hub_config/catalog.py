@@ -160,6 +160,10 @@ class Storage(_Model):
 
 class Mlflow(_Model):
     tracking_uri: str
+    # Artifact root of each team's default experiment (MLFLOW_EXPERIMENT_NAME = the team), for example
+    # "s3://platform/teams/{team}/mlflow": notebooks then write artifacts straight to the team's prefix
+    # with their own short-lived credentials. Unset: the tracking server's default artifact root.
+    team_artifact_root: str | None = None
 
 
 class Sso(_Model):

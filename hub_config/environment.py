@@ -32,6 +32,8 @@ def notebook_environment(catalog: Catalog, username: str, selection: Selection, 
         "MLPLATFORM_GPU_TYPE": selection.gpu_type or "",
         "MLPLATFORM_GPU_COUNT": str(selection.gpu_count),
         "MLFLOW_TRACKING_URI": catalog.mlflow.tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": selection.team,  # created by the hub (hub_config/mlflow_experiments.py)
+        "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url,  # MLflow's own name for it
         "MLPLATFORM_S3_ENDPOINT": s3.endpoint_url,
         "MLPLATFORM_S3_BUCKET": s3.bucket,
         "MLPLATFORM_S3_PREFIX": user_prefix,

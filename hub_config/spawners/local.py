@@ -10,6 +10,7 @@ not enforced.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from traitlets import Unicode, default
 from ..catalog import parse_cpu, parse_memory
 from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
+from ..mlflow_experiments import ExperimentError, ensure_team_experiment
 from ..profiles import QuotaSnapshot, Selection
 from .profiles_mixin import CatalogProfilesMixin
 
@@ -115,10 +117,18 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
 
     async def start(self):
         try:
+            await self._ensure_team_experiment()
             return await super().start()
         except BaseException:
             self.release()
             raise
+
+    async def _ensure_team_experiment(self) -> None:
+        # Without MLflow the notebook is still useful: say so in the log, do not refuse the server.
+        try:
+            await asyncio.to_thread(ensure_team_experiment, self.catalog, self.selection.team)
+        except ExperimentError as e:
+            self.log.warning("No MLflow experiment for team %s: %s", self.selection.team, e)
 
     async def poll(self):
         status = await super().poll()

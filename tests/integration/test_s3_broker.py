@@ -160,3 +160,30 @@ def test_sts_refusal_names_the_reason_without_the_token(platform):
     assert e.value.status == 502
     assert str(e.value).startswith("STS refused credentials for alice: ")
     assert forged not in str(e.value) and "eyJ" not in str(e.value)
+
+
+LOG_RUN = """
+import mlflow
+with mlflow.start_run() as run:
+    mlflow.log_metric("loss", 0.1)
+    mlflow.log_text("trained on the team's data", "notes/card.md")
+print(run.info.run_id, run.info.experiment_id, run.info.artifact_uri)
+"""
+
+
+def test_notebook_runs_land_in_the_team_experiment_with_artifacts_under_the_team_prefix(platform, alice_server):
+    _, env = alice_server
+    out = subprocess.run([sys.executable, "-c", LOG_RUN], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    run_id, experiment_id, artifact_uri = out.stdout.split()[-3:]
+    assert artifact_uri == f"s3://platform/teams/team-vision/mlflow/{run_id}/artifacts"
+    experiment = requests.get(f"{platform.mlflow_url}/api/2.0/mlflow/experiments/get",
+                              params={"experiment_id": experiment_id}).json()["experiment"]
+    assert (experiment["name"], experiment["artifact_location"]) == ("team-vision",
+                                                                     "s3://platform/teams/team-vision/mlflow")
+    # Written by the notebook with its own credentials, read back here with the S3 server's admin keys.
+    keys = json.loads((platform.data_dir / "secrets.json").read_text())
+    admin = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
+                         aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"])
+    key = f"teams/team-vision/mlflow/{run_id}/artifacts/notes/card.md"
+    assert admin.get_object(Bucket="platform", Key=key)["Body"].read() == b"trained on the team's data"

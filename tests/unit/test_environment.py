@@ -23,6 +23,8 @@ def test_contract_for_a_gpu_server():
         "MLPLATFORM_GPU_TYPE": "a100",
         "MLPLATFORM_GPU_COUNT": "2",
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:18500",
+        "MLFLOW_EXPERIMENT_NAME": "team-vision",
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:19300",
         "MLPLATFORM_S3_ENDPOINT": "http://127.0.0.1:19300",
         "MLPLATFORM_S3_BUCKET": "platform",
         "MLPLATFORM_S3_PREFIX": "users/alice/",
