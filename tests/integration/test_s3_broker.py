@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import boto3
 import botocore.credentials
@@ -187,3 +188,37 @@ def test_notebook_runs_land_in_the_team_experiment_with_artifacts_under_the_team
                          aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"])
     key = f"teams/team-vision/mlflow/{run_id}/artifacts/notes/card.md"
     assert admin.get_object(Bucket="platform", Key=key)["Body"].read() == b"trained on the team's data"
+
+
+AWS_CLI_AND_PANDAS = """
+import subprocess, sys
+import pandas as pd
+path = "s3://platform/users/alice/frame.csv"
+pd.DataFrame({"x": [1, 2, 3]}).to_csv(path, index=False)
+print("pandas:", pd.read_csv(path)["x"].sum())
+try:
+    pd.DataFrame({"x": [1]}).to_csv("s3://platform/users/bob/frame.csv", index=False)
+except PermissionError as e:
+    print("pandas denied:", type(e).__name__)
+"""
+
+
+def test_aws_cli_and_pandas_s3_paths_use_the_same_credentials(platform, alice_server, tmp_path):
+    _, env = alice_server
+    out = subprocess.run([sys.executable, "-c", AWS_CLI_AND_PANDAS], env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["pandas: 6", "pandas denied: PermissionError"]
+
+    local = tmp_path / "report.txt"
+    local.write_text("from the AWS CLI")
+    aws = [str(Path(sys.executable).parent / "aws"), "s3"]
+    put = subprocess.run([*aws, "cp", str(local), "s3://platform/users/alice/report.txt"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert put.returncode == 0, put.stderr
+    listing = subprocess.run([*aws, "ls", "s3://platform/users/alice/"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert "report.txt" in listing.stdout and "frame.csv" in listing.stdout
+    denied = subprocess.run([*aws, "cp", str(local), "s3://platform/users/bob/report.txt"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert denied.returncode != 0 and "AccessDenied" in denied.stderr
