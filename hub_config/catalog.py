@@ -166,6 +166,24 @@ class Mlflow(_Model):
     team_artifact_root: str | None = None
 
 
+class MetricGate(_Model):
+    metric: str
+    op: Literal[">=", ">", "<=", "<"]
+    threshold: float
+
+
+class Promotion(_Model):
+    """Quality gates a model version must pass before the alias (for example @champion) moves to it."""
+
+    alias: str = "champion"
+    metric_gates: list[MetricGate] = []
+    # The candidate must be no worse than the current champion on every gated metric (direction from op).
+    compare_with_champion: bool = True
+    require_signature: bool = True
+    # Tags the model version (or, failing that, its registered model) must carry for its model card.
+    model_card_fields: list[str] = ["intended_use", "owner"]
+
+
 class Sso(_Model):
     realm_url: str
     client_id: str = "jupyterhub"
@@ -185,6 +203,7 @@ class Catalog(_Model):
     sso: Sso
     mlflow: Mlflow
     storage: Storage
+    promotion: Promotion = Promotion()
     gpu_types: dict[Slug, GpuType] = {}
     teams: dict[Slug, Team] = Field(min_length=1)
     profiles: dict[Slug, Profile] = Field(min_length=1)

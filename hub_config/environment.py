@@ -28,6 +28,8 @@ def notebook_environment(catalog: Catalog, username: str, selection: Selection, 
         "MLPLATFORM_TEAM": selection.team,
         "MLPLATFORM_NAMESPACE": team.namespace,
         "MLPLATFORM_BACKEND": catalog.platform.backend,
+        # The notebook reads platform policy (promotion gates, ...) from the catalog, endpoints from here.
+        "MLPLATFORM_CATALOG": catalog.path,
         "MLPLATFORM_PROFILE": selection.profile,
         "MLPLATFORM_GPU_TYPE": selection.gpu_type or "",
         "MLPLATFORM_GPU_COUNT": str(selection.gpu_count),

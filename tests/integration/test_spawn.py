@@ -2,6 +2,8 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+from hub_config.catalog import DEFAULT_CATALOG
+
 from ..support.processes import server_process
 
 
@@ -21,6 +23,7 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
         "MLPLATFORM_TEAM": "team-vision",
         "MLPLATFORM_NAMESPACE": "team-vision",
         "MLPLATFORM_BACKEND": "local",
+        "MLPLATFORM_CATALOG": str(DEFAULT_CATALOG),
         "MLPLATFORM_PROFILE": "gpu-a100",
         "MLPLATFORM_GPU_TYPE": "a100",
         "MLPLATFORM_GPU_COUNT": "2",

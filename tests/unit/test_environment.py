@@ -19,6 +19,7 @@ def test_contract_for_a_gpu_server():
         "MLPLATFORM_TEAM": "team-vision",
         "MLPLATFORM_NAMESPACE": "team-vision",
         "MLPLATFORM_BACKEND": "local",
+        "MLPLATFORM_CATALOG": CATALOG.path,
         "MLPLATFORM_PROFILE": "gpu-a100",
         "MLPLATFORM_GPU_TYPE": "a100",
         "MLPLATFORM_GPU_COUNT": "2",
