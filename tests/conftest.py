@@ -11,6 +11,9 @@ from hub_config.local.platform import LocalPlatform, Ports
 
 from .support.hub import HubClient
 
+# jp_fetch and a real jupyter server with the extension, for the REST API tests.
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 # Ports of the test platform; a base other than the local platform's, so both can run side by side.
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000"))

@@ -8,3 +8,9 @@ from .environment import PlatformEnvironment, current
 
 __all__ = ["PlatformEnvironment", "current"]
 __version__ = "0.1.0"
+
+
+def _jupyter_server_extension_points():
+    from .extension import MLPlatformExtension
+
+    return [{"module": "mlplatform", "app": MLPlatformExtension}]

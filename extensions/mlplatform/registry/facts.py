@@ -1,0 +1,142 @@
+"""Read what the gates and the model card need from MLflow, as plain values. Reads only."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from datetime import datetime, timezone
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+
+from .errors import MlflowError, NotFound, RegistryError
+
+_VERSION = re.compile(r"^[1-9][0-9]*$")
+
+
+def _where(client: MlflowClient) -> str:
+    return f"MLflow at {client.tracking_uri}"
+
+
+def registered_model(client: MlflowClient, name: str):
+    """The registered model, or NotFound naming a few that exist."""
+    if not isinstance(name, str) or not name.strip():
+        raise RegistryError(f"model name {name!r} is not allowed: give the name of a registered model")
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise MlflowError(f"{_where(client)} could not read registered model {name!r}: {e.message}") from None
+    known = [m.name for m in client.search_registered_models(max_results=20)]
+    raise NotFound(f"no registered model {name!r} in {_where(client)}; registered models: "
+                   f"{', '.join(known) if known else 'none'}{' (first 20)' if len(known) == 20 else ''}") from None
+
+
+def version_numbers(client: MlflowClient, name: str) -> list[str]:
+    versions = client.search_model_versions(f"name = '{_quote(name)}'")
+    return sorted((v.version for v in versions), key=int)
+
+
+def model_version(client: MlflowClient, name: str, version):
+    """A model version of an existing registered model, or NotFound listing its versions."""
+    text = str(version).strip()
+    if not _VERSION.match(text):
+        raise NotFound(f"version {version!r} of {name!r} is not a version number; versions: "
+                       f"{', '.join(version_numbers(client, name)) or 'none'}")
+    try:
+        return client.get_model_version(name, text)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise MlflowError(f"{_where(client)} could not read version {text} of {name!r}: {e.message}") from None
+    raise NotFound(f"{name!r} has no version {text}; versions: {', '.join(version_numbers(client, name)) or 'none'}")
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+def all_versions(client: MlflowClient, name: str) -> list:
+    """Every version of a model, with its tags (search results carry tags, not aliases)."""
+    return list(client.search_model_versions(f"name = '{_quote(name)}'"))
+
+
+def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
+    if not run_id:
+        return {}
+    return dict(client.get_run(run_id).data.metrics)
+
+
+def signature(client: MlflowClient, name: str, version: str) -> tuple[dict | None, str | None]:
+    """The version's MLmodel signature as `{"inputs": [...], "outputs": [...], "params": [...]}`, or
+    (None, why) when the model has none or its MLmodel cannot be read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            location = client.get_model_version_download_uri(name, version).rstrip("/")
+            path = download_artifacts(artifact_uri=f"{location}/MLmodel", dst_path=tmp,
+                                      tracking_uri=client.tracking_uri)
+            with open(path) as f:
+                mlmodel = yaml.safe_load(f) or {}
+        except (MlflowException, OSError, yaml.YAMLError) as e:
+            return None, f"the version's MLmodel file could not be read: {getattr(e, 'message', e)}"
+    raw = mlmodel.get("signature")
+    if not raw:
+        return None, None
+    return {key: json.loads(raw[key]) if isinstance(raw.get(key), str) else raw.get(key)
+            for key in ("inputs", "outputs", "params")}, None
+
+
+def _iso(millis: int | None) -> str | None:
+    if not millis:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _dataset_source(source: str | None) -> str:
+    """The readable part of a dataset source (its URI or path; the raw text otherwise)."""
+    try:
+        parsed = json.loads(source or "")
+    except ValueError:
+        return source or ""
+    if isinstance(parsed, dict):
+        for key in ("uri", "url", "path", "table_name"):
+            if parsed.get(key):
+                return str(parsed[key])
+    return source or ""
+
+
+def _run_facts(client: MlflowClient, run) -> tuple[dict, list[dict]]:
+    info = run.info
+    try:
+        experiment_name = client.get_experiment(info.experiment_id).name
+    except MlflowException:
+        experiment_name = None
+    url = None
+    if client.tracking_uri.startswith(("http://", "https://")):
+        url = f"{client.tracking_uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
+    lineage = {"run_id": info.run_id, "run_name": info.run_name, "status": info.status,
+               "start_time": _iso(info.start_time), "user": info.user_id or run.data.tags.get("mlflow.user"),
+               "experiment_id": info.experiment_id, "experiment_name": experiment_name, "url": url}
+    datasets = []
+    for item in (run.inputs.dataset_inputs if run.inputs else None) or []:
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), None)
+        d = item.dataset
+        datasets.append({"name": d.name, "digest": d.digest, "source_type": d.source_type,
+                         "source": _dataset_source(d.source), "context": context})
+    return lineage, datasets
+
+
+def version_facts(client: MlflowClient, mv, model_tags: dict[str, str]) -> dict:
+    """Everything the gates and the card read about one version, as JSON-serializable values."""
+    sig, problem = signature(client, mv.name, mv.version)
+    facts = {"model": mv.name, "version": str(mv.version), "source": mv.source, "run_id": mv.run_id,
+             "tags": dict(mv.tags), "model_tags": dict(model_tags), "metrics": {}, "params": {},
+             "signature": sig, "signature_problem": problem, "run": None, "datasets": []}
+    if mv.run_id:
+        run = client.get_run(mv.run_id)
+        facts["metrics"] = dict(run.data.metrics)
+        facts["params"] = dict(run.data.params)
+        facts["run"], facts["datasets"] = _run_facts(client, run)
+    return facts

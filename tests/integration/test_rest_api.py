@@ -1,0 +1,58 @@
+"""The jupyter server extension's REST API through pytest-jupyter's real server (`jp_fetch`)."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from tornado.httpclient import HTTPClientError
+
+import mlplatform
+from mlplatform.handlers import PREFIX
+
+OPENAPI = Path(mlplatform.__file__).parent / "openapi.yaml"
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"mlplatform": True}}}
+
+
+@pytest.fixture
+def api(jp_fetch, jp_asyncio_loop):
+    """jp_fetch, run on pytest-jupyter's own loop (where its server lives), from a plain test."""
+    return lambda *path, **kwargs: jp_asyncio_loop.run_until_complete(jp_fetch(*path, **kwargs))
+
+
+@pytest.fixture
+def tracking(platform, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", platform.mlflow_url)
+    return MlflowClient(platform.mlflow_url)
+
+
+def test_models_lists_registered_models_with_aliases(api, tracking):
+    name = "rest-api-listed-model"
+    if not tracking.search_registered_models(f"name = '{name}'"):
+        tracking.create_registered_model(name, description="listed by the REST API")
+        with mlflow.start_run() as run:
+            mlflow.log_metric("accuracy", 0.9)
+        tracking.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        tracking.set_registered_model_alias(name, "champion", "1")
+    r = api(*PREFIX.strip("/").split("/"), "models")
+    [model] = [m for m in json.loads(r.body)["models"] if m["name"] == name]
+    assert model["aliases"] == {"champion": "1"}
+    assert model["description"] == "listed by the REST API"
+    assert [v["version"] for v in model["versions"]] == ["1"]
+
+
+def test_openapi_document_is_the_one_in_the_repository(api):
+    r = api("mlplatform", "api", "openapi.json")
+    assert json.loads(r.body) == yaml.safe_load(OPENAPI.read_text())
+
+
+def test_unauthenticated_requests_are_refused(api):
+    with pytest.raises(HTTPClientError) as e:
+        api("mlplatform", "api", "models", headers={"Authorization": ""})
+    assert e.value.code == 403
