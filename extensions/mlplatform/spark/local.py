@@ -1,0 +1,354 @@
+"""The local Spark backend: `spark-submit --master local[N]` on this machine, state kept on disk.
+
+Each application has a folder `<state_dir>/<app id>/` (default `~/.mlplatform/spark/`):
+
+    app.json     the job, the command line, the UI port, the supervisor's pid (= its process group)
+    driver.log   stdout and stderr of spark-submit (the driver's log and the job's prints)
+    lock         flock'ed by the supervisor (runner.py) while the job runs
+    exit.json    spark-submit's exit code, written by the supervisor when it ends
+    cancel.json  written by cancel()
+
+Status is read back from these files, so a restarted kernel, another kernel or the jupyter server
+all see the same jobs. SUBMITTED becomes RUNNING when the driver log shows the SparkContext started.
+Every process of a job carries MLPLATFORM_SPARK_APP_ID=<app id> in its environment; cancel() signals
+the supervisor's process group and every such process (PySpark's worker daemon leaves the group),
+SIGTERM first, SIGKILL after `cancel_grace` seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import processes
+from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES, SparkBackendError,
+                      UnknownApplicationError)
+from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
+from .spec import APP_ID_VARIABLE
+
+logger = logging.getLogger(__name__)
+
+RUNNER = Path(__file__).with_name("runner.py")
+LOG = "driver.log"
+DRIVER_STARTED = re.compile(rb"SparkContext: Running Spark version")
+UI_STARTED = re.compile(rb"Successfully started service 'SparkUI' on port (\d+)")
+LOG_HEAD_BYTES = 1 << 20  # where the driver's start-up lines are looked for
+# A Python or Java exception line: "RuntimeError: ...", "py4j.protocol.Py4JJavaError: ...".
+ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)(?::\s.*)?$")
+MAX_TAIL = 10_000
+
+# Supervisors started by this process, reaped when their application is looked at (no zombies).
+_children: dict[str, subprocess.Popen] = {}
+
+
+def _now() -> str:
+    """ISO 8601 in UTC, to the millisecond (applications are listed in this order)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reap() -> None:
+    for key, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[key]
+
+
+def default_spark_submit() -> Path | None:
+    """bin/spark-submit of the installed pyspark (found without importing it), or None."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "spark-submit"
+
+
+def tail_lines(path: Path, n: int | None) -> tuple[list[str], bool]:
+    """The last `n` lines of a file (all with None), reading only as much of it as needed; and whether
+    lines were left out."""
+    if not path.exists():
+        return [], False
+    with open(path, "rb") as f:
+        if n is None:
+            return f.read().decode("utf-8", "replace").splitlines(), False
+        pos = f.seek(0, os.SEEK_END)
+        data = b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-n:], pos > 0 or len(lines) > n
+
+
+class LocalSparkBackend:
+    """Spark jobs as local processes. `state_dir` holds one folder per application (default
+    `~/.mlplatform/spark`); `environ` is the environment jobs start from (default: this process's);
+    relative main files are looked up in `cwd` (default: the current directory at submit time)."""
+
+    name = "local"
+
+    def __init__(self, state_dir: str | Path | None = None, *, user: str | None = None,
+                 spark_submit: str | Path | None = None, environ: dict[str, str] | None = None,
+                 cwd: str | Path | None = None, cancel_grace: float = 10.0):
+        self.state_dir = Path(state_dir) if state_dir else Path.home() / ".mlplatform" / "spark"
+        self.environ = environ
+        self.user = user or (environ or os.environ).get("MLPLATFORM_USER") or getpass.getuser()
+        self.spark_submit = Path(spark_submit) if spark_submit else default_spark_submit()
+        self.cwd = cwd
+        self.cancel_grace = cancel_grace
+
+    # -- submit ------------------------------------------------------------------------------------
+
+    def _check_tools(self, env: dict[str, str]) -> Path:
+        if self.spark_submit is None or not self.spark_submit.is_file():
+            raise SparkBackendError(f"spark-submit not found ({self.spark_submit or 'pyspark is not installed'}); "
+                                    "install pyspark in the notebook's environment")
+        java_home = env.get("JAVA_HOME")
+        java = (java_home and Path(java_home, "bin", "java").exists()) or shutil.which("java", path=env.get("PATH"))
+        if not java:
+            raise SparkBackendError("Local Spark jobs need Java 17: no `java` on PATH and JAVA_HOME is not set")
+        return self.spark_submit
+
+    def _new_app_dir(self, name: str) -> tuple[str, Path]:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        while True:
+            app_id = new_app_id(name)
+            try:
+                (self.state_dir / app_id).mkdir(mode=0o700)
+                return app_id, self.state_dir / app_id
+            except FileExistsError:  # 1 in 4 billion per name: draw again
+                continue
+
+    def command(self, job: SparkJob, main_file: Path, ui_port: int | None) -> list[str]:
+        """The spark-submit command line of `job`. Parallelism `local[N]`: executors × executor_cores
+        threads, at most the machine's CPUs; executor memory does not apply locally."""
+        threads = max(1, min(job.executors * job.executor_cores, os.cpu_count() or 1))
+        conf = {"spark.ui.port": str(ui_port)} if ui_port else {}
+        conf.update(job.conf)
+        command = [str(self.spark_submit), "--master", f"local[{threads}]", "--name", job.name,
+                   "--driver-memory", job.driver_memory]
+        for key, value in conf.items():
+            command += ["--conf", f"{key}={value}"]
+        return command + [str(main_file), *job.arguments]
+
+    def submit(self, job: SparkJob) -> dict[str, Any]:
+        _reap()
+        env = dict(os.environ if self.environ is None else self.environ)
+        main_file = local_main_file(job.main_file, self.cwd or os.getcwd())
+        spark_submit = self._check_tools(env)
+        ui_enabled = job.conf.get("spark.ui.enabled", "true").lower() != "false"
+        ui_port = _free_port() if ui_enabled and "spark.ui.port" not in job.conf else None
+        command = self.command(job, main_file, ui_port)
+        app_id, app_dir = self._new_app_dir(job.name)
+        env.update({
+            "SPARK_HOME": str(spark_submit.parent.parent),  # the Spark of this spark-submit, not another
+            "SPARK_LOCAL_IP": "127.0.0.1",  # driver, block manager and UI on loopback only
+            APP_ID_VARIABLE: app_id,
+        })
+        env.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run the notebook's Python and packages
+        env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        proc = None
+        try:
+            lock = os.open(app_dir / "lock", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # handed to the supervisor: held from before it starts
+                with open(app_dir / LOG, "ab") as log:
+                    proc = subprocess.Popen([sys.executable, str(RUNNER), str(app_dir), "--", *command],
+                                            cwd=main_file.parent, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT, pass_fds=(lock,),
+                                            start_new_session=True)
+            finally:
+                os.close(lock)
+            _children[str(app_dir)] = proc
+            _write_json(app_dir / "app.json", {
+                "app_id": app_id, "name": job.name, "backend": self.name, "user": self.user,
+                "submitted_at": _now(), "job": {**job.to_dict(), "main_file": str(main_file)},
+                "master": command[2], "ui_enabled": ui_enabled, "ui_port": ui_port, "pid": proc.pid,
+                "working_dir": str(main_file.parent), "command": command,
+            })
+        except BaseException:
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            shutil.rmtree(app_dir, ignore_errors=True)
+            raise
+        return self.status(app_id)
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def _app_dir(self, app_id: str) -> Path:
+        if is_app_id(app_id) and (self.state_dir / app_id / "app.json").is_file():
+            return self.state_dir / app_id
+        known = [a["app_id"] for a in self._records()][:5]
+        raise UnknownApplicationError(f"No Spark application {app_id!r} in {self.state_dir}. "
+                                      + (f"Recent ones: {', '.join(known)}" if known else "No applications yet."))
+
+    def _records(self) -> list[dict[str, Any]]:
+        if not self.state_dir.is_dir():
+            return []
+        records = [r for d in self.state_dir.iterdir() if is_app_id(d.name) and (r := _read_json(d / "app.json"))]
+        return sorted(records, key=lambda r: (r["submitted_at"], r["app_id"]), reverse=True)
+
+    @staticmethod
+    def _supervisor_alive(app_dir: Path) -> bool:
+        try:
+            fd = os.open(app_dir / "lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # releases the lock if we got it
+        return False
+
+    @staticmethod
+    def _driver_start(app_dir: Path, ui_enabled: bool) -> tuple[bool, int | None]:
+        """Whether the driver log shows the driver started (its UI, when enabled: so RUNNING comes with
+        the UI link), and the UI's port (Spark moves on to the next one when the chosen one is taken)."""
+        try:
+            with open(app_dir / LOG, "rb") as f:
+                head = f.read(LOG_HEAD_BYTES)
+        except FileNotFoundError:
+            return False, None
+        ui = UI_STARTED.search(head)
+        started = bool(ui) if ui_enabled else bool(DRIVER_STARTED.search(head))
+        return started, int(ui.group(1)) if ui else None
+
+    @staticmethod
+    def _last_error(app_dir: Path) -> str | None:
+        lines, _ = tail_lines(app_dir / LOG, 500)
+        return next((line.strip() for line in reversed(lines) if ERROR_LINE.match(line.strip())), None)
+
+    def status(self, app_id: str) -> dict[str, Any]:
+        app_dir = self._app_dir(app_id)
+        _reap()
+        record = _read_json(app_dir / "app.json")
+        alive = self._supervisor_alive(app_dir)
+        ended = _read_json(app_dir / "exit.json")
+        cancelled = _read_json(app_dir / "cancel.json")
+        master = record["master"]
+        ui_url = error = exit_code = finished_at = None
+        if alive:
+            started, ui_port = self._driver_start(app_dir, record["ui_enabled"])
+            state = RUNNING if started else SUBMITTED
+            message = f"running on {master}" if started else f"starting spark-submit on {master}"
+            ui_url = f"http://127.0.0.1:{ui_port}" if ui_port else None
+            if cancelled:
+                message = "cancelling"
+        elif cancelled:
+            state, finished_at = CANCELLED, cancelled.get("stopped_at", cancelled["requested_at"])
+            message = f"cancelled at {cancelled['requested_at']}"
+        elif ended:
+            exit_code, finished_at = ended["exit_code"], ended["finished_at"]
+            if exit_code == 0:
+                state, message = COMPLETED, "finished successfully"
+            elif exit_code < 0:
+                state, message = FAILED, f"spark-submit was killed by signal {-exit_code}"
+            else:
+                state, message = FAILED, f"spark-submit exited with code {exit_code}; the driver log has the details"
+            error = self._last_error(app_dir) if state == FAILED else None
+        else:
+            state, error = FAILED, self._last_error(app_dir)
+            message = ("the job's supervisor ended without recording a result (killed outside mlplatform, or "
+                       "the machine restarted)")
+        return {
+            "app_id": app_id, "name": record["name"], "backend": self.name, "user": record["user"],
+            "state": state, "submitted_at": record["submitted_at"], "finished_at": finished_at,
+            "ui_url": ui_url, "message": message, "error": error, "job": record["job"],
+            "master": master, "exit_code": exit_code, "log_file": str(app_dir / LOG),
+        }
+
+    def applications(self) -> list[dict[str, Any]]:
+        return [self.status(r["app_id"]) for r in self._records()]
+
+    def logs(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
+        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= MAX_TAIL):
+            raise SparkJobError("tail", tail, f"is not allowed; give a whole number of lines from 1 to {MAX_TAIL}, "
+                                              "or None for the whole log")
+        lines, truncated = tail_lines(self._app_dir(app_id) / LOG, tail)
+        return {"app_id": app_id, "text": "\n".join(lines), "lines": len(lines), "truncated": truncated}
+
+    # -- cancel ------------------------------------------------------------------------------------
+
+    def _stop(self, app_id: str, app_dir: Path, pgid: int, sig: signal.Signals, tracked: dict[int, str],
+              timeout: float) -> bool:
+        """Send `sig` to the job's process group and to every process of the job; wait up to `timeout`
+        seconds for all of them (those in `tracked`, which this adds to, included) to end."""
+        tracked.update(processes.tagged(APP_ID_VARIABLE, app_id))
+        try:
+            os.killpg(pgid, sig)  # the supervisor is alive (or was a moment ago): the group is this job's
+        except (ProcessLookupError, PermissionError):
+            pass
+        processes.send(tracked, sig)
+        deadline = time.monotonic() + timeout
+        while True:
+            if (child := _children.get(str(app_dir))) is not None:
+                child.poll()  # reap our own supervisor
+            tracked.update(processes.tagged(APP_ID_VARIABLE, app_id))
+            live = [pid for pid, start in tracked.items() if processes.running(pid, start)]
+            if not processes.available():  # without /proc, the process group is all we can see
+                try:
+                    os.killpg(pgid, 0)
+                    live = [pgid]
+                except ProcessLookupError:
+                    pass
+            if not live and not self._supervisor_alive(app_dir):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+    def cancel(self, app_id: str) -> dict[str, Any]:
+        """SIGTERM to every process of the job (Spark stops its context, ~1 s), SIGKILL after `cancel_grace`
+        seconds; returns once they have ended, so it blocks for a moment (a server runs it in a thread).
+        A finished application is left as it is."""
+        app_dir = self._app_dir(app_id)
+        if self.status(app_id)["state"] in TERMINAL_STATES:
+            return self.status(app_id)
+        requested = {"requested_at": _now()}
+        _write_json(app_dir / "cancel.json", requested)
+        if (app_dir / "exit.json").exists():  # it ended on its own meanwhile
+            (app_dir / "cancel.json").unlink()
+            return self.status(app_id)
+        pgid, tracked = _read_json(app_dir / "app.json")["pid"], {}
+        if not self._stop(app_id, app_dir, pgid, signal.SIGTERM, tracked, self.cancel_grace):
+            logger.warning("Spark application %s did not stop within %ss of SIGTERM; sending SIGKILL",
+                           app_id, self.cancel_grace)
+            self._stop(app_id, app_dir, pgid, signal.SIGKILL, tracked, 10)
+        _children.pop(str(app_dir), None)
+        _write_json(app_dir / "cancel.json", {**requested, "stopped_at": _now()})
+        return self.status(app_id)
