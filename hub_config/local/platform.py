@@ -66,9 +66,14 @@ class Ports:
     # (18300), so platforms started with different hub ports (test sessions) never share it.
     s3: int | None = None
 
+    # Ray head that notebooks start on first deploy (mlplatform.serving.local): ray .. ray + 199.
+    ray: int | None = None
+
     def __post_init__(self):
         if self.s3 is None:
             self.s3 = self.hub + 300
+        if self.ray is None:
+            self.ray = self.hub + 600
 
     @property
     def proxy_api(self) -> int:
@@ -146,9 +151,12 @@ class LocalPlatform:
             raise
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop every component, newest first."""
+        """Stop every component, newest first, and the Ray head notebooks may have started."""
         for name in reversed(list(self.processes)):
             self.stop_component(name, timeout)
+        from mlplatform.serving.local import LocalRayConfig, LocalServing  # Ray is heavy: only when stopping
+
+        LocalServing(LocalRayConfig(port=self.ports.ray)).shutdown()
 
     def stop_component(self, name: str, timeout: float = 20) -> None:
         """Stop one component: SIGTERM to its process group, SIGKILL after `timeout`.
@@ -207,6 +215,7 @@ class LocalPlatform:
             "MLPLATFORM_SSO_PORT": str(self.ports.sso),
             "MLPLATFORM_MLFLOW_PORT": str(self.ports.mlflow),
             "MLPLATFORM_S3_PORT": str(self.ports.s3),
+            "MLPLATFORM_RAY_PORT": str(self.ports.ray),
             "MLPLATFORM_PROXY_API_PORT": str(self.ports.proxy_api),
             "MLPLATFORM_HUB_API_PORT": str(self.ports.hub_api),
             "MLPLATFORM_CHP": str(self.node_modules / ".bin" / "configurable-http-proxy"),

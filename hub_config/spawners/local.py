@@ -113,6 +113,9 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
                                             server_name=self.name))
             # An empty value hides every GPU from a CPU profile on a machine that has some.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
+            # The shared local Ray head (Ray Serve deployments) of this local platform.
+            if os.environ.get("MLPLATFORM_RAY_PORT"):
+                env["MLPLATFORM_RAY_PORT"] = os.environ["MLPLATFORM_RAY_PORT"]
         return env
 
     async def start(self):

@@ -1,0 +1,147 @@
+"""The Python API of model serving, on the backend the platform chose (MLPLATFORM_BACKEND).
+
+    from mlplatform import serving
+    serving.deploy("iris", "models:/iris@champion", replicas=2, wait=True)["url"]
+    serving.predict("iris", [{"x1": 0.1, "x2": 1.0}])            # → [0]
+    serving.status("iris")["state"]      # submitted, starting, deploying, running, failed
+    serving.deploy("iris", "models:/iris/4")                      # replaces it, no failed request
+    serving.delete("iris")
+
+Every function answers plain JSON-serializable values (see backend.py); the REST API and the widget
+call these. Bad input raises InvalidServingRequest (a ValueError naming each field) and an unknown
+model ModelNotFound, both before anything is deployed; errors carry `status_code` for the REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from .backend import SETTLED_STATES, ServingBackend
+from .errors import BackendUnavailable, PredictionFailed, ServingError
+from .local import LOCAL_S3_ENV, SECRET_ENV, LocalRayConfig, LocalServing
+from .models import resolve
+from .spec import contract_env, serving_request
+
+BACKENDS = ("local", "kubernetes")
+_local: dict[LocalRayConfig, LocalServing] = {}
+
+
+def backend(environ: Mapping[str, str] | None = None) -> ServingBackend:
+    """The backend named by MLPLATFORM_BACKEND in `environ` (default: this process's environment);
+    `local` when it is unset (outside the platform)."""
+    env = os.environ if environ is None else environ
+    kind = env.get("MLPLATFORM_BACKEND") or "local"
+    if kind == "local":
+        config = LocalRayConfig.from_environ(env)
+        return _local.setdefault(config, LocalServing(config))
+    if kind == "kubernetes":
+        raise BackendUnavailable(
+            "MLPLATFORM_BACKEND is 'kubernetes': serving on Kubernetes (a RayService in your team's namespace) "
+            "comes with the Kubernetes backend, which this version does not have yet; with "
+            "MLPLATFORM_BACKEND=local models are served by a Ray head on this machine")
+    raise BackendUnavailable(f"MLPLATFORM_BACKEND is {kind!r}; allowed: {', '.join(map(repr, BACKENDS))}")
+
+
+def deploy(name: str, model_uri: str, *, replicas: int | None = None, min_replicas: int | None = None,
+           max_replicas: int | None = None, cpus: float = 1.0, gpus: float = 0, max_batch_size: int = 32,
+           batch_wait_timeout_s: float = 0.002, max_ongoing_requests: int | None = None, task: str | None = None,
+           wait: bool = False, timeout: float = 300.0) -> dict[str, Any]:
+    """Serve a registered model as application `name` (a DNS label), or replace what `name` serves.
+
+    `model_uri`: `models:/<name>@<alias>` or `models:/<name>/<version>`; an alias is resolved now and
+    the version pinned. `replicas`, or `min_replicas`/`max_replicas` to autoscale; `cpus`/`gpus` per
+    replica; `max_batch_size` requests are scored together. `task="text-generation"` adds
+    `/generate` (read from the model's metadata when unset). `wait`: return once running or failed.
+    Answers the status (see backend.py)."""
+    env = os.environ
+    request = serving_request(name=name, model_uri=model_uri, replicas=replicas, min_replicas=min_replicas,
+                              max_replicas=max_replicas, cpus=cpus, gpus=gpus, max_batch_size=max_batch_size,
+                              batch_wait_timeout_s=batch_wait_timeout_s, max_ongoing_requests=max_ongoing_requests,
+                              task=task, gpu_quota=_gpu_quota(env))
+    chosen = backend()
+    resolved = resolve(request.model_uri)
+    app_env = {**contract_env(env), "MLFLOW_TRACKING_URI": resolved.tracking_uri}
+    secrets = None
+    if isinstance(chosen, LocalServing):  # on this machine, replicas use the kernel's S3 credential process
+        app_env.update({k: env[k] for k in LOCAL_S3_ENV if env.get(k)})
+        secrets = {k: env[k] for k in SECRET_ENV if env.get(k)} or None
+    owner = {k: v for k, v in (("user", env.get("MLPLATFORM_USER")), ("team", env.get("MLPLATFORM_TEAM"))) if v}
+    result = chosen.deploy(request, model_version=resolved.version, env=app_env, secrets=secrets, owner=owner)
+    return wait_until_settled(name, timeout) if wait else result
+
+
+def status(name: str) -> dict[str, Any]:
+    """The application's state, endpoint URL, model version and replicas."""
+    return backend().status(name)
+
+
+def delete(name: str, *, wait: bool = True) -> dict[str, Any]:
+    """Remove the application (with `wait`, once its endpoint is gone)."""
+    return backend().delete(name, wait=wait)
+
+
+def deployments() -> list[dict[str, Any]]:
+    """The status of every application."""
+    chosen = backend()
+    return [chosen.status(n) for n in chosen.names()]
+
+
+def wait_until_settled(name: str, timeout: float = 300.0, interval: float = 1.0) -> dict[str, Any]:
+    """Poll until the application runs or failed; the last status when `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(name)
+        if current["state"] in SETTLED_STATES or time.monotonic() >= deadline:
+            return current
+        time.sleep(interval)
+
+
+def predict(name: str, rows: Any, *, timeout: float = 60.0) -> list:
+    """Predictions for `rows` (a list of records, a pandas DataFrame, or split orient) from the
+    application's `/predict`. An error answer raises PredictionFailed with its status and message."""
+    if hasattr(rows, "to_dict"):  # a DataFrame
+        rows = rows.to_dict(orient="split")
+    return _post(name, "predict", rows, timeout)["predictions"]
+
+
+def generate(name: str, prompt: str | list[str], *, max_tokens: int = 128, timeout: float = 300.0) -> list[str]:
+    """Texts generated for `prompt` (one per prompt) by a text-generation application's `/generate`."""
+    body = {"prompt": prompt} if isinstance(prompt, str) else {"prompts": list(prompt)}
+    return _post(name, "generate", {**body, "max_tokens": max_tokens}, timeout)["generations"]
+
+
+def _post(name: str, route: str, body: Any, timeout: float) -> dict:
+    url = f"{backend().url(name)}/{route}"
+    try:
+        r = requests.post(url, json=body, timeout=timeout)
+    except requests.RequestException as e:
+        raise PredictionFailed(503, f"cannot reach {url}: {type(e).__name__}: {e}") from None
+    if r.ok:
+        return r.json()
+    try:
+        message = r.json()["message"]  # the application's own error
+    except (ValueError, KeyError, TypeError):
+        message = r.text.strip() or r.reason
+        if r.status_code == 404:  # the ingress: no application at this route
+            message = f"no serving application {name!r} answers at {url} ({message})"
+    raise PredictionFailed(r.status_code, message)
+
+
+def _gpu_quota(environ: Mapping[str, str]) -> int | None:
+    """The team's GPU quota from the catalog, on a server the platform started (else no check)."""
+    path, team = environ.get("MLPLATFORM_CATALOG"), environ.get("MLPLATFORM_TEAM")
+    if not path or not team:
+        return None
+    from hub_config.catalog import CatalogError, load_catalog
+
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as e:
+        raise ServingError(f"cannot read the platform catalog for the team's GPU quota: {e}") from None
+    found = catalog.teams.get(team)
+    return found.gpu_quota.total if found else None

@@ -1,0 +1,228 @@
+"""The one generic Ray Serve deployment: any MLflow model behind `/predict` (and `/generate`).
+
+Every serving application of the platform runs it (`import_path: mlplatform.serving.app:build`).
+What it serves comes from the application's `args`, written by `mlplatform.serving.spec`:
+
+    model_uri             models:/<name>/<version> (the alias is resolved when deploying)
+    model_version         the version, echoed in the `X-Model-Version` header of every answer
+    requested_uri         what the user asked for (models:/<name>@<alias>), shown by /health
+    task                  "predict", "text-generation", or null: read from the model's metadata
+
+and how it batches from the deployment's `user_config` (changed in place, without a restart):
+
+    max_batch_size        requests scored together (`@serve.batch`)
+    batch_wait_timeout_s  how long a batch waits to fill
+    max_tokens_limit      the largest `max_tokens` /generate accepts
+
+Routes, under the application's route prefix (`/<name>`):
+
+    POST /predict    JSON records or pandas split orient → {"predictions": [...]}
+    POST /generate   text-generation models: {"prompt" | "prompts", "max_tokens"} → {"generations": [...]}
+    GET  /health     {"status": "ok", "model_uri": ..., "model_version": ..., "task": ...}
+
+Bad requests get a 4xx with `{"message": ...}`. A new model version is new `args`: Serve replaces
+the replicas by a rolling update that starts the new ones first (`max_surge_percent`), so the old
+version answers until the new one is ready, and keeps answering if the new one fails to load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .payload import PayloadError, dumps, jsonable, parse_generate, parse_predict, split_outputs
+
+log = logging.getLogger("ray.serve")
+
+TEXT_GENERATION_TASKS = {"text-generation", "llm/v1/completions"}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    uri: str
+    version: str
+    requested_uri: str
+    task: str
+    pyfunc: Any
+    transformers: bool
+
+    def info(self) -> dict:
+        inputs = self.pyfunc.metadata.get_input_schema()
+        return {"model_uri": self.requested_uri, "served_uri": self.uri, "model_version": self.version,
+                "task": self.task, "input_columns": inputs.input_names() if inputs is not None else None}
+
+
+def load(config: dict) -> LoadedModel:
+    """Load `config["model_uri"]` with mlflow.pyfunc (MLFLOW_TRACKING_URI from the environment)."""
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(config["model_uri"])
+    flavors = model.metadata.flavors
+    declared = flavors.get("transformers", {}).get("task") or (model.metadata.metadata or {}).get("task")
+    task = config.get("task") or ("text-generation" if declared in TEXT_GENERATION_TASKS else "predict")
+    return LoadedModel(uri=config["model_uri"], version=str(config.get("model_version", "")),
+                       requested_uri=config.get("requested_uri") or config["model_uri"], task=task,
+                       pyfunc=model, transformers="transformers" in flavors)
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _scoring_error(e: Exception) -> HTTPError:
+    """An exception of the model's predict as an HTTP error: bad input is the client's 400."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(e, MlflowException):
+        status = e.get_http_status_code()
+        return HTTPError(status if 400 <= status < 600 else 500, e.message)
+    if isinstance(e, (ValueError, KeyError, TypeError)):
+        return HTTPError(400, f"the model could not score these rows: {type(e).__name__}: {e}")
+    return HTTPError(500, f"the model failed: {type(e).__name__}: {e}")
+
+
+@serve.deployment(name="Model", max_ongoing_requests=64)
+class ModelServer:
+    def __init__(self, model: dict):
+        # Credentials for MLflow's artifacts (the local backend keeps them out of the Serve config).
+        secrets = os.environ.get("MLPLATFORM_SERVING_SECRETS_FILE")
+        if secrets and os.path.exists(secrets):
+            with open(secrets) as f:
+                os.environ.update(json.load(f))
+        self.model = load(model)
+        log.info("serving %s (version %s, task %s)", self.model.uri, self.model.version, self.model.task)
+        self.max_tokens_limit = 4096
+
+    def reconfigure(self, config: dict) -> None:
+        self.max_tokens_limit = int(config.get("max_tokens_limit", 4096))
+        for method in (self.predict_batch, self.generate_batch):
+            method.set_max_batch_size(int(config.get("max_batch_size", 32)))
+            method.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.002)))
+
+    async def __call__(self, request: Request) -> Response:
+        model = self.model
+        path = request.url.path
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        path = "/" + path.strip("/")
+        try:
+            if path in ("/predict", "/generate") and request.method != "POST":
+                raise HTTPError(405, f"{path} takes POST with a JSON body")
+            if path == "/predict":
+                frame = parse_predict(await request.body())
+                return self._answer({"predictions": self._raise(await self.predict_batch(frame))}, model)
+            if path == "/generate":
+                if model.task != "text-generation":
+                    raise HTTPError(404, f"/generate is for text-generation models; {model.requested_uri} is a "
+                                         f"{model.task} model: use POST /predict")
+                req = parse_generate(await request.body(), self.max_tokens_limit)
+                generations = self._raise(await self.generate_batch(req))
+                return self._answer({"generations": generations}, model)
+            if path in ("/", "/health") and request.method == "GET":
+                return self._answer({"status": "ok", **model.info()}, model)
+            raise HTTPError(404, f"no route {request.method} {path}; routes: POST /predict, "
+                                 "POST /generate (text-generation models), GET /health")
+        except PayloadError as e:
+            return self._error(400, str(e), model)
+        except HTTPError as e:
+            return self._error(e.status, str(e), model)
+        except Exception as e:  # a bug of ours or the model's: still a JSON answer, and the log has it
+            log.exception("%s %s failed", request.method, path)
+            return self._error(500, f"internal error: {type(e).__name__}: {e}", model)
+
+    @staticmethod
+    def _raise(result):
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @staticmethod
+    def _answer(doc: dict, model: LoadedModel) -> Response:
+        return Response(dumps(doc), media_type="application/json",
+                        headers={"X-Model-Version": model.version})
+
+    @staticmethod
+    def _error(status: int, message: str, model: LoadedModel | None) -> Response:
+        headers = {"X-Model-Version": model.version} if model else {}
+        return Response(dumps({"message": message}), status_code=status, media_type="application/json",
+                        headers=headers)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def predict_batch(self, frames: list[pd.DataFrame]) -> list:
+        """Score the rows of many requests with one call per column layout; a request whose rows
+        break the shared call is scored alone, so one bad request never fails the others."""
+        model = self.model
+        results: list = [None] * len(frames)
+        groups: dict[tuple, list[int]] = {}
+        for i, frame in enumerate(frames):
+            groups.setdefault(tuple(map(str, frame.columns)), []).append(i)
+        for members in groups.values():
+            try:
+                parts = [frames[i] for i in members]
+                joined = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+                outputs = await asyncio.to_thread(model.pyfunc.predict, joined)
+                for i, rows in zip(members, split_outputs(outputs, [len(p) for p in parts])):
+                    results[i] = rows
+            except Exception as e:
+                if len(members) == 1:
+                    results[members[0]] = _scoring_error(e)
+                    continue
+                for i in members:
+                    try:
+                        outputs = await asyncio.to_thread(model.pyfunc.predict, frames[i])
+                        results[i] = split_outputs(outputs, [len(frames[i])])[0]
+                    except Exception as single:
+                        results[i] = _scoring_error(single)
+        return results
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def generate_batch(self, requests: list) -> list:
+        """Generate for many requests; those with the same max_tokens and params share one call."""
+        model = self.model
+        results: list = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(json.dumps([req.max_tokens, req.params], sort_keys=True, default=str), []).append(i)
+        for members in groups.values():
+            prompts = [p for i in members for p in requests[i].prompts]
+            first = requests[members[0]]
+            limit = "max_new_tokens" if model.transformers else "max_tokens"
+            params = {**first.params, limit: first.max_tokens}
+            inputs = prompts if model.transformers else pd.DataFrame({"prompt": prompts})
+            try:
+                outputs = await asyncio.to_thread(model.pyfunc.predict, inputs, params=params)
+                texts = split_outputs([_text(o) for o in jsonable(outputs)],
+                                      [len(requests[i].prompts) for i in members])
+            except Exception as e:
+                texts = [_scoring_error(e)] * len(members)
+            for i, generated in zip(members, texts):
+                results[i] = generated
+        return results
+
+
+def _text(output: Any) -> Any:
+    """One generation as text: pipelines answer strings or {"generated_text": ...}."""
+    if isinstance(output, list) and len(output) == 1:
+        output = output[0]
+    if isinstance(output, dict):
+        for key in ("generated_text", "text", "generation", "output"):
+            if key in output:
+                return output[key]
+    return output
+
+
+def build(args: dict):
+    """The application for `args` (see the module docstring)."""
+    return ModelServer.bind({k: args.get(k) for k in ("model_uri", "model_version", "requested_uri", "task")})

@@ -1,0 +1,567 @@
+"""The local serving backend: a Ray head on this machine, Serve applications on it.
+
+The head is started on first use (`ray start --head --block`, its own process group) with its own
+temporary directory and fixed loopback ports, and outlives the kernel that started it: a later
+kernel (or another user's) finds it by its dashboard port and uses it. Nothing here calls
+`ray.init`: applications are declared through the dashboard's Serve REST API (`PUT
+/api/serve/applications/`, what `serve deploy` does), so a kernel never becomes a Ray driver and the
+`ray_current_cluster` pitfalls do not arise.
+
+That REST API takes the whole set of applications at once. The set lives on disk, one record per
+application (`<root>/apps/<name>.json`, written under a file lock): a deploy writes its record and
+PUTs every record, a delete removes its record and PUTs the rest. So concurrent kernels never drop
+each other's applications, and after a head restart the next deploy brings every application back.
+
+Files under the root (`MLPLATFORM_RAY_DIR`, default /tmp/mlp-ray-<port>; kept short because
+Ray's and HAProxy's unix sockets live there):
+    head.json             pid and process group of the running head
+    head.log              output of `ray start`
+    auth_token            the head's Ray authentication token (mode 0600)
+    session_*/            Ray's own temporary directory (logs of every Ray process)
+    apps/<name>.json      the record of an application
+    apps/<name>.secrets   credentials a replica needs (mode 0600; never in the Serve config, which
+                          the dashboard shows to anyone on this machine)
+    hap/                  the HAProxy ingress's config and sockets (fast ingress)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from .errors import BackendUnavailable, DeploymentNotFound, ServingConflict
+from .spec import DEPLOYMENT, ServingRequest, serve_application, serve_config
+
+SECRETS_FILE_VAR = "MLPLATFORM_SERVING_SECRETS_FILE"
+HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
+# The kernel's variables a replica may need to reach MLflow's S3 artifacts locally (the hub brokers
+# the credentials; the token goes to the 0600 secrets file, the rest into the application's env).
+LOCAL_S3_ENV = ("AWS_CONFIG_FILE", "AWS_SDK_LOAD_CONFIG", "MLPLATFORM_CREDENTIALS_URL")
+SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+# What the head keeps of the environment of the kernel that starts it: no user's identity or token.
+HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+@dataclass(frozen=True)
+class LocalRayConfig:
+    """Where the local head listens and lives. Every port is on 127.0.0.1 and derived from `port`:
+
+        port       GCS                      port + 1   dashboard (Serve REST API)
+        port + 2   Serve HTTP (endpoints)   port + 4 .. port + 11   Ray's and HAProxy's own ports
+        port + 20 .. port + 119   Ray workers   port + 120 .. port + 199   replicas' direct ingress
+    """
+
+    port: int = 18600
+    root: Path | None = None
+    num_cpus: int | None = None  # logical CPUs of the head; unset: 4 per core (a served model mostly waits)
+    num_gpus: int | None = None  # unset: Ray counts the machine's GPUs
+    object_store_bytes: int = 200 * 2**20
+    fast_ingress: bool = True  # HAProxy in front of the replicas (Ray 2.60 feature flags, NOTES)
+    start_timeout: float = 120.0
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> LocalRayConfig:
+        """MLPLATFORM_RAY_PORT, MLPLATFORM_RAY_DIR, MLPLATFORM_RAY_NUM_CPUS, MLPLATFORM_RAY_NUM_GPUS,
+        MLPLATFORM_RAY_FAST_INGRESS (0 turns the HAProxy ingress off)."""
+        env = os.environ if environ is None else environ
+        return cls(port=int(env.get("MLPLATFORM_RAY_PORT") or cls.port),
+                   root=Path(env["MLPLATFORM_RAY_DIR"]) if env.get("MLPLATFORM_RAY_DIR") else None,
+                   num_cpus=int(env["MLPLATFORM_RAY_NUM_CPUS"]) if env.get("MLPLATFORM_RAY_NUM_CPUS") else None,
+                   num_gpus=int(env["MLPLATFORM_RAY_NUM_GPUS"]) if env.get("MLPLATFORM_RAY_NUM_GPUS") else None,
+                   fast_ingress=env.get("MLPLATFORM_RAY_FAST_INGRESS", "1") != "0")
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.root) if self.root else Path(f"/tmp/mlp-ray-{self.port}")
+
+    @property
+    def haproxy_directory(self) -> Path:
+        """HAProxy's files; Serve adds a 56-character node id below, and HAProxy's socket paths may
+        have at most 97 characters."""
+        inside = self.directory / "hap"
+        return inside if len(str(inside)) <= 29 else Path(f"/tmp/mlp-hap-{self.port}")
+
+    @property
+    def dashboard_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def http_port(self) -> int:
+        return self.port + 2
+
+    @property
+    def cpus(self) -> int:
+        return self.num_cpus or 4 * (os.cpu_count() or 1)
+
+    @property
+    def gpus(self) -> int:
+        """GPUs of the head: `num_gpus`, else this machine's NVIDIA devices, all of which Ray sees (the
+        head does not inherit the starting kernel's CUDA_VISIBLE_DEVICES)."""
+        if self.num_gpus is not None:
+            return self.num_gpus
+        return len(list(Path("/dev").glob("nvidia[0-9]*")))
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+class LocalRayHead:
+    """Start, find and stop the local Ray head."""
+
+    def __init__(self, config: LocalRayConfig):
+        self.config = config
+        self.root = config.directory
+        self.http = requests.Session()
+
+    @property
+    def token_path(self) -> Path:
+        return self.root / "auth_token"
+
+    def session(self) -> requests.Session:
+        """An HTTP session for the dashboard, with the head's token."""
+        token = self.token_path.read_text().strip() if self.token_path.exists() else ""
+        if token and self.http.headers.get("Authorization") != f"Bearer {token}":
+            self.http.headers["Authorization"] = f"Bearer {token}"
+        return self.http
+
+    def running(self) -> bool:
+        try:
+            return self.session().get(f"{self.config.dashboard_url}/api/version", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def starting(self) -> bool:
+        """Another process is starting the head right now."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "start.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+    def ensure(self) -> bool:
+        """Start the head unless it runs; True when this call started it."""
+        if self.running():
+            return False
+        with _locked(self.root / "start.lock"):
+            if self.running():
+                return False
+            pid = self._head_pid()
+            if pid and self._wait_ready(pid, self.config.start_timeout):
+                return False  # a start begun by a kernel that has gone since
+            self.stop()
+            self._start()
+            return True
+
+    def _start(self) -> None:
+        c = self.config
+        self._check_ports()
+        if not self.token_path.exists():
+            _write_text(self.token_path, secrets.token_hex(32), mode=0o600)
+        log = open(self.root / "head.log", "ab")
+        try:
+            proc = subprocess.Popen(self.command(), env=self.environment(), cwd=self.root, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        _write_json(self.root / "head.json", {"pid": proc.pid, "pgid": proc.pid, "port": c.port,
+                                              "started_at": _now()})
+        if not self._wait_ready(proc.pid, c.start_timeout):
+            tail = _tail(self.root / "head.log")
+            self.stop()
+            raise BackendUnavailable(f"the local Ray head did not start within {c.start_timeout:.0f} s; "
+                                     f"its log: {self.root / 'head.log'}\n{tail}")
+
+    def _wait_ready(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return False
+            try:
+                if self.session().get(f"{self.config.dashboard_url}/api/serve/applications/", timeout=5).ok:
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        return False
+
+    def command(self) -> list[str]:
+        c, p = self.config, self.config.port
+        ray = Path(sys.executable).parent / "ray"
+        cmd = [str(ray)] if ray.exists() else [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
+        cmd += ["start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+                f"--port={p}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={c.dashboard_port}", f"--temp-dir={self.root}", f"--num-cpus={c.cpus}",
+                f"--object-store-memory={c.object_store_bytes}",
+                f"--ray-client-server-port={p + 3}",
+                f"--node-manager-port={p + 4}", f"--object-manager-port={p + 5}", f"--metrics-export-port={p + 6}",
+                f"--dashboard-agent-listen-port={p + 7}", f"--dashboard-agent-grpc-port={p + 8}",
+                f"--runtime-env-agent-port={p + 9}", f"--min-worker-port={p + 20}", f"--max-worker-port={p + 119}"]
+        if c.num_gpus is not None:
+            cmd.append(f"--num-gpus={c.num_gpus}")
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        c, p = self.config, self.config.port
+        env = {k: os.environ[k] for k in HEAD_ENV if k in os.environ}
+        # Replicas find `mlplatform-aws-credentials` (the AWS credential_process) and the venv's tools.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+        env.update({HEAD_MARKER_VAR: str(self.root), "RAY_USAGE_STATS_ENABLED": "0",
+                    # Ray listens on every interface for some ports (GCS, raylet, agents): with token
+                    # authentication, only holders of the token (a 0600 file here) can use them.
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path),
+                    # Serve's fallback proxy ports default to 8500 / 9500.
+                    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(p + 12),
+                    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(p + 13)})
+        if c.fast_ingress:
+            haproxy = c.haproxy_directory
+            haproxy.mkdir(parents=True, exist_ok=True)
+            env.update({
+                # HAProxy forwards straight to a server inside each replica: no Python proxy on the path.
+                "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+                "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+                # Its files default to /tmp/haproxy-serve, shared by every Ray on the machine.
+                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+                "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
+                "RAY_SERVE_HAPROXY_STATS_PORT": str(p + 10),
+                "RAY_SERVE_HAPROXY_METRICS_PORT": str(p + 11),
+                "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(p + 120),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(p + 159),
+                "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(p + 160),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(p + 199),
+                # A stopped replica's port is held back this long (default 30 s per restart).
+                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+            })
+        return env
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the head and every process it started: its process group, then any process still
+        carrying its marker variable (identified one by one, never by name)."""
+        info = _read_json(self.root / "head.json")
+        if info:
+            _signal_group(info["pgid"], signal.SIGTERM)
+            if not _wait(lambda: not _group_alive(info["pgid"]), timeout / 2):
+                _signal_group(info["pgid"], signal.SIGKILL)
+                _wait(lambda: not _group_alive(info["pgid"]), timeout / 2)
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        _wait(lambda: not self.processes(), timeout)
+        (self.root / "head.json").unlink(missing_ok=True)
+
+    def processes(self) -> list[int]:
+        """Ids of the live processes belonging to this head."""
+        marker = f"{HEAD_MARKER_VAR}={self.root}".encode() + b"\0"
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if marker in (proc / "environ").read_bytes() + b"\0" and _alive(int(proc.name)):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    def _head_pid(self) -> int | None:
+        info = _read_json(self.root / "head.json")
+        return info["pid"] if info and _alive(info["pid"]) else None
+
+    def _check_ports(self) -> None:
+        c = self.config
+        for name, port in (("GCS", c.port), ("dashboard", c.dashboard_port), ("Serve HTTP", c.http_port)):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise BackendUnavailable(f"port {port} ({name} of the local Ray head) is in use by another "
+                                             "program; set MLPLATFORM_RAY_PORT to a free range of 200 ports") from None
+
+
+@dataclass
+class LocalServing:
+    """deploy / status / delete of Serve applications on the local head."""
+
+    config: LocalRayConfig = field(default_factory=LocalRayConfig.from_environ)
+
+    def __post_init__(self):
+        self.head = LocalRayHead(self.config)
+        self.apps = self.config.directory / "apps"
+
+    # --- the interface of every backend ----------------------------------------------------------
+    def deploy(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
+               secrets: Mapping[str, str] | None = None, owner: Mapping[str, str] | None = None) -> dict:
+        """Record the application, start the head if needed, hand every application to Serve."""
+        self.apps.mkdir(parents=True, exist_ok=True)
+        owner = dict(owner or {})
+        with _locked(self.apps / ".lock"):
+            previous = _read_json(self._record(request.name))
+            surge = self._check(request, previous, owner)
+            env = dict(env)
+            if secrets:
+                path = self.apps / f"{request.name}.secrets"
+                _write_json(path, dict(secrets), mode=0o600)
+                env[SECRETS_FILE_VAR] = str(path)
+            app = serve_application(request, model_version=model_version, env=env, surge=surge)
+            record = {"name": request.name, "request": request.to_dict(), "model_version": str(model_version),
+                      "previous_version": previous["model_version"] if previous else None,
+                      "application": app, "owner": owner, "phase": "submitted", "submitted_at": _now()}
+            _write_json(self._record(request.name), record)
+        try:
+            self.head.ensure()
+            with _locked(self.apps / ".lock"):
+                self._apply()
+                record.update(phase="applied", applied_at=time.time())
+                _write_json(self._record(request.name), record)
+        except BaseException:
+            with _locked(self.apps / ".lock"):  # nothing half-done: the previous state comes back
+                if previous:
+                    _write_json(self._record(request.name), previous)
+                else:
+                    self._record(request.name).unlink(missing_ok=True)
+                    (self.apps / f"{request.name}.secrets").unlink(missing_ok=True)
+                if self.head.running():
+                    with contextlib.suppress(Exception):
+                        self._apply()
+            raise
+        return self.status(request.name)
+
+    def status(self, name: str) -> dict:
+        record = _read_json(self._record(name))
+        if record is None:
+            raise DeploymentNotFound(f"no serving application {name!r} on the local Ray head; "
+                                     f"applications: {', '.join(self.names()) or 'none'}")
+        result = self._describe(record)
+        if not self.head.running():
+            if self.head.starting():
+                return {**result, "state": "starting", "message": "starting the local Ray head"}
+            if record["phase"] == "submitted":
+                return {**result, "state": "submitted", "message": "waiting for the local Ray head"}
+            return {**result, "state": "failed",
+                    "message": "the local Ray head is not running (stopped, or the machine restarted); "
+                               "deploy again to start it and bring back every application"}
+        app = self._serve_status().get(name)
+        if app is None:
+            if record["phase"] == "submitted" or time.time() - record.get("applied_at", 0) < 60:
+                return {**result, "state": "deploying", "message": "handing the application to Ray Serve"}
+            return {**result, "state": "failed", "message": "the application is missing on the local Ray head "
+                                                            "(the head restarted?); deploy again"}
+        return {**result, **_serve_state(app, record)}
+
+    def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
+        with _locked(self.apps / ".lock"):
+            if _read_json(self._record(name)) is None:
+                raise DeploymentNotFound(f"no serving application {name!r} on the local Ray head; "
+                                         f"applications: {', '.join(self.names()) or 'none'}")
+            self._record(name).unlink()
+            (self.apps / f"{name}.secrets").unlink(missing_ok=True)
+            if self.head.running():
+                self._apply()
+        if wait and self.head.running():
+            _wait(lambda: name not in self._serve_status(), timeout)
+        return {"name": name, "backend": "local", "state": "deleted"}
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.apps.glob("*.json")) if self.apps.exists() else []
+
+    @property
+    def root(self) -> Path:
+        return self.config.directory
+
+    def url(self, name: str) -> str:
+        return f"{self.config.http_url}/{name}"
+
+    def shutdown(self) -> None:
+        """Stop the head (applications stay recorded: the next deploy brings them back)."""
+        self.head.stop()
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _record(self, name: str) -> Path:
+        return self.apps / f"{name}.json"
+
+    def _check(self, request: ServingRequest, previous: dict | None, owner: dict) -> bool:
+        """Refuse what cannot run; answers whether a restart may start the new replicas before
+        stopping the old ones (the head has room for both)."""
+        if previous and previous.get("owner", {}).get("team") and owner.get("team") and \
+                previous["owner"]["team"] != owner["team"]:
+            raise ServingConflict(f"{request.name!r} is served for team {previous['owner']['team']}; "
+                                  "choose another name")
+        others = [r for n in self.names() if n != request.name and (r := _read_json(self._record(n)))]
+        surge = True
+        for resource, have, per_replica in (("CPUs", self.config.cpus, lambda r: r["cpus"]),
+                                            ("GPUs", self.config.gpus, lambda r: math.ceil(r["gpus"]))):
+            need = per_replica(request.to_dict()) * request.most_replicas
+            used = sum(per_replica(r["request"]) * _most(r["request"]) for r in others)
+            if need and used + need > have:
+                raise ServingConflict(
+                    f"{request.name!r} needs {need:g} {resource} ({request.most_replicas} replica(s)); the local "
+                    f"Ray head has {have:g}, {used:g} taken by {', '.join(r['name'] for r in others) or 'nothing'}. "
+                    f"Ask for fewer {resource} per replica or fewer replicas, or delete an application")
+            if previous:
+                surge &= used + need + per_replica(previous["request"]) * _most(previous["request"]) <= have
+        return surge
+
+    def _apply(self) -> None:
+        """PUT every recorded application (the REST API replaces the whole set)."""
+        apps = [r["application"] for n in self.names() if (r := _read_json(self._record(n)))]
+        body = serve_config(apps, http_host="127.0.0.1", http_port=self.config.http_port)
+        r = self.head.session().put(f"{self.config.dashboard_url}/api/serve/applications/", json=body, timeout=60)
+        if not r.ok:
+            raise BackendUnavailable(f"Ray Serve refused the applications ({r.status_code}): {r.text[-2000:]}")
+
+    def _serve_status(self) -> dict:
+        url = f"{self.config.dashboard_url}/api/serve/applications/"
+        try:
+            r = self.head.session().get(url, timeout=30)
+            r.raise_for_status()
+            return r.json().get("applications") or {}
+        except (requests.RequestException, ValueError) as e:
+            raise BackendUnavailable(f"the local Ray head did not tell the applications' states ({url}): {e}; "
+                                     f"its logs: {self.root / 'session_latest' / 'logs'}") from None
+
+    def _describe(self, record: dict) -> dict:
+        request = record["request"]
+        url = self.url(record["name"])
+        return {"name": record["name"], "backend": "local", "state": "", "message": "",
+                "model_uri": request["model_uri"], "model_version": record["model_version"], "url": url,
+                "predict_url": f"{url}/predict", "submitted_at": record["submitted_at"],
+                "owner": record.get("owner", {}), "request": request,
+                "replicas": {"running": 0, "target": _most(request) if not request["max_replicas"] else None}}
+
+
+def _serve_state(app: dict, record: dict) -> dict:
+    """Serve's application status → the platform's states (deploying, running, failed, deleting)."""
+    status, message = app.get("status"), app.get("message") or ""
+    deployment = (app.get("deployments") or {}).get(DEPLOYMENT, {})
+    replicas = deployment.get("replicas") or []
+    counts = {"running": sum(r.get("state") == "RUNNING" for r in replicas),
+              "target": deployment.get("target_num_replicas")}
+    wanted = record["application"]
+    deployed = app.get("deployed_app_config") or {}
+    applied = (deployment.get("deployment_config") or {}).get("user_config")
+    if status == "RUNNING" and (deployed.get("args") != wanted["args"] or
+                                (applied is not None and applied != wanted["deployments"][0]["user_config"])):
+        status = "DEPLOYING"  # the controller has not taken the new config yet
+    state = {"RUNNING": "running", "DEPLOY_FAILED": "failed", "UNHEALTHY": "failed",
+             "DELETING": "deleting"}.get(status, "deploying")
+    if state == "failed":
+        detail = deployment.get("message") or message
+        message = _last_line(detail)
+        if counts["running"] and record.get("previous_version"):
+            message += f" (version {record['previous_version']} keeps answering)"
+        return {"state": state, "message": message, "detail": detail[-4000:], "replicas": counts}
+    return {"state": state, "message": _last_line(deployment.get("message") or message) if state != "running" else "",
+            "replicas": counts}
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _most(request: dict) -> int:
+    return request["max_replicas"] if request.get("max_replicas") is not None else request["replicas"]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_json(path: Path, doc: dict, mode: int = 0o644) -> None:
+    _write_text(path, json.dumps(doc, indent=1), mode)
+
+
+def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _wait(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,180 @@
+"""Request bodies of a serving endpoint → model inputs, and model outputs → JSON. Pure functions.
+
+`/predict` accepts JSON records or pandas' split orient, bare or wrapped as `mlflow models serve`
+expects them, so one client works against both:
+
+    [{"x": 1.0, "y": 2.0}, ...]                                    records
+    {"dataframe_records": [{"x": 1.0, "y": 2.0}, ...]}
+    {"columns": ["x", "y"], "data": [[1.0, 2.0], ...]}             split (as DataFrame.to_json(orient="split"))
+    {"dataframe_split": {"columns": ["x", "y"], "data": [[1.0, 2.0], ...]}}
+
+and answers `{"predictions": [...]}`, one entry per row. `/generate` (text-generation models)
+accepts `{"prompt": "..."}` or `{"prompts": [...]}` with an optional `max_tokens` and answers
+`{"generations": [...]}`, one per prompt.
+
+Every problem with a body raises `PayloadError` whose message says what is wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FORMATS = ('JSON records ([{"column": value, ...}, ...]) or pandas split orient '
+           '({"columns": [...], "data": [[...], ...]}), optionally wrapped as '
+           '{"dataframe_records": ...} / {"dataframe_split": ...}')
+DEFAULT_MAX_TOKENS = 128
+
+
+class PayloadError(ValueError):
+    """A request body the endpoint cannot use (HTTP 400)."""
+
+
+def _json(body: bytes) -> Any:
+    if not body.strip():
+        raise PayloadError(f"the request body is empty; send {FORMATS}")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PayloadError(f"the request body is not valid JSON ({e}); send {FORMATS}") from None
+
+
+def parse_predict(body: bytes) -> pd.DataFrame:
+    """The rows of a `/predict` body as a DataFrame."""
+    doc = _json(body)
+    if isinstance(doc, dict) and len(doc) == 1 and "dataframe_records" in doc:
+        doc = doc["dataframe_records"]
+    elif isinstance(doc, dict) and len(doc) == 1 and "dataframe_split" in doc:
+        doc = doc["dataframe_split"]
+        if not isinstance(doc, dict):
+            raise PayloadError(f"dataframe_split must be an object with columns and data; got {_kind(doc)}")
+    if isinstance(doc, list):
+        return _records(doc)
+    if isinstance(doc, dict) and ("columns" in doc or "data" in doc):
+        return _split(doc)
+    keys = f"an object with keys {sorted(doc)[:5]}" if isinstance(doc, dict) else _kind(doc)
+    raise PayloadError(f"unsupported body: {keys}; send {FORMATS}")
+
+
+def _records(rows: list) -> pd.DataFrame:
+    if not rows:
+        raise PayloadError("no rows: the list of records is empty")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise PayloadError(f"record {i} is {_kind(row)}; each record must be an object "
+                               '{"column": value, ...}')
+    return pd.DataFrame.from_records(rows)
+
+
+def _split(doc: dict) -> pd.DataFrame:
+    unknown = sorted(set(doc) - {"columns", "data", "index"})
+    if unknown:
+        raise PayloadError(f"split orient has unknown key(s) {unknown}; allowed: columns, data, index")
+    columns, data = doc.get("columns"), doc.get("data")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or not columns:
+        raise PayloadError(f"split orient needs 'columns', a non-empty list of column names; got {columns!r:.80}")
+    if not isinstance(data, list) or not data:
+        raise PayloadError(f"split orient needs 'data', a non-empty list of rows; got {_kind(data)}")
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(columns):
+            got = f"{len(row)} values" if isinstance(row, list) else _kind(row)
+            raise PayloadError(f"data[{i}] has {got}; each row must be a list of {len(columns)} values "
+                               f"(one per column: {', '.join(columns)})")
+    index = doc.get("index")
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise PayloadError(f"index must be a list of {len(data)} labels (one per row) or left out")
+    return pd.DataFrame(data, columns=columns, index=index)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompts: list[str]
+    max_tokens: int
+    single: bool  # {"prompt": ...} rather than {"prompts": [...]}
+    params: dict = field(default_factory=dict)
+
+
+def parse_generate(body: bytes, max_tokens_limit: int) -> GenerateRequest:
+    """A `/generate` body: `prompt` or `prompts`, `max_tokens` (1..limit), optional `params`."""
+    doc = _json(body)
+    usage = ('send {"prompt": "...", "max_tokens": N} or {"prompts": ["...", ...], "max_tokens": N}')
+    if not isinstance(doc, dict):
+        raise PayloadError(f"the body is {_kind(doc)}; {usage}")
+    unknown = sorted(set(doc) - {"prompt", "prompts", "max_tokens", "params"})
+    if unknown:
+        raise PayloadError(f"unknown key(s) {unknown}; allowed: prompt, prompts, max_tokens, params")
+    if ("prompt" in doc) == ("prompts" in doc):
+        raise PayloadError(f"give exactly one of 'prompt' and 'prompts'; {usage}")
+    single = "prompt" in doc
+    prompts = [doc["prompt"]] if single else doc["prompts"]
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise PayloadError(f"{'prompt' if single else 'prompts'} must be "
+                           f"{'a string' if single else 'a non-empty list of strings'}")
+    max_tokens = doc.get("max_tokens", min(DEFAULT_MAX_TOKENS, max_tokens_limit))
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_tokens_limit:
+        raise PayloadError(f"max_tokens is {max_tokens!r}; allowed: an integer from 1 to {max_tokens_limit}")
+    params = doc.get("params", {})
+    if not isinstance(params, dict):
+        raise PayloadError(f"params must be an object of generation parameters; got {_kind(params)}")
+    return GenerateRequest(prompts=prompts, max_tokens=max_tokens, single=single, params=params)
+
+
+def split_outputs(outputs: Any, sizes: list[int]) -> list[Any]:
+    """Cut the model's output for concatenated inputs back into one JSON-ready list per request."""
+    rows = jsonable(outputs)
+    if isinstance(rows, dict):  # a column-oriented dict (some pyfunc models): one list per column
+        lengths = {len(v) for v in rows.values() if isinstance(v, list)}
+        if lengths != {sum(sizes)} or not all(isinstance(v, list) for v in rows.values()):
+            raise ValueError("the model's output cannot be split into rows")
+        rows = [dict(zip(rows, values)) for values in zip(*rows.values())]
+    if not isinstance(rows, list) or len(rows) != sum(sizes):
+        raise ValueError(f"the model returned {len(rows) if isinstance(rows, list) else _kind(rows)} "
+                         f"outputs for {sum(sizes)} rows")
+    out, start = [], 0
+    for n in sizes:
+        out.append(rows[start:start + n])
+        start += n
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """numpy / pandas outputs as plain JSON values; NaN and infinities become null."""
+    if isinstance(value, pd.DataFrame):
+        return _finite(value.to_dict(orient="records"))
+    if isinstance(value, (pd.Series, pd.Index)):
+        return _finite(value.tolist())
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return _finite(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
+def dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)

@@ -1,0 +1,327 @@
+"""What to serve, validated, and the manifests made from it. Pure functions: plain values in, plain
+dicts out, no I/O.
+
+    request = serving_request(name="iris", model_uri="models:/iris@champion", replicas=2)
+    app = serve_application(request, model_version="3", env=contract_env(os.environ))
+    serve_config([app], http_port=18602)                         # the local backend PUTs this
+    ray_service(request, namespace="team-vision", model_version="3", env=...)   # ray.io/v1, Kubernetes
+
+`serving_request` checks every input and raises `InvalidServingRequest` listing each problem with
+the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import yaml
+
+from .errors import InvalidServingRequest
+
+IMPORT_PATH = "mlplatform.serving.app:build"
+DEPLOYMENT = "Model"  # the deployment's name inside every application (app.py)
+RAY_VERSION = "2.60.0"
+DEFAULT_IMAGE = "mlplatform/ray:0.1.0"
+DEFAULT_GPU_IMAGE = "mlplatform/ray-gpu:0.1.0"
+TASKS = ("predict", "text-generation")
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+MAX_BATCH_SIZE = 1024
+
+# The environment contract (README) as a served model sees it: where MLflow and S3 are, whose it
+# is. Never the notebook's credentials, its GPUs or its AWS config (pods get their own identity).
+CONTRACT_ENV = ("MLPLATFORM_CONTRACT_VERSION", "MLPLATFORM_USER", "MLPLATFORM_TEAM", "MLPLATFORM_NAMESPACE",
+                "MLPLATFORM_BACKEND", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "MLPLATFORM_S3_ENDPOINT",
+                "MLPLATFORM_S3_BUCKET", "MLPLATFORM_S3_TEAM_PREFIX", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                "AWS_DEFAULT_REGION")
+
+
+@dataclass(frozen=True)
+class ServingRequest:
+    """A validated request. `replicas` is fixed unless `min_replicas`/`max_replicas` (autoscaling)."""
+
+    name: str
+    model_uri: str
+    replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    cpus: float = 1.0
+    gpus: float = 0
+    max_batch_size: int = 32
+    batch_wait_timeout_s: float = 0.002
+    max_ongoing_requests: int | None = None  # unset: 2 × max_batch_size, at least 64
+    task: str | None = None  # unset: from the model's metadata (app.py)
+    max_tokens_limit: int = 4096
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_replicas is not None
+
+    @property
+    def most_replicas(self) -> int:
+        return self.max_replicas if self.autoscaling else self.replicas
+
+    @property
+    def ongoing_requests(self) -> int:
+        return self.max_ongoing_requests or max(64, 2 * self.max_batch_size)
+
+    @property
+    def model_name(self) -> str:
+        return MODEL_URI.match(self.model_uri)["name"]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_replicas: Any = None,
+                    max_replicas: Any = None, cpus: Any = 1.0, gpus: Any = 0, max_batch_size: Any = 32,
+                    batch_wait_timeout_s: Any = 0.002, max_ongoing_requests: Any = None, task: Any = None,
+                    max_tokens_limit: Any = 4096, gpu_quota: int | None = None) -> ServingRequest:
+    """Validate a request. Give `replicas`, or `min_replicas` and `max_replicas` for autoscaling.
+    `gpu_quota`: the team's GPU quota, checked against GPUs per replica × the most replicas."""
+    problems: list[tuple[str, str]] = []
+
+    def check(field: str, ok: bool, message: str) -> bool:
+        if not ok:
+            problems.append((field, message))
+        return ok
+
+    if check("name", isinstance(name, str), f"{name!r} is not a string; allowed: a DNS label"):
+        check("name", bool(DNS_LABEL.match(name)) and len(name) <= 63,
+              f"{name!r} is not a DNS label; allowed: at most 63 lowercase letters, digits and '-', "
+              "starting with a letter and ending with a letter or digit (e.g. 'iris-classifier')")
+    check("model_uri", isinstance(model_uri, str) and bool(MODEL_URI.match(model_uri)),
+          f"{model_uri!r} is not a registered model; allowed: 'models:/<name>@<alias>' or "
+          "'models:/<name>/<version>' (e.g. 'models:/iris@champion')")
+
+    autoscaling = min_replicas is not None or max_replicas is not None
+    if autoscaling:
+        check("replicas", replicas is None, f"{replicas!r} given together with min_replicas/max_replicas; "
+              "allowed: either a fixed number of replicas or min_replicas and max_replicas (autoscaling)")
+        lo_ok = _int(check, "min_replicas", min_replicas, 0)
+        hi_ok = _int(check, "max_replicas", max_replicas, 1)
+        if lo_ok and hi_ok:
+            check("min_replicas", min_replicas <= max_replicas,
+                  f"{min_replicas} is more than max_replicas ({max_replicas}); allowed: 0 to {max_replicas}")
+    else:
+        replicas = 1 if replicas is None else replicas
+        _int(check, "replicas", replicas, 1)
+
+    if _number(check, "cpus", cpus) and check("cpus", cpus > 0, f"{cpus!r} is not positive; allowed: a number "
+                                                  "of CPUs per replica > 0 (e.g. 0.5, 1, 4)"):
+        cpus = float(cpus)
+    if _number(check, "gpus", gpus):
+        check("gpus", gpus >= 0 and (gpus < 1 or float(gpus).is_integer()),
+              f"{gpus!r} is not a GPU count; allowed: 0, a fraction below 1 (shared GPU) or a whole number")
+    _int(check, "max_batch_size", max_batch_size, 1, MAX_BATCH_SIZE)
+    if _number(check, "batch_wait_timeout_s", batch_wait_timeout_s):
+        check("batch_wait_timeout_s", 0 <= batch_wait_timeout_s <= 1,
+              f"{batch_wait_timeout_s!r} is out of range; allowed: 0 to 1 second")
+    if max_ongoing_requests is not None and _int(check, "max_ongoing_requests", max_ongoing_requests, 1) and \
+            isinstance(max_batch_size, int):
+        check("max_ongoing_requests", max_ongoing_requests >= max_batch_size,
+              f"{max_ongoing_requests} is less than max_batch_size ({max_batch_size}), so batches never fill; "
+              f"allowed: at least {max_batch_size}")
+    check("task", task is None or task in TASKS, f"{task!r} is not a task; allowed: {', '.join(TASKS)} "
+          "or unset (read from the model)")
+    _int(check, "max_tokens_limit", max_tokens_limit, 1, 1_000_000)
+
+    if gpu_quota is not None and not problems and gpus:
+        most = max_replicas if autoscaling else replicas
+        needed = math.ceil(gpus) * most
+        check("gpus", needed <= gpu_quota,
+              f"{gpus:g} per replica × {most} replica(s) needs {needed} GPUs, more than the team's GPU quota "
+              f"of {gpu_quota}; allowed: at most {gpu_quota} GPUs in all")
+    if problems:
+        raise InvalidServingRequest(problems)
+    return ServingRequest(name=name, model_uri=model_uri, replicas=1 if autoscaling else replicas,
+                          min_replicas=min_replicas if autoscaling else None,
+                          max_replicas=max_replicas if autoscaling else None, cpus=float(cpus),
+                          gpus=float(gpus) if not float(gpus).is_integer() else int(gpus),
+                          max_batch_size=max_batch_size, batch_wait_timeout_s=float(batch_wait_timeout_s),
+                          max_ongoing_requests=max_ongoing_requests, task=task, max_tokens_limit=max_tokens_limit)
+
+
+def _int(check, field: str, value: Any, low: int, high: int | None = None) -> bool:
+    allowed = f"an integer from {low} to {high}" if high is not None else f"an integer ≥ {low}"
+    if not check(field, isinstance(value, int) and not isinstance(value, bool), f"{value!r} is not an integer; "
+                 f"allowed: {allowed}"):
+        return False
+    return check(field, value >= low and (high is None or value <= high), f"{value} is out of range; "
+                 f"allowed: {allowed}")
+
+
+def _number(check, field: str, value: Any) -> bool:
+    return check(field, isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                 f"{value!r} is not a number")
+
+
+# --- Ray Serve ------------------------------------------------------------------------------------
+
+def contract_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of the environment contract a served model gets (set ones only)."""
+    return {k: environ[k] for k in CONTRACT_ENV if environ.get(k)}
+
+
+def serve_application(request: ServingRequest, *, model_version: str, env: Mapping[str, str] | None = None,
+                      import_path: str = IMPORT_PATH, surge: bool = False) -> dict:
+    """One application of a Serve config: route `/<name>`, the generic deployment, its user_config.
+
+    `model_version` is the version the request's alias resolved to: replicas load
+    `models:/<name>/<version>`, so a replica restarted later serves the same model as the others
+    even if the alias has moved since. The model goes in the application's `args`: a new version
+    replaces the replicas, with `surge` the new ones first (the old version answers until they are
+    ready, and on if they fail); batching goes in `user_config`, applied in place."""
+    deployment: dict[str, Any] = {
+        "name": DEPLOYMENT,
+        "max_ongoing_requests": request.ongoing_requests,
+        "ray_actor_options": {"num_cpus": request.cpus, "num_gpus": request.gpus},
+        "user_config": {
+            "max_batch_size": request.max_batch_size,
+            "batch_wait_timeout_s": request.batch_wait_timeout_s,
+            "max_tokens_limit": request.max_tokens_limit,
+        },
+    }
+    if surge:
+        deployment["max_surge_percent"] = 100
+    if request.autoscaling:
+        deployment["autoscaling_config"] = {
+            "min_replicas": request.min_replicas,
+            "max_replicas": request.max_replicas,
+            # Scale out before batches queue: a replica is busy at about one full batch.
+            "target_ongoing_requests": max(2, request.max_batch_size),
+        }
+    else:
+        deployment["num_replicas"] = request.replicas
+    app: dict[str, Any] = {
+        "name": request.name,
+        "route_prefix": f"/{request.name}",
+        "import_path": import_path,
+        "args": {
+            "model_uri": f"models:/{request.model_name}/{model_version}",
+            "model_version": str(model_version),
+            "requested_uri": request.model_uri,
+            "task": request.task,
+        },
+        "deployments": [deployment],
+    }
+    if env:
+        app["runtime_env"] = {"env_vars": dict(sorted(env.items()))}
+    return app
+
+
+def serve_config(applications: list[dict], *, http_host: str | None = None, http_port: int | None = None,
+                 proxy_location: str = "HeadOnly") -> dict:
+    """A whole Serve config (the body of `PUT /api/serve/applications/`, `serve deploy`'s file)."""
+    config: dict[str, Any] = {"proxy_location": proxy_location}
+    http = {k: v for k, v in (("host", http_host), ("port", http_port)) if v is not None}
+    if http:
+        config["http_options"] = http
+    config["applications"] = applications
+    return config
+
+
+# --- Kubernetes -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PodResources:
+    """Sizes of the RayService's pods (Kubernetes quantities)."""
+
+    head_cpu: str = "1"
+    head_memory: str = "2Gi"
+    worker_memory: str = "4Gi"
+
+
+def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
+                env: Mapping[str, str] | None = None, image: str | None = None,
+                gpu_resource: str = "nvidia.com/gpu", node_selector: Mapping[str, str] | None = None,
+                tolerations: list[dict] | None = None, service_account: str | None = None,
+                resources: PodResources = PodResources(), labels: Mapping[str, str] | None = None) -> dict:
+    """A `RayService` (ray.io/v1) serving `request` in the team's namespace.
+
+    One worker pod per Serve replica, sized for it: `cpus` CPUs, `ceil(gpus)` of `gpu_resource`
+    in the limits when GPUs are asked for (then `node_selector`/`tolerations` of the GPU type and the
+    GPU image). The head runs Serve's controller and proxy only (`num-cpus: 0`).
+
+    A new model version changes only `serveConfigV2`, which KubeRay applies in place: Serve starts
+    the new replicas before stopping the old ones (surge), so the worker group may grow to twice the
+    replicas for the swap, through Ray's autoscaler (always on; it also follows Serve's autoscaling).
+    The team's quota must leave room for that while a new version rolls out; without room the old
+    version keeps answering and the new one waits. A changed cluster (CPUs, GPUs, image) gets a new
+    cluster first (`upgradeStrategy: NewCluster`)."""
+    env = dict(sorted((env or {}).items()))
+    gpus = math.ceil(request.gpus)
+    image = image or (DEFAULT_GPU_IMAGE if gpus else DEFAULT_IMAGE)
+    meta_labels = {"app.kubernetes.io/name": request.name, "app.kubernetes.io/component": "model-serving",
+                   "app.kubernetes.io/managed-by": "mlplatform", **(labels or {})}
+    env_list = [{"name": k, "value": v} for k, v in env.items()]
+
+    head_container = {
+        "name": "ray-head",
+        "image": image,
+        "env": env_list,
+        "ports": [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
+                  {"name": "serve", "containerPort": 8000}],
+        "resources": {"requests": {"cpu": resources.head_cpu, "memory": resources.head_memory},
+                      "limits": {"cpu": resources.head_cpu, "memory": resources.head_memory}},
+    }
+    worker_limits: dict[str, str] = {"cpu": _cpu_quantity(request.cpus), "memory": resources.worker_memory}
+    if gpus:
+        worker_limits[gpu_resource] = str(gpus)
+    worker_container = {
+        "name": "ray-worker",
+        "image": image,
+        "env": env_list,
+        "resources": {"requests": {"cpu": _cpu_quantity(request.cpus), "memory": resources.worker_memory},
+                      "limits": worker_limits},
+    }
+    worker_pod: dict[str, Any] = {"containers": [worker_container]}
+    head_pod: dict[str, Any] = {"containers": [head_container]}
+    if service_account:
+        worker_pod["serviceAccountName"] = head_pod["serviceAccountName"] = service_account
+    if gpus and node_selector:
+        worker_pod["nodeSelector"] = dict(node_selector)
+    if gpus and tolerations:
+        worker_pod["tolerations"] = [dict(t) for t in tolerations]
+
+    workers = request.most_replicas
+    worker_group = {
+        "groupName": "replicas",
+        "replicas": request.min_replicas if request.autoscaling else workers,
+        "minReplicas": request.min_replicas if request.autoscaling else workers,
+        "maxReplicas": 2 * workers,  # room for the new replicas while a new version rolls out
+        # Ray counts whole CPUs: a replica of 0.5 CPU still needs a worker that offers one.
+        "rayStartParams": {"num-cpus": str(max(1, math.ceil(request.cpus)))},
+        "template": {"metadata": {"labels": dict(meta_labels)}, "spec": worker_pod},
+    }
+    cluster: dict[str, Any] = {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {"idleTimeoutSeconds": 60},  # the old version's workers go soon after a swap
+        "headGroupSpec": {
+            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+            "template": {"metadata": {"labels": dict(meta_labels)}, "spec": head_pod},
+        },
+        "workerGroupSpecs": [worker_group],
+    }
+    app = serve_application(request, model_version=model_version, surge=True)  # env comes from the pods
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": request.name, "namespace": namespace, "labels": meta_labels,
+                     "annotations": {"mlplatform.io/model-uri": request.model_uri,
+                                     "mlplatform.io/model-version": str(model_version)}},
+        "spec": {
+            "upgradeStrategy": {"type": "NewCluster"},
+            "serveConfigV2": yaml.safe_dump({"applications": [app]}, sort_keys=False),
+            "rayClusterConfig": cluster,
+        },
+    }
+
+
+def _cpu_quantity(cpus: float) -> str:
+    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"

@@ -1,0 +1,327 @@
+"""Serving on the real local backend: a Ray head, Ray Serve and a real MLflow server.
+
+A registered scikit-learn model is deployed (the head is started by another process, as by a notebook
+kernel that has gone since), answers /predict over HTTP with records and split orient, answers 4xx
+with a message to bad bodies; a new version that cannot load ends `failed` with its error while the
+old one keeps answering; a good new version replaces it while a client keeps sending requests (none
+fails); delete removes the endpoint. A text-generation model answers /generate. The session's
+fixture stops the head and checks that no Ray process is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+from mlplatform import serving
+from mlplatform.serving.local import LocalRayConfig, LocalRayHead
+
+from ..conftest import BASE
+from ..support import mlflow_models
+from ..support.mlflow_models import SAMPLE_ROWS, unique_name
+
+RAY_PORT = BASE + 600
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models from code
+ORDER = ["submitted", "starting", "deploying", "running"]
+TOKEN = "kernel-credential-for-the-test"  # a credential of the deploying kernel (MLflow ignores it here)
+
+
+@pytest.fixture(scope="session")
+def local_serving(platform):
+    """The API's environment for the local backend, and the head stopped (no process left) at the end."""
+    saved = {k: os.environ.get(k) for k in ("MLPLATFORM_BACKEND", "MLPLATFORM_RAY_PORT", "MLFLOW_TRACKING_URI")}
+    os.environ.update(MLPLATFORM_BACKEND="local", MLPLATFORM_RAY_PORT=str(RAY_PORT),
+                      MLFLOW_TRACKING_URI=platform.mlflow_url)
+    head = LocalRayHead(LocalRayConfig(port=RAY_PORT))
+    head.stop()  # a head left by an interrupted run
+    shutil.rmtree(head.root, ignore_errors=True)
+    try:
+        yield head
+    finally:
+        head.stop()
+        left = head.processes()
+        shutil.rmtree(head.root, ignore_errors=True)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        assert left == [], f"Ray processes left behind: {left}"
+        assert not _ray_processes(head.root), "a process still names the head's directory"
+
+
+def register_model(tracking_uri: str, name: str):
+    """tests.support's register_model, keeping MLFLOW_TRACKING_URI (MLflow's `_use_tracking_uri`
+    unsets the variable when it restores an unset global URI); the API reads it."""
+    try:
+        return mlflow_models.register_model(tracking_uri, name)
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+
+
+def _ray_processes(root: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(root) in line]
+
+
+@pytest.fixture(scope="module")
+def iris(local_serving, platform):
+    """Version 1 of a registered model, @champion, deployed by a separate process (like a notebook
+    kernel); the test process watches the states meanwhile."""
+    name = unique_name("iris")
+    v1 = register_model(platform.mlflow_url, name)
+    MlflowClient(platform.mlflow_url).set_registered_model_alias(name, "champion", v1.version)
+    app = f"iris-{name.rsplit('-', 1)[1]}"
+    script = f"import json; from mlplatform import serving; print(json.dumps(serving.deploy({app!r}, " \
+             f"'models:/{name}@champion')))"
+    states: list[str] = []
+    kernel = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "MLFLOW_TRACKING_TOKEN": TOKEN})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            state = serving.status(app)["state"]
+        except serving.DeploymentNotFound:
+            state = None
+        if state and (not states or states[-1] != state):
+            states.append(state)
+        if state in ("running", "failed") and kernel.poll() is not None:
+            break
+        time.sleep(0.3)
+    out, err = kernel.communicate(timeout=60)
+    assert kernel.returncode == 0, err
+    return {"app": app, "name": name, "v1": v1, "states": states, "deployed": json.loads(out.splitlines()[-1])}
+
+
+def test_deploy_goes_through_the_states_and_outlives_the_deploying_process(iris, local_serving):
+    states = iris["states"]
+    assert states[-1] == "running", states
+    assert states == sorted(states, key=ORDER.index), f"states out of order: {states}"
+    assert "starting" in states  # this deploy started the head
+    # The process that deployed has exited; the head it started still runs (its own process group).
+    status = serving.status(iris["app"])
+    assert status["state"] == "running" and status["model_version"] == iris["v1"].version
+    assert status["model_uri"] == f"models:/{iris['name']}@champion"
+    assert status["url"] == f"http://127.0.0.1:{RAY_PORT + 2}/{iris['app']}"
+    assert status["replicas"] == {"running": 1, "target": 1}
+    assert iris["deployed"]["state"] in ("deploying", "running")
+    info = json.loads((local_serving.root / "head.json").read_text())
+    assert os.getpgid(info["pid"]) == info["pgid"] != os.getpgid(0)
+
+
+def test_credentials_reach_replicas_only_through_a_private_file(iris, local_serving):
+    secrets = local_serving.root / "apps" / f"{iris['app']}.secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert json.loads(secrets.read_text()) == {"MLFLOW_TRACKING_TOKEN": TOKEN}
+    assert TOKEN not in (local_serving.root / "apps" / f"{iris['app']}.json").read_text()
+    # The Serve config, which the dashboard shows, names the file but holds no credential.
+    config = local_serving.session().get(f"{local_serving.config.dashboard_url}/api/serve/applications/").text
+    assert str(secrets) in config and TOKEN not in config
+    # The head's APIs want its token (Ray listens on every interface for some ports).
+    assert requests.get(f"{local_serving.config.dashboard_url}/api/serve/applications/", timeout=10).status_code == 401
+    assert stat.S_IMODE((local_serving.root / "auth_token").stat().st_mode) == 0o600
+
+
+def test_predict_with_records_and_split_orient(iris):
+    url = serving.status(iris["app"])["predict_url"]
+    columns = list(SAMPLE_ROWS[0])
+    split = {"columns": columns, "data": [[row[c] for c in columns] for row in SAMPLE_ROWS]}
+    for body in (SAMPLE_ROWS, {"dataframe_records": SAMPLE_ROWS}, split, {"dataframe_split": split}):
+        r = requests.post(url, json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"predictions": [0, 1]}
+        assert r.headers["X-Model-Version"] == iris["v1"].version
+    assert serving.predict(iris["app"], SAMPLE_ROWS) == [0, 1]
+    health = requests.get(f"{serving.status(iris['app'])['url']}/health", timeout=30).json()
+    assert health == {"status": "ok", "model_uri": f"models:/{iris['name']}@champion",
+                      "served_uri": iris["v1"].uri, "model_version": iris["v1"].version, "task": "predict",
+                      "input_columns": ["x1", "x2"]}
+
+
+@pytest.mark.parametrize("method,route,body,status,message", [
+    ("POST", "predict", b"{not json", 400, "the request body is not valid JSON"),
+    ("POST", "predict", b'[{"x1": 0.1}]', 400, "Model is missing inputs ['x2']"),
+    ("POST", "predict", b'{"columns": ["x1", "x2"], "data": [[0.1]]}', 400, "data[0] has 1 values"),
+    ("POST", "predict", b'[{"x1": "a lot", "x2": 1.0}]', 400, "x1"),
+    ("POST", "predict", b'{"instances": [[1, 2]]}', 400, "unsupported body"),
+    ("GET", "predict", None, 405, "/predict takes POST with a JSON body"),
+    ("POST", "generate", b'{"prompt": "hi"}', 404, "/generate is for text-generation models"),
+    ("GET", "nothing-here", None, 404, "no route GET /nothing-here"),
+])
+def test_bad_requests_get_a_4xx_with_a_message(iris, method, route, body, status, message):
+    url = f"{serving.status(iris['app'])['url']}/{route}"
+    r = requests.request(method, url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    assert message in r.json()["message"]
+
+
+def test_predict_raises_the_endpoints_error(iris):
+    with pytest.raises(serving.PredictionFailed) as info:
+        serving.predict(iris["app"], [{"x1": 0.1}])
+    assert info.value.status_code == 400 and "Model is missing inputs ['x2']" in str(info.value)
+
+
+def test_unknown_model_is_refused_before_anything_is_deployed(iris):
+    before = serving.backend().names()
+    with pytest.raises(serving.ModelNotFound, match=f"model {iris['name']!r} has no alias 'prod'; its aliases: "
+                                                    rf"@champion → version {iris['v1'].version}"):
+        serving.deploy("other", f"models:/{iris['name']}@prod")
+    with pytest.raises(serving.ModelNotFound, match="registered model 'no-such-model' does not exist"):
+        serving.deploy("other", "models:/no-such-model/1")
+    with pytest.raises(serving.ModelNotFound, match=f"model {iris['name']!r} has no version 99; its versions: 1"):
+        serving.deploy("other", f"models:/{iris['name']}/99")
+    assert serving.backend().names() == before
+
+
+class Client(threading.Thread):
+    """Sends SAMPLE_ROWS to `url` again and again until stopped; `answers`: (status, X-Model-Version)."""
+
+    def __init__(self, url: str):
+        super().__init__()
+        self.url, self.answers, self.halt = url, [], threading.Event()
+
+    def run(self):
+        with requests.Session() as http:
+            while not self.halt.is_set():
+                try:
+                    r = http.post(self.url, json=SAMPLE_ROWS, timeout=30)
+                    self.answers.append((r.status_code, r.headers.get("X-Model-Version")))
+                except requests.RequestException as e:
+                    self.answers.append((type(e).__name__, None))
+
+    def __enter__(self):
+        self.start()
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        self.halt.set()
+        self.join(60)
+
+    def wait_for(self, version: str, n: int = 20, timeout: float = 30) -> None:
+        """Until the last `n` answers came from `version`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and [v for _, v in self.answers[-n:]] != [version] * n:
+            time.sleep(0.2)
+
+
+def test_a_new_version_that_cannot_load_fails_and_leaves_the_old_one_answering(iris, platform, tmp_path):
+    broken = unique_name("broken")
+    register_code_model(platform.mlflow_url, broken, tmp_path, BROKEN_MODEL)
+    with Client(serving.status(iris["app"])["predict_url"]) as client:
+        serving.deploy(iris["app"], f"models:/{broken}/1")
+        status = serving.wait_until_settled(iris["app"], timeout=240, interval=0.5)
+        time.sleep(1)
+    assert status["state"] == "failed", status
+    assert "weights file is corrupt (test model)" in status["detail"]
+    assert status["message"].endswith(f"(version {iris['v1'].version} keeps answering)"), status["message"]
+    assert set(client.answers) == {(200, iris["v1"].version)}, Counter(client.answers)
+
+
+def test_redeploy_a_new_version_while_a_client_sends_requests(iris, platform):
+    v2 = register_model(platform.mlflow_url, iris["name"])
+    with Client(serving.status(iris["app"])["predict_url"]) as client:
+        serving.deploy(iris["app"], v2.uri)
+        status = serving.wait_until_settled(iris["app"], timeout=180, interval=0.3)
+        assert status["state"] == "running" and status["model_version"] == v2.version, status
+        client.wait_for(v2.version)
+    counts = Counter(client.answers)
+    assert set(counts) == {(200, iris["v1"].version), (200, v2.version)}, counts
+    assert client.answers[-1] == (200, v2.version)
+    assert serving.predict(iris["app"], SAMPLE_ROWS) == [0, 1]
+
+
+def test_text_generation_model_answers_generate(local_serving, platform, tmp_path):
+    name = unique_name("echo")
+    register_code_model(platform.mlflow_url, name, tmp_path, ECHO_MODEL, task="text-generation")
+    app = f"echo-{name.rsplit('-', 1)[1]}"
+    try:
+        status = serving.deploy(app, f"models:/{name}/1", cpus=0.5, wait=True, timeout=180)
+        assert status["state"] == "running", status
+        assert serving.generate(app, "one two three four", max_tokens=2) == ["four three"]
+        r = requests.post(f"{status['url']}/generate", json={"prompts": ["a b", "c d e"], "max_tokens": 5}, timeout=30)
+        assert r.json() == {"generations": ["b a", "e d c"]}
+        r = requests.post(f"{status['url']}/generate", json={"prompt": "a", "max_tokens": 0}, timeout=30)
+        assert r.status_code == 400 and "max_tokens is 0; allowed: an integer from 1 to 4096" in r.json()["message"]
+    finally:
+        if app in serving.backend().names():
+            serving.delete(app)
+
+
+def test_delete_removes_the_endpoint(iris):
+    url = serving.status(iris["app"])["predict_url"]
+    assert serving.delete(iris["app"]) == {"name": iris["app"], "backend": "local", "state": "deleted"}
+    with pytest.raises(serving.DeploymentNotFound):
+        serving.status(iris["app"])
+    r = requests.post(url, json=SAMPLE_ROWS, timeout=30)
+    assert r.status_code == 404
+    with pytest.raises(serving.PredictionFailed, match=f"no serving application {iris['app']!r} answers"):
+        serving.predict(iris["app"], SAMPLE_ROWS)
+
+
+ECHO_MODEL = """
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Echo(PythonModel):
+    # A stand-in text generator: the prompt's words backwards, at most max_tokens of them.
+    def predict(self, context, model_input, params=None):
+        limit = (params or {}).get("max_tokens", 16)
+        return [" ".join(str(p).split()[::-1][:limit]) for p in model_input["prompt"]]
+
+
+mlflow.models.set_model(Echo())
+"""
+
+BROKEN_MODEL = """
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Broken(PythonModel):
+    def load_context(self, context):
+        raise RuntimeError("weights file is corrupt (test model)")
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+mlflow.models.set_model(Broken())
+"""
+
+
+def register_code_model(tracking_uri: str, name: str, tmp_path: Path, code: str, task: str | None = None) -> None:
+    """Register a pyfunc model written as code (MLflow's models from code: no pickled class)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(code))
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "prompt")]), outputs=Schema([ColSpec("string")]),
+                               params=ParamSchema([ParamSpec("max_tokens", "long", 16)]))
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name("mlplatform-tests")
+    experiment_id = found.experiment_id if found else client.create_experiment("mlplatform-tests")
+    try:
+        with _use_tracking_uri(tracking_uri), mlflow.start_run(experiment_id=experiment_id), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # hints about type hints and input examples
+            mlflow.pyfunc.log_model(name="model", python_model=str(path), signature=signature,
+                                    metadata={"task": task} if task else None, registered_model_name=name,
+                                    pip_requirements=["mlflow"])
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri

@@ -1,0 +1,87 @@
+"""Request bodies of /predict and /generate: what is accepted, and the 400 message for what is not."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlplatform.serving.payload import PayloadError, jsonable, parse_generate, parse_predict, split_outputs
+
+ROWS = [{"x1": 0.1, "x2": 1.0}, {"x1": 0.9, "x2": 0.1}]
+EXPECTED = pd.DataFrame({"x1": [0.1, 0.9], "x2": [1.0, 0.1]})
+
+
+@pytest.mark.parametrize("body", [
+    ROWS,
+    {"dataframe_records": ROWS},
+    {"columns": ["x1", "x2"], "data": [[0.1, 1.0], [0.9, 0.1]]},
+    {"columns": ["x1", "x2"], "index": [0, 1], "data": [[0.1, 1.0], [0.9, 0.1]]},
+    {"dataframe_split": {"columns": ["x1", "x2"], "data": [[0.1, 1.0], [0.9, 0.1]]}},
+    json.loads(EXPECTED.to_json(orient="split")),
+])
+def test_records_and_split_orient(body):
+    pd.testing.assert_frame_equal(parse_predict(json.dumps(body).encode()), EXPECTED)
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"", "the request body is empty; send JSON records"),
+    (b"{nope", "the request body is not valid JSON (Expecting property name"),
+    (b"\xff\xfe", "the request body is not valid JSON"),
+    (b"[]", "no rows: the list of records is empty"),
+    (b'[{"x1": 1}, 3]', "record 1 is a number; each record must be an object"),
+    (b'"rows"', "unsupported body: a string; send JSON records"),
+    (b'{"inputs": [[1, 2]]}', "unsupported body: an object with keys ['inputs']; send JSON records"),
+    (b'{"columns": ["x1", "x2"], "data": [[1, 2], [3]]}',
+     "data[1] has 1 values; each row must be a list of 2 values (one per column: x1, x2)"),
+    (b'{"columns": ["x1"], "data": []}', "split orient needs 'data', a non-empty list of rows; got a list"),
+    (b'{"columns": [1], "data": [[1]]}', "split orient needs 'columns', a non-empty list of column names"),
+    (b'{"columns": ["x1"], "data": [[1]], "rows": 1}', "split orient has unknown key(s) ['rows']"),
+    (b'{"columns": ["x1"], "data": [[1]], "index": [0, 1]}', "index must be a list of 1 labels"),
+    (b'{"dataframe_split": [[1]]}', "dataframe_split must be an object with columns and data; got a list"),
+])
+def test_bad_predict_bodies_say_what_is_wrong(body, message):
+    with pytest.raises(PayloadError) as info:
+        parse_predict(body)
+    assert message in str(info.value)
+
+
+def test_generate_bodies():
+    req = parse_generate(b'{"prompt": "hello", "max_tokens": 5}', max_tokens_limit=100)
+    assert (req.prompts, req.max_tokens, req.single, req.params) == (["hello"], 5, True, {})
+    req = parse_generate(b'{"prompts": ["a", "b"], "params": {"temperature": 0.1}}', max_tokens_limit=64)
+    assert (req.prompts, req.max_tokens, req.single, req.params) == (["a", "b"], 64, False, {"temperature": 0.1})
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"prompt": "a", "max_tokens": 0}', "max_tokens is 0; allowed: an integer from 1 to 100"),
+    (b'{"prompt": "a", "max_tokens": 101}', "max_tokens is 101; allowed: an integer from 1 to 100"),
+    (b'{"prompt": "a", "max_tokens": "5"}', "max_tokens is '5'; allowed: an integer from 1 to 100"),
+    (b'{"prompt": "a", "max_tokens": true}', "max_tokens is True; allowed"),
+    (b'{"max_tokens": 5}', "give exactly one of 'prompt' and 'prompts'"),
+    (b'{"prompt": "a", "prompts": ["b"]}', "give exactly one of 'prompt' and 'prompts'"),
+    (b'{"prompt": 3}', "prompt must be a string"),
+    (b'{"prompts": []}', "prompts must be a non-empty list of strings"),
+    (b'{"prompt": "a", "temperature": 1}', "unknown key(s) ['temperature']; allowed: prompt, prompts, max_tokens, params"),
+    (b'["a"]', "the body is a list; send {\"prompt\""),
+])
+def test_bad_generate_bodies(body, message):
+    with pytest.raises(PayloadError) as info:
+        parse_generate(body, max_tokens_limit=100)
+    assert message in str(info.value)
+
+
+def test_outputs_are_split_back_per_request():
+    assert split_outputs(np.array([0, 1, 1]), [2, 1]) == [[0, 1], [1]]
+    assert split_outputs(pd.Series([0.5, 0.25]), [1, 1]) == [[0.5], [0.25]]
+    assert split_outputs(pd.DataFrame({"p": [0.1, 0.9], "label": ["a", "b"]}), [2]) == \
+        [[{"p": 0.1, "label": "a"}, {"p": 0.9, "label": "b"}]]
+    assert split_outputs({"p": np.array([0.1, 0.9])}, [1, 1]) == [[{"p": 0.1}], [{"p": 0.9}]]
+    with pytest.raises(ValueError, match="the model returned 1 outputs for 2 rows"):
+        split_outputs([1], [1, 1])
+
+
+def test_jsonable_turns_nan_and_numpy_into_json():
+    assert jsonable(np.array([1.5, np.nan, np.inf])) == [1.5, None, None]
+    assert jsonable({"a": np.int64(3), "b": [np.float32(0.5)]}) == {"a": 3, "b": [0.5]}
+    json.dumps(jsonable(pd.DataFrame({"x": [np.nan, 1.0]})), allow_nan=False)
