@@ -10,7 +10,10 @@ from mlflow.tracking import MlflowClient
 from tornado.httpclient import HTTPClientError
 
 import mlplatform
+from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform.handlers import PREFIX
+
+from ..support.mlflow_models import register_model, unique_name
 
 OPENAPI = Path(mlplatform.__file__).parent / "openapi.yaml"
 
@@ -56,3 +59,35 @@ def test_unauthenticated_requests_are_refused(api):
     with pytest.raises(HTTPClientError) as e:
         api("mlplatform", "api", "models", headers={"Authorization": ""})
     assert e.value.code == 403
+
+
+def test_promotion_over_rest_evaluates_refuses_promotes_and_rolls_back(api, tracking, platform, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_CATALOG", str(DEFAULT_CATALOG))  # gates: accuracy >= 0.92, signature, card
+    name = unique_name("rest-promotion")
+    card = {"intended_use": "tests", "owner": "alice"}
+    good = register_model(platform.mlflow_url, name, metrics={"accuracy": 0.95}, version_tags=card)
+    weak = register_model(platform.mlflow_url, name, metrics={"accuracy": 0.90}, version_tags=card)
+    better = register_model(platform.mlflow_url, name, metrics={"accuracy": 0.97}, version_tags=card)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", platform.mlflow_url)  # register_model may have cleared it
+
+    report = json.loads(api("mlplatform", "api", "promote", name, good.version).body)
+    assert report["passed"] is True and report["alias"] == "champion"
+    assert json.loads(api("mlplatform", "api", "promote", name, good.version, method="POST", body="").body)[
+        "version"] == good.version
+
+    with pytest.raises(HTTPClientError) as refused:
+        api("mlplatform", "api", "promote", name, weak.version, method="POST", body="")
+    body = json.loads(refused.value.response.body)
+    assert refused.value.code == 409 and "accuracy" in body["message"] and body["report"]["passed"] is False
+    assert tracking.get_model_version_by_alias(name, "champion").version == good.version
+
+    api("mlplatform", "api", "promote", name, better.version, method="POST", body="")
+    rolled = json.loads(api("mlplatform", "api", "rollback", name, method="POST", body="").body)
+    assert rolled["version"] == good.version
+    assert tracking.get_model_version_by_alias(name, "champion").version == good.version
+    events = json.loads(api("mlplatform", "api", "models", name, "history").body)["events"]
+    assert [e["action"] for e in events] == ["promote", "promote", "rollback"]
+
+    with pytest.raises(HTTPClientError) as missing:
+        api("mlplatform", "api", "promote", "no-such-model", "1")
+    assert missing.value.code == 404 and "no-such-model" in json.loads(missing.value.response.body)["message"]
