@@ -338,6 +338,11 @@ def parse_catalog(data: Any, path: str = "<catalog>", environ=None) -> Catalog:
     return catalog
 
 
+def configured_catalog_path() -> str:
+    """$MLPLATFORM_CATALOG, else the catalog bundled for the local platform (the default of every setting)."""
+    return os.environ.get("MLPLATFORM_CATALOG") or str(DEFAULT_CATALOG)
+
+
 def load_catalog(path: str | os.PathLike | None = None, environ=None) -> Catalog:
     """Read and validate a catalog file (the bundled local catalog when `path` is None)."""
     path = Path(path) if path else DEFAULT_CATALOG

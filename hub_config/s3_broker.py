@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import botocore.exceptions
 from traitlets import Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .catalog import DEFAULT_CATALOG, Catalog, load_catalog
+from .catalog import Catalog, configured_catalog_path, load_catalog
 from .s3_policy import session_policy
 
 
@@ -91,7 +90,7 @@ class S3CredentialBroker(LoggingConfigurable):
 
     @default("catalog_file")
     def _default_catalog_file(self):
-        return os.environ.get("MLPLATFORM_CATALOG") or str(DEFAULT_CATALOG)
+        return configured_catalog_path()
 
     def __init__(self, catalog: Catalog | None = None, *, sts_client: Callable[[], Any] | None = None,
                  clock: Callable[[], float] = time.time, **kwargs):

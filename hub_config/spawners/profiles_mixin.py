@@ -9,7 +9,6 @@ REST API alike in JupyterHub's `apply_user_options` hook.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -17,7 +16,7 @@ from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..catalog import DEFAULT_CATALOG, Catalog, load_catalog
+from ..catalog import Catalog, configured_catalog_path, load_catalog
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
 
 _templates = Environment(loader=PackageLoader("hub_config", "templates"), autoescape=select_autoescape(["html"]))
@@ -44,7 +43,7 @@ class CatalogProfilesMixin(LoggingConfigurable):
 
     @default("catalog_file")
     def _default_catalog_file(self):
-        return os.environ.get("MLPLATFORM_CATALOG") or str(DEFAULT_CATALOG)
+        return configured_catalog_path()
 
     selection: Selection | None = None
 
