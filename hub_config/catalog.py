@@ -196,6 +196,29 @@ class PlatformSettings(_Model):
     backend: Literal["local", "kubernetes"] = "local"
 
 
+class Images(_Model):
+    """Images of the Kubernetes deployment besides the profiles' notebook images (built under images/)."""
+
+    hub: str = "mlplatform/hub:0.1.0"
+    serving: str = "mlplatform/ray:0.1.0"  # RayService head and CPU workers
+    serving_gpu: str = "mlplatform/ray-gpu:0.1.0"  # RayService workers with GPUs
+    spark: str = "mlplatform/spark:0.1.0"  # SparkApplication driver and executors (hadoop-aws included)
+    # Images the catalog names that are built outside this repository (checked by tests/unit/test_images.py).
+    external: list[str] = []
+
+
+class KubernetesSettings(_Model):
+    """How the platform runs on a cluster (platform.backend: kubernetes); `mlplatform render` reads it."""
+
+    hub_namespace: Slug = "jupyterhub"
+    # Public URL of the hub (OAuth callback: <public_url>/hub/oauth_callback).
+    public_url: str = "https://jupyter.example.org"
+    # Service account of single-user pods in every team namespace; RBAC lets it manage RayService and
+    # SparkApplication there and nothing else.
+    service_account: Slug = "mlplatform-notebook"
+    images: Images = Images()
+
+
 class Catalog(_Model):
     """A validated catalog. Immutable: spawners and renderers derive from it, never change it."""
 
@@ -204,6 +227,7 @@ class Catalog(_Model):
     mlflow: Mlflow
     storage: Storage
     promotion: Promotion = Promotion()
+    kubernetes: KubernetesSettings = KubernetesSettings()
     gpu_types: dict[Slug, GpuType] = {}
     teams: dict[Slug, Team] = Field(min_length=1)
     profiles: dict[Slug, Profile] = Field(min_length=1)

@@ -1,0 +1,1 @@
+"""ipywidgets for the notebook golden paths: ServeModel, SubmitSparkJob, PromoteModel."""

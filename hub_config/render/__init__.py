@@ -1,0 +1,1 @@
+"""`mlplatform render`: everything a cluster needs, derived from the catalog."""
