@@ -39,10 +39,21 @@ class QuotaSnapshot:
 
     used: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     pool_free: Mapping[str, int] | None = None
+    # team → (hard, used) GPUs of the team namespace's ResourceQuota (Kubernetes only). It replaces the
+    # catalog's total quota: the cluster enforces it, and it also counts GPUs of Ray and Spark pods.
+    cluster_totals: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def used_by(self, team: str, gpu_type: str | None = None) -> int:
         per_type = self.used.get(team, {})
         return per_type.get(gpu_type, 0) if gpu_type else sum(per_type.values())
+
+    def total(self, catalog: Catalog, team: str) -> tuple[int, int]:
+        """The team's total GPU quota and how much of it is free now."""
+        if team in self.cluster_totals:
+            hard, used = self.cluster_totals[team]
+            return hard, max(0, hard - max(used, self.used_by(team)))
+        quota = catalog.teams[team].gpu_quota.total
+        return quota, max(0, quota - self.used_by(team))
 
 
 @dataclass(frozen=True)
@@ -128,13 +139,14 @@ def availability(catalog: Catalog, snapshot: QuotaSnapshot, team: str, gpu_type:
     quota = catalog.teams[team].gpu_quota
     type_quota = quota.per_type.get(gpu_type, 0)
     pool = snapshot.pool_free.get(gpu_type, 0) if snapshot.pool_free is not None else None
+    total_quota, total_free = snapshot.total(catalog, team)
     return Availability(
         team=team,
         gpu_type=gpu_type,
         type_quota=type_quota,
         type_free=max(0, type_quota - snapshot.used_by(team, gpu_type)),
-        total_quota=quota.total,
-        total_free=max(0, quota.total - snapshot.used_by(team)),
+        total_quota=total_quota,
+        total_free=total_free,
         pool_free=pool,
     )
 
@@ -165,9 +177,9 @@ def spawn_choices(catalog: Catalog, groups, snapshot: QuotaSnapshot) -> list[Tea
             ProfileChoice(slug, catalog.profiles[slug], gpu_choices(catalog, snapshot, team, catalog.profiles[slug]))
             for slug in profiles_for_team(catalog, team)
         )
-        total = catalog.teams[team].gpu_quota.total
+        total, free = snapshot.total(catalog, team)
         result.append(TeamChoices(team, catalog.teams[team].display_name or team, profiles,
-                                  gpu_total=total, gpu_free=max(0, total - snapshot.used_by(team))))
+                                  gpu_total=total, gpu_free=free))
     return result
 
 

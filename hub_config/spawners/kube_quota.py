@@ -1,0 +1,155 @@
+"""GPU quota of the teams as the cluster sees it, read from a watch-backed cache.
+
+Two reflectors (KubeSpawner's own `ResourceReflector`, one list + watch each, for all namespaces)
+keep the ResourceQuota objects and the pods that hold GPUs in memory. Rendering the spawn page and
+re-checking a spawn read only this cache: no Kubernetes API call per request, however many users.
+
+- total per team: the team namespace's ResourceQuota, `hard` and `used` of `requests.<resource>`
+  for the GPU resources of the catalog (the API server enforces it, and it counts every pod of the
+  namespace: notebooks, Ray workers, Spark executors);
+- per GPU type: the catalog's per-type quota, counted over the team's pods labelled with
+  `mlplatform.io/gpu-type` (nothing in Kubernetes enforces per-type quotas; the hub does).
+
+A spawn between its quota check and its pod showing up in the cache is held as a reservation, so two
+users racing for the last GPU cannot both pass the check. The API server's quota admission stays the
+last word: its "exceeded quota" refusal becomes a spawn error (see kubernetes.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+
+from kubespawner.reflector import ResourceReflector
+
+from ..catalog import Catalog
+from ..profiles import QuotaSnapshot, Selection
+
+LABEL_PREFIX = "mlplatform.io/"
+TEAM_LABEL = LABEL_PREFIX + "team"
+USER_LABEL = LABEL_PREFIX + "user"
+PROFILE_LABEL = LABEL_PREFIX + "profile"
+GPU_TYPE_LABEL = LABEL_PREFIX + "gpu-type"
+GPU_COUNT_LABEL = LABEL_PREFIX + "gpu-count"
+FINISHED_PHASES = ("Succeeded", "Failed")  # pods in these phases hold no quota
+
+
+class ResourceQuotaReflector(ResourceReflector):
+    kind = "resourcequotas"
+    list_method_name = "list_resource_quota_for_all_namespaces"
+    omit_namespace = True
+
+
+class GpuPodReflector(ResourceReflector):
+    kind = "pods"
+    list_method_name = "list_pod_for_all_namespaces"
+    omit_namespace = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_selector = GPU_TYPE_LABEL  # every pod carrying the label, whatever its value
+
+
+def gpu_requests(pod: Mapping, resources: Iterable[str]) -> int:
+    """GPUs a pod requests (a limit alone implies the same request for extended resources)."""
+    wanted = set(resources)
+    total = 0
+    spec = pod.get("spec") or {}
+    for container in spec.get("containers") or []:
+        res = container.get("resources") or {}
+        amounts = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        total += sum(_quantity(v) for k, v in amounts.items() if k in wanted)
+    return total
+
+
+def _quantity(value) -> int:
+    text = str(value)
+    return int(float(text[:-1]) / 1000) if text.endswith("m") else int(float(text))
+
+
+def quota_snapshot(catalog: Catalog, quotas: Iterable[Mapping], pods: Iterable[Mapping],
+                   reservations: Mapping[str, Selection]) -> QuotaSnapshot:
+    """Pure: the cached ResourceQuotas and GPU pods (+ reservations by "namespace/pod") → QuotaSnapshot."""
+    team_of = {team.namespace: name for name, team in catalog.teams.items()}
+    resources = {gpu.resource for gpu in catalog.gpu_types.values()}
+    keys = {f"requests.{r}" for r in resources}
+
+    cluster_totals: dict[str, tuple[int, int]] = {}
+    for quota in quotas:
+        team = team_of.get(quota["metadata"]["namespace"])
+        status = quota.get("status") or {}
+        hard, used = status.get("hard") or quota.get("spec", {}).get("hard") or {}, status.get("used") or {}
+        if team is None or not keys & set(hard):
+            continue
+        h = sum(_quantity(hard[k]) for k in keys if k in hard)
+        u = sum(_quantity(used.get(k, 0)) for k in keys if k in hard)
+        old = cluster_totals.get(team)  # several quotas in one namespace: the tightest wins
+        cluster_totals[team] = (h, u) if old is None or h - u < old[0] - old[1] else old
+
+    used: dict[str, dict[str, int]] = {}
+    seen = set()
+    for pod in pods:
+        meta = pod["metadata"]
+        team = team_of.get(meta["namespace"])
+        gpu_type = (meta.get("labels") or {}).get(GPU_TYPE_LABEL)
+        if team is None or gpu_type not in catalog.gpu_types:
+            continue
+        if (pod.get("status") or {}).get("phase") in FINISHED_PHASES or meta.get("deletionTimestamp"):
+            continue
+        seen.add(f"{meta['namespace']}/{meta['name']}")
+        per_team = used.setdefault(team, {})
+        per_team[gpu_type] = per_team.get(gpu_type, 0) + gpu_requests(pod, resources)
+    pending: dict[str, int] = {}
+    for key, selection in reservations.items():
+        if key in seen or not selection.gpu_count:
+            continue
+        per_team = used.setdefault(selection.team, {})
+        per_team[selection.gpu_type] = per_team.get(selection.gpu_type, 0) + selection.gpu_count
+        pending[selection.team] = pending.get(selection.team, 0) + selection.gpu_count
+    # The quota's `used` does not know about reservations whose pods do not exist yet.
+    cluster_totals = {t: (h, u + pending.get(t, 0)) for t, (h, u) in cluster_totals.items()}
+    return QuotaSnapshot(used=used, cluster_totals=cluster_totals)
+
+
+class ClusterQuota:
+    """The shared cache of one hub: started once, read by every spawner."""
+
+    def __init__(self, parent):
+        self.parent = parent  # the first spawner: reflectors take their config and log from it
+        self.reservations: dict[str, Selection] = {}
+        self._quotas: ResourceQuotaReflector | None = None
+        self._pods: GpuPodReflector | None = None
+        self._started: asyncio.Task | None = None
+
+    async def ready(self) -> None:
+        """Start both reflectors on first use; later calls return at once (after the first load)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        try:
+            await asyncio.shield(self._started)
+        except Exception:
+            self._started = None  # let the next spawn try again (e.g. RBAC fixed meanwhile)
+            raise
+
+    async def _start(self) -> None:
+        quotas = ResourceQuotaReflector(parent=self.parent)
+        pods = GpuPodReflector(parent=self.parent)
+        await asyncio.gather(quotas.start(), pods.start())
+        self._quotas, self._pods = quotas, pods
+
+    def snapshot(self, catalog: Catalog) -> QuotaSnapshot:
+        quotas = self._quotas.resources.values() if self._quotas else ()
+        pods = self._pods.resources.values() if self._pods else ()
+        return quota_snapshot(catalog, quotas, pods, self.reservations)
+
+    def reserve(self, key: str, selection: Selection) -> None:
+        self.reservations[key] = selection
+
+    def release(self, key: str) -> None:
+        self.reservations.pop(key, None)
+
+    async def stop(self) -> None:
+        for reflector in (self._quotas, self._pods):
+            if reflector is not None:
+                await reflector.stop()
+        self._quotas = self._pods = self._started = None

@@ -1,0 +1,213 @@
+"""The Kubernetes backend's spawner: KubeSpawner with the catalog's profiles and the cluster's quota.
+
+Each server runs in its team's namespace (not the hub's): the team's ResourceQuota, RBAC and
+RayService / SparkApplication objects live there. The chosen GPU type becomes the pod's extended
+resource request and limit, node selector and tolerations; pods carry `mlplatform.io/*` labels for
+team, user, profile and GPU type (cost attribution and the per-type quota count read them).
+
+Quota comes from a watch-backed cache (kube_quota.py), so the spawn page costs no API call. The
+API server's own quota admission is the last word: its "exceeded quota" refusal becomes a clear
+spawn error (409), not a 500, and holds nothing for the next spawn.
+
+The notebook gets the environment contract; the catalog and the AWS config (`credential_process`,
+no keys) come from the ConfigMap `mlplatform` that `mlplatform render` writes into every team
+namespace, mounted at /etc/mlplatform.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Unicode, default
+
+from ..catalog import parse_cpu, parse_memory
+from ..environment import notebook_environment
+from ..profiles import QuotaSnapshot, Selection
+from .kube_quota import (GPU_COUNT_LABEL, GPU_TYPE_LABEL, LABEL_PREFIX, PROFILE_LABEL, TEAM_LABEL, USER_LABEL,
+                         ClusterQuota)
+from .profiles_mixin import CatalogProfilesMixin
+
+CONFIG_MAP = "mlplatform"  # written by `mlplatform render` into each team namespace
+CONFIG_DIR = "/etc/mlplatform"
+
+
+class QuotaExceeded(web.HTTPError):
+    """The API server refused the pod for the namespace's ResourceQuota."""
+
+    def __init__(self, message: str):
+        super().__init__(409, "%s", message)
+        self.jupyterhub_message = message  # what the spawn page and the progress stream show
+
+
+class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
+    _quota: ClassVar[ClusterQuota | None] = None
+
+    config_dir = Unicode(
+        CONFIG_DIR,
+        config=True,
+        help="""
+        Where the notebook pod mounts the ConfigMap `mlplatform` of its team namespace (keys
+        `platform.yaml`, the catalog, and `aws-config`, the AWS config with the credential process).
+
+            c.CatalogKubeSpawner.config_dir = "/etc/mlplatform"
+        """,
+    )
+
+    @default("default_url")
+    def _default_default_url(self):
+        return "/lab"
+
+    @property
+    def quota(self) -> ClusterQuota:
+        cls = CatalogKubeSpawner
+        if cls._quota is None:
+            cls._quota = ClusterQuota(parent=self)
+        return cls._quota
+
+    @property
+    def _quota_key(self) -> str:
+        return f"{self.namespace}/{self.pod_name}"
+
+    # --- the profile pipeline's backend ---------------------------------------------------------
+    def quota_snapshot(self) -> QuotaSnapshot:
+        return self.quota.snapshot(self.catalog)
+
+    def reserve(self, selection: Selection) -> None:
+        self.release()
+        self.quota.reserve(f"{self.catalog.teams[selection.team].namespace}/{self.pod_name}", selection)
+
+    def release(self) -> None:
+        if self.selection is not None:
+            self.quota.release(f"{self.catalog.teams[self.selection.team].namespace}/{self.pod_name}")
+
+    def apply_selection(self, selection: Selection) -> None:
+        catalog = self.catalog
+        profile = catalog.profiles[selection.profile]
+        self.namespace = catalog.teams[selection.team].namespace
+        self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
+        self.image = profile.image
+        for trait, value, parse in (("mem_limit", profile.memory.limit, parse_memory),
+                                    ("mem_guarantee", profile.memory.guarantee, parse_memory),
+                                    ("cpu_limit", profile.cpu.limit, parse_cpu),
+                                    ("cpu_guarantee", profile.cpu.guarantee, parse_cpu)):
+            if value is not None:
+                setattr(self, trait, parse(value))
+        labels = {TEAM_LABEL: selection.team, USER_LABEL: "{username}", PROFILE_LABEL: selection.profile}
+        if selection.gpu_type:
+            gpu = catalog.gpu_types[selection.gpu_type]
+            count = str(selection.gpu_count)
+            self.extra_resource_guarantees = {gpu.resource: count}
+            self.extra_resource_limits = {gpu.resource: count}
+            self.node_selector = dict(gpu.node_selector)
+            self.tolerations = [t.model_dump(exclude_none=True) for t in gpu.tolerations]
+            labels.update({GPU_TYPE_LABEL: selection.gpu_type, GPU_COUNT_LABEL: count})
+        else:
+            self.extra_resource_guarantees, self.extra_resource_limits = {}, {}
+            self.node_selector, self.tolerations = {}, []
+        # Labels of an earlier selection (a GPU type) must not outlive it.
+        kept = {k: v for k, v in self.extra_labels.items() if not k.startswith(LABEL_PREFIX)}
+        self.extra_labels = {**kept, **labels}
+        self.service_account = catalog.kubernetes.service_account
+        self.automount_service_account_token = True  # the notebook manages its team's RayServices
+        self.volumes = [v for v in self._as_list(self.volumes) if v.get("name") != CONFIG_MAP] + [
+            {"name": CONFIG_MAP, "configMap": {"name": CONFIG_MAP}}]
+        self.volume_mounts = [m for m in self._as_list(self.volume_mounts) if m.get("name") != CONFIG_MAP] + [
+            {"name": CONFIG_MAP, "mountPath": self.config_dir, "readOnly": True}]
+
+    @staticmethod
+    def _as_list(value) -> list:
+        return list(value.values()) if isinstance(value, dict) else list(value or [])
+
+    # --- JupyterHub / KubeSpawner hooks -----------------------------------------------------------
+    @default("options_form")
+    def _default_options_form(self):
+        async def render(spawner):
+            await spawner.quota.ready()  # once per hub; afterwards the page reads the cache only
+            return spawner._render_options_form()
+
+        return render
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        async def apply(spawner, user_options):
+            await spawner.quota.ready()
+            spawner._apply_user_options(user_options)  # check + reserve without awaiting: atomic
+
+        return apply
+
+    async def load_user_options(self):
+        """Options were applied by the profile pipeline (apply_user_options); KubeSpawner's
+        profile_list is not used."""
+
+    def get_env(self):
+        env = super().get_env()
+        if self.selection is not None:
+            env.update(notebook_environment(self.catalog, self.user.name, self.selection,
+                                            hub_api_url=self.hub.api_url,
+                                            aws_config_file=f"{self.config_dir}/aws-config",
+                                            server_name=self.name))
+            env["MLPLATFORM_CATALOG"] = f"{self.config_dir}/platform.yaml"  # the hub's path is not the pod's
+        return env
+
+    async def _make_create_pod_request(self, pod, request_timeout):
+        try:
+            return await super()._make_create_pod_request(pod, request_timeout)
+        except ApiException as e:
+            if e.status == 403 and "exceeded quota" in (e.body or ""):
+                raise QuotaExceeded(self._quota_message(e)) from None
+            raise
+
+    def _quota_message(self, error: ApiException) -> str:
+        team = self.selection.team if self.selection else self.namespace
+        detail = _status_message(error)
+        gpus = f" with {self.selection.gpu_count} GPUs" if self.selection and self.selection.gpu_count else ""
+        return (f"Cannot start your server{gpus}: team {team}'s quota in namespace {self.namespace} is used up "
+                f"({detail}). Choose a smaller profile, or stop another server of your team.")
+
+    async def start(self):
+        try:
+            return await super().start()
+        except BaseException:
+            self.release()
+            raise
+
+    async def poll(self):
+        status = await super().poll()
+        if status is not None:
+            self.release()
+        return status
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            self.release()
+
+    def get_state(self):
+        state = super().get_state()
+        if self.selection is not None:
+            state["selection"] = self.selection.as_user_options()
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("selection"):
+            self.selection = Selection(**state["selection"])
+
+    def clear_state(self):
+        self.release()
+        super().clear_state()
+        self.selection = None
+
+
+def _status_message(error: ApiException) -> str:
+    """The API server's Status message ("exceeded quota: ..."), without the pod's full name prefix."""
+    try:
+        message = json.loads(error.body)["message"]
+    except (ValueError, KeyError, TypeError):
+        message = str(error.reason)
+    return message.split(": ", 1)[1] if "is forbidden: " in message else message
