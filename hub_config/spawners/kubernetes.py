@@ -16,6 +16,7 @@ namespace, mounted at /etc/mlplatform.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import ClassVar
 
@@ -154,11 +155,22 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
         return env
 
     async def _make_create_pod_request(self, pod, request_timeout):
+        """KubeSpawner's, except that a refusal is not logged with the whole pod (its environment holds
+        the server's API token), and a quota refusal becomes QuotaExceeded."""
+        name = pod.metadata.name
         try:
-            return await super()._make_create_pod_request(pod, request_timeout)
+            await asyncio.wait_for(self.api.create_namespaced_pod(self.namespace, pod), request_timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False  # exponential_backoff tries again
         except ApiException as e:
+            if e.status == 409:  # a pod of an earlier start: remove it, then try again
+                self.log.info("Found existing pod %s/%s, deleting it", self.namespace, name)
+                await self.stop(True)
+                return False
             if e.status == 403 and "exceeded quota" in (e.body or ""):
                 raise QuotaExceeded(self._quota_message(e)) from None
+            self.log.error("Creating pod %s/%s failed: %s %s", self.namespace, name, e.status, _status_message(e))
             raise
 
     def _quota_message(self, error: ApiException) -> str:

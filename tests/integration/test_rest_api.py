@@ -1,6 +1,7 @@
 """The jupyter server extension's REST API through pytest-jupyter's real server (`jp_fetch`)."""
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -11,22 +12,14 @@ from tornado.httpclient import HTTPClientError
 
 import mlplatform
 from hub_config.catalog import DEFAULT_CATALOG
-from mlplatform.handlers import PREFIX
+from mlplatform.handlers import PREFIX, routes
+from mlplatform.handlers.serving import DEPLOY_FIELDS, GENERATE_FIELDS, PREDICT_FIELDS
+from mlplatform.handlers.spark import SUBMIT_FIELDS
 
 from ..support.mlflow_models import register_model, unique_name
+from .rest_fixtures import api_fixture, server_config_fixture  # noqa: F401  (fixtures api, jp_server_config)
 
 OPENAPI = Path(mlplatform.__file__).parent / "openapi.yaml"
-
-
-@pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"mlplatform": True}}}
-
-
-@pytest.fixture
-def api(jp_fetch, jp_asyncio_loop):
-    """jp_fetch, run on pytest-jupyter's own loop (where its server lives), from a plain test."""
-    return lambda *path, **kwargs: jp_asyncio_loop.run_until_complete(jp_fetch(*path, **kwargs))
 
 
 @pytest.fixture
@@ -53,6 +46,31 @@ def test_models_lists_registered_models_with_aliases(api, tracking):
 def test_openapi_document_is_the_one_in_the_repository(api):
     r = api("mlplatform", "api", "openapi.json")
     assert json.loads(r.body) == yaml.safe_load(OPENAPI.read_text())
+
+
+def test_every_route_is_documented_with_its_verbs():
+    spec = yaml.safe_load(OPENAPI.read_text())
+    served = {}
+    for pattern, handler in routes():
+        path = re.sub(r"\(\?P<\w+>[^)]*\)", "{}", pattern.removeprefix(PREFIX))
+        served[path] = {m for m in ("get", "put", "post", "delete") if m in vars(handler)}  # verbs it defines
+    documented = {re.sub(r"\{\w+\}", "{}", p): {m for m in item if m != "parameters"} for p, item in spec["paths"].items()}
+    assert documented == served
+
+
+def test_request_schemas_list_the_fields_the_handlers_take():
+    spec = yaml.safe_load(OPENAPI.read_text())
+    schemas = spec["components"]["schemas"]
+
+    def posted(path):
+        return spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+    assert tuple(schemas["DeployRequest"]["properties"]) == DEPLOY_FIELDS
+    assert tuple(schemas["SparkSubmitRequest"]["properties"]) == SUBMIT_FIELDS
+    assert tuple(posted("/serving/{deployment}/predict")["properties"]) == PREDICT_FIELDS
+    assert tuple(posted("/serving/{deployment}/generate")["properties"]) == GENERATE_FIELDS
+    for schema in (schemas["DeployRequest"], schemas["SparkSubmitRequest"], posted("/serving/{deployment}/predict")):
+        assert schema["additionalProperties"] is False  # the handlers refuse unknown fields
 
 
 def test_unauthenticated_requests_are_refused(api):

@@ -119,7 +119,7 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv("MLPLATFORM_BACKEND", raising=False)
     assert isinstance(serving.backend(), LocalServing) and serving.backend().config.port == PORT
     assert serving.backend() is serving.backend()
-    with pytest.raises(BackendUnavailable, match="comes with the Kubernetes backend") as info:
+    with pytest.raises(BackendUnavailable, match="MLPLATFORM_NAMESPACE, MLPLATFORM_TEAM, MLPLATFORM_USER not set") as info:
         serving.backend({"MLPLATFORM_BACKEND": "kubernetes"})
     assert info.value.status_code == 503
     with pytest.raises(BackendUnavailable, match="MLPLATFORM_BACKEND is 'docker'; allowed: 'local', 'kubernetes'"):

@@ -3,7 +3,7 @@
 import pytest
 
 from mlplatform import spark
-from mlplatform.spark import BackendNotImplementedError, LocalSparkBackend, SparkBackendError, SparkJobError
+from mlplatform.spark import LocalSparkBackend, SparkBackendError, SparkJobError
 
 
 def test_local_backend_by_default_and_by_name(tmp_path):
@@ -12,14 +12,13 @@ def test_local_backend_by_default_and_by_name(tmp_path):
     assert isinstance(local, LocalSparkBackend) and local.user == "alice"
 
 
-def test_kubernetes_backend_is_not_there_yet():
-    with pytest.raises(BackendNotImplementedError) as info:
+def test_kubernetes_backend_needs_the_environment_contract():
+    with pytest.raises(SparkBackendError) as info:
         spark.backend({"MLPLATFORM_BACKEND": "kubernetes"})
-    assert isinstance(info.value, NotImplementedError)
     assert str(info.value) == (
-        "MLPLATFORM_BACKEND is 'kubernetes': Spark jobs on Kubernetes (a SparkApplication in your team's namespace) "
-        "come with the Kubernetes backend, which this version does not have yet; with MLPLATFORM_BACKEND=local "
-        "they run on this machine")
+        "MLPLATFORM_NAMESPACE, MLPLATFORM_TEAM, MLPLATFORM_USER, MLPLATFORM_S3_BUCKET, MLPLATFORM_S3_TEAM_PREFIX "
+        "not set: Spark jobs on Kubernetes need the team's namespace and S3 prefix from the environment contract "
+        "(a server started by the platform's hub)")
 
 
 def test_unknown_backend():
@@ -31,7 +30,7 @@ def test_bad_input_is_refused_before_the_backend_is_chosen(monkeypatch):
     monkeypatch.setenv("MLPLATFORM_BACKEND", "kubernetes")
     with pytest.raises(SparkJobError, match=r"^executors: -1 is too small"):
         spark.submit("wordcount", "wordcount.py", executors=-1)
-    with pytest.raises(BackendNotImplementedError):
+    with pytest.raises(SparkBackendError, match="MLPLATFORM_NAMESPACE"):
         spark.status("wordcount-00000000")
 
 

@@ -39,11 +39,10 @@ def backend(environ: Mapping[str, str] | None = None) -> ServingBackend:
     if kind == "local":
         config = LocalRayConfig.from_environ(env)
         return _local.setdefault(config, LocalServing(config))
-    if kind == "kubernetes":
-        raise BackendUnavailable(
-            "MLPLATFORM_BACKEND is 'kubernetes': serving on Kubernetes (a RayService in your team's namespace) "
-            "comes with the Kubernetes backend, which this version does not have yet; with "
-            "MLPLATFORM_BACKEND=local models are served by a Ray head on this machine")
+    if kind == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
+        from .kubernetes import KubernetesServing, KubernetesServingConfig
+
+        return KubernetesServing(KubernetesServingConfig.from_environ(env))
     raise BackendUnavailable(f"MLPLATFORM_BACKEND is {kind!r}; allowed: {', '.join(map(repr, BACKENDS))}")
 
 

@@ -3,7 +3,7 @@
 
 from .api import applications, backend, cancel, logs, status, submit
 from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, STATES, SUBMITTED, TERMINAL_STATES,
-                      BackendNotImplementedError, SparkBackend, SparkBackendError, UnknownApplicationError)
+                      SparkBackend, SparkBackendError, UnknownApplicationError)
 from .job import SparkJob, SparkJobError
 from .local import LocalSparkBackend
 from .spec import spark_application
@@ -11,6 +11,6 @@ from .spec import spark_application
 __all__ = [
     "applications", "backend", "cancel", "logs", "status", "submit",
     "CANCELLED", "COMPLETED", "FAILED", "RUNNING", "STATES", "SUBMITTED", "TERMINAL_STATES",
-    "BackendNotImplementedError", "SparkBackend", "SparkBackendError", "UnknownApplicationError",
+    "SparkBackend", "SparkBackendError", "UnknownApplicationError",
     "SparkJob", "SparkJobError", "LocalSparkBackend", "spark_application",
 ]

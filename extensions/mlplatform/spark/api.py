@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .backend import BackendNotImplementedError, SparkBackend, SparkBackendError
+from .backend import SparkBackend, SparkBackendError
 from .job import SparkJob
 from .local import LocalSparkBackend
 
@@ -31,11 +31,10 @@ def backend(environ: Mapping[str, str] | None = None) -> SparkBackend:
     kind = env.get("MLPLATFORM_BACKEND") or "local"
     if kind == "local":
         return LocalSparkBackend(environ=None if environ is None else dict(environ))
-    if kind == "kubernetes":
-        raise BackendNotImplementedError(
-            "MLPLATFORM_BACKEND is 'kubernetes': Spark jobs on Kubernetes (a SparkApplication in your team's "
-            "namespace) come with the Kubernetes backend, which this version does not have yet; "
-            "with MLPLATFORM_BACKEND=local they run on this machine")
+    if kind == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
+        from .kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
+
+        return KubernetesSparkBackend(KubernetesSparkConfig.from_environ(env), environ=env)
     raise SparkBackendError(f"MLPLATFORM_BACKEND is {kind!r}; allowed: {', '.join(map(repr, BACKENDS))}")
 
 

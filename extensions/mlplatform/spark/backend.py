@@ -38,9 +38,6 @@ class SparkBackendError(RuntimeError):
     """The backend cannot run Spark jobs here (no Java, no spark-submit, ...). The REST API answers 503."""
 
 
-class BackendNotImplementedError(SparkBackendError, NotImplementedError):
-    """MLPLATFORM_BACKEND names a backend that this version does not have yet."""
-
 
 class SparkBackend(Protocol):
     name: str

@@ -1,0 +1,147 @@
+"""Spawn-page rendering on Kubernetes at scale: the watch-backed quota cache against listing per page.
+
+A fake API server (tests/support/fake_kube) holds 200 team namespaces, each with a GPU
+ResourceQuota, and 2,000 running notebook pods labelled with their GPU type. A user in two teams
+opens the spawn page again and again:
+
+  cache (CatalogKubeSpawner)   the page reads the ResourceQuota + GPU pod reflectors (one list + one
+                               watch each for the whole hub, started by the first page)
+  list per page                what a hand-written options_form hook would do: list ResourceQuotas
+                               and GPU pods of all namespaces from the API server on each render
+
+Printed: p50/p99 render latency and Kubernetes API calls per render (watches excluded: they are
+long-lived streams, not per render). Objects are seeded without schema validation, to save time.
+
+    .venv/bin/python bench/spawn_page.py --teams 200 --servers 2000 --renders 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from kubernetes_asyncio import client  # noqa: E402
+from kubespawner.clients import shared_client  # noqa: E402
+
+from hub_config.catalog import load_catalog  # noqa: E402
+from hub_config.spawners.kube_quota import GPU_TYPE_LABEL, quota_snapshot  # noqa: E402
+from hub_config.spawners.kubernetes import CatalogKubeSpawner  # noqa: E402
+from tests.support.fake_kube import FakeKube, point_kubespawner_at  # noqa: E402
+
+USER_TEAMS = ("team-007", "team-042")
+
+
+@dataclass
+class Group:
+    name: str
+
+
+@dataclass
+class User:
+    name: str = "alice"
+    groups: list[Group] = field(default_factory=lambda: [Group(t) for t in USER_TEAMS])
+    id: int = 1
+    url: str = "/user/alice/"
+
+
+def big_catalog(path: Path, teams: int) -> Path:
+    data = yaml.safe_load((REPO / "hub_config" / "platform.yaml").read_text())
+    data["teams"] = {f"team-{i:03}": {"group": f"team-{i:03}", "namespace": f"team-{i:03}",
+                                      "gpu_quota": {"total": 8, "per_type": {"a100": 8, "t4": 4}}}
+                     for i in range(teams)}
+    for profile in data["profiles"].values():
+        profile["teams"] = list(data["teams"])
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def seed(fake: FakeKube, teams: int, servers: int) -> None:
+    for i in range(teams):
+        ns = f"team-{i:03}"
+        fake.namespace(ns)
+        fake.seed({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus", "namespace": ns},
+                   "spec": {"hard": {"requests.nvidia.com/gpu": "8"}}})
+    for j in range(servers):
+        ns, gpu_type = f"team-{j % teams:03}", ("a100", "t4")[j % 2]
+        fake.seed({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": f"jupyter-user{j}", "namespace": ns, "labels": {GPU_TYPE_LABEL: gpu_type}},
+                   "spec": {"containers": [{"name": "notebook", "image": "mlplatform/notebook-gpu:0.1.0",
+                                            "resources": {"limits": {"nvidia.com/gpu": "0"}}}]}})
+
+
+async def render_cached(spawner: CatalogKubeSpawner) -> str:
+    return await spawner.get_options_form()
+
+
+async def render_listing(spawner: CatalogKubeSpawner) -> str:
+    api = shared_client("CoreV1Api")
+    quotas = await api.list_resource_quota_for_all_namespaces()
+    pods = await api.list_pod_for_all_namespaces(label_selector=GPU_TYPE_LABEL)
+    serialize = client.ApiClient().sanitize_for_serialization
+    snapshot = quota_snapshot(spawner.catalog, serialize(quotas.items), serialize(pods.items), {})
+    spawner.quota_snapshot = lambda: snapshot  # this render's view
+    try:
+        return spawner._render_options_form()
+    finally:
+        del spawner.quota_snapshot
+
+
+async def measure(fake: FakeKube, render, spawner, renders: int) -> tuple[list[float], float]:
+    await render(spawner)  # warm-up (the cache's first load)
+    fake.clear_requests()
+    times = []
+    for _ in range(renders):
+        start = time.perf_counter()
+        form = await render(spawner)
+        times.append((time.perf_counter() - start) * 1000)
+    assert "team-042" in form
+    calls = sum(1 for r in fake.requests if r.verb != "watch")
+    return times, calls / renders
+
+
+def p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teams", type=int, default=200)
+    parser.add_argument("--servers", type=int, default=2000)
+    parser.add_argument("--renders", type=int, default=200)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, FakeKube(validate=False) as fake:
+        catalog_file = big_catalog(Path(tmp) / "platform.yaml", args.teams)
+        load_catalog(catalog_file)  # fail early on a bad catalog
+        undo = point_kubespawner_at(fake.write_kubeconfig(Path(tmp) / "kubeconfig"))
+        seed(fake, args.teams, args.servers)
+        spawner = CatalogKubeSpawner(_mock=True, user=User(), catalog_file=str(catalog_file))
+        try:
+            rows = [("cache (CatalogKubeSpawner)", *await measure(fake, render_cached, spawner, args.renders)),
+                    ("list per page", *await measure(fake, render_listing, spawner, args.renders))]
+        finally:
+            await CatalogKubeSpawner._quota.stop()
+            undo()
+
+    print(f"\nSpawn page, {args.teams} teams, {args.servers} running servers, {args.renders} renders, "
+          f"user in {len(USER_TEAMS)} teams")
+    print(f"{'approach':<28}{'p50 ms':>10}{'p99 ms':>10}{'API calls/render':>18}")
+    for name, times, calls in rows:
+        print(f"{name:<28}{p(times, 50):>10.2f}{p(times, 99):>10.2f}{calls:>18.1f}")
+    (_, cached, _), (_, listed, _) = rows
+    print(f"\nlist per page / cache: p50 {p(listed, 50) / p(cached, 50):.1f}×, p99 {p(listed, 99) / p(cached, 99):.1f}×")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

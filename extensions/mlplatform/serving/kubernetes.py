@@ -1,0 +1,313 @@
+"""The Kubernetes serving backend: one KubeRay `RayService` per application in the team's namespace.
+
+deploy() creates the RayService (spec.ray_service) or, for an existing one, patches only what
+changed: a new model version changes `serveConfigV2`, which KubeRay applies in place (Serve starts
+the new replicas before stopping the old ones); new pod sizes change `rayClusterConfig`, for which
+KubeRay starts a new cluster and moves traffic once it serves (zero downtime either way).
+
+status() reads the RayService's status as KubeRay writes it: `conditions` (Ready,
+UpgradeInProgress), `observedGeneration`, and Serve's application status in
+`activeServiceStatus` / `pendingServiceStatus` (NOT_STARTED, DEPLOYING, RUNNING, DEPLOY_FAILED,
+UNHEALTHY, DELETING). Warning events of the RayService and its cluster (a quota refusal of a worker
+pod, say) become the message while it is not running.
+
+Endpoint: KubeRay's serve service `<name>-serve-svc` (port 8000), route `/<name>`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import kube
+from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED
+from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
+from .spec import ServingRequest, ray_service
+
+MAX_NAME_LENGTH = 47  # KubeRay: its cluster gets a 6-character suffix, its services "-serve-svc"
+SERVE_PORT = 8000
+MANAGED = "app.kubernetes.io/managed-by=mlplatform,app.kubernetes.io/component=model-serving"
+TEAM_LABEL, USER_LABEL = "mlplatform/team", "mlplatform/user"
+ANNOTATION = "mlplatform.io/"  # prefix of what the backend records on the RayService
+
+
+@dataclass(frozen=True)
+class KubernetesServingConfig:
+    """Where and how applications run: from the environment contract and the platform catalog."""
+
+    namespace: str
+    team: str
+    user: str
+    image: str = "mlplatform/ray:0.1.0"
+    gpu_image: str = "mlplatform/ray-gpu:0.1.0"
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[str, ...] = ()  # JSON of each toleration (hashable)
+    service_account: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> KubernetesServingConfig:
+        """MLPLATFORM_NAMESPACE / _TEAM / _USER; images and the GPU type from the catalog at
+        MLPLATFORM_CATALOG (GPU type: the notebook's, MLPLATFORM_GPU_TYPE, else the team's only one)."""
+        missing = [k for k in ("MLPLATFORM_NAMESPACE", "MLPLATFORM_TEAM", "MLPLATFORM_USER") if not environ.get(k)]
+        if missing:
+            raise BackendUnavailable(f"{', '.join(missing)} not set: serving on Kubernetes needs the team's namespace "
+                                     "from the environment contract (a server started by the platform's hub)")
+        config = cls(namespace=environ["MLPLATFORM_NAMESPACE"], team=environ["MLPLATFORM_TEAM"],
+                     user=environ["MLPLATFORM_USER"])
+        if not environ.get("MLPLATFORM_CATALOG"):
+            return config
+        from hub_config.catalog import CatalogError, load_catalog
+
+        try:
+            catalog = load_catalog(environ["MLPLATFORM_CATALOG"])
+        except CatalogError as e:
+            raise BackendUnavailable(f"cannot read the platform catalog: {e}") from None
+        images = catalog.kubernetes.images
+        gpu_name = environ.get("MLPLATFORM_GPU_TYPE") or None
+        team = catalog.teams.get(config.team)
+        if gpu_name is None and team is not None and len(team.gpu_quota.per_type) == 1:
+            gpu_name = next(iter(team.gpu_quota.per_type))
+        gpu = catalog.gpu_types.get(gpu_name) if gpu_name else None
+        return cls(namespace=config.namespace, team=config.team, user=config.user, image=images.serving,
+                   gpu_image=images.serving_gpu, gpu_resource=gpu.resource if gpu else "nvidia.com/gpu",
+                   node_selector=tuple(sorted(gpu.node_selector.items())) if gpu else (),
+                   tolerations=tuple(json.dumps(t.model_dump(exclude_none=True)) for t in gpu.tolerations)
+                   if gpu else ())
+
+
+class KubernetesServing:
+    """deploy / status / delete / names / url of RayServices in the team's namespace."""
+
+    backend = "kubernetes"
+
+    def __init__(self, config: KubernetesServingConfig, api_client=None):
+        self.config = config
+        self._client = api_client
+
+    @property
+    def services(self) -> kube.CustomObjects:
+        return kube.CustomObjects(self._api(), kube.RAY_SERVICES, self.config.namespace)
+
+    def _api(self):
+        if self._client is None:
+            self._client = _translated(kube.connect)
+        return self._client
+
+    # --- the interface of every backend ----------------------------------------------------------
+    def deploy(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
+               secrets: Mapping[str, str] | None = None, owner: Mapping[str, str] | None = None) -> dict:
+        """Create the RayService, or patch what changed. `secrets` are not used: the pods get their
+        identity from their service account, never from the notebook."""
+        if len(request.name) > MAX_NAME_LENGTH:
+            why = (f"{request.name!r} has {len(request.name)} characters; allowed on Kubernetes: at most "
+                   f"{MAX_NAME_LENGTH} (KubeRay adds suffixes)")
+            raise InvalidServingRequest([("name", why)])
+        c = self.config
+        owner = {"user": c.user, "team": c.team, **(owner or {})}
+        body = ray_service(request, namespace=c.namespace, model_version=model_version, env=env,
+                           image=c.gpu_image if request.gpus else c.image, gpu_resource=c.gpu_resource,
+                           node_selector=dict(c.node_selector), tolerations=[json.loads(t) for t in c.tolerations],
+                           service_account=c.service_account,
+                           labels={TEAM_LABEL: kube.label_value(owner["team"]),
+                                   USER_LABEL: kube.label_value(owner["user"])})
+        services = self.services
+        current = _translated(services.get, request.name)
+        body["metadata"]["annotations"].update({
+            f"{ANNOTATION}request": json.dumps(request.to_dict(), sort_keys=True),
+            f"{ANNOTATION}user": owner["user"],
+            f"{ANNOTATION}submitted-at": _now(),
+            f"{ANNOTATION}deploy-id": uuid.uuid4().hex,
+            f"{ANNOTATION}previous-version": _annotation(current, "model-version") if current else "",
+        })
+        if current is None:
+            return self._describe(self._create(services, body))
+        self._check_owner(current, owner)
+        return self._describe(_translated(services.patch, request.name, _changes(current, body)))
+
+    def status(self, name: str) -> dict:
+        found = _translated(self.services.get, name)
+        if found is None or not _managed(found):
+            raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
+                                     f"applications: {', '.join(self.names()) or 'none'}")
+        return self._describe(found, events=True)
+
+    def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
+        services = self.services
+        found = _translated(services.get, name)
+        if found is None or not _managed(found):
+            raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
+                                     f"applications: {', '.join(self.names()) or 'none'}")
+        _translated(services.delete, name)
+        deadline = time.monotonic() + timeout
+        while wait and _translated(services.get, name) is not None:
+            if time.monotonic() > deadline:
+                return {"name": name, "backend": self.backend, "state": DELETING,
+                        "message": f"still being deleted after {timeout:g} s (KubeRay stops its Ray cluster)"}
+            time.sleep(0.2)
+        return {"name": name, "backend": self.backend, "state": "deleted"}
+
+    def names(self) -> list[str]:
+        return sorted(s["metadata"]["name"] for s in _translated(self.services.list, MANAGED))
+
+    def url(self, name: str) -> str:
+        return f"http://{name}-serve-svc.{self.config.namespace}.svc.cluster.local:{SERVE_PORT}/{name}"
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _create(self, services: kube.CustomObjects, body: dict) -> dict:
+        """Create; when the call failed but may have been carried out (timeout, 5xx), delete what
+        this call made (recognised by its deploy id), so a failure leaves nothing behind."""
+        try:
+            return services.create(body)
+        except kube.KubeError as error:
+            if error.committed_maybe:
+                try:
+                    made = services.get(body["metadata"]["name"])
+                    if made and _annotation(made, "deploy-id") == _annotation(body, "deploy-id"):
+                        services.delete(body["metadata"]["name"])
+                except kube.KubeError:
+                    pass  # the API server is unreachable: the error below says so
+            raise _serving_error(error) from None
+
+    def _check_owner(self, current: dict, owner: Mapping[str, str]) -> None:
+        name, labels = current["metadata"]["name"], current["metadata"].get("labels") or {}
+        if not _managed(current):
+            raise ServingConflict(f"a RayService {name!r} not made by mlplatform exists in namespace "
+                                  f"{self.config.namespace}; choose another name")
+        team = labels.get(TEAM_LABEL)
+        if team and team != kube.label_value(owner["team"]):
+            raise ServingConflict(f"{name!r} is served for team {team}; choose another name")
+
+    def _describe(self, service: dict, events: bool = False) -> dict:
+        meta = service["metadata"]
+        name = meta["name"]
+        request = json.loads(_annotation(service, "request") or "{}")
+        url = self.url(name)
+        state, message, detail = _state(service)
+        if events and state in (SUBMITTED, STARTING, DEPLOYING):
+            warnings = _translated(kube.Pods(self._api(), self.config.namespace).warnings, name)
+            if warnings:
+                last = warnings[-1]
+                message = f"{message}; {last['object']}: {last['reason']}: {last['message']}"
+        active = ((service.get("status") or {}).get("activeServiceStatus") or {}).get("rayClusterStatus") or {}
+        result = {
+            "name": name, "backend": self.backend, "namespace": meta.get("namespace"), "state": state,
+            "message": message, "model_uri": _annotation(service, "model-uri"),
+            "model_version": _annotation(service, "model-version"), "url": url, "predict_url": f"{url}/predict",
+            "submitted_at": _annotation(service, "submitted-at") or meta.get("creationTimestamp"),
+            "owner": {"user": _annotation(service, "user"), "team": (meta.get("labels") or {}).get(TEAM_LABEL)},
+            "request": request,
+            "replicas": {"running": active.get("readyWorkerReplicas", 0),
+                         "target": None if request.get("max_replicas") else request.get("replicas")},
+        }
+        if detail:
+            result["detail"] = detail
+        return result
+
+
+def _state(service: dict) -> tuple[str, str, str]:
+    """KubeRay's status → (state, message, detail)."""
+    meta, status = service["metadata"], service.get("status") or {}
+    name, previous = meta["name"], _annotation(service, "previous-version")
+    if meta.get("deletionTimestamp"):
+        return DELETING, "being deleted", ""
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if not status or ("observedGeneration" not in status and not conditions):
+        return SUBMITTED, "waiting for the KubeRay operator to take the RayService", ""
+    ready, upgrading = conditions.get("Ready") or {}, conditions.get("UpgradeInProgress") or {}
+    serving = ready.get("status") == "True"
+    if ready.get("status") == "False" and ready.get("reason") == "InitializingTimeout":
+        return FAILED, _last_line(ready.get("message")) or "the Ray cluster did not start in time", \
+            ready.get("message", "")
+    active = status.get("activeServiceStatus") or {}
+    pending = status.get("pendingServiceStatus") or {}
+    app = (active.get("applicationStatuses") or {}).get(name)
+    new_app = (pending.get("applicationStatuses") or {}).get(name)
+    keeps = f" (version {previous} keeps answering)" if previous and serving else ""
+    if upgrading.get("status") == "True":
+        if new_app and new_app.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
+            detail = _app_detail(new_app)
+            return FAILED, _last_line(detail) + keeps, detail
+        return DEPLOYING, f"a new Ray cluster is starting for the new version{keeps}", ""
+    if status.get("observedGeneration", meta.get("generation")) < meta.get("generation", 0):
+        return DEPLOYING, f"KubeRay has not taken the new version yet{keeps}", ""
+    if app is None:  # a first deploy: KubeRay starts the cluster as the pending one
+        if new_app is None:
+            return STARTING, "the Ray cluster is starting", ""
+        app = new_app
+    app_status = app.get("status")
+    if app_status in ("DEPLOY_FAILED", "UNHEALTHY"):
+        detail = _app_detail(app)
+        return FAILED, _last_line(detail) + keeps, detail
+    if app_status == "DELETING":
+        return DELETING, "Ray Serve is removing the application", ""
+    if app_status == "RUNNING" and serving:
+        return RUNNING, "", ""
+    if app_status == "RUNNING":
+        return DEPLOYING, f"waiting for the serve endpoints ({ready.get('reason') or 'not ready'})", ""
+    return DEPLOYING, _last_line(_app_detail(app)) or "Ray Serve is starting the replicas", ""
+
+
+def _changes(current: dict, body: dict) -> list[dict]:
+    """A JSON patch from `current` to `body`: the spec's changed parts (serveConfigV2 alone for a
+    new model version), labels and annotations; the resourceVersion makes it fail (409) when the
+    RayService changed meanwhile, instead of overwriting that change."""
+    ops = [{"op": "replace", "path": "/metadata/resourceVersion", "value": current["metadata"]["resourceVersion"]}]
+    for key in ("labels", "annotations"):
+        ops.append({"op": "add", "path": f"/metadata/{key}",
+                    "value": {**(current["metadata"].get(key) or {}), **body["metadata"][key]}})
+    spec = current.get("spec") or {}
+    for key, value in body["spec"].items():
+        if spec.get(key) != value:
+            ops.append({"op": "add", "path": f"/spec/{key}", "value": value})
+    ops += [{"op": "remove", "path": f"/spec/{key}"} for key in spec if key not in body["spec"]]
+    return ops
+
+
+def _app_detail(app: dict) -> str:
+    messages = [d.get("message") for d in (app.get("serveDeploymentStatuses") or {}).values() if d.get("message")]
+    return "\n".join(messages) or app.get("message") or ""
+
+
+def _annotation(obj: dict, key: str) -> str:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(f"{ANNOTATION}{key}", "")
+
+
+def _managed(obj: dict) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    return labels.get("app.kubernetes.io/managed-by") == "mlplatform" and \
+        labels.get("app.kubernetes.io/component") == "model-serving"
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _serving_error(error: kube.KubeError) -> ServingError:
+    """The API's refusal as the serving API's error, with a status the REST API can answer."""
+    if error.status is None or error.status >= 500:
+        return BackendUnavailable(str(error))
+    if error.status == 409:
+        return ServingConflict(str(error))
+    if error.status == 404:
+        return DeploymentNotFound(str(error))
+    refused = ServingError(str(error))
+    refused.status_code = error.status  # 403 (RBAC or quota), 422 (the RayService is invalid), ...
+    return refused
+
+
+def _translated(fn, *args) -> Any:
+    try:
+        return fn(*args)
+    except kube.KubeError as error:
+        raise _serving_error(error) from None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

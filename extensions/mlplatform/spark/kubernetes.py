@@ -1,0 +1,292 @@
+"""The Kubernetes Spark backend: a `SparkApplication` per job in the team's namespace (Spark operator).
+
+submit() uploads the notebook's main file to the team's S3 prefix (`<team prefix>spark/<app id>/<file>`,
+with the notebook's own S3 credentials) and creates the SparkApplication that runs it from
+`s3a://<bucket>/<key>`; if the create fails, the upload is deleted again. status() maps the
+operator's `status.applicationState.state`; logs() reads the driver pod's log; cancel() deletes
+the SparkApplication (the operator then removes its pods), so afterwards the application is gone
+from applications(); applications() lists the user's by label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .. import kube
+from .backend import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    SUBMITTED,
+    TERMINAL_STATES,
+    SparkBackendError,
+    UnknownApplicationError,
+)
+from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
+from .spec import spark_application
+
+DRIVER_CONTAINER = "spark-kubernetes-driver"  # the driver container's name in Spark's driver pod
+MAX_TAIL = 10_000
+# The operator's application states (v1beta2) → the backend's.
+STATES = {"": SUBMITTED, "NEW": SUBMITTED, "SUBMITTED": SUBMITTED, "PENDING_RERUN": SUBMITTED,
+          "INVALIDATING": SUBMITTED, "RUNNING": RUNNING, "UNKNOWN": RUNNING,
+          "SUCCEEDING": COMPLETED, "COMPLETED": COMPLETED,  # SUCCEEDING: the driver succeeded, pods go away
+          "FAILING": FAILED, "FAILED": FAILED, "SUBMISSION_FAILED": FAILED,
+          "SUSPENDING": CANCELLED, "SUSPENDED": CANCELLED}
+ANNOTATION = "mlplatform/"  # what the backend records on the SparkApplication, besides spec.py's
+
+
+@dataclasses.dataclass(frozen=True)
+class KubernetesSparkConfig:
+    """Where jobs run and where their files go: the environment contract and the catalog."""
+
+    namespace: str
+    team: str
+    user: str
+    bucket: str
+    team_prefix: str
+    s3_endpoint: str | None = None
+    image: str = "mlplatform/spark:0.1.0"
+    service_account: str = "mlplatform-spark"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> KubernetesSparkConfig:
+        wanted = ("MLPLATFORM_NAMESPACE", "MLPLATFORM_TEAM", "MLPLATFORM_USER", "MLPLATFORM_S3_BUCKET",
+                  "MLPLATFORM_S3_TEAM_PREFIX")
+        missing = [k for k in wanted if not environ.get(k)]
+        if missing:
+            raise SparkBackendError(f"{', '.join(missing)} not set: Spark jobs on Kubernetes need the team's "
+                                    "namespace and S3 prefix from the environment contract (a server started by "
+                                    "the platform's hub)")
+        config = cls(namespace=environ["MLPLATFORM_NAMESPACE"], team=environ["MLPLATFORM_TEAM"],
+                     user=environ["MLPLATFORM_USER"], bucket=environ["MLPLATFORM_S3_BUCKET"],
+                     team_prefix=environ["MLPLATFORM_S3_TEAM_PREFIX"],
+                     s3_endpoint=environ.get("AWS_ENDPOINT_URL_S3") or environ.get("MLPLATFORM_S3_ENDPOINT"))
+        if not environ.get("MLPLATFORM_CATALOG"):
+            return config
+        from hub_config.catalog import CatalogError, load_catalog
+
+        try:
+            settings = load_catalog(environ["MLPLATFORM_CATALOG"]).kubernetes
+        except CatalogError as e:
+            raise SparkBackendError(f"cannot read the platform catalog: {e}") from None
+        return dataclasses.replace(config, image=settings.images.spark, service_account=settings.spark_service_account)
+
+
+class KubernetesSparkBackend:
+    """Spark jobs as SparkApplications. `environ`: the notebook's environment (its contract variables
+    go to the driver and executors); `api_client` and `s3` can be given (tests), else made on first use;
+    relative main files are looked up in `cwd` (default: the current directory at submit time)."""
+
+    name = "kubernetes"
+
+    def __init__(self, config: KubernetesSparkConfig, *, environ: Mapping[str, str] | None = None,
+                 api_client=None, s3=None, cwd: str | Path | None = None):
+        self.config = config
+        self.environ = dict(os.environ if environ is None else environ)
+        self._client, self._s3, self.cwd = api_client, s3, cwd
+
+    # --- clients -------------------------------------------------------------------------------
+    def _api(self):
+        if self._client is None:
+            self._client = _translated(kube.connect, self.environ)
+        return self._client
+
+    @property
+    def applications_api(self) -> kube.CustomObjects:
+        return kube.CustomObjects(self._api(), kube.SPARK_APPLICATIONS, self.config.namespace)
+
+    @property
+    def s3(self):
+        if self._s3 is None:
+            import boto3  # the notebook's own credentials: its AWS config's credential_process
+
+            self._s3 = boto3.client("s3", endpoint_url=self.config.s3_endpoint)
+        return self._s3
+
+    # --- submit --------------------------------------------------------------------------------
+    def submit(self, job: SparkJob) -> dict[str, Any]:
+        c = self.config
+        app_id = new_app_id(job.name)
+        uploaded = None
+        if _is_uri(job.main_file):  # already where the driver can read it (s3a://, local://, https://)
+            main_uri, source = job.main_file, job.main_file
+        else:
+            path = local_main_file(job.main_file, self.cwd or os.getcwd())
+            uploaded = f"{c.team_prefix}spark/{app_id}/{path.name}"
+            self._upload(path, uploaded)
+            main_uri, source = f"s3a://{c.bucket}/{uploaded}", str(path)
+        try:
+            body = spark_application(dataclasses.replace(job, main_file=main_uri), app_id=app_id,
+                                     namespace=c.namespace, image=c.image, user=c.user, team=c.team,
+                                     service_account=c.service_account, environment=self.environ)
+            body["metadata"]["annotations"].update({
+                f"{ANNOTATION}submitted-at": _now(),
+                f"{ANNOTATION}job": json.dumps({**job.to_dict(), "main_file": source}),
+            })
+            created = self._create(body)
+        except BaseException:
+            if uploaded:
+                self._delete_upload(uploaded)
+            raise
+        return self._describe(created)
+
+    def _upload(self, path: Path, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.s3.upload_file(str(path), self.config.bucket, key)
+        except (BotoCoreError, ClientError) as e:
+            raise SparkBackendError(f"could not upload {path} to s3://{self.config.bucket}/{key}: {e}") from None
+
+    def _delete_upload(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.s3.delete_object(Bucket=self.config.bucket, Key=key)
+        except (BotoCoreError, ClientError):
+            pass  # the original error matters more; the key is under the team's prefix, named after the app
+
+    def _create(self, body: dict) -> dict:
+        """Create; when the call failed but may have been carried out (timeout, 5xx), delete it again
+        (the app id is fresh, so an object of that name is this call's)."""
+        applications = self.applications_api
+        try:
+            return applications.create(body)
+        except kube.KubeError as error:
+            if error.committed_maybe:
+                try:
+                    applications.delete(body["metadata"]["name"])
+                except kube.KubeError:
+                    pass
+            raise _backend_error(error) from None
+
+    # --- status --------------------------------------------------------------------------------
+    def _get(self, app_id: str) -> dict:
+        found = _translated(self.applications_api.get, app_id) if is_app_id(app_id) else None
+        if found is None or _annotation(found, "user") != self.config.user:
+            raise UnknownApplicationError(f"No Spark application {app_id!r} of {self.config.user} in namespace "
+                                          f"{self.config.namespace}. "
+                                          f"Recent ones: {', '.join(self._ids()[:5]) or 'none'}")
+        return found
+
+    def _ids(self) -> list[str]:
+        return [a["app_id"] for a in self.applications()]
+
+    def status(self, app_id: str) -> dict[str, Any]:
+        return self._describe(self._get(app_id))
+
+    def applications(self) -> list[dict[str, Any]]:
+        selector = f"app.kubernetes.io/managed-by=mlplatform,mlplatform/user={kube.label_value(self.config.user)}"
+        found = [a for a in _translated(self.applications_api.list, selector)
+                 if _annotation(a, "user") == self.config.user]  # the label is lossy for unusual names
+        found.sort(key=lambda a: (_annotation(a, "submitted-at"), a["metadata"]["name"]), reverse=True)
+        return [self._describe(a) for a in found]
+
+    def _describe(self, app: dict) -> dict[str, Any]:
+        meta, status = app["metadata"], app.get("status") or {}
+        operator_state = (status.get("applicationState") or {}).get("state", "")
+        state = STATES.get(operator_state, RUNNING)
+        driver = status.get("driverInfo") or {}
+        error = None
+        if meta.get("deletionTimestamp"):
+            state, message = CANCELLED, "cancelling: the operator is removing the pods"
+        elif state == SUBMITTED:
+            message = "waiting for the Spark operator" if not operator_state else "submitted; the driver is starting"
+        elif state == RUNNING:
+            message = f"running ({operator_state.lower()})" if operator_state != "RUNNING" else "running"
+        elif state == COMPLETED:
+            message = "finished successfully"
+        elif state == FAILED:
+            detail = (status.get("applicationState") or {}).get("errorMessage") or ""
+            lines = [line.strip() for line in detail.splitlines() if line.strip()]
+            error = lines[-1][:500] if lines else None
+            message = f"{operator_state.lower().replace('_', ' ')}; the driver log has the details"
+        else:
+            message = "cancelled"
+        job = json.loads(_annotation(app, "job") or "{}")
+        return {
+            "app_id": meta["name"], "name": job.get("name") or (meta.get("labels") or {}).get("mlplatform/app-name"),
+            "backend": self.name, "user": _annotation(app, "user"), "state": state,
+            "submitted_at": _annotation(app, "submitted-at") or meta.get("creationTimestamp"),
+            "finished_at": status.get("terminationTime") if state in TERMINAL_STATES else None,
+            "ui_url": _ui_url(driver, meta.get("namespace", "")) if state == RUNNING else None,
+            "message": message, "error": error, "job": job, "namespace": meta.get("namespace"),
+            "operator_state": operator_state or None, "driver_pod": driver.get("podName"),
+            "main_application_file": (app.get("spec") or {}).get("mainApplicationFile"),
+        }
+
+    # --- logs and cancel -------------------------------------------------------------------------
+    def logs(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
+        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= MAX_TAIL):
+            raise SparkJobError("tail", tail, f"is not allowed; give a whole number of lines from 1 to {MAX_TAIL}, "
+                                              "or None for the whole log")
+        app = self._get(app_id)
+        pod = ((app.get("status") or {}).get("driverInfo") or {}).get("podName") or f"{app_id}-driver"
+        pods = kube.Pods(self._api(), self.config.namespace)
+        try:  # one line more than asked tells whether lines were left out
+            text = pods.log(pod, DRIVER_CONTAINER, None if tail is None else tail + 1)
+        except kube.KubeError as e:
+            if e.status in (400, 404):  # not started yet, or already removed
+                return {"app_id": app_id, "text": "", "lines": 0, "truncated": False,
+                        "message": f"no driver log: {e.message}"}
+            raise _backend_error(e) from None
+        lines = text.splitlines()
+        truncated = tail is not None and len(lines) > tail
+        lines = lines[-tail:] if tail is not None else lines
+        return {"app_id": app_id, "text": "\n".join(lines), "lines": len(lines), "truncated": truncated}
+
+    def cancel(self, app_id: str) -> dict[str, Any]:
+        """Delete the SparkApplication (the operator stops the driver and executors); answers its last
+        status as CANCELLED. A finished application is left as it is."""
+        app = self._get(app_id)
+        current = self._describe(app)
+        if current["state"] in TERMINAL_STATES:
+            return current
+        _translated(self.applications_api.delete, app_id)
+        return {**current, "state": CANCELLED, "message": f"cancelled at {_now()}", "ui_url": None,
+                "finished_at": _now()}
+
+
+def _is_uri(main_file: str) -> bool:
+    scheme = urlparse(main_file).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def _ui_url(driver: dict, namespace: str) -> str | None:
+    """The Spark UI: the ingress when there is one (reachable from the browser), else its service."""
+    if driver.get("webUIIngressAddress"):
+        address = driver["webUIIngressAddress"]
+        return address if "://" in address else f"http://{address}"
+    if driver.get("webUIServiceName") and driver.get("webUIPort"):
+        return f"http://{driver['webUIServiceName']}.{namespace}.svc.cluster.local:{driver['webUIPort']}"
+    if driver.get("webUIAddress"):
+        return f"http://{driver['webUIAddress']}"
+    return None
+
+
+def _annotation(obj: dict, key: str) -> str:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(f"{ANNOTATION}{key}", "")
+
+
+def _backend_error(error: kube.KubeError) -> SparkBackendError:
+    return SparkBackendError(str(error))
+
+
+def _translated(fn, *args) -> Any:
+    try:
+        return fn(*args)
+    except kube.KubeError as error:
+        raise _backend_error(error) from None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,24 @@
+"""Fixtures of the Kubernetes tests: a fake API server per test, and a kubeconfig pointing at it."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..support.fake_kube import FakeKube, point_kubespawner_at
+
+
+@pytest.fixture
+def fake_kube():
+    """A running fake API server with no objects but the namespaces every cluster has (default, kube-*)."""
+    with FakeKube() as fake:
+        yield fake
+
+
+@pytest.fixture
+def kubeconfig(fake_kube, tmp_path, monkeypatch):
+    """The path of a kubeconfig for `fake_kube`, set as $KUBECONFIG and as KubeSpawner's config."""
+    path = fake_kube.write_kubeconfig(tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    undo = point_kubespawner_at(path)
+    yield path
+    undo()

@@ -1,0 +1,34 @@
+"""A stateful fake Kubernetes API server for tests.
+
+Decision: our own small aiohttp server, not PyPI `kmock`. kmock's emulator would have needed a shim
+for nearly every behaviour the tests rely on (uid / resourceVersion / creationTimestamp, watch from a
+resourceVersion, `watch=True`, selectors, PUT, JSON patch, the status subresource, real Status
+reasons such as AlreadyExists, validation, quota), and its object store is locked inside its own
+request handler, where quota admission and a kubelet cannot hook in. This one is ~1,400 lines in
+small modules: resources (what is served), store (state, admission), api (HTTP), validation, quota,
+patching, selectors, kubelet, server (thread, helpers), kubespawner (pointing KubeSpawner at it).
+
+    with FakeKube(kubelet=True) as fake:
+        fake.write_kubeconfig(tmp_path / "kubeconfig")
+        fake.namespace("team-vision")
+        ...  # clients (kubernetes, kubernetes_asyncio, KubeSpawner) talk to fake.url
+        fake.patch_status("rayservices", "x", {...}, namespace="team-vision")  # play the operator
+        assert fake.count("list", "pods") == 0
+
+Limits (what the real API server does and this does not): no RBAC (one bearer token, all allowed);
+no defaulting beyond pod requests-from-limits, qosClass, a service's clusterIP and the namespace
+label; field selectors accept any dotted path (the real server allows a few per kind); a watch with a
+label selector does not turn "no longer matches" into DELETED; no pagination (limit/continue),
+server-side apply, protobuf, or BOOKMARKs unless sendInitialEvents; namespaces are deleted at once
+(no Terminating phase) with everything in them; no owner references or garbage collection; quota
+covers pods only (no scopes, no object counts); CRDs get no defaulting, no CEL rules; names are
+checked as DNS subdomains (services, namespaces: labels), not per KubeRay's own length limits.
+"""
+
+from .api import Fault, Request
+from .errors import ApiError
+from .kubelet import FakeKubelet
+from .kubespawner import point_kubespawner_at
+from .server import FakeKube
+
+__all__ = ["ApiError", "FakeKube", "FakeKubelet", "Fault", "Request", "point_kubespawner_at"]

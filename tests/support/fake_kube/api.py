@@ -1,0 +1,295 @@
+"""The HTTP face of the fake: Kubernetes REST paths → Store calls, Status bodies, watch streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from . import resources
+from .errors import ApiError
+from .resources import Resource
+from .store import Store
+
+UNAUTHENTICATED_PATHS = ("/version", "/healthz", "/readyz", "/livez")
+# Objects the DELETE answers with; for the rest the API server answers a Status.
+RETURNS_DELETED_OBJECT = ("pods", "services", "namespaces")
+REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+           410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+
+
+@dataclass
+class Request:
+    """One request the fake answered, for assertions (`fake.count("list", "pods")`)."""
+    method: str
+    path: str
+    query: dict
+    verb: str | None = None  # get list watch create update patch delete deletecollection
+    resource: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+    status: int = 0
+    time: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Fault:
+    """An error the fake answers instead of doing the work: `fake.fail("create", "rayservices", 500)`."""
+    verb: str
+    resource: str
+    code: int = 500
+    message: str = "injected failure"
+    times: int = 1
+    name: str | None = None
+    subresource: str | None = None
+    after: bool = False  # do the work, then answer the error (the write happened; the client cannot tell)
+
+
+@dataclass
+class Target:
+    resource: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def parse_path(path: str) -> Target | tuple[str, str, str] | None:
+    """A resource target, or (group, version, "") for discovery of a group version, or None."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 2 and parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return None
+    if not rest:
+        return (group, version, "")
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) >= 3 and resources.lookup(group, version, rest[2]) is not None:
+        namespace, rest = rest[1], rest[2:]
+    resource = resources.lookup(group, version, rest[0])
+    if resource is None or len(rest) > 3 or (namespace and not resource.namespaced):
+        return None
+    if namespace is None and resource.namespaced and len(rest) > 1:
+        return None  # /api/v1/pods/x does not exist
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    if sub is not None and sub not in resource.subresources:
+        return None
+    return Target(resource, namespace, name, sub)
+
+
+def _verb(method: str, target: Target, query) -> str:
+    if method == "GET":
+        if target.name:
+            return "get"
+        return "watch" if query.get("watch", "").lower() in ("true", "1") else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete" if target.name else "deletecollection"}.get(method, method.lower())
+
+
+def _error(error: ApiError) -> web.Response:
+    return web.json_response(error.status(), status=error.code)
+
+
+class Api:
+    def __init__(self, store: Store, token: str | None):
+        self.store, self.token = store, token
+        self.requests: list[Request] = []
+        self.faults: list[Fault] = []
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        query = dict(request.query)
+        record = Request(request.method, request.path, query)
+        self.requests.append(record)
+        try:
+            response = await self._dispatch(request, query, record)
+        except ApiError as error:
+            response = _error(error)
+        record.status = response.status
+        return response
+
+    async def _dispatch(self, request: web.Request, query: dict, record: Request) -> web.StreamResponse:
+        if request.path not in UNAUTHENTICATED_PATHS and self.token is not None \
+                and request.headers.get("Authorization") != f"Bearer {self.token}":
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        if request.path in ("/healthz", "/readyz", "/livez"):
+            return web.Response(text="ok")
+        if request.path == "/version":
+            return web.json_response({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"})
+        target = parse_path(request.path)
+        if request.method == "GET" and (request.path.rstrip("/") in ("/api", "/apis") or isinstance(target, tuple)):
+            return web.json_response(_discovery(request.path, target))
+        if not isinstance(target, Target):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        record.verb = _verb(request.method, target, query)
+        record.resource, record.namespace = target.resource.plural, target.namespace
+        record.name, record.subresource = target.name, target.subresource
+        fault = self._inject(record)
+        body = None
+        if request.method in ("POST", "PUT", "PATCH") or (request.method == "DELETE" and request.can_read_body):
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                raise ApiError.bad_request("the request body is not valid JSON") from None
+        response = await self._serve(request, target, record.verb, query, body)
+        if fault is not None:
+            raise ApiError(fault.code, REASONS.get(fault.code, "InternalError"), fault.message)
+        return response
+
+    def _inject(self, record: Request) -> Fault | None:
+        """Raise the first matching fault; one with `after` is returned, to be raised after the work."""
+        for fault in self.faults:
+            if fault.times and fault.verb == record.verb and fault.resource == record.resource \
+                    and fault.name in (None, record.name) and fault.subresource == record.subresource:
+                fault.times -= 1
+                if fault.after:
+                    return fault
+                raise ApiError(fault.code, REASONS.get(fault.code, "InternalError"), fault.message)
+        return None
+
+    async def _serve(self, request, target: Target, verb: str, query: dict, body) -> web.StreamResponse:
+        store, res, ns, name, sub = self.store, target.resource, target.namespace, target.name, target.subresource
+        dry_run = query.get("dryRun") == "All"
+        if verb == "get" and sub == "log":
+            return web.Response(text=self._log(ns, name, query), content_type="text/plain")
+        if verb == "get":
+            return web.json_response(store.get(res, ns, name))
+        if verb == "list":
+            items, rv = store.list(res, ns, query.get("labelSelector"), query.get("fieldSelector"))
+            return web.json_response({"kind": f"{res.kind}List", "apiVersion": res.api_version,
+                                      "metadata": {"resourceVersion": rv}, "items": items})
+        if verb == "watch":
+            return await self._watch(request, res, ns, query)
+        if verb == "create":
+            if not isinstance(body, dict):
+                raise ApiError.bad_request("the body of a create must be an object")
+            return web.json_response(store.create(res, ns, body, dry_run=dry_run), status=201)
+        if verb == "update":
+            return web.json_response(store.update(res, ns, name, body or {}, subresource=sub, dry_run=dry_run))
+        if verb == "patch":
+            return web.json_response(store.patch(res, ns, name, body, request.headers.get("Content-Type", ""),
+                                                 subresource=sub, dry_run=dry_run))
+        if verb == "delete":
+            options = body if isinstance(body, dict) else {}
+            grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+            self._preconditions(res, ns, name, options.get("preconditions") or {})
+            gone = store.delete(res, ns, name, grace=None if grace is None else int(grace), dry_run=dry_run)
+            if res.plural in RETURNS_DELETED_OBJECT or res.custom:
+                return web.json_response(gone)
+            return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                      "details": {"name": name, "group": res.group, "kind": res.plural,
+                                                  "uid": gone["metadata"]["uid"]}})
+        if verb == "deletecollection":
+            items, _ = store.list(res, ns, query.get("labelSelector"), query.get("fieldSelector"))
+            for item in items:
+                store.delete(res, item["metadata"].get("namespace"), item["metadata"]["name"])
+            return web.json_response({"kind": f"{res.kind}List", "apiVersion": res.api_version,
+                                      "metadata": {}, "items": items})
+        raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}")
+
+    def _preconditions(self, res, ns, name, preconditions: dict) -> None:
+        current = self.store.get(res, ns, name)["metadata"]
+        for key in ("uid", "resourceVersion"):
+            if preconditions.get(key) and preconditions[key] != current.get(key):
+                raise ApiError(409, "Conflict", f"Precondition failed: {key} in precondition: {preconditions[key]}, "
+                                                f"{key} in object meta: {current.get(key)}")
+
+    def _log(self, ns: str, name: str, query: dict) -> str:
+        pod = self.store.get(resources.by_name("pods"), ns, name)
+        containers = [c["name"] for c in pod["spec"]["containers"]]
+        container = query.get("container")
+        if container is None and len(containers) > 1:
+            raise ApiError.bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                       f"[{' '.join(containers)}]")
+        if container is not None and container not in containers:
+            raise ApiError.bad_request(f"container {container} is not valid for pod {name}")
+        if pod.get("status", {}).get("phase") == "Pending":
+            raise ApiError.bad_request(f'container "{container or containers[0]}" in pod "{name}" is waiting to '
+                                       "start: ContainerCreating")
+        text = self.store.logs.get((ns, name), "")
+        if query.get("tailLines"):
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(query["tailLines"]):]) if int(query["tailLines"]) > 0 else ""
+        return text
+
+    async def _watch(self, request, res: Resource, ns, query: dict) -> web.StreamResponse:
+        store = self.store
+        match = store.matcher(res, ns, query.get("labelSelector"), query.get("fieldSelector"))
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        deadline = asyncio.get_running_loop().time() + float(query.get("timeoutSeconds") or 1800)
+        start = query.get("resourceVersion") or "0"
+        wake = store.wake()
+        if start == "0" or query.get("sendInitialEvents") == "true":
+            items, last = store.list(res, ns, query.get("labelSelector"), query.get("fieldSelector"))
+            last = int(last)
+            for item in items:
+                await _send(response, "ADDED", item)
+            if query.get("sendInitialEvents") == "true":
+                await _send(response, "BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version, "metadata": {
+                    "resourceVersion": str(last), "annotations": {"k8s.io/initial-events-end": "true"}}})
+        else:
+            last = int(start)
+        try:
+            await self._stream(response, store, res, match, last, wake, deadline)
+        except ConnectionResetError:
+            return response  # the client went away
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _stream(response, store: Store, res: Resource, match, last: int, wake, deadline: float) -> None:
+        while True:
+            try:
+                events = store.events_after(last)
+            except ApiError as error:
+                await _send(response, "ERROR", error.status())
+                break
+            for event in events:
+                last = event.rv
+                if event.resource == res and match(event.object):
+                    await _send(response, event.type, event.object)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await store.changed(wake, remaining)
+            wake = store.wake()
+
+
+async def _send(response: web.StreamResponse, kind: str, obj: dict) -> None:
+    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+
+
+def _discovery(path: str, target) -> dict:
+    if path.rstrip("/") == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if path.rstrip("/") == "/apis":
+        groups = sorted({(r.group, r.version) for r in resources.RESOURCES if r.group})
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+             "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for g, v in groups]}
+    group, version, _ = target
+    listed = [r for r in resources.RESOURCES if (r.group, r.version) == (group, version)]
+    if not listed:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    entries = []
+    for r in listed:
+        entries.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
+                        "kind": r.kind, "verbs": verbs})
+        entries += [{"name": f"{r.plural}/{s}", "singularName": "", "namespaced": r.namespaced, "kind": r.kind,
+                     "verbs": ["get"] if s == "log" else ["get", "patch", "update"]} for s in r.subresources]
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}".lstrip("/"),
+            "resources": entries}
