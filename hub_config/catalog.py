@@ -111,11 +111,33 @@ class GpuQuota(_Model):
     per_type: dict[str, Annotated[int, Field(ge=0)]] = {}
 
 
+class TeamQuota(_Model):
+    """CPU and memory all pods of a team may request together (ResourceQuota requests.cpu/memory)."""
+
+    cpu: str | float | None = None
+    memory: str | int | None = None
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v):
+        if v is not None:
+            parse_cpu(v)
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v):
+        if v is not None:
+            parse_memory(v)
+        return v
+
+
 class Team(_Model):
     display_name: str | None = None
     group: str  # the Keycloak group, without the leading "/"
     namespace: Slug
     gpu_quota: GpuQuota = GpuQuota()
+    quota: TeamQuota = TeamQuota()
 
 
 class ProfileGpu(_Model):
@@ -214,8 +236,11 @@ class KubernetesSettings(_Model):
     # Public URL of the hub (OAuth callback: <public_url>/hub/oauth_callback).
     public_url: str = "https://jupyter.example.org"
     # Service account of single-user pods in every team namespace; RBAC lets it manage RayService and
-    # SparkApplication there and nothing else.
+    # SparkApplication there and read pods, their logs and events (hub_config/render/teams.py).
     service_account: Slug = "mlplatform-notebook"
+    # Service account of Spark drivers in every team namespace; the Spark operator's chart creates it
+    # with the Role a driver needs to run its executors (helm-values/spark-operator.yaml).
+    spark_service_account: Slug = "mlplatform-spark"
     images: Images = Images()
 
 

@@ -80,7 +80,7 @@ def test_deploy_creates_a_valid_rayservice_and_status_follows_kuberay(backend, f
     submitted = deploy(backend)
     stored = fake_kube.get("rayservices", "iris", NS)  # the fake validated it against the CRD (strict)
     expected = spec.ray_service(request(), namespace=NS, model_version="3", env=ENV,
-                                labels={"mlplatform/team": TEAM, "mlplatform/user": USER})
+                                labels={"mlplatform.io/team": TEAM, "mlplatform.io/user": USER})
     assert stored["spec"] == expected["spec"]
     assert stored["metadata"]["labels"] == expected["metadata"]["labels"]
     annotations = stored["metadata"]["annotations"]

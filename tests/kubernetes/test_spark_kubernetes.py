@@ -110,7 +110,7 @@ def test_submit_uploads_the_file_and_creates_a_valid_spark_application(backend, 
     stored = fake_kube.get("sparkapplications", app_id, NS)  # the fake validated it against the CRD (strict)
     assert stored["spec"]["mainApplicationFile"] == f"s3a://{BUCKET}/{key}"
     assert stored["spec"]["arguments"] == ["data.txt"] and stored["spec"]["driver"]["serviceAccount"] == "mlplatform-spark"
-    assert stored["metadata"]["labels"]["mlplatform/user"] == "alice"
+    assert stored["metadata"]["labels"]["mlplatform.io/user"] == "alice"
     assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in stored["spec"]["driver"]["env"]
     assert submitted == {**submitted, "name": "wordcount", "backend": "kubernetes", "user": "alice",
                          "state": "SUBMITTED", "message": "waiting for the Spark operator", "ui_url": None,

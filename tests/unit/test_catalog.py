@@ -142,3 +142,31 @@ def test_parse_cpu_rejects_zero_and_words():
         parse_cpu(0)
     with pytest.raises(ValueError, match="'two' is not a CPU quantity"):
         parse_cpu("two")
+
+
+def test_kubernetes_section_defaults_and_team_cpu_memory_quota():
+    catalog = load_catalog(environ={})
+    assert catalog.kubernetes.model_dump() == {
+        "hub_namespace": "jupyterhub", "public_url": "https://jupyter.example.org",
+        "service_account": "mlplatform-notebook", "spark_service_account": "mlplatform-spark",
+        "images": {"hub": "mlplatform/hub:0.1.0", "serving": "mlplatform/ray:0.1.0",
+                   "serving_gpu": "mlplatform/ray-gpu:0.1.0", "spark": "mlplatform/spark:0.1.0", "external": []}}
+    assert catalog.teams["team-nlp"].quota.model_dump() == {"cpu": None, "memory": None}  # no quota: none rendered
+    data = copy.deepcopy(BASE)
+    data["teams"]["team-nlp"]["quota"] = {"cpu": "500m", "memory": "64Gi"}
+    assert parse_catalog(data, environ={}).teams["team-nlp"].quota.model_dump() == {"cpu": "500m", "memory": "64Gi"}
+
+
+def test_team_quota_and_kubernetes_settings_are_checked():
+    data = copy.deepcopy(BASE)
+    data["teams"]["team-nlp"]["quota"] = {"cpu": "lots", "memory": "64 gigs", "gpus": 2}
+    data["kubernetes"] = {"spark_service_account": "Spark_Driver"}
+    assert problems_of(data) == [
+        "kubernetes.spark_service_account: 'Spark_Driver' is not allowed: must be a DNS label: lowercase letters, "
+        "digits and '-', at most 63 characters",
+        "teams.team-nlp.quota.cpu: 'lots' is not allowed: 'lots' is not a CPU quantity; use cores (0.5, 2) or "
+        "millicores ('500m')",
+        "teams.team-nlp.quota.memory: '64 gigs' is not allowed: '64 gigs' is not a memory quantity; use a number with "
+        "K, M, G, T, Ki, Mi, Gi or Ti",
+        "teams.team-nlp.quota.gpus: unknown key 'gpus'; allowed keys: cpu, memory",
+    ]

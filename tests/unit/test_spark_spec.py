@@ -52,10 +52,10 @@ COMMON = {"app_id": "wordcount-3f9a1c2e", "namespace": "team-vision",
 
 LABELS = {
     "app.kubernetes.io/managed-by": "mlplatform",
-    "mlplatform/app-id": "wordcount-3f9a1c2e",
-    "mlplatform/app-name": "wordcount",
-    "mlplatform/team": "team-vision",
-    "mlplatform/user": "alice",
+    "mlplatform.io/app-id": "wordcount-3f9a1c2e",
+    "mlplatform.io/app-name": "wordcount",
+    "mlplatform.io/team": "team-vision",
+    "mlplatform.io/user": "alice",
 }
 ENV = [
     {"name": "MLPLATFORM_CONTRACT_VERSION", "value": "1"},
@@ -83,7 +83,7 @@ def test_whole_spark_application():
         "apiVersion": "sparkoperator.k8s.io/v1beta2",
         "kind": "SparkApplication",
         "metadata": {"name": "wordcount-3f9a1c2e", "namespace": "team-vision", "labels": LABELS,
-                     "annotations": {"mlplatform/user": "alice"}},
+                     "annotations": {"mlplatform.io/user": "alice"}},
         "spec": {
             "type": "Python",
             "pythonVersion": "3",
@@ -110,7 +110,7 @@ def test_whole_spark_application():
 def test_minimal_application_without_environment():
     job = SparkJob(name="pi", main_file="local:///opt/spark/examples/src/main/python/pi.py")
     app = spark_application(job, **{**COMMON, "app_id": "pi-00000000"})
-    labels = {**LABELS, "mlplatform/app-id": "pi-00000000", "mlplatform/app-name": "pi"}
+    labels = {**LABELS, "mlplatform.io/app-id": "pi-00000000", "mlplatform.io/app-name": "pi"}
     env = [{"name": "MLPLATFORM_SPARK_APP_ID", "value": "pi-00000000"}]
     assert app["spec"] == {
         "type": "Python", "pythonVersion": "3", "mode": "cluster", "sparkVersion": SPARK_VERSION,
@@ -150,8 +150,8 @@ def test_the_builder_does_not_touch_its_inputs():
 
 def test_unusual_username_is_a_valid_label_and_kept_exactly_in_an_annotation():
     app = spark_application(JOB, **{**COMMON, "user": "alice@example.org"})
-    assert app["metadata"]["labels"]["mlplatform/user"] == "alice-example.org"
-    assert app["metadata"]["annotations"] == {"mlplatform/user": "alice@example.org"}
+    assert app["metadata"]["labels"]["mlplatform.io/user"] == "alice-example.org"
+    assert app["metadata"]["annotations"] == {"mlplatform.io/user": "alice@example.org"}
     assert label_value("-x" * 40) == ("x-" * 30) + "x"  # cut to 63, then alphanumeric at both ends
     validate(app)
 

@@ -32,7 +32,7 @@ from .spec import ServingRequest, ray_service
 MAX_NAME_LENGTH = 47  # KubeRay: its cluster gets a 6-character suffix, its services "-serve-svc"
 SERVE_PORT = 8000
 MANAGED = "app.kubernetes.io/managed-by=mlplatform,app.kubernetes.io/component=model-serving"
-TEAM_LABEL, USER_LABEL = "mlplatform/team", "mlplatform/user"
+TEAM_LABEL, USER_LABEL = "mlplatform.io/team", "mlplatform.io/user"
 ANNOTATION = "mlplatform.io/"  # prefix of what the backend records on the RayService
 
 

@@ -41,7 +41,7 @@ STATES = {"": SUBMITTED, "NEW": SUBMITTED, "SUBMITTED": SUBMITTED, "PENDING_RERU
           "SUCCEEDING": COMPLETED, "COMPLETED": COMPLETED,  # SUCCEEDING: the driver succeeded, pods go away
           "FAILING": FAILED, "FAILED": FAILED, "SUBMISSION_FAILED": FAILED,
           "SUSPENDING": CANCELLED, "SUSPENDED": CANCELLED}
-ANNOTATION = "mlplatform/"  # what the backend records on the SparkApplication, besides spec.py's
+ANNOTATION = "mlplatform.io/"  # what the backend records on the SparkApplication, besides spec.py's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +185,7 @@ class KubernetesSparkBackend:
         return self._describe(self._get(app_id))
 
     def applications(self) -> list[dict[str, Any]]:
-        selector = f"app.kubernetes.io/managed-by=mlplatform,mlplatform/user={kube.label_value(self.config.user)}"
+        selector = f"app.kubernetes.io/managed-by=mlplatform,mlplatform.io/user={kube.label_value(self.config.user)}"
         found = [a for a in _translated(self.applications_api.list, selector)
                  if _annotation(a, "user") == self.config.user]  # the label is lossy for unusual names
         found.sort(key=lambda a: (_annotation(a, "submitted-at"), a["metadata"]["name"]), reverse=True)
@@ -214,7 +214,7 @@ class KubernetesSparkBackend:
             message = "cancelled"
         job = json.loads(_annotation(app, "job") or "{}")
         return {
-            "app_id": meta["name"], "name": job.get("name") or (meta.get("labels") or {}).get("mlplatform/app-name"),
+            "app_id": meta["name"], "name": job.get("name") or (meta.get("labels") or {}).get("mlplatform.io/app-name"),
             "backend": self.name, "user": _annotation(app, "user"), "state": state,
             "submitted_at": _annotation(app, "submitted-at") or meta.get("creationTimestamp"),
             "finished_at": status.get("terminationTime") if state in TERMINAL_STATES else None,

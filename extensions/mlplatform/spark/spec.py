@@ -40,7 +40,7 @@ LABEL_VALUE_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
 
 def label_value(text: str) -> str:
     """`text` made a valid label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends).
-    Lossy for unusual usernames: the exact user is also kept in the annotation `mlplatform/user`."""
+    Lossy for unusual usernames: the exact user is also kept in the annotation `mlplatform.io/user`."""
     return LABEL_VALUE_INVALID.sub("-", text)[:63].strip("-_.")
 
 
@@ -48,10 +48,10 @@ def labels(app_id: str, job: SparkJob, *, user: str, team: str) -> dict[str, str
     """Labels of the resource and of its driver and executor pods."""
     return {
         "app.kubernetes.io/managed-by": "mlplatform",
-        "mlplatform/app-id": app_id,
-        "mlplatform/app-name": job.name,
-        "mlplatform/team": team,
-        "mlplatform/user": label_value(user),
+        "mlplatform.io/app-id": app_id,
+        "mlplatform.io/app-name": job.name,
+        "mlplatform.io/team": team,
+        "mlplatform.io/user": label_value(user),
     }
 
 
@@ -128,6 +128,6 @@ def spark_application(job: SparkJob, *, app_id: str, namespace: str, image: str,
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": app_id, "namespace": namespace, "labels": pod_labels,
-                     "annotations": {"mlplatform/user": user}},
+                     "annotations": {"mlplatform.io/user": user}},
         "spec": spec,
     }

@@ -1,0 +1,87 @@
+"""Everything `mlplatform render` makes of a catalog, checked and validated, as file texts in memory.
+
+Nothing is written here: `render()` either returns every file or raises RenderError listing every
+problem (each naming the catalog key it comes from), so a bad catalog never leaves half an output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..catalog import Catalog
+from .checks import RenderError, check_catalog
+from .cluster import cluster_objects
+from .jupyterhub import jupyterhub_values
+from .operators import kuberay_operator_values, spark_operator_values
+from .prepull import prepull_daemonsets
+from .teams import team_objects
+from .validation import load_chart, object_problems, values_problems
+from .writer import dump
+
+OUTPUTS = ("helm-values", "cluster", "prepull", "teams")
+
+_EDIT = "Rendered by `mlplatform render` from {catalog}; do not edit: change the catalog and render again."
+HEADERS = {
+    "helm-values/jupyterhub.yaml": [
+        "Values for the zero-to-jupyterhub chart (jupyterhub/jupyterhub).", _EDIT,
+        "helm upgrade --install jupyterhub jupyterhub/jupyterhub -n {hub_namespace} -f helm-values/jupyterhub.yaml",
+    ],
+    "helm-values/kuberay-operator.yaml": [
+        "Values for the KubeRay operator chart (kuberay/kuberay-operator).", _EDIT,
+        "Keys: ray-project/kuberay helm-chart/kuberay-operator/values.yaml (singleNamespaceInstall,",
+        "crNamespacedRbacEnable, watchNamespace): a Role per team namespace, no ClusterRole.",
+    ],
+    "helm-values/spark-operator.yaml": [
+        "Values for the Spark operator chart (spark-operator/spark-operator).", _EDIT,
+        "Keys: kubeflow/spark-operator charts/spark-operator-chart/values.yaml (spark.jobNamespaces,",
+        "spark.serviceAccount, spark.rbac): the drivers' service account and Role in each team namespace.",
+    ],
+    "cluster": ["What the hub may read across namespaces: ResourceQuotas and pods, list and watch only.", _EDIT,
+                "kubectl apply -f cluster/"],
+    "prepull": ["Image pre-pull DaemonSet of one node pool.", _EDIT, "kubectl apply -f prepull/"],
+    "teams": ["A team's namespace, quota, catalog and RBAC.", _EDIT, "kubectl apply -f teams/"],
+}
+
+
+def _header(key: str, catalog: Catalog) -> str:
+    lines = HEADERS[key]
+    return "".join(f"# {line.format(catalog=Path(catalog.path).name, hub_namespace=catalog.kubernetes.hub_namespace)}\n"
+                   for line in lines)
+
+
+def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+    """Relative path → (the catalog key it comes from, its YAML documents)."""
+    docs: dict[str, tuple[str, list[dict[str, Any]]]] = {
+        "helm-values/jupyterhub.yaml": ("kubernetes", [jupyterhub_values(catalog)]),
+        "helm-values/kuberay-operator.yaml": ("teams", [kuberay_operator_values(catalog)]),
+        "helm-values/spark-operator.yaml": ("teams", [spark_operator_values(catalog)]),
+    }
+    docs["cluster/hub-rbac.yaml"] = ("kubernetes.hub_namespace", cluster_objects(catalog))
+    for pool, daemonset in prepull_daemonsets(catalog).items():
+        source = f"gpu_types.{pool.removeprefix('gpu-')}" if pool.startswith("gpu-") else "profiles"
+        docs[f"prepull/{pool}.yaml"] = (source, [daemonset])
+    for team in catalog.teams:
+        docs[f"teams/{team}.yaml"] = (f"teams.{team}", team_objects(catalog, team))
+    return docs
+
+
+def render(catalog: Catalog, jupyterhub_chart: str | Path | None = None) -> dict[str, str]:
+    """Relative path → file text. Core objects are validated against Kubernetes' schemas (strict); the
+    z2jh values against the chart's schema when `jupyterhub_chart` (an unpacked chart) is given."""
+    problems = check_catalog(catalog)
+    if problems:
+        raise RenderError(catalog.path, problems)
+    docs = documents(catalog)
+    for path, (source, objects) in docs.items():
+        if not path.startswith("helm-values/"):
+            for obj in objects:
+                problems += object_problems(source, obj)
+    if jupyterhub_chart is not None:
+        chart_values, schema = load_chart(jupyterhub_chart)
+        source, [values] = docs["helm-values/jupyterhub.yaml"]
+        problems += values_problems(source, values, chart_values, schema)
+    if problems:
+        raise RenderError(catalog.path, problems)
+    return {path: dump(objects, _header(path if path in HEADERS else path.split("/")[0], catalog))
+            for path, (_, objects) in docs.items()}

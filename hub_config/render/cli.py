@@ -1,0 +1,58 @@
+"""`mlplatform render --catalog platform.yaml --out build/`: a cluster's manifests and Helm values."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..catalog import CatalogError, load_catalog
+from .build import OUTPUTS, render
+from .checks import RenderError
+from .writer import write
+
+
+def _only(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in chosen if part not in OUTPUTS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: a comma-separated choice of {', '.join(OUTPUTS)}")
+    return chosen
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlplatform", description="Tools of the ML platform.")
+    commands = p.add_subparsers(dest="command", required=True)
+    r = commands.add_parser(
+        "render", help="render Helm values, team namespaces and pre-pull DaemonSets from the catalog",
+        description="Writes OUT/helm-values/ (jupyterhub, kuberay-operator, spark-operator), "
+                    "OUT/cluster/hub-rbac.yaml, OUT/teams/<team>.yaml and OUT/prepull/<pool>.yaml. Everything is "
+                    "validated before anything is written.")
+    r.add_argument("--catalog", required=True, help="the platform catalog (platform.yaml, backend: kubernetes)")
+    r.add_argument("--out", required=True, help="folder to write into (created if missing)")
+    r.add_argument("--only", type=_only, help=f"write only these folders: {','.join(OUTPUTS)}")
+    r.add_argument("--jupyterhub-chart", metavar="DIR",
+                   help="an unpacked jupyterhub chart (helm pull jupyterhub/jupyterhub --untar): check the values "
+                        "against its values.schema.yaml after merging them onto its values.yaml")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        files = render(load_catalog(args.catalog), jupyterhub_chart=args.jupyterhub_chart)
+    except (CatalogError, RenderError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    except OSError as e:  # an unreadable chart folder
+        print(f"cannot read the jupyterhub chart: {e}", file=sys.stderr)
+        return 1
+    for path in write(files, args.out, args.only):
+        print(f"wrote {path}")
+    if not args.jupyterhub_chart:
+        print("note: helm-values/jupyterhub.yaml was not checked against the chart's schema; "
+              "give --jupyterhub-chart DIR to check it", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Values for the zero-to-jupyterhub chart (jupyterhub/values.yaml, values.schema.yaml), from the catalog.
+
+Only overrides of the chart's defaults; `validation.validate_jupyterhub_values` merges them onto the
+chart's values.yaml (as helm does) and checks the result against its schema.
+
+The hub image has this bundle installed. `hub.extraConfig` calls `configure_hub` (hub_config/hub.py)
+with the catalog mounted from `hub.extraFiles`; the spawner is `CatalogKubeSpawner` (entry point
+`mlplatform-kubernetes`), which starts each server in its team's namespace. Secrets never appear in
+the values: the OAuth client secret and the auth_state key come from the Secret HUB_SECRET.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from ..catalog import Catalog, parse_cpu, parse_memory
+from .common import CATALOG_PATH, HUB_API_PORT, HUB_SERVICE, catalog_document
+from .images import split_image
+
+HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, crypt-key (README, "Deploy on Kubernetes")
+SPAWNER = "mlplatform-kubernetes"  # entry point of hub_config.spawners.kubernetes:CatalogKubeSpawner
+TLS_SECRET = "mlplatform-hub-tls"
+NETWORK_TOOLS_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
+EXTRA_CONFIG = f"""\
+from hub_config.catalog import load_catalog
+from hub_config.hub import configure_hub
+
+configure_hub(c, load_catalog({CATALOG_PATH!r}))
+"""
+
+
+def _secret_env(key: str) -> dict[str, Any]:
+    return {"valueFrom": {"secretKeyRef": {"name": HUB_SECRET, "key": key}}}
+
+
+def _image(ref: str) -> dict[str, str]:
+    name, tag = split_image(ref)
+    return {"name": name, "tag": tag}
+
+
+def default_profile(catalog: Catalog):
+    """The profile marked default, else the first one."""
+    return next((p for p in catalog.profiles.values() if p.default), next(iter(catalog.profiles.values())))
+
+
+def _resources(resource, parse) -> dict[str, Any]:
+    # KubeSpawner's memory traits take K/M/G/T suffixes only (no "Gi"), and the schema wants CPU as a
+    # number: both are handed over as plain numbers (bytes, cores).
+    return {key: parse(value) for key, value in (("limit", resource.limit), ("guarantee", resource.guarantee))
+            if value is not None}
+
+
+def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
+    k8s = catalog.kubernetes
+    url = urlparse(k8s.public_url)
+    profile = default_profile(catalog)
+    singleuser: dict[str, Any] = {
+        "image": _image(profile.image),
+        "serviceAccountName": k8s.service_account,
+        # The chart's block-cloud-metadata init container runs in every user pod; a team namespace with
+        # a CPU/memory quota refuses containers that request nothing.
+        "networkTools": {"resources": NETWORK_TOOLS_RESOURCES},
+    }
+    for key, resource, parse in (("cpu", profile.cpu, parse_cpu), ("memory", profile.memory, parse_memory)):
+        if _resources(resource, parse):
+            singleuser[key] = _resources(resource, parse)
+    ingress: dict[str, Any] = {"enabled": True, "hosts": [url.hostname]}
+    if url.scheme == "https":
+        ingress["tls"] = [{"hosts": [url.hostname], "secretName": TLS_SECRET}]
+    return {
+        "hub": {
+            "image": _image(k8s.images.hub),
+            "config": {
+                "JupyterHub": {
+                    "authenticator_class": "keycloak",
+                    "spawner_class": SPAWNER,
+                    # User servers run in the team namespaces: the hub's short Service name does not
+                    # resolve there.
+                    "hub_connect_url": f"http://{HUB_SERVICE}.{k8s.hub_namespace}.svc:{HUB_API_PORT}",
+                },
+                "KeycloakOAuthenticator": {
+                    "oauth_callback_url": f"{url.scheme}://{url.netloc}/hub/oauth_callback",
+                    # Keycloak access tokens live minutes: check and refresh them often.
+                    "auth_refresh_age": 60,
+                },
+            },
+            "extraEnv": {
+                "MLPLATFORM_CATALOG": CATALOG_PATH,
+                "OAUTH_CLIENT_SECRET": _secret_env("oauth-client-secret"),
+                "JUPYTERHUB_CRYPT_KEY": _secret_env("crypt-key"),
+            },
+            "extraFiles": {"mlplatform-catalog": {"mountPath": CATALOG_PATH, "stringData": catalog_document(catalog)}},
+            "extraConfig": {"mlplatform": EXTRA_CONFIG},
+            # Lets labelled user pods in the (labelled) team namespaces reach the hub API.
+            "networkPolicy": {"interNamespaceAccessLabels": "accept"},
+        },
+        "proxy": {"service": {"type": "ClusterIP"}},
+        "ingress": ingress,
+        "singleuser": singleuser,
+        # prepull/ holds the pre-pull DaemonSets, one per node pool, for every profile's image.
+        "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
+    }

@@ -1,0 +1,23 @@
+"""helm-values/ and prepull/ in the repository are exactly what `mlplatform render` makes of
+helm-values/platform.yaml, so the examples never drift from the renderer."""
+
+from pathlib import Path
+
+from hub_config.catalog import load_catalog
+from hub_config.render.build import render
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG = ROOT / "helm-values" / "platform.yaml"
+CHART = ROOT.parent / "shared" / "schemas" / "zero-to-jupyterhub-k8s"
+REFRESH = "mlplatform render --catalog helm-values/platform.yaml --out . --only helm-values,prepull"
+
+
+def test_repository_examples_are_the_rendered_files():
+    rendered = {path: text for path, text in render(load_catalog(CATALOG, environ={}), jupyterhub_chart=CHART).items()
+                if path.split("/")[0] in ("helm-values", "prepull")}
+    in_repo = {p.relative_to(ROOT).as_posix(): p.read_bytes()
+               for folder in ("helm-values", "prepull") for p in sorted((ROOT / folder).glob("*.yaml"))
+               if p != CATALOG}
+    assert sorted(in_repo) == sorted(rendered), f"files differ; run: {REFRESH}"
+    for path, text in rendered.items():
+        assert in_repo[path] == text.encode(), f"{path} is not what render makes of the catalog; run: {REFRESH}"

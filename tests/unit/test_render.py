@@ -1,0 +1,204 @@
+"""`mlplatform render` of the example cluster catalog (helm-values/platform.yaml): whole documents."""
+
+from pathlib import Path
+
+import yaml
+
+from hub_config.catalog import load_catalog, parse_catalog
+from hub_config.render.build import documents
+from hub_config.render.cli import main
+from hub_config.render.jupyterhub import EXTRA_CONFIG, jupyterhub_values
+from hub_config.render.operators import kuberay_operator_values, spark_operator_values
+from hub_config.render.prepull import prepull_daemonsets
+from hub_config.render.teams import quota_hard, team_objects
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "helm-values" / "platform.yaml"
+CATALOG = load_catalog(EXAMPLE, environ={})
+MANAGED = {"app.kubernetes.io/managed-by": "mlplatform", "app.kubernetes.io/part-of": "mlplatform"}
+VISION = {**MANAGED, "mlplatform.io/team": "team-vision"}
+SECRET = {"name": "mlplatform-hub"}
+
+
+def test_jupyterhub_values():
+    values = jupyterhub_values(CATALOG)
+    catalog_file = values["hub"]["extraFiles"]["mlplatform-catalog"].pop("stringData")
+    assert values == {
+        "hub": {
+            "image": {"name": "registry.example.org/mlplatform/hub", "tag": "0.1.0"},
+            "config": {
+                "JupyterHub": {"authenticator_class": "keycloak", "spawner_class": "mlplatform-kubernetes",
+                               "hub_connect_url": "http://hub.jupyterhub.svc:8081"},
+                "KeycloakOAuthenticator": {"oauth_callback_url": "https://jupyter.example.org/hub/oauth_callback",
+                                           "auth_refresh_age": 60},
+            },
+            "extraEnv": {
+                "MLPLATFORM_CATALOG": "/etc/mlplatform/platform.yaml",
+                "OAUTH_CLIENT_SECRET": {"valueFrom": {"secretKeyRef": {**SECRET, "key": "oauth-client-secret"}}},
+                "JUPYTERHUB_CRYPT_KEY": {"valueFrom": {"secretKeyRef": {**SECRET, "key": "crypt-key"}}},
+            },
+            "extraFiles": {"mlplatform-catalog": {"mountPath": "/etc/mlplatform/platform.yaml"}},
+            "extraConfig": {"mlplatform": EXTRA_CONFIG},
+            "networkPolicy": {"interNamespaceAccessLabels": "accept"},
+        },
+        "proxy": {"service": {"type": "ClusterIP"}},
+        "ingress": {"enabled": True, "hosts": ["jupyter.example.org"],
+                    "tls": [{"hosts": ["jupyter.example.org"], "secretName": "mlplatform-hub-tls"}]},
+        "singleuser": {
+            "image": {"name": "registry.example.org/mlplatform/notebook", "tag": "0.1.0"},
+            "serviceAccountName": "mlplatform-notebook",
+            "networkTools": {"resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                                           "limits": {"cpu": "100m", "memory": "64Mi"}}},
+            "cpu": {"limit": 2.0, "guarantee": 0.5},
+            "memory": {"limit": 4 * 2**30, "guarantee": 2**30},  # bytes: KubeSpawner does not take "Gi"
+        },
+        "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
+    }
+    assert EXTRA_CONFIG == ("from hub_config.catalog import load_catalog\nfrom hub_config.hub import configure_hub\n\n"
+                            "configure_hub(c, load_catalog('/etc/mlplatform/platform.yaml'))\n")
+    # The hub reads the catalog as validated at render time.
+    assert parse_catalog(yaml.safe_load(catalog_file), environ={}).model_dump() == CATALOG.model_dump()
+
+
+def test_extra_config_configures_the_hub_from_the_mounted_catalog(tmp_path, monkeypatch):
+    from traitlets.config import Config
+
+    mounted = tmp_path / "platform.yaml"
+    mounted.write_text(jupyterhub_values(CATALOG)["hub"]["extraFiles"]["mlplatform-catalog"]["stringData"])
+    c = Config()
+    # The chart runs hub.extraConfig the same way: exec with `c` in scope.
+    exec(EXTRA_CONFIG.replace("/etc/mlplatform/platform.yaml", str(mounted)), {"c": c})
+    assert c.JupyterHub.authenticator_class == "keycloak"
+    assert c.KeycloakOAuthenticator.realm_url == "https://sso.example.org/realms/platform"
+    assert c.KeycloakOAuthenticator.allowed_groups == {"team-vision", "team-nlp"}
+
+
+def test_team_namespace_quota_and_notebook_role():
+    objects = team_objects(CATALOG, "team-vision")
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("Namespace", "team-vision"), ("ResourceQuota", "mlplatform-team"), ("ConfigMap", "mlplatform"),
+        ("ServiceAccount", "mlplatform-notebook"), ("Role", "mlplatform-notebook"),
+        ("RoleBinding", "mlplatform-notebook"), ("Role", "mlplatform-hub"), ("RoleBinding", "mlplatform-hub"),
+    ]
+    namespace, quota, config_map, account, role, binding, hub_role, hub_binding = objects
+    assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "team-vision", "labels": {**VISION, "hub.jupyter.org/network-access-hub": "true"}}}
+    assert quota == {"apiVersion": "v1", "kind": "ResourceQuota",
+                     "metadata": {"name": "mlplatform-team", "namespace": "team-vision", "labels": VISION},
+                     "spec": {"hard": {"requests.nvidia.com/gpu": "4", "requests.cpu": "64",
+                                       "requests.memory": "256Gi"}}}
+    assert config_map["metadata"] == {"name": "mlplatform", "namespace": "team-vision", "labels": VISION}
+    assert sorted(config_map["data"]) == ["aws-config", "platform.yaml"]
+    assert parse_catalog(yaml.safe_load(config_map["data"]["platform.yaml"]), environ={}).model_dump() == \
+        CATALOG.model_dump()
+    assert "[default]\ncredential_process = mlplatform-aws-credentials\n" in config_map["data"]["aws-config"]
+    assert account == {"apiVersion": "v1", "kind": "ServiceAccount",
+                       "metadata": {"name": "mlplatform-notebook", "namespace": "team-vision", "labels": VISION}}
+    manage = ["get", "list", "watch", "create", "update", "patch", "delete"]
+    assert role == {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                    "metadata": {"name": "mlplatform-notebook", "namespace": "team-vision", "labels": VISION},
+                    "rules": [{"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": manage},
+                              {"apiGroups": ["sparkoperator.k8s.io"], "resources": ["sparkapplications"],
+                               "verbs": manage},
+                              {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get"]},
+                              {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]}
+    assert binding == {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                       "metadata": {"name": "mlplatform-notebook", "namespace": "team-vision", "labels": VISION},
+                       "subjects": [{"kind": "ServiceAccount", "name": "mlplatform-notebook",
+                                     "namespace": "team-vision"}],
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                   "name": "mlplatform-notebook"}}
+    assert hub_binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"}]
+    assert hub_role["rules"] == [  # z2jh's own hub Role, in the team namespace
+        {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
+         "verbs": ["get", "watch", "list", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]}]
+
+
+def test_gpu_quota_per_resource_is_capped_by_the_total_and_the_per_type_quotas():
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["gpu_types"]["mig"] = {"display_name": "A100 MIG 1g", "resource": "nvidia.com/mig-1g.10gb",
+                                "node_selector": {"nvidia.com/mig.config": "all-1g.10gb"}}
+    data["teams"]["team-vision"]["gpu_quota"] = {"total": 3, "per_type": {"a100": 3, "t4": 3, "mig": 2}}
+    data["teams"]["team-nlp"]["gpu_quota"] = {"total": 0}
+    del data["teams"]["team-nlp"]["quota"]
+    catalog = parse_catalog(data, environ={})
+    assert quota_hard(catalog, catalog.teams["team-vision"]) == {
+        "requests.nvidia.com/gpu": "3", "requests.nvidia.com/mig-1g.10gb": "2",
+        "requests.cpu": "64", "requests.memory": "256Gi"}
+    # A team without GPUs gets an explicit zero; without a CPU/memory quota, no such key.
+    assert quota_hard(catalog, catalog.teams["team-nlp"]) == {
+        "requests.nvidia.com/gpu": "0", "requests.nvidia.com/mig-1g.10gb": "0"}
+
+
+def test_gpu_prepull_daemonset():
+    pull = {"command": ["/bin/sh", "-c", "echo Pulling complete"],
+            "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
+                                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"}}}
+    select = {"app.kubernetes.io/name": "mlplatform-prepull", "mlplatform.io/node-pool": "gpu-a100"}
+    user = {"operator": "Equal", "value": "user", "effect": "NoSchedule"}
+    assert prepull_daemonsets(CATALOG)["gpu-a100"] == {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "mlplatform-prepull-gpu-a100", "namespace": "jupyterhub", "labels": {**MANAGED, **select}},
+        "spec": {
+            "selector": {"matchLabels": select},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {"metadata": {"labels": {**MANAGED, **select}}, "spec": {
+                "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                {"key": "hub.jupyter.org/dedicated", **user},
+                                {"key": "hub.jupyter.org_dedicated", **user}],
+                "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "initContainers": [
+                    {"name": "image-pull-notebook-gpu", "image": "registry.example.org/mlplatform/notebook-gpu:0.1.0",
+                     **pull},
+                    {"name": "image-pull-ray-gpu", "image": "registry.example.org/mlplatform/ray-gpu:0.1.0", **pull},
+                ],
+                "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10.2",
+                                "resources": pull["resources"], "securityContext": pull["securityContext"]}],
+            }},
+        },
+    }
+
+
+def test_operator_values_watch_the_team_namespaces():
+    assert kuberay_operator_values(CATALOG) == {
+        "singleNamespaceInstall": True, "crNamespacedRbacEnable": True, "watchNamespace": ["team-vision", "team-nlp"]}
+    assert spark_operator_values(CATALOG) == {"spark": {
+        "jobNamespaces": ["team-vision", "team-nlp"],
+        "serviceAccount": {"create": True, "name": "mlplatform-spark"}, "rbac": {"create": True}}}
+
+
+def test_cli_writes_every_file_and_says_so(tmp_path, capsys):
+    assert main(["render", "--catalog", str(EXAMPLE), "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    expected = sorted(documents(CATALOG))
+    assert expected == ["cluster/hub-rbac.yaml", "helm-values/jupyterhub.yaml", "helm-values/kuberay-operator.yaml",
+                        "helm-values/spark-operator.yaml", "prepull/cpu.yaml", "prepull/gpu-a100.yaml",
+                        "prepull/gpu-t4.yaml", "teams/team-nlp.yaml", "teams/team-vision.yaml"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == expected
+    assert sorted(out.splitlines()) == sorted(f"wrote {tmp_path / rel}" for rel in expected)
+    assert "not checked against the chart's schema; give --jupyterhub-chart DIR" in err
+    team = list(yaml.safe_load_all((tmp_path / "teams" / "team-vision.yaml").read_text()))
+    assert team == team_objects(CATALOG, "team-vision")
+    assert (tmp_path / "teams" / "team-vision.yaml").read_text().startswith(
+        "# A team's namespace, quota, catalog and RBAC.\n"
+        "# Rendered by `mlplatform render` from platform.yaml; do not edit: change the catalog and render again.\n"
+        "# kubectl apply -f teams/\n---\napiVersion: v1\nkind: Namespace\n")
+
+
+def test_cli_only_writes_the_chosen_folders_and_drops_stale_files(tmp_path, capsys):
+    (tmp_path / "prepull").mkdir()
+    (tmp_path / "prepull" / "gpu-h100.yaml").write_text("a pool the catalog no longer has")
+    (tmp_path / "helm-values").mkdir()
+    (tmp_path / "helm-values" / "platform.yaml").write_text("the catalog: kept")
+    assert main(["render", "--catalog", str(EXAMPLE), "--out", str(tmp_path), "--only", "helm-values,prepull"]) == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "helm-values/jupyterhub.yaml", "helm-values/kuberay-operator.yaml", "helm-values/platform.yaml",
+        "helm-values/spark-operator.yaml", "prepull/cpu.yaml", "prepull/gpu-a100.yaml", "prepull/gpu-t4.yaml"]
+    assert (tmp_path / "helm-values" / "platform.yaml").read_text() == "the catalog: kept"
