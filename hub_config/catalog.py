@@ -241,6 +241,9 @@ class KubernetesSettings(_Model):
     # Service account of Spark drivers in every team namespace; the Spark operator's chart creates it
     # with the Role a driver needs to run its executors (helm-values/spark-operator.yaml).
     spark_service_account: Slug = "mlplatform-spark"
+    # Service account of RayService pods (model serving) in every team namespace: no Kubernetes API
+    # access; give it the cloud identity that may read the team's MLflow artifacts (e.g. an IRSA role).
+    serving_service_account: Slug = "mlplatform-serving"
     images: Images = Images()
 
 

@@ -81,6 +81,12 @@ def notebook_service_account(catalog: Catalog, team_name: str, team: Team) -> di
             "metadata": _meta(catalog.kubernetes.service_account, team_name, team)}
 
 
+def serving_service_account(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:
+    """RayService pods run as it: no Role binds it, they never call the Kubernetes API."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+            "metadata": _meta(catalog.kubernetes.serving_service_account, team_name, team)}
+
+
 def notebook_role(team_name: str, team: Team) -> dict[str, Any]:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": _meta(NOTEBOOK_ROLE, team_name, team),
@@ -118,6 +124,7 @@ def team_objects(catalog: Catalog, team_name: str) -> list[dict[str, Any]]:
         resource_quota(catalog, team_name, team),
         config_map(catalog, team_name, team),
         notebook_service_account(catalog, team_name, team),
+        serving_service_account(catalog, team_name, team),
         notebook_role(team_name, team),
         role_binding(NOTEBOOK_ROLE, team_name, team, account=k8s.service_account, account_namespace=team.namespace),
         hub_role(team_name, team),

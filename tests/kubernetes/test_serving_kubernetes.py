@@ -71,7 +71,8 @@ def test_backend_is_chosen_from_the_environment_and_the_catalog(kubeconfig):
     assert chosen.config == KubernetesServingConfig(
         namespace=NS, team=TEAM, user=USER, image="mlplatform/ray:0.1.0", gpu_image="mlplatform/ray-gpu:0.1.0",
         node_selector=(("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-80GB"),),
-        tolerations=('{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}',))
+        tolerations=('{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}',),
+        service_account="mlplatform-serving")
     with pytest.raises(BackendUnavailable, match="^MLPLATFORM_NAMESPACE, MLPLATFORM_USER not set: serving on Kuber"):
         serving.backend({"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_TEAM": TEAM})
 

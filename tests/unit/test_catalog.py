@@ -149,6 +149,7 @@ def test_kubernetes_section_defaults_and_team_cpu_memory_quota():
     assert catalog.kubernetes.model_dump() == {
         "hub_namespace": "jupyterhub", "public_url": "https://jupyter.example.org",
         "service_account": "mlplatform-notebook", "spark_service_account": "mlplatform-spark",
+        "serving_service_account": "mlplatform-serving",
         "images": {"hub": "mlplatform/hub:0.1.0", "serving": "mlplatform/ray:0.1.0",
                    "serving_gpu": "mlplatform/ray-gpu:0.1.0", "spark": "mlplatform/spark:0.1.0", "external": []}}
     assert catalog.teams["team-nlp"].quota.model_dump() == {"cpu": None, "memory": None}  # no quota: none rendered

@@ -77,10 +77,11 @@ def test_team_namespace_quota_and_notebook_role():
     objects = team_objects(CATALOG, "team-vision")
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("Namespace", "team-vision"), ("ResourceQuota", "mlplatform-team"), ("ConfigMap", "mlplatform"),
-        ("ServiceAccount", "mlplatform-notebook"), ("Role", "mlplatform-notebook"),
-        ("RoleBinding", "mlplatform-notebook"), ("Role", "mlplatform-hub"), ("RoleBinding", "mlplatform-hub"),
+        ("ServiceAccount", "mlplatform-notebook"), ("ServiceAccount", "mlplatform-serving"),
+        ("Role", "mlplatform-notebook"), ("RoleBinding", "mlplatform-notebook"), ("Role", "mlplatform-hub"),
+        ("RoleBinding", "mlplatform-hub"),
     ]
-    namespace, quota, config_map, account, role, binding, hub_role, hub_binding = objects
+    namespace, quota, config_map, account, serving_account, role, binding, hub_role, hub_binding = objects
     assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": "team-vision", "labels": {**VISION, "hub.jupyter.org/network-access-hub": "true"}}}
     assert quota == {"apiVersion": "v1", "kind": "ResourceQuota",
@@ -94,6 +95,9 @@ def test_team_namespace_quota_and_notebook_role():
     assert "[default]\ncredential_process = mlplatform-aws-credentials\n" in config_map["data"]["aws-config"]
     assert account == {"apiVersion": "v1", "kind": "ServiceAccount",
                        "metadata": {"name": "mlplatform-notebook", "namespace": "team-vision", "labels": VISION}}
+    assert serving_account == {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+                               "metadata": {"name": "mlplatform-serving", "namespace": "team-vision",
+                                            "labels": VISION}}
     manage = ["get", "list", "watch", "create", "update", "patch", "delete"]
     assert role == {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                     "metadata": {"name": "mlplatform-notebook", "namespace": "team-vision", "labels": VISION},
