@@ -140,7 +140,8 @@ async def main() -> None:
     for name, times, calls in rows:
         print(f"{name:<28}{p(times, 50):>10.2f}{p(times, 99):>10.2f}{calls:>18.1f}")
     (_, cached, _), (_, listed, _) = rows
-    print(f"\nlist per page / cache: p50 {p(listed, 50) / p(cached, 50):.1f}×, p99 {p(listed, 99) / p(cached, 99):.1f}×")
+    print(f"\nlist per page / cache: p50 {p(listed, 50) / p(cached, 50):.1f}×, "
+          f"p99 {p(listed, 99) / p(cached, 99):.1f}×")
 
 
 if __name__ == "__main__":

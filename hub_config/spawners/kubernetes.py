@@ -180,25 +180,6 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
         return (f"Cannot start your server{gpus}: team {team}'s quota in namespace {self.namespace} is used up "
                 f"({detail}). Choose a smaller profile, or stop another server of your team.")
 
-    async def start(self):
-        try:
-            return await super().start()
-        except BaseException:
-            self.release()
-            raise
-
-    async def poll(self):
-        status = await super().poll()
-        if status is not None:
-            self.release()
-        return status
-
-    async def stop(self, now=False):
-        try:
-            await super().stop(now=now)
-        finally:
-            self.release()
-
     def get_state(self):
         state = super().get_state()
         if self.selection is not None:

@@ -10,7 +10,6 @@ not enforced.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ from traitlets import Unicode, default
 from ..catalog import parse_cpu, parse_memory
 from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
-from ..mlflow_experiments import ExperimentError, ensure_team_experiment
 from ..profiles import QuotaSnapshot, Selection
 from .profiles_mixin import CatalogProfilesMixin
 
@@ -117,33 +115,6 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
             if os.environ.get("MLPLATFORM_RAY_PORT"):
                 env["MLPLATFORM_RAY_PORT"] = os.environ["MLPLATFORM_RAY_PORT"]
         return env
-
-    async def start(self):
-        try:
-            await self._ensure_team_experiment()
-            return await super().start()
-        except BaseException:
-            self.release()
-            raise
-
-    async def _ensure_team_experiment(self) -> None:
-        # Without MLflow the notebook is still useful: say so in the log, do not refuse the server.
-        try:
-            await asyncio.to_thread(ensure_team_experiment, self.catalog, self.selection.team)
-        except ExperimentError as e:
-            self.log.warning("No MLflow experiment for team %s: %s", self.selection.team, e)
-
-    async def poll(self):
-        status = await super().poll()
-        if status is not None:
-            self.release()  # a server that has exited holds no GPUs
-        return status
-
-    async def stop(self, now=False):
-        try:
-            await super().stop(now=now)
-        finally:
-            self.release()
 
     def get_state(self):
         state = super().get_state()

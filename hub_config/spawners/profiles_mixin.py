@@ -4,11 +4,14 @@ A spawner that mixes this in provides three things: `quota_snapshot()` (GPUs in 
 `reserve(selection)` / `release()` (hold GPUs for this server, atomically with the quota check), and
 `apply_selection(selection)` (turn the chosen profile into its own settings). The mixin renders the
 spawn form, reads it back into user options, and re-validates user options from the form and the
-REST API alike in JupyterHub's `apply_user_options` hook.
+REST API alike in JupyterHub's `apply_user_options` hook. It also wraps `start` (the team's MLflow
+experiment first; GPUs given back when the start fails), `poll` and `stop` (GPUs given back once the
+server is gone).
 """
 
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -17,6 +20,7 @@ from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..catalog import Catalog, configured_catalog_path, load_catalog
+from ..mlflow_experiments import ExperimentError, ensure_team_experiment
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
 
 _templates = Environment(loader=PackageLoader("hub_config", "templates"), autoescape=select_autoescape(["html"]))
@@ -119,3 +123,31 @@ class CatalogProfilesMixin(LoggingConfigurable):
         self.apply_selection(selection)
         self.log.info("Applied profile %s of team %s to %s (GPUs: %s %s)", selection.profile, selection.team,
                       self._log_name, selection.gpu_count, selection.gpu_type or "-")
+
+    # --- the server's life: GPUs are held from apply_user_options until the server is gone --------
+    async def start(self):
+        try:
+            await self._ensure_team_experiment()
+            return await super().start()
+        except BaseException:
+            self.release()
+            raise
+
+    async def _ensure_team_experiment(self) -> None:
+        # Without MLflow the notebook is still useful: say so in the log, do not refuse the server.
+        try:
+            await asyncio.to_thread(ensure_team_experiment, self.catalog, self.selection.team)
+        except ExperimentError as e:
+            self.log.warning("No MLflow experiment for team %s: %s", self.selection.team, e)
+
+    async def poll(self):
+        status = await super().poll()
+        if status is not None:
+            self.release()  # a server that has exited holds no GPUs
+        return status
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            self.release()

@@ -28,6 +28,14 @@ async def sso_login(page, user: str, shot=None) -> None:
     await page.wait_for_load_state()
 
 
+async def spawn(page, profile: str) -> None:
+    """On the spawn page: choose `profile` (its form id, e.g. "team-vision--cpu"), start, wait for JupyterLab."""
+    await page.wait_for_selector("#spawn_form input[name=profile]")
+    await page.click(f"label[for=profile-item-{profile}]")
+    await page.click("#spawn_form button[type=submit]")
+    await page.wait_for_selector(".jp-LauncherCard", timeout=SPAWN_TIMEOUT)
+
+
 async def run_in_new_notebook(page, code: str) -> str:
     """Open a notebook from the launcher, run `code` in its first cell, return the cell's output text."""
     # Type only once the kernel is idle, or the keystrokes race the kernel start.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 
 import pytest
@@ -19,10 +18,10 @@ from mlflow import MlflowClient
 
 from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform import serving
-from mlplatform.serving.local import LocalRayConfig, LocalRayHead
 
 from ..conftest import BASE
 from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
+from ..support.ray_head import fresh_ray_head, local_backend_environ
 from .rest_fixtures import UNAUTHENTICATED, refused, send
 from .rest_fixtures import api_fixture, server_config_fixture  # noqa: F401  (fixtures api, jp_server_config)
 
@@ -36,21 +35,8 @@ ENVIRONMENT = ("MLPLATFORM_BACKEND", "MLPLATFORM_RAY_PORT", "MLPLATFORM_RAY_DIR"
 @pytest.fixture(scope="module")
 def local_ray(platform):
     """The local backend's environment for the module, and the head stopped (no process left) at the end."""
-    saved = {k: os.environ.pop(k, None) for k in ENVIRONMENT}
-    os.environ.update(MLPLATFORM_BACKEND="local", MLPLATFORM_RAY_PORT=str(RAY_PORT),
-                      MLFLOW_TRACKING_URI=platform.mlflow_url)
-    head = LocalRayHead(LocalRayConfig(port=RAY_PORT))
-    head.stop()  # a head left by an interrupted run
-    shutil.rmtree(head.root, ignore_errors=True)
-    try:
+    with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url), unset=ENVIRONMENT) as head:
         yield head
-    finally:
-        head.stop()
-        left = head.processes()
-        shutil.rmtree(head.root, ignore_errors=True)
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        assert left == [], f"Ray processes left behind: {left}"
 
 
 @pytest.fixture(scope="module")

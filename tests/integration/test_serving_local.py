@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -30,11 +29,11 @@ from mlflow import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from mlplatform import serving
-from mlplatform.serving.local import LocalRayConfig, LocalRayHead
 
 from ..conftest import BASE
 from ..support import mlflow_models
 from ..support.mlflow_models import SAMPLE_ROWS, unique_name
+from ..support.ray_head import fresh_ray_head, local_backend_environ
 
 RAY_PORT = BASE + 600
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models from code
@@ -45,22 +44,8 @@ TOKEN = "kernel-credential-for-the-test"  # a credential of the deploying kernel
 @pytest.fixture(scope="session")
 def local_serving(platform):
     """The API's environment for the local backend, and the head stopped (no process left) at the end."""
-    saved = {k: os.environ.get(k) for k in ("MLPLATFORM_BACKEND", "MLPLATFORM_RAY_PORT", "MLFLOW_TRACKING_URI")}
-    os.environ.update(MLPLATFORM_BACKEND="local", MLPLATFORM_RAY_PORT=str(RAY_PORT),
-                      MLFLOW_TRACKING_URI=platform.mlflow_url)
-    head = LocalRayHead(LocalRayConfig(port=RAY_PORT))
-    head.stop()  # a head left by an interrupted run
-    shutil.rmtree(head.root, ignore_errors=True)
-    try:
+    with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
         yield head
-    finally:
-        head.stop()
-        left = head.processes()
-        shutil.rmtree(head.root, ignore_errors=True)
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        assert left == [], f"Ray processes left behind: {left}"
-        assert not _ray_processes(head.root), "a process still names the head's directory"
 
 
 def register_model(tracking_uri: str, name: str):
@@ -70,11 +55,6 @@ def register_model(tracking_uri: str, name: str):
         return mlflow_models.register_model(tracking_uri, name)
     finally:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-
-
-def _ray_processes(root: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if str(root) in line]
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,8 @@ class KubernetesServingConfig:
             gpu_name = next(iter(team.gpu_quota.per_type))
         gpu = catalog.gpu_types.get(gpu_name) if gpu_name else None
         return cls(namespace=config.namespace, team=config.team, user=config.user, image=images.serving,
-                   gpu_image=images.serving_gpu, service_account=catalog.kubernetes.serving_service_account, gpu_resource=gpu.resource if gpu else "nvidia.com/gpu",
+                   gpu_image=images.serving_gpu, service_account=catalog.kubernetes.serving_service_account,
+                   gpu_resource=gpu.resource if gpu else "nvidia.com/gpu",
                    node_selector=tuple(sorted(gpu.node_selector.items())) if gpu else (),
                    tolerations=tuple(json.dumps(t.model_dump(exclude_none=True)) for t in gpu.tolerations)
                    if gpu else ())
