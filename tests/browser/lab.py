@@ -33,6 +33,9 @@ async def spawn(page, profile: str) -> None:
     await page.wait_for_selector("#spawn_form input[name=profile]")
     await page.click(f"label[for=profile-item-{profile}]")
     await page.click("#spawn_form button[type=submit]")
+    await page.wait_for_url(re.compile(r"/user/[^/]+/lab"), timeout=SPAWN_TIMEOUT)
+    # The user's workspace, saved by an earlier test, would reopen its notebooks instead of the launcher.
+    await page.goto(page.url.split("?")[0] + "?reset")
     await page.wait_for_selector(".jp-LauncherCard", timeout=SPAWN_TIMEOUT)
 
 
