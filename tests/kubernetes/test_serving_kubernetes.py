@@ -18,7 +18,8 @@ from mlplatform.serving.errors import (
 )
 from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
 
-from hub_config.catalog import DEFAULT_CATALOG
+from hub_config.catalog import DEFAULT_CATALOG, load_catalog
+from hub_config.spawners.kube_quota import quota_snapshot
 
 from ..support.fake_kube import ApiError
 
@@ -72,7 +73,7 @@ def test_backend_is_chosen_from_the_environment_and_the_catalog(kubeconfig):
         namespace=NS, team=TEAM, user=USER, image="mlplatform/ray:0.1.0", gpu_image="mlplatform/ray-gpu:0.1.0",
         node_selector=(("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-80GB"),),
         tolerations=('{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}',),
-        service_account="mlplatform-serving")
+        service_account="mlplatform-serving", gpu_type="a100")
     with pytest.raises(BackendUnavailable, match="^MLPLATFORM_NAMESPACE, MLPLATFORM_USER not set: serving on Kuber"):
         serving.backend({"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_TEAM": TEAM})
 
@@ -243,3 +244,22 @@ def test_a_redeploy_racing_another_change_gets_409_not_an_overwrite(backend, fak
     with pytest.raises(kube.KubeError) as caught:
         backend.services.patch("iris", _changes(seen, body))
     assert caught.value.status == 409 and caught.value.reason == "Conflict"
+
+
+def test_gpu_replicas_count_against_the_teams_per_type_quota(fake_kube, kubeconfig):
+    """Worker pods made from the RayService carry the GPU type label the hub's quota cache counts."""
+    fake_kube.namespace(NS)
+    backend = KubernetesServing(KubernetesServingConfig(namespace=NS, team=TEAM, user=USER, gpu_type="a100"))
+    deploy(backend, gpus=1)
+    worker = fake_kube.get("rayservices", "iris", NS)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
+    assert worker["metadata"]["labels"]["mlplatform.io/gpu-type"] == "a100"
+    for index in range(2):  # KubeRay's part: the worker pods from the template
+        fake_kube.seed({"apiVersion": "v1", "kind": "Pod", "spec": worker["spec"], "metadata": {
+            "name": f"iris-x7k2q-replicas-{index}", "namespace": NS, "labels": worker["metadata"]["labels"]}})
+    snapshot = quota_snapshot(load_catalog(DEFAULT_CATALOG), [], fake_kube.list("pods", NS), {})
+    assert snapshot.used == {TEAM: {"a100": 2}}
+
+    backend.delete("iris", wait=False)
+    deploy(backend, "4", replicas=1)  # no GPUs: no GPU type label
+    labels = fake_kube.get("rayservices", "iris", NS)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
+    assert "mlplatform.io/gpu-type" not in labels["metadata"]["labels"]

@@ -33,6 +33,9 @@ MAX_NAME_LENGTH = 47  # KubeRay: its cluster gets a 6-character suffix, its serv
 SERVE_PORT = 8000
 MANAGED = "app.kubernetes.io/managed-by=mlplatform,app.kubernetes.io/component=model-serving"
 TEAM_LABEL, USER_LABEL = "mlplatform.io/team", "mlplatform.io/user"
+# The hub counts a team's GPUs per type over pods with this label (hub_config/spawners/kube_quota.py),
+# so GPUs of served models count against the same per-type quota as notebooks' GPUs.
+GPU_TYPE_LABEL = "mlplatform.io/gpu-type"
 ANNOTATION = "mlplatform.io/"  # prefix of what the backend records on the RayService
 
 
@@ -49,6 +52,7 @@ class KubernetesServingConfig:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[str, ...] = ()  # JSON of each toleration (hashable)
     service_account: str | None = None
+    gpu_type: str | None = None  # the catalog's name of the GPU type replicas with GPUs get
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> KubernetesServingConfig:
@@ -75,6 +79,7 @@ class KubernetesServingConfig:
             gpu_name = next(iter(team.gpu_quota.per_type))
         gpu = catalog.gpu_types.get(gpu_name) if gpu_name else None
         return cls(namespace=config.namespace, team=config.team, user=config.user, image=images.serving,
+                   gpu_type=gpu_name if gpu else None,
                    gpu_image=images.serving_gpu, service_account=catalog.kubernetes.serving_service_account,
                    gpu_resource=gpu.resource if gpu else "nvidia.com/gpu",
                    node_selector=tuple(sorted(gpu.node_selector.items())) if gpu else (),
@@ -116,7 +121,8 @@ class KubernetesServing:
                            node_selector=dict(c.node_selector), tolerations=[json.loads(t) for t in c.tolerations],
                            service_account=c.service_account,
                            labels={TEAM_LABEL: kube.label_value(owner["team"]),
-                                   USER_LABEL: kube.label_value(owner["user"])})
+                                   USER_LABEL: kube.label_value(owner["user"]),
+                                   **({GPU_TYPE_LABEL: c.gpu_type} if request.gpus and c.gpu_type else {})})
         services = self.services
         current = _translated(services.get, request.name)
         body["metadata"]["annotations"].update({
