@@ -16,6 +16,7 @@ import pytest
 
 from mlplatform.spark import TERMINAL_STATES, LocalSparkBackend
 
+from ..support.processes import processes_with
 from .rest_fixtures import UNAUTHENTICATED, refused, send
 from .rest_fixtures import api_fixture, server_config_fixture  # noqa: F401  (fixtures api, jp_server_config)
 
@@ -67,19 +68,6 @@ def wait_for(api, app_id: str, done, timeout: float = 180) -> dict:
         assert time.monotonic() < deadline, f"{app_id} still {status['state']}:\n" \
                                             + send(api, "GET", "spark", app_id, "logs", params={"tail": "40"})["text"]
         time.sleep(0.5)
-
-
-def processes_with(app_id: str) -> list[str]:
-    """Live processes whose environment carries the application id (every process of the job does)."""
-    marker = f"MLPLATFORM_SPARK_APP_ID={app_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(entry.name)
-        except OSError:
-            pass
-    return found
 
 
 @pytest.mark.parametrize("method,route,body", [

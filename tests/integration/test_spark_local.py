@@ -18,6 +18,8 @@ import pytest
 from mlplatform import spark
 from mlplatform.spark import LocalSparkBackend
 
+from ..support.processes import processes_with
+
 SMALL = {"driver_memory": "512m"}  # two or three JVMs at a time on a 2-core test machine
 
 WORDCOUNT = """
@@ -86,20 +88,6 @@ def still_running(pid: int) -> bool:
                    for t in Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
         return False
-
-
-def processes_with(app_id: str) -> list[str]:
-    """Live processes whose environment carries the application id (every process of the job does)."""
-    marker = f"MLPLATFORM_SPARK_APP_ID={app_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found.append(f"{entry.name} {cmdline[:160]}")
-        except OSError:
-            pass
-    return found
 
 
 @pytest.fixture

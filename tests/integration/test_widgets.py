@@ -23,7 +23,8 @@ from ..conftest import BASE
 from ..support import mlflow_models
 from ..support.mlflow_models import SAMPLE_ROWS, unique_name
 from ..support.ray_head import fresh_ray_head, local_backend_environ
-from .test_spark_local import FAILING, LONG, QUICK, processes_with, write_job
+from ..support.processes import processes_with
+from .test_spark_local import FAILING, LONG, QUICK, write_job
 
 RAY_PORT = BASE + 600  # the platform's Ray port, as in a notebook it starts
 ORDER = ["submitted", "starting", "deploying", "running"]

@@ -21,3 +21,17 @@ def server_process(username: str) -> tuple[int, dict[str, str], Path]:
         if env.get("JUPYTERHUB_USER") == username:
             return int(proc.name), env, Path(proc / "cwd").resolve()
     raise LookupError(f"no single-user server process of {username}")
+
+
+def processes_with(app_id: str) -> list[str]:
+    """Live processes whose environment carries the application id (every process of the job does)."""
+    marker = f"MLPLATFORM_SPARK_APP_ID={app_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name} {cmdline[:160]}")
+        except OSError:
+            pass
+    return found
