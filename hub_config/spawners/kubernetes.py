@@ -69,10 +69,6 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
             cls._quota = ClusterQuota(parent=self)
         return cls._quota
 
-    @property
-    def _quota_key(self) -> str:
-        return f"{self.namespace}/{self.pod_name}"
-
     # --- the profile pipeline's backend ---------------------------------------------------------
     def quota_snapshot(self) -> QuotaSnapshot:
         return self.quota.snapshot(self.catalog)
