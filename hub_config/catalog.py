@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 DEFAULT_CATALOG = Path(__file__).parent / "platform.yaml"
 
@@ -64,29 +65,29 @@ def parse_cpu(value: str | float) -> float:
     return cores
 
 
-class Resource(_Model):
+def _checked_by(parse) -> AfterValidator:
+    """A quantity `parse` accepts (unset allowed), kept as written."""
+    def check(value):
+        if value is not None:
+            parse(value)
+        return value
+    return AfterValidator(check)
+
+
+CpuQuantity = Annotated[str | float | None, _checked_by(parse_cpu)]
+MemoryQuantity = Annotated[str | float | None, _checked_by(parse_memory)]
+
+
+class CpuResource(_Model):
     """Requests (`guarantee`) and limits (`limit`) in Kubernetes quantities."""
 
-    guarantee: str | float | None = None
-    limit: str | float | None = None
+    guarantee: CpuQuantity = None
+    limit: CpuQuantity = None
 
 
-class CpuResource(Resource):
-    @field_validator("guarantee", "limit")
-    @classmethod
-    def _cpu(cls, v):
-        if v is not None:
-            parse_cpu(v)
-        return v
-
-
-class MemoryResource(Resource):
-    @field_validator("guarantee", "limit")
-    @classmethod
-    def _memory(cls, v):
-        if v is not None:
-            parse_memory(v)
-        return v
+class MemoryResource(_Model):
+    guarantee: MemoryQuantity = None
+    limit: MemoryQuantity = None
 
 
 class Toleration(_Model):
@@ -114,22 +115,8 @@ class GpuQuota(_Model):
 class TeamQuota(_Model):
     """CPU and memory all pods of a team may request together (ResourceQuota requests.cpu/memory)."""
 
-    cpu: str | float | None = None
-    memory: str | int | None = None
-
-    @field_validator("cpu")
-    @classmethod
-    def _cpu(cls, v):
-        if v is not None:
-            parse_cpu(v)
-        return v
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, v):
-        if v is not None:
-            parse_memory(v)
-        return v
+    cpu: CpuQuantity = None
+    memory: Annotated[str | int | None, _checked_by(parse_memory)] = None
 
 
 class Team(_Model):
@@ -407,3 +394,21 @@ def load_catalog(path: str | os.PathLike | None = None, environ=None) -> Catalog
     except yaml.YAMLError as e:
         raise CatalogError(str(path), [f"not valid YAML: {e}"]) from None
     return parse_catalog(data, str(path), environ)
+
+
+def cached_catalog(path: str | os.PathLike) -> Catalog:
+    """`load_catalog(path)`, read again only when the file changes (its mtime or size).
+
+    For the paths that consult the catalog on every call: the spawn page, the credential broker, the
+    notebook's serving and Spark APIs (every status poll). Environment references are expanded on the
+    first read of each version of the file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return load_catalog(path)  # raises CatalogError naming the file
+    return _load_version(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _load_version(path: str, mtime_ns: int, size: int) -> Catalog:
+    return load_catalog(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .catalog import Catalog
 from .profiles import Selection
+from .s3_policy import prefixes
 
 CONTRACT_VERSION = "1"
 
@@ -20,8 +21,7 @@ def notebook_environment(catalog: Catalog, username: str, selection: Selection, 
     (the `credential_process`); `hub_api_url` is the hub API as the server reaches it."""
     team = catalog.teams[selection.team]
     s3 = catalog.storage.s3
-    user_prefix = s3.user_prefix.format(username=username, team=selection.team)
-    team_prefix = s3.team_prefix.format(username=username, team=selection.team)
+    user_prefix, team_prefix = prefixes(catalog, username, selection.team)
     return {
         "MLPLATFORM_CONTRACT_VERSION": CONTRACT_VERSION,
         "MLPLATFORM_USER": username,

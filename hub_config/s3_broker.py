@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 import boto3
@@ -26,7 +27,7 @@ import botocore.exceptions
 from traitlets import Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .catalog import Catalog, configured_catalog_path, load_catalog
+from .catalog import Catalog, cached_catalog, configured_catalog_path
 from .s3_policy import session_policy
 
 
@@ -95,14 +96,16 @@ class S3CredentialBroker(LoggingConfigurable):
     def __init__(self, catalog: Catalog | None = None, *, sts_client: Callable[[], Any] | None = None,
                  clock: Callable[[], float] = time.time, **kwargs):
         super().__init__(**kwargs)
-        self.catalog = catalog or load_catalog(self.catalog_file)
+        self.catalog = catalog or cached_catalog(self.catalog_file)
         self.clock = clock
-        self._sts_client = sts_client or self._default_sts_client
+        self._sts_client = sts_client or (lambda: self._default_sts)
         self._cache: dict[tuple[str, str], Credentials] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.sts_calls = 0
 
-    def _default_sts_client(self):
+    @cached_property
+    def _default_sts(self):
+        """One client for every call: a new boto3 session would load botocore's models from disk each time."""
         s3 = self.catalog.storage.s3
         # AssumeRoleWithWebIdentity is not signed: the ID token is the proof.
         config = botocore.config.Config(signature_version=botocore.UNSIGNED, connect_timeout=self.sts_timeout_seconds,
@@ -128,11 +131,6 @@ class S3CredentialBroker(LoggingConfigurable):
                 creds = await asyncio.to_thread(self._assume_role, username, team, token)
                 self._cache[key] = creds
             return creds
-
-    def forget(self, username: str) -> None:
-        """Drop a user's cached credentials (their server stopped)."""
-        for key in [k for k in self._cache if k[0] == username]:
-            del self._cache[key]
 
     def _assume_role(self, username: str, team: str, id_token: str) -> Credentials:
         s3 = self.catalog.storage.s3

@@ -26,7 +26,6 @@ from ..catalog import Catalog
 from ..profiles import QuotaSnapshot, Selection
 
 LABEL_PREFIX = "mlplatform.io/"
-TEAM_LABEL = LABEL_PREFIX + "team"
 USER_LABEL = LABEL_PREFIX + "user"
 PROFILE_LABEL = LABEL_PREFIX + "profile"
 GPU_TYPE_LABEL = LABEL_PREFIX + "gpu-type"

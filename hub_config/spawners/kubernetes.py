@@ -25,15 +25,13 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Unicode, default
 
-from ..catalog import parse_cpu, parse_memory
 from ..environment import notebook_environment
 from ..profiles import QuotaSnapshot, Selection
-from .kube_quota import (GPU_COUNT_LABEL, GPU_TYPE_LABEL, LABEL_PREFIX, PROFILE_LABEL, TEAM_LABEL, USER_LABEL,
+from ..render.common import CATALOG_DIR, TEAM_CONFIG_MAP, TEAM_LABEL
+from .kube_quota import (GPU_COUNT_LABEL, GPU_TYPE_LABEL, LABEL_PREFIX, PROFILE_LABEL, USER_LABEL,
                          ClusterQuota)
 from .profiles_mixin import CatalogProfilesMixin
 
-CONFIG_MAP = "mlplatform"  # written by `mlplatform render` into each team namespace
-CONFIG_DIR = "/etc/mlplatform"
 
 
 class QuotaExceeded(web.HTTPError):
@@ -48,7 +46,7 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
     _quota: ClassVar[ClusterQuota | None] = None
 
     config_dir = Unicode(
-        CONFIG_DIR,
+        CATALOG_DIR,
         config=True,
         help="""
         Where the notebook pod mounts the ConfigMap `mlplatform` of its team namespace (keys
@@ -57,10 +55,6 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
             c.CatalogKubeSpawner.config_dir = "/etc/mlplatform"
         """,
     )
-
-    @default("default_url")
-    def _default_default_url(self):
-        return "/lab"
 
     @property
     def quota(self) -> ClusterQuota:
@@ -87,12 +81,7 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
         self.namespace = catalog.teams[selection.team].namespace
         self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
         self.image = profile.image
-        for trait, value, parse in (("mem_limit", profile.memory.limit, parse_memory),
-                                    ("mem_guarantee", profile.memory.guarantee, parse_memory),
-                                    ("cpu_limit", profile.cpu.limit, parse_cpu),
-                                    ("cpu_guarantee", profile.cpu.guarantee, parse_cpu)):
-            if value is not None:
-                setattr(self, trait, parse(value))
+        self.apply_profile_resources(profile)
         labels = {TEAM_LABEL: selection.team, USER_LABEL: "{username}", PROFILE_LABEL: selection.profile}
         if selection.gpu_type:
             gpu = catalog.gpu_types[selection.gpu_type]
@@ -110,10 +99,10 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
         self.extra_labels = {**kept, **labels}
         self.service_account = catalog.kubernetes.service_account
         self.automount_service_account_token = True  # the notebook manages its team's RayServices
-        self.volumes = [v for v in self._as_list(self.volumes) if v.get("name") != CONFIG_MAP] + [
-            {"name": CONFIG_MAP, "configMap": {"name": CONFIG_MAP}}]
-        self.volume_mounts = [m for m in self._as_list(self.volume_mounts) if m.get("name") != CONFIG_MAP] + [
-            {"name": CONFIG_MAP, "mountPath": self.config_dir, "readOnly": True}]
+        self.volumes = [v for v in self._as_list(self.volumes) if v.get("name") != TEAM_CONFIG_MAP] + [
+            {"name": TEAM_CONFIG_MAP, "configMap": {"name": TEAM_CONFIG_MAP}}]
+        self.volume_mounts = [m for m in self._as_list(self.volume_mounts) if m.get("name") != TEAM_CONFIG_MAP] + [
+            {"name": TEAM_CONFIG_MAP, "mountPath": self.config_dir, "readOnly": True}]
 
     @staticmethod
     def _as_list(value) -> list:
@@ -175,22 +164,6 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
         gpus = f" with {self.selection.gpu_count} GPUs" if self.selection and self.selection.gpu_count else ""
         return (f"Cannot start your server{gpus}: team {team}'s quota in namespace {self.namespace} is used up "
                 f"({detail}). Choose a smaller profile, or stop another server of your team.")
-
-    def get_state(self):
-        state = super().get_state()
-        if self.selection is not None:
-            state["selection"] = self.selection.as_user_options()
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        if state.get("selection"):
-            self.selection = Selection(**state["selection"])
-
-    def clear_state(self):
-        self.release()
-        super().clear_state()
-        self.selection = None
 
 
 def _status_message(error: ApiException) -> str:

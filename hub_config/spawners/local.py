@@ -19,7 +19,6 @@ import mlplatform
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
-from ..catalog import parse_cpu, parse_memory
 from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
 from ..profiles import QuotaSnapshot, Selection
@@ -56,10 +55,6 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
         # The single-user server of the hub's own environment, so the bundle is importable there.
         return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
 
-    @default("default_url")
-    def _default_default_url(self):
-        return "/lab"
-
     @property
     def pool(self) -> GpuPool:
         path = self.catalog_file
@@ -86,15 +81,7 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
         self.pool.release(self._pool_key)
 
     def apply_selection(self, selection: Selection) -> None:
-        profile = self.catalog.profiles[selection.profile]
-        if profile.memory.limit is not None:
-            self.mem_limit = parse_memory(profile.memory.limit)
-        if profile.memory.guarantee is not None:
-            self.mem_guarantee = parse_memory(profile.memory.guarantee)
-        if profile.cpu.limit is not None:
-            self.cpu_limit = parse_cpu(profile.cpu.limit)
-        if profile.cpu.guarantee is not None:
-            self.cpu_guarantee = parse_cpu(profile.cpu.guarantee)
+        self.apply_profile_resources(self.catalog.profiles[selection.profile])
 
     def get_args(self):
         args = super().get_args()
@@ -119,19 +106,11 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
     def get_state(self):
         state = super().get_state()
         if self.selection is not None:
-            state["selection"] = self.selection.as_user_options()
             state["devices"] = list(self.devices)
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        if state.get("selection"):
-            self.selection = Selection(**state["selection"])
-            if self.selection.gpu_type and state.get("devices"):
-                alloc = Allocation(self.selection.team, self.selection.gpu_type, tuple(state["devices"]))
-                self.pool.restore(self._pool_key, alloc)
-
-    def clear_state(self):
-        super().clear_state()
-        self.release()
-        self.selection = None
+        if self.selection is not None and self.selection.gpu_type and state.get("devices"):
+            alloc = Allocation(self.selection.team, self.selection.gpu_type, tuple(state["devices"]))
+            self.pool.restore(self._pool_key, alloc)

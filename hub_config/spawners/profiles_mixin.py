@@ -12,23 +12,17 @@ server is gone).
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..catalog import Catalog, configured_catalog_path, load_catalog
+from ..catalog import Catalog, cached_catalog, configured_catalog_path, parse_cpu, parse_memory
 from ..mlflow_experiments import ExperimentError, ensure_team_experiment
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
 
 _templates = Environment(loader=PackageLoader("hub_config", "templates"), autoescape=select_autoescape(["html"]))
-
-
-@lru_cache(maxsize=8)
-def _load(path: str) -> Catalog:
-    return load_catalog(path)
 
 
 class CatalogProfilesMixin(LoggingConfigurable):
@@ -53,7 +47,7 @@ class CatalogProfilesMixin(LoggingConfigurable):
 
     @property
     def catalog(self) -> Catalog:
-        return _load(self.catalog_file)
+        return cached_catalog(self.catalog_file)
 
     @property
     def user_groups(self) -> list[str]:
@@ -72,7 +66,20 @@ class CatalogProfilesMixin(LoggingConfigurable):
     def apply_selection(self, selection: Selection) -> None:
         raise NotImplementedError
 
+    def apply_profile_resources(self, profile) -> None:
+        """The profile's CPU and memory guarantees and limits, as JupyterHub's Spawner traits."""
+        for trait, value, parse in (("mem_limit", profile.memory.limit, parse_memory),
+                                    ("mem_guarantee", profile.memory.guarantee, parse_memory),
+                                    ("cpu_limit", profile.cpu.limit, parse_cpu),
+                                    ("cpu_guarantee", profile.cpu.guarantee, parse_cpu)):
+            if value is not None:
+                setattr(self, trait, parse(value))
+
     # --- JupyterHub hooks ---------------------------------------------------------------------
+    @default("default_url")
+    def _default_default_url(self):
+        return "/lab"
+
     @default("options_form")
     def _default_options_form(self):
         return self._render_options_form
@@ -151,3 +158,20 @@ class CatalogProfilesMixin(LoggingConfigurable):
             await super().stop(now=now)
         finally:
             self.release()
+
+    # --- the selection survives hub restarts in the spawner's state --------------------------------
+    def get_state(self):
+        state = super().get_state()
+        if self.selection is not None:
+            state["selection"] = self.selection.as_user_options()
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("selection"):
+            self.selection = Selection(**state["selection"])
+
+    def clear_state(self):
+        self.release()  # first: the reservation's key may depend on state cleared below
+        super().clear_state()
+        self.selection = None

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from hub_config.catalog import Catalog, CatalogError, Promotion, load_catalog
+from hub_config.catalog import Catalog, CatalogError, Promotion, cached_catalog
 
 from .errors import RegistryError
 
@@ -40,7 +40,7 @@ def resolve_policy(catalog: Catalog | str | os.PathLike | None = None,
                                 "platform starts); pass catalog= (a Catalog or a catalog file) or promotion=")
     if not isinstance(catalog, Catalog):
         try:
-            catalog = load_catalog(catalog)
+            catalog = cached_catalog(catalog)
         except CatalogError as e:
             raise RegistryError(str(e)) from None
     return catalog.promotion

@@ -136,10 +136,10 @@ def _gpu_quota(environ: Mapping[str, str]) -> int | None:
     path, team = environ.get("MLPLATFORM_CATALOG"), environ.get("MLPLATFORM_TEAM")
     if not path or not team:
         return None
-    from hub_config.catalog import CatalogError, load_catalog
+    from hub_config.catalog import CatalogError, cached_catalog
 
     try:
-        catalog = load_catalog(path)
+        catalog = cached_catalog(path)
     except CatalogError as e:
         raise ServingError(f"cannot read the platform catalog for the team's GPU quota: {e}") from None
     found = catalog.teams.get(team)

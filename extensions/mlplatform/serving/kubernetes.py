@@ -66,10 +66,10 @@ class KubernetesServingConfig:
                      user=environ["MLPLATFORM_USER"])
         if not environ.get("MLPLATFORM_CATALOG"):
             return config
-        from hub_config.catalog import CatalogError, load_catalog
+        from hub_config.catalog import CatalogError, cached_catalog
 
         try:
-            catalog = load_catalog(environ["MLPLATFORM_CATALOG"])
+            catalog = cached_catalog(environ["MLPLATFORM_CATALOG"])
         except CatalogError as e:
             raise BackendUnavailable(f"cannot read the platform catalog: {e}") from None
         images = catalog.kubernetes.images

@@ -72,10 +72,10 @@ class KubernetesSparkConfig:
                      s3_endpoint=environ.get("AWS_ENDPOINT_URL_S3") or environ.get("MLPLATFORM_S3_ENDPOINT"))
         if not environ.get("MLPLATFORM_CATALOG"):
             return config
-        from hub_config.catalog import CatalogError, load_catalog
+        from hub_config.catalog import CatalogError, cached_catalog
 
         try:
-            settings = load_catalog(environ["MLPLATFORM_CATALOG"]).kubernetes
+            settings = cached_catalog(environ["MLPLATFORM_CATALOG"]).kubernetes
         except CatalogError as e:
             raise SparkBackendError(f"cannot read the platform catalog: {e}") from None
         return dataclasses.replace(config, image=settings.images.spark, service_account=settings.spark_service_account)
