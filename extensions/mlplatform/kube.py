@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
+from .names import label_value  # noqa: F401  (kube.label_value for the backends)
+
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 TIMEOUT = 30  # seconds per call: a hung API server must not hang the kernel
-_LABEL_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,6 @@ class KubeError(RuntimeError):
     def committed_maybe(self) -> bool:
         """Whether a write that raised this may still have been carried out (timeouts, 5xx)."""
         return self.status is None or self.status >= 500
-
-
-def label_value(text: str) -> str:
-    """`text` as a valid label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends)."""
-    return _LABEL_INVALID.sub("-", text)[:63].strip("-_.")
 
 
 def connect(environ: Mapping[str, str] | None = None) -> k8s.ApiClient:

@@ -12,6 +12,7 @@ from typing import Any
 from ..catalog import Catalog
 from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
+from .common import catalog_document
 from .jupyterhub import jupyterhub_values
 from .operators import kuberay_operator_values, spark_operator_values
 from .prepull import prepull_daemonsets
@@ -61,8 +62,9 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     for pool, daemonset in prepull_daemonsets(catalog).items():
         source = f"gpu_types.{pool.removeprefix('gpu-')}" if pool.startswith("gpu-") else "profiles"
         docs[f"prepull/{pool}.yaml"] = (source, [daemonset])
+    document = catalog_document(catalog)  # the same in every team's ConfigMap
     for team in catalog.teams:
-        docs[f"teams/{team}.yaml"] = (f"teams.{team}", team_objects(catalog, team))
+        docs[f"teams/{team}.yaml"] = (f"teams.{team}", team_objects(catalog, team, document))
     return docs
 
 

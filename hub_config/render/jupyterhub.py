@@ -63,8 +63,8 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
         "networkTools": {"resources": NETWORK_TOOLS_RESOURCES},
     }
     for key, resource, parse in (("cpu", profile.cpu, parse_cpu), ("memory", profile.memory, parse_memory)):
-        if _resources(resource, parse):
-            singleuser[key] = _resources(resource, parse)
+        if limits := _resources(resource, parse):
+            singleuser[key] = limits
     ingress: dict[str, Any] = {"enabled": True, "hosts": [url.hostname]}
     if url.scheme == "https":
         ingress["tls"] = [{"hosts": [url.hostname], "secretName": TLS_SECRET}]

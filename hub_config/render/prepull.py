@@ -14,6 +14,7 @@ from typing import Any
 
 from ..catalog import Catalog
 from .common import labels
+from .images import split_image
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"  # the one the z2jh chart's own puller uses
 NOBODY = 65534
@@ -73,7 +74,7 @@ def _off_gpu_nodes(catalog: Catalog) -> dict[str, Any] | None:
 def _container_names(images: list[str]) -> list[str]:
     names: list[str] = []
     for image in images:
-        base = re.sub(r"[^a-z0-9-]", "-", image.rsplit("/", 1)[-1].split(":")[0].split("@")[0])[:40].strip("-")
+        base = re.sub(r"[^a-z0-9-]", "-", split_image(image)[0].rsplit("/", 1)[-1])[:40].strip("-")
         name, n = f"image-pull-{base}", 2
         while name in names:
             name, n = f"image-pull-{base}-{n}", n + 1

@@ -14,6 +14,7 @@ every verb listed, no wildcards, nothing cluster-wide:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
@@ -68,12 +69,16 @@ def resource_quota(catalog: Catalog, team_name: str, team: Team) -> dict[str, An
             "spec": {"hard": quota_hard(catalog, team)}}
 
 
-def config_map(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:
+def config_map(catalog: Catalog, team_name: str, team: Team, document: str | None = None) -> dict[str, Any]:
     """What notebooks read from files (CatalogKubeSpawner mounts it): the catalog (MLPLATFORM_CATALOG;
     promotion gates) and the AWS config whose credential_process asks the hub (AWS_CONFIG_FILE)."""
-    aws_config = files("mlplatform").joinpath("aws_config").read_text()
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(TEAM_CONFIG_MAP, team_name, team),
-            "data": {"platform.yaml": catalog_document(catalog), "aws-config": aws_config}}
+            "data": {"platform.yaml": document or catalog_document(catalog), "aws-config": _aws_config()}}
+
+
+@lru_cache(maxsize=1)
+def _aws_config() -> str:
+    return files("mlplatform").joinpath("aws_config").read_text()
 
 
 def notebook_service_account(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:
@@ -115,14 +120,15 @@ def role_binding(name: str, team_name: str, team: Team, *, account: str, account
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}}
 
 
-def team_objects(catalog: Catalog, team_name: str) -> list[dict[str, Any]]:
-    """Everything `kubectl apply -f teams/<team>.yaml` creates, the Namespace first."""
+def team_objects(catalog: Catalog, team_name: str, document: str | None = None) -> list[dict[str, Any]]:
+    """Everything `kubectl apply -f teams/<team>.yaml` creates, the Namespace first. `document`: the
+    catalog as `catalog_document` renders it, when the caller has it already (one dump for all teams)."""
     team = catalog.teams[team_name]
     k8s = catalog.kubernetes
     return [
         namespace(team_name, team),
         resource_quota(catalog, team_name, team),
-        config_map(catalog, team_name, team),
+        config_map(catalog, team_name, team, document),
         notebook_service_account(catalog, team_name, team),
         serving_service_account(catalog, team_name, team),
         notebook_role(team_name, team),

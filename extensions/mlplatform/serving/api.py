@@ -38,7 +38,9 @@ def backend(environ: Mapping[str, str] | None = None) -> ServingBackend:
     kind = env.get("MLPLATFORM_BACKEND") or "local"
     if kind == "local":
         config = LocalRayConfig.from_environ(env)
-        return _local.setdefault(config, LocalServing(config))
+        if config not in _local:  # one per configuration: it holds the HTTP session to the head
+            _local[config] = LocalServing(config)
+        return _local[config]
     if kind == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
         from .kubernetes import KubernetesServing, KubernetesServingConfig
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..names import DNS_LABEL
 from .errors import InvalidServingRequest
 
 IMPORT_PATH = "mlplatform.serving.app:build"
@@ -29,7 +30,6 @@ DEFAULT_IMAGE = "mlplatform/ray:0.1.0"
 DEFAULT_GPU_IMAGE = "mlplatform/ray-gpu:0.1.0"
 TASKS = ("predict", "text-generation")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_BATCH_SIZE = 1024
 
 # The environment contract (README) as a served model sees it: where MLflow and S3 are, whose it

@@ -337,8 +337,9 @@ class LocalSparkBackend:
         seconds; returns once they have ended, so it blocks for a moment (a server runs it in a thread).
         A finished application is left as it is."""
         app_dir = self._app_dir(app_id)
-        if self.status(app_id)["state"] in TERMINAL_STATES:
-            return self.status(app_id)
+        current = self.status(app_id)
+        if current["state"] in TERMINAL_STATES:
+            return current
         requested = {"requested_at": _now()}
         _write_json(app_dir / "cancel.json", requested)
         if (app_dir / "exit.json").exists():  # it ended on its own meanwhile

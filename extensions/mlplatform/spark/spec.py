@@ -12,6 +12,7 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import urlparse
 
+from ..names import label_value
 from .job import DNS_LABEL, MAX_NAME_LENGTH, SparkJob, SparkJobError
 
 API_VERSION = "sparkoperator.k8s.io/v1beta2"
@@ -35,13 +36,6 @@ APP_ID_VARIABLE = "MLPLATFORM_SPARK_APP_ID"
 
 MAX_APP_ID_LENGTH = 63 - len("-ui-svc")  # the operator names the UI service `<app id>-ui-svc`
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LABEL_VALUE_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def label_value(text: str) -> str:
-    """`text` made a valid label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends).
-    Lossy for unusual usernames: the exact user is also kept in the annotation `mlplatform.io/user`."""
-    return LABEL_VALUE_INVALID.sub("-", text)[:63].strip("-_.")
 
 
 def labels(app_id: str, job: SparkJob, *, user: str, team: str) -> dict[str, str]:
