@@ -9,7 +9,6 @@ server); the test stops it at the end and checks that no Ray process is left.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -39,12 +38,7 @@ def ray_head(platform):
 @pytest.fixture
 def model(platform):
     """A registered model with @champion → version 1."""
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        v1 = mlflow_models.register_model(platform.mlflow_url, unique_name("iris"))
-    finally:  # MLflow unsets the variable when it restores an unset global URI; keep the session's
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+    v1 = mlflow_models.register_model(platform.mlflow_url, unique_name("iris"))
     MlflowClient(platform.mlflow_url).set_registered_model_alias(v1.name, "champion", v1.version)
     return v1
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 
 import pytest
@@ -42,10 +41,7 @@ def local_ray(platform):
 @pytest.fixture(scope="module")
 def model(local_ray, platform):
     """Version 1 of a registered model, @champion."""
-    try:
-        version = register_model(platform.mlflow_url, unique_name("rest-iris"))
-    finally:
-        os.environ["MLFLOW_TRACKING_URI"] = platform.mlflow_url  # MLflow may have unset it; the API reads it
+    version = register_model(platform.mlflow_url, unique_name("rest-iris"))
     MlflowClient(platform.mlflow_url).set_registered_model_alias(version.name, "champion", version.version)
     return version
 

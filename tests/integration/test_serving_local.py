@@ -31,8 +31,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlplatform import serving
 
 from ..conftest import BASE
-from ..support import mlflow_models
-from ..support.mlflow_models import SAMPLE_ROWS, unique_name
+from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
 from ..support.ray_head import fresh_ray_head, local_backend_environ
 
 RAY_PORT = BASE + 600
@@ -41,20 +40,11 @@ ORDER = ["submitted", "starting", "deploying", "running"]
 TOKEN = "kernel-credential-for-the-test"  # a credential of the deploying kernel (MLflow ignores it here)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_serving(platform):
     """The API's environment for the local backend, and the head stopped (no process left) at the end."""
     with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
         yield head
-
-
-def register_model(tracking_uri: str, name: str):
-    """tests.support's register_model, keeping MLFLOW_TRACKING_URI (MLflow's `_use_tracking_uri`
-    unsets the variable when it restores an unset global URI); the API reads it."""
-    try:
-        return mlflow_models.register_model(tracking_uri, name)
-    finally:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
 
 @pytest.fixture(scope="module")

@@ -33,17 +33,6 @@ POLICY = Promotion(alias="champion", metric_gates=[{"metric": "accuracy", "op": 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models
 
 
-def register(tracking_uri: str, name: str, **kw):
-    """tests.support's register_model, keeping MLFLOW_TRACKING_URI (MLflow unsets it when it restores
-    an unset global URI); the serving API and the widget read it."""
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        return mlflow_models.register_model(tracking_uri, name, **kw)
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
 def distinct(values: list[str]) -> list[str]:
     """`values` without repeats in a row (the states a widget went through)."""
     return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]
@@ -63,7 +52,7 @@ def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(plat
     name = unique_name("promo")
     tags = {"version_tags": {"intended_use": "widget tests"}, "model_tags": {"owner": "team-vision"}}
     for accuracy in (0.95, 0.5, 0.97):  # versions 1, 2 (fails the metric gate), 3
-        register(platform.mlflow_url, name, metrics={"accuracy": accuracy}, **tags)
+        mlflow_models.register_model(platform.mlflow_url, name, metrics={"accuracy": accuracy}, **tags)
     widget = PromoteModel(user="alice", client=mlflow, promotion=POLICY)
     try:
         assert widget.wait(60)
@@ -219,7 +208,7 @@ def ray_head(platform):
 def served(ray_head, platform):
     """A registered model (@champion → version 1) deployed from the widget, its states recorded."""
     name = unique_name("iris")
-    v1 = register(platform.mlflow_url, name)
+    v1 = mlflow_models.register_model(platform.mlflow_url, name)
     MlflowClient(platform.mlflow_url).set_registered_model_alias(name, "champion", v1.version)
     widget = ServeModel(poll_interval=0.3)
     states: list[str] = []
@@ -292,7 +281,7 @@ def test_a_refused_deploy_is_a_red_line_and_deploys_nothing(served, platform):
 
 def test_redeploy_another_version_from_the_widget(served, platform):
     widget, app = served["widget"], served["app"]
-    register(platform.mlflow_url, served["name"])  # version 2
+    mlflow_models.register_model(platform.mlflow_url, served["name"])  # version 2
     widget.refresh()
     assert widget.wait(60)
     widget.version.value = f"models:/{served['name']}/2"

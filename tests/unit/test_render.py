@@ -60,7 +60,7 @@ def test_jupyterhub_values():
     assert parse_catalog(yaml.safe_load(catalog_file), environ={}).model_dump() == CATALOG.model_dump()
 
 
-def test_extra_config_configures_the_hub_from_the_mounted_catalog(tmp_path, monkeypatch):
+def test_extra_config_configures_the_hub_from_the_mounted_catalog(tmp_path):
     from traitlets.config import Config
 
     mounted = tmp_path / "platform.yaml"
@@ -196,7 +196,7 @@ def test_cli_writes_every_file_and_says_so(tmp_path, capsys):
         "# kubectl apply -f teams/\n---\napiVersion: v1\nkind: Namespace\n")
 
 
-def test_cli_only_writes_the_chosen_folders_and_drops_stale_files(tmp_path, capsys):
+def test_cli_only_writes_the_chosen_folders_and_drops_stale_files(tmp_path):
     (tmp_path / "prepull").mkdir()
     (tmp_path / "prepull" / "gpu-h100.yaml").write_text("a pool the catalog no longer has")
     (tmp_path / "helm-values").mkdir()

@@ -6,7 +6,7 @@ from mlplatform import spark
 from mlplatform.spark import LocalSparkBackend, SparkBackendError, SparkJobError
 
 
-def test_local_backend_by_default_and_by_name(tmp_path):
+def test_local_backend_by_default_and_by_name():
     assert isinstance(spark.backend({}), LocalSparkBackend)
     local = spark.backend({"MLPLATFORM_BACKEND": "local", "MLPLATFORM_USER": "alice"})
     assert isinstance(local, LocalSparkBackend) and local.user == "alice"
