@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 import boto3  # noqa: E402
 import requests  # noqa: E402
 
-from hub_config.catalog import load_catalog  # noqa: E402
+from hub_config.catalog import DEFAULT_CATALOG
+from mlplatform_core.catalog import load_catalog  # noqa: E402
 from hub_config.local.platform import LocalPlatform, Ports  # noqa: E402
 from hub_config.s3_broker import S3CredentialBroker  # noqa: E402
 from tests.support.hub import PASSWORDS, UserSession  # noqa: E402
@@ -81,7 +82,7 @@ def main() -> int:
 
             rows = [row("vending, cached (hub endpoint)", timings(lambda i: http.get(url).raise_for_status(), n))]
 
-            broker = S3CredentialBroker(load_catalog())
+            broker = S3CredentialBroker(load_catalog(DEFAULT_CATALOG))
             broker.renew_before_seconds = 10**9  # every call renews: STS each time
             id_token = admin.api("GET", "/users/alice").json()["auth_state"]["id_token"]
 

@@ -34,8 +34,9 @@ sys.path.insert(0, str(REPO))
 from kubernetes_asyncio import client  # noqa: E402
 from kubespawner.clients import shared_client  # noqa: E402
 
-from hub_config.catalog import load_catalog  # noqa: E402
-from hub_config.spawners.kube_quota import GPU_TYPE_LABEL, quota_snapshot  # noqa: E402
+from mlplatform_core.catalog import load_catalog  # noqa: E402
+from hub_config.spawners.kube_quota import quota_snapshot  # noqa: E402
+from mlplatform_core.names import GPU_TYPE_LABEL  # noqa: E402
 from hub_config.spawners.kubernetes import CatalogKubeSpawner  # noqa: E402
 from tests.support.fake_kube import FakeKube, point_kubespawner_at  # noqa: E402
 

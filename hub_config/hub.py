@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .catalog import Catalog
+from mlplatform_core.catalog import Catalog
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -7,13 +7,15 @@ together. `mlplatform-local` sets the variables read here; they are documented i
 import os
 from pathlib import Path
 
-from hub_config.catalog import load_catalog
+from mlplatform_core.catalog import load_catalog
+
+from hub_config.catalog import configured_catalog_path
 from hub_config.hub import configure_hub
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 
 data_dir = Path(os.environ["MLPLATFORM_DATA_DIR"])
-catalog = load_catalog(os.environ.get("MLPLATFORM_CATALOG"))
+catalog = load_catalog(configured_catalog_path())
 hub_port = int(os.environ.get("MLPLATFORM_HUB_PORT", "18000"))
 hub_url = f"http://127.0.0.1:{hub_port}"
 

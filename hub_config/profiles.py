@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .catalog import Catalog, Profile
+from mlplatform_core.catalog import Catalog, Profile
 
 USER_OPTION_KEYS = ("team", "profile", "gpu_type", "gpu_count")
 

@@ -24,10 +24,11 @@ import boto3
 import botocore
 import botocore.config
 import botocore.exceptions
+from mlplatform_core.catalog import Catalog, cached_catalog
 from traitlets import Int, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .catalog import Catalog, cached_catalog, configured_catalog_path
+from .catalog import configured_catalog_path
 from .s3_policy import session_policy
 
 

@@ -10,15 +10,10 @@ Two layers, both enforced by the S3 server (AWS, MinIO or SeaweedFS), never by o
 
 from __future__ import annotations
 
-from .catalog import Catalog
+from mlplatform_core.catalog import Catalog
 
 OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
                   "s3:ListMultipartUploadParts"]
-
-
-def prefixes(catalog: Catalog, username: str, team: str) -> tuple[str, str]:
-    s3 = catalog.storage.s3
-    return (s3.user_prefix.format(username=username, team=team), s3.team_prefix.format(username=username, team=team))
 
 
 def _statements(bucket: str, prefix: str, condition: dict | None = None) -> list[dict]:
@@ -33,7 +28,7 @@ def _statements(bucket: str, prefix: str, condition: dict | None = None) -> list
 def session_policy(catalog: Catalog, username: str, team: str) -> dict:
     """The inline session policy of one user's credentials for a server of `team`."""
     bucket = catalog.storage.s3.bucket
-    user_prefix, team_prefix = prefixes(catalog, username, team)
+    user_prefix, team_prefix = catalog.storage.s3.prefixes(username, team)
     return {"Version": "2012-10-17",
             "Statement": _statements(bucket, user_prefix) + _statements(bucket, team_prefix)}
 

@@ -14,12 +14,14 @@ import time
 
 import requests
 
+from .environment import read_environment
+
 RETRIES = 3  # a hub restarting answers again within seconds
 
 
 def fetch(environ=os.environ, retries: int = RETRIES, backoff: float = 1.0) -> dict:
     """The credential process JSON from the hub; raises RuntimeError with a message for the user."""
-    url = environ.get("MLPLATFORM_CREDENTIALS_URL")
+    url = read_environment(environ).credentials_url
     token = environ.get("JUPYTERHUB_API_TOKEN")
     if not url or not token:
         raise RuntimeError("MLPLATFORM_CREDENTIALS_URL or JUPYTERHUB_API_TOKEN is not set: S3 credentials come "

@@ -10,6 +10,7 @@ the field or the quota); never the request's headers, so never the token.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -21,8 +22,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
-
-from .names import label_value  # noqa: F401  (kube.label_value for the backends)
+from mlplatform_core.names import LABEL_PREFIX, MANAGED_BY, MANAGED_BY_LABEL
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 TIMEOUT = 30  # seconds per call: a hung API server must not hang the kernel
@@ -160,3 +160,42 @@ class Pods:
         found.sort(key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
         return [{"object": f"{e.involved_object.kind}/{e.involved_object.name}", "reason": e.reason,
                  "message": e.message or ""} for e in found]
+
+
+# --- what both Kubernetes backends share -------------------------------------------------------
+def annotation(obj: Mapping | None, key: str) -> str:
+    """The platform's annotation `mlplatform.io/<key>` of an object ("" when unset)."""
+    return (((obj or {}).get("metadata") or {}).get("annotations") or {}).get(LABEL_PREFIX + key, "")
+
+
+def managed(obj: Mapping, **labels: str) -> bool:
+    """Whether the platform made `obj` (and it carries `labels`)."""
+    found = obj["metadata"].get("labels") or {}
+    return found.get(MANAGED_BY_LABEL) == MANAGED_BY and all(found.get(k) == v for k, v in labels.items())
+
+
+def translating(translate: Callable[[KubeError], Exception]) -> Callable[..., Any]:
+    """`call(fn, *args)` that raises a KubeError of `fn` as `translate(error)`: each backend's own
+    errors, with the status the REST API answers."""
+    def call(fn: Callable, *args):
+        try:
+            return fn(*args)
+        except KubeError as error:
+            raise translate(error) from None
+    return call
+
+
+def create_or_clean_up(objects: CustomObjects, body: dict, marker: str | None = None) -> dict:
+    """Create `body`; when the call failed but may have been carried out (timeout, 5xx), delete what
+    this call made, so a failure leaves nothing behind. `marker`: an annotation whose value is unique
+    to this call (unset: the name itself is, e.g. a fresh application id). Raises the KubeError."""
+    name = body["metadata"]["name"]
+    try:
+        return objects.create(body)
+    except KubeError as error:
+        if error.committed_maybe:
+            with contextlib.suppress(KubeError):  # unreachable API server: the error raised says so
+                made = objects.get(name)
+                if made and (marker is None or annotation(made, marker) == annotation(body, marker)):
+                    objects.delete(name)
+        raise

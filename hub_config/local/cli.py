@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..catalog import CatalogError, load_catalog
+from mlplatform_core.catalog import CatalogError, load_catalog
+from mlplatform_core.contract import variable
+
+from ..catalog import DEFAULT_CATALOG
 from .platform import LocalPlatform, PlatformError, Ports
 
 
@@ -24,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the local platform and wait for Ctrl-C")
     up.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MLPLATFORM_DATA_DIR", ".mlplatform")),
                     help="where state, logs and user homes live (default: .mlplatform, or $MLPLATFORM_DATA_DIR)")
-    up.add_argument("--catalog", type=Path, default=os.environ.get("MLPLATFORM_CATALOG"),
+    up.add_argument("--catalog", type=Path, default=os.environ.get(variable("catalog_path")),
                     help="platform catalog (default: the bundled local catalog, or $MLPLATFORM_CATALOG)")
     up.add_argument("--hub-port", type=int, default=_port("hub", 18000),
                     help="public hub port; the proxy API uses port+1 and the hub API port+81 (default 18000)")
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
     os.environ.update(MLPLATFORM_HUB_PORT=str(ports.hub), MLPLATFORM_SSO_PORT=str(ports.sso),
                       MLPLATFORM_MLFLOW_PORT=str(ports.mlflow), MLPLATFORM_S3_PORT=str(ports.s3))
     try:
-        load_catalog(args.catalog)
+        load_catalog(args.catalog or DEFAULT_CATALOG)
     except CatalogError as e:
         print(e, file=sys.stderr)
         return 2

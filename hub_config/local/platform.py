@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from mlplatform_core.catalog import Catalog, load_catalog
+from mlplatform_core.contract import variable
 
-from ..catalog import Catalog, load_catalog
+from ..catalog import DEFAULT_CATALOG
 from . import seaweedfs
 
 HERE = Path(__file__).parent
@@ -154,9 +156,11 @@ class LocalPlatform:
         """Stop every component, newest first, and the Ray head notebooks may have started."""
         for name in reversed(list(self.processes)):
             self.stop_component(name, timeout)
-        from mlplatform.serving.local import LocalRayConfig, LocalServing  # Ray is heavy: only when stopping
-
-        LocalServing(LocalRayConfig(port=self.ports.ray)).shutdown()
+        # The notebook package's command (the hub side does not import it); absent in a hub-only install.
+        ray_head = BIN / "mlplatform-ray-head"
+        if ray_head.exists():
+            subprocess.run([str(ray_head), "stop", f"--port={self.ports.ray}"], stdout=subprocess.DEVNULL,
+                           stdin=subprocess.DEVNULL, timeout=60, check=False)
 
     def stop_component(self, name: str, timeout: float = 20) -> None:
         """Stop one component: SIGTERM to its process group, SIGKILL after `timeout`.
@@ -221,7 +225,7 @@ class LocalPlatform:
             "MLPLATFORM_CHP": str(self.node_modules / ".bin" / "configurable-http-proxy"),
             "OAUTH_CLIENT_SECRET": s["client_secret"],
             "JUPYTERHUB_CRYPT_KEY": s["crypt_key"],
-            **({"MLPLATFORM_CATALOG": str(Path(self.catalog).resolve())} if self.catalog else {}),
+            **({variable("catalog_path"): str(Path(self.catalog).resolve())} if self.catalog else {}),
             **self.extra_env,
         }
 
@@ -249,7 +253,7 @@ class LocalPlatform:
 
     def load_catalog(self) -> Catalog:
         """The platform's catalog, with the ports of this platform."""
-        return load_catalog(self.catalog, environ=self.env())
+        return load_catalog(self.catalog or DEFAULT_CATALOG, environ=self.env())
 
     def _s3_command(self) -> tuple[list[str], dict]:
         config_dir = self.data_dir / "s3"

@@ -27,8 +27,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from mlplatform_core.catalog import Catalog
 
-from ..catalog import Catalog
 from ..s3_policy import role_policy
 
 PROVIDER = "platform-oidc"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..catalog import Catalog
+from mlplatform_core.catalog import Catalog
+
 from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
 from .common import catalog_document

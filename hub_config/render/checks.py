@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlparse
 
-from ..catalog import Catalog
+from mlplatform_core.catalog import Catalog
+
 from .images import catalog_images, image_problem
 
 # Kubernetes qualified names: an optional DNS-subdomain prefix, then a name of at most 63 characters.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..catalog import CatalogError, load_catalog
+from mlplatform_core.catalog import CatalogError, load_catalog
+
 from .build import OUTPUTS, render
 from .checks import RenderError
 from .writer import write

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog import Catalog
+from mlplatform_core.catalog import Catalog
+
 from .common import HUB_SERVICE_ACCOUNT, labels
 
 HUB_QUOTA_READER = "mlplatform-hub-quota-reader"

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import yaml
+from mlplatform_core.catalog import Catalog
+from mlplatform_core.names import CATALOG_FILE, CONFIG_DIR, MANAGED_BY_LABEL
 
-from ..catalog import Catalog
-
-MANAGED_BY = {"app.kubernetes.io/managed-by": "mlplatform", "app.kubernetes.io/part-of": "mlplatform"}
-# Where the hub and notebooks find the catalog (MLPLATFORM_CATALOG of the environment contract).
-CATALOG_DIR = "/etc/mlplatform"
-CATALOG_PATH = f"{CATALOG_DIR}/platform.yaml"
-# The ConfigMap of each team namespace that CatalogKubeSpawner mounts at CATALOG_DIR in notebooks.
-TEAM_CONFIG_MAP = "mlplatform"
-TEAM_LABEL = "mlplatform.io/team"  # the spawner labels notebook pods with the same key
+MANAGED_BY = {MANAGED_BY_LABEL: "mlplatform", "app.kubernetes.io/part-of": "mlplatform"}
+# Where the hub finds the catalog (MLPLATFORM_CATALOG of the environment contract); notebooks mount
+# their team's ConfigMap at the same place.
+CATALOG_PATH = f"{CONFIG_DIR}/{CATALOG_FILE}"
 # z2jh names its objects without a release prefix (fullnameOverride: "" in the chart's values.yaml).
 HUB_SERVICE_ACCOUNT = "hub"
 HUB_SERVICE = "hub"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..catalog import Catalog
+from mlplatform_core.catalog import Catalog
 
 # registry[:port]/path:tag[@sha256:digest], the tag required (pinned images only).
 IMAGE = re.compile(

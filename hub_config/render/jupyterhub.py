@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from ..catalog import Catalog, parse_cpu, parse_memory
+from mlplatform_core.catalog import Catalog
+from mlplatform_core.contract import variable
+from mlplatform_core.quantities import parse_cpu, parse_memory
+
 from .common import CATALOG_PATH, HUB_API_PORT, HUB_SERVICE, catalog_document
 from .images import split_image
 
@@ -23,8 +26,8 @@ SPAWNER = "mlplatform-kubernetes"  # entry point of hub_config.spawners.kubernet
 TLS_SECRET = "mlplatform-hub-tls"
 NETWORK_TOOLS_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 EXTRA_CONFIG = f"""\
-from hub_config.catalog import load_catalog
 from hub_config.hub import configure_hub
+from mlplatform_core.catalog import load_catalog
 
 configure_hub(c, load_catalog({CATALOG_PATH!r}))
 """
@@ -86,7 +89,7 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
                 },
             },
             "extraEnv": {
-                "MLPLATFORM_CATALOG": CATALOG_PATH,
+                variable("catalog_path"): CATALOG_PATH,
                 "OAUTH_CLIENT_SECRET": _secret_env("oauth-client-secret"),
                 "JUPYTERHUB_CRYPT_KEY": _secret_env("crypt-key"),
             },

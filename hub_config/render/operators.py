@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog import Catalog
+from mlplatform_core.catalog import Catalog
 
 
 def team_namespaces(catalog: Catalog) -> list[str]:

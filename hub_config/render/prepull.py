@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..catalog import Catalog
+from mlplatform_core.catalog import Catalog
+
 from .common import labels
 from .images import split_image
 

@@ -14,12 +14,14 @@ every verb listed, no wildcards, nothing cluster-wide:
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
-from ..catalog import Catalog, Team, parse_cpu
-from .common import HUB_SERVICE_ACCOUNT, TEAM_CONFIG_MAP, TEAM_LABEL, catalog_document, labels
+from mlplatform_core.aws import aws_config_text
+from mlplatform_core.catalog import Catalog, Team
+from mlplatform_core.names import AWS_CONFIG_KEY, CATALOG_FILE, TEAM_CONFIG_MAP, TEAM_LABEL
+from mlplatform_core.quantities import cpu_quantity, parse_cpu
+
+from .common import HUB_SERVICE_ACCOUNT, catalog_document, labels
 
 QUOTA_NAME = "mlplatform-team"
 NOTEBOOK_ROLE = "mlplatform-notebook"
@@ -43,11 +45,6 @@ def namespace(team_name: str, team: Team) -> dict[str, Any]:
             "metadata": {"name": team.namespace, "labels": {**_team_labels(team_name), **HUB_ACCESS_LABEL}}}
 
 
-def cpu_quantity(value) -> str:
-    cores = parse_cpu(value)
-    return str(int(cores)) if cores == int(cores) else f"{round(cores * 1000)}m"
-
-
 def quota_hard(catalog: Catalog, team: Team) -> dict[str, str]:
     """`requests.<resource>` per GPU resource: at most the team's total, and at most what its per-type
     quotas of the types sharing that resource add up to (an unlisted type: none)."""
@@ -58,7 +55,7 @@ def quota_hard(catalog: Catalog, team: Team) -> dict[str, str]:
     for resource, count in per_resource.items():
         hard[f"requests.{resource}"] = str(min(count, team.gpu_quota.total))
     if team.quota.cpu is not None:
-        hard["requests.cpu"] = cpu_quantity(team.quota.cpu)
+        hard["requests.cpu"] = cpu_quantity(parse_cpu(team.quota.cpu))
     if team.quota.memory is not None:
         hard["requests.memory"] = str(team.quota.memory)
     return hard
@@ -73,12 +70,7 @@ def config_map(catalog: Catalog, team_name: str, team: Team, document: str | Non
     """What notebooks read from files (CatalogKubeSpawner mounts it): the catalog (MLPLATFORM_CATALOG;
     promotion gates) and the AWS config whose credential_process asks the hub (AWS_CONFIG_FILE)."""
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(TEAM_CONFIG_MAP, team_name, team),
-            "data": {"platform.yaml": document or catalog_document(catalog), "aws-config": _aws_config()}}
-
-
-@lru_cache(maxsize=1)
-def _aws_config() -> str:
-    return files("mlplatform").joinpath("aws_config").read_text()
+            "data": {CATALOG_FILE: document or catalog_document(catalog), AWS_CONFIG_KEY: aws_config_text()}}
 
 
 def notebook_service_account(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:

@@ -8,7 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from hub_config.catalog import DEFAULT_CATALOG, Promotion
+from mlplatform_core.catalog import Promotion
+from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform import registry
 
 from ..support.mlflow_models import DATASET_NAME, DATASET_SOURCE, register_model, unique_name

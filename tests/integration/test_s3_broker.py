@@ -15,7 +15,7 @@ from botocore.utils import parse_timestamp
 import pytest
 import requests
 
-from hub_config.catalog import load_catalog
+from mlplatform_core.catalog import load_catalog
 from hub_config.s3_broker import CredentialsUnavailable, S3CredentialBroker
 
 from ..support.processes import server_process

@@ -15,7 +15,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from hub_config.catalog import Promotion
+from mlplatform_core.catalog import Promotion
 from mlplatform import serving, spark
 from mlplatform.widgets import PromoteModel, ServeModel, SubmitSparkJob
 

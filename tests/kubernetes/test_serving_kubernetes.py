@@ -18,7 +18,8 @@ from mlplatform.serving.errors import (
 )
 from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
 
-from hub_config.catalog import DEFAULT_CATALOG, load_catalog
+from mlplatform_core.catalog import load_catalog
+from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.spawners.kube_quota import quota_snapshot
 
 from ..support.fake_kube import ApiError

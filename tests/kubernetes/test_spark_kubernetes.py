@@ -17,7 +17,9 @@ from mlplatform import spark
 from mlplatform.spark import SparkBackendError, SparkJob, SparkJobError, UnknownApplicationError
 from mlplatform.spark.kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
 
-from hub_config.catalog import DEFAULT_CATALOG, load_catalog
+from mlplatform_core.catalog import load_catalog
+from mlplatform_core.contract import PlatformEnvironment
+from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.local import seaweedfs
 
 NS, TEAM, BUCKET, PREFIX = "team-vision", "team-vision", "platform", "teams/team-vision/"
@@ -76,9 +78,8 @@ def config():
 def backend(fake_kube, kubeconfig, s3, config, tmp_path):
     fake_kube.namespace(NS)
     (tmp_path / "wordcount.py").write_text("print('counting words')\n")
-    env = {"MLPLATFORM_USER": "alice", "MLPLATFORM_TEAM": TEAM, "MLFLOW_TRACKING_URI": "http://mlflow:5000",
-           "KUBECONFIG": str(kubeconfig)}
-    yield KubernetesSparkBackend(config, environ=env, s3=s3, cwd=tmp_path)
+    env = PlatformEnvironment(user="alice", team=TEAM, mlflow_tracking_uri="http://mlflow:5000")
+    yield KubernetesSparkBackend(config, environment=env, s3=s3, cwd=tmp_path)
     for key in keys(s3):  # the bucket outlives the test
         s3.delete_object(Bucket=BUCKET, Key=key)
 
@@ -90,7 +91,7 @@ def job(**kwargs) -> SparkJob:
 def test_backend_is_chosen_from_the_environment_and_the_catalog():
     env = {"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_NAMESPACE": NS, "MLPLATFORM_TEAM": TEAM,
            "MLPLATFORM_USER": "alice", "MLPLATFORM_S3_BUCKET": BUCKET, "MLPLATFORM_S3_TEAM_PREFIX": PREFIX,
-           "AWS_ENDPOINT_URL_S3": "http://s3.example:8333", "MLPLATFORM_CATALOG": str(DEFAULT_CATALOG)}
+           "MLPLATFORM_S3_ENDPOINT": "http://s3.example:8333", "MLPLATFORM_CATALOG": str(DEFAULT_CATALOG)}
     chosen = spark.backend(env)
     assert isinstance(chosen, KubernetesSparkBackend)
     assert chosen.config == KubernetesSparkConfig(namespace=NS, team=TEAM, user="alice", bucket=BUCKET,
@@ -178,7 +179,7 @@ def test_applications_are_the_users_own_newest_first(backend, fake_kube, config,
     first = backend.submit(job())["app_id"]
     second = backend.submit(job(name="second"))["app_id"]
     bob = KubernetesSparkBackend(KubernetesSparkConfig(**{**config.__dict__, "user": "bob"}),
-                                 environ=backend.environ, s3=s3, cwd=tmp_path)
+                                 environment=backend.environment, s3=s3, cwd=tmp_path)
     bobs = bob.submit(job())["app_id"]
     assert [a["app_id"] for a in backend.applications()] == [second, first]
     assert [a["app_id"] for a in bob.applications()] == [bobs]

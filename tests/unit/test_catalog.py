@@ -5,7 +5,9 @@ import copy
 import pytest
 import yaml
 
-from hub_config.catalog import DEFAULT_CATALOG, CatalogError, load_catalog, parse_catalog, parse_cpu, parse_memory
+from mlplatform_core.catalog import CatalogError, load_catalog, parse_catalog
+from mlplatform_core.quantities import parse_cpu, parse_memory
+from hub_config.catalog import DEFAULT_CATALOG
 
 BASE = yaml.safe_load(DEFAULT_CATALOG.read_text())
 
@@ -29,7 +31,7 @@ def edited(**changes):
 
 
 def test_default_catalog_loads_with_env_defaults():
-    catalog = load_catalog(environ={})
+    catalog = load_catalog(DEFAULT_CATALOG, environ={})
     assert catalog.path == str(DEFAULT_CATALOG)
     assert catalog.sso.realm_url == "http://127.0.0.1:18080/realms/platform"
     assert catalog.mlflow.tracking_uri == "http://127.0.0.1:18500"
@@ -40,7 +42,7 @@ def test_default_catalog_loads_with_env_defaults():
 
 
 def test_environment_references_are_expanded():
-    catalog = load_catalog(environ={"MLPLATFORM_SSO_PORT": "9999", "MLPLATFORM_MLFLOW_PORT": "7777"})
+    catalog = load_catalog(DEFAULT_CATALOG, environ={"MLPLATFORM_SSO_PORT": "9999", "MLPLATFORM_MLFLOW_PORT": "7777"})
     assert catalog.sso.realm_url == "http://127.0.0.1:9999/realms/platform"
     assert catalog.mlflow.tracking_uri == "http://127.0.0.1:7777"
 
@@ -122,7 +124,7 @@ def test_unreadable_and_invalid_yaml_files(tmp_path):
 
 
 def test_catalog_is_immutable():
-    catalog = load_catalog(environ={})
+    catalog = load_catalog(DEFAULT_CATALOG, environ={})
     with pytest.raises(Exception):
         catalog.profiles["cpu"].image = "other"
 
@@ -145,7 +147,7 @@ def test_parse_cpu_rejects_zero_and_words():
 
 
 def test_kubernetes_section_defaults_and_team_cpu_memory_quota():
-    catalog = load_catalog(environ={})
+    catalog = load_catalog(DEFAULT_CATALOG, environ={})
     assert catalog.kubernetes.model_dump() == {
         "hub_namespace": "jupyterhub", "public_url": "https://jupyter.example.org",
         "service_account": "mlplatform-notebook", "spark_service_account": "mlplatform-spark",

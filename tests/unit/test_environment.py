@@ -2,12 +2,13 @@
 
 import pytest
 
-from hub_config.catalog import load_catalog
+from hub_config.catalog import DEFAULT_CATALOG
+from mlplatform_core.catalog import load_catalog
 from hub_config.environment import notebook_environment
 from hub_config.profiles import Selection
 from mlplatform.environment import NotOnPlatformError, PlatformEnvironment
 
-CATALOG = load_catalog(environ={"MLPLATFORM_S3_PORT": "19300"})
+CATALOG = load_catalog(DEFAULT_CATALOG, environ={"MLPLATFORM_S3_PORT": "19300"})
 
 
 def test_contract_for_a_gpu_server():

@@ -3,7 +3,7 @@ helm-values/platform.yaml, so the examples never drift from the renderer."""
 
 from pathlib import Path
 
-from hub_config.catalog import load_catalog
+from mlplatform_core.catalog import load_catalog
 from hub_config.render.build import render
 
 ROOT = Path(__file__).resolve().parents[2]

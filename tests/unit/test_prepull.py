@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config.catalog import DEFAULT_CATALOG, load_catalog, parse_catalog
+from mlplatform_core.catalog import load_catalog, parse_catalog
+from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.render.prepull import prepull_daemonsets
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,10 +2,11 @@
 
 import pytest
 
-from hub_config.catalog import load_catalog
+from hub_config.catalog import DEFAULT_CATALOG
+from mlplatform_core.catalog import load_catalog
 from hub_config.profiles import QuotaSnapshot, Selection, SelectionError, availability, select, spawn_choices
 
-CATALOG = load_catalog(environ={})
+CATALOG = load_catalog(DEFAULT_CATALOG, environ={})
 EMPTY = QuotaSnapshot(used={}, pool_free={"a100": 6, "t4": 2})
 
 

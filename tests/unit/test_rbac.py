@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.catalog import load_catalog
+from mlplatform_core.catalog import load_catalog
 from hub_config.render.build import documents
 
 ROOT = Path(__file__).resolve().parents[2]

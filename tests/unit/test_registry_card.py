@@ -1,6 +1,6 @@
 """The model card rendered from plain facts (mlplatform.registry.card): whole-markdown asserts."""
 
-from hub_config.catalog import Promotion
+from mlplatform_core.catalog import Promotion
 from mlplatform.registry.card import render_card, spec_type
 from mlplatform.registry.gates import evaluate_gates
 

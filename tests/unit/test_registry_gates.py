@@ -2,7 +2,7 @@
 
 import math
 
-from hub_config.catalog import Promotion
+from mlplatform_core.catalog import Promotion
 from mlplatform.registry.gates import evaluate_gates, summary
 
 POLICY = Promotion(metric_gates=[{"metric": "accuracy", "op": ">=", "threshold": 0.92},

@@ -2,7 +2,8 @@
 
 import pytest
 
-from hub_config.catalog import DEFAULT_CATALOG, Promotion, load_catalog
+from mlplatform_core.catalog import Promotion, load_catalog
+from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform import registry
 from mlplatform.registry.policy import resolve_policy
 
@@ -15,7 +16,7 @@ def test_policy_from_each_source():
     mine = Promotion(alias="production", model_card_fields=[])
     assert resolve_policy(promotion=mine) is mine
     assert resolve_policy(promotion={"alias": "production", "model_card_fields": []}) == mine
-    assert resolve_policy(catalog=load_catalog()) == PLATFORM_PROMOTION
+    assert resolve_policy(catalog=load_catalog(DEFAULT_CATALOG)) == PLATFORM_PROMOTION
     assert resolve_policy(catalog=str(DEFAULT_CATALOG)) == PLATFORM_PROMOTION
     assert resolve_policy(environ={"MLPLATFORM_CATALOG": str(DEFAULT_CATALOG)}) == PLATFORM_PROMOTION
 
@@ -33,7 +34,7 @@ def test_bad_policies_say_what_is_allowed(tmp_path):
                                                      r"compare_with_champion, require_signature, model_card_fields$"):
         resolve_policy(promotion={"metric_gates": [{"metric": "accuracy", "op": "=>", "threshold": 0.9}]})
     with pytest.raises(registry.RegistryError, match="^pass either catalog= or promotion=, not both$"):
-        resolve_policy(catalog=load_catalog(), promotion=PLATFORM_PROMOTION)
+        resolve_policy(catalog=load_catalog(DEFAULT_CATALOG), promotion=PLATFORM_PROMOTION)
     missing = tmp_path / "nope.yaml"
     with pytest.raises(registry.RegistryError, match=f"^invalid catalog {missing}:\n  - cannot read the file"):
         resolve_policy(environ={"MLPLATFORM_CATALOG": str(missing)})

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from hub_config.catalog import load_catalog, parse_catalog
+from mlplatform_core.catalog import load_catalog, parse_catalog
 from hub_config.render.build import documents
 from hub_config.render.cli import main
 from hub_config.render.jupyterhub import EXTRA_CONFIG, jupyterhub_values
@@ -54,7 +54,7 @@ def test_jupyterhub_values():
         },
         "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
     }
-    assert EXTRA_CONFIG == ("from hub_config.catalog import load_catalog\nfrom hub_config.hub import configure_hub\n\n"
+    assert EXTRA_CONFIG == ("from hub_config.hub import configure_hub\nfrom mlplatform_core.catalog import load_catalog\n\n"
                             "configure_hub(c, load_catalog('/etc/mlplatform/platform.yaml'))\n")
     # The hub reads the catalog as validated at render time.
     assert parse_catalog(yaml.safe_load(catalog_file), environ={}).model_dump() == CATALOG.model_dump()

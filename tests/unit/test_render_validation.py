@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config.catalog import DEFAULT_CATALOG, load_catalog, parse_catalog
+from mlplatform_core.catalog import load_catalog, parse_catalog
+from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.render.build import documents, render
 from hub_config.render.checks import RenderError
 from hub_config.render.cli import main

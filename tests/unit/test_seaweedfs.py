@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from hub_config.catalog import load_catalog
+from hub_config.catalog import DEFAULT_CATALOG
+from mlplatform_core.catalog import load_catalog
 from hub_config.local import seaweedfs
 from hub_config.local.platform import Ports
 from hub_config.s3_policy import role_policy
 
-CATALOG = load_catalog(environ={})  # the bundled catalog with its default ports
+CATALOG = load_catalog(DEFAULT_CATALOG, environ={})  # the bundled catalog with its default ports
 
 
 def test_iam_config_of_the_default_catalog():

@@ -6,8 +6,10 @@ import pytest
 import yaml
 
 from mlplatform.serving.errors import InvalidServingRequest
-from mlplatform.serving.spec import (PodResources, contract_env, ray_service, serve_application, serve_config,
+from mlplatform.serving.spec import (PodResources, ray_service, serve_application, serve_config,
                                      serving_request)
+
+from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
 
 from ..support.crd import errors, validate
 
@@ -136,12 +138,15 @@ def test_serve_config_is_accepted_by_ray_serve_schema():
     assert parsed.applications[0].deployments[0].max_surge_percent == 100
 
 
-def test_contract_env_keeps_only_the_contract_without_credentials():
+def test_replicas_get_the_contract_without_credentials_or_notebook_paths():
     environ = {"MLFLOW_TRACKING_URI": "http://mlflow", "MLPLATFORM_TEAM": "team-vision", "AWS_REGION": "us-east-1",
                "JUPYTERHUB_API_TOKEN": "secret", "AWS_CONFIG_FILE": "/x", "CUDA_VISIBLE_DEVICES": "0",
-               "MLPLATFORM_GPU_COUNT": "1", "MLPLATFORM_S3_PREFIX": "", "HOME": "/home/alice"}
-    assert contract_env(environ) == {"MLFLOW_TRACKING_URI": "http://mlflow", "MLPLATFORM_TEAM": "team-vision",
-                                     "AWS_REGION": "us-east-1"}
+               "MLPLATFORM_GPU_COUNT": "1", "MLPLATFORM_S3_PREFIX": "", "HOME": "/home/alice",
+               "MLPLATFORM_CATALOG": "/etc/mlplatform/platform.yaml", "MLPLATFORM_CREDENTIALS_URL": "http://hub/x"}
+    forwarded = PlatformEnvironment.from_environ(environ, required=()).variables(FORWARDED_TO_SERVING)
+    assert forwarded == {"MLPLATFORM_CONTRACT_VERSION": "1", "MLPLATFORM_TEAM": "team-vision",
+                         "MLPLATFORM_BACKEND": "local", "MLFLOW_TRACKING_URI": "http://mlflow",
+                         "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def test_ray_service_cpu_fixed_replicas_whole_dict():

@@ -7,7 +7,10 @@ import jsonschema
 import pytest
 
 from mlplatform.spark import SparkJob, SparkJobError, spark_application
-from mlplatform.spark.spec import SPARK_VERSION, label_value
+from mlplatform.spark.spec import SPARK_VERSION
+
+from mlplatform_core.contract import PlatformEnvironment
+from mlplatform_core.names import label_value
 
 from ..support.crd import errors, validate
 
@@ -40,6 +43,7 @@ NOTEBOOK_ENV = {
     "CPU_LIMIT": "4",
     "MEM_LIMIT": "16G",
 }
+NOTEBOOK = PlatformEnvironment.from_environ(NOTEBOOK_ENV)
 
 JOB = SparkJob(name="wordcount", main_file="s3a://platform/users/alice/spark/wordcount-3f9a1c2e/wordcount.py",
                arguments=["s3a://platform/teams/team-vision/corpus/", "--top", "20"], executors=3,
@@ -65,20 +69,20 @@ ENV = [
     {"name": "MLPLATFORM_BACKEND", "value": "kubernetes"},
     {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.mlplatform:5000"},
     {"name": "MLFLOW_EXPERIMENT_NAME", "value": "team-vision"},
-    {"name": "MLFLOW_S3_ENDPOINT_URL", "value": "https://s3.example.org"},
     {"name": "MLPLATFORM_S3_ENDPOINT", "value": "https://s3.example.org"},
-    {"name": "MLPLATFORM_S3_BUCKET", "value": "platform"},
-    {"name": "MLPLATFORM_S3_PREFIX", "value": "users/alice/"},
-    {"name": "MLPLATFORM_S3_TEAM_PREFIX", "value": "teams/team-vision/"},
+    {"name": "MLFLOW_S3_ENDPOINT_URL", "value": "https://s3.example.org"},
     {"name": "AWS_ENDPOINT_URL_S3", "value": "https://s3.example.org"},
     {"name": "AWS_REGION", "value": "eu-west-1"},
     {"name": "AWS_DEFAULT_REGION", "value": "eu-west-1"},
+    {"name": "MLPLATFORM_S3_BUCKET", "value": "platform"},
+    {"name": "MLPLATFORM_S3_PREFIX", "value": "users/alice/"},
+    {"name": "MLPLATFORM_S3_TEAM_PREFIX", "value": "teams/team-vision/"},
     {"name": "MLPLATFORM_SPARK_APP_ID", "value": "wordcount-3f9a1c2e"},
 ]
 
 
 def test_whole_spark_application():
-    app = spark_application(JOB, environment=NOTEBOOK_ENV, **COMMON)
+    app = spark_application(JOB, environment=NOTEBOOK, **COMMON)
     assert app == {
         "apiVersion": "sparkoperator.k8s.io/v1beta2",
         "kind": "SparkApplication",
@@ -124,7 +128,7 @@ def test_minimal_application_without_environment():
 
 
 def test_no_secret_or_notebook_only_variable_reaches_the_pods():
-    app = spark_application(JOB, environment=NOTEBOOK_ENV, **COMMON)
+    app = spark_application(JOB, environment=NOTEBOOK, **COMMON)
     names = {e["name"] for e in app["spec"]["driver"]["env"]}
     for leftover in ("JUPYTERHUB_API_TOKEN", "MLPLATFORM_CREDENTIALS_URL", "AWS_CONFIG_FILE", "CUDA_VISIBLE_DEVICES",
                      "MLPLATFORM_GPU_COUNT", "MLPLATFORM_CATALOG", "CPU_LIMIT"):
@@ -134,17 +138,16 @@ def test_no_secret_or_notebook_only_variable_reaches_the_pods():
 
 def test_the_jobs_conf_replaces_platform_defaults_key_by_key():
     job = dataclasses.replace(JOB, conf={"spark.hadoop.fs.s3a.path.style.access": "false"})
-    conf = spark_application(job, environment=NOTEBOOK_ENV, **COMMON)["spec"]["sparkConf"]
+    conf = spark_application(job, environment=NOTEBOOK, **COMMON)["spec"]["sparkConf"]
     assert conf == {"spark.hadoop.fs.s3a.endpoint": "https://s3.example.org",
                     "spark.hadoop.fs.s3a.path.style.access": "false"}
 
 
 def test_the_builder_does_not_touch_its_inputs():
-    env = copy.deepcopy(NOTEBOOK_ENV)
-    first = spark_application(JOB, environment=env, **COMMON)
+    first = spark_application(JOB, environment=NOTEBOOK, **COMMON)
     first["spec"]["driver"]["labels"]["x"] = "y"
-    assert env == NOTEBOOK_ENV
-    assert spark_application(JOB, environment=env, **COMMON)["spec"]["driver"]["labels"] == LABELS
+    assert NOTEBOOK == PlatformEnvironment.from_environ(NOTEBOOK_ENV)
+    assert spark_application(JOB, environment=NOTEBOOK, **COMMON)["spec"]["driver"]["labels"] == LABELS
     assert "x" not in first["spec"]["executor"]["labels"]  # driver and executor do not share dicts
 
 
@@ -186,7 +189,7 @@ def test_main_file_must_be_reachable_from_the_driver_pod(main_file):
 
 
 def test_a_broken_application_is_rejected_by_the_crd():
-    app = spark_application(JOB, environment=NOTEBOOK_ENV, **COMMON)
+    app = spark_application(JOB, environment=NOTEBOOK, **COMMON)
     misspelled = copy.deepcopy(app)
     misspelled["spec"]["executor"]["instance"] = misspelled["spec"]["executor"].pop("instances")
     with pytest.raises(jsonschema.ValidationError):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlplatform_core.timestamps import now as _now
 
 from . import audit, facts
 from .card import render_card
@@ -27,10 +27,6 @@ def _client(client: MlflowClient | None, tracking_uri: str | None) -> MlflowClie
     if client is not None and tracking_uri is not None:
         raise RegistryError("pass either client= or tracking_uri=, not both")
     return client if client is not None else MlflowClient(tracking_uri=tracking_uri)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _check_user(user) -> str:

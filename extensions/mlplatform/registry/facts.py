@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import yaml
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
+from mlplatform_core.timestamps import format_time
 
 from .errors import MlflowError, NotFound, RegistryError
 
@@ -91,7 +92,7 @@ def signature(client: MlflowClient, name: str, version: str) -> tuple[dict | Non
 def _iso(millis: int | None) -> str | None:
     if not millis:
         return None
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+    return format_time(datetime.fromtimestamp(millis / 1000, tz=UTC))
 
 
 def _dataset_source(source: str | None) -> str:

@@ -19,7 +19,7 @@ import math
 import operator
 from collections.abc import Mapping
 
-from hub_config.catalog import Promotion
+from mlplatform_core.catalog import Promotion
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from mlplatform_core.catalog import Catalog, CatalogError, Promotion, cached_catalog
+from mlplatform_core.contract import PlatformEnvironment
 from pydantic import ValidationError
-
-from hub_config.catalog import Catalog, CatalogError, Promotion, cached_catalog
 
 from .errors import RegistryError
 
@@ -33,8 +33,7 @@ def resolve_policy(catalog: Catalog | str | os.PathLike | None = None,
             raise RegistryError(f"invalid promotion policy: {problems}; allowed keys: "
                                 f"{', '.join(Promotion.model_fields)}") from None
     if catalog is None:
-        environ = os.environ if environ is None else environ
-        catalog = environ.get("MLPLATFORM_CATALOG")
+        catalog = PlatformEnvironment.from_environ(environ, required=()).catalog_path
         if not catalog:
             raise RegistryError("no promotion policy: MLPLATFORM_CATALOG is not set (it is on servers the "
                                 "platform starts); pass catalog= (a Catalog or a catalog file) or promotion=")

@@ -4,8 +4,15 @@ local backend (local.py)."""
 
 from .api import backend, delete, deploy, deployments, generate, predict, status, wait_until_settled
 from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, STATES, SUBMITTED, ServingBackend
-from .errors import (BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ModelNotFound,
-                     PredictionFailed, ServingConflict, ServingError)
+from .errors import (
+                     BackendUnavailable,
+                     DeploymentNotFound,
+                     InvalidServingRequest,
+                     ModelNotFound,
+                     PredictionFailed,
+                     ServingConflict,
+                     ServingError,
+)
 from .local import LocalRayConfig, LocalServing
 from .spec import ServingRequest, ray_service, serve_application, serve_config, serving_request
 

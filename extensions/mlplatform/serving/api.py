@@ -14,38 +14,49 @@ model ModelNotFound, both before anything is deployed; errors carry `status_code
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import requests
+from mlplatform_core.catalog import CatalogError
+from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
 
+from ..environment import read_environment
 from .backend import SETTLED_STATES, ServingBackend
 from .errors import BackendUnavailable, PredictionFailed, ServingError
-from .local import LOCAL_S3_ENV, SECRET_ENV, LocalRayConfig, LocalServing
 from .models import resolve
-from .spec import contract_env, serving_request
+from .spec import serving_request
 
 BACKENDS = ("local", "kubernetes")
-_local: dict[LocalRayConfig, LocalServing] = {}
 
 
 def backend(environ: Mapping[str, str] | None = None) -> ServingBackend:
     """The backend named by MLPLATFORM_BACKEND in `environ` (default: this process's environment);
-    `local` when it is unset (outside the platform)."""
+    `local` when it is unset (outside the platform). One per environment: it keeps its connections."""
     env = os.environ if environ is None else environ
-    kind = env.get("MLPLATFORM_BACKEND") or "local"
-    if kind == "local":
-        config = LocalRayConfig.from_environ(env)
-        if config not in _local:  # one per configuration: it holds the HTTP session to the head
-            _local[config] = LocalServing(config)
-        return _local[config]
-    if kind == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
+    platform = read_environment(env)
+    if platform.backend == "local":
+        from .local import LocalRayConfig  # the local head's settings are the machine's, not the contract's
+
+        return _backend(platform, LocalRayConfig.from_environ(env))
+    return _backend(platform, None)
+
+
+@lru_cache(maxsize=8)
+def _backend(platform: PlatformEnvironment, ray_config) -> ServingBackend:
+    if platform.backend == "local":
+        from .local import LocalServing
+
+        return LocalServing(ray_config, environment=platform)
+    if platform.backend == "kubernetes":  # imported here: the Kubernetes client is slow to import
         from .kubernetes import KubernetesServing, KubernetesServingConfig
 
-        return KubernetesServing(KubernetesServingConfig.from_environ(env))
-    raise BackendUnavailable(f"MLPLATFORM_BACKEND is {kind!r}; allowed: {', '.join(map(repr, BACKENDS))}")
+        return KubernetesServing(KubernetesServingConfig.for_environment(platform))
+    raise BackendUnavailable(f"MLPLATFORM_BACKEND is {platform.backend!r}; allowed: {', '.join(map(repr, BACKENDS))}")
 
 
 def deploy(name: str, model_uri: str, *, replicas: int | None = None, min_replicas: int | None = None,
@@ -59,20 +70,16 @@ def deploy(name: str, model_uri: str, *, replicas: int | None = None, min_replic
     replica; `max_batch_size` requests are scored together. `task="text-generation"` adds
     `/generate` (read from the model's metadata when unset). `wait`: return once running or failed.
     Answers the status (see backend.py)."""
-    env = os.environ
+    env = read_environment()
     request = serving_request(name=name, model_uri=model_uri, replicas=replicas, min_replicas=min_replicas,
                               max_replicas=max_replicas, cpus=cpus, gpus=gpus, max_batch_size=max_batch_size,
                               batch_wait_timeout_s=batch_wait_timeout_s, max_ongoing_requests=max_ongoing_requests,
                               task=task, gpu_quota=_gpu_quota(env))
     chosen = backend()
     resolved = resolve(request.model_uri)
-    app_env = {**contract_env(env), "MLFLOW_TRACKING_URI": resolved.tracking_uri}
-    secrets = None
-    if isinstance(chosen, LocalServing):  # on this machine, replicas use the kernel's S3 credential process
-        app_env.update({k: env[k] for k in LOCAL_S3_ENV if env.get(k)})
-        secrets = {k: env[k] for k in SECRET_ENV if env.get(k)} or None
-    owner = {k: v for k, v in (("user", env.get("MLPLATFORM_USER")), ("team", env.get("MLPLATFORM_TEAM"))) if v}
-    result = chosen.deploy(request, model_version=resolved.version, env=app_env, secrets=secrets, owner=owner)
+    app_env = dataclasses.replace(env, mlflow_tracking_uri=resolved.tracking_uri).variables(FORWARDED_TO_SERVING)
+    owner = {k: v for k, v in (("user", env.user), ("team", env.team)) if v}
+    result = chosen.deploy(request, model_version=resolved.version, env=app_env, owner=owner)
     return wait_until_settled(name, timeout) if wait else result
 
 
@@ -133,16 +140,13 @@ def _post(name: str, route: str, body: Any, timeout: float) -> dict:
     raise PredictionFailed(r.status_code, message)
 
 
-def _gpu_quota(environ: Mapping[str, str]) -> int | None:
+def _gpu_quota(env: PlatformEnvironment) -> int | None:
     """The team's GPU quota from the catalog, on a server the platform started (else no check)."""
-    path, team = environ.get("MLPLATFORM_CATALOG"), environ.get("MLPLATFORM_TEAM")
-    if not path or not team:
+    if not env.catalog_path or not env.team:
         return None
-    from hub_config.catalog import CatalogError, cached_catalog
-
     try:
-        catalog = cached_catalog(path)
+        catalog = env.catalog()
     except CatalogError as e:
         raise ServingError(f"cannot read the platform catalog for the team's GPU quota: {e}") from None
-    found = catalog.teams.get(team)
+    found = catalog.teams.get(env.team)
     return found.gpu_quota.total if found else None

@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .payload import PayloadError, dumps, jsonable, parse_generate, parse_predict, split_outputs
+from .spec import SECRETS_FILE_VARIABLE
 
 log = logging.getLogger("ray.serve")
 
@@ -96,7 +97,7 @@ def _scoring_error(e: Exception) -> HTTPError:
 class ModelServer:
     def __init__(self, model: dict):
         # Credentials for MLflow's artifacts (the local backend keeps them out of the Serve config).
-        secrets = os.environ.get("MLPLATFORM_SERVING_SECRETS_FILE")
+        secrets = os.environ.get(SECRETS_FILE_VARIABLE)
         if secrets and os.path.exists(secrets):
             with open(secrets) as f:
                 os.environ.update(json.load(f))

@@ -1,4 +1,4 @@
-"""What every serving backend offers (local Ray Serve now, later Kubernetes `RayService`).
+"""What every serving backend offers (local Ray Serve, Kubernetes `RayService`).
 
 A backend deploys a validated `ServingRequest` whose model version is already resolved, and answers
 about it by name. Every answer is a plain JSON-serializable dict, so the REST API and the widget
@@ -34,11 +34,19 @@ STATES = (SUBMITTED, STARTING, DEPLOYING, RUNNING, FAILED, DELETING)
 SETTLED_STATES = frozenset({RUNNING, FAILED})
 
 
+def last_line(text: str | None) -> str:
+    """The last non-empty line of an error text (at most 500 characters): the status's `message`."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
 class ServingBackend(Protocol):
     def deploy(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
                secrets: Mapping[str, str] | None = None, owner: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Create or replace the application `request.name`; answers its status. Raises before
-        anything is left behind when it cannot."""
+        anything is left behind when it cannot. `env`: the contract variables and MLflow URI the
+        replicas get; what else they need to reach the model (credentials on this machine, a service
+        account in a cluster) is the backend's to add. `secrets`: None for the backend's default."""
 
     def status(self, name: str) -> dict[str, Any]:
         """The application's status (see the module docstring); DeploymentNotFound if none."""
@@ -48,3 +56,6 @@ class ServingBackend(Protocol):
 
     def names(self) -> list[str]:
         """Names of the applications."""
+
+    def url(self, name: str) -> str:
+        """The application's endpoint (routes /predict, /generate below it)."""

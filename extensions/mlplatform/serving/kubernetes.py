@@ -21,22 +21,31 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+
+from mlplatform_core import images
+from mlplatform_core.catalog import CatalogError
+from mlplatform_core.contract import PlatformEnvironment
+from mlplatform_core.names import (
+    COMPONENT_LABEL,
+    GPU_TYPE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MAX_SERVING_NAME,
+    SERVING_COMPONENT,
+    TEAM_LABEL,
+    USER_LABEL,
+    annotation_key,
+    label_value,
+)
+from mlplatform_core.timestamps import now
 
 from .. import kube
-from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED
+from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED, last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
 from .spec import ServingRequest, ray_service
 
-MAX_NAME_LENGTH = 47  # KubeRay: its cluster gets a 6-character suffix, its services "-serve-svc"
 SERVE_PORT = 8000
-MANAGED = "app.kubernetes.io/managed-by=mlplatform,app.kubernetes.io/component=model-serving"
-TEAM_LABEL, USER_LABEL = "mlplatform.io/team", "mlplatform.io/user"
-# The hub counts a team's GPUs per type over pods with this label (hub_config/spawners/kube_quota.py),
-# so GPUs of served models count against the same per-type quota as notebooks' GPUs.
-GPU_TYPE_LABEL = "mlplatform.io/gpu-type"
-ANNOTATION = "mlplatform.io/"  # prefix of what the backend records on the RayService
+MANAGED = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={SERVING_COMPONENT}"
 
 
 @dataclass(frozen=True)
@@ -46,8 +55,8 @@ class KubernetesServingConfig:
     namespace: str
     team: str
     user: str
-    image: str = "mlplatform/ray:0.1.0"
-    gpu_image: str = "mlplatform/ray-gpu:0.1.0"
+    image: str = images.SERVING
+    gpu_image: str = images.SERVING_GPU
     gpu_resource: str = "nvidia.com/gpu"
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[str, ...] = ()  # JSON of each toleration (hashable)
@@ -55,32 +64,28 @@ class KubernetesServingConfig:
     gpu_type: str | None = None  # the catalog's name of the GPU type replicas with GPUs get
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> KubernetesServingConfig:
-        """MLPLATFORM_NAMESPACE / _TEAM / _USER; images and the GPU type from the catalog at
-        MLPLATFORM_CATALOG (GPU type: the notebook's, MLPLATFORM_GPU_TYPE, else the team's only one)."""
-        missing = [k for k in ("MLPLATFORM_NAMESPACE", "MLPLATFORM_TEAM", "MLPLATFORM_USER") if not environ.get(k)]
+    def for_environment(cls, environment: PlatformEnvironment) -> KubernetesServingConfig:
+        """Namespace, team and user from the environment contract; images and the GPU type from its
+        catalog (GPU type: the notebook's, else the team's only one)."""
+        missing = environment.missing(("namespace", "team", "user"))
         if missing:
             raise BackendUnavailable(f"{', '.join(missing)} not set: serving on Kubernetes needs the team's namespace "
                                      "from the environment contract (a server started by the platform's hub)")
-        config = cls(namespace=environ["MLPLATFORM_NAMESPACE"], team=environ["MLPLATFORM_TEAM"],
-                     user=environ["MLPLATFORM_USER"])
-        if not environ.get("MLPLATFORM_CATALOG"):
+        config = cls(namespace=environment.namespace, team=environment.team, user=environment.user)
+        if not environment.catalog_path:
             return config
-        from hub_config.catalog import CatalogError, cached_catalog
-
         try:
-            catalog = cached_catalog(environ["MLPLATFORM_CATALOG"])
+            catalog = environment.catalog()
         except CatalogError as e:
             raise BackendUnavailable(f"cannot read the platform catalog: {e}") from None
-        images = catalog.kubernetes.images
-        gpu_name = environ.get("MLPLATFORM_GPU_TYPE") or None
+        gpu_name = environment.gpu_type
         team = catalog.teams.get(config.team)
         if gpu_name is None and team is not None and len(team.gpu_quota.per_type) == 1:
             gpu_name = next(iter(team.gpu_quota.per_type))
         gpu = catalog.gpu_types.get(gpu_name) if gpu_name else None
-        return cls(namespace=config.namespace, team=config.team, user=config.user, image=images.serving,
-                   gpu_type=gpu_name if gpu else None,
-                   gpu_image=images.serving_gpu, service_account=catalog.kubernetes.serving_service_account,
+        return cls(namespace=config.namespace, team=config.team, user=config.user,
+                   image=catalog.kubernetes.images.serving, gpu_image=catalog.kubernetes.images.serving_gpu,
+                   service_account=catalog.kubernetes.serving_service_account, gpu_type=gpu_name if gpu else None,
                    gpu_resource=gpu.resource if gpu else "nvidia.com/gpu",
                    node_selector=tuple(sorted(gpu.node_selector.items())) if gpu else (),
                    tolerations=tuple(json.dumps(t.model_dump(exclude_none=True)) for t in gpu.tolerations)
@@ -101,7 +106,7 @@ class KubernetesServing:
         return kube.CustomObjects(self._api(), kube.RAY_SERVICES, self.config.namespace)
 
     def _api(self):
-        if self._client is None:
+        if self._client is None:  # once per backend: the API server's client keeps its connections
             self._client = _translated(kube.connect)
         return self._client
 
@@ -110,9 +115,9 @@ class KubernetesServing:
                secrets: Mapping[str, str] | None = None, owner: Mapping[str, str] | None = None) -> dict:
         """Create the RayService, or patch what changed. `secrets` are not used: the pods get their
         identity from their service account, never from the notebook."""
-        if len(request.name) > MAX_NAME_LENGTH:
+        if len(request.name) > MAX_SERVING_NAME:
             why = (f"{request.name!r} has {len(request.name)} characters; allowed on Kubernetes: at most "
-                   f"{MAX_NAME_LENGTH} (KubeRay adds suffixes)")
+                   f"{MAX_SERVING_NAME} (KubeRay adds suffixes)")
             raise InvalidServingRequest([("name", why)])
         c = self.config
         owner = {"user": c.user, "team": c.team, **(owner or {})}
@@ -120,17 +125,17 @@ class KubernetesServing:
                            image=c.gpu_image if request.gpus else c.image, gpu_resource=c.gpu_resource,
                            node_selector=dict(c.node_selector), tolerations=[json.loads(t) for t in c.tolerations],
                            service_account=c.service_account,
-                           labels={TEAM_LABEL: kube.label_value(owner["team"]),
-                                   USER_LABEL: kube.label_value(owner["user"]),
+                           labels={TEAM_LABEL: label_value(owner["team"]),
+                                   USER_LABEL: label_value(owner["user"]),
                                    **({GPU_TYPE_LABEL: c.gpu_type} if request.gpus and c.gpu_type else {})})
         services = self.services
         current = _translated(services.get, request.name)
         body["metadata"]["annotations"].update({
-            f"{ANNOTATION}request": json.dumps(request.to_dict(), sort_keys=True),
-            f"{ANNOTATION}user": owner["user"],
-            f"{ANNOTATION}submitted-at": _now(),
-            f"{ANNOTATION}deploy-id": uuid.uuid4().hex,
-            f"{ANNOTATION}previous-version": _annotation(current, "model-version") if current else "",
+            annotation_key("request"): json.dumps(request.to_dict(), sort_keys=True),
+            annotation_key("user"): owner["user"],
+            annotation_key("submitted-at"): now(),
+            annotation_key("deploy-id"): uuid.uuid4().hex,
+            annotation_key("previous-version"): kube.annotation(current, "model-version") if current else "",
         })
         if current is None:
             return self._describe(self._create(services, body))
@@ -139,7 +144,7 @@ class KubernetesServing:
 
     def status(self, name: str) -> dict:
         found = _translated(self.services.get, name)
-        if found is None or not _managed(found):
+        if found is None or not _serving(found):
             raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
                                      f"applications: {', '.join(self.names()) or 'none'}")
         return self._describe(found, events=True)
@@ -147,7 +152,7 @@ class KubernetesServing:
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
         services = self.services
         found = _translated(services.get, name)
-        if found is None or not _managed(found):
+        if found is None or not _serving(found):
             raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
                                      f"applications: {', '.join(self.names()) or 'none'}")
         _translated(services.delete, name)
@@ -167,33 +172,25 @@ class KubernetesServing:
 
     # --- helpers ---------------------------------------------------------------------------------
     def _create(self, services: kube.CustomObjects, body: dict) -> dict:
-        """Create; when the call failed but may have been carried out (timeout, 5xx), delete what
-        this call made (recognised by its deploy id), so a failure leaves nothing behind."""
+        """Create; a failure leaves nothing behind (what this call made is known by its deploy id)."""
         try:
-            return services.create(body)
+            return kube.create_or_clean_up(services, body, marker="deploy-id")
         except kube.KubeError as error:
-            if error.committed_maybe:
-                try:
-                    made = services.get(body["metadata"]["name"])
-                    if made and _annotation(made, "deploy-id") == _annotation(body, "deploy-id"):
-                        services.delete(body["metadata"]["name"])
-                except kube.KubeError:
-                    pass  # the API server is unreachable: the error below says so
             raise _serving_error(error) from None
 
     def _check_owner(self, current: dict, owner: Mapping[str, str]) -> None:
         name, labels = current["metadata"]["name"], current["metadata"].get("labels") or {}
-        if not _managed(current):
+        if not _serving(current):
             raise ServingConflict(f"a RayService {name!r} not made by mlplatform exists in namespace "
                                   f"{self.config.namespace}; choose another name")
         team = labels.get(TEAM_LABEL)
-        if team and team != kube.label_value(owner["team"]):
+        if team and team != label_value(owner["team"]):
             raise ServingConflict(f"{name!r} is served for team {team}; choose another name")
 
     def _describe(self, service: dict, events: bool = False) -> dict:
         meta = service["metadata"]
         name = meta["name"]
-        request = json.loads(_annotation(service, "request") or "{}")
+        request = json.loads(kube.annotation(service, "request") or "{}")
         url = self.url(name)
         state, message, detail = _state(service)
         if events and state in (SUBMITTED, STARTING, DEPLOYING):
@@ -204,10 +201,10 @@ class KubernetesServing:
         active = ((service.get("status") or {}).get("activeServiceStatus") or {}).get("rayClusterStatus") or {}
         result = {
             "name": name, "backend": self.backend, "namespace": meta.get("namespace"), "state": state,
-            "message": message, "model_uri": _annotation(service, "model-uri"),
-            "model_version": _annotation(service, "model-version"), "url": url, "predict_url": f"{url}/predict",
-            "submitted_at": _annotation(service, "submitted-at") or meta.get("creationTimestamp"),
-            "owner": {"user": _annotation(service, "user"), "team": (meta.get("labels") or {}).get(TEAM_LABEL)},
+            "message": message, "model_uri": kube.annotation(service, "model-uri"),
+            "model_version": kube.annotation(service, "model-version"), "url": url, "predict_url": f"{url}/predict",
+            "submitted_at": kube.annotation(service, "submitted-at") or meta.get("creationTimestamp"),
+            "owner": {"user": kube.annotation(service, "user"), "team": (meta.get("labels") or {}).get(TEAM_LABEL)},
             "request": request,
             "replicas": {"running": active.get("readyWorkerReplicas", 0),
                          "target": None if request.get("max_replicas") else request.get("replicas")},
@@ -220,7 +217,7 @@ class KubernetesServing:
 def _state(service: dict) -> tuple[str, str, str]:
     """KubeRay's status → (state, message, detail)."""
     meta, status = service["metadata"], service.get("status") or {}
-    name, previous = meta["name"], _annotation(service, "previous-version")
+    name, previous = meta["name"], kube.annotation(service, "previous-version")
     if meta.get("deletionTimestamp"):
         return DELETING, "being deleted", ""
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -229,7 +226,7 @@ def _state(service: dict) -> tuple[str, str, str]:
     ready, upgrading = conditions.get("Ready") or {}, conditions.get("UpgradeInProgress") or {}
     serving = ready.get("status") == "True"
     if ready.get("status") == "False" and ready.get("reason") == "InitializingTimeout":
-        return FAILED, _last_line(ready.get("message")) or "the Ray cluster did not start in time", \
+        return FAILED, last_line(ready.get("message")) or "the Ray cluster did not start in time", \
             ready.get("message", "")
     active = status.get("activeServiceStatus") or {}
     pending = status.get("pendingServiceStatus") or {}
@@ -239,7 +236,7 @@ def _state(service: dict) -> tuple[str, str, str]:
     if upgrading.get("status") == "True":
         if new_app and new_app.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
             detail = _app_detail(new_app)
-            return FAILED, _last_line(detail) + keeps, detail
+            return FAILED, last_line(detail) + keeps, detail
         return DEPLOYING, f"a new Ray cluster is starting for the new version{keeps}", ""
     if status.get("observedGeneration", meta.get("generation")) < meta.get("generation", 0):
         return DEPLOYING, f"KubeRay has not taken the new version yet{keeps}", ""
@@ -250,14 +247,14 @@ def _state(service: dict) -> tuple[str, str, str]:
     app_status = app.get("status")
     if app_status in ("DEPLOY_FAILED", "UNHEALTHY"):
         detail = _app_detail(app)
-        return FAILED, _last_line(detail) + keeps, detail
+        return FAILED, last_line(detail) + keeps, detail
     if app_status == "DELETING":
         return DELETING, "Ray Serve is removing the application", ""
     if app_status == "RUNNING" and serving:
         return RUNNING, "", ""
     if app_status == "RUNNING":
         return DEPLOYING, f"waiting for the serve endpoints ({ready.get('reason') or 'not ready'})", ""
-    return DEPLOYING, _last_line(_app_detail(app)) or "Ray Serve is starting the replicas", ""
+    return DEPLOYING, last_line(_app_detail(app)) or "Ray Serve is starting the replicas", ""
 
 
 def _changes(current: dict, body: dict) -> list[dict]:
@@ -281,19 +278,8 @@ def _app_detail(app: dict) -> str:
     return "\n".join(messages) or app.get("message") or ""
 
 
-def _annotation(obj: dict, key: str) -> str:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(f"{ANNOTATION}{key}", "")
-
-
-def _managed(obj: dict) -> bool:
-    labels = obj["metadata"].get("labels") or {}
-    return labels.get("app.kubernetes.io/managed-by") == "mlplatform" and \
-        labels.get("app.kubernetes.io/component") == "model-serving"
-
-
-def _last_line(text: str | None) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+def _serving(obj: dict) -> bool:
+    return kube.managed(obj, **{COMPONENT_LABEL: SERVING_COMPONENT})
 
 
 def _serving_error(error: kube.KubeError) -> ServingError:
@@ -309,12 +295,4 @@ def _serving_error(error: kube.KubeError) -> ServingError:
     return refused
 
 
-def _translated(fn, *args) -> Any:
-    try:
-        return fn(*args)
-    except kube.KubeError as error:
-        raise _serving_error(error) from None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+_translated = kube.translating(_serving_error)

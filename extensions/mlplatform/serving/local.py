@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import math
 import os
 import secrets
@@ -39,19 +38,21 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
+from mlplatform_core.contract import CREDENTIAL_PROCESS, PlatformEnvironment
+from mlplatform_core.timestamps import now
 
+from .. import localhost
+from .backend import last_line
 from .errors import BackendUnavailable, DeploymentNotFound, ServingConflict
-from .spec import DEPLOYMENT, ServingRequest, serve_application, serve_config
+from .spec import DEPLOYMENT, SECRETS_FILE_VARIABLE, ServingRequest, serve_application, serve_config
 
-SECRETS_FILE_VAR = "MLPLATFORM_SERVING_SECRETS_FILE"
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
-# The kernel's variables a replica may need to reach MLflow's S3 artifacts locally (the hub brokers
-# the credentials; the token goes to the 0600 secrets file, the rest into the application's env).
-LOCAL_S3_ENV = ("AWS_CONFIG_FILE", "AWS_SDK_LOAD_CONFIG", "MLPLATFORM_CREDENTIALS_URL")
+# On this machine a replica reaches MLflow's S3 artifacts with the kernel's credential process (the
+# hub brokers the credentials): the contract's CREDENTIAL_PROCESS variables go into the application's
+# env, the kernel's tokens into the 0600 secrets file.
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # What the head keeps of the environment of the kernel that starts it: no user's identity or token.
 HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
@@ -165,7 +166,7 @@ class LocalRayHead:
         """Start the head unless it runs; True when this call started it."""
         if self.running():
             return False
-        with _locked(self.root / "start.lock"):
+        with localhost.locked(self.root / "start.lock"):
             if self.running():
                 return False
             pid = self._head_pid()
@@ -179,17 +180,17 @@ class LocalRayHead:
         c = self.config
         self._check_ports()
         if not self.token_path.exists():
-            _write_text(self.token_path, secrets.token_hex(32), mode=0o600)
+            localhost.write_text(self.token_path, secrets.token_hex(32), mode=0o600)
         log = open(self.root / "head.log", "ab")
         try:
             proc = subprocess.Popen(self.command(), env=self.environment(), cwd=self.root, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
-        _write_json(self.root / "head.json", {"pid": proc.pid, "pgid": proc.pid, "port": c.port,
-                                              "started_at": _now()})
+        localhost.write_json(self.root / "head.json", {"pid": proc.pid, "pgid": proc.pid, "port": c.port,
+                                              "started_at": now()})
         if not self._wait_ready(proc.pid, c.start_timeout):
-            tail = _tail(self.root / "head.log")
+            tail = localhost.tail_text(self.root / "head.log")
             self.stop()
             raise BackendUnavailable(f"the local Ray head did not start within {c.start_timeout:.0f} s; "
                                      f"its log: {self.root / 'head.log'}\n{tail}")
@@ -197,7 +198,7 @@ class LocalRayHead:
     def _wait_ready(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not localhost.running(pid):
                 return False
             try:
                 if self.session().get(f"{self.config.dashboard_url}/api/serve/applications/", timeout=5).ok:
@@ -264,35 +265,26 @@ class LocalRayHead:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the head and every process it started: its process group, then any process still
         carrying its marker variable (identified one by one, never by name)."""
-        info = _read_json(self.root / "head.json")
+        info = localhost.read_json(self.root / "head.json")
         if info:
-            _signal_group(info["pgid"], signal.SIGTERM)
-            if not _wait(lambda: not _group_alive(info["pgid"]), timeout / 2):
-                _signal_group(info["pgid"], signal.SIGKILL)
-                _wait(lambda: not _group_alive(info["pgid"]), timeout / 2)
+            localhost.signal_group(info["pgid"], signal.SIGTERM)
+            if not localhost.wait_until(lambda: not localhost.group_alive(info["pgid"]), timeout / 2):
+                localhost.signal_group(info["pgid"], signal.SIGKILL)
+                localhost.wait_until(lambda: not localhost.group_alive(info["pgid"]), timeout / 2)
         for pid in self.processes():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        _wait(lambda: not self.processes(), timeout)
+        localhost.wait_until(lambda: not self.processes(), timeout)
         (self.root / "head.json").unlink(missing_ok=True)
 
     def processes(self) -> list[int]:
         """Ids of the live processes belonging to this head."""
-        marker = f"{HEAD_MARKER_VAR}={self.root}".encode() + b"\0"
-        found = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                if marker in (proc / "environ").read_bytes() + b"\0" and _alive(int(proc.name)):
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-        return found
+        return [pid for pid, start in localhost.tagged(HEAD_MARKER_VAR, str(self.root)).items()
+                if localhost.running(pid, start)]
 
     def _head_pid(self) -> int | None:
-        info = _read_json(self.root / "head.json")
-        return info["pid"] if info and _alive(info["pid"]) else None
+        info = localhost.read_json(self.root / "head.json")
+        return info["pid"] if info and localhost.running(info["pid"]) else None
 
     def _check_ports(self) -> None:
         c = self.config
@@ -311,6 +303,7 @@ class LocalServing:
     """deploy / status / delete of Serve applications on the local head."""
 
     config: LocalRayConfig = field(default_factory=LocalRayConfig.from_environ)
+    environment: PlatformEnvironment = field(default_factory=PlatformEnvironment)
 
     def __post_init__(self):
         self.head = LocalRayHead(self.config)
@@ -319,32 +312,35 @@ class LocalServing:
     # --- the interface of every backend ----------------------------------------------------------
     def deploy(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
                secrets: Mapping[str, str] | None = None, owner: Mapping[str, str] | None = None) -> dict:
-        """Record the application, start the head if needed, hand every application to Serve."""
+        """Record the application, start the head if needed, hand every application to Serve.
+        `secrets` (default: the kernel's tokens) reach the replicas in a 0600 file, never in the config."""
         self.apps.mkdir(parents=True, exist_ok=True)
         owner = dict(owner or {})
-        with _locked(self.apps / ".lock"):
-            previous = _read_json(self._record(request.name))
+        if secrets is None:
+            secrets = {k: os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
+        with localhost.locked(self.apps / ".lock"):
+            previous = localhost.read_json(self._record(request.name))
             surge = self._check(request, previous, owner)
-            env = dict(env)
+            env = {**env, **self.environment.variables(CREDENTIAL_PROCESS)}
             if secrets:
                 path = self.apps / f"{request.name}.secrets"
-                _write_json(path, dict(secrets), mode=0o600)
-                env[SECRETS_FILE_VAR] = str(path)
+                localhost.write_json(path, dict(secrets), mode=0o600)
+                env[SECRETS_FILE_VARIABLE] = str(path)
             app = serve_application(request, model_version=model_version, env=env, surge=surge)
             record = {"name": request.name, "request": request.to_dict(), "model_version": str(model_version),
                       "previous_version": previous["model_version"] if previous else None,
-                      "application": app, "owner": owner, "phase": "submitted", "submitted_at": _now()}
-            _write_json(self._record(request.name), record)
+                      "application": app, "owner": owner, "phase": "submitted", "submitted_at": now()}
+            localhost.write_json(self._record(request.name), record)
         try:
             self.head.ensure()
-            with _locked(self.apps / ".lock"):
+            with localhost.locked(self.apps / ".lock"):
                 self._apply()
                 record.update(phase="applied", applied_at=time.time())
-                _write_json(self._record(request.name), record)
+                localhost.write_json(self._record(request.name), record)
         except BaseException:
-            with _locked(self.apps / ".lock"):  # nothing half-done: the previous state comes back
+            with localhost.locked(self.apps / ".lock"):  # nothing half-done: the previous state comes back
                 if previous:
-                    _write_json(self._record(request.name), previous)
+                    localhost.write_json(self._record(request.name), previous)
                 else:
                     self._record(request.name).unlink(missing_ok=True)
                     (self.apps / f"{request.name}.secrets").unlink(missing_ok=True)
@@ -355,7 +351,7 @@ class LocalServing:
         return self.status(request.name)
 
     def status(self, name: str) -> dict:
-        record = _read_json(self._record(name))
+        record = localhost.read_json(self._record(name))
         if record is None:
             raise DeploymentNotFound(f"no serving application {name!r} on the local Ray head; "
                                      f"applications: {', '.join(self.names()) or 'none'}")
@@ -377,8 +373,8 @@ class LocalServing:
         return {**result, **_serve_state(app, record)}
 
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
-        with _locked(self.apps / ".lock"):
-            if _read_json(self._record(name)) is None:
+        with localhost.locked(self.apps / ".lock"):
+            if localhost.read_json(self._record(name)) is None:
                 raise DeploymentNotFound(f"no serving application {name!r} on the local Ray head; "
                                          f"applications: {', '.join(self.names()) or 'none'}")
             self._record(name).unlink()
@@ -386,7 +382,7 @@ class LocalServing:
             if self.head.running():
                 self._apply()
         if wait and self.head.running():
-            _wait(lambda: name not in self._serve_status(), timeout)
+            localhost.wait_until(lambda: name not in self._serve_status(), timeout)
         return {"name": name, "backend": "local", "state": "deleted"}
 
     def names(self) -> list[str]:
@@ -414,7 +410,7 @@ class LocalServing:
                 previous["owner"]["team"] != owner["team"]:
             raise ServingConflict(f"{request.name!r} is served for team {previous['owner']['team']}; "
                                   "choose another name")
-        others = [r for n in self.names() if n != request.name and (r := _read_json(self._record(n)))]
+        others = [r for n in self.names() if n != request.name and (r := localhost.read_json(self._record(n)))]
         surge = True
         for resource, have, per_replica in (("CPUs", self.config.cpus, lambda r: r["cpus"]),
                                             ("GPUs", self.config.gpus, lambda r: math.ceil(r["gpus"]))):
@@ -431,7 +427,7 @@ class LocalServing:
 
     def _apply(self) -> None:
         """PUT every recorded application (the REST API replaces the whole set)."""
-        apps = [r["application"] for n in self.names() if (r := _read_json(self._record(n)))]
+        apps = [r["application"] for n in self.names() if (r := localhost.read_json(self._record(n)))]
         body = serve_config(apps, http_host="127.0.0.1", http_port=self.config.http_port)
         r = self.head.session().put(f"{self.config.dashboard_url}/api/serve/applications/", json=body, timeout=60)
         if not r.ok:
@@ -474,94 +470,14 @@ def _serve_state(app: dict, record: dict) -> dict:
              "DELETING": "deleting"}.get(status, "deploying")
     if state == "failed":
         detail = deployment.get("message") or message
-        message = _last_line(detail)
+        message = last_line(detail)
         if counts["running"] and record.get("previous_version"):
             message += f" (version {record['previous_version']} keeps answering)"
         return {"state": state, "message": message, "detail": detail[-4000:], "replicas": counts}
-    return {"state": state, "message": _last_line(deployment.get("message") or message) if state != "running" else "",
+    return {"state": state, "message": last_line(deployment.get("message") or message) if state != "running" else "",
             "replicas": counts}
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
 
 
 def _most(request: dict) -> int:
     return request["max_replicas"] if request.get("max_replicas") is not None else request["replicas"]
 
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _write_json(path: Path, doc: dict, mode: int = 0o644) -> None:
-    _write_text(path, json.dumps(doc, indent=1), mode)
-
-
-def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _wait(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -2,7 +2,7 @@
 dicts out, no I/O.
 
     request = serving_request(name="iris", model_uri="models:/iris@champion", replicas=2)
-    app = serve_application(request, model_version="3", env=contract_env(os.environ))
+    app = serve_application(request, model_version="3", env=environment.variables(FORWARDED_TO_SERVING))
     serve_config([app], http_port=18602)                         # the local backend PUTs this
     ray_service(request, namespace="team-vision", model_version="3", env=...)   # ray.io/v1, Kubernetes
 
@@ -19,26 +19,34 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import yaml
+from mlplatform_core import images
+from mlplatform_core.names import (
+    COMPONENT_LABEL,
+    DNS_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MAX_DNS_LABEL,
+    SERVING_COMPONENT,
+    annotation_key,
+)
+from mlplatform_core.quantities import cpu_quantity
 
-from ..names import DNS_LABEL
 from .errors import InvalidServingRequest
 
 IMPORT_PATH = "mlplatform.serving.app:build"
 DEPLOYMENT = "Model"  # the deployment's name inside every application (app.py)
+# Where a replica finds the credentials it may need (a 0600 file; never in the Serve config, which the
+# dashboard shows): the local backend writes it, app.py reads it.
+SECRETS_FILE_VARIABLE = "MLPLATFORM_SERVING_SECRETS_FILE"
 RAY_VERSION = "2.60.0"
-DEFAULT_IMAGE = "mlplatform/ray:0.1.0"
-DEFAULT_GPU_IMAGE = "mlplatform/ray-gpu:0.1.0"
+DEFAULT_IMAGE = images.SERVING
+DEFAULT_GPU_IMAGE = images.SERVING_GPU
 TASKS = ("predict", "text-generation")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
 MAX_BATCH_SIZE = 1024
 
 # The environment contract (README) as a served model sees it: where MLflow and S3 are, whose it
 # is. Never the notebook's credentials, its GPUs or its AWS config (pods get their own identity).
-CONTRACT_ENV = ("MLPLATFORM_CONTRACT_VERSION", "MLPLATFORM_USER", "MLPLATFORM_TEAM", "MLPLATFORM_NAMESPACE",
-                "MLPLATFORM_BACKEND", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "MLPLATFORM_S3_ENDPOINT",
-                "MLPLATFORM_S3_BUCKET", "MLPLATFORM_S3_TEAM_PREFIX", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
-                "AWS_DEFAULT_REGION")
-
 
 @dataclass(frozen=True)
 class ServingRequest:
@@ -91,8 +99,8 @@ def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_repl
         return ok
 
     if check("name", isinstance(name, str), f"{name!r} is not a string; allowed: a DNS label"):
-        check("name", bool(DNS_LABEL.match(name)) and len(name) <= 63,
-              f"{name!r} is not a DNS label; allowed: at most 63 lowercase letters, digits and '-', "
+        check("name", bool(DNS_LABEL.match(name)) and len(name) <= MAX_DNS_LABEL,
+              f"{name!r} is not a DNS label; allowed: at most {MAX_DNS_LABEL} lowercase letters, digits and '-', "
               "starting with a letter and ending with a letter or digit (e.g. 'iris-classifier')")
     check("model_uri", isinstance(model_uri, str) and bool(MODEL_URI.match(model_uri)),
           f"{model_uri!r} is not a registered model; allowed: 'models:/<name>@<alias>' or "
@@ -161,11 +169,6 @@ def _number(check, field: str, value: Any) -> bool:
 
 
 # --- Ray Serve ------------------------------------------------------------------------------------
-
-def contract_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The variables of the environment contract a served model gets (set ones only)."""
-    return {k: environ[k] for k in CONTRACT_ENV if environ.get(k)}
-
 
 def serve_application(request: ServingRequest, *, model_version: str, env: Mapping[str, str] | None = None,
                       import_path: str = IMPORT_PATH, surge: bool = False) -> dict:
@@ -256,8 +259,8 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
     env = dict(sorted((env or {}).items()))
     gpus = math.ceil(request.gpus)
     image = image or (DEFAULT_GPU_IMAGE if gpus else DEFAULT_IMAGE)
-    meta_labels = {"app.kubernetes.io/name": request.name, "app.kubernetes.io/component": "model-serving",
-                   "app.kubernetes.io/managed-by": "mlplatform", **(labels or {})}
+    meta_labels = {"app.kubernetes.io/name": request.name, COMPONENT_LABEL: SERVING_COMPONENT,
+                   MANAGED_BY_LABEL: MANAGED_BY, **(labels or {})}
     env_list = [{"name": k, "value": v} for k, v in env.items()]
 
     head_container = {
@@ -269,14 +272,14 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
         "resources": {"requests": {"cpu": resources.head_cpu, "memory": resources.head_memory},
                       "limits": {"cpu": resources.head_cpu, "memory": resources.head_memory}},
     }
-    worker_limits: dict[str, str] = {"cpu": _cpu_quantity(request.cpus), "memory": resources.worker_memory}
+    worker_limits: dict[str, str] = {"cpu": cpu_quantity(request.cpus), "memory": resources.worker_memory}
     if gpus:
         worker_limits[gpu_resource] = str(gpus)
     worker_container = {
         "name": "ray-worker",
         "image": image,
         "env": env_list,
-        "resources": {"requests": {"cpu": _cpu_quantity(request.cpus), "memory": resources.worker_memory},
+        "resources": {"requests": {"cpu": cpu_quantity(request.cpus), "memory": resources.worker_memory},
                       "limits": worker_limits},
     }
     worker_pod: dict[str, Any] = {"containers": [worker_container]}
@@ -313,15 +316,11 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": {"name": request.name, "namespace": namespace, "labels": meta_labels,
-                     "annotations": {"mlplatform.io/model-uri": request.model_uri,
-                                     "mlplatform.io/model-version": str(model_version)}},
+                     "annotations": {annotation_key("model-uri"): request.model_uri,
+                                     annotation_key("model-version"): str(model_version)}},
         "spec": {
             "upgradeStrategy": {"type": "NewCluster"},
             "serveConfigV2": yaml.safe_dump({"applications": [app]}, sort_keys=False),
             "rayClusterConfig": cluster,
         },
     }
-
-
-def _cpu_quantity(cpus: float) -> str:
-    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"

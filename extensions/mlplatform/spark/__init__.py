@@ -2,8 +2,18 @@
 (job.py), the SparkApplication builder (spec.py) and the local backend (local.py)."""
 
 from .api import applications, backend, cancel, logs, status, submit
-from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, STATES, SUBMITTED, TERMINAL_STATES,
-                      SparkBackend, SparkBackendError, UnknownApplicationError)
+from .backend import (
+                      CANCELLED,
+                      COMPLETED,
+                      FAILED,
+                      RUNNING,
+                      STATES,
+                      SUBMITTED,
+                      TERMINAL_STATES,
+                      SparkBackend,
+                      SparkBackendError,
+                      UnknownApplicationError,
+)
 from .job import SparkJob, SparkJobError
 from .local import LocalSparkBackend
 from .spec import spark_application

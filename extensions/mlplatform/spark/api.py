@@ -13,10 +13,13 @@ starts; an unknown id raises UnknownApplicationError (a LookupError).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
+from mlplatform_core.contract import PlatformEnvironment
+
+from ..environment import read_environment
 from .backend import SparkBackend, SparkBackendError
 from .job import SparkJob
 from .local import LocalSparkBackend
@@ -27,15 +30,24 @@ BACKENDS = ("local", "kubernetes")
 def backend(environ: Mapping[str, str] | None = None) -> SparkBackend:
     """The backend named by MLPLATFORM_BACKEND in `environ` (default: this process's environment);
     `local` when it is unset (outside the platform). Local jobs start from that same environment."""
-    env = os.environ if environ is None else environ
-    kind = env.get("MLPLATFORM_BACKEND") or "local"
-    if kind == "local":
-        return LocalSparkBackend(environ=None if environ is None else dict(environ))
-    if kind == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
+    if environ is not None:  # another environment than this process's: its own backend, not cached
+        return _make(read_environment(environ), dict(environ))
+    return _cached(read_environment())
+
+
+@lru_cache(maxsize=8)
+def _cached(platform: PlatformEnvironment) -> SparkBackend:
+    return _make(platform, None)
+
+
+def _make(platform: PlatformEnvironment, environ: dict[str, str] | None) -> SparkBackend:
+    if platform.backend == "local":
+        return LocalSparkBackend(environ=environ, user=platform.user or None)
+    if platform.backend == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
         from .kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
 
-        return KubernetesSparkBackend(KubernetesSparkConfig.from_environ(env), environ=env)
-    raise SparkBackendError(f"MLPLATFORM_BACKEND is {kind!r}; allowed: {', '.join(map(repr, BACKENDS))}")
+        return KubernetesSparkBackend(KubernetesSparkConfig.for_environment(platform), environment=platform)
+    raise SparkBackendError(f"MLPLATFORM_BACKEND is {platform.backend!r}; allowed: {', '.join(map(repr, BACKENDS))}")
 
 
 def submit(name: str, main_file: str, *, arguments: Sequence[Any] = (), executors: int = 1,

@@ -1,4 +1,4 @@
-"""What every Spark backend offers (local `spark-submit`, later Kubernetes `SparkApplication`).
+"""What every Spark backend offers (local `spark-submit`, Kubernetes `SparkApplication`).
 
 A backend submits a validated `SparkJob` and answers about it by application id. Every answer is a
 plain JSON-serializable dict, so the REST API and the widget pass them on unchanged.

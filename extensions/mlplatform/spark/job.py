@@ -16,12 +16,12 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..names import DNS_LABEL
+from mlplatform_core.names import DNS_LABEL, MAX_SPARK_NAME
 
 # The application id is `<name>-<8 hex digits>` (see `new_app_id`); on Kubernetes it is the
 # SparkApplication's name and the operator adds "-ui-svc" for the UI service, which must stay a
 # DNS label (63 characters): 47 + 9 + 7 = 63.
-MAX_NAME_LENGTH = 47
+MAX_NAME_LENGTH = MAX_SPARK_NAME
 NAME_RULE = (f"use lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, "
              f"at most {MAX_NAME_LENGTH} characters (a DNS label, with room for the id the platform appends)")
 

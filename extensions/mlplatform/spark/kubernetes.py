@@ -13,11 +13,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from mlplatform_core import images
+from mlplatform_core.catalog import CatalogError
+from mlplatform_core.contract import PlatformEnvironment
+from mlplatform_core.names import APP_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, USER_LABEL, annotation_key, label_value
+from mlplatform_core.timestamps import now
 
 from .. import kube
 from .backend import (
@@ -41,7 +45,6 @@ STATES = {"": SUBMITTED, "NEW": SUBMITTED, "SUBMITTED": SUBMITTED, "PENDING_RERU
           "SUCCEEDING": COMPLETED, "COMPLETED": COMPLETED,  # SUCCEEDING: the driver succeeded, pods go away
           "FAILING": FAILED, "FAILED": FAILED, "SUBMISSION_FAILED": FAILED,
           "SUSPENDING": CANCELLED, "SUSPENDED": CANCELLED}
-ANNOTATION = "mlplatform.io/"  # what the backend records on the SparkApplication, besides spec.py's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,50 +57,46 @@ class KubernetesSparkConfig:
     bucket: str
     team_prefix: str
     s3_endpoint: str | None = None
-    image: str = "mlplatform/spark:0.1.0"
+    image: str = images.SPARK
     service_account: str = "mlplatform-spark"
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> KubernetesSparkConfig:
-        wanted = ("MLPLATFORM_NAMESPACE", "MLPLATFORM_TEAM", "MLPLATFORM_USER", "MLPLATFORM_S3_BUCKET",
-                  "MLPLATFORM_S3_TEAM_PREFIX")
-        missing = [k for k in wanted if not environ.get(k)]
+    def for_environment(cls, environment: PlatformEnvironment) -> KubernetesSparkConfig:
+        missing = environment.missing(("namespace", "team", "user", "s3_bucket", "s3_team_prefix"))
         if missing:
             raise SparkBackendError(f"{', '.join(missing)} not set: Spark jobs on Kubernetes need the team's "
                                     "namespace and S3 prefix from the environment contract (a server started by "
                                     "the platform's hub)")
-        config = cls(namespace=environ["MLPLATFORM_NAMESPACE"], team=environ["MLPLATFORM_TEAM"],
-                     user=environ["MLPLATFORM_USER"], bucket=environ["MLPLATFORM_S3_BUCKET"],
-                     team_prefix=environ["MLPLATFORM_S3_TEAM_PREFIX"],
-                     s3_endpoint=environ.get("AWS_ENDPOINT_URL_S3") or environ.get("MLPLATFORM_S3_ENDPOINT"))
-        if not environ.get("MLPLATFORM_CATALOG"):
+        config = cls(namespace=environment.namespace, team=environment.team, user=environment.user,
+                     bucket=environment.s3_bucket, team_prefix=environment.s3_team_prefix,
+                     s3_endpoint=environment.s3_endpoint or None)
+        if not environment.catalog_path:
             return config
-        from hub_config.catalog import CatalogError, cached_catalog
-
         try:
-            settings = cached_catalog(environ["MLPLATFORM_CATALOG"]).kubernetes
+            settings = environment.catalog().kubernetes
         except CatalogError as e:
             raise SparkBackendError(f"cannot read the platform catalog: {e}") from None
         return dataclasses.replace(config, image=settings.images.spark, service_account=settings.spark_service_account)
 
 
 class KubernetesSparkBackend:
-    """Spark jobs as SparkApplications. `environ`: the notebook's environment (its contract variables
-    go to the driver and executors); `api_client` and `s3` can be given (tests), else made on first use;
-    relative main files are looked up in `cwd` (default: the current directory at submit time)."""
+    """Spark jobs as SparkApplications. `environment`: the notebook's environment contract (its
+    FORWARDED_TO_SPARK variables go to the driver and executors); `api_client` and `s3` can be given
+    (tests), else made on first use and kept; relative main files are looked up in `cwd` (default:
+    the current directory at submit time)."""
 
     name = "kubernetes"
 
-    def __init__(self, config: KubernetesSparkConfig, *, environ: Mapping[str, str] | None = None,
+    def __init__(self, config: KubernetesSparkConfig, *, environment: PlatformEnvironment | None = None,
                  api_client=None, s3=None, cwd: str | Path | None = None):
         self.config = config
-        self.environ = dict(os.environ if environ is None else environ)
+        self.environment = environment or PlatformEnvironment()
         self._client, self._s3, self.cwd = api_client, s3, cwd
 
     # --- clients -------------------------------------------------------------------------------
     def _api(self):
         if self._client is None:
-            self._client = _translated(kube.connect, self.environ)
+            self._client = _translated(kube.connect)
         return self._client
 
     @property
@@ -127,10 +126,10 @@ class KubernetesSparkBackend:
         try:
             body = spark_application(dataclasses.replace(job, main_file=main_uri), app_id=app_id,
                                      namespace=c.namespace, image=c.image, user=c.user, team=c.team,
-                                     service_account=c.service_account, environment=self.environ)
+                                     service_account=c.service_account, environment=self.environment)
             body["metadata"]["annotations"].update({
-                f"{ANNOTATION}submitted-at": _now(),
-                f"{ANNOTATION}job": json.dumps({**job.to_dict(), "main_file": source}),
+                annotation_key("submitted-at"): now(),
+                annotation_key("job"): json.dumps({**job.to_dict(), "main_file": source}),
             })
             created = self._create(body)
         except BaseException:
@@ -156,23 +155,16 @@ class KubernetesSparkBackend:
             pass  # the original error matters more; the key is under the team's prefix, named after the app
 
     def _create(self, body: dict) -> dict:
-        """Create; when the call failed but may have been carried out (timeout, 5xx), delete it again
-        (the app id is fresh, so an object of that name is this call's)."""
-        applications = self.applications_api
+        """Create; a failure leaves nothing behind (the app id is fresh: an object of that name is this call's)."""
         try:
-            return applications.create(body)
+            return kube.create_or_clean_up(self.applications_api, body)
         except kube.KubeError as error:
-            if error.committed_maybe:
-                try:
-                    applications.delete(body["metadata"]["name"])
-                except kube.KubeError:
-                    pass
             raise _backend_error(error) from None
 
     # --- status --------------------------------------------------------------------------------
     def _get(self, app_id: str) -> dict:
         found = _translated(self.applications_api.get, app_id) if is_app_id(app_id) else None
-        if found is None or _annotation(found, "user") != self.config.user:
+        if found is None or kube.annotation(found, "user") != self.config.user:
             raise UnknownApplicationError(f"No Spark application {app_id!r} of {self.config.user} in namespace "
                                           f"{self.config.namespace}. "
                                           f"Recent ones: {', '.join(self._ids()[:5]) or 'none'}")
@@ -185,10 +177,10 @@ class KubernetesSparkBackend:
         return self._describe(self._get(app_id))
 
     def applications(self) -> list[dict[str, Any]]:
-        selector = f"app.kubernetes.io/managed-by=mlplatform,mlplatform.io/user={kube.label_value(self.config.user)}"
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{USER_LABEL}={label_value(self.config.user)}"
         found = [a for a in _translated(self.applications_api.list, selector)
-                 if _annotation(a, "user") == self.config.user]  # the label is lossy for unusual names
-        found.sort(key=lambda a: (_annotation(a, "submitted-at"), a["metadata"]["name"]), reverse=True)
+                 if kube.annotation(a, "user") == self.config.user]  # the label is lossy for unusual names
+        found.sort(key=lambda a: (kube.annotation(a, "submitted-at"), a["metadata"]["name"]), reverse=True)
         return [self._describe(a) for a in found]
 
     def _describe(self, app: dict) -> dict[str, Any]:
@@ -212,11 +204,11 @@ class KubernetesSparkBackend:
             message = f"{operator_state.lower().replace('_', ' ')}; the driver log has the details"
         else:
             message = "cancelled"
-        job = json.loads(_annotation(app, "job") or "{}")
+        job = json.loads(kube.annotation(app, "job") or "{}")
         return {
-            "app_id": meta["name"], "name": job.get("name") or (meta.get("labels") or {}).get("mlplatform.io/app-name"),
-            "backend": self.name, "user": _annotation(app, "user"), "state": state,
-            "submitted_at": _annotation(app, "submitted-at") or meta.get("creationTimestamp"),
+            "app_id": meta["name"], "name": job.get("name") or (meta.get("labels") or {}).get(APP_NAME_LABEL),
+            "backend": self.name, "user": kube.annotation(app, "user"), "state": state,
+            "submitted_at": kube.annotation(app, "submitted-at") or meta.get("creationTimestamp"),
             "finished_at": status.get("terminationTime") if state in TERMINAL_STATES else None,
             "ui_url": _ui_url(driver, meta.get("namespace", "")) if state == RUNNING else None,
             "message": message, "error": error, "job": job, "namespace": meta.get("namespace"),
@@ -252,8 +244,8 @@ class KubernetesSparkBackend:
         if current["state"] in TERMINAL_STATES:
             return current
         _translated(self.applications_api.delete, app_id)
-        return {**current, "state": CANCELLED, "message": f"cancelled at {_now()}", "ui_url": None,
-                "finished_at": _now()}
+        return {**current, "state": CANCELLED, "message": f"cancelled at {now()}", "ui_url": None,
+                "finished_at": now()}
 
 
 def _is_uri(main_file: str) -> bool:
@@ -273,20 +265,8 @@ def _ui_url(driver: dict, namespace: str) -> str | None:
     return None
 
 
-def _annotation(obj: dict, key: str) -> str:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(f"{ANNOTATION}{key}", "")
-
-
 def _backend_error(error: kube.KubeError) -> SparkBackendError:
     return SparkBackendError(str(error))
 
 
-def _translated(fn, *args) -> Any:
-    try:
-        return fn(*args)
-    except kube.KubeError as error:
-        raise _backend_error(error) from None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_translated = kube.translating(_backend_error)

@@ -18,9 +18,7 @@ SIGTERM first, SIGKILL after `cancel_grace` seconds.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -29,14 +27,23 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import processes
-from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES, SparkBackendError,
-                      UnknownApplicationError)
+from mlplatform_core.contract import PlatformEnvironment
+from mlplatform_core.timestamps import now
+
+from .. import localhost
+from .backend import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    SUBMITTED,
+    TERMINAL_STATES,
+    SparkBackendError,
+    UnknownApplicationError,
+)
 from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
 from .spec import APP_ID_VARIABLE
 
@@ -53,24 +60,6 @@ MAX_TAIL = 10_000
 
 # Supervisors started by this process, reaped when their application is looked at (no zombies).
 _children: dict[str, subprocess.Popen] = {}
-
-
-def _now() -> str:
-    """ISO 8601 in UTC, to the millisecond (applications are listed in this order)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _free_port() -> int:
@@ -122,12 +111,17 @@ class LocalSparkBackend:
     def __init__(self, state_dir: str | Path | None = None, *, user: str | None = None,
                  spark_submit: str | Path | None = None, environ: dict[str, str] | None = None,
                  cwd: str | Path | None = None, cancel_grace: float = 10.0):
-        self.state_dir = Path(state_dir) if state_dir else Path.home() / ".mlplatform" / "spark"
+        self._state_dir = Path(state_dir) if state_dir else None
         self.environ = environ
-        self.user = user or (environ or os.environ).get("MLPLATFORM_USER") or getpass.getuser()
+        self.user = user or PlatformEnvironment.from_environ(environ, required=()).acting_user
         self.spark_submit = Path(spark_submit) if spark_submit else default_spark_submit()
         self.cwd = cwd
         self.cancel_grace = cancel_grace
+
+    @property
+    def state_dir(self) -> Path:
+        """The given folder, else ~/.mlplatform/spark of the current HOME."""
+        return self._state_dir or Path.home() / ".mlplatform" / "spark"
 
     # -- submit ------------------------------------------------------------------------------------
 
@@ -192,9 +186,9 @@ class LocalSparkBackend:
             finally:
                 os.close(lock)
             _children[str(app_dir)] = proc
-            _write_json(app_dir / "app.json", {
+            localhost.write_json(app_dir / "app.json", {
                 "app_id": app_id, "name": job.name, "backend": self.name, "user": self.user,
-                "submitted_at": _now(), "job": {**job.to_dict(), "main_file": str(main_file)},
+                "submitted_at": now(), "job": {**job.to_dict(), "main_file": str(main_file)},
                 "master": command[2], "ui_enabled": ui_enabled, "ui_port": ui_port, "pid": proc.pid,
                 "working_dir": str(main_file.parent), "command": command,
             })
@@ -218,7 +212,7 @@ class LocalSparkBackend:
     def _records(self) -> list[dict[str, Any]]:
         if not self.state_dir.is_dir():
             return []
-        records = [r for d in self.state_dir.iterdir() if is_app_id(d.name) and (r := _read_json(d / "app.json"))]
+        records = [r for d in self.state_dir.iterdir() if is_app_id(d.name) and (r := localhost.read_json(d / "app.json"))]
         return sorted(records, key=lambda r: (r["submitted_at"], r["app_id"]), reverse=True)
 
     @staticmethod
@@ -256,10 +250,10 @@ class LocalSparkBackend:
     def status(self, app_id: str) -> dict[str, Any]:
         app_dir = self._app_dir(app_id)
         _reap()
-        record = _read_json(app_dir / "app.json")
+        record = localhost.read_json(app_dir / "app.json")
         alive = self._supervisor_alive(app_dir)
-        ended = _read_json(app_dir / "exit.json")
-        cancelled = _read_json(app_dir / "cancel.json")
+        ended = localhost.read_json(app_dir / "exit.json")
+        cancelled = localhost.read_json(app_dir / "cancel.json")
         master = record["master"]
         ui_url = error = exit_code = finished_at = None
         if alive:
@@ -304,33 +298,22 @@ class LocalSparkBackend:
 
     # -- cancel ------------------------------------------------------------------------------------
 
-    def _stop(self, app_id: str, app_dir: Path, pgid: int, sig: signal.Signals, tracked: dict[int, str],
+    def _stop(self, app_id: str, app_dir: Path, pgid: int, sig: signal.Signals, tracked: dict[int, float],
               timeout: float) -> bool:
         """Send `sig` to the job's process group and to every process of the job; wait up to `timeout`
         seconds for all of them (those in `tracked`, which this adds to, included) to end."""
-        tracked.update(processes.tagged(APP_ID_VARIABLE, app_id))
-        try:
-            os.killpg(pgid, sig)  # the supervisor is alive (or was a moment ago): the group is this job's
-        except (ProcessLookupError, PermissionError):
-            pass
-        processes.send(tracked, sig)
-        deadline = time.monotonic() + timeout
-        while True:
+        tracked.update(localhost.tagged(APP_ID_VARIABLE, app_id))
+        localhost.signal_group(pgid, sig)  # the supervisor is alive (or was a moment ago): the group is this job's
+        localhost.send(tracked, sig)
+
+        def ended() -> bool:
             if (child := _children.get(str(app_dir))) is not None:
                 child.poll()  # reap our own supervisor
-            tracked.update(processes.tagged(APP_ID_VARIABLE, app_id))
-            live = [pid for pid, start in tracked.items() if processes.running(pid, start)]
-            if not processes.available():  # without /proc, the process group is all we can see
-                try:
-                    os.killpg(pgid, 0)
-                    live = [pgid]
-                except ProcessLookupError:
-                    pass
-            if not live and not self._supervisor_alive(app_dir):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
+            tracked.update(localhost.tagged(APP_ID_VARIABLE, app_id))
+            live = [pid for pid, start in tracked.items() if localhost.running(pid, start)]
+            return not live and not self._supervisor_alive(app_dir)
+
+        return localhost.wait_until(ended, timeout, interval=0.1)
 
     def cancel(self, app_id: str) -> dict[str, Any]:
         """SIGTERM to every process of the job (Spark stops its context, ~1 s), SIGKILL after `cancel_grace`
@@ -340,16 +323,16 @@ class LocalSparkBackend:
         current = self.status(app_id)
         if current["state"] in TERMINAL_STATES:
             return current
-        requested = {"requested_at": _now()}
-        _write_json(app_dir / "cancel.json", requested)
+        requested = {"requested_at": now()}
+        localhost.write_json(app_dir / "cancel.json", requested)
         if (app_dir / "exit.json").exists():  # it ended on its own meanwhile
             (app_dir / "cancel.json").unlink()
             return self.status(app_id)
-        pgid, tracked = _read_json(app_dir / "app.json")["pid"], {}
+        pgid, tracked = localhost.read_json(app_dir / "app.json")["pid"], {}
         if not self._stop(app_id, app_dir, pgid, signal.SIGTERM, tracked, self.cancel_grace):
             logger.warning("Spark application %s did not stop within %ss of SIGTERM; sending SIGKILL",
                            app_id, self.cancel_grace)
             self._stop(app_id, app_dir, pgid, signal.SIGKILL, tracked, 10)
         _children.pop(str(app_dir), None)
-        _write_json(app_dir / "cancel.json", {**requested, "stopped_at": _now()})
+        localhost.write_json(app_dir / "cancel.json", {**requested, "stopped_at": now()})
         return self.status(app_id)

@@ -18,7 +18,8 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+
+from mlplatform_core.timestamps import now
 
 
 def main(argv: list[str]) -> int:
@@ -34,8 +35,7 @@ def main(argv: list[str]) -> int:
         # On SIGTERM (cancel signals the whole group) outlive spark-submit: pass it on, collect its exit.
         signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
         code = proc.wait()
-    finished_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    result = {"exit_code": code, "finished_at": finished_at}
+    result = {"exit_code": code, "finished_at": now()}
     tmp = os.path.join(app_dir, "exit.json.tmp")
     with open(tmp, "w") as f:
         json.dump(result, f)

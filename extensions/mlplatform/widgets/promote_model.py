@@ -10,17 +10,27 @@ registry evaluates the gates again when promoting, so a change in between is sti
 
 from __future__ import annotations
 
-import getpass
 import html
-import os
 
 import ipywidgets as w
 
 from .. import registry
+from ..environment import PlatformEnvironment
 from ..models import list_models
 from ..registry.policy import resolve_policy
-from .common import (ERROR_COLOR, LABEL, OK_COLOR, WIDE, Background, ErrorLines, close_tree, lines_html, on_click,
-                     set_options, version_label)
+from .common import (
+    ERROR_COLOR,
+    LABEL,
+    OK_COLOR,
+    WIDE,
+    Background,
+    ErrorLines,
+    close_tree,
+    lines_html,
+    on_click,
+    set_options,
+    version_label,
+)
 
 CELL = 'style="padding:2px 8px;text-align:left;vertical-align:top"'
 ACTIONS = ("check", "promote", "rollback")
@@ -32,7 +42,7 @@ class PromoteModel(w.VBox):
     `promotion`: the gates (default: the platform catalog, MLPLATFORM_CATALOG)."""
 
     def __init__(self, *, user: str | None = None, client=None, catalog=None, promotion=None, **kwargs):
-        self.user = user or os.environ.get("MLPLATFORM_USER") or getpass.getuser()
+        self.user = user or PlatformEnvironment.from_environ(required=()).acting_user
         self._client = client
         self._policy = {k: v for k, v in (("catalog", catalog), ("promotion", promotion)) if v is not None}
         self._models: dict[str, dict] = {}

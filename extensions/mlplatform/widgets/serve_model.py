@@ -22,8 +22,19 @@ from .. import serving
 from ..models import list_models
 from ..serving.backend import SETTLED_STATES
 from ..serving.spec import MODEL_URI
-from .common import (LABEL, WIDE, Background, ErrorLines, close_tree, dns_label, link, on_click, pre, set_options,
-                     version_label)
+from .common import (
+    LABEL,
+    WIDE,
+    Background,
+    ErrorLines,
+    close_tree,
+    dns_label,
+    link,
+    on_click,
+    pre,
+    set_options,
+    version_label,
+)
 
 STEPS = (serving.SUBMITTED, serving.STARTING, serving.DEPLOYING, serving.RUNNING)
 TEXT_GENERATION = "text-generation"

@@ -1,0 +1,143 @@
+"""What the local backends share: processes found and signalled with psutil, state files written
+atomically under a file lock, and polling until something holds.
+
+A process is known by (pid, create time), so a pid reused by another program is never signalled. A
+process counts as running while any of its threads runs: a JVM's main thread can exit first on
+SIGTERM (a zombie leader, its environment unreadable) while its shutdown hooks still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+_GONE = (psutil.NoSuchProcess, psutil.AccessDenied)
+
+
+# --- processes ---------------------------------------------------------------------------------
+def start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except _GONE:
+        return None
+
+
+def tagged(variable: str, value: str) -> dict[int, float]:
+    """{pid: create time} of the processes (other than this one) whose environment has variable=value."""
+    found = {}
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(variable) == value:
+                found[proc.pid] = proc.create_time()
+        except _GONE:  # gone, a zombie, or another user's
+            pass
+    return found
+
+
+def running(pid: int, start: float | None = None) -> bool:
+    """Whether the process (pid, start) still runs: it, or any of its threads, is not a zombie."""
+    try:
+        proc = psutil.Process(pid)
+        if start is not None and proc.create_time() != start:
+            return False
+        if proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return True
+        threads = [t.id for t in proc.threads() if t.id != pid]
+    except _GONE:
+        return False
+    return any(_thread_runs(tid) for tid in threads)
+
+
+def _thread_runs(tid: int) -> bool:
+    try:
+        return psutil.Process(tid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except _GONE:
+        return False
+
+
+def send(processes: dict[int, float], sig: signal.Signals) -> None:
+    """Signal each process that is still the one recorded."""
+    for pid, start in processes.items():
+        if start_time(pid) == start:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in process group `pgid`."""
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, *_GONE):
+            continue
+    return False
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+# --- state files -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `path` atomically (a reader sees the old or the new file, never half of one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, doc: dict[str, Any], mode: int = 0o644) -> None:
+    write_text(path, json.dumps(doc, indent=1), mode)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The document, or None when the file is missing (or being replaced by a writer that died)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def tail_text(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+# --- polling -----------------------------------------------------------------------------------
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> bool:
+    """Call `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

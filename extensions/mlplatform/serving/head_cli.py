@@ -1,0 +1,40 @@
+"""`mlplatform-ray-head start|stop|status [--port N]`: the local Ray head of model serving, from a shell.
+
+Notebooks start the head on their first deploy; the local platform stops it with the rest of the
+platform through this command, so the hub side never imports the notebook package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import BackendUnavailable
+from .local import LocalRayConfig, LocalRayHead
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlplatform-ray-head", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("start", "stop", "status"))
+    parser.add_argument("--port", type=int, help="the head's first port (default: $MLPLATFORM_RAY_PORT or 18600)")
+    args = parser.parse_args(argv)
+    config = LocalRayConfig.from_environ()
+    if args.port is not None:
+        config = LocalRayConfig(port=args.port, root=config.root, num_cpus=config.num_cpus,
+                                num_gpus=config.num_gpus, fast_ingress=config.fast_ingress)
+    head = LocalRayHead(config)
+    if args.action == "stop":
+        head.stop()
+    elif args.action == "start":
+        try:
+            head.ensure()
+        except BackendUnavailable as e:
+            print(f"mlplatform-ray-head: {e}", file=sys.stderr)
+            return 1
+    running = head.running()
+    print(f"Ray head on port {config.port}: {'running' if running else 'stopped'}")
+    return 0 if running or args.action == "stop" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

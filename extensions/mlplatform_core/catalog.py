@@ -1,0 +1,390 @@
+"""The platform catalog (`platform.yaml`): load, expand, validate.
+
+The catalog is the single source of truth for teams, GPU types and quotas, profiles, storage, MLflow
+and SSO. Everything else (the spawn form, quota checks, the notebook environment, rendered Helm
+values) is derived from the validated, immutable `Catalog` returned by `load_catalog`.
+
+Strings may reference the environment as `${NAME}` or `${NAME:-default}`, so one catalog serves
+several ports or clusters; an undefined variable without a default is a validation error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from . import images
+from .names import DNS_LABEL_PATTERN
+from .quantities import parse_cpu, parse_memory
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+Slug = Annotated[str, Field(pattern=DNS_LABEL_PATTERN)]
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used; `problems` lists every problem found, one line each."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"invalid catalog {path}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _checked_by(parse) -> AfterValidator:
+    """A quantity `parse` accepts (unset allowed), kept as written."""
+    def check(value):
+        if value is not None:
+            parse(value)
+        return value
+    return AfterValidator(check)
+
+
+CpuQuantity = Annotated[str | float | None, _checked_by(parse_cpu)]
+MemoryQuantity = Annotated[str | float | None, _checked_by(parse_memory)]
+
+
+class CpuResource(_Model):
+    """Requests (`guarantee`) and limits (`limit`) in Kubernetes quantities."""
+
+    guarantee: CpuQuantity = None
+    limit: CpuQuantity = None
+
+
+class MemoryResource(_Model):
+    guarantee: MemoryQuantity = None
+    limit: MemoryQuantity = None
+
+
+class Toleration(_Model):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class GpuType(_Model):
+    display_name: str
+    resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+    # Device ids handed out through CUDA_VISIBLE_DEVICES by the local spawner. They may be declared on
+    # a machine without GPUs (trying and testing); on Kubernetes the device plugin assigns devices.
+    local_devices: list[str] = []
+
+
+class GpuQuota(_Model):
+    total: int = Field(0, ge=0)
+    per_type: dict[str, Annotated[int, Field(ge=0)]] = {}
+
+
+class TeamQuota(_Model):
+    """CPU and memory all pods of a team may request together (ResourceQuota requests.cpu/memory)."""
+
+    cpu: CpuQuantity = None
+    memory: Annotated[str | int | None, _checked_by(parse_memory)] = None
+
+
+class Team(_Model):
+    display_name: str | None = None
+    group: str  # the Keycloak group, without the leading "/"
+    namespace: Slug
+    gpu_quota: GpuQuota = GpuQuota()
+    quota: TeamQuota = TeamQuota()
+
+
+class ProfileGpu(_Model):
+    types: list[str] = Field(min_length=1)
+    counts: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+
+
+class Profile(_Model):
+    display_name: str
+    description: str = ""
+    image: str
+    cpu: CpuResource = CpuResource()
+    memory: MemoryResource = MemoryResource()
+    teams: list[str] = Field(min_length=1)
+    gpu: ProfileGpu | None = None
+    default: bool = False
+
+
+class S3Storage(_Model):
+    endpoint_url: str
+    region: str = "us-east-1"
+    bucket: str
+    user_prefix: str = "users/{username}/"
+    team_prefix: str = "teams/{team}/"
+    role_arn: str
+    # STS endpoint for AssumeRoleWithWebIdentity; unset: AWS STS of the region. MinIO and SeaweedFS
+    # serve STS on the S3 endpoint itself.
+    sts_endpoint_url: str | None = None
+    credentials_duration_seconds: int = Field(3600, ge=900, le=43200)
+
+    @field_validator("user_prefix", "team_prefix")
+    @classmethod
+    def _prefix(cls, v):
+        if not v.endswith("/") or v.startswith("/"):
+            raise ValueError(f"{v!r} must end with '/' and must not start with '/'")
+        return v
+
+    def prefixes(self, username: str, team: str) -> tuple[str, str]:
+        """The user's own prefix and the team's shared prefix in the bucket."""
+        return (self.user_prefix.format(username=username, team=team),
+                self.team_prefix.format(username=username, team=team))
+
+
+class Storage(_Model):
+    s3: S3Storage
+
+
+class Mlflow(_Model):
+    tracking_uri: str
+    # Artifact root of each team's default experiment (MLFLOW_EXPERIMENT_NAME = the team), for example
+    # "s3://platform/teams/{team}/mlflow": notebooks then write artifacts straight to the team's prefix
+    # with their own short-lived credentials. Unset: the tracking server's default artifact root.
+    team_artifact_root: str | None = None
+
+
+class MetricGate(_Model):
+    metric: str
+    op: Literal[">=", ">", "<=", "<"]
+    threshold: float
+
+
+class Promotion(_Model):
+    """Quality gates a model version must pass before the alias (for example @champion) moves to it."""
+
+    alias: str = "champion"
+    metric_gates: list[MetricGate] = []
+    # The candidate must be no worse than the current champion on every gated metric (direction from op).
+    compare_with_champion: bool = True
+    require_signature: bool = True
+    # Tags the model version (or, failing that, its registered model) must carry for its model card.
+    model_card_fields: list[str] = ["intended_use", "owner"]
+
+
+class Sso(_Model):
+    realm_url: str
+    client_id: str = "jupyterhub"
+    admin_role: str = "platform-admin"
+    scopes: list[str] = ["openid", "profile", "email", "groups", "roles"]
+
+
+class PlatformSettings(_Model):
+    name: str = "mlplatform"
+    backend: Literal["local", "kubernetes"] = "local"
+
+
+class Images(_Model):
+    """Images of the Kubernetes deployment besides the profiles' notebook images (built under images/)."""
+
+    hub: str = images.HUB
+    serving: str = images.SERVING
+    serving_gpu: str = images.SERVING_GPU
+    spark: str = images.SPARK
+    # Images the catalog names that are built outside this repository (checked by tests/unit/test_images.py).
+    external: list[str] = []
+
+
+class KubernetesSettings(_Model):
+    """How the platform runs on a cluster (platform.backend: kubernetes); `mlplatform render` reads it."""
+
+    hub_namespace: Slug = "jupyterhub"
+    # Public URL of the hub (OAuth callback: <public_url>/hub/oauth_callback).
+    public_url: str = "https://jupyter.example.org"
+    # Service account of single-user pods in every team namespace; RBAC lets it manage RayService and
+    # SparkApplication there and read pods, their logs and events (hub_config/render/teams.py).
+    service_account: Slug = "mlplatform-notebook"
+    # Service account of Spark drivers in every team namespace; the Spark operator's chart creates it
+    # with the Role a driver needs to run its executors (helm-values/spark-operator.yaml).
+    spark_service_account: Slug = "mlplatform-spark"
+    # Service account of RayService pods (model serving) in every team namespace: no Kubernetes API
+    # access; give it the cloud identity that may read the team's MLflow artifacts (e.g. an IRSA role).
+    serving_service_account: Slug = "mlplatform-serving"
+    images: Images = Images()
+
+
+class Catalog(_Model):
+    """A validated catalog. Immutable: spawners and renderers derive from it, never change it."""
+
+    platform: PlatformSettings = PlatformSettings()
+    sso: Sso
+    mlflow: Mlflow
+    storage: Storage
+    promotion: Promotion = Promotion()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    gpu_types: dict[Slug, GpuType] = {}
+    teams: dict[Slug, Team] = Field(min_length=1)
+    profiles: dict[Slug, Profile] = Field(min_length=1)
+    _path: str = PrivateAttr("<catalog>")
+
+    @property
+    def path(self) -> str:
+        """The file the catalog was read from (for error messages)."""
+        return self._path
+
+    def teams_of(self, groups) -> list[str]:
+        """The teams whose Keycloak group is among `groups` (leading "/" ignored), in catalog order."""
+        wanted = {g.lstrip("/") for g in groups}
+        return [name for name, team in self.teams.items() if team.group in wanted]
+
+    @property
+    def team_groups(self) -> list[str]:
+        return [team.group for team in self.teams.values()]
+
+
+def _expand(value: Any, key_path: str, problems: list[str], environ) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{key_path}.{k}" if key_path else str(k), problems, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{key_path}[{i}]", problems, environ) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{key_path}: {match.group(0)} refers to ${name}, which is not set; "
+                        f"set it or give a default as ${{{name}:-value}}")
+        return match.group(0)
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: dict) -> str:
+    where = _loc(error["loc"])
+    value = error.get("input")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_fields_at(error["loc"][:-1]))
+        return f"{where}: unknown key {error['loc'][-1]!r}; allowed keys: {allowed}"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        msg = "must be a DNS label: lowercase letters, digits and '-', at most 63 characters"
+    return f"{where}: {value!r} is not allowed: {msg}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys allowed at a location of the catalog (for 'unknown key' messages)."""
+    node: Any = Catalog
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            node = node.model_fields[part].annotation
+        else:  # a dict value or a list item
+            node = get_args(node)[-1]
+    node = _unwrap(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _unwrap(annotation):
+    """`Profile | None` → Profile; `Annotated[X, ...]` → X."""
+    while get_origin(annotation) in (Union, UnionType, Annotated):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _cross_check(m: Catalog) -> list[str]:
+    """References between sections: teams, GPU types and quotas must line up."""
+    problems = []
+    gpu_names = ", ".join(m.gpu_types) or "(none declared)"
+    team_names = ", ".join(m.teams)
+    for name, team in m.teams.items():
+        for gpu, count in team.gpu_quota.per_type.items():
+            if gpu not in m.gpu_types:
+                problems.append(f"teams.{name}.gpu_quota.per_type: {gpu!r} is not a GPU type; allowed: {gpu_names}")
+            elif count > team.gpu_quota.total:
+                problems.append(f"teams.{name}.gpu_quota.per_type.{gpu}: {count} is more than the team's "
+                                f"total GPU quota {team.gpu_quota.total}; allowed: 0 to {team.gpu_quota.total}")
+    groups = [t.group for t in m.teams.values()]
+    for group in sorted({g for g in groups if groups.count(g) > 1}):
+        problems.append(f"teams: group {group!r} is used by more than one team; each Keycloak group maps to one team")
+    for name, profile in m.profiles.items():
+        for i, team in enumerate(profile.teams):
+            if team not in m.teams:
+                problems.append(f"profiles.{name}.teams[{i}]: {team!r} is not a team; allowed: {team_names}")
+        if profile.gpu:
+            for i, gpu in enumerate(profile.gpu.types):
+                if gpu not in m.gpu_types:
+                    problems.append(f"profiles.{name}.gpu.types[{i}]: {gpu!r} is not a GPU type; allowed: {gpu_names}")
+            if len(set(profile.gpu.counts)) != len(profile.gpu.counts):
+                problems.append(f"profiles.{name}.gpu.counts: {profile.gpu.counts} repeats a count; list each once")
+    defaults = [name for name, p in m.profiles.items() if p.default]
+    if len(defaults) > 1:
+        problems.append(f"profiles: {', '.join(defaults)} are all marked default: true; mark at most one")
+    return problems
+
+
+def parse_catalog(data: Any, path: str = "<catalog>", environ=None) -> Catalog:
+    """Validate catalog data (already parsed from YAML); raise CatalogError listing every problem."""
+    environ = os.environ if environ is None else environ
+    if not isinstance(data, dict):
+        raise CatalogError(path, [f"the catalog must be a mapping of sections, not {type(data).__name__}"])
+    problems: list[str] = []
+    data = _expand(data, "", problems, environ)
+    if problems:
+        raise CatalogError(path, problems)
+    try:
+        catalog = Catalog.model_validate(data)
+    except ValidationError as e:
+        raise CatalogError(path, [_describe(err) for err in e.errors()]) from None
+    problems = _cross_check(catalog)
+    if problems:
+        raise CatalogError(path, problems)
+    catalog._path = path
+    return catalog
+
+
+def load_catalog(path: str | os.PathLike, environ=None) -> Catalog:
+    """Read and validate a catalog file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise CatalogError(str(path), [f"cannot read the file: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CatalogError(str(path), [f"not valid YAML: {e}"]) from None
+    return parse_catalog(data, str(path), environ)
+
+
+def cached_catalog(path: str | os.PathLike) -> Catalog:
+    """`load_catalog(path)`, read again only when the file changes (its mtime or size).
+
+    For the paths that consult the catalog on every call: the spawn page, the credential broker, the
+    notebook's serving and Spark APIs (every status poll). Environment references are expanded on the
+    first read of each version of the file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return load_catalog(path)  # raises CatalogError naming the file
+    return _load_version(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _load_version(path: str, mtime_ns: int, size: int) -> Catalog:
+    return load_catalog(path)

@@ -1,0 +1,180 @@
+"""The environment contract: what the hub tells every notebook server about its user and platform.
+
+The hub is the only place that knows the user's identity, team and profile. It builds a
+`PlatformEnvironment` and hands the server `to_environ()`; the notebook side reads it back with
+`PlatformEnvironment.from_environ()` and nothing else. MLflow and the AWS SDKs read their own
+standard variables (written here too), so `mlflow.start_run()` and `boto3.client("s3")` need nothing
+configured by hand. Each variable is named once, in VARIABLES; the README lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+CONTRACT_VERSION = "1"
+
+# Field of PlatformEnvironment → its variables; the first is the one read, all are written.
+VARIABLES: dict[str, tuple[str, ...]] = {
+    "version": ("MLPLATFORM_CONTRACT_VERSION",),
+    "user": ("MLPLATFORM_USER",),
+    "team": ("MLPLATFORM_TEAM",),
+    "namespace": ("MLPLATFORM_NAMESPACE",),
+    "backend": ("MLPLATFORM_BACKEND",),
+    # The notebook reads platform policy (promotion gates, images, quotas) from the catalog, endpoints from here.
+    "catalog_path": ("MLPLATFORM_CATALOG",),
+    "profile": ("MLPLATFORM_PROFILE",),
+    "gpu_type": ("MLPLATFORM_GPU_TYPE",),
+    "gpu_count": ("MLPLATFORM_GPU_COUNT",),
+    "mlflow_tracking_uri": ("MLFLOW_TRACKING_URI",),
+    "mlflow_experiment": ("MLFLOW_EXPERIMENT_NAME",),  # the team's; created by the hub before the server starts
+    "s3_endpoint": ("MLPLATFORM_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
+    "s3_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "s3_bucket": ("MLPLATFORM_S3_BUCKET",),
+    "s3_prefix": ("MLPLATFORM_S3_PREFIX",),
+    "s3_team_prefix": ("MLPLATFORM_S3_TEAM_PREFIX",),
+    # No keys: the SDKs run the config's credential process, which asks the hub's broker with the server's token.
+    "aws_config_file": ("AWS_CONFIG_FILE",),
+    "credentials_url": ("MLPLATFORM_CREDENTIALS_URL",),
+}
+CONSTANTS = {"AWS_SDK_LOAD_CONFIG": "1"}  # the AWS SDKs read AWS_CONFIG_FILE's profile settings
+REQUIRED = ("user", "team", "backend")
+
+# What goes on to processes the notebook starts elsewhere. Ray replicas and Spark pods get the
+# identity and endpoints, never the path of files only the notebook has (catalog, AWS config) nor
+# the credentials URL (it needs the server's own token).
+FORWARDED_TO_SERVING = ("version", "user", "team", "namespace", "backend", "mlflow_tracking_uri", "s3_endpoint",
+                        "s3_region", "s3_bucket", "s3_team_prefix")
+FORWARDED_TO_SPARK = FORWARDED_TO_SERVING + ("mlflow_experiment", "s3_prefix")
+# On one machine, processes the notebook starts may use its credential process too.
+CREDENTIAL_PROCESS = ("aws_config_file", "credentials_url")
+
+
+def variable(field: str) -> str:
+    """The name of a field's variable (the one read), for code that sets it outside a PlatformEnvironment."""
+    return VARIABLES[field][0]
+
+
+class NotOnPlatformError(RuntimeError):
+    """Raised outside a server started by the platform's hub."""
+
+
+@dataclass(frozen=True)
+class PlatformEnvironment:
+    """One notebook server's view of the platform. Frozen and hashable: backends are cached per environment."""
+
+    user: str = ""
+    team: str = ""
+    backend: str = "local"
+    namespace: str = ""
+    catalog_path: str = ""
+    profile: str = ""
+    gpu_type: str | None = None
+    gpu_count: int = 0
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_team_prefix: str = ""
+    aws_config_file: str = ""
+    credentials_url: str = ""
+    version: str = CONTRACT_VERSION
+
+    # --- the hub writes -------------------------------------------------------------------------
+    @classmethod
+    def for_server(cls, catalog: Catalog, *, user: str, team: str, profile: str, gpu_type: str | None,
+                   gpu_count: int, aws_config_file: str, hub_api_url: str, server_name: str = "",
+                   catalog_path: str | None = None) -> PlatformEnvironment:
+        """The contract of one server of `user` for `team`. `catalog_path` and `aws_config_file` are
+        where the server finds those files (on Kubernetes: its mount, not the hub's path)."""
+        s3 = catalog.storage.s3
+        user_prefix, team_prefix = s3.prefixes(user, team)
+        query = f"?server={server_name}" if server_name else ""
+        return cls(user=user, team=team, namespace=catalog.teams[team].namespace, backend=catalog.platform.backend,
+                   catalog_path=catalog_path or catalog.path, profile=profile, gpu_type=gpu_type or None,
+                   gpu_count=gpu_count, mlflow_tracking_uri=catalog.mlflow.tracking_uri, mlflow_experiment=team,
+                   s3_endpoint=s3.endpoint_url, s3_region=s3.region, s3_bucket=s3.bucket, s3_prefix=user_prefix,
+                   s3_team_prefix=team_prefix, aws_config_file=aws_config_file,
+                   credentials_url=f"{hub_api_url.rstrip('/')}/mlplatform/s3-credentials/{user}{query}")
+
+    def to_environ(self) -> dict[str, str]:
+        """Every variable of the contract (unset ones empty)."""
+        return self.variables(VARIABLES, keep_empty=True)
+
+    def variables(self, fields: Iterable[str], *, keep_empty: bool = False) -> dict[str, str]:
+        """The variables of `fields` (see FORWARDED_TO_SERVING, ...); unset ones left out unless `keep_empty`."""
+        out, wanted = {}, set(fields)
+        for field in (f for f in VARIABLES if f in wanted):  # in the contract's order, whatever the caller's
+            value = getattr(self, field)
+            value = "" if value is None else str(value)
+            if value or keep_empty:
+                out.update(dict.fromkeys(VARIABLES[field], value))
+        if out.get(VARIABLES["aws_config_file"][0]):
+            out.update(CONSTANTS)
+        return out
+
+    # --- the notebook reads ---------------------------------------------------------------------
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, *, required: Iterable[str] = REQUIRED
+                     ) -> PlatformEnvironment:
+        """The contract in `environ` (default: this process's). Raises NotOnPlatformError when a
+        `required` variable is missing; with `required=()`, outside the platform, unset fields keep
+        their defaults (backend `local`)."""
+        env = os.environ if environ is None else environ
+        missing = [VARIABLES[f][0] for f in required if not env.get(VARIABLES[f][0])]
+        if missing:  # (not self.missing(): an unset backend reads as "local")
+            raise NotOnPlatformError(f"{', '.join(missing)} not set: this is not a server started by the "
+                                     "mlplatform hub (see the README's environment contract)")
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(VARIABLES[field.name][0])
+            if not raw:
+                continue
+            if field.name == "gpu_count":
+                try:
+                    values[field.name] = int(raw)
+                except ValueError:
+                    raise NotOnPlatformError(f"{VARIABLES['gpu_count'][0]}={raw!r} is not a whole number") from None
+            else:
+                values[field.name] = raw
+        return cls(**values)
+
+    def missing(self, fields: Iterable[str]) -> list[str]:
+        """The variables of `fields` that are not set (for messages naming them)."""
+        return [VARIABLES[f][0] for f in fields if getattr(self, f) in (None, "")]
+
+    def catalog(self) -> Catalog:
+        """The platform catalog this server was started with (re-read when the file changes)."""
+        if not self.catalog_path:
+            raise NotOnPlatformError(f"{VARIABLES['catalog_path'][0]} is not set: the platform's catalog is known "
+                                     "only in a server started by the mlplatform hub")
+        from .catalog import cached_catalog
+
+        return cached_catalog(self.catalog_path)
+
+    @property
+    def acting_user(self) -> str:
+        """Who acts, for records: the hub user, else (outside the platform) the login name."""
+        return self.user or getpass.getuser()
+
+    @property
+    def s3_user_uri(self) -> str:
+        return f"s3://{self.s3_bucket}/{self.s3_prefix}"
+
+    @property
+    def s3_team_uri(self) -> str:
+        return f"s3://{self.s3_bucket}/{self.s3_team_prefix}"
+
+
+def current(*, required: Iterable[str] = REQUIRED) -> PlatformEnvironment:
+    """The platform environment of this process."""
+    return PlatformEnvironment.from_environ(required=required)

@@ -1,0 +1,53 @@
+"""Kubernetes names the platform shares: naming rules, label keys, the team ConfigMap and its mount.
+
+The hub labels notebook pods, the notebook labels RayServices and SparkApplications, the renderer
+labels namespaces, and the hub's quota cache counts GPUs by these labels: one spelling for all.
+"""
+
+from __future__ import annotations
+
+import re
+
+# An application, job or namespace name: a DNS label starting with a letter (it becomes object and
+# service names). The catalog's slugs (teams, profiles, GPU types) may start with a digit.
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+MAX_DNS_LABEL = 63
+# KubeRay gives a RayService's cluster a 6-character suffix and its services "-serve-svc"; a Spark
+# application id is `<name>-<8 hex>` and the operator names its UI service `<app id>-ui-svc`.
+MAX_SERVING_NAME = 47
+MAX_SPARK_NAME = 47
+
+LABEL_PREFIX = "mlplatform.io/"  # also the prefix of the annotations the platform writes
+TEAM_LABEL = LABEL_PREFIX + "team"
+USER_LABEL = LABEL_PREFIX + "user"
+PROFILE_LABEL = LABEL_PREFIX + "profile"
+GPU_TYPE_LABEL = LABEL_PREFIX + "gpu-type"  # the hub's quota cache counts GPUs per type over this label
+GPU_COUNT_LABEL = LABEL_PREFIX + "gpu-count"
+APP_ID_LABEL = LABEL_PREFIX + "app-id"
+APP_NAME_LABEL = LABEL_PREFIX + "app-name"
+NODE_POOL_LABEL = LABEL_PREFIX + "node-pool"
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY = "mlplatform"
+SERVING_COMPONENT = "model-serving"
+
+# The ConfigMap of each team namespace (rendered by `mlplatform render`) that the hub's spawner
+# mounts in notebook pods at CONFIG_DIR: the catalog and the AWS config with the credential process.
+TEAM_CONFIG_MAP = "mlplatform"
+CONFIG_DIR = "/etc/mlplatform"
+CATALOG_FILE = "platform.yaml"
+AWS_CONFIG_KEY = "aws-config"
+
+_LABEL_VALUE_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def label_value(text: str) -> str:
+    """`text` made a valid label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends).
+    Lossy for unusual usernames: keep the exact value in an annotation where it matters."""
+    return _LABEL_VALUE_INVALID.sub("-", text)[:MAX_DNS_LABEL].strip("-_.")
+
+
+def annotation_key(name: str) -> str:
+    return LABEL_PREFIX + name
