@@ -9,8 +9,7 @@ written by the notebook with its own short-lived credentials. Uses MLflow's REST
 from __future__ import annotations
 
 import requests
-
-from .catalog import Catalog
+from mlplatform_core.catalog import Catalog
 
 
 class ExperimentError(RuntimeError):

@@ -13,6 +13,12 @@ re-checking a spawn read only this cache: no Kubernetes API call per request, ho
 A spawn between its quota check and its pod showing up in the cache is held as a reservation, so two
 users racing for the last GPU cannot both pass the check. The API server's quota admission stays the
 last word: its "exceeded quota" refusal becomes a spawn error (see kubernetes.py).
+
+The cache belongs to the hub process, not to a spawner: `cluster_quota(spawner)` returns the one
+cache per Kubernetes API settings (`k8s_api_host`, `k8s_api_ssl_ca_cert`, `k8s_api_verify_ssl`, what
+KubeSpawner configures its client from), made on first use. The cache and its reflectors are
+parented to no spawner: they take the hub's config (`c.ResourceReflector.*` still applies) and the
+hub's log, so a spawner that is stopped and dropped takes nothing with it.
 """
 
 from __future__ import annotations
@@ -21,15 +27,13 @@ import asyncio
 from collections.abc import Iterable, Mapping
 
 from kubespawner.reflector import ResourceReflector
+from mlplatform_core.catalog import Catalog
+from mlplatform_core.names import GPU_TYPE_LABEL
+from mlplatform_core.quantities import parse_count
+from traitlets.config import LoggingConfigurable
 
-from ..catalog import Catalog
 from ..profiles import QuotaSnapshot, Selection
 
-LABEL_PREFIX = "mlplatform.io/"
-USER_LABEL = LABEL_PREFIX + "user"
-PROFILE_LABEL = LABEL_PREFIX + "profile"
-GPU_TYPE_LABEL = LABEL_PREFIX + "gpu-type"
-GPU_COUNT_LABEL = LABEL_PREFIX + "gpu-count"
 FINISHED_PHASES = ("Succeeded", "Failed")  # pods in these phases hold no quota
 
 
@@ -57,13 +61,8 @@ def gpu_requests(pod: Mapping, resources: Iterable[str]) -> int:
     for container in spec.get("containers") or []:
         res = container.get("resources") or {}
         amounts = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        total += sum(_quantity(v) for k, v in amounts.items() if k in wanted)
+        total += sum(parse_count(v) for k, v in amounts.items() if k in wanted)
     return total
-
-
-def _quantity(value) -> int:
-    text = str(value)
-    return int(float(text[:-1]) / 1000) if text.endswith("m") else int(float(text))
 
 
 def quota_snapshot(catalog: Catalog, quotas: Iterable[Mapping], pods: Iterable[Mapping],
@@ -80,8 +79,8 @@ def quota_snapshot(catalog: Catalog, quotas: Iterable[Mapping], pods: Iterable[M
         hard, used = status.get("hard") or quota.get("spec", {}).get("hard") or {}, status.get("used") or {}
         if team is None or not keys & set(hard):
             continue
-        h = sum(_quantity(hard[k]) for k in keys if k in hard)
-        u = sum(_quantity(used.get(k, 0)) for k in keys if k in hard)
+        h = sum(parse_count(hard[k]) for k in keys if k in hard)
+        u = sum(parse_count(used.get(k, 0)) for k in keys if k in hard)
         old = cluster_totals.get(team)  # several quotas in one namespace: the tightest wins
         cluster_totals[team] = (h, u) if old is None or h - u < old[0] - old[1] else old
 
@@ -110,11 +109,14 @@ def quota_snapshot(catalog: Catalog, quotas: Iterable[Mapping], pods: Iterable[M
     return QuotaSnapshot(used=used, cluster_totals=cluster_totals)
 
 
-class ClusterQuota:
-    """The shared cache of one hub: started once, read by every spawner."""
+class ClusterQuota(LoggingConfigurable):
+    """The cache of one API server: started once, read by every spawner of the hub.
 
-    def __init__(self, parent):
-        self.parent = parent  # the first spawner: reflectors take their config and log from it
+    Made with the hub's config only (no parent): the reflectors, parented to it, read their
+    settings from that config and log to the hub's log."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.reservations: dict[str, Selection] = {}
         self._quotas: ResourceQuotaReflector | None = None
         self._pods: GpuPodReflector | None = None
@@ -131,8 +133,8 @@ class ClusterQuota:
             raise
 
     async def _start(self) -> None:
-        quotas = ResourceQuotaReflector(parent=self.parent)
-        pods = GpuPodReflector(parent=self.parent)
+        quotas = ResourceQuotaReflector(parent=self)
+        pods = GpuPodReflector(parent=self)
         await asyncio.gather(quotas.start(), pods.start())
         self._quotas, self._pods = quotas, pods
 
@@ -152,3 +154,20 @@ class ClusterQuota:
             if reflector is not None:
                 await reflector.stop()
         self._quotas = self._pods = self._started = None
+
+
+_caches: dict[tuple, ClusterQuota] = {}
+
+
+def cluster_quota(spawner) -> ClusterQuota:
+    """The hub's cache for the API server `spawner` talks to; the first call makes it (not started)."""
+    key = (spawner.k8s_api_host, spawner.k8s_api_ssl_ca_cert, spawner.k8s_api_verify_ssl)
+    if key not in _caches:
+        _caches[key] = ClusterQuota(config=spawner.config)  # the hub's config, not the spawner
+    return _caches[key]
+
+
+async def stop_cluster_quotas() -> None:
+    """Stop and forget every cache (tests: each test has its own API server and event loop)."""
+    while _caches:
+        await _caches.popitem()[1].stop()

@@ -2,12 +2,17 @@
 
 Each server runs in its team's namespace (not the hub's): the team's ResourceQuota, RBAC and
 RayService / SparkApplication objects live there. The chosen GPU type becomes the pod's extended
-resource request and limit, node selector and tolerations; pods carry `mlplatform.io/*` labels for
-team, user, profile and GPU type (cost attribution and the per-type quota count read them).
+resource request and limit, node selector and tolerations, merged onto what the deployment
+configured (z2jh puts its user-pod node selector and tolerations into `c.KubeSpawner.*`): the
+configured values are remembered before the first selection, and every selection is computed from
+them, so a CPU server after a GPU one gets exactly the configured placement again. Pods carry
+`mlplatform.io/*` labels for team, user, profile and GPU type (cost attribution and the per-type
+quota count read them); the user label is `label_value(user)`, as on the notebook's RayServices and
+SparkApplications.
 
-Quota comes from a watch-backed cache (kube_quota.py), so the spawn page costs no API call. The
-API server's own quota admission is the last word: its "exceeded quota" refusal becomes a clear
-spawn error (409), not a 500, and holds nothing for the next spawn.
+Quota comes from the hub's watch-backed cache (kube_quota.py), so the spawn page costs no API
+call. The API server's own quota admission is the last word: its "exceeded quota" refusal becomes a
+clear spawn error (409), not a 500, and holds nothing for the next spawn.
 
 The notebook gets the environment contract; the catalog and the AWS config (`credential_process`,
 no keys) come from the ConfigMap `mlplatform` that `mlplatform render` writes into every team
@@ -18,20 +23,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import ClassVar
 
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
+from mlplatform_core.names import (
+    AWS_CONFIG_KEY,
+    CATALOG_FILE,
+    CONFIG_DIR,
+    GPU_COUNT_LABEL,
+    GPU_TYPE_LABEL,
+    LABEL_PREFIX,
+    PROFILE_LABEL,
+    TEAM_CONFIG_MAP,
+    TEAM_LABEL,
+    USER_LABEL,
+    label_value,
+)
 from tornado import web
 from traitlets import Unicode, default
 
 from ..environment import notebook_environment
 from ..profiles import QuotaSnapshot, Selection
-from ..render.common import CATALOG_DIR, TEAM_CONFIG_MAP, TEAM_LABEL
-from .kube_quota import (GPU_COUNT_LABEL, GPU_TYPE_LABEL, LABEL_PREFIX, PROFILE_LABEL, USER_LABEL,
-                         ClusterQuota)
+from .kube_quota import ClusterQuota, cluster_quota
 from .profiles_mixin import CatalogProfilesMixin
-
 
 
 class QuotaExceeded(web.HTTPError):
@@ -43,10 +57,10 @@ class QuotaExceeded(web.HTTPError):
 
 
 class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
-    _quota: ClassVar[ClusterQuota | None] = None
+    _configured: dict | None = None  # the deployment's placement, before the first selection
 
     config_dir = Unicode(
-        CATALOG_DIR,
+        CONFIG_DIR,
         config=True,
         help="""
         Where the notebook pod mounts the ConfigMap `mlplatform` of its team namespace (keys
@@ -58,10 +72,7 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
 
     @property
     def quota(self) -> ClusterQuota:
-        cls = CatalogKubeSpawner
-        if cls._quota is None:
-            cls._quota = ClusterQuota(parent=self)
-        return cls._quota
+        return cluster_quota(self)
 
     # --- the profile pipeline's backend ---------------------------------------------------------
     def quota_snapshot(self) -> QuotaSnapshot:
@@ -82,18 +93,23 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
         self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
         self.image = profile.image
         self.apply_profile_resources(profile)
-        labels = {TEAM_LABEL: selection.team, USER_LABEL: "{username}", PROFILE_LABEL: selection.profile}
+        labels = {TEAM_LABEL: selection.team, USER_LABEL: label_value(self.user.name),
+                  PROFILE_LABEL: selection.profile}
+        # Merge onto the configured placement (never onto an earlier selection's).
+        base = self._configured_placement()
+        node_selector, tolerations = dict(base["node_selector"]), list(base["tolerations"])
+        guarantees, limits = dict(base["guarantees"]), dict(base["limits"])
         if selection.gpu_type:
             gpu = catalog.gpu_types[selection.gpu_type]
             count = str(selection.gpu_count)
-            self.extra_resource_guarantees = {gpu.resource: count}
-            self.extra_resource_limits = {gpu.resource: count}
-            self.node_selector = dict(gpu.node_selector)
-            self.tolerations = [t.model_dump(exclude_none=True) for t in gpu.tolerations]
+            guarantees[gpu.resource] = limits[gpu.resource] = count
+            node_selector.update(gpu.node_selector)
+            for toleration in (t.model_dump(exclude_none=True) for t in gpu.tolerations):
+                if toleration not in tolerations:
+                    tolerations.append(toleration)
             labels.update({GPU_TYPE_LABEL: selection.gpu_type, GPU_COUNT_LABEL: count})
-        else:
-            self.extra_resource_guarantees, self.extra_resource_limits = {}, {}
-            self.node_selector, self.tolerations = {}, []
+        self.node_selector, self.tolerations = node_selector, tolerations
+        self.extra_resource_guarantees, self.extra_resource_limits = guarantees, limits
         # Labels of an earlier selection (a GPU type) must not outlive it.
         kept = {k: v for k, v in self.extra_labels.items() if not k.startswith(LABEL_PREFIX)}
         self.extra_labels = {**kept, **labels}
@@ -103,6 +119,15 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
             {"name": TEAM_CONFIG_MAP, "configMap": {"name": TEAM_CONFIG_MAP}}]
         self.volume_mounts = [m for m in self._as_list(self.volume_mounts) if m.get("name") != TEAM_CONFIG_MAP] + [
             {"name": TEAM_CONFIG_MAP, "mountPath": self.config_dir, "readOnly": True}]
+
+    def _configured_placement(self) -> dict:
+        """Node selector, tolerations and extra resources as configured, read before a selection changes them."""
+        if self._configured is None:
+            self._configured = {"node_selector": dict(self.node_selector),
+                                "tolerations": self._as_list(self.tolerations),
+                                "guarantees": dict(self.extra_resource_guarantees),
+                                "limits": dict(self.extra_resource_limits)}
+        return self._configured
 
     @staticmethod
     def _as_list(value) -> list:
@@ -132,11 +157,12 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
     def get_env(self):
         env = super().get_env()
         if self.selection is not None:
+            # The pod reads the catalog and the AWS config from its mount, not from the hub's paths.
             env.update(notebook_environment(self.catalog, self.user.name, self.selection,
                                             hub_api_url=self.hub.api_url,
-                                            aws_config_file=f"{self.config_dir}/aws-config",
+                                            aws_config_file=f"{self.config_dir}/{AWS_CONFIG_KEY}",
+                                            catalog_path=f"{self.config_dir}/{CATALOG_FILE}",
                                             server_name=self.name))
-            env["MLPLATFORM_CATALOG"] = f"{self.config_dir}/platform.yaml"  # the hub's path is not the pod's
         return env
 
     async def _make_create_pod_request(self, pod, request_timeout):

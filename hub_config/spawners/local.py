@@ -6,6 +6,10 @@ handed to the server through CUDA_VISIBLE_DEVICES; the pools may be declared on 
 GPUs, for trying and testing. Memory and CPU limits of the profile are exported as JupyterHub's
 MEM_LIMIT / CPU_LIMIT (shown by jupyter-resource-usage) but, as with every local process spawner,
 not enforced.
+
+The GPU pools are a registry of the hub process, one pool per catalog path (the devices a catalog
+file lists are one machine's), shared by every spawner and owned by none. A pool keeps the path, not
+a catalog: it reads the current version of the file on every use (`cached_catalog`).
 """
 
 from __future__ import annotations
@@ -15,17 +19,15 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
-import mlplatform
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from mlplatform_core.aws import AWS_CONFIG
+from mlplatform_core.catalog import cached_catalog
 from traitlets import Unicode, default
 
 from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
 from ..profiles import QuotaSnapshot, Selection
 from .profiles_mixin import CatalogProfilesMixin
-
-
-AWS_CONFIG = Path(mlplatform.__file__).parent / "aws_config"
 
 
 class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
@@ -59,7 +61,7 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
     def pool(self) -> GpuPool:
         path = self.catalog_file
         if path not in self._pools:
-            self._pools[path] = GpuPool(self.catalog)
+            self._pools[path] = GpuPool(lambda: cached_catalog(path))
         return self._pools[path]
 
     @property

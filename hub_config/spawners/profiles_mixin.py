@@ -4,21 +4,25 @@ A spawner that mixes this in provides three things: `quota_snapshot()` (GPUs in 
 `reserve(selection)` / `release()` (hold GPUs for this server, atomically with the quota check), and
 `apply_selection(selection)` (turn the chosen profile into its own settings). The mixin renders the
 spawn form, reads it back into user options, and re-validates user options from the form and the
-REST API alike in JupyterHub's `apply_user_options` hook. It also wraps `start` (the team's MLflow
-experiment first; GPUs given back when the start fails), `poll` and `stop` (GPUs given back once the
-server is gone).
+REST API alike in JupyterHub's `apply_user_options` hook. It prepares the team's MLflow experiment
+in JupyterHub's pre-spawn step (`run_pre_spawn_hook`, before `start`; a configured
+`c.Spawner.pre_spawn_hook` runs after it), and gives GPUs back when the pre-spawn step or `start`
+fails, and once the server is gone (`poll`, `stop`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from mlplatform_core.catalog import Catalog, cached_catalog
+from mlplatform_core.quantities import parse_cpu, parse_memory
 from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..catalog import Catalog, cached_catalog, configured_catalog_path, parse_cpu, parse_memory
+from ..catalog import configured_catalog_path
 from ..mlflow_experiments import ExperimentError, ensure_team_experiment
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
 
@@ -132,9 +136,20 @@ class CatalogProfilesMixin(LoggingConfigurable):
                       self._log_name, selection.gpu_count, selection.gpu_type or "-")
 
     # --- the server's life: GPUs are held from apply_user_options until the server is gone --------
+    async def run_pre_spawn_hook(self):
+        """The team's experiment, then the configured `pre_spawn_hook` (JupyterHub calls this before `start`)."""
+        try:
+            if self.selection is not None:
+                await self._ensure_team_experiment()
+            result = super().run_pre_spawn_hook()
+            if inspect.isawaitable(result):
+                await result
+        except BaseException:
+            self.release()
+            raise
+
     async def start(self):
         try:
-            await self._ensure_team_experiment()
             return await super().start()
         except BaseException:
             self.release()

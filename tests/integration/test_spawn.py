@@ -1,8 +1,15 @@
 """Spawning through the real hub: GPU profiles, the environment contract, quota refusals, races."""
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+import yaml
+from mlplatform_core.aws import AWS_CONFIG
 
 from hub_config.catalog import DEFAULT_CATALOG
+from hub_config.spawners.local import LocalPlatformSpawner
 
 from ..support.processes import server_process
 
@@ -35,7 +42,7 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
         "MLPLATFORM_CREDENTIALS_URL": f"http://127.0.0.1:{platform.ports.hub_api}/hub/api/mlplatform/s3-credentials/alice",
     }
     assert env["MLFLOW_TRACKING_URI"] == platform.mlflow_url
-    assert env["AWS_CONFIG_FILE"].endswith("mlplatform/aws_config") and "AWS_ACCESS_KEY_ID" not in env
+    assert env["AWS_CONFIG_FILE"] == str(AWS_CONFIG) and "AWS_ACCESS_KEY_ID" not in env
     assert (env["MEM_LIMIT"], env["CPU_LIMIT"]) == (str(32 * 2**30), "8.0")
     assert cwd == platform.data_dir / "home" / "alice" and env["HOME"] == str(cwd)
 
@@ -93,3 +100,43 @@ def test_two_users_racing_for_the_last_gpu(hub):
     winner.wait_ready()
     assert loser.model()["servers"] == {}
     assert server_process(winner.name)[1]["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+@dataclass
+class Group:
+    name: str
+
+
+@dataclass
+class User:
+    name: str
+    groups: list[Group]
+
+
+def experiment(mlflow_url: str, name: str) -> dict | None:
+    found = requests.get(f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name})
+    if found.status_code == 404:
+        return None
+    found.raise_for_status()
+    return {k: found.json()["experiment"][k] for k in ("name", "artifact_location")}
+
+
+async def test_the_team_experiment_exists_before_the_configured_pre_spawn_hook_and_start(platform, tmp_path):
+    # A team MLflow has never seen (the session's other tests create the catalog's teams' experiments).
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data["teams"][team] = {"group": team, "namespace": team}
+    data["profiles"]["cpu"]["teams"].append(team)
+    catalog = tmp_path / "platform.yaml"
+    catalog.write_text(yaml.safe_dump(data))
+    assert experiment(platform.mlflow_url, team) is None
+
+    seen = []
+
+    async def hook(spawner):  # a deployment's c.Spawner.pre_spawn_hook (it may be a coroutine)
+        seen.append(experiment(platform.mlflow_url, team))
+
+    alice = LocalPlatformSpawner(user=User("alice", [Group(team)]), catalog_file=str(catalog), pre_spawn_hook=hook)
+    await alice._run_apply_user_options({"team": team, "profile": "cpu"})
+    await alice.run_pre_spawn_hook()  # JupyterHub's User.spawn calls it after the options, before start()
+    assert seen == [{"name": team, "artifact_location": f"s3://platform/teams/{team}/mlflow"}]

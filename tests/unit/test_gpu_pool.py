@@ -1,16 +1,21 @@
 """Quota arithmetic of the local backend's GPU pool."""
 
-import pytest
+from dataclasses import dataclass, field
 
-from hub_config.catalog import load_catalog
+import pytest
+import yaml
+from mlplatform_core.catalog import cached_catalog, load_catalog
+
+from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.gpu_pool import Allocation, GpuPool
 from hub_config.profiles import Selection, SelectionError
+from hub_config.spawners.local import LocalPlatformSpawner
 
-CATALOG = load_catalog(environ={})
+CATALOG = load_catalog(DEFAULT_CATALOG, environ={})
 
 
 def test_reserve_hands_out_distinct_devices_and_counts_per_team():
-    pool = GpuPool(CATALOG)
+    pool = GpuPool(lambda: CATALOG)
     a = pool.reserve("alice/", Selection("team-vision", "gpu-a100", "a100", 2))
     b = pool.reserve("bob/", Selection("team-nlp", "gpu-a100", "a100", 1))
     assert a.devices == ("0", "1") and b.devices == ("2",)
@@ -21,7 +26,7 @@ def test_reserve_hands_out_distinct_devices_and_counts_per_team():
 
 
 def test_last_gpu_goes_to_one_server_only():
-    pool = GpuPool(CATALOG)
+    pool = GpuPool(lambda: CATALOG)
     pool.reserve("alice/", Selection("team-vision", "gpu-a100", "a100", 2))
     pool.reserve("alice/second", Selection("team-vision", "gpu-a100", "a100", 1))
     pool.reserve("dana/", Selection("team-vision", "gpu-a100", "a100", 1))
@@ -33,7 +38,7 @@ def test_last_gpu_goes_to_one_server_only():
 
 
 def test_release_and_restart_give_devices_back():
-    pool = GpuPool(CATALOG)
+    pool = GpuPool(lambda: CATALOG)
     pool.reserve("alice/", Selection("team-vision", "gpu-t4", "t4", 2))
     assert pool.snapshot().pool_free["t4"] == 0
     # starting the same server again first returns what it held
@@ -45,8 +50,63 @@ def test_release_and_restart_give_devices_back():
 
 
 def test_restore_after_hub_restart_counts_against_quota():
-    pool = GpuPool(CATALOG)
+    pool = GpuPool(lambda: CATALOG)
     pool.restore("alice/", Allocation("team-vision", "t4", ("6", "7")))
     assert pool.reserve("dana/", Selection("team-vision", "gpu-a100", "a100", 2)).devices == ("0", "1")
     with pytest.raises(SelectionError, match="only 0 of 4 team-vision GPUs free in total"):
         pool.reserve("eric/", Selection("team-vision", "gpu-a100", "a100", 1))
+
+
+def write_catalog(path, t4_devices: list[str]) -> None:
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data["gpu_types"]["t4"]["local_devices"] = t4_devices
+    path.write_text(yaml.safe_dump(data))
+
+
+T4 = Selection("team-vision", "gpu-t4", "t4", 1)
+
+
+def test_a_catalog_edit_counts_from_the_next_reservation_without_a_restart(tmp_path):
+    path = tmp_path / "platform.yaml"
+    write_catalog(path, ["6"])
+    pool = GpuPool(lambda: cached_catalog(path))
+    assert pool.reserve("alice/", T4).devices == ("6",)
+    with pytest.raises(SelectionError, match="only 0 T4 left on this machine"):
+        pool.reserve("dana/", T4)
+
+    write_catalog(path, ["6", "7"])  # the platform engineer adds a device
+    assert pool.snapshot().pool_free["t4"] == 1
+    assert pool.reserve("dana/", T4).devices == ("7",)
+
+    # ... and replaces alice's: she keeps it until her server is gone, but no one else gets it.
+    write_catalog(path, ["7", "8", "9"])  # (a different size: the cache also keys on it, not on mtime alone)
+    pool.release("dana/")
+    assert pool.snapshot().pool_free["t4"] == 3
+    assert pool.reserve("dana/", T4).devices == ("7",)
+    assert pool.reserve("bob/", Selection("team-nlp", "gpu-t4", "t4", 1)).devices == ("8",)
+    assert pool.holder_of("alice/").devices == ("6",)
+
+
+@dataclass
+class Group:
+    name: str
+
+
+@dataclass
+class User:
+    name: str
+    groups: list[Group] = field(default_factory=lambda: [Group("team-vision")])
+
+
+def test_local_spawners_share_one_pool_that_follows_the_catalog_file(tmp_path):
+    path = tmp_path / "platform.yaml"
+    write_catalog(path, ["6"])
+    alice, dana = (LocalPlatformSpawner(user=User(name), catalog_file=str(path)) for name in ("alice", "dana"))
+    assert alice.pool is dana.pool
+    alice.reserve(T4)
+    assert dana.quota_snapshot().pool_free["t4"] == 0
+
+    write_catalog(path, ["6", "7", "8"])
+    assert dana.quota_snapshot().pool_free["t4"] == 2
+    dana.reserve(T4)
+    assert dana.devices == ("7",)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from mlplatform_core.catalog import load_catalog
+from mlplatform_core.names import GPU_TYPE_LABEL
 
-from hub_config.catalog import load_catalog
+from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.profiles import Selection, SelectionError, select, spawn_choices
-from hub_config.spawners.kube_quota import GPU_TYPE_LABEL, gpu_requests, quota_snapshot
+from hub_config.spawners.kube_quota import gpu_requests, quota_snapshot
 
 
 @pytest.fixture(scope="module")
 def catalog():
-    return load_catalog()
+    return load_catalog(DEFAULT_CATALOG)
 
 
 def resource_quota(namespace: str, hard: int, used: int, name: str = "gpu") -> dict:
