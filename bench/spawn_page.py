@@ -35,7 +35,7 @@ from kubernetes_asyncio import client  # noqa: E402
 from kubespawner.clients import shared_client  # noqa: E402
 
 from mlplatform_core.catalog import load_catalog  # noqa: E402
-from hub_config.spawners.kube_quota import quota_snapshot  # noqa: E402
+from hub_config.spawners.kube_quota import quota_snapshot, stop_cluster_quotas  # noqa: E402
 from mlplatform_core.names import GPU_TYPE_LABEL  # noqa: E402
 from hub_config.spawners.kubernetes import CatalogKubeSpawner  # noqa: E402
 from tests.support.fake_kube import FakeKube, point_kubespawner_at  # noqa: E402
@@ -132,7 +132,7 @@ async def main() -> None:
             rows = [("cache (CatalogKubeSpawner)", *await measure(fake, render_cached, spawner, args.renders)),
                     ("list per page", *await measure(fake, render_listing, spawner, args.renders))]
         finally:
-            await CatalogKubeSpawner._quota.stop()
+            await stop_cluster_quotas()
             undo()
 
     print(f"\nSpawn page, {args.teams} teams, {args.servers} running servers, {args.renders} renders, "

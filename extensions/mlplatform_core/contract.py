@@ -4,7 +4,7 @@ The hub is the only place that knows the user's identity, team and profile. It b
 `PlatformEnvironment` and hands the server `to_environ()`; the notebook side reads it back with
 `PlatformEnvironment.from_environ()` and nothing else. MLflow and the AWS SDKs read their own
 standard variables (written here too), so `mlflow.start_run()` and `boto3.client("s3")` need nothing
-configured by hand. Each variable is named once, in VARIABLES; the README lists them all.
+configured by hand. Each variable is named once, on its field; the README lists them all.
 """
 
 from __future__ import annotations
@@ -21,29 +21,6 @@ if TYPE_CHECKING:
 
 CONTRACT_VERSION = "1"
 
-# Field of PlatformEnvironment → its variables; the first is the one read, all are written.
-VARIABLES: dict[str, tuple[str, ...]] = {
-    "version": ("MLPLATFORM_CONTRACT_VERSION",),
-    "user": ("MLPLATFORM_USER",),
-    "team": ("MLPLATFORM_TEAM",),
-    "namespace": ("MLPLATFORM_NAMESPACE",),
-    "backend": ("MLPLATFORM_BACKEND",),
-    # The notebook reads platform policy (promotion gates, images, quotas) from the catalog, endpoints from here.
-    "catalog_path": ("MLPLATFORM_CATALOG",),
-    "profile": ("MLPLATFORM_PROFILE",),
-    "gpu_type": ("MLPLATFORM_GPU_TYPE",),
-    "gpu_count": ("MLPLATFORM_GPU_COUNT",),
-    "mlflow_tracking_uri": ("MLFLOW_TRACKING_URI",),
-    "mlflow_experiment": ("MLFLOW_EXPERIMENT_NAME",),  # the team's; created by the hub before the server starts
-    "s3_endpoint": ("MLPLATFORM_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
-    "s3_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
-    "s3_bucket": ("MLPLATFORM_S3_BUCKET",),
-    "s3_prefix": ("MLPLATFORM_S3_PREFIX",),
-    "s3_team_prefix": ("MLPLATFORM_S3_TEAM_PREFIX",),
-    # No keys: the SDKs run the config's credential process, which asks the hub's broker with the server's token.
-    "aws_config_file": ("AWS_CONFIG_FILE",),
-    "credentials_url": ("MLPLATFORM_CREDENTIALS_URL",),
-}
 CONSTANTS = {"AWS_SDK_LOAD_CONFIG": "1"}  # the AWS SDKs read AWS_CONFIG_FILE's profile settings
 REQUIRED = ("user", "team", "backend")
 
@@ -66,28 +43,35 @@ class NotOnPlatformError(RuntimeError):
     """Raised outside a server started by the platform's hub."""
 
 
+def _variables(*names: str, default=""):
+    """A field of the contract and its variables: the first is the one read, all are written."""
+    return dataclasses.field(default=default, metadata={"variables": names})
+
+
 @dataclass(frozen=True)
 class PlatformEnvironment:
     """One notebook server's view of the platform. Frozen and hashable: backends are cached per environment."""
 
-    user: str = ""
-    team: str = ""
-    backend: str = "local"
-    namespace: str = ""
-    catalog_path: str = ""
-    profile: str = ""
-    gpu_type: str | None = None
-    gpu_count: int = 0
-    mlflow_tracking_uri: str = ""
-    mlflow_experiment: str = ""
-    s3_endpoint: str = ""
-    s3_region: str = ""
-    s3_bucket: str = ""
-    s3_prefix: str = ""
-    s3_team_prefix: str = ""
-    aws_config_file: str = ""
-    credentials_url: str = ""
-    version: str = CONTRACT_VERSION
+    version: str = _variables("MLPLATFORM_CONTRACT_VERSION", default=CONTRACT_VERSION)
+    user: str = _variables("MLPLATFORM_USER")
+    team: str = _variables("MLPLATFORM_TEAM")
+    backend: str = _variables("MLPLATFORM_BACKEND", default="local")
+    namespace: str = _variables("MLPLATFORM_NAMESPACE")
+    # The notebook reads platform policy (promotion gates, images, quotas) from the catalog, endpoints from here.
+    catalog_path: str = _variables("MLPLATFORM_CATALOG")
+    profile: str = _variables("MLPLATFORM_PROFILE")
+    gpu_type: str | None = _variables("MLPLATFORM_GPU_TYPE", default=None)
+    gpu_count: int = _variables("MLPLATFORM_GPU_COUNT", default=0)
+    mlflow_tracking_uri: str = _variables("MLFLOW_TRACKING_URI")
+    mlflow_experiment: str = _variables("MLFLOW_EXPERIMENT_NAME")  # the team's; the hub creates it before the start
+    s3_endpoint: str = _variables("MLPLATFORM_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+    s3_region: str = _variables("AWS_REGION", "AWS_DEFAULT_REGION")
+    s3_bucket: str = _variables("MLPLATFORM_S3_BUCKET")
+    s3_prefix: str = _variables("MLPLATFORM_S3_PREFIX")
+    s3_team_prefix: str = _variables("MLPLATFORM_S3_TEAM_PREFIX")
+    # No keys: the SDKs run the config's credential process, which asks the hub's broker with the server's token.
+    aws_config_file: str = _variables("AWS_CONFIG_FILE")
+    credentials_url: str = _variables("MLPLATFORM_CREDENTIALS_URL")
 
     # --- the hub writes -------------------------------------------------------------------------
     @classmethod
@@ -173,6 +157,10 @@ class PlatformEnvironment:
     @property
     def s3_team_uri(self) -> str:
         return f"s3://{self.s3_bucket}/{self.s3_team_prefix}"
+
+
+# Field of PlatformEnvironment → its variables (the first is the one read, all are written).
+VARIABLES: dict[str, tuple[str, ...]] = {f.name: f.metadata["variables"] for f in dataclasses.fields(PlatformEnvironment)}
 
 
 def current(*, required: Iterable[str] = REQUIRED) -> PlatformEnvironment:

@@ -2,7 +2,6 @@
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import requests
 import yaml
@@ -11,6 +10,7 @@ from mlplatform_core.aws import AWS_CONFIG
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.spawners.local import LocalPlatformSpawner
 
+from ..support.hub_user import Group, User
 from ..support.processes import server_process
 
 
@@ -100,17 +100,6 @@ def test_two_users_racing_for_the_last_gpu(hub):
     winner.wait_ready()
     assert loser.model()["servers"] == {}
     assert server_process(winner.name)[1]["CUDA_VISIBLE_DEVICES"] == "0"
-
-
-@dataclass
-class Group:
-    name: str
-
-
-@dataclass
-class User:
-    name: str
-    groups: list[Group]
 
 
 def experiment(mlflow_url: str, name: str) -> dict | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from dataclasses import dataclass, field
 
 import kubernetes_validate
 import pytest
@@ -17,24 +16,11 @@ from traitlets.config import Config
 from hub_config.spawners.kube_quota import stop_cluster_quotas
 from hub_config.spawners.kubernetes import CatalogKubeSpawner, QuotaExceeded
 
+from ..support.hub_user import User
+
 VISION = "team-vision"
 A100x2 = {"team": VISION, "profile": "gpu-a100", "gpu_type": "a100", "gpu_count": 2}
 CPU = {"team": VISION, "profile": "cpu"}
-
-
-@dataclass
-class Group:
-    name: str
-
-
-@dataclass
-class User:
-    """What a spawner reads of JupyterHub's user (the hub itself cannot run pods here)."""
-
-    name: str
-    groups: list[Group] = field(default_factory=lambda: [Group(VISION)])
-    id: int = 1
-    url: str = "/user/"
 
 
 def gpu_quota(hard: int, name: str = "team-gpus") -> dict:

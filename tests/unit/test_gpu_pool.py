@@ -1,6 +1,5 @@
 """Quota arithmetic of the local backend's GPU pool."""
 
-from dataclasses import dataclass, field
 
 import pytest
 import yaml
@@ -10,6 +9,8 @@ from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.gpu_pool import Allocation, GpuPool
 from hub_config.profiles import Selection, SelectionError
 from hub_config.spawners.local import LocalPlatformSpawner
+
+from ..support.hub_user import User
 
 CATALOG = load_catalog(DEFAULT_CATALOG, environ={})
 
@@ -85,17 +86,6 @@ def test_a_catalog_edit_counts_from_the_next_reservation_without_a_restart(tmp_p
     assert pool.reserve("dana/", T4).devices == ("7",)
     assert pool.reserve("bob/", Selection("team-nlp", "gpu-t4", "t4", 1)).devices == ("8",)
     assert pool.holder_of("alice/").devices == ("6",)
-
-
-@dataclass
-class Group:
-    name: str
-
-
-@dataclass
-class User:
-    name: str
-    groups: list[Group] = field(default_factory=lambda: [Group("team-vision")])
 
 
 def test_local_spawners_share_one_pool_that_follows_the_catalog_file(tmp_path):

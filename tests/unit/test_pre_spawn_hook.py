@@ -6,7 +6,6 @@ tests/integration/test_spawn.py.
 
 import logging
 import socket
-from dataclasses import dataclass, field
 
 import pytest
 import yaml
@@ -14,18 +13,9 @@ import yaml
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.spawners.local import LocalPlatformSpawner
 
+from ..support.hub_user import User
+
 A100 = {"team": "team-vision", "profile": "gpu-a100", "gpu_type": "a100", "gpu_count": 1}
-
-
-@dataclass
-class Group:
-    name: str
-
-
-@dataclass
-class User:
-    name: str
-    groups: list[Group] = field(default_factory=lambda: [Group("team-vision")])
 
 
 @pytest.fixture

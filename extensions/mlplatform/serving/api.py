@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -26,6 +25,7 @@ from mlplatform_core.catalog import CatalogError
 from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
 
 from ..environment import read_environment
+from ..localhost import wait_until
 from .backend import SETTLED_STATES, ServingBackend
 from .errors import BackendUnavailable, PredictionFailed, ServingError
 from .models import resolve
@@ -101,12 +101,15 @@ def deployments() -> list[dict[str, Any]]:
 
 def wait_until_settled(name: str, timeout: float = 300.0, interval: float = 1.0) -> dict[str, Any]:
     """Poll until the application runs or failed; the last status when `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        current = status(name)
-        if current["state"] in SETTLED_STATES or time.monotonic() >= deadline:
-            return current
-        time.sleep(interval)
+    latest: dict[str, Any] = {}
+
+    def settled() -> bool:
+        latest.clear()
+        latest.update(status(name))
+        return latest["state"] in SETTLED_STATES
+
+    wait_until(settled, timeout, interval)
+    return latest
 
 
 def predict(name: str, rows: Any, *, timeout: float = 60.0) -> list:

@@ -17,7 +17,6 @@ Endpoint: KubeRay's serve service `<name>-serve-svc` (port 8000), route `/<name>
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from mlplatform_core.names import (
 from mlplatform_core.timestamps import now
 
 from .. import kube
+from ..localhost import wait_until
 from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED, last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
 from .spec import ServingRequest, ray_service
@@ -156,12 +156,9 @@ class KubernetesServing:
             raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
                                      f"applications: {', '.join(self.names()) or 'none'}")
         _translated(services.delete, name)
-        deadline = time.monotonic() + timeout
-        while wait and _translated(services.get, name) is not None:
-            if time.monotonic() > deadline:
-                return {"name": name, "backend": self.backend, "state": DELETING,
-                        "message": f"still being deleted after {timeout:g} s (KubeRay stops its Ray cluster)"}
-            time.sleep(0.2)
+        if wait and not wait_until(lambda: _translated(services.get, name) is None, timeout):
+            return {"name": name, "backend": self.backend, "state": DELETING,
+                    "message": f"still being deleted after {timeout:g} s (KubeRay stops its Ray cluster)"}
         return {"name": name, "backend": self.backend, "state": "deleted"}
 
     def names(self) -> list[str]:

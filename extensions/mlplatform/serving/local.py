@@ -196,17 +196,15 @@ class LocalRayHead:
                                      f"its log: {self.root / 'head.log'}\n{tail}")
 
     def _wait_ready(self, pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not localhost.running(pid):
-                return False
+        """Whether the head `pid` answers on Serve's REST API within `timeout` (False once it died)."""
+        def serve_answers() -> bool:
             try:
-                if self.session().get(f"{self.config.dashboard_url}/api/serve/applications/", timeout=5).ok:
-                    return True
+                return self.session().get(f"{self.config.dashboard_url}/api/serve/applications/", timeout=5).ok
             except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        return False
+                return False
+
+        return localhost.wait_until(lambda: not localhost.running(pid) or serve_answers(), timeout, interval=0.5) \
+            and localhost.running(pid)
 
     def command(self) -> list[str]:
         c, p = self.config, self.config.port

@@ -42,6 +42,10 @@ class SparkBackendError(RuntimeError):
 class SparkBackend(Protocol):
     name: str
 
+    def main_file(self, main_file: str) -> str:
+        """Where this backend finds `main_file` (relative paths: in its working folder); SparkJobError
+        naming the field when it cannot, so a form can say so before anything is submitted."""
+
     def submit(self, job: SparkJob) -> dict[str, Any]:
         """Start `job`; answers its status (state SUBMITTED). Raises SparkJobError before anything starts."""
 

@@ -24,16 +24,8 @@ from mlplatform_core.names import APP_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, 
 from mlplatform_core.timestamps import now
 
 from .. import kube
-from .backend import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    RUNNING,
-    SUBMITTED,
-    TERMINAL_STATES,
-    SparkBackendError,
-    UnknownApplicationError,
-)
+from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES, SparkBackendError,
+                      UnknownApplicationError)
 from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
 from .spec import spark_application
 
@@ -112,6 +104,10 @@ class KubernetesSparkBackend:
         return self._s3
 
     # --- submit --------------------------------------------------------------------------------
+    def main_file(self, main_file: str) -> str:
+        """A URI the driver reads (s3a://, local://, https://) as it is; else the notebook's file, uploaded at submit."""
+        return main_file if _is_uri(main_file) else str(local_main_file(main_file, self.cwd or os.getcwd()))
+
     def submit(self, job: SparkJob) -> dict[str, Any]:
         c = self.config
         app_id = new_app_id(job.name)
@@ -119,7 +115,7 @@ class KubernetesSparkBackend:
         if _is_uri(job.main_file):  # already where the driver can read it (s3a://, local://, https://)
             main_uri, source = job.main_file, job.main_file
         else:
-            path = local_main_file(job.main_file, self.cwd or os.getcwd())
+            path = Path(self.main_file(job.main_file))
             uploaded = f"{c.team_prefix}spark/{app_id}/{path.name}"
             self._upload(path, uploaded)
             main_uri, source = f"s3a://{c.bucket}/{uploaded}", str(path)

@@ -34,16 +34,8 @@ from mlplatform_core.contract import PlatformEnvironment
 from mlplatform_core.timestamps import now
 
 from .. import localhost
-from .backend import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    RUNNING,
-    SUBMITTED,
-    TERMINAL_STATES,
-    SparkBackendError,
-    UnknownApplicationError,
-)
+from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES, SparkBackendError,
+                      UnknownApplicationError)
 from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
 from .spec import APP_ID_VARIABLE
 
@@ -157,10 +149,13 @@ class LocalSparkBackend:
             command += ["--conf", f"{key}={value}"]
         return command + [str(main_file), *job.arguments]
 
+    def main_file(self, main_file: str) -> str:
+        return str(local_main_file(main_file, self.cwd or os.getcwd()))
+
     def submit(self, job: SparkJob) -> dict[str, Any]:
         _reap()
         env = dict(os.environ if self.environ is None else self.environ)
-        main_file = local_main_file(job.main_file, self.cwd or os.getcwd())
+        main_file = Path(self.main_file(job.main_file))
         spark_submit = self._check_tools(env)
         ui_enabled = job.conf.get("spark.ui.enabled", "true").lower() != "false"
         ui_port = _free_port() if ui_enabled and "spark.ui.port" not in job.conf else None

@@ -20,7 +20,7 @@ from traitlets import Unicode
 
 from .. import spark
 from ..spark.backend import TERMINAL_STATES
-from ..spark.job import SparkJob, SparkJobError, local_main_file
+from ..spark.job import SparkJob, SparkJobError
 from .common import LABEL, WIDE, Background, ErrorLines, close_tree, link, on_click, pre
 
 FIELDS = ("name", "main_file", "arguments", "executors", "executor_cores", "executor_memory", "driver_memory",
@@ -122,17 +122,14 @@ class SubmitSparkJob(w.VBox):
         self._update_buttons()
 
     def _main_file_problem(self) -> list[str]:
-        """Whether the local backend finds the main file (in the notebook's folder); other backends say
-        at submit time."""
+        """Whether the backend finds the main file (a path in the notebook's folder, or a URI)."""
         if self._backend is None:
             try:
                 self._backend = spark.backend()  # once: a backend may read its configuration
             except Exception:  # noqa: BLE001 — Submit shows why there is none
                 return []
-        if not isinstance(self._backend, spark.LocalSparkBackend):
-            return []
         try:
-            local_main_file(self.parsed("main_file"), os.getcwd())
+            self._backend.main_file(self.parsed("main_file"))
         except SparkJobError as e:
             return [str(e)]
         return []
