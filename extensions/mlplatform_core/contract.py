@@ -150,13 +150,9 @@ class PlatformEnvironment:
         """Who acts, for records: the hub user, else (outside the platform) the login name."""
         return self.user or getpass.getuser()
 
-    @property
-    def s3_user_uri(self) -> str:
-        return f"s3://{self.s3_bucket}/{self.s3_prefix}"
-
-    @property
-    def s3_team_uri(self) -> str:
-        return f"s3://{self.s3_bucket}/{self.s3_team_prefix}"
+    def s3_uri(self, key: str = "", *, team: bool = False) -> str:
+        """`s3://` URI of `key` under the user's own prefix (`team=True`: the team's shared prefix)."""
+        return f"s3://{self.s3_bucket}/{self.s3_team_prefix if team else self.s3_prefix}{key}"
 
 
 # Field of PlatformEnvironment → its variables (the first is the one read, all are written).

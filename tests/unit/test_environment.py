@@ -46,8 +46,8 @@ def test_notebook_side_reads_what_the_hub_wrote():
     assert env["MLPLATFORM_CREDENTIALS_URL"] == "http://hub/hub/api/mlplatform/s3-credentials/bob?server=gpu"
     platform = PlatformEnvironment.from_environ(env)
     assert (platform.user, platform.team, platform.gpu_type, platform.gpu_count) == ("bob", "team-nlp", None, 0)
-    assert platform.s3_user_uri == "s3://platform/users/bob/"
-    assert platform.s3_team_uri == "s3://platform/teams/team-nlp/"
+    assert platform.s3_uri() == "s3://platform/users/bob/"
+    assert platform.s3_uri("data/train.csv", team=True) == "s3://platform/teams/team-nlp/data/train.csv"
     assert platform.mlflow_tracking_uri == "http://127.0.0.1:18500"
 
 

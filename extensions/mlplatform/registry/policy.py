@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 
 from mlplatform_core.catalog import Catalog, CatalogError, Promotion, cached_catalog
-from mlplatform_core.contract import PlatformEnvironment
 from pydantic import ValidationError
 
+from ..environment import read_environment
 from .errors import RegistryError
 
 
@@ -33,7 +33,7 @@ def resolve_policy(catalog: Catalog | str | os.PathLike | None = None,
             raise RegistryError(f"invalid promotion policy: {problems}; allowed keys: "
                                 f"{', '.join(Promotion.model_fields)}") from None
     if catalog is None:
-        catalog = PlatformEnvironment.from_environ(environ, required=()).catalog_path
+        catalog = read_environment(environ).catalog_path
         if not catalog:
             raise RegistryError("no promotion policy: MLPLATFORM_CATALOG is not set (it is on servers the "
                                 "platform starts); pass catalog= (a Catalog or a catalog file) or promotion=")

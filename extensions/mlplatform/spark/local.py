@@ -30,10 +30,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlplatform_core.contract import PlatformEnvironment
 from mlplatform_core.timestamps import now
 
 from .. import localhost
+from ..environment import read_environment
 from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES, SparkBackendError,
                       UnknownApplicationError)
 from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
@@ -105,7 +105,7 @@ class LocalSparkBackend:
                  cwd: str | Path | None = None, cancel_grace: float = 10.0):
         self._state_dir = Path(state_dir) if state_dir else None
         self.environ = environ
-        self.user = user or PlatformEnvironment.from_environ(environ, required=()).acting_user
+        self.user = user or read_environment(environ).acting_user
         self.spark_submit = Path(spark_submit) if spark_submit else default_spark_submit()
         self.cwd = cwd
         self.cancel_grace = cancel_grace

@@ -15,7 +15,7 @@ import html
 import ipywidgets as w
 
 from .. import registry
-from ..environment import PlatformEnvironment
+from ..environment import read_environment
 from ..models import list_models
 from ..registry.policy import resolve_policy
 from .common import (
@@ -42,7 +42,7 @@ class PromoteModel(w.VBox):
     `promotion`: the gates (default: the platform catalog, MLPLATFORM_CATALOG)."""
 
     def __init__(self, *, user: str | None = None, client=None, catalog=None, promotion=None, **kwargs):
-        self.user = user or PlatformEnvironment.from_environ(required=()).acting_user
+        self.user = user or read_environment().acting_user
         self._client = client
         self._policy = {k: v for k, v in (("catalog", catalog), ("promotion", promotion)) if v is not None}
         self._models: dict[str, dict] = {}
