@@ -229,7 +229,7 @@ def select(catalog: Catalog, groups, snapshot: QuotaSnapshot, user_options: Mapp
         raise SelectionError(400, f"gpu_type {gpu_type!r} is not offered by profile {slug!r}; "
                                   f"allowed: {_allowed(profile.gpu.types)}")
     count = options.get("gpu_count") or profile.gpu.counts[0]
-    if isinstance(count, str) and count.isdigit():
+    if isinstance(count, str) and count.isascii() and count.isdecimal():  # "²".isdigit() is true, int("²") fails
         count = int(count)
     if not isinstance(count, int) or isinstance(count, bool) or count not in profile.gpu.counts:
         raise SelectionError(400, f"gpu_count {count!r} is not offered by profile {slug!r}; "

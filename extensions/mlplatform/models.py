@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
+from .registry.facts import all_versions
+
 
 def list_models(client: MlflowClient | None = None) -> list[dict]:
     """Every registered model with its aliases and versions (newest first), as plain JSON."""
     client = client or MlflowClient()
     models = []
     for model in client.search_registered_models(order_by=["name ASC"]):
-        versions = client.search_model_versions(f"name = '{model.name}'", order_by=["version_number DESC"])
+        versions = sorted(all_versions(client, model.name), key=lambda v: int(v.version), reverse=True)
         models.append({
             "name": model.name,
             "description": model.description or "",

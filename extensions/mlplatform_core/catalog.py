@@ -174,6 +174,15 @@ class Promotion(_Model):
     model_card_fields: list[str] = ["intended_use", "owner"]
 
 
+class ServingLimits(_Model):
+    """Upper bounds of one served model. The serving API refuses more before anything is deployed; on
+    Kubernetes the team namespace's ResourceQuota is the wall."""
+
+    max_replicas: int = Field(16, ge=1)  # fixed replicas, or the autoscaling maximum
+    max_cpus_per_replica: float = Field(16, gt=0)
+    max_gpus_per_replica: int = Field(8, ge=1)
+
+
 class Sso(_Model):
     realm_url: str
     client_id: str = "jupyterhub"
@@ -223,6 +232,7 @@ class Catalog(_Model):
     mlflow: Mlflow
     storage: Storage
     promotion: Promotion = Promotion()
+    serving: ServingLimits = ServingLimits()
     kubernetes: KubernetesSettings = KubernetesSettings()
     gpu_types: dict[Slug, GpuType] = {}
     teams: dict[Slug, Team] = Field(min_length=1)

@@ -89,6 +89,8 @@ def test_select_defaults_for_a_single_team_user():
      "profile 'huge' is not available to team-vision; allowed: cpu, gpu-a100, gpu-t4"),
     (["team-vision"], {"profile": "gpu-a100", "gpu_count": 3}, 400,
      "gpu_count 3 is not offered by profile 'gpu-a100'; allowed: 1, 2, 4"),
+    (["team-vision"], {"profile": "gpu-a100", "gpu_count": "²"}, 400,  # a digit to str.isdigit, not to int()
+     "gpu_count '²' is not offered by profile 'gpu-a100'; allowed: 1, 2, 4"),
     (["team-vision"], {"profile": "gpu-a100", "gpu_type": "t4"}, 400,
      "gpu_type 't4' is not offered by profile 'gpu-a100'; allowed: a100"),
     (["team-vision"], {"profile": "cpu", "gpu_count": 1}, 400,

@@ -18,6 +18,8 @@ from tornado import web
 
 PREFIX = "/mlplatform/api"
 AUTH_RESOURCE = "mlplatform"
+# Far below jupyter_server's 512 MiB: the largest body is a /predict batch (MAX_BATCH_SIZE rows).
+MAX_BODY_BYTES = 8 * 2**20
 
 
 class Refused(web.HTTPError):
@@ -35,6 +37,12 @@ def _listed(names: Sequence[str]) -> str:
 
 class MLPlatformHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if len(self.request.body or b"") > MAX_BODY_BYTES:
+            raise Refused(413, f"the request body has {len(self.request.body)} bytes; allowed: at most "
+                               f"{MAX_BODY_BYTES} bytes (send large inputs to S3 and pass their URI)")
 
     def refusal(self, error: Exception) -> Refused | None:
         """The refusal an error of the API this handler calls stands for; None: a bug (500)."""
@@ -63,6 +71,8 @@ class MLPlatformHandler(APIHandler):
             body = json.loads(self.request.body)
         except ValueError as e:
             raise Refused(400, f"the request body is not valid JSON ({e}); send a JSON object with the {fields}")
+        except RecursionError:
+            raise Refused(400, f"the request body is nested too deeply; send a JSON object with the {fields}") from None
         if not isinstance(body, dict):
             raise Refused(400, f"the request body is a JSON {type(body).__name__}, not an object; send a JSON "
                                f"object with the {fields}")

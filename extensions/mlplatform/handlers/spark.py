@@ -62,13 +62,18 @@ class ApplicationsHandler(SparkHandler):
             return value
         # The contents root, which the file browser shows; the server's root_dir for a manager without one.
         root = Path(getattr(self.contents_manager, "root_dir", None) or self.settings["server_root_dir"]).resolve()
-        path = (root / Path(unquote(parsed.path) if parsed.scheme else value.strip()).expanduser()).resolve()
+        try:
+            path = (root / Path(unquote(parsed.path) if parsed.scheme else value.strip()).expanduser()).resolve()
+            found = path.is_file()
+        except (ValueError, RuntimeError, OSError) as e:  # a NUL byte, ~nosuchuser, a name too long
+            raise Refused(400, f"main_file: {value[:200]!r} is not a usable path ({type(e).__name__}); allowed: an "
+                               "existing .py file, relative to the server's root folder", field="main_file") from None
         if not path.is_relative_to(root):
             raise Refused(400, f"main_file: {value!r} is outside the server's root folder {root}; allowed: a path "
                                "inside it, relative to it as the file browser shows it (e.g. 'jobs/wordcount.py')",
                           field="main_file")
-        if not path.is_file():
-            raise Refused(400, f"main_file: {value!r} does not exist (looked for {path}); allowed: an existing .py "
+        if not found:
+            raise Refused(400, f"main_file: {value[:200]!r} does not exist (looked for {path}); allowed: an existing .py "
                                "file, relative to the server's root folder as the file browser shows it",
                           field="main_file")
         return str(path)
@@ -93,7 +98,7 @@ class LogsHandler(SparkHandler):
     async def get(self, app_id: str):
         """?tail=N (1 to MAX_TAIL, default 100) or ?tail=all."""
         tail = self.get_query_argument("tail", DEFAULT_TAIL)
-        lines = None if tail == "all" else int(tail) if tail.isdigit() else 0
+        lines = None if tail == "all" else int(tail) if tail.isascii() and tail.isdecimal() else 0
         if lines is not None and not 1 <= lines <= MAX_TAIL:
             raise Refused(400, f"tail: {tail!r} is not allowed; give a whole number of lines from 1 to {MAX_TAIL}, "
                                "or 'all'", field="tail")

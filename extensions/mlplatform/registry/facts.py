@@ -26,6 +26,8 @@ def registered_model(client: MlflowClient, name: str):
     """The registered model, or NotFound naming a few that exist."""
     if not isinstance(name, str) or not name.strip():
         raise RegistryError(f"model name {name!r} is not allowed: give the name of a registered model")
+    if "/" in name or ":" in name:  # MLflow's own rule; asking it would be a 502, not the caller's 400
+        raise RegistryError(f"model name {name!r} is not allowed: registered model names cannot contain '/' or ':'")
     try:
         return client.get_registered_model(name)
     except MlflowException as e:
@@ -44,7 +46,7 @@ def version_numbers(client: MlflowClient, name: str) -> list[str]:
 def model_version(client: MlflowClient, name: str, version):
     """A model version of an existing registered model, or NotFound listing its versions."""
     text = str(version).strip()
-    if not _VERSION.match(text):
+    if not _VERSION.fullmatch(text):
         raise NotFound(f"version {version!r} of {name!r} is not a version number; versions: "
                        f"{', '.join(version_numbers(client, name)) or 'none'}")
     try:

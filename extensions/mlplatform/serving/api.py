@@ -27,7 +27,7 @@ from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
 from ..environment import read_environment
 from ..localhost import wait_until
 from .backend import SETTLED_STATES, ServingBackend
-from .errors import BackendUnavailable, PredictionFailed, ServingError
+from .errors import BackendUnavailable, DeploymentNotFound, PredictionFailed, ServingError
 from .models import resolve
 from .spec import serving_request
 
@@ -74,7 +74,7 @@ def deploy(name: str, model_uri: str, *, replicas: int | None = None, min_replic
     request = serving_request(name=name, model_uri=model_uri, replicas=replicas, min_replicas=min_replicas,
                               max_replicas=max_replicas, cpus=cpus, gpus=gpus, max_batch_size=max_batch_size,
                               batch_wait_timeout_s=batch_wait_timeout_s, max_ongoing_requests=max_ongoing_requests,
-                              task=task, gpu_quota=_gpu_quota(env))
+                              task=task, **_team_limits(env))
     chosen = backend()
     resolved = resolve(request.model_uri)
     app_env = dataclasses.replace(env, mlflow_tracking_uri=resolved.tracking_uri).variables(FORWARDED_TO_SERVING)
@@ -127,10 +127,14 @@ def generate(name: str, prompt: str | list[str], *, max_tokens: int = 128, timeo
 
 
 def _post(name: str, route: str, body: Any, timeout: float) -> dict:
-    url = f"{backend().url(name)}/{route}"
+    chosen = backend()
+    url = f"{chosen.url(name)}/{route}"
     try:
         r = requests.post(url, json=body, timeout=timeout)
     except requests.RequestException as e:
+        if name not in chosen.names():  # nothing to reach: the caller's mistake, not an outage
+            raise DeploymentNotFound(f"no serving application {name!r}; applications: "
+                                     f"{', '.join(chosen.names()) or 'none'}") from None
         raise PredictionFailed(503, f"cannot reach {url}: {type(e).__name__}: {e}") from None
     if r.ok:
         return r.json()
@@ -143,13 +147,14 @@ def _post(name: str, route: str, body: Any, timeout: float) -> dict:
     raise PredictionFailed(r.status_code, message)
 
 
-def _gpu_quota(env: PlatformEnvironment) -> int | None:
-    """The team's GPU quota from the catalog, on a server the platform started (else no check)."""
+def _team_limits(env: PlatformEnvironment) -> dict[str, Any]:
+    """The team's GPU quota and the catalog's serving limits, on a server the platform started (else
+    only the default limits)."""
     if not env.catalog_path or not env.team:
-        return None
+        return {}
     try:
         catalog = env.catalog()
     except CatalogError as e:
         raise ServingError(f"cannot read the platform catalog for the team's GPU quota: {e}") from None
     found = catalog.teams.get(env.team)
-    return found.gpu_quota.total if found else None
+    return {"gpu_quota": found.gpu_quota.total if found else None, "limits": catalog.serving}

@@ -27,7 +27,7 @@ def resolve(model_uri: str, client=None) -> ResolvedModel:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    match = MODEL_URI.match(model_uri)
+    match = MODEL_URI.fullmatch(model_uri)
     if match is None:
         raise ModelNotFound(f"{model_uri!r} is not a registered model URI; allowed: 'models:/<name>@<alias>' "
                             "or 'models:/<name>/<version>'")

@@ -79,16 +79,16 @@ def spark_application(job: SparkJob, *, app_id: str, namespace: str, image: str,
     needs the notebook's token: the pods get S3 access from their service account). `service_account` runs the driver (it may create executors
     and gets the pods' S3 access). Bad values raise SparkJobError."""
     _check("app_id", app_id, isinstance(app_id, str) and len(app_id) <= MAX_APP_ID_LENGTH
-           and bool(DNS_LABEL.match(app_id)),
+           and bool(DNS_LABEL.fullmatch(app_id)),
            f"is not a valid application id; it is a DNS label of at most {MAX_APP_ID_LENGTH} characters "
            f"(the name, at most {MAX_NAME_LENGTH}, then '-' and 8 hex digits)")
     _check("namespace", namespace, isinstance(namespace, str) and len(namespace) <= MAX_DNS_LABEL
-           and bool(DNS_LABEL.match(namespace)), "is not a namespace name; it is a DNS label")
+           and bool(DNS_LABEL.fullmatch(namespace)), "is not a namespace name; it is a DNS label")
     _check("image", image, isinstance(image, str) and bool(image.strip()) and not any(c.isspace() for c in image),
            "is not an image reference; e.g. 'registry.example.org/mlplatform/spark:4.3.0'")
     _check("service_account", service_account, isinstance(service_account, str) and len(service_account) <= 253
-           and bool(DNS_SUBDOMAIN.match(service_account)), "is not a service account name; it is a DNS subdomain")
-    _check("team", team, isinstance(team, str) and len(team) <= MAX_DNS_LABEL and bool(DNS_LABEL.match(team)),
+           and bool(DNS_SUBDOMAIN.fullmatch(service_account)), "is not a service account name; it is a DNS subdomain")
+    _check("team", team, isinstance(team, str) and len(team) <= MAX_DNS_LABEL and bool(DNS_LABEL.fullmatch(team)),
            "is not a team name; teams are DNS labels (see the catalog)")
     _check("user", user, isinstance(user, str) and bool(label_value(user)), "is not a username")
     scheme = urlparse(job.main_file).scheme

@@ -301,7 +301,7 @@ class ServeModel(w.VBox):
 
         from ..registry.facts import signature
 
-        match = MODEL_URI.match(status["model_uri"])
+        match = MODEL_URI.fullmatch(status["model_uri"])
         inputs = None
         if match:
             sig, _ = signature(self._client or MlflowClient(), match["name"], status["model_version"])
