@@ -14,6 +14,7 @@ class ModelsHandler(MLPlatformHandler):
     @web.authenticated
     @authorized
     async def get(self):
+        await self.require_mlflow()
         self.reply({"models": await self.call(list_models)})
 
 
@@ -34,12 +35,14 @@ class PromotionHandler(RegistryHandler):
     @authorized
     async def get(self, name: str, version: str):
         """The gate report; changes nothing."""
+        await self.require_mlflow()
         self.reply(await self.call(registry.evaluate, name, version))
 
     @web.authenticated
     @authorized
     async def post(self, name: str, version: str):
         """Move the alias when every gate passes (409 with the report when one fails)."""
+        await self.require_mlflow()
         self.reply(await self.call(registry.promote, name, version, user=self.user_name))
 
 
@@ -47,6 +50,7 @@ class RollbackHandler(RegistryHandler):
     @web.authenticated
     @authorized
     async def post(self, name: str):
+        await self.require_mlflow()
         self.reply(await self.call(registry.rollback, name, user=self.user_name))
 
 
@@ -54,4 +58,5 @@ class HistoryHandler(RegistryHandler):
     @web.authenticated
     @authorized
     async def get(self, name: str):
+        await self.require_mlflow()
         self.reply({"events": await self.call(registry.history, name)})
