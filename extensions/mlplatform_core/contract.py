@@ -115,7 +115,7 @@ class PlatformEnvironment:
         their defaults (backend `local`)."""
         env = os.environ if environ is None else environ
         missing = [VARIABLES[f][0] for f in required if not env.get(VARIABLES[f][0])]
-        if missing:  # (not self.missing(): an unset backend reads as "local")
+        if missing:
             raise NotOnPlatformError(f"{', '.join(missing)} not set: this is not a server started by the "
                                      "mlplatform hub (see the README's environment contract)")
         values = {}

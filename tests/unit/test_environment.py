@@ -7,6 +7,7 @@ from mlplatform_core.catalog import load_catalog
 from hub_config.environment import notebook_environment
 from hub_config.profiles import Selection
 from mlplatform.environment import NotOnPlatformError, PlatformEnvironment
+from mlplatform_core.contract import FORWARDED_TO_SERVING, FORWARDED_TO_SPARK, VARIABLES
 
 CATALOG = load_catalog(DEFAULT_CATALOG, environ={"MLPLATFORM_S3_PORT": "19300"})
 
@@ -54,3 +55,23 @@ def test_notebook_side_reads_what_the_hub_wrote():
 def test_outside_the_platform_says_so():
     with pytest.raises(NotOnPlatformError, match="MLPLATFORM_USER, MLPLATFORM_TEAM, MLPLATFORM_BACKEND not set"):
         PlatformEnvironment.from_environ({})
+
+
+def test_what_the_hub_writes_reads_back_as_the_same_environment():
+    written = PlatformEnvironment.for_server(CATALOG, user="alice", team="team-vision", profile="gpu-a100",
+                                             gpu_type="a100", gpu_count=2, aws_config_file="/opt/aws_config",
+                                             hub_api_url="http://hub/hub/api", catalog_path="/etc/mlplatform/platform.yaml")
+    assert PlatformEnvironment.from_environ(written.to_environ()) == written
+    assert written.catalog_path == "/etc/mlplatform/platform.yaml"  # the server's path, not the hub's
+
+
+def test_a_garbled_gpu_count_says_which_variable():
+    with pytest.raises(NotOnPlatformError, match=r"^MLPLATFORM_GPU_COUNT='two' is not a whole number$"):
+        PlatformEnvironment.from_environ({"MLPLATFORM_USER": "a", "MLPLATFORM_TEAM": "t", "MLPLATFORM_BACKEND": "local",
+                                          "MLPLATFORM_GPU_COUNT": "two"})
+
+
+def test_forwarded_subsets_never_carry_notebook_paths_or_the_credentials_url():
+    forwarded = set(FORWARDED_TO_SERVING) | set(FORWARDED_TO_SPARK)
+    assert not forwarded & {"catalog_path", "aws_config_file", "credentials_url"}
+    assert set(FORWARDED_TO_SERVING) <= set(VARIABLES) and set(FORWARDED_TO_SPARK) <= set(VARIABLES)
