@@ -1,13 +1,13 @@
 """The environment contract, written by the hub and read by the notebook package."""
 
 import pytest
+from mlplatform.environment import NotOnPlatformError, PlatformEnvironment
+from mlplatform_core.catalog import load_catalog
+from mlplatform_core.contract import FORWARDED_TO_SERVING, FORWARDED_TO_SPARK, VARIABLES
 
 from hub_config.catalog import DEFAULT_CATALOG
-from mlplatform_core.catalog import load_catalog
 from hub_config.environment import notebook_environment
 from hub_config.profiles import Selection
-from mlplatform.environment import NotOnPlatformError, PlatformEnvironment
-from mlplatform_core.contract import FORWARDED_TO_SERVING, FORWARDED_TO_SPARK, VARIABLES
 
 CATALOG = load_catalog(DEFAULT_CATALOG, environ={"MLPLATFORM_S3_PORT": "19300"})
 
@@ -60,7 +60,8 @@ def test_outside_the_platform_says_so():
 def test_what_the_hub_writes_reads_back_as_the_same_environment():
     written = PlatformEnvironment.for_server(CATALOG, user="alice", team="team-vision", profile="gpu-a100",
                                              gpu_type="a100", gpu_count=2, aws_config_file="/opt/aws_config",
-                                             hub_api_url="http://hub/hub/api", catalog_path="/etc/mlplatform/platform.yaml")
+                                             hub_api_url="http://hub/hub/api",
+                                             catalog_path="/etc/mlplatform/platform.yaml")
     assert PlatformEnvironment.from_environ(written.to_environ()) == written
     assert written.catalog_path == "/etc/mlplatform/platform.yaml"  # the server's path, not the hub's
 
