@@ -42,7 +42,8 @@ HEADERS = {
     "cluster": ["What the hub may read across namespaces: ResourceQuotas and pods, list and watch only.", _EDIT,
                 "kubectl apply -f cluster/"],
     "prepull": ["Image pre-pull DaemonSet of one node pool.", _EDIT, "kubectl apply -f prepull/"],
-    "teams": ["A team's namespace, quota, catalog and RBAC.", _EDIT, "kubectl apply -f teams/"],
+    "teams": ["A team's namespace (Pod Security: baseline enforced), quota, catalog, RBAC and NetworkPolicies.",
+              _EDIT, "kubectl apply -f teams/"],
 }
 
 

@@ -24,7 +24,6 @@ from .images import split_image
 HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, crypt-key (README, "Deploy on Kubernetes")
 SPAWNER = "mlplatform-kubernetes"  # entry point of hub_config.spawners.kubernetes:CatalogKubeSpawner
 TLS_SECRET = "mlplatform-hub-tls"
-NETWORK_TOOLS_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 EXTRA_CONFIG = f"""\
 from hub_config.hub import configure_hub
 from mlplatform_core.catalog import load_catalog
@@ -61,9 +60,9 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
     singleuser: dict[str, Any] = {
         "image": _image(profile.image),
         "serviceAccountName": k8s.service_account,
-        # The chart's block-cloud-metadata init container runs in every user pod; a team namespace with
-        # a CPU/memory quota refuses containers that request nothing.
-        "networkTools": {"resources": NETWORK_TOOLS_RESOURCES},
+        # Off: the chart's block is a privileged init container, which the team namespaces' Pod
+        # Security (baseline) refuses; their NetworkPolicies block the metadata server (network.py).
+        "cloudMetadata": {"blockWithIptables": False},
     }
     for key, resource, parse in (("cpu", profile.cpu, parse_cpu), ("memory", profile.memory, parse_memory)):
         if limits := _resources(resource, parse):

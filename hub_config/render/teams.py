@@ -1,12 +1,15 @@
-"""A team's namespace and everything in it: quota, configuration, notebook identity, the hub's access.
+"""A team's namespace and everything in it: quota, configuration, notebook identity, the hub's access,
+Pod Security (pod_security.py) and NetworkPolicies (network.py).
 
 Pure functions, catalog in, plain dicts out (like kubespawner/objects.py). RBAC is least privilege,
 every verb listed, no wildcards, nothing cluster-wide:
 
 - the notebooks' service account manages RayServices and SparkApplications in its own namespace; it
-  may get pods and pods/log there (`mlplatform.spark.logs()` reads the Spark driver's log) and list
-  events (serving status shows why Ray pods do not start). It cannot create pods, read secrets or
-  touch another namespace.
+  may get pods/log there (`mlplatform.spark.logs()` reads the Spark driver's log) and list events
+  (serving status shows why Ray pods do not start). It may not read pods themselves: KubeSpawner puts
+  each server's JupyterHub API token in its pod's environment, so `get pods` would hand a user every
+  teammate's token. `pods/log` is a subresource of its own in RBAC and does not include the pod.
+  It cannot create pods, read secrets or touch another namespace.
 - the hub's service account (z2jh's `hub`, in the hub namespace) gets what KubeSpawner uses in a team
   namespace: the rules of z2jh's own hub Role (jupyterhub/templates/hub/rbac.yaml). What it watches
   across namespaces for the quota cache is in cluster.py.
@@ -22,6 +25,8 @@ from mlplatform_core.names import AWS_CONFIG_KEY, CATALOG_FILE, TEAM_CONFIG_MAP,
 from mlplatform_core.quantities import cpu_quantity, parse_cpu
 
 from .common import HUB_SERVICE_ACCOUNT, catalog_document, labels
+from .network import network_policies
+from .pod_security import namespace_labels
 
 QUOTA_NAME = "mlplatform-team"
 NOTEBOOK_ROLE = "mlplatform-notebook"
@@ -41,8 +46,11 @@ def _meta(name: str, team_name: str, team: Team) -> dict[str, Any]:
 
 
 def namespace(team_name: str, team: Team) -> dict[str, Any]:
+    """The namespace, labelled for the hub's NetworkPolicy and for Pod Security Admission (Baseline
+    enforced: pod_security.py)."""
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": team.namespace, "labels": {**_team_labels(team_name), **HUB_ACCESS_LABEL}}}
+            "metadata": {"name": team.namespace,
+                         "labels": {**_team_labels(team_name), **HUB_ACCESS_LABEL, **namespace_labels()}}}
 
 
 def quota_hard(catalog: Catalog, team: Team) -> dict[str, str]:
@@ -90,7 +98,7 @@ def notebook_role(team_name: str, team: Team) -> dict[str, Any]:
             "rules": [
                 {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": list(MANAGE)},
                 {"apiGroups": ["sparkoperator.k8s.io"], "resources": ["sparkapplications"], "verbs": list(MANAGE)},
-                {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},  # never pods: tokens
                 {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
             ]}
 
@@ -113,8 +121,9 @@ def role_binding(name: str, team_name: str, team: Team, *, account: str, account
 
 
 def team_objects(catalog: Catalog, team_name: str, document: str | None = None) -> list[dict[str, Any]]:
-    """Everything `kubectl apply -f teams/<team>.yaml` creates, the Namespace first. `document`: the
-    catalog as `catalog_document` renders it, when the caller has it already (one dump for all teams)."""
+    """Everything `kubectl apply -f teams/<team>.yaml` creates, the Namespace first, its NetworkPolicies
+    last. `document`: the catalog as `catalog_document` renders it, when the caller has it already (one
+    dump for all teams)."""
     team = catalog.teams[team_name]
     k8s = catalog.kubernetes
     return [
@@ -127,4 +136,5 @@ def team_objects(catalog: Catalog, team_name: str, document: str | None = None) 
         role_binding(NOTEBOOK_ROLE, team_name, team, account=k8s.service_account, account_namespace=team.namespace),
         hub_role(team_name, team),
         role_binding(HUB_ROLE, team_name, team, account=HUB_SERVICE_ACCOUNT, account_namespace=k8s.hub_namespace),
+        *network_policies(catalog, team_name),
     ]

@@ -74,7 +74,7 @@ def test_backend_is_chosen_from_the_environment_and_the_catalog(kubeconfig):
         namespace=NS, team=TEAM, user=USER, image="mlplatform/ray:0.1.0", gpu_image="mlplatform/ray-gpu:0.1.0",
         node_selector=(("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-80GB"),),
         tolerations=('{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}',),
-        service_account="mlplatform-serving", gpu_type="a100")
+        service_account="mlplatform-serving", gpu_type="a100", team_gpu_types=("a100", "t4"))
     with pytest.raises(BackendUnavailable, match="^MLPLATFORM_NAMESPACE, MLPLATFORM_USER not set: serving on Kuber"):
         serving.backend({"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_TEAM": TEAM})
 
@@ -155,7 +155,9 @@ def test_bigger_replicas_get_a_new_cluster_while_the_old_one_answers(backend, fa
     assert status["detail"].startswith("Traceback")
 
 
-def test_a_quota_refusal_of_the_operators_pods_shows_in_the_status(backend, fake_kube):
+def test_a_quota_refusal_of_the_operators_pods_shows_in_the_status(fake_kube, kubeconfig):
+    fake_kube.namespace(NS)
+    backend = KubernetesServing(KubernetesServingConfig(namespace=NS, team=TEAM, user=USER, gpu_type="a100"))
     fake_kube.seed({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "team-gpus", "namespace": NS},
                     "spec": {"hard": {"requests.nvidia.com/gpu": "1"}}})
     deploy(backend, gpus=1)
@@ -264,3 +266,52 @@ def test_gpu_replicas_count_against_the_teams_per_type_quota(fake_kube, kubeconf
     deploy(backend, "4", replicas=1)  # no GPUs: no GPU type label
     labels = fake_kube.get("rayservices", "iris", NS)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
     assert "mlplatform.io/gpu-type" not in labels["metadata"]["labels"]
+
+
+def environment_backend(catalog_path, **env) -> KubernetesServing:
+    return serving.backend({"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_NAMESPACE": NS, "MLPLATFORM_TEAM": TEAM,
+                            "MLPLATFORM_USER": USER, "MLPLATFORM_CATALOG": str(catalog_path), **env})
+
+
+def test_gpu_replicas_without_a_gpu_type_are_refused_before_any_call(fake_kube, kubeconfig):
+    """A CPU server of a team with several GPU types cannot tell which type its GPU replicas would be:
+    unlabelled GPUs would slip past the per-type quota, so the deploy is refused, naming the types."""
+    fake_kube.namespace(NS)
+    backend = environment_backend(DEFAULT_CATALOG)  # no MLPLATFORM_GPU_TYPE: a server without GPUs
+    assert (backend.config.gpu_type, backend.config.team_gpu_types) == (None, ("a100", "t4"))
+    fake_kube.clear_requests()
+    with pytest.raises(InvalidServingRequest) as caught:
+        deploy(backend, gpus=1)
+    assert caught.value.status_code == 400
+    assert caught.value.problems == [("gpus", (
+        "1 GPU(s) per replica need a GPU type: this server has no GPU and team team-vision has several (a100, t4); "
+        "deploy from a server started with a GPU profile of the type to serve on (its replicas get that type), "
+        "or deploy with gpus=0"))]
+    assert fake_kube.count() == 0 and fake_kube.list("rayservices", NS) == []
+
+    deploy(backend, replicas=1)  # without GPUs it deploys
+    labels = fake_kube.get("rayservices", "iris", NS)["metadata"]["labels"]
+    assert "mlplatform.io/gpu-type" not in labels
+
+    # Without any GPU type for the team (or any catalog), the same refusal says so.
+    lone = KubernetesServing(KubernetesServingConfig(namespace=NS, team=TEAM, user=USER))
+    with pytest.raises(InvalidServingRequest) as caught:
+        deploy(lone, gpus=0.5)
+    assert caught.value.problems == [("gpus", (
+        "0.5 GPU(s) per replica need a GPU type, and none is known for team team-vision (the platform catalog gives "
+        "it no per-type GPU quota: teams.team-vision.gpu_quota.per_type); deploy with gpus=0, or ask the platform "
+        "team for a GPU quota"))]
+
+
+def test_a_team_with_one_gpu_type_serves_on_it_from_a_cpu_server(fake_kube, kubeconfig, tmp_path):
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data["teams"][TEAM]["gpu_quota"] = {"total": 2, "per_type": {"t4": 2, "a100": 0}}
+    catalog = tmp_path / "platform.yaml"
+    catalog.write_text(yaml.safe_dump(data))
+    fake_kube.namespace(NS)
+    backend = environment_backend(catalog)
+    assert (backend.config.gpu_type, backend.config.team_gpu_types) == ("t4", ("t4",))
+    deploy(backend, gpus=1)
+    worker = fake_kube.get("rayservices", "iris", NS)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
+    assert worker["metadata"]["labels"]["mlplatform.io/gpu-type"] == "t4"
+    assert worker["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "Tesla-T4"}

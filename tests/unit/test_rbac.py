@@ -1,6 +1,6 @@
 """Least privilege: the notebooks' service account manages RayServices and SparkApplications in its
-own team namespace, reads pods and their logs there (the Spark driver's log) and lists its events
-(why Ray pods do not start), nothing else; the hub
+own team namespace, reads pod logs there (the Spark driver's log) but never pods (their specs hold
+each server's API token) and lists its events (why Ray pods do not start), nothing else; the hub
 gets what KubeSpawner uses in each team namespace, and cluster-wide only list + watch of pods and
 ResourceQuotas (its quota cache); no wildcards."""
 
@@ -46,7 +46,8 @@ def allowed(account: tuple[str, str], verb: str, group: str, resource: str, name
 
 def test_no_wildcards_and_the_only_cluster_wide_grant_is_the_hubs_quota_cache():
     assert {o["kind"] for o in OBJECTS} == {"Namespace", "ResourceQuota", "ConfigMap", "ServiceAccount", "Role",
-                                            "RoleBinding", "ClusterRole", "ClusterRoleBinding", "DaemonSet"}
+                                            "RoleBinding", "ClusterRole", "ClusterRoleBinding", "DaemonSet",
+                                            "NetworkPolicy"}
     for obj in OBJECTS:
         for rule in obj.get("rules", []):
             assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], obj["metadata"]
@@ -83,10 +84,18 @@ OTHER_RESOURCES = [("", "pods"), ("", "pods/log"), ("", "pods/exec"), ("", "even
                    ("apps", "deployments")]
 
 
-def test_notebooks_read_pods_logs_and_events_and_nothing_else():
+def test_notebooks_read_pod_logs_and_events_and_nothing_else():
     granted = {(verb, group, resource) for verb in VERBS for group, resource in OTHER_RESOURCES
                if allowed(NOTEBOOK, verb, group, resource, "team-vision")}
-    assert granted == {("get", "", "pods"), ("get", "", "pods/log"), ("list", "", "events")}
+    assert granted == {("get", "", "pods/log"), ("list", "", "events")}
+
+
+def test_no_teammate_reads_another_servers_token_from_its_pod():
+    """KubeSpawner puts JUPYTERHUB_API_TOKEN in the pod's environment: reading pods (get, list,
+    watch) would hand a notebook every teammate's token. Logs are a subresource of their own."""
+    for verb in ["get", "list", "watch"]:
+        assert not allowed(NOTEBOOK, verb, "", "pods", "team-vision")
+    assert allowed(NOTEBOOK, "get", "", "pods/log", "team-vision")  # mlplatform.spark.logs()
 
 
 def test_the_hub_spawns_in_every_team_namespace_with_what_kubespawner_uses():

@@ -47,8 +47,8 @@ def test_jupyterhub_values():
         "singleuser": {
             "image": {"name": "registry.example.org/mlplatform/notebook", "tag": "0.1.0"},
             "serviceAccountName": "mlplatform-notebook",
-            "networkTools": {"resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                                           "limits": {"cpu": "100m", "memory": "64Mi"}}},
+            # The chart's privileged metadata-blocking init container would break Pod Security.
+            "cloudMetadata": {"blockWithIptables": False},
             "cpu": {"limit": 2.0, "guarantee": 0.5},
             "memory": {"limit": 4 * 2**30, "guarantee": 2**30},  # bytes: KubeSpawner does not take "Gi"
         },
@@ -79,11 +79,18 @@ def test_team_namespace_quota_and_notebook_role():
         ("Namespace", "team-vision"), ("ResourceQuota", "mlplatform-team"), ("ConfigMap", "mlplatform"),
         ("ServiceAccount", "mlplatform-notebook"), ("ServiceAccount", "mlplatform-serving"),
         ("Role", "mlplatform-notebook"), ("RoleBinding", "mlplatform-notebook"), ("Role", "mlplatform-hub"),
-        ("RoleBinding", "mlplatform-hub"),
+        ("RoleBinding", "mlplatform-hub"), ("NetworkPolicy", "mlplatform-same-namespace"),
+        ("NetworkPolicy", "mlplatform-hub-to-notebooks"), ("NetworkPolicy", "mlplatform-kuberay-to-ray-heads"),
+        ("NetworkPolicy", "mlplatform-egress"),
     ]
-    namespace, quota, config_map, account, serving_account, role, binding, hub_role, hub_binding = objects
+    namespace, quota, config_map, account, serving_account, role, binding, hub_role, hub_binding = objects[:9]
     assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": "team-vision", "labels": {**VISION, "hub.jupyter.org/network-access-hub": "true"}}}
+        "name": "team-vision", "labels": {**VISION, "hub.jupyter.org/network-access-hub": "true",
+                                          # Pod Security Admission: baseline refused, restricted reported
+                                          "pod-security.kubernetes.io/enforce": "baseline",
+                                          "pod-security.kubernetes.io/enforce-version": "v1.33",
+                                          "pod-security.kubernetes.io/audit": "restricted",
+                                          "pod-security.kubernetes.io/warn": "restricted"}}}
     assert quota == {"apiVersion": "v1", "kind": "ResourceQuota",
                      "metadata": {"name": "mlplatform-team", "namespace": "team-vision", "labels": VISION},
                      "spec": {"hard": {"requests.nvidia.com/gpu": "4", "requests.cpu": "64",
@@ -104,7 +111,7 @@ def test_team_namespace_quota_and_notebook_role():
                     "rules": [{"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": manage},
                               {"apiGroups": ["sparkoperator.k8s.io"], "resources": ["sparkapplications"],
                                "verbs": manage},
-                              {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get"]},
+                              {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
                               {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]}
     assert binding == {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                        "metadata": {"name": "mlplatform-notebook", "namespace": "team-vision", "labels": VISION},
@@ -191,7 +198,7 @@ def test_cli_writes_every_file_and_says_so(tmp_path, capsys):
     team = list(yaml.safe_load_all((tmp_path / "teams" / "team-vision.yaml").read_text()))
     assert team == team_objects(CATALOG, "team-vision")
     assert (tmp_path / "teams" / "team-vision.yaml").read_text().startswith(
-        "# A team's namespace, quota, catalog and RBAC.\n"
+        "# A team's namespace (Pod Security: baseline enforced), quota, catalog, RBAC and NetworkPolicies.\n"
         "# Rendered by `mlplatform render` from platform.yaml; do not edit: change the catalog and render again.\n"
         "# kubectl apply -f teams/\n---\napiVersion: v1\nkind: Namespace\n")
 

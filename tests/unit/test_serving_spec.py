@@ -169,6 +169,7 @@ def test_ray_service_cpu_fixed_replicas_whole_dict():
                 "rayVersion": "2.60.0",
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"idleTimeoutSeconds": 60},
+                "authOptions": {"mode": "token"},
                 "headGroupSpec": {
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": {"metadata": {"labels": LABELS}, "spec": {"containers": [{
@@ -215,6 +216,20 @@ def test_ray_service_gpu_autoscaling():
     deployment = yaml.safe_load(obj["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]
     assert deployment["ray_actor_options"] == {"num_cpus": 4.0, "num_gpus": 2}
     assert deployment["autoscaling_config"]["max_replicas"] == 3
+
+
+def test_ray_token_authentication_is_on_and_the_token_never_in_the_spec():
+    """The dashboard (job submission) and GCS of a team's Ray cluster ask for Ray's token: KubeRay
+    generates it into a Secret of the cluster and injects it into the Ray containers (authOptions,
+    KubeRay 1.5.1+), so no token is in the RayService, which every teammate can read."""
+    r = serving_request(name="iris", model_uri="models:/iris/1", gpus=1)
+    obj = ray_service(r, namespace="team-vision", model_version="1", env={"MLPLATFORM_TEAM": "team-vision"})
+    validate(obj)  # authOptions is part of KubeRay 1.7's CRD (strict)
+    cluster = obj["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}  # no secretName: one Secret per cluster, made by KubeRay
+    for template in [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]:
+        for container in template["spec"]["containers"]:
+            assert not [e for e in container["env"] if e["name"].startswith("RAY_AUTH")]
 
 
 def test_cpu_only_service_has_no_gpu_request_or_gpu_scheduling():

@@ -109,6 +109,51 @@ def test_conf(conf, message):
     assert str(error(conf=conf)) == message
 
 
+ALLOWED = ("allowed: keys under spark.sql.*, spark.shuffle.*, spark.reducer.*, spark.memory.*, spark.io.compression.*, "
+           "spark.broadcast.*, spark.kryo.*, spark.kryoserializer.*, spark.locality.wait*, spark.speculation*, "
+           "spark.ui.*, spark.eventLog.*, spark.python.*, spark.hadoop.fs.s3a.*, spark.cleaner.*, spark.storage.*, "
+           "spark.excludeOnFailure.*, and spark.checkpoint.compress, spark.default.parallelism, "
+           "spark.driver.maxResultSize, spark.driver.memoryOverhead, spark.driver.memoryOverheadFactor, "
+           "spark.executor.heartbeatInterval, spark.executor.memoryOverhead, spark.executor.memoryOverheadFactor, "
+           "spark.executor.pyspark.memory, spark.files, spark.jars, spark.jars.excludes, spark.jars.packages, "
+           "spark.jars.repositories, spark.log.level, spark.network.timeout, spark.rdd.compress, spark.serializer, "
+           "spark.submit.pyFiles, spark.task.cpus, spark.task.maxFailures")
+
+
+@pytest.mark.parametrize("key", [
+    "spark.kubernetes.driver.volumes.hostPath.root.mount.path",  # the node's filesystem in the driver
+    "spark.kubernetes.executor.volumes.hostPath.root.options.path",
+    "spark.kubernetes.driver.container.image",  # an image of the user's choosing
+    "spark.kubernetes.authenticate.executor.serviceAccountName",  # another identity
+    "spark.kubernetes.driver.podTemplateFile",  # a whole pod (privileged, hostNetwork)
+    "spark.kubernetes.node.selector.kubernetes.io/hostname",
+])
+def test_conf_policy_refuses_what_sets_up_pods(key):
+    e = error(conf={"spark.sql.shuffle.partitions": "8", key: "/"})
+    assert (e.field, e.value) == ("conf", key)
+    assert str(e) == (f"conf: {key!r} is not allowed: the platform sets the pods' volumes, images, identity and "
+                      f"placement; {ALLOWED}")
+
+
+@pytest.mark.parametrize("key", ["spark.executorEnv.AWS_ACCESS_KEY_ID", "spark.driver.extraJavaOptions",
+                                 "spark.executor.extraClassPath", "spark.dynamicAllocation.maxExecutors",
+                                 "spark.authenticate", "spark.driver.host", "spark.sqlx.trick", "spark.ui"])
+def test_conf_policy_is_an_allow_list(key):
+    assert str(error(conf={key: "x"})) == (f"conf: {key!r} is not allowed: it is not among the Spark properties "
+                                           f"users may set; {ALLOWED}")
+
+
+def test_conf_policy_lets_users_tune_spark():
+    conf = {"spark.sql.shuffle.partitions": 64, "spark.sql.adaptive.enabled": True, "spark.default.parallelism": 16,
+            "spark.executor.memoryOverhead": "1g", "spark.driver.maxResultSize": "2g",
+            "spark.serializer": "org.apache.spark.serializer.KryoSerializer", "spark.kryoserializer.buffer.max": "256m",
+            "spark.shuffle.compress": "true", "spark.memory.fraction": 0.7, "spark.network.timeout": "300s",
+            "spark.speculation": True, "spark.ui.enabled": False, "spark.eventLog.enabled": True,
+            "spark.hadoop.fs.s3a.path.style.access": "true", "spark.jars.packages": "io.delta:delta-spark_2.13:4.0.0",
+            "spark.submit.pyFiles": "s3a://platform/teams/team-vision/lib.zip", "spark.python.worker.reuse": "true"}
+    assert job(conf=conf).conf == {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in sorted(conf.items())}
+
+
 @pytest.mark.parametrize("main_file,message", [
     ("", "main_file: '' is not allowed; give the path or URI of the application's .py file"),
     ("job.jar", "main_file: 'job.jar' is not a Python file; the platform runs PySpark applications from a .py file"),

@@ -62,11 +62,13 @@ class KubernetesServingConfig:
     tolerations: tuple[str, ...] = ()  # JSON of each toleration (hashable)
     service_account: str | None = None
     gpu_type: str | None = None  # the catalog's name of the GPU type replicas with GPUs get
+    team_gpu_types: tuple[str, ...] = ()  # the GPU types of the team's quota (for the refusal's message)
 
     @classmethod
     def for_environment(cls, environment: PlatformEnvironment) -> KubernetesServingConfig:
         """Namespace, team and user from the environment contract; images and the GPU type from its
-        catalog (GPU type: the notebook's, else the team's only one)."""
+        catalog (GPU type: the notebook's, else the team's only one; none when the notebook has no GPU
+        and the team several: then deploy() refuses GPU replicas, see `gpu_type_problem`)."""
         missing = environment.missing(("namespace", "team", "user"))
         if missing:
             raise BackendUnavailable(f"{', '.join(missing)} not set: serving on Kubernetes needs the team's namespace "
@@ -80,10 +82,12 @@ class KubernetesServingConfig:
             raise BackendUnavailable(f"cannot read the platform catalog: {e}") from None
         gpu_name = environment.gpu_type
         team = catalog.teams.get(config.team)
-        if gpu_name is None and team is not None and len(team.gpu_quota.per_type) == 1:
-            gpu_name = next(iter(team.gpu_quota.per_type))
+        team_types = tuple(t for t, n in team.gpu_quota.per_type.items() if n and t in catalog.gpu_types) \
+            if team is not None else ()
+        if gpu_name is None and len(team_types) == 1:
+            gpu_name = team_types[0]
         gpu = catalog.gpu_types.get(gpu_name) if gpu_name else None
-        return cls(namespace=config.namespace, team=config.team, user=config.user,
+        return cls(namespace=config.namespace, team=config.team, user=config.user, team_gpu_types=team_types,
                    image=catalog.kubernetes.images.serving, gpu_image=catalog.kubernetes.images.serving_gpu,
                    service_account=catalog.kubernetes.serving_service_account, gpu_type=gpu_name if gpu else None,
                    gpu_resource=gpu.resource if gpu else "nvidia.com/gpu",
@@ -120,6 +124,8 @@ class KubernetesServing:
                    f"{MAX_SERVING_NAME} (KubeRay adds suffixes)")
             raise InvalidServingRequest([("name", why)])
         c = self.config
+        if request.gpus and not c.gpu_type:
+            raise InvalidServingRequest([("gpus", gpu_type_problem(request.gpus, c))])
         owner = {"user": c.user, "team": c.team, **(owner or {})}
         body = ray_service(request, namespace=c.namespace, model_version=model_version, env=env,
                            image=c.gpu_image if request.gpus else c.image, gpu_resource=c.gpu_resource,
@@ -127,7 +133,7 @@ class KubernetesServing:
                            service_account=c.service_account,
                            labels={TEAM_LABEL: label_value(owner["team"]),
                                    USER_LABEL: label_value(owner["user"]),
-                                   **({GPU_TYPE_LABEL: c.gpu_type} if request.gpus and c.gpu_type else {})})
+                                   **({GPU_TYPE_LABEL: c.gpu_type} if request.gpus else {})})
         services = self.services
         current = _translated(services.get, request.name)
         body["metadata"]["annotations"].update({
@@ -209,6 +215,25 @@ class KubernetesServing:
         if detail:
             result["detail"] = detail
         return result
+
+
+def gpu_type_problem(gpus: float, config: KubernetesServingConfig) -> str:
+    """Why GPU replicas cannot be deployed without a GPU type, and what to do.
+
+    GPU replicas always carry their type (the label the hub's quota cache counts per type, and the
+    type's node selector): a GPU of no type would slip past the team's per-type quota. The type is the
+    notebook server's own (its GPU profile); without one, the team's only type. A server without
+    GPUs of a team with several types has to choose by starting a server of the type to serve on:
+    deploy() takes no GPU type of its own, so the type of a server's deployments is the one the hub
+    checked against the quota when it started the server."""
+    types = config.team_gpu_types
+    if len(types) > 1:
+        return (f"{gpus:g} GPU(s) per replica need a GPU type: this server has no GPU and team {config.team} has "
+                f"several ({', '.join(types)}); deploy from a server started with a GPU profile of the type to "
+                "serve on (its replicas get that type), or deploy with gpus=0")
+    return (f"{gpus:g} GPU(s) per replica need a GPU type, and none is known for team {config.team} (the platform "
+            f"catalog gives it no per-type GPU quota: teams.{config.team}.gpu_quota.per_type); deploy with gpus=0, "
+            "or ask the platform team for a GPU quota")
 
 
 def _state(service: dict) -> tuple[str, str, str]:

@@ -255,7 +255,15 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
     replicas for the swap, through Ray's autoscaler (always on; it also follows Serve's autoscaling).
     The team's quota must leave room for that while a new version rolls out; without room the old
     version keeps answering and the new one waits. A changed cluster (CPUs, GPUs, image) gets a new
-    cluster first (`upgradeStrategy: NewCluster`)."""
+    cluster first (`upgradeStrategy: NewCluster`).
+
+    Ray's token authentication is on (`authOptions: {mode: token}`, KubeRay 1.5.1+, Ray 2.52+): the
+    dashboard (job submission), GCS and the other control-plane ports refuse callers without the
+    cluster's token. KubeRay generates the token into a Secret of each RayCluster (named after it,
+    deleted with it) and hands it to the Ray containers and its own dashboard client; it is never in
+    this spec, and the notebook's service account cannot read Secrets. Serve's HTTP endpoint (the
+    model's `/predict`) stays open to the team's namespace; the team namespaces' NetworkPolicies keep
+    everything else out (hub_config/render/network.py)."""
     env = dict(sorted((env or {}).items()))
     gpus = math.ceil(request.gpus)
     image = image or (DEFAULT_GPU_IMAGE if gpus else DEFAULT_IMAGE)
@@ -305,6 +313,7 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": {"idleTimeoutSeconds": 60},  # the old version's workers go soon after a swap
+        "authOptions": {"mode": "token"},
         "headGroupSpec": {
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
             "template": {"metadata": {"labels": dict(meta_labels)}, "spec": head_pod},

@@ -47,6 +47,40 @@ RESERVED_CONF = {
     "spark.kubernetes.authenticate.driver.serviceAccountName": "the platform",
 }
 
+# The conf policy: the Spark properties a user may set, an allow-list. They tune Spark inside the pods
+# the platform defines (SQL, shuffle, memory, serialization, timeouts, the UI, event logs, S3A, extra
+# Python files and packages); every other key is refused, above all `spark.kubernetes.*` (host path
+# volumes, pod templates, images, service accounts, node selectors), `spark.executorEnv.*`, the
+# `extraJavaOptions`/`extraClassPath` of the JVMs, `spark.dynamicAllocation.*` (executors beyond the
+# field `executors`) and `spark.authenticate*`.
+#
+# This runs in the user's notebook, which the platform does not trust: on Kubernetes it is a
+# convenience (a clear error before anything is submitted), not the wall. The wall is the team
+# namespace: Pod Security `baseline` enforced (no privileged pod, host path or host namespace,
+# whatever the SparkApplication says), RBAC (nothing outside the team's namespace) and its
+# NetworkPolicies (hub_config/render: pod_security.py, teams.py, network.py).
+ALLOWED_CONF_PREFIXES = (
+    "spark.sql.", "spark.shuffle.", "spark.reducer.", "spark.memory.", "spark.io.compression.", "spark.broadcast.",
+    "spark.kryo.", "spark.kryoserializer.", "spark.locality.wait", "spark.speculation", "spark.ui.",
+    "spark.eventLog.", "spark.python.", "spark.hadoop.fs.s3a.", "spark.cleaner.", "spark.storage.",
+    "spark.excludeOnFailure.",
+)
+ALLOWED_CONF_KEYS = frozenset({
+    "spark.default.parallelism", "spark.serializer", "spark.rdd.compress", "spark.checkpoint.compress",
+    "spark.driver.memoryOverhead", "spark.driver.memoryOverheadFactor", "spark.driver.maxResultSize",
+    "spark.executor.memoryOverhead", "spark.executor.memoryOverheadFactor", "spark.executor.pyspark.memory",
+    "spark.executor.heartbeatInterval", "spark.network.timeout", "spark.task.cpus", "spark.task.maxFailures",
+    "spark.files", "spark.submit.pyFiles", "spark.jars", "spark.jars.packages", "spark.jars.repositories",
+    "spark.jars.excludes", "spark.log.level",
+})
+ALLOWED_CONF_RULE = ("allowed: keys under " + ", ".join(p + "*" for p in ALLOWED_CONF_PREFIXES) + ", and "
+                     + ", ".join(sorted(ALLOWED_CONF_KEYS)))
+
+
+def conf_allowed(key: str) -> bool:
+    """Whether users may set the Spark property `key` (the conf policy above)."""
+    return key in ALLOWED_CONF_KEYS or key.startswith(ALLOWED_CONF_PREFIXES)
+
 
 class SparkJobError(ValueError):
     """Bad input for a Spark job: `field` and `value` name what is wrong, the message says what is allowed."""
@@ -117,6 +151,10 @@ def _conf(_: str, value: Any) -> Mapping[str, str]:
                                              "e.g. 'spark.sql.shuffle.partitions'")
         if key in RESERVED_CONF:
             raise SparkJobError("conf", key, f"cannot be set here: it is set by {RESERVED_CONF[key]}")
+        if not conf_allowed(key):
+            what = ("the platform sets the pods' volumes, images, identity and placement" if
+                    key.startswith("spark.kubernetes.") else "it is not among the Spark properties users may set")
+            raise SparkJobError("conf", key, f"is not allowed: {what}; {ALLOWED_CONF_RULE}")
         text = _scalar(item)
         if text is None:
             raise SparkJobError(f"conf[{key!r}]", item, "is not allowed; a value is a string, number or boolean")
@@ -147,8 +185,9 @@ class SparkJob:
     """A PySpark application: what to run and with which resources.
 
     `executors` × `executor_cores` is the parallelism (on the local backend: `local[N]` threads, capped
-    at the machine's CPUs). `conf` holds further Spark properties (`spark.*`); the ones a field or the
-    platform sets (RESERVED_CONF) are refused.
+    at the machine's CPUs). `conf` holds further Spark properties (`spark.*`), on both backends only
+    those of the conf policy (`conf_allowed`); the ones a field or the platform sets (RESERVED_CONF)
+    are refused with the field to use instead.
     """
 
     name: str
