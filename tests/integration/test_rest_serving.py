@@ -107,7 +107,7 @@ def test_unauthenticated_serving_requests_are_refused(api, method, route, body):
 
 
 @pytest.mark.parametrize("name,body,field,message", [
-    ("iris-x", {"model_uri": OK_URI, "replicas": -1}, "replicas", "replicas: -1 is out of range; allowed: an integer ≥ 1"),
+    ("iris-x", {"model_uri": OK_URI, "replicas": -1}, "replicas", "replicas: -1 is out of range; allowed: an integer from 1 to 16"),
     ("Iris_Model", {"model_uri": OK_URI}, "name", ("name: 'Iris_Model' is not a DNS label; allowed: at most 63 "
                                                   "lowercase letters, digits and '-'")),
     ("iris-x", {"model_uri": "iris@champion"}, "model_uri", ("model_uri: 'iris@champion' is not a registered model; "

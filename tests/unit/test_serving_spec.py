@@ -49,8 +49,8 @@ def test_model_uri_must_name_a_registered_model(uri):
 def test_every_problem_is_reported_at_once_with_field_value_and_allowed():
     found = problems(name="Bad_Name", replicas=0, cpus=0, gpus=-1, max_batch_size=0, task="chat")
     assert set(found) == {"name", "replicas", "cpus", "gpus", "max_batch_size", "task"}
-    assert found["replicas"] == "0 is out of range; allowed: an integer ≥ 1"
-    assert found["cpus"].startswith("0 is not positive; allowed:")
+    assert found["replicas"] == "0 is out of range; allowed: an integer from 1 to 16"
+    assert found["cpus"].startswith("0 is out of range; allowed:")
     assert found["gpus"].startswith("-1 is not a GPU count; allowed: 0, a fraction below 1")
     assert found["max_batch_size"] == "0 is out of range; allowed: an integer from 1 to 1024"
     assert found["task"] == "'chat' is not a task; allowed: predict, text-generation or unset (read from the model)"
@@ -60,11 +60,11 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed():
 
 
 @pytest.mark.parametrize("field,value,expected", [
-    ("replicas", -1, "-1 is out of range; allowed: an integer ≥ 1"),
-    ("replicas", 1.5, "1.5 is not an integer; allowed: an integer ≥ 1"),
-    ("replicas", True, "True is not an integer; allowed: an integer ≥ 1"),
-    ("replicas", "2", "'2' is not an integer; allowed: an integer ≥ 1"),
-    ("gpus", 1.5, "1.5 is not a GPU count; allowed: 0, a fraction below 1 (shared GPU) or a whole number"),
+    ("replicas", -1, "-1 is out of range; allowed: an integer from 1 to 16"),
+    ("replicas", 1.5, "1.5 is not an integer; allowed: an integer from 1 to 16"),
+    ("replicas", True, "True is not an integer; allowed: an integer from 1 to 16"),
+    ("replicas", "2", "'2' is not an integer; allowed: an integer from 1 to 16"),
+    ("gpus", 1.5, "1.5 is not a GPU count; allowed: 0, a fraction below 1 (shared GPU) or a whole number up to 8"),
     ("cpus", float("nan"), "nan is not a number"),
     ("batch_wait_timeout_s", 2, "2 is out of range; allowed: 0 to 1 second"),
     ("max_ongoing_requests", 8, "8 is less than max_batch_size (32), so batches never fill; allowed: at least 32"),
@@ -75,7 +75,7 @@ def test_bad_numbers(field, value, expected):
 
 def test_autoscaling_bounds():
     assert problems(min_replicas=3, max_replicas=2)["min_replicas"] == "3 is more than max_replicas (2); allowed: 0 to 2"
-    assert problems(min_replicas=1, max_replicas=0)["max_replicas"] == "0 is out of range; allowed: an integer ≥ 1"
+    assert problems(min_replicas=1, max_replicas=0)["max_replicas"] == "0 is out of range; allowed: an integer from 1 to 16"
     assert "either a fixed number of replicas" in problems(replicas=2, min_replicas=1, max_replicas=3)["replicas"]
     r = serving_request(name="iris", model_uri="models:/iris/3", min_replicas=0, max_replicas=4)
     assert (r.autoscaling, r.min_replicas, r.max_replicas, r.most_replicas) == (True, 0, 4, 4)

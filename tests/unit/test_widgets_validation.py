@@ -58,9 +58,9 @@ def test_serve_offers_aliases_then_versions_and_names_the_app_after_the_model(se
 
 @pytest.mark.parametrize("field,value,line", [
     ("name", "Iris_Model", "name: 'Iris_Model' is not a DNS label; allowed: at most 63 lowercase letters"),
-    ("replicas", 0, "replicas: 0 is out of range; allowed: an integer ≥ 1"),
-    ("cpus", 0.0, "cpus: 0.0 is not positive; allowed: a number of CPUs per replica > 0"),
-    ("gpus", 1.5, "gpus: 1.5 is not a GPU count; allowed: 0, a fraction below 1 (shared GPU) or a whole number"),
+    ("replicas", 0, "replicas: 0 is out of range; allowed: an integer from 1 to 16"),
+    ("cpus", 0.0, "cpus: 0.0 is out of range; allowed: a number of CPUs per replica above 0, at most 16"),
+    ("gpus", 1.5, "gpus: 1.5 is not a GPU count; allowed: 0, a fraction below 1 (shared GPU) or a whole number up to 8"),
     ("max_batch_size", 5000, "max_batch_size: 5000 is out of range; allowed: an integer from 1 to 1024"),
 ])
 def test_serve_shows_the_validators_message_as_a_red_line_and_disables_deploy(serve, field, value, line):
