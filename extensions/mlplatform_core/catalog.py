@@ -213,7 +213,7 @@ class KubernetesSettings(_Model):
     # Public URL of the hub (OAuth callback: <public_url>/hub/oauth_callback).
     public_url: str = "https://jupyter.example.org"
     # Service account of single-user pods in every team namespace; RBAC lets it manage RayService and
-    # SparkApplication there and read their pods' logs and the namespace's events, not pods (hub_config/render/teams.py).
+    # SparkApplication there and read pod logs and events, but not pods themselves (render/teams.py).
     service_account: Slug = "mlplatform-notebook"
     # Service account of Spark drivers in every team namespace; the Spark operator's chart creates it
     # with the Role a driver needs to run its executors (helm-values/spark-operator.yaml).
