@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jupyterhub import orm
 from mlplatform_core.catalog import Catalog
+
+from .s3_handler import CUSTOM_SCOPES, SCOPE
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -15,6 +18,11 @@ def configure_hub(c, catalog: Catalog) -> None:
     `c` is the hub's traitlets config (`get_config()` in jupyterhub_config.py). Users outside every
     team group are refused at login with a page that says which groups are allowed; holders of the
     admin realm role are admins and always allowed.
+
+    Credential vending has its own scope (`custom:mlplatform:s3-credentials`): every user holds it for
+    themselves (added to the `user` role through `extra_user_scopes`; a `user` role redefined in
+    `load_roles` must list `custom:mlplatform:s3-credentials!user` itself), and a server's token
+    carries it for its own user. JupyterHub's `admin` role does not include it.
     """
     sso = catalog.sso
     groups = catalog.team_groups
@@ -31,3 +39,14 @@ def configure_hub(c, catalog: Catalog) -> None:
     c.JupyterHub.template_paths = [str(TEMPLATES)]
     # The S3 credential broker (served by the authenticator's /hub/api/mlplatform/s3-credentials/<user>).
     c.S3CredentialBroker.catalog_file = catalog.path
+    # Merged into what the chart's config set before hub.extraConfig runs.
+    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES}
+    c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()), f"{SCOPE}!user"}
+    c.Spawner.server_token_scopes = server_token_scopes
+
+
+def server_token_scopes(spawner) -> list[str]:
+    """JupyterHub's default for a server's token (the `server` role's scopes), plus its own user's S3 credentials.
+
+    `!user` becomes `!user=<the server's user>` when the token is made: a server never reads another user's."""
+    return [*orm.Role.find(spawner.user.db, "server").scopes, f"{SCOPE}!user"]

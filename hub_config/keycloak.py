@@ -3,7 +3,8 @@
 Endpoints come from the realm's discovery document; the username is `preferred_username`; Keycloak
 groups ("/team-vision") become JupyterHub groups ("team-vision") through `manage_groups`; a realm
 role (`admin_role`) makes a user a hub admin; refresh tokens stay in auth_state and are used before
-every spawn; logging out of the hub ends the Keycloak session too.
+every spawn; logging out of the hub ends the Keycloak session too. The realm's answers to a refresh
+become two exceptions callers can tell apart: `RefreshRefused` (log in again) and `RealmUnreachable`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,31 @@ import jwt
 import requests
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLogoutHandler
+from tornado import web
+from tornado.httpclient import HTTPClientError
 from traitlets import Float, Unicode, default
 
-from .s3_handler import S3CredentialsHandler
+
+class RefreshRefused(Exception):
+    """The realm refused to refresh the user's login (refresh token expired or revoked, user disabled)."""
+
+
+class RealmUnreachable(Exception):
+    """The realm did not answer a refresh: connection failed, timed out, or a server error."""
+
+
+def _refresh_outcome(e: Exception, what: str) -> Exception | None:
+    """What a failed call to the realm means for a refresh; None when it is no answer of the realm (a bug)."""
+    if isinstance(e, OSError) or isinstance(e, HTTPClientError) and e.code >= 500:  # 599: timeout, closed
+        code = f" {e.code}" if isinstance(e, HTTPClientError) else ""
+        return RealmUnreachable(f"the realm did not answer {what} ({type(e).__name__}{code})")
+    if isinstance(e, HTTPClientError) or isinstance(e, web.HTTPError) and e.status_code == 403:
+        # 400 invalid_grant; oauthenticator turns a 200 with an error description into a 403
+        return RefreshRefused(f"the realm refused {what}")
+    if isinstance(e, web.HTTPError):
+        # oauthenticator's "Bad response" (no access token): its message quotes the answer, keep it out
+        return RealmUnreachable(f"the realm gave no usable answer to {what}")
+    return None
 
 
 class KeycloakLogoutHandler(OAuthLogoutHandler):
@@ -152,6 +175,8 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
         return self.discovery["end_session_endpoint"] + "?" + urlencode(params)
 
     def get_handlers(self, app):
+        from .s3_handler import S3CredentialsHandler  # not at the top: the handler imports this module
+
         return [*super().get_handlers(app), (r"/api/mlplatform/s3-credentials/([^/]+)", S3CredentialsHandler)]
 
     async def fresh_id_token(self, user, handler, min_validity: float = 60) -> str:
@@ -159,22 +184,50 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
 
         STS validates the ID token's expiry, which is as short as the access token's (5 minutes in
         Keycloak by default), so the broker asks for a fresh one before each AssumeRoleWithWebIdentity.
+        Raises RefreshRefused or RealmUnreachable; anything else is a bug and propagates as it is.
         """
         auth_state = await user.get_auth_state() or {}
         id_token = auth_state.get("id_token")
         if id_token and _expires_at(id_token) - time.time() > min_validity:
             return id_token
         if not auth_state.get("refresh_token"):
-            raise ValueError(f"{user.name} has no refresh token: log in again")
+            raise RefreshRefused(f"{user.name} has no refresh token")
         params = self.build_refresh_token_request_params(auth_state["refresh_token"])
-        token_info = await self.get_token_info(handler, params)
+        try:
+            token_info = await self.get_token_info(handler, params)
+        except (OSError, HTTPClientError, web.HTTPError) as e:
+            outcome = _refresh_outcome(e, f"the refresh of {user.name}'s tokens")
+            if outcome is None:
+                raise
+            raise outcome from None
         token_info.setdefault("refresh_token", auth_state["refresh_token"])  # not rotated: keep the current one
         fresh = self.build_auth_state_dict(token_info, auth_state.get(self.user_auth_state_key))
         if isawaitable(fresh):
             fresh = await fresh
+        if not fresh.get("id_token"):  # not the user's fault, nor the realm's outage: the operator must look
+            raise RuntimeError(f"the realm's answer to the refresh of {user.name}'s tokens has no ID token; "
+                               "check that the client's scopes include openid")
         await user.save_auth_state({**auth_state, **fresh})
         self.log.info("Refreshed the tokens of %s for S3 credentials", user.name)
         return fresh["id_token"]
+
+    async def refreshed_auth_model(self, user, handler) -> dict:
+        """JupyterHub's `refresh_user` (userinfo with the access token, else the refresh token): the
+        user's current auth model, groups included. Raises RefreshRefused or RealmUnreachable.
+
+        oauthenticator answers False for a refused refresh and raises for an unreachable userinfo
+        endpoint; callers that must not hand out anything on stale groups need the two apart.
+        """
+        try:
+            auth_model = await self.refresh_user(user, handler)
+        except (OSError, HTTPClientError) as e:
+            outcome = _refresh_outcome(e, f"the refresh of {user.name}'s login")
+            if outcome is None:
+                raise
+            raise outcome from None
+        if not auth_model:
+            raise RefreshRefused(f"the realm refused the refresh of {user.name}'s login")
+        return auth_model
 
     async def update_auth_model(self, auth_model):
         auth_model = await super().update_auth_model(auth_model)

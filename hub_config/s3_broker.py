@@ -6,6 +6,10 @@ The S3 server (AWS, MinIO, SeaweedFS) validates the token and enforces both the 
 session's policy. Credentials are cached per (user, team) and renewed `renew_before_seconds` before
 they expire, so STS is called once per lifetime however often the notebook asks.
 
+Team membership is the caller's to check on every request; the broker keeps when each user's groups
+were last read from the realm (`confirm_membership`, at most `membership_max_age` old) and drops a
+user's cached credentials for a team they left (`forget`).
+
 The clock and the STS client are injectable, so expiry and renewal are testable without waiting.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
@@ -78,6 +82,20 @@ class S3CredentialBroker(LoggingConfigurable):
         """,
     )
 
+    membership_max_age = Int(
+        60,
+        config=True,
+        help="""
+        Seconds a user's team membership (their JupyterHub groups, from the realm's `groups` claim) may
+        be old when S3 credentials are handed out. Older groups are read again from the realm first
+        (the authenticator's `refresh_user`), so a user removed from a team's group gets no new
+        credentials for its prefix after at most this long; credentials already issued stay valid at
+        the S3 server until they expire. 0 reads the groups on every credential request.
+
+            c.S3CredentialBroker.membership_max_age = 300
+        """,
+    )
+
     sts_timeout_seconds = Int(10, config=True, help="Connect and read timeout of one STS call.")
 
     session_name_prefix = Unicode("mlplatform-", config=True, help="Prefix of the STS RoleSessionName.")
@@ -102,6 +120,8 @@ class S3CredentialBroker(LoggingConfigurable):
         self._sts_client = sts_client or (lambda: self._default_sts)
         self._cache: dict[tuple[str, str], Credentials] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._membership_read: dict[str, float] = {}  # user → when their groups were last read from the realm
+        self._membership_locks: dict[str, asyncio.Lock] = {}
         self.sts_calls = 0
 
     @cached_property
@@ -120,6 +140,21 @@ class S3CredentialBroker(LoggingConfigurable):
         if creds and creds.expires_at - self.renew_before_seconds > self.clock():
             return creds
         return None
+
+    async def confirm_membership(self, username: str, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Await `refresh` (reads the user's groups from the realm) unless it ran within `membership_max_age`.
+
+        A failed refresh raises and counts as no read: the next request tries again."""
+        async with self._membership_locks.setdefault(username, asyncio.Lock()):  # one refresh for concurrent asks
+            read = self._membership_read.get(username)
+            if read is None or self.clock() - read >= self.membership_max_age:
+                await refresh()
+                self._membership_read[username] = self.clock()
+
+    def forget(self, username: str, team: str) -> None:
+        """Drop the cached credentials of `username` for `team` (they left it): none are handed out again."""
+        if self._cache.pop((username, team), None) is not None:
+            self.log.info("Dropped the cached S3 credentials of %s for team %s: no longer a member", username, team)
 
     async def credentials(self, username: str, team: str, id_token: Callable) -> Credentials:
         """Credentials for `username` working for `team`; `id_token` is an async callable giving a fresh ID token."""

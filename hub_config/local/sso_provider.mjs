@@ -5,6 +5,11 @@
 // Keycloak's field names (username, password, #kc-login), ID tokens are RS256-signed and carry
 // Keycloak's `groups` and `realm_access.roles` claims. Users come from a realm file (realm.json).
 //
+// Users can change while it runs, as an administrator changes them in Keycloak: the optional file
+// <SSO_STATE_DIR>/user-changes.json, read at every login, token and userinfo request, replaces fields
+// of realm users, e.g. {"alice": {"groups": ["/team-nlp"]}, "bob": {"enabled": false}}. A disabled
+// user cannot log in, and their refresh tokens and access tokens are refused (as in Keycloak).
+//
 // Settings (environment, all set by `mlplatform-local`):
 //   SSO_HOST, SSO_PORT          where to listen (loopback by default)
 //   SSO_REALM_FILE              realm export: clients and users
@@ -28,6 +33,24 @@ const ISSUER = `http://${HOST}:${PORT}${REALM_PATH}`;
 const HUB_URL = (env.SSO_HUB_URL || 'http://127.0.0.1:18000').replace(/\/$/, '');
 const LOGIN_PATH = `${REALM_PATH}/login-actions/authenticate`;
 const USERS = Object.fromEntries(realm.users.map((u) => [u.username, u]));
+const STATE_DIR = env.SSO_STATE_DIR || '.';
+const CHANGES_FILE = path.join(STATE_DIR, 'user-changes.json');
+const CHANGEABLE = ['groups', 'realmRoles', 'enabled'];
+
+// The realm user as it is now (user-changes.json over realm.json); undefined if unknown or disabled.
+function currentUser(username) {
+  if (!Object.hasOwn(USERS, username)) return undefined;
+  let changes = {};
+  try {
+    changes = JSON.parse(fs.readFileSync(CHANGES_FILE, 'utf8'));
+  } catch (err) {
+    if (err.code !== 'ENOENT') console.error(`ignoring ${CHANGES_FILE}: ${err.message}`);
+  }
+  const changed = Object.hasOwn(changes, username) ? changes[username] : {};
+  const user = { ...USERS[username] };
+  for (const key of CHANGEABLE) if (Object.hasOwn(changed, key)) user[key] = changed[key];
+  return user.enabled === false ? undefined : user;
+}
 
 if (!env.SSO_CLIENT_SECRET) {
   console.error('SSO_CLIENT_SECRET is not set: the hub client needs a secret');
@@ -45,7 +68,7 @@ function loadState(dir) {
   fs.writeFileSync(file, JSON.stringify(state), { mode: 0o600 });
   return state;
 }
-const state = loadState(env.SSO_STATE_DIR || '.');
+const state = loadState(STATE_DIR);
 
 const html = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const page = (title, body) => `<!DOCTYPE html><html><head><meta charset="utf-8"><title>${html(title)}</title>
@@ -80,7 +103,7 @@ const provider = new Provider(ISSUER, {
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: false,
   async findAccount(ctx, sub) {
-    const u = USERS[sub];
+    const u = currentUser(sub); // undefined: refresh and userinfo refused
     if (!u) return undefined;
     return {
       accountId: sub,
@@ -172,7 +195,7 @@ async function handleLogin(req, res) {
   if (req.method === 'GET') return send(200, loginForm(uid));
   const form = await readForm(req);
   const username = form.get('username') || '';
-  const user = USERS[username];
+  const user = currentUser(username);
   const given = Buffer.from(form.get('password') || '');
   const expected = Buffer.from(user ? user.password : '');
   if (!user || given.length !== expected.length || !crypto.timingSafeEqual(given, expected)) {

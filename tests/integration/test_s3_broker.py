@@ -1,7 +1,10 @@
-"""The hub's S3 credential broker against the real hub, provider and S3 server (SeaweedFS with STS)."""
+"""The hub's S3 credential broker against the real hub, provider and S3 server (SeaweedFS with STS); who may
+read whose credentials is printed as an authorization matrix."""
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,10 +18,10 @@ from botocore.utils import parse_timestamp
 import pytest
 import requests
 
-from mlplatform_core.catalog import load_catalog
 from hub_config.s3_broker import CredentialsUnavailable, S3CredentialBroker
 
-from ..support.processes import server_process
+from ..support.authz import authorization_matrix
+from ..support.hub import RealmUsers
 
 READ_WRITE = """
 import boto3, sys
@@ -32,20 +35,41 @@ except s3.exceptions.ClientError as e:
 """
 
 
+SCOPE = "custom:mlplatform:s3-credentials"
+
+
 def credentials_url(platform, user):
     return f"{platform.hub_url}/hub/api/mlplatform/s3-credentials/{user}"
 
 
+def start(hub, name, **options):
+    """Log `name` in, start their default server (CPU profile), return the session and the server's environment."""
+    session = hub.login(name)
+    assert session.start(**{"profile": "cpu", **options}).status_code in (201, 202)
+    session.wait_ready()
+    return session, hub.server_env(name)
+
+
+@pytest.fixture(scope="module")
+def authz(request):
+    yield from authorization_matrix(request)
+
+
 @pytest.fixture
 def alice_server(hub):
-    alice = hub.login("alice")
-    assert alice.start(profile="cpu").status_code in (201, 202)
-    alice.wait_ready()
-    return alice, server_process("alice")[1]
+    return start(hub, "alice")
+
+
+def with_token(token, url):
+    return requests.get(url, headers={"Authorization": f"token {token}"}, timeout=60)
 
 
 def as_server(env, url):
-    return requests.get(url, headers={"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"})
+    return with_token(env["JUPYTERHUB_API_TOKEN"], url)
+
+
+def token_scopes(platform, token) -> set[str]:
+    return set(with_token(token, f"{platform.hub_url}/hub/api/user").json()["scopes"])
 
 
 def test_server_token_gets_its_users_credentials_once_per_lifetime(platform, alice_server):
@@ -60,19 +84,132 @@ def test_server_token_gets_its_users_credentials_once_per_lifetime(platform, ali
         body["AccessKeyId"]}
 
 
-def test_only_the_user_and_admins_may_read_credentials(hub, platform, alice_server):
+def test_the_server_token_keeps_jupyterhubs_scopes_and_adds_credentials_for_its_own_user(platform, alice_server):
     _, env = alice_server
-    r = as_server(env, credentials_url(platform, "bob"))
-    assert (r.status_code, r.json()["message"]) == (403, "only bob and admins may read bob's S3 credentials")
-    bob = hub.login("bob")
-    assert bob.http.get(credentials_url(platform, "alice")).status_code == 403
-    r = requests.get(credentials_url(platform, "alice"))
-    assert r.status_code == 403 and "need authentication" in r.json()["message"]
+    scopes = token_scopes(platform, env["JUPYTERHUB_API_TOKEN"])
+    assert {"users:activity!user=alice", "access:servers!server=alice/", f"{SCOPE}!user=alice"} <= scopes
+    assert {s for s in scopes if s.startswith(SCOPE)} == {f"{SCOPE}!user=alice"}
+
+
+def test_only_the_users_own_server_and_session_get_their_credentials(hub, platform, alice_server, authz):
+    alice, alice_env = alice_server
+    bob, bob_env = start(hub, "bob")
     admin = hub.login("admin")
-    assert admin.http.get(credentials_url(platform, "alice")).status_code == 200
-    r = bob.http.get(credentials_url(platform, "bob"))
-    assert (r.status_code, r.json()["message"]) == (
-        409, "bob has no running server: S3 credentials are issued only to running servers; start one from the hub")
+    # The token bob's server receives when an admin opens it (JupyterHub's OAuth for the server).
+    admin_on_bobs_server = admin.new_token(["access:servers!server=bob/"])
+    assert {s for s in token_scopes(platform, admin_on_bobs_server) if not s.startswith("read:")} == {
+        "access:servers!server=bob/"}
+    tokens = {
+        "alice's server token": alice_env["JUPYTERHUB_API_TOKEN"],
+        "alice's API token (all her scopes)": alice.new_token(),
+        "alice's token limited to read:users:name": alice.new_token(["read:users:name!user"]),
+        "bob's server token": bob_env["JUPYTERHUB_API_TOKEN"],
+        "admin's API token (all their scopes)": admin.new_token(),
+        "admin's token for bob's server (access:servers!server=bob/)": admin_on_bobs_server,
+    }
+    sessions = {"alice's login session": alice, "bob's login session": bob, "admin's login session": admin}
+    cells = [  # actor, whose credentials, allowed
+        ("alice's server token", "alice", True),
+        ("alice's server token", "bob", False),
+        ("alice's login session", "alice", True),
+        ("alice's API token (all her scopes)", "alice", True),
+        ("alice's token limited to read:users:name", "alice", False),
+        ("bob's server token", "bob", True),
+        ("bob's login session", "alice", False),
+        ("admin's login session", "bob", False),
+        ("admin's login session", "alice", False),
+        ("admin's API token (all their scopes)", "bob", False),
+        ("admin's token for bob's server (access:servers!server=bob/)", "bob", False),
+        ("no credentials", "bob", False),
+    ]
+    for actor, target, allowed in cells:
+        if actor in sessions:
+            r = sessions[actor].api("GET", f"/mlplatform/s3-credentials/{target}")
+        elif actor in tokens:
+            r = with_token(tokens[actor], credentials_url(platform, target))
+        else:
+            r = requests.get(credentials_url(platform, target), timeout=60)
+        authz.check(actor, f"GET s3-credentials/{target}", r, allowed=allowed)
+        if allowed:
+            assert sorted(r.json()) == ["AccessKeyId", "Expiration", "SecretAccessKey", "SessionToken", "Version"]
+        elif actor == "no credentials":
+            assert "need authentication" in r.json()["message"]
+        else:
+            assert r.json()["message"] == (
+                f"only {target}'s own servers and login session may read {target}'s S3 credentials "
+                f"(scope {SCOPE}!user={target}); this token or session lacks it")
+
+
+def test_a_user_without_a_running_server_is_told_to_start_one(hub, platform, authz):
+    bob = hub.login("bob")
+    r = bob.api("GET", "/mlplatform/s3-credentials/bob")
+    authz.check("bob's login session, no server running", "GET s3-credentials/bob", r, allowed=False, status=409)
+    assert r.json()["message"] == (
+        "bob has no running server: S3 credentials are issued only to running servers; start one from the hub")
+
+
+def test_membership_is_rechecked_and_refresh_failures_are_told_apart(hub, platform, authz):
+    """After at most the membership bound: a user moved out of the server's team is refused (403), a
+    refused refresh says log in again (401), a bug is a 500, an unresponsive realm a 503."""
+    max_age = S3CredentialBroker.membership_max_age.default_value
+    started = {name: start(hub, name, **options) for name, options in
+               (("alice", {}), ("bob", {}), ("dana", {"team": "team-vision"}), ("admin", {}))}
+    servers = {name: env for name, (_, env) in started.items()}
+    admin = started["admin"][0]
+
+    def ask(name):
+        return as_server(servers[name], credentials_url(platform, name))
+
+    for name in servers:
+        assert ask(name).status_code == 200
+    read = time.monotonic()  # every membership was read from the realm at this time at the latest
+    realm = RealmUsers(platform)
+    bobs_auth_state = admin.api("GET", "/users/bob").json()["auth_state"]
+    try:
+        realm.change("alice", groups=["/team-nlp"])  # moved from team-vision to team-nlp
+        realm.change("dana", enabled=False)  # disabled: the realm refuses her refresh token
+        # A token response without an access token in bob's auth_state: a bug in whatever wrote it.
+        assert admin.api("PATCH", "/users/bob", json={"auth_state": {**bobs_auth_state, "token_response": {}}}).ok
+        want = {"alice": 403, "dana": 401, "bob": 500}
+        while True:
+            got = {name: ask(name) for name in want}
+            if {name: r.status_code for name, r in got.items()} == want or time.monotonic() > read + max_age + 30:
+                break
+            assert {r.status_code for r in got.values()} <= {200, *want.values()}
+            time.sleep(2)
+        authz.check("alice's server (team-vision) after she moved to team-nlp", "GET s3-credentials/alice",
+                    got["alice"], allowed=False, status=403)
+        assert got["alice"].json()["message"] == (
+            "alice is no longer a member of team team-vision: S3 credentials for its prefix are issued to team "
+            "members only. Ask a platform administrator to add alice back, or start a server for another team")
+        authz.check("dana's server after the realm disabled her", "GET s3-credentials/dana", got["dana"],
+                    allowed=False, status=401)
+        assert got["dana"].json()["message"] == (
+            "the realm refused the refresh of dana's login: dana must log in to the hub again")
+        authz.check("bob's server, a bug in the refresh (broken auth_state)", "GET s3-credentials/bob", got["bob"],
+                    allowed=False, status=500)
+        assert "log in" not in got["bob"].text
+        hub_log = (platform.logs / "hub.log").read_text()
+        assert "Dropped the cached S3 credentials of alice for team team-vision: no longer a member" in hub_log
+        assert "Uncaught exception GET /hub/api/mlplatform/s3-credentials/bob" in hub_log
+        assert "KeyError: 'access_token'" in hub_log
+    finally:
+        realm.reset()
+        admin.api("PATCH", "/users/bob", json={"auth_state": bobs_auth_state})
+
+    # The realm accepts connections but does not answer: tornado gives up after its 20 s request timeout.
+    time.sleep(max(0.0, read + max_age - time.monotonic()))
+    provider = platform.processes["sso"].pid
+    os.kill(provider, signal.SIGSTOP)
+    try:
+        r = ask("admin")
+    finally:
+        os.kill(provider, signal.SIGCONT)
+    authz.check("admin's server while the realm does not answer", "GET s3-credentials/admin", r, allowed=False,
+                status=503)
+    assert r.json()["message"] == ("the realm did not answer the refresh of admin's login (HTTPTimeoutError 599): "
+                                   "try again when the realm is back")
+    assert ask("admin").status_code == 200  # realm back: the membership is read, credentials handed out
 
 
 def test_notebook_sdk_uses_brokered_credentials_and_the_server_enforces_prefixes(platform, alice_server):
@@ -96,7 +233,7 @@ def test_renewal_across_many_lifetimes_never_fails_and_calls_sts_once_per_lifeti
     """The broker in process with an injected clock, shared with botocore; STS and S3 calls are real."""
     admin = hub.login("admin")
     hub.login("alice")  # fresh tokens
-    catalog = load_catalog(platform.catalog)
+    catalog = platform.load_catalog()
     lifetime = catalog.storage.s3.credentials_duration_seconds
     clock = [time.time()]
     broker = S3CredentialBroker(catalog, clock=lambda: clock[0])
@@ -129,10 +266,7 @@ def credential_process(env):
 
 
 def test_sts_down_fails_clearly_and_the_next_call_after_recovery_works(hub, platform):
-    dana = hub.login("dana")
-    assert dana.start(team="team-nlp", profile="cpu").status_code in (201, 202)
-    dana.wait_ready()
-    env = server_process("dana")[1]
+    _, env = start(hub, "dana", team="team-nlp")
     platform.stop_component("s3")
     try:
         down = credential_process(env)
@@ -150,7 +284,7 @@ def test_sts_down_fails_clearly_and_the_next_call_after_recovery_works(hub, plat
 
 
 def test_sts_refusal_names_the_reason_without_the_token(platform):
-    broker = S3CredentialBroker(load_catalog(platform.catalog))
+    broker = S3CredentialBroker(platform.load_catalog())
     forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
     async def token():

@@ -1,11 +1,14 @@
-"""Drive the real hub over HTTP as a browser would: log in through the provider's form, spawn, stop."""
+"""Drive the real hub over HTTP as a browser would: log in through the provider's form, spawn, stop;
+change realm users as an administrator would in Keycloak."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from html import unescape
+from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import requests
@@ -53,6 +56,13 @@ class UserSession:
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {"X-XSRFToken": self.xsrf, **kwargs.pop("headers", {})}
         return self.http.request(method, f"{self.hub_url}/hub/api{path}", headers=headers, **kwargs)
+
+    def new_token(self, scopes: list[str] | None = None, owner: str | None = None) -> str:
+        """A new API token of `owner` (default: this user), limited to `scopes` (default: all of the owner's)."""
+        body = {"note": "test", **({"scopes": scopes} if scopes is not None else {})}
+        r = self.api("POST", f"/users/{owner or self.name}/tokens", json=body)
+        assert r.status_code == 201, f"{self.name} could not create a token {scopes}: {r.status_code} {r.text}"
+        return r.json()["token"]
 
     def model(self) -> dict:
         r = self.api("GET", f"/users/{self.name}")
@@ -114,6 +124,21 @@ class HubClient:
             raise LoginFailed(f"login of {name} ended at {r.url} with {r.status_code}")
         return s
 
+    def server_env(self, name: str) -> dict[str, str]:
+        """The environment of `name`'s running server started by this hub (not another test session's)."""
+        api_url = f"http://127.0.0.1:{self.platform.ports.hub_api}/hub/api"
+        for proc in Path("/proc").iterdir():
+            try:
+                if not proc.name.isdigit() or b"jupyterhub-singleuser" not in (proc / "cmdline").read_bytes():
+                    continue
+                raw = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+            if env.get("JUPYTERHUB_USER") == name and env.get("JUPYTERHUB_API_URL", "").rstrip("/") == api_url:
+                return env
+        raise LookupError(f"no server of {name} started by the hub at {api_url}")
+
     def stop_all(self) -> None:
         for s in self.sessions:
             try:
@@ -121,6 +146,24 @@ class HubClient:
                     s.stop()
             except (requests.RequestException, ValueError, KeyError):
                 pass  # logged out, or never logged in
+
+
+class RealmUsers:
+    """Change realm users while the provider runs (its user-changes.json), as an administrator does in Keycloak."""
+
+    def __init__(self, platform):
+        self.file = Path(platform.data_dir) / "sso" / "user-changes.json"
+
+    def change(self, name: str, **fields) -> None:
+        """Replace fields of a realm user: groups=["/team-nlp"], realmRoles=[...], enabled=False."""
+        changes = json.loads(self.file.read_text()) if self.file.exists() else {}
+        changes[name] = {**changes.get(name, {}), **fields}
+        tmp = self.file.with_name(".user-changes.json.tmp")
+        tmp.write_text(json.dumps(changes))
+        os.replace(tmp, self.file)  # the provider never reads half a file
+
+    def reset(self) -> None:
+        self.file.unlink(missing_ok=True)
 
 
 def query(url: str) -> dict[str, str]:
