@@ -120,7 +120,7 @@ class CatalogProfilesMixin(LoggingConfigurable):
         gpu = (form_data.get(f"gpu--{team}--{profile}") or [""])[0]
         if gpu:
             gpu_type, _, count = gpu.partition(":")
-            options.update(gpu_type=gpu_type, gpu_count=int(count) if count.isdigit() else count)
+            options.update(gpu_type=gpu_type, gpu_count=int(count) if count.isascii() and count.isdecimal() else count)
         return options
 
     def _apply_user_options(self, user_options: dict) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 from mlplatform_core import images
+from mlplatform_core.catalog import ServingLimits
 from mlplatform_core.names import (
     COMPONENT_LABEL,
     DNS_LABEL,
@@ -79,7 +80,7 @@ class ServingRequest:
 
     @property
     def model_name(self) -> str:
-        return MODEL_URI.match(self.model_uri)["name"]
+        return MODEL_URI.fullmatch(self.model_uri)["name"]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,9 +89,11 @@ class ServingRequest:
 def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_replicas: Any = None,
                     max_replicas: Any = None, cpus: Any = 1.0, gpus: Any = 0, max_batch_size: Any = 32,
                     batch_wait_timeout_s: Any = 0.002, max_ongoing_requests: Any = None, task: Any = None,
-                    max_tokens_limit: Any = 4096, gpu_quota: int | None = None) -> ServingRequest:
+                    max_tokens_limit: Any = 4096, gpu_quota: int | None = None,
+                    limits: ServingLimits = ServingLimits()) -> ServingRequest:
     """Validate a request. Give `replicas`, or `min_replicas` and `max_replicas` for autoscaling.
-    `gpu_quota`: the team's GPU quota, checked against GPUs per replica × the most replicas."""
+    `gpu_quota`: the team's GPU quota, checked against GPUs per replica × the most replicas;
+    `limits`: the catalog's bounds of one application (replicas, CPUs and GPUs per replica)."""
     problems: list[tuple[str, str]] = []
 
     def check(field: str, ok: bool, message: str) -> bool:
@@ -99,10 +102,10 @@ def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_repl
         return ok
 
     if check("name", isinstance(name, str), f"{name!r} is not a string; allowed: a DNS label"):
-        check("name", bool(DNS_LABEL.match(name)) and len(name) <= MAX_DNS_LABEL,
+        check("name", bool(DNS_LABEL.fullmatch(name)) and len(name) <= MAX_DNS_LABEL,
               f"{name!r} is not a DNS label; allowed: at most {MAX_DNS_LABEL} lowercase letters, digits and '-', "
               "starting with a letter and ending with a letter or digit (e.g. 'iris-classifier')")
-    check("model_uri", isinstance(model_uri, str) and bool(MODEL_URI.match(model_uri)),
+    check("model_uri", isinstance(model_uri, str) and bool(MODEL_URI.fullmatch(model_uri)),
           f"{model_uri!r} is not a registered model; allowed: 'models:/<name>@<alias>' or "
           "'models:/<name>/<version>' (e.g. 'models:/iris@champion')")
 
@@ -110,26 +113,28 @@ def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_repl
     if autoscaling:
         check("replicas", replicas is None, f"{replicas!r} given together with min_replicas/max_replicas; "
               "allowed: either a fixed number of replicas or min_replicas and max_replicas (autoscaling)")
-        lo_ok = _int(check, "min_replicas", min_replicas, 0)
-        hi_ok = _int(check, "max_replicas", max_replicas, 1)
+        lo_ok = _int(check, "min_replicas", min_replicas, 0, limits.max_replicas)
+        hi_ok = _int(check, "max_replicas", max_replicas, 1, limits.max_replicas)
         if lo_ok and hi_ok:
             check("min_replicas", min_replicas <= max_replicas,
                   f"{min_replicas} is more than max_replicas ({max_replicas}); allowed: 0 to {max_replicas}")
     else:
         replicas = 1 if replicas is None else replicas
-        _int(check, "replicas", replicas, 1)
+        _int(check, "replicas", replicas, 1, limits.max_replicas)
 
-    if _number(check, "cpus", cpus) and check("cpus", cpus > 0, f"{cpus!r} is not positive; allowed: a number "
-                                                  "of CPUs per replica > 0 (e.g. 0.5, 1, 4)"):
+    most_cpus = limits.max_cpus_per_replica
+    if _number(check, "cpus", cpus) and check("cpus", 0 < cpus <= most_cpus, f"{cpus!r} is out of range; allowed: "
+                                              f"a number of CPUs per replica above 0, at most {most_cpus:g}"):
         cpus = float(cpus)
     if _number(check, "gpus", gpus):
-        check("gpus", gpus >= 0 and (gpus < 1 or float(gpus).is_integer()),
-              f"{gpus!r} is not a GPU count; allowed: 0, a fraction below 1 (shared GPU) or a whole number")
+        check("gpus", 0 <= gpus <= limits.max_gpus_per_replica and (gpus < 1 or float(gpus).is_integer()),
+              f"{gpus!r} is not a GPU count; allowed: 0, a fraction below 1 (shared GPU) or a whole number up to "
+              f"{limits.max_gpus_per_replica}")
     _int(check, "max_batch_size", max_batch_size, 1, MAX_BATCH_SIZE)
     if _number(check, "batch_wait_timeout_s", batch_wait_timeout_s):
         check("batch_wait_timeout_s", 0 <= batch_wait_timeout_s <= 1,
               f"{batch_wait_timeout_s!r} is out of range; allowed: 0 to 1 second")
-    if max_ongoing_requests is not None and _int(check, "max_ongoing_requests", max_ongoing_requests, 1) and \
+    if max_ongoing_requests is not None and _int(check, "max_ongoing_requests", max_ongoing_requests, 1, 100_000) and \
             isinstance(max_batch_size, int):
         check("max_ongoing_requests", max_ongoing_requests >= max_batch_size,
               f"{max_ongoing_requests} is less than max_batch_size ({max_batch_size}), so batches never fill; "
@@ -156,16 +161,19 @@ def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_repl
 
 def _int(check, field: str, value: Any, low: int, high: int | None = None) -> bool:
     allowed = f"an integer from {low} to {high}" if high is not None else f"an integer ≥ {low}"
-    if not check(field, isinstance(value, int) and not isinstance(value, bool), f"{value!r} is not an integer; "
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if not check(field, isinstance(value, int) and not isinstance(value, bool), f"{shown} is not an integer; "
                  f"allowed: {allowed}"):
         return False
-    return check(field, value >= low and (high is None or value <= high), f"{value} is out of range; "
+    return check(field, value >= low and (high is None or value <= high), f"{shown} is out of range; "
                  f"allowed: {allowed}")
 
 
 def _number(check, field: str, value: Any) -> bool:
-    return check(field, isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-                 f"{value!r} is not a number")
+    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300 \
+        and math.isfinite(value)  # (a huge int is "finite" but overflows float())
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return check(field, finite, f"{shown} is not a number")
 
 
 # --- Ray Serve ------------------------------------------------------------------------------------

@@ -100,12 +100,12 @@ def _whole_number(name: str, value: Any, minimum: int = 1) -> int:
 
 def memory_mib(value: str) -> float:
     """MiB of a Spark size string ('2g' → 2048)."""
-    number, unit = MEMORY.match(value).groups()
+    number, unit = MEMORY.fullmatch(value).groups()
     return int(number) * _MIB[unit.lower()]
 
 
 def _memory(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not MEMORY.match(value.strip()):
+    if not isinstance(value, str) or not MEMORY.fullmatch(value.strip()):
         hint = ""
         if isinstance(value, str) and re.match(r"^\d+[KMGT]i$", value.strip()):
             hint = f" (Kubernetes' {value.strip()[-2:]!r} is not Spark's syntax: write {value.strip()[:-1].lower()!r})"
@@ -175,7 +175,7 @@ def _main_file(_: str, value: Any) -> str:
 
 def validate_name(value: Any) -> str:
     """`value` if it is a valid application name, else SparkJobError."""
-    if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH or not DNS_LABEL.match(value):
+    if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH or not DNS_LABEL.fullmatch(value):
         raise SparkJobError("name", value, f"is not a valid application name; {NAME_RULE}")
     return value
 
@@ -221,7 +221,7 @@ def new_app_id(name: str) -> str:
 
 
 def is_app_id(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH + 9 and bool(DNS_LABEL.match(value))
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH + 9 and bool(DNS_LABEL.fullmatch(value))
 
 
 def local_main_file(main_file: str, cwd: str | Path) -> Path:
@@ -234,8 +234,13 @@ def local_main_file(main_file: str, cwd: str | Path) -> Path:
                                                     "of this machine (a path or file:// URI)")
     else:
         path = Path(main_file)
-    path = (Path(cwd) / path.expanduser()).resolve()
-    if not path.is_file():
+    try:
+        path = (Path(cwd) / path.expanduser()).resolve()
+        found = path.is_file()
+    except (ValueError, RuntimeError, OSError) as e:  # a NUL byte, ~nosuchuser, a name too long
+        raise SparkJobError("main_file", main_file, f"is not a usable path ({e}); give the path of an existing .py "
+                                                    "file, relative to the notebook's folder or absolute") from None
+    if not found:
         raise SparkJobError("main_file", main_file, f"does not exist (looked for {path}); give the path of an "
                                                     "existing .py file, relative to the notebook's folder or absolute")
     return path
