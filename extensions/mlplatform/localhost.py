@@ -1,5 +1,5 @@
-"""What the local backends share: processes found and signalled with psutil, state files written
-atomically under a file lock, and polling until something holds.
+"""What the local backends share: processes found and signalled with psutil, private directories,
+state files written atomically under a file lock, and polling until something holds.
 
 A process is known by (pid, create time), so a pid reused by another program is never signalled. A
 process counts as running while any of its threads runs: a JVM's main thread can exit first on
@@ -13,6 +13,8 @@ import fcntl
 import json
 import os
 import signal
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,14 +35,21 @@ def start_time(pid: int) -> float | None:
 
 def tagged(variable: str, value: str) -> dict[int, float]:
     """{pid: create time} of the processes (other than this one) whose environment has variable=value."""
-    found = {}
+    return tagged_by(variable).get(value, {})
+
+
+def tagged_by(variable: str) -> dict[str, dict[int, float]]:
+    """{value: {pid: create time}} of the processes (other than this one) that have `variable` in their
+    environment: one scan for many values."""
+    found: dict[str, dict[int, float]] = {}
     for proc in psutil.process_iter():
         if proc.pid == os.getpid():
             continue
         try:
-            if proc.environ().get(variable) == value:
-                found[proc.pid] = proc.create_time()
-        except _GONE:  # gone, a zombie, or another user's
+            value = proc.environ().get(variable)
+            if value is not None:
+                found.setdefault(value, {})[proc.pid] = proc.create_time()
+        except _GONE:
             pass
     return found
 
@@ -91,6 +100,38 @@ def signal_group(pgid: int, sig: int) -> None:
 
 
 # --- state files -------------------------------------------------------------------------------
+class UnsafeDirectory(PermissionError):
+    """A directory that another user owns or may read or write: state and sockets are not put there."""
+
+
+def private_directory(path: Path, *, create: bool = True) -> Path:
+    """`path`, a directory of this user that nobody else may use: created 0700 when missing (with
+    `create`), refused with UnsafeDirectory when it is a symbolic link or not a directory, owned by
+    another user, or open to the group or others. Refusing, not repairing: a directory someone else
+    made (a predictable name in /tmp) may hold their files, or be theirs to swap."""
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)  # umask can only take bits away
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise UnsafeDirectory(f"refusing to use {path}: it does not exist") from None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise UnsafeDirectory(f"refusing to use {path}: it is {kind}; allowed: a directory of your own with "
+                              "mode 0700. Remove it, or choose another directory")
+    if st.st_uid != os.geteuid():
+        raise UnsafeDirectory(f"refusing to use {path}: it belongs to uid {st.st_uid}, not to this user (uid "
+                              f"{os.geteuid()}); allowed: a directory of your own with mode 0700. Choose another "
+                              "directory (or have its owner remove it)")
+    if st.st_mode & 0o077:
+        raise UnsafeDirectory(f"refusing to use {path}: its mode is {stat.S_IMODE(st.st_mode):04o} (the group or "
+                              f"others may use it); allowed: 0700 (only you). Run `chmod 700 {path}` if what it "
+                              "holds is yours alone, or choose another directory")
+    return path
+
+
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """An exclusive flock on `path` (created if missing) for the block."""
@@ -103,16 +144,23 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `path` atomically (a reader sees the old or the new file, never half of one)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_text(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write `path` atomically (a reader sees the old or the new file, never half of one). Each writer
+    has a temp file of its own (a shared temp name lets concurrent writers truncate and move each
+    other's half-written files)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
-def write_json(path: Path, doc: dict[str, Any], mode: int = 0o644) -> None:
+def write_json(path: Path, doc: dict[str, Any], mode: int = 0o600) -> None:
     write_text(path, json.dumps(doc, indent=1), mode)
 
 

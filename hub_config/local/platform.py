@@ -2,22 +2,30 @@
 processes on loopback.
 
 `LocalPlatform` starts each component, waits until it answers, and stops them all (every process
-group it started) on `stop()`. `mlplatform-local up` runs one in the foreground; the test suite
-starts one per session with its own ports and data directory.
+group it started, then the Spark jobs and the Ray head that notebooks started) on `stop()`.
+`mlplatform-local up` runs one in the foreground; the test suite starts one per session with its
+own ports and data directory.
 
-Data directory layout:
+Data directory layout (mode 0700: only the platform's OS user may enter it):
     secrets.json        client secret, auth_state key, S3 admin keys, STS signing key (0600), made on first start
     logs/<name>.log     each component's output
     sso/                the provider's signing keys (kept across restarts)
     mlflow/             MLflow's SQLite store and artifacts
     s3/                 SeaweedFS's iam.json and s3.json (0600, rewritten at each start) and data/
-    home/<user>/        notebook users' homes
+    home/<user>/        notebook users' homes (local Spark jobs in home/<user>/.mlplatform/spark)
+    ray/                the local Ray head's records (MLPLATFORM_RAY_DIR of every notebook; its sockets
+                        are in /tmp/mlp-ray-<port> when this path is too long for them)
     jupyterhub.sqlite   the hub's database
+
+Each secret goes only to the component that uses it: the hub gets the OIDC client secret and the
+auth_state key, the provider the client secret; MLflow and SeaweedFS get none (SeaweedFS reads its
+keys from its 0600 config files).
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import secrets
@@ -26,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,13 +136,19 @@ class LocalPlatform:
     def logs(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def ray_dir(self) -> Path:
+        """The local Ray head's root (the notebook side's `LocalRayConfig`), private like the rest."""
+        return self.data_dir / "ray"
+
     def demo_users(self) -> list[dict]:
         return json.loads(REALM_FILE.read_text())["users"]
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.data_dir = self.data_dir.resolve()
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self._private_data_dir()
+        self.logs.mkdir(exist_ok=True)
         self._check_ports()
         self._check_node()
         started = time.monotonic()
@@ -153,14 +168,25 @@ class LocalPlatform:
             raise
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop every component, newest first, and the Ray head notebooks may have started."""
+        """Stop every component, newest first; then what notebooks started in sessions of their own:
+        every local Spark job of the platform's users (they may hold GPUs the hub has just released)
+        and the Ray head."""
         for name in reversed(list(self.processes)):
             self.stop_component(name, timeout)
-        # The notebook package's command (the hub side does not import it); absent in a hub-only install.
-        ray_head = BIN / "mlplatform-ray-head"
-        if ray_head.exists():
-            subprocess.run([str(ray_head), "stop", f"--port={self.ports.ray}"], stdout=subprocess.DEVNULL,
-                           stdin=subprocess.DEVNULL, timeout=60, check=False)
+        self._notebook_command("mlplatform.spark.local_cli", "stop-all", f"--homes={self.data_dir / 'home'}")
+        self._notebook_command("mlplatform.serving.head_cli", "stop", f"--port={self.ports.ray}")
+
+    def _notebook_command(self, module: str, *args: str) -> None:
+        """Run a command of the notebook package, a subprocess: the hub side does not import it. Skipped
+        in a hub-only install (the package is missing, and so is anything it could have started)."""
+        if importlib.util.find_spec(module.partition(".")[0]) is None:
+            return
+        try:  # its errors reach the launcher's stderr
+            subprocess.run([sys.executable, "-m", module, *args], env=self.env(), stdout=subprocess.DEVNULL,
+                           stdin=subprocess.DEVNULL, timeout=120, check=False)
+        except subprocess.TimeoutExpired:  # the rest of stop() still runs
+            print(f"mlplatform-local: `python -m {module} {' '.join(args)}` did not finish within 120 s",
+                  file=sys.stderr, flush=True)
 
     def stop_component(self, name: str, timeout: float = 20) -> None:
         """Stop one component: SIGTERM to its process group, SIGKILL after `timeout`.
@@ -209,8 +235,7 @@ class LocalPlatform:
 
     # --- components ---------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        """The environment every component gets: ports, paths, and the generated secrets."""
-        s = self._secrets()
+        """The environment every component gets: ports and paths, no secret (see `_hub_command`)."""
         return {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -220,11 +245,10 @@ class LocalPlatform:
             "MLPLATFORM_MLFLOW_PORT": str(self.ports.mlflow),
             "MLPLATFORM_S3_PORT": str(self.ports.s3),
             "MLPLATFORM_RAY_PORT": str(self.ports.ray),
+            "MLPLATFORM_RAY_DIR": str(self.ray_dir),  # the spawner hands both to notebooks
             "MLPLATFORM_PROXY_API_PORT": str(self.ports.proxy_api),
             "MLPLATFORM_HUB_API_PORT": str(self.ports.hub_api),
             "MLPLATFORM_CHP": str(self.node_modules / ".bin" / "configurable-http-proxy"),
-            "OAUTH_CLIENT_SECRET": s["client_secret"],
-            "JUPYTERHUB_CRYPT_KEY": s["crypt_key"],
             **({variable("catalog_path"): str(Path(self.catalog).resolve())} if self.catalog else {}),
             **self.extra_env,
         }
@@ -272,7 +296,10 @@ class LocalPlatform:
         self.ready_after["s3"] = time.monotonic() - started
 
     def _hub_command(self) -> tuple[list[str], dict]:
-        return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")], self.env()
+        s = self._secrets()
+        # The only component that needs them: OAuth with the provider, and auth_state encryption.
+        env = {**self.env(), "OAUTH_CLIENT_SECRET": s["client_secret"], "JUPYTERHUB_CRYPT_KEY": s["crypt_key"]}
+        return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")], env
 
     # --- helpers ------------------------------------------------------------------------------
     def _secrets(self) -> dict[str, str]:
@@ -282,13 +309,23 @@ class LocalPlatform:
         missing = {name: make() for name, make in SECRETS.items() if name not in values}
         if missing:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(".secrets.json.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secrets.json.")  # 0600, a name of its own
             with os.fdopen(fd, "w") as f:
                 json.dump({**values, **missing}, f)
             os.replace(tmp, path)
             values = {**values, **missing}
         return values
+
+    def _private_data_dir(self) -> None:
+        """The data directory, 0700: it holds the hub's database, the secrets, logs, MLflow's store, S3's
+        data and the homes. One made by an older version (0755) is closed; another user's is refused."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = self.data_dir.stat()
+        if st.st_uid != os.geteuid():
+            raise PlatformError(f"the data directory {self.data_dir} belongs to uid {st.st_uid}, not to this user "
+                                f"(uid {os.geteuid()}); choose a directory of your own with --data-dir")
+        if st.st_mode & 0o077:
+            self.data_dir.chmod(0o700)
 
     def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         log = open(self.logs / f"{name}.log", "ab")

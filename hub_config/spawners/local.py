@@ -100,9 +100,11 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
                                             server_name=self.name))
             # An empty value hides every GPU from a CPU profile on a machine that has some.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
-            # The shared local Ray head (Ray Serve deployments) of this local platform.
-            if os.environ.get("MLPLATFORM_RAY_PORT"):
-                env["MLPLATFORM_RAY_PORT"] = os.environ["MLPLATFORM_RAY_PORT"]
+            # The shared local Ray head (Ray Serve deployments) of this local platform: its ports and
+            # its root in the platform's private data directory.
+            for name in ("MLPLATFORM_RAY_PORT", "MLPLATFORM_RAY_DIR"):
+                if os.environ.get(name):
+                    env[name] = os.environ[name]
         return env
 
     def get_state(self):

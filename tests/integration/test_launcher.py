@@ -1,5 +1,8 @@
-"""`mlplatform-local up` as a user runs it: banner with URL and logins, clear errors, Ctrl-C stops everything."""
+"""`mlplatform-local up` as a user runs it: banner with URL and logins, clear errors, Ctrl-C stops everything
+(the local Spark jobs of its users included). While it runs: the data directory is private, and each
+secret is only in the environment of the component that uses it."""
 
+import json
 import os
 import re
 import signal
@@ -9,7 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+
+from mlplatform import localhost
+from mlplatform.spark import LocalSparkBackend, SparkJob
+from mlplatform.spark.spec import APP_ID_VARIABLE
 
 from ..support.hub import PASSWORDS, UserSession
 
@@ -32,6 +40,34 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+# Which component a process belongs to: the first of its own and its ancestors' command lines that names one.
+ROLES = (("jupyterhub-singleuser", "notebook server"), ("configurable-http-proxy", "proxy"),
+         ("sso_provider.mjs", "sso"), ("mlflow", "mlflow"), ("weed", "s3"), ("bin/jupyterhub", "hub"))
+
+
+def role(proc: psutil.Process) -> str | None:
+    for ancestor in (proc, *proc.parents()):
+        command = " ".join(ancestor.cmdline())
+        found = next((name for marker, name in ROLES if marker in command), None)
+        if found:
+            return found
+    return None
+
+
+def secrets_by_role(pids: set[int], secrets: dict[str, str]) -> dict[str, set[str]]:
+    """{component: names of the secrets found in the environment of any of its processes}."""
+    found: dict[str, set[str]] = {}
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            values = proc.environ().values()
+            name = role(proc)
+        except psutil.Error:  # ended meanwhile
+            continue
+        found.setdefault(name, set()).update(s for s, value in secrets.items() if any(value in v for v in values))
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -39,9 +75,15 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path):
+def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_path_factory):
     ports = ["--hub-port", str(BASE), "--sso-port", str(BASE + 80), "--mlflow-port", str(BASE + 500),
              "--s3-port", str(BASE + 300)]
+    tmp_path.chmod(0o755)  # as an older version left its data directory
+    spark_submit = tmp_path_factory.mktemp("spark") / "spark-submit"  # a stand-in: runs until stopped
+    spark_submit.write_text("#!/bin/sh\nsleep 600\n")
+    spark_submit.chmod(0o755)
+    (spark_submit.parent / "etl.py").write_text("")
+    job = None
     proc = subprocess.Popen([*CLI, "--data-dir", str(tmp_path), *ports], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -61,17 +103,42 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path):
         started = descendants(proc.pid)
         assert len(started) >= 6  # provider, MLflow (2), S3 server, hub, proxy, notebook server
 
+        # The data directory (hub database, secrets, logs, MLflow store, S3 data, homes) is the platform's alone.
+        assert tmp_path.stat().st_mode & 0o777 == 0o700
+        # Each secret only where it is used. (The proxy, a child of the hub, inherits the hub's environment.)
+        secrets = json.loads((tmp_path / "secrets.json").read_text())
+        found = {name: names for name, names in secrets_by_role(started, secrets).items() if name != "proxy"}
+        assert found == {"hub": {"client_secret", "crypt_key"}, "sso": {"client_secret"}, "mlflow": set(),
+                         "s3": set(), "notebook server": set()}
+        server = next(p for p in map(psutil.Process, started) if p.environ().get("JUPYTERHUB_USER") == "alice")
+        assert server.environ()["MLPLATFORM_RAY_DIR"] == str(tmp_path / "ray")  # the Ray root, in here
+
+        # A Spark job of alice's (in her home's state folder, as her notebook submits it), in a session of its own ...
+        jobs = LocalSparkBackend(tmp_path / "home" / "alice" / ".mlplatform" / "spark", spark_submit=spark_submit)
+        job = jobs.submit(SparkJob(name="etl", main_file=str(spark_submit.parent / "etl.py")))["app_id"]
+
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        rest, _ = proc.communicate(timeout=90)
         assert proc.returncode == 0
         assert "Stopped every process of the local platform." in rest
         assert [pid for pid in started if alive(pid)] == []
+        # ... is stopped with the platform: it keeps no GPU the hub has handed back.
+        status = jobs.status(job)
+        assert status["state"] == "CANCELLED" and status["message"].endswith("(stopped with the local platform)")
+        assert localhost.tagged(APP_ID_VARIABLE, job) == {}
+        job = None
         for port in (BASE, BASE + 1, BASE + 81, BASE + 80, BASE + 500, *range(BASE + 300, BASE + 308)):
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failure above: the platform still stops everything it started
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if job is not None:
+            jobs.cancel(job)
 
 
 def test_invalid_catalog_starts_nothing(tmp_path):

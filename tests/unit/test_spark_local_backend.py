@@ -9,17 +9,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from mlplatform import localhost
 from mlplatform.spark import LocalSparkBackend, SparkBackendError, SparkJob, SparkJobError, UnknownApplicationError
 from mlplatform.spark.local import tail_lines
+from mlplatform.spark.spec import APP_ID_VARIABLE
 
 
 def stand_in(tmp_path: Path, script: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "spark-submit"
     path.write_text("#!/bin/sh\n" + textwrap.dedent(script))
     path.chmod(0o755)
@@ -170,3 +175,35 @@ def test_ids_are_unique_and_listed_newest_first(tmp_path, main_file):
     assert [a["submitted_at"] for a in listed] == sorted((a["submitted_at"] for a in listed), reverse=True)
     with pytest.raises(UnknownApplicationError, match=r"Recent ones: same-"):
         backend.status("same-00000000")
+
+
+def test_stop_all_stops_every_running_job_of_the_platforms_homes(tmp_path, main_file):
+    """What the local platform runs when it stops: jobs outlive their servers, not the platform."""
+    homes = tmp_path / "home"
+    quiet = stand_in(tmp_path / "quiet", "sleep 600\n")
+    stubborn = stand_in(tmp_path / "stubborn", "trap '' TERM\nsleep 600\n")
+    alice = LocalSparkBackend(homes / "alice" / ".mlplatform" / "spark", spark_submit=quiet)
+    bob = LocalSparkBackend(homes / "bob" / ".mlplatform" / "spark", spark_submit=stubborn)
+    elsewhere = LocalSparkBackend(tmp_path / "other-platform" / "carol", spark_submit=quiet)  # not this platform's
+    done = LocalSparkBackend(alice.state_dir, spark_submit=stand_in(tmp_path / "done", "exit 0\n"))
+    finished = done.submit(SparkJob(name="finished", main_file=str(main_file)))["app_id"]
+    wait_for(done, finished, {"COMPLETED"})
+    running = {alice.submit(SparkJob(name="etl", main_file=str(main_file)))["app_id"]: alice,
+               bob.submit(SparkJob(name="training", main_file=str(main_file)))["app_id"]: bob}
+    spared = elsewhere.submit(SparkJob(name="etl", main_file=str(main_file)))["app_id"]
+    try:
+        result = subprocess.run([sys.executable, "-m", "mlplatform.spark.local_cli", "stop-all", f"--homes={homes}",
+                                 "--grace=0.5"], capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("stopped 2 local Spark job(s): ")
+        assert sorted(result.stdout.strip().split(": ")[1].split(", ")) == sorted(running)
+        for app_id, backend in running.items():
+            status = backend.status(app_id)
+            assert status["state"] == "CANCELLED", status
+            assert status["message"].endswith(" (stopped with the local platform)")
+            assert localhost.tagged(APP_ID_VARIABLE, app_id) == {}  # the stubborn one too: SIGKILL
+        assert done.status(finished)["state"] == "COMPLETED"
+        assert elsewhere.status(spared)["state"] == "SUBMITTED"
+    finally:
+        for app_id, backend in [*running.items(), (spared, elsewhere)]:
+            backend.cancel(app_id)

@@ -12,16 +12,33 @@ application (`<root>/apps/<name>.json`, written under a file lock): a deploy wri
 PUTs every record, a delete removes its record and PUTs the rest. So concurrent kernels never drop
 each other's applications, and after a head restart the next deploy brings every application back.
 
-Files under the root (`MLPLATFORM_RAY_DIR`, default /tmp/mlp-ray-<port>; kept short because
-Ray's and HAProxy's unix sockets live there):
+Files under the root (`MLPLATFORM_RAY_DIR`: the local platform's `<data dir>/ray`; else
+/tmp/mlp-ray-<port>):
     head.json             pid and process group of the running head
     head.log              output of `ray start`
     auth_token            the head's Ray authentication token (mode 0600)
-    session_*/            Ray's own temporary directory (logs of every Ray process)
-    apps/<name>.json      the record of an application
+    apps/<name>.json      the record of an application (its name checked first: a DNS label)
     apps/<name>.secrets   credentials a replica needs (mode 0600; never in the Serve config, which
                           the dashboard shows to anyone on this machine)
+and under the runtime directory (the root when it is at most 25 characters long, else
+/tmp/mlp-ray-<port>: unix socket paths have at most 107 characters (HAProxy's 97), of which Ray
+adds up to 70 below it and Serve's HAProxy 72):
+    ray/                  Ray's own temporary directory: session_*/ (logs of every Ray process, its
+                          sockets). Ray makes it 0777 (for users sharing a machine); the 0700 above
+                          keeps others out
     hap/                  the HAProxy ingress's config and sockets (fast ingress)
+Both directories are this OS user's alone: created 0700 (by the first deploy; reading creates
+nothing), and one that another user owns or that the group or others may open is refused
+(BackendUnavailable), never used or repaired.
+
+Teams: a backend answers for the team of its environment (the server's MLPLATFORM_TEAM): `names`,
+`status` and `delete` see only that team's applications (another team's reads as not found), and a
+deploy never replaces another team's application (names are one namespace: every endpoint is
+`/<name>` on the one head). This keeps users from listing or deleting another team's applications
+by mistake; it is not a wall. On the local platform every notebook server runs as the same OS user,
+so any user's code can read and write these files, use the head's token and set MLPLATFORM_TEAM at
+will; what separates teams there is the hub's identity and credential vending, S3's policies and
+MLflow's permissions. (On Kubernetes each team's applications live in the team's namespace.)
 """
 
 from __future__ import annotations
@@ -42,11 +59,12 @@ from pathlib import Path
 
 import requests
 from mlplatform_core.contract import CREDENTIAL_PROCESS, PlatformEnvironment
+from mlplatform_core.names import DNS_LABEL, MAX_DNS_LABEL
 from mlplatform_core.timestamps import now
 
 from .. import localhost
 from .backend import last_line
-from .errors import BackendUnavailable, DeploymentNotFound, ServingConflict
+from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict
 from .spec import DEPLOYMENT, SECRETS_FILE_VARIABLE, ServingRequest, serve_application, serve_config
 
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
@@ -56,6 +74,8 @@ HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process o
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # What the head keeps of the environment of the kernel that starts it: no user's identity or token.
 HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+# The longest root that can hold Ray's and HAProxy's unix sockets (see the module docstring).
+MAX_RUNTIME_DIR = 25
 
 
 @dataclass(frozen=True)
@@ -88,14 +108,26 @@ class LocalRayConfig:
 
     @property
     def directory(self) -> Path:
+        """The root: the head's and the applications' records."""
         return Path(self.root) if self.root else Path(f"/tmp/mlp-ray-{self.port}")
+
+    @property
+    def runtime_directory(self) -> Path:
+        """Ray's temporary directory (sessions, logs, sockets) and HAProxy's: the root if short enough
+        for their socket paths, else a short one of the port's."""
+        short = Path(f"/tmp/mlp-ray-{self.port}")
+        return self.directory if len(str(self.directory)) <= MAX_RUNTIME_DIR else short
+
+    @property
+    def ray_directory(self) -> Path:
+        """Ray's `--temp-dir`."""
+        return self.runtime_directory / "ray"
 
     @property
     def haproxy_directory(self) -> Path:
         """HAProxy's files; Serve adds a 56-character node id below, and HAProxy's socket paths may
         have at most 97 characters."""
-        inside = self.directory / "hap"
-        return inside if len(str(inside)) <= 29 else Path(f"/tmp/mlp-hap-{self.port}")
+        return self.runtime_directory / "hap"
 
     @property
     def dashboard_port(self) -> int:
@@ -134,6 +166,13 @@ class LocalRayHead:
         self.root = config.directory
         self.http = requests.Session()
 
+    def private(self, *, create: bool = True) -> None:
+        """Check the root and the runtime directory, those that exist: only this user's are used. With
+        `create`, the root is made (0700) if missing; the runtime directory is made when the head starts."""
+        _private_directory(self.root, create)
+        if self.config.runtime_directory != self.root:
+            _private_directory(self.config.runtime_directory, False)
+
     @property
     def token_path(self) -> Path:
         return self.root / "auth_token"
@@ -153,7 +192,9 @@ class LocalRayHead:
 
     def starting(self) -> bool:
         """Another process is starting the head right now."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.private(create=False)
+        if not self.root.exists():
+            return False
         with open(self.root / "start.lock", "a") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -164,6 +205,7 @@ class LocalRayHead:
 
     def ensure(self) -> bool:
         """Start the head unless it runs; True when this call started it."""
+        self.private()
         if self.running():
             return False
         with localhost.locked(self.root / "start.lock"):
@@ -179,6 +221,9 @@ class LocalRayHead:
     def _start(self) -> None:
         c = self.config
         self._check_ports()
+        _private_directory(c.runtime_directory, True)
+        if c.fast_ingress:
+            c.haproxy_directory.mkdir(mode=0o700, exist_ok=True)
         if not self.token_path.exists():
             localhost.write_text(self.token_path, secrets.token_hex(32), mode=0o600)
         log = open(self.root / "head.log", "ab")
@@ -212,7 +257,7 @@ class LocalRayHead:
         cmd = [str(ray)] if ray.exists() else [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
         cmd += ["start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
                 f"--port={p}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={c.dashboard_port}", f"--temp-dir={self.root}", f"--num-cpus={c.cpus}",
+                f"--dashboard-port={c.dashboard_port}", f"--temp-dir={c.ray_directory}", f"--num-cpus={c.cpus}",
                 f"--object-store-memory={c.object_store_bytes}",
                 f"--ray-client-server-port={p + 3}",
                 f"--node-manager-port={p + 4}", f"--object-manager-port={p + 5}", f"--metrics-export-port={p + 6}",
@@ -236,7 +281,6 @@ class LocalRayHead:
                     "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(p + 13)})
         if c.fast_ingress:
             haproxy = c.haproxy_directory
-            haproxy.mkdir(parents=True, exist_ok=True)
             env.update({
                 # HAProxy forwards straight to a server inside each replica: no Python proxy on the path.
                 "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -263,6 +307,7 @@ class LocalRayHead:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the head and every process it started: its process group, then any process still
         carrying its marker variable (identified one by one, never by name)."""
+        self.private(create=False)  # never signal what another user's head.json names
         info = localhost.read_json(self.root / "head.json")
         if info:
             localhost.signal_group(info["pgid"], signal.SIGTERM)
@@ -298,7 +343,8 @@ class LocalRayHead:
 
 @dataclass
 class LocalServing:
-    """deploy / status / delete of Serve applications on the local head."""
+    """deploy / status / delete of Serve applications on the local head, for the team of
+    `environment` (see "Teams" in the module docstring)."""
 
     config: LocalRayConfig = field(default_factory=LocalRayConfig.from_environ)
     environment: PlatformEnvironment = field(default_factory=PlatformEnvironment)
@@ -311,9 +357,12 @@ class LocalServing:
     def deploy(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
                secrets: Mapping[str, str] | None = None, owner: Mapping[str, str] | None = None) -> dict:
         """Record the application, start the head if needed, hand every application to Serve.
-        `secrets` (default: the kernel's tokens) reach the replicas in a 0600 file, never in the config."""
-        self.apps.mkdir(parents=True, exist_ok=True)
-        owner = dict(owner or {})
+        `secrets` (default: the kernel's tokens) reach the replicas in a 0600 file, never in the config.
+        `owner` (default: the environment's user and team) is recorded; its team is the application's."""
+        self.head.private(create=True)
+        if owner is None:
+            owner = {k: v for k, v in (("user", self.environment.user), ("team", self.environment.team)) if v}
+        owner = dict(owner)
         if secrets is None:
             secrets = {k: os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
         with localhost.locked(self.apps / ".lock"):
@@ -321,7 +370,7 @@ class LocalServing:
             surge = self._check(request, previous, owner)
             env = {**env, **self.environment.variables(CREDENTIAL_PROCESS)}
             if secrets:
-                path = self.apps / f"{request.name}.secrets"
+                path = self._secrets_file(request.name)
                 localhost.write_json(path, dict(secrets), mode=0o600)
                 env[SECRETS_FILE_VARIABLE] = str(path)
             app = serve_application(request, model_version=model_version, env=env, surge=surge)
@@ -341,7 +390,7 @@ class LocalServing:
                     localhost.write_json(self._record(request.name), previous)
                 else:
                     self._record(request.name).unlink(missing_ok=True)
-                    (self.apps / f"{request.name}.secrets").unlink(missing_ok=True)
+                    self._secrets_file(request.name).unlink(missing_ok=True)
                 if self.head.running():
                     with contextlib.suppress(Exception):
                         self._apply()
@@ -349,10 +398,7 @@ class LocalServing:
         return self.status(request.name)
 
     def status(self, name: str) -> dict:
-        record = localhost.read_json(self._record(name))
-        if record is None:
-            raise DeploymentNotFound(f"no serving application {name!r} on the local Ray head; "
-                                     f"applications: {', '.join(self.names()) or 'none'}")
+        record = self._own_record(name)
         result = self._describe(record)
         if not self.head.running():
             if self.head.starting():
@@ -371,12 +417,11 @@ class LocalServing:
         return {**result, **_serve_state(app, record)}
 
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
+        self._own_record(name)  # the name and the directories checked before the lock file is made
         with localhost.locked(self.apps / ".lock"):
-            if localhost.read_json(self._record(name)) is None:
-                raise DeploymentNotFound(f"no serving application {name!r} on the local Ray head; "
-                                         f"applications: {', '.join(self.names()) or 'none'}")
+            self._own_record(name)  # still there, still the team's
             self._record(name).unlink()
-            (self.apps / f"{name}.secrets").unlink(missing_ok=True)
+            self._secrets_file(name).unlink(missing_ok=True)
             if self.head.running():
                 self._apply()
         if wait and self.head.running():
@@ -384,14 +429,16 @@ class LocalServing:
         return {"name": name, "backend": "local", "state": "deleted"}
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self.apps.glob("*.json")) if self.apps.exists() else []
+        """The team's applications."""
+        self.head.private(create=False)
+        return sorted(r["name"] for r in self._records() if self._team_of(r) == self.environment.team)
 
     @property
     def root(self) -> Path:
         return self.config.directory
 
     def url(self, name: str) -> str:
-        return f"{self.config.http_url}/{name}"
+        return f"{self.config.http_url}/{_checked_name(name)}"
 
     def shutdown(self) -> None:
         """Stop the head (applications stay recorded: the next deploy brings them back)."""
@@ -399,16 +446,47 @@ class LocalServing:
 
     # --- helpers ---------------------------------------------------------------------------------
     def _record(self, name: str) -> Path:
-        return self.apps / f"{name}.json"
+        return self.apps / f"{_checked_name(name)}.json"
+
+    def _secrets_file(self, name: str) -> Path:
+        return self.apps / f"{_checked_name(name)}.secrets"
+
+    def _records(self) -> list[dict]:
+        """Every team's records (the head serves them all)."""
+        if not self.apps.exists():
+            return []
+        paths = sorted(p for p in self.apps.glob("*.json") if DNS_LABEL.fullmatch(p.stem))
+        return [r for p in paths if (r := localhost.read_json(p))]
+
+    @staticmethod
+    def _team_of(record: dict) -> str:
+        return (record.get("owner") or {}).get("team") or ""
+
+    def _own_record(self, name: str) -> dict:
+        """The record of the team's application `name`; another team's reads as missing."""
+        path = self._record(name)
+        self.head.private(create=False)
+        record = localhost.read_json(path)
+        if record is None or self._team_of(record) != self.environment.team:
+            raise DeploymentNotFound(f"no serving application {name!r} on the local Ray head; "
+                                     f"applications{self._of_team()}: {', '.join(self.names()) or 'none'}")
+        return record
+
+    def _of_team(self) -> str:
+        return f" of team {self.environment.team}" if self.environment.team else ""
 
     def _check(self, request: ServingRequest, previous: dict | None, owner: dict) -> bool:
         """Refuse what cannot run; answers whether a restart may start the new replicas before
         stopping the old ones (the head has room for both)."""
-        if previous and previous.get("owner", {}).get("team") and owner.get("team") and \
-                previous["owner"]["team"] != owner["team"]:
-            raise ServingConflict(f"{request.name!r} is served for team {previous['owner']['team']}; "
-                                  "choose another name")
-        others = [r for n in self.names() if n != request.name and (r := localhost.read_json(self._record(n)))]
+        team = owner.get("team") or ""
+        if previous and self._team_of(previous) != team:
+            holder = f"team {self._team_of(previous)}" if self._team_of(previous) else "no team (outside the platform)"
+            raise ServingConflict(f"{request.name!r} is served for {holder}; choose another name")
+        others = [r for r in self._records() if r["name"] != request.name]
+        # Other teams' applications count, unnamed: their names are theirs.
+        taken = [r["name"] for r in others if self._team_of(r) == team]
+        if len(taken) < len(others):
+            taken.append(f"{len(others) - len(taken)} application(s) of other teams")
         surge = True
         for resource, have, per_replica in (("CPUs", self.config.cpus, lambda r: r["cpus"]),
                                             ("GPUs", self.config.gpus, lambda r: math.ceil(r["gpus"]))):
@@ -417,7 +495,7 @@ class LocalServing:
             if need and used + need > have:
                 raise ServingConflict(
                     f"{request.name!r} needs {need:g} {resource} ({request.most_replicas} replica(s)); the local "
-                    f"Ray head has {have:g}, {used:g} taken by {', '.join(r['name'] for r in others) or 'nothing'}. "
+                    f"Ray head has {have:g}, {used:g} taken by {', '.join(taken) or 'nothing'}. "
                     f"Ask for fewer {resource} per replica or fewer replicas, or delete an application")
             if previous:
                 surge &= used + need + per_replica(previous["request"]) * _most(previous["request"]) <= have
@@ -425,7 +503,7 @@ class LocalServing:
 
     def _apply(self) -> None:
         """PUT every recorded application (the REST API replaces the whole set)."""
-        apps = [r["application"] for n in self.names() if (r := localhost.read_json(self._record(n)))]
+        apps = [r["application"] for r in self._records()]
         body = serve_config(apps, http_host="127.0.0.1", http_port=self.config.http_port)
         r = self.head.session().put(f"{self.config.dashboard_url}/api/serve/applications/", json=body, timeout=60)
         if not r.ok:
@@ -439,7 +517,7 @@ class LocalServing:
             return r.json().get("applications") or {}
         except (requests.RequestException, ValueError) as e:
             raise BackendUnavailable(f"the local Ray head did not tell the applications' states ({url}): {e}; "
-                                     f"its logs: {self.root / 'session_latest' / 'logs'}") from None
+                                     f"its logs: {self.config.ray_directory / 'session_latest' / 'logs'}") from None
 
     def _describe(self, record: dict) -> dict:
         request = record["request"]
@@ -449,6 +527,26 @@ class LocalServing:
                 "predict_url": f"{url}/predict", "submitted_at": record["submitted_at"],
                 "owner": record.get("owner", {}), "request": request,
                 "replicas": {"running": 0, "target": _most(request) if not request["max_replicas"] else None}}
+
+
+def _private_directory(path: Path, create: bool) -> None:
+    """localhost.private_directory for the head's directories (if `path` exists, unless `create`)."""
+    if create or os.path.lexists(path):
+        try:
+            localhost.private_directory(path, create=create)
+        except localhost.UnsafeDirectory as e:
+            raise BackendUnavailable(f"the local Ray head's directory: {e} (MLPLATFORM_RAY_DIR sets the root)"
+                                     ) from None
+
+
+def _checked_name(name: str) -> str:
+    """`name` if it is an application's name (a DNS label, full match), before it becomes a path or
+    a URL: `..%2F..%2Fx` or a trailing newline never reach the file system."""
+    if not (isinstance(name, str) and len(name) <= MAX_DNS_LABEL and DNS_LABEL.fullmatch(name)):
+        message = (f"{name!r} is not a serving application's name; allowed: a DNS label of at most {MAX_DNS_LABEL} "
+                   "lowercase letters, digits and '-', starting with a letter and ending with a letter or digit")
+        raise InvalidServingRequest([("name", message)])
+    return name
 
 
 def _serve_state(app: dict, record: dict) -> dict:

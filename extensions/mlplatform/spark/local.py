@@ -12,7 +12,10 @@ Status is read back from these files, so a restarted kernel, another kernel or t
 all see the same jobs. SUBMITTED becomes RUNNING when the driver log shows the SparkContext started.
 Every process of a job carries MLPLATFORM_SPARK_APP_ID=<app id> in its environment; cancel() signals
 the supervisor's process group and every such process (PySpark's worker daemon leaves the group),
-SIGTERM first, SIGKILL after `cancel_grace` seconds.
+SIGTERM first, SIGKILL after `cancel_grace` seconds. Jobs run in sessions of their own and outlive
+the server that submitted them: cancel_all() stops every job of a state folder at once, which the
+local platform does when it stops (`python -m mlplatform.spark.local_cli stop-all`), so no job keeps
+GPUs the hub has handed back.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ def _reap() -> None:
             del _children[key]
 
 
+def state_dir_of(home: Path) -> Path:
+    """Where a user's jobs are kept by default: `<home>/.mlplatform/spark`."""
+    return home / ".mlplatform" / "spark"
+
+
 def default_spark_submit() -> Path | None:
     """bin/spark-submit of the installed pyspark (found without importing it), or None."""
     spec = importlib.util.find_spec("pyspark")
@@ -113,7 +121,7 @@ class LocalSparkBackend:
     @property
     def state_dir(self) -> Path:
         """The given folder, else ~/.mlplatform/spark of the current HOME."""
-        return self._state_dir or Path.home() / ".mlplatform" / "spark"
+        return self._state_dir or state_dir_of(Path.home())
 
     # -- submit ------------------------------------------------------------------------------------
 
@@ -260,7 +268,8 @@ class LocalSparkBackend:
                 message = "cancelling"
         elif cancelled:
             state, finished_at = CANCELLED, cancelled.get("stopped_at", cancelled["requested_at"])
-            message = f"cancelled at {cancelled['requested_at']}"
+            message = f"cancelled at {cancelled['requested_at']}" + (f" ({cancelled['reason']})"
+                                                                      if cancelled.get("reason") else "")
         elif ended:
             exit_code, finished_at = ended["exit_code"], ended["finished_at"]
             if exit_code == 0:
@@ -293,22 +302,52 @@ class LocalSparkBackend:
 
     # -- cancel ------------------------------------------------------------------------------------
 
-    def _stop(self, app_id: str, app_dir: Path, pgid: int, sig: signal.Signals, tracked: dict[int, float],
-              timeout: float) -> bool:
-        """Send `sig` to the job's process group and to every process of the job; wait up to `timeout`
-        seconds for all of them (those in `tracked`, which this adds to, included) to end."""
-        tracked.update(localhost.tagged(APP_ID_VARIABLE, app_id))
-        localhost.signal_group(pgid, sig)  # the supervisor is alive (or was a moment ago): the group is this job's
-        localhost.send(tracked, sig)
+    def _ended(self, app_dir: Path, tracked: dict[int, float]) -> bool:
+        if (child := _children.get(str(app_dir))) is not None:
+            child.poll()  # reap our own supervisor
+        return not any(localhost.running(pid, start) for pid, start in tracked.items()) \
+            and not self._supervisor_alive(app_dir)
 
-        def ended() -> bool:
-            if (child := _children.get(str(app_dir))) is not None:
-                child.poll()  # reap our own supervisor
-            tracked.update(localhost.tagged(APP_ID_VARIABLE, app_id))
-            live = [pid for pid, start in tracked.items() if localhost.running(pid, start)]
-            return not live and not self._supervisor_alive(app_dir)
+    def _terminate(self, jobs: dict[str, tuple[Path, int]]) -> None:
+        """SIGTERM to every process of `jobs` ({app id: (folder, supervisor's process group)}), SIGKILL to
+        the jobs left after `cancel_grace` seconds; returns once all have ended (SIGKILL: within 10 s)."""
+        tracked: dict[str, dict[int, float]] = {app_id: {} for app_id in jobs}
 
-        return localhost.wait_until(ended, timeout, interval=0.1)
+        def left() -> list[str]:
+            tagged = localhost.tagged_by(APP_ID_VARIABLE)  # one scan of the processes for every job
+            for app_id in jobs:
+                tracked[app_id].update(tagged.get(app_id, {}))
+            return [app_id for app_id in jobs if not self._ended(jobs[app_id][0], tracked[app_id])]
+
+        def send(sig: signal.Signals, app_ids: list[str]) -> None:
+            for app_id in app_ids:
+                # The supervisor is alive (or was a moment ago): the group is this job's.
+                localhost.signal_group(jobs[app_id][1], sig)
+                localhost.send(tracked[app_id], sig)
+
+        send(signal.SIGTERM, left())
+        if not localhost.wait_until(lambda: not left(), self.cancel_grace, interval=0.1):
+            stubborn = left()
+            logger.warning("Spark application(s) %s did not stop within %ss of SIGTERM; sending SIGKILL",
+                           ", ".join(stubborn), self.cancel_grace)
+            send(signal.SIGKILL, stubborn)
+            localhost.wait_until(lambda: not left(), 10, interval=0.1)
+
+    def _cancel(self, app_dirs: dict[str, Path], reason: str | None = None) -> list[str]:
+        """Stop the jobs of `app_dirs` ({app id: folder}), all at once; the ids that were stopped."""
+        requested = {"requested_at": now(), **({"reason": reason} if reason else {})}
+        jobs = {}
+        for app_id, app_dir in app_dirs.items():
+            localhost.write_json(app_dir / "cancel.json", requested)
+            if (app_dir / "exit.json").exists():  # it ended on its own meanwhile
+                (app_dir / "cancel.json").unlink()
+            else:
+                jobs[app_id] = (app_dir, localhost.read_json(app_dir / "app.json")["pid"])
+        self._terminate(jobs)
+        for app_id, (app_dir, _) in jobs.items():
+            _children.pop(str(app_dir), None)
+            localhost.write_json(app_dir / "cancel.json", {**requested, "stopped_at": now()})
+        return list(jobs)
 
     def cancel(self, app_id: str) -> dict[str, Any]:
         """SIGTERM to every process of the job (Spark stops its context, ~1 s), SIGKILL after `cancel_grace`
@@ -318,16 +357,13 @@ class LocalSparkBackend:
         current = self.status(app_id)
         if current["state"] in TERMINAL_STATES:
             return current
-        requested = {"requested_at": now()}
-        localhost.write_json(app_dir / "cancel.json", requested)
-        if (app_dir / "exit.json").exists():  # it ended on its own meanwhile
-            (app_dir / "cancel.json").unlink()
-            return self.status(app_id)
-        pgid, tracked = localhost.read_json(app_dir / "app.json")["pid"], {}
-        if not self._stop(app_id, app_dir, pgid, signal.SIGTERM, tracked, self.cancel_grace):
-            logger.warning("Spark application %s did not stop within %ss of SIGTERM; sending SIGKILL",
-                           app_id, self.cancel_grace)
-            self._stop(app_id, app_dir, pgid, signal.SIGKILL, tracked, 10)
-        _children.pop(str(app_dir), None)
-        localhost.write_json(app_dir / "cancel.json", {**requested, "stopped_at": now()})
+        self._cancel({app_id: app_dir})
         return self.status(app_id)
+
+    def cancel_all(self, reason: str | None = None) -> list[str]:
+        """Cancel every job of the state folder that still runs, all at once (as cancel() does one);
+        `reason` goes into their status message. The ids of the jobs stopped."""
+        _reap()
+        running = {r["app_id"]: self.state_dir / r["app_id"] for r in self._records()
+                   if self._supervisor_alive(self.state_dir / r["app_id"])}
+        return self._cancel(running, reason)

@@ -1,0 +1,85 @@
+"""The local platform's launcher without starting it: which component's environment gets which
+secret, the Ray root handed to notebooks, and the data directory made private before anything starts
+(the running platform: tests/integration/test_launcher.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from hub_config.local.platform import LocalPlatform, PlatformError, Ports
+
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 4450  # only the hub port is bound, briefly
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    ports = Ports(hub=BASE, sso=BASE + 80, mlflow=BASE + 90, s3=BASE + 100)
+    # The catalog reads its ports from the environment, as `mlplatform-local up` sets them.
+    for name, port in (("SSO", ports.sso), ("MLFLOW", ports.mlflow), ("S3", ports.s3)):
+        monkeypatch.setenv(f"MLPLATFORM_{name}_PORT", str(port))
+    for name in ("OAUTH_CLIENT_SECRET", "JUPYTERHUB_CRYPT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    platform = LocalPlatform(data_dir=tmp_path / "data", ports=ports)
+    platform.data_dir.mkdir(mode=0o700)
+    return platform
+
+
+def secrets_in(env: dict[str, str], secrets: dict[str, str]) -> dict[str, list[str]]:
+    """{secret's name: the variables holding it}."""
+    return {name: sorted(k for k, v in env.items() if value in v) for name, value in secrets.items()
+            if any(value in v for v in env.values())}
+
+
+def test_each_secret_goes_only_to_the_component_that_uses_it(local):
+    _, hub = local._hub_command()
+    secrets = json.loads((local.data_dir / "secrets.json").read_text())
+    assert secrets_in(hub, secrets) == {"client_secret": ["OAUTH_CLIENT_SECRET"], "crypt_key": ["JUPYTERHUB_CRYPT_KEY"]}
+    assert secrets_in(local._sso_command()[1], secrets) == {"client_secret": ["SSO_CLIENT_SECRET"]}
+    assert secrets_in(local._mlflow_command()[1], secrets) == {}
+    assert secrets_in(local._s3_command()[1], secrets) == {}  # SeaweedFS reads its keys from 0600 files
+    assert secrets_in(local.env(), secrets) == {}
+
+
+def test_notebooks_get_the_ray_root_in_the_data_directory(local):
+    _, hub = local._hub_command()
+    assert (hub["MLPLATFORM_RAY_DIR"], hub["MLPLATFORM_RAY_PORT"]) == (str(local.data_dir / "ray"), str(BASE + 600))
+
+
+def busy(port: int) -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    return s
+
+
+def test_the_data_directory_is_made_private_before_anything_starts(local):
+    local.data_dir.chmod(0o755)  # as an older version left it
+    with busy(local.ports.hub), pytest.raises(PlatformError, match=f"port {local.ports.hub} \\(hub\\) is already in use"):
+        local.start()
+    assert local.data_dir.stat().st_mode & 0o777 == 0o700
+    assert local.processes == {}
+
+
+def test_a_new_data_directory_is_private(local, tmp_path):
+    fresh = LocalPlatform(data_dir=tmp_path / "new" / "data", ports=local.ports)
+    old = os.umask(0)
+    try:
+        with busy(local.ports.hub), pytest.raises(PlatformError):
+            fresh.start()
+    finally:
+        os.umask(old)
+    assert fresh.data_dir.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a directory another user's needs root")
+def test_another_users_data_directory_is_refused(local):
+    os.chown(local.data_dir, 65534, 65534)
+    with busy(local.ports.hub), pytest.raises(PlatformError) as info:  # (a check after it would stop start())
+        local.start()
+    assert str(info.value) == (f"the data directory {local.data_dir} belongs to uid 65534, not to this user (uid 0); "
+                               "choose a directory of your own with --data-dir")
+    assert local.processes == {} and not (local.data_dir / "logs").exists()
