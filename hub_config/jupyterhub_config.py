@@ -20,6 +20,10 @@ hub_port = int(os.environ.get("MLPLATFORM_HUB_PORT", "18000"))
 hub_url = f"http://127.0.0.1:{hub_port}"
 
 configure_hub(c, catalog)
+# The hub's secrets go into its config and out of its environment, which the proxy (and anything else
+# the hub starts) would inherit.
+c.KeycloakOAuthenticator.client_secret = os.environ.pop("OAUTH_CLIENT_SECRET", "")
+c.CryptKeeper.keys = [key for key in os.environ.pop("JUPYTERHUB_CRYPT_KEY", "").split(";") if key]
 c.KeycloakOAuthenticator.oauth_callback_url = f"{hub_url}/hub/oauth_callback"
 # Access tokens are short-lived (Keycloak's default is 5 minutes): check and refresh them often.
 c.KeycloakOAuthenticator.auth_refresh_age = 60

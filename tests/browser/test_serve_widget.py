@@ -31,7 +31,7 @@ DEPLOY_TIMEOUT = 400_000  # ms: the Ray head starts first, then a replica loads 
 @pytest.fixture
 def ray_head(platform):
     """The platform's Ray head, absent before the test and stopped after it with no process left."""
-    with fresh_ray_head(platform.ports.ray) as head:
+    with fresh_ray_head(platform.ports.ray, root=platform.ray_dir) as head:
         yield head
 
 

@@ -105,11 +105,12 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
 
         # The data directory (hub database, secrets, logs, MLflow store, S3 data, homes) is the platform's alone.
         assert tmp_path.stat().st_mode & 0o777 == 0o700
-        # Each secret only where it is used. (The proxy, a child of the hub, inherits the hub's environment.)
+        # Each secret only where it is used: the hub moves its own into its config, so the proxy it starts
+        # (a child, with a copy of the hub's environment) gets neither.
         secrets = json.loads((tmp_path / "secrets.json").read_text())
-        found = {name: names for name, names in secrets_by_role(started, secrets).items() if name != "proxy"}
-        assert found == {"hub": {"client_secret", "crypt_key"}, "sso": {"client_secret"}, "mlflow": set(),
-                         "s3": set(), "notebook server": set()}
+        assert secrets_by_role(started, secrets) == {"hub": {"client_secret", "crypt_key"}, "sso": {"client_secret"},
+                                                     "mlflow": set(), "s3": set(), "proxy": set(),
+                                                     "notebook server": set()}
         server = next(p for p in map(psutil.Process, started) if p.environ().get("JUPYTERHUB_USER") == "alice")
         assert server.environ()["MLPLATFORM_RAY_DIR"] == str(tmp_path / "ray")  # the Ray root, in here
 

@@ -32,6 +32,7 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
         "MLPLATFORM_BACKEND": "local",
         "MLPLATFORM_CATALOG": str(DEFAULT_CATALOG),
         "MLPLATFORM_RAY_PORT": str(platform.ports.ray),
+        "MLPLATFORM_RAY_DIR": str(platform.ray_dir),
         "MLPLATFORM_PROFILE": "gpu-a100",
         "MLPLATFORM_GPU_TYPE": "a100",
         "MLPLATFORM_GPU_COUNT": "2",

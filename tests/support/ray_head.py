@@ -7,21 +7,23 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead
 
 
 @contextmanager
-def fresh_ray_head(port: int, environ: Mapping[str, str] | None = None,
-                   unset: Iterable[str] = ()) -> Iterator[LocalRayHead]:
+def fresh_ray_head(port: int, environ: Mapping[str, str] | None = None, unset: Iterable[str] = (),
+                   root: Path | None = None) -> Iterator[LocalRayHead]:
     """The head of MLPLATFORM_RAY_PORT `port` (started by the first deploy), with `environ` set and
-    `unset` removed from os.environ meanwhile (the notebook's environment, as the API reads it)."""
+    `unset` removed from os.environ meanwhile (the notebook's environment, as the API reads it).
+    `root`: its MLPLATFORM_RAY_DIR (the local platform's: `platform.ray_dir`), else the default."""
     touched = set(environ or {}) | set(unset)
     saved = {k: os.environ.get(k) for k in touched}
     for k in unset:
         os.environ.pop(k, None)
     os.environ.update(environ or {})
-    head = LocalRayHead(LocalRayConfig(port=port))
+    head = LocalRayHead(LocalRayConfig(port=port, root=root))
     head.stop()  # a head left by an interrupted run
     shutil.rmtree(head.root, ignore_errors=True)
     try:

@@ -23,14 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         config = LocalRayConfig(port=args.port, root=config.root, num_cpus=config.num_cpus,
                                 num_gpus=config.num_gpus, fast_ingress=config.fast_ingress)
     head = LocalRayHead(config)
-    if args.action == "stop":
-        head.stop()
-    elif args.action == "start":
-        try:
+    try:
+        if args.action == "stop":
+            head.stop()
+        elif args.action == "start":
             head.ensure()
-        except BackendUnavailable as e:
-            print(f"mlplatform-ray-head: {e}", file=sys.stderr)
-            return 1
+    except BackendUnavailable as e:  # e.g. a directory another user owns: say so, no traceback
+        print(f"mlplatform-ray-head: {e}", file=sys.stderr)
+        return 1
     running = head.running()
     print(f"Ray head on port {config.port}: {'running' if running else 'stopped'}")
     return 0 if running or args.action == "stop" else 3
