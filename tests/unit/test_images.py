@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config.catalog import DEFAULT_CATALOG, Catalog, load_catalog, parse_catalog
+from mlplatform_core.catalog import Catalog, load_catalog, parse_catalog
+from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.render.images import catalog_images
 
 ROOT = Path(__file__).resolve().parents[2]
