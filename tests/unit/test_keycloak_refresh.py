@@ -100,12 +100,14 @@ async def test_no_refresh_token_means_log_in_again(realm):
         await authenticator(url).fresh_id_token(Login("alice", {"id_token": id_token(-10)}), None)
 
 
-async def test_a_realm_answering_with_a_server_error_is_unreachable(realm):
+@pytest.mark.parametrize("route, status, method, what", [("/token", 503, "fresh_id_token", "tokens"),
+                                                          ("/userinfo", 502, "refreshed_auth_model", "login")])
+async def test_a_realm_answering_with_a_server_error_is_unreachable(realm, route, status, method, what):
     url, answers = realm
-    answers["/token"] = (503, {"error": "starting"})
-    with pytest.raises(RealmUnreachable, match=r"the realm did not answer the refresh of alice's tokens "
-                                               r"\(HTTPClientError 503\)"):
-        await authenticator(url).fresh_id_token(expired_login(), None)
+    answers[route] = (status, {"error": "starting"})
+    with pytest.raises(RealmUnreachable, match=rf"the realm did not answer the refresh of alice's {what} "
+                                               rf"\(HTTPClientError {status}\)"):
+        await getattr(authenticator(url), method)(expired_login(), None)
 
 
 async def test_a_closed_realm_port_is_unreachable():
@@ -139,10 +141,3 @@ async def test_refreshed_auth_model_refused_when_neither_token_is_accepted(realm
     with pytest.raises(RefreshRefused, match=r"^the realm refused the refresh of alice's login$"):
         await authenticator(url).refreshed_auth_model(expired_login(), None)
 
-
-async def test_refreshed_auth_model_unreachable_on_a_server_error(realm):
-    url, answers = realm
-    answers["/userinfo"] = (502, {"error": "bad gateway"})
-    with pytest.raises(RealmUnreachable, match=r"the realm did not answer the refresh of alice's login "
-                                               r"\(HTTPClientError 502\)"):
-        await authenticator(url).refreshed_auth_model(expired_login(), None)
