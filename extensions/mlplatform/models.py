@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
+from .mlflow_health import require_mlflow
 from .registry.facts import all_versions
 
 
 def list_models(client: MlflowClient | None = None) -> list[dict]:
     """Every registered model with its aliases and versions (newest first), as plain JSON."""
     client = client or MlflowClient()
+    require_mlflow(client.tracking_uri)
     models = []
     for model in client.search_registered_models(order_by=["name ASC"]):
         versions = sorted(all_versions(client, model.name), key=lambda v: int(v.version), reverse=True)

@@ -12,6 +12,8 @@ import time
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from hub_config.catalog import DEFAULT_CATALOG
+
 from .rest_fixtures import API
 from .rest_fixtures import server_config_fixture  # noqa: F401  (fixture jp_server_config)
 
@@ -58,6 +60,7 @@ def environment(monkeypatch, tmp_path, mlflow_port: int) -> None:
     monkeypatch.setenv("MLPLATFORM_RAY_DIR", str(tmp_path / "ray"))
     monkeypatch.setenv("MLPLATFORM_RAY_PORT", "29993")
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MLPLATFORM_CATALOG", str(DEFAULT_CATALOG))  # the gates, as on a server the hub started
 
 
 async def answer(jp_fetch, method, route, body) -> tuple[int, dict, float]:

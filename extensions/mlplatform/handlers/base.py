@@ -13,15 +13,13 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import requests
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from ..mlflow_health import MlflowUnavailable
+
 PREFIX = "/mlplatform/api"
 AUTH_RESOURCE = "mlplatform"
-# MLflow's client retries an unreachable server for minutes (7 tries, exponential backoff): a route that
-# needs MLflow asks its health endpoint first, so an outage is a 503 within seconds, not a stalled API.
-MLFLOW_PROBE_SECONDS = 3
 # Far below jupyter_server's 512 MiB: the largest body is a /predict batch (MAX_BATCH_SIZE rows).
 MAX_BODY_BYTES = 8 * 2**20
 
@@ -56,24 +54,13 @@ class MLPlatformHandler(APIHandler):
         """`fn` in a thread (the APIs block on HTTP and subprocesses); its errors become refusals."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
+        except MlflowUnavailable as e:
+            raise Refused(503, str(e)) from e
         except Exception as e:
             refused = self.refusal(e)
             if refused is None:
                 raise
             raise refused from e
-
-    async def require_mlflow(self) -> None:
-        """Refuse (503) at once when the tracking server does not answer."""
-        import mlflow  # imported here: slow, and only these routes need it
-
-        uri = mlflow.get_tracking_uri()
-        if not uri.startswith(("http://", "https://")):
-            return  # a local file or database store: nothing to wait for
-        try:
-            await asyncio.to_thread(requests.get, f"{uri.rstrip('/')}/health", timeout=MLFLOW_PROBE_SECONDS)
-        except requests.RequestException as e:
-            raise Refused(503, f"MLflow at {uri} does not answer ({type(e).__name__}); nothing was changed. "
-                               "Try again when it is back") from None
 
     def reply(self, result: Any, status: int = 200) -> None:
         self.set_status(status)

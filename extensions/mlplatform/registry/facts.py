@@ -13,6 +13,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlplatform_core.timestamps import format_time
 
+from ..mlflow_health import require_mlflow
 from .errors import MlflowError, NotFound, RegistryError
 
 _VERSION = re.compile(r"^[1-9][0-9]*$")
@@ -28,6 +29,7 @@ def registered_model(client: MlflowClient, name: str):
         raise RegistryError(f"model name {name!r} is not allowed: give the name of a registered model")
     if "/" in name or ":" in name:  # MLflow's own rule; asking it would be a 502, not the caller's 400
         raise RegistryError(f"model name {name!r} is not allowed: registered model names cannot contain '/' or ':'")
+    require_mlflow(client.tracking_uri)
     try:
         return client.get_registered_model(name)
     except MlflowException as e:

@@ -26,6 +26,7 @@ from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
 
 from ..environment import read_environment
 from ..localhost import wait_until
+from ..mlflow_health import require_mlflow
 from .backend import SETTLED_STATES, ServingBackend
 from .errors import BackendUnavailable, DeploymentNotFound, PredictionFailed, ServingError
 from .models import resolve
@@ -76,6 +77,7 @@ def deploy(name: str, model_uri: str, *, replicas: int | None = None, min_replic
                               batch_wait_timeout_s=batch_wait_timeout_s, max_ongoing_requests=max_ongoing_requests,
                               task=task, **_team_limits(env))
     chosen = backend()
+    require_mlflow()  # after validation: bad input is a 400 whether MLflow is up or not
     resolved = resolve(request.model_uri)
     app_env = dataclasses.replace(env, mlflow_tracking_uri=resolved.tracking_uri).variables(FORWARDED_TO_SERVING)
     owner = {k: v for k, v in (("user", env.user), ("team", env.team)) if v}
