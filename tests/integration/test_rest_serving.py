@@ -130,8 +130,8 @@ def test_every_problem_of_a_request_is_listed(api, local_ray):
     code, answer = refused(api, "PUT", "serving", "Bad_Name", body={"model_uri": OK_URI, "replicas": 0, "cpus": -1})
     assert code == 400
     assert [p["field"] for p in answer["problems"]] == ["name", "replicas", "cpus"]
-    assert answer["problems"][2]["message"] == "-1 is not positive; allowed: a number of CPUs per replica > 0 " \
-                                               "(e.g. 0.5, 1, 4)"
+    assert answer["problems"][2]["message"] == "-1 is out of range; allowed: a number of CPUs per replica above 0, " \
+                                               "at most 16"
 
 
 def test_gpus_beyond_the_teams_quota_are_refused(api, local_ray, monkeypatch):
