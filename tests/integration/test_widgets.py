@@ -269,10 +269,10 @@ def test_a_refused_deploy_is_a_red_line_and_deploys_nothing(served, platform):
         assert other.wait(60)
         other.model.value = served["name"]
         other.fields["name"].value = "too-big"
-        other.fields["gpus"].value = 64.0
+        other.fields["gpus"].value = 8.0  # the catalog's most per replica; the local head has none
         other.deploy_button.click()
         assert other.wait(120)
-        assert len(other.errors.lines) == 1 and other.errors.lines[0].startswith("'too-big' needs 64 GPUs")
+        assert len(other.errors.lines) == 1 and other.errors.lines[0].startswith("'too-big' needs 8 GPUs")
         assert other.deployed is None and other.state == "" and other.progress.value == 0
         assert "too-big" not in serving.backend().names()
     finally:
