@@ -34,7 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from pathlib import Path
 import requests
 from mlplatform_core.catalog import Catalog, load_catalog
 from mlplatform_core.contract import variable
+from mlplatform_core.files import write_json
 
 from ..catalog import DEFAULT_CATALOG
 from . import seaweedfs
@@ -309,10 +309,7 @@ class LocalPlatform:
         missing = {name: make() for name, make in SECRETS.items() if name not in values}
         if missing:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secrets.json.")  # 0600, a name of its own
-            with os.fdopen(fd, "w") as f:
-                json.dump({**values, **missing}, f)
-            os.replace(tmp, path)
+            write_json(path, {**values, **missing})  # 0600
             values = {**values, **missing}
         return values
 
