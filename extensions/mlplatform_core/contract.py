@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 
 CONTRACT_VERSION = "1"
 
-CONSTANTS = {"AWS_SDK_LOAD_CONFIG": "1"}  # the AWS SDKs read AWS_CONFIG_FILE's profile settings
+# The AWS SDKs read AWS_CONFIG_FILE's profile settings. MLflow's client retries for about four minutes
+# (7 tries, 120 s each) by default: bounded here so a call to a stopped MLflow fails in about 2 s, to a
+# hung one in about 11 s (3 tries of 3 s, backoff 0 then ~2 s), and a Retry-After never stretches that.
+CONSTANTS = {"AWS_SDK_LOAD_CONFIG": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+             "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false"}
 REQUIRED = ("user", "team", "backend")
 
 # What goes on to processes the notebook starts elsewhere. Ray replicas and Spark pods get the
