@@ -37,6 +37,11 @@ def test_contract_for_a_gpu_server():
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_CONFIG_FILE": "/opt/aws_config",
         "AWS_SDK_LOAD_CONFIG": "1",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+        "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
         "MLPLATFORM_CREDENTIALS_URL": "http://127.0.0.1:18081/hub/api/mlplatform/s3-credentials/alice",
     }
 
