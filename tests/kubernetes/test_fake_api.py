@@ -284,6 +284,10 @@ def test_faults_requests_log_and_authentication(core, fake_kube, kubeconfig):
     anonymous = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(
         kubernetes.client.Configuration(host=fake_kube.url)))
     status, body = refused(anonymous.list_namespaced_pod, NS)
+    assert status == 403 and body["message"] == ('pods is forbidden: User "system:anonymous" cannot list resource '
+                                                 f'"pods" in API group "" in the namespace "{NS}"')
+    stranger = kubernetes.client.Configuration(host=fake_kube.url, api_key={"authorization": "Bearer nobody"})
+    status, _ = refused(kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(stranger)).list_namespaced_pod, NS)
     assert status == 401
 
 

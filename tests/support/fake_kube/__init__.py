@@ -4,9 +4,10 @@ Decision: our own small aiohttp server, not PyPI `kmock`. kmock's emulator would
 for nearly every behaviour the tests rely on (uid / resourceVersion / creationTimestamp, watch from a
 resourceVersion, `watch=True`, selectors, PUT, JSON patch, the status subresource, real Status
 reasons such as AlreadyExists, validation, quota), and its object store is locked inside its own
-request handler, where quota admission and a kubelet cannot hook in. This one is ~1,400 lines in
-small modules: resources (what is served), store (state, admission), api (HTTP), validation, quota,
-patching, selectors, kubelet, server (thread, helpers), kubespawner (pointing KubeSpawner at it).
+request handler, where quota admission and a kubelet cannot hook in. This one is ~1,600 lines in
+small modules: resources (what is served), store (state, admission), api (HTTP, authentication),
+rbac (the RBAC authorizer), validation, quota, patching, selectors, kubelet, server (thread, helpers),
+kubespawner (pointing KubeSpawner at it).
 
     with FakeKube(kubelet=True) as fake:
         fake.write_kubeconfig(tmp_path / "kubeconfig")
@@ -14,9 +15,15 @@ patching, selectors, kubelet, server (thread, helpers), kubespawner (pointing Ku
         ...  # clients (kubernetes, kubernetes_asyncio, KubeSpawner) talk to fake.url
         fake.patch_status("rayservices", "x", {...}, namespace="team-vision")  # play the operator
         assert fake.count("list", "pods") == 0
+        token = fake.token_for(service_account="team-vision/mlplatform-notebook")  # RBAC applies to it
 
-Limits (what the real API server does and this does not): no RBAC (one bearer token, all allowed);
-no defaulting beyond pod requests-from-limits, qosClass, a service's clusterIP and the namespace
+Who calls: the admin token (`fake.token`, in every kubeconfig by default) is in `system:masters`, which
+RBAC lets do anything; `fake.token_for(...)` tokens are authorized by the Roles, ClusterRoles and
+bindings created in the fake (rbac.py); no token is `system:anonymous`; an unknown token is 401.
+
+Limits (what the real API server does and this does not): RBAC without aggregated ClusterRoles,
+nonResourceURLs, the escalate/bind check on writing roles, impersonation or default roles (discovery
+is open to any authenticated caller); no defaulting beyond pod requests-from-limits, qosClass, a service's clusterIP and the namespace
 label; field selectors accept any dotted path (the real server allows a few per kind); a watch with a
 label selector does not turn "no longer matches" into DELETED; no pagination (limit/continue),
 server-side apply, protobuf, or BOOKMARKs unless sendInitialEvents; namespaces are deleted at once

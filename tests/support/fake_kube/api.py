@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from . import resources
+from . import rbac, resources
 from .errors import ApiError
+from .rbac import Subject
 from .resources import Resource
 from .store import Store
 
-UNAUTHENTICATED_PATHS = ("/version", "/healthz", "/readyz", "/livez")
 # Objects the DELETE answers with; for the rest the API server answers a Status.
 RETURNS_DELETED_OBJECT = ("pods", "services", "namespaces")
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
@@ -99,6 +99,8 @@ def _error(error: ApiError) -> web.Response:
 class Api:
     def __init__(self, store: Store, token: str | None):
         self.store, self.token = store, token
+        # Bearer token → who: the admin token is in system:masters (RBAC bypassed), as kubeadm's admin.conf.
+        self.tokens: dict[str, Subject] = {token: rbac.ADMIN} if token else {}
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
 
@@ -118,22 +120,34 @@ class Api:
         record.status = response.status
         return response
 
-    async def _dispatch(self, request: web.Request, query: dict, record: Request) -> web.StreamResponse:
-        if request.path not in UNAUTHENTICATED_PATHS and self.token is not None \
-                and request.headers.get("Authorization") != f"Bearer {self.token}":
+    def _authenticate(self, request: web.Request) -> Subject:
+        """No Authorization header: system:anonymous (the API server's --anonymous-auth default);
+        an unknown bearer token: 401."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            return rbac.ANONYMOUS
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or token not in self.tokens:
             raise ApiError(401, "Unauthorized", "Unauthorized")
+        return self.tokens[token]
+
+    async def _dispatch(self, request: web.Request, query: dict, record: Request) -> web.StreamResponse:
         if request.path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         if request.path == "/version":
             return web.json_response({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"})
+        subject = self._authenticate(request)
         target = parse_path(request.path)
         if request.method == "GET" and (request.path.rstrip("/") in ("/api", "/apis") or isinstance(target, tuple)):
+            if subject is rbac.ANONYMOUS:  # system:discovery is bound to system:authenticated only
+                raise rbac.forbidden_path(subject, "get", request.path)
             return web.json_response(_discovery(request.path, target))
         if not isinstance(target, Target):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         record.verb = _verb(request.method, target, query)
         record.resource, record.namespace = target.resource.plural, target.namespace
         record.name, record.subresource = target.name, target.subresource
+        self._authorize(subject, target, record.verb)
         fault = self._inject(record)
         body = None
         if request.method in ("POST", "PUT", "PATCH") or (request.method == "DELETE" and request.can_read_body):
@@ -146,6 +160,15 @@ class Api:
         if fault is not None:
             raise ApiError(fault.code, REASONS.get(fault.code, "InternalError"), fault.message)
         return response
+
+    def _authorize(self, subject: Subject, target: Target, verb: str) -> None:
+        # A namespace's own URL carries its namespace (RequestInfo does the same), so a RoleBinding there counts.
+        namespace = target.name if target.resource.plural == "namespaces" and target.name else target.namespace
+        attributes = rbac.Attributes(subject, verb, target.resource.group, target.resource.plural,
+                                     target.subresource, namespace, target.name)
+        allowed, reason = rbac.authorize(self.store, attributes)
+        if not allowed:
+            raise rbac.forbidden(attributes, reason)
 
     def _inject(self, record: Request) -> Fault | None:
         """Raise the first matching fault; one with `after` is returned, to be raised after the work."""

@@ -37,6 +37,8 @@ RESOURCES = (
     Resource("", "v1", "resourcequotas", "ResourceQuota", subresources=("status",)),
     Resource("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
     Resource("events.k8s.io", "v1", "events", "Event"),
     Resource("ray.io", "v1", "rayservices", "RayService", subresources=("status",), custom=True),
     Resource("sparkoperator.k8s.io", "v1beta2", "sparkapplications", "SparkApplication",

@@ -14,7 +14,8 @@ from aiohttp import web
 from . import resources
 from .api import Api, Fault, Request
 from .errors import ApiError
-from .kubelet import FakeKubelet
+from .kubelet import FakeKubelet, container_env
+from .rbac import Subject
 from .store import Store
 
 
@@ -79,16 +80,32 @@ class FakeKube:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
-        """A kubeconfig for this server, with a bearer token the server checks."""
+    def write_kubeconfig(self, path: str | Path, namespace: str = "default", token: str | None = None) -> Path:
+        """A kubeconfig for this server with a bearer token: the admin's (system:masters), or `token`."""
         path = Path(path)
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": self.token}}],
+            "users": [{"name": "fake", "user": {"token": token or self.token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
         }))
         return path
+
+    # --- who calls: bearer tokens the authorizer (rbac.py) checks -------------------------------------------
+    def token_for(self, user: str | None = None, groups: tuple[str, ...] = (), *,
+                  service_account: str | None = None) -> str:
+        """A new bearer token for a user (`user=`, `groups=`) or a ServiceAccount (`service_account="ns/name"`,
+        with the groups the API server gives one); its requests are authorized by the stored RBAC objects."""
+        if (user is None) == (service_account is None):
+            raise ValueError("token_for: give exactly one of user= or service_account='<namespace>/<name>'")
+        if service_account is not None:
+            namespace, _, name = service_account.partition("/")
+            subject = Subject.service_account(namespace, name)
+        else:
+            subject = Subject.user_named(user, groups)
+        token = f"fake-{secrets.token_hex(8)}"
+        self._call(self.api.tokens.__setitem__, token, subject)
+        return token
 
     def _call(self, fn: Callable, *args, **kwargs):
         async def call():
@@ -133,6 +150,11 @@ class FakeKube:
         """What `read_namespaced_pod_log` answers for the pod (the pod must exist)."""
         self._call(self.store.get, resources.by_name("pods"), namespace, name)
         self._call(self.store.logs.__setitem__, (namespace, name), text)
+
+    def container_env(self, pod: dict, container: str) -> dict[str, str]:
+        """The environment the kubelet starts `container` of `pod` with: `value`s, and `valueFrom` Secret and
+        ConfigMap keys read now (a missing one raises ApiError, as the kubelet's CreateContainerConfigError)."""
+        return self._call(container_env, self.store, pod, container)
 
     def kubelet(self, **options) -> FakeKubelet:
         """Turn the fake kubelet on (options: node, pod_ip, start_delay, max_grace, events)."""

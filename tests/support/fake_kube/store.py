@@ -6,6 +6,7 @@ Lives on the server's event loop thread only; FakeKube hands calls from the test
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime
 import random
@@ -180,6 +181,8 @@ class Store:
                 meta["generation"] = current["metadata"].get("generation", 1) + 1
             if resource.plural == "pods":
                 self._check_pod_update(current, new)
+        if resource.plural == "secrets":
+            _merge_string_data(new)
         if new == current:
             return current  # a no-op write changes no resourceVersion, as on the real server
         if validate and self.validate:
@@ -260,6 +263,8 @@ class Store:
             obj["status"] = {"loadBalancer": {}}
         elif resource.plural == "persistentvolumeclaims":
             obj["status"] = {"phase": "Pending"}
+        elif resource.plural == "secrets":
+            _merge_string_data(obj)
 
     def _admit_pod(self, pod: dict) -> None:
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
@@ -301,6 +306,13 @@ class Store:
             if quota_obj.get("status") != fresh:
                 self._commit(resources.by_name("resourcequotas"), {**copy.deepcopy(quota_obj), "status": fresh},
                              "MODIFIED")
+
+
+def _merge_string_data(secret: dict) -> None:
+    """The API server stores a Secret's write-only `stringData` base64-encoded into `data`."""
+    for key, value in (secret.pop("stringData", None) or {}).items():
+        secret.setdefault("data", {})[key] = base64.b64encode(value.encode()).decode()
+    secret.setdefault("type", "Opaque")
 
 
 def _qos_class(pod: dict) -> str:
