@@ -9,11 +9,19 @@ not enforced.
 
 The GPU pools are a registry of the hub process, one pool per catalog path (the devices a catalog
 file lists are one machine's), shared by every spawner and owned by none. A pool keeps the path, not
-a catalog: it reads the current version of the file on every use (`cached_catalog`).
+a catalog: it reads the current version of the file on every use (`cached_catalog`). Served models'
+reservations (hub_config/gpu_handler.py) are kept in `<data_dir>/gpu-reservations.json`.
+
+Local Spark jobs run in sessions of their own and would outlive the server that submitted them,
+on devices the pool hands to the next server: once a server is gone, and before its GPUs are
+released, the hub stops the jobs it submitted (`python -m mlplatform.spark.local_cli stop-server`,
+a subprocess: the hub does not import the notebook package).
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -22,7 +30,7 @@ from typing import ClassVar
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from mlplatform_core.aws import AWS_CONFIG
 from mlplatform_core.catalog import cached_catalog
-from traitlets import Unicode, default
+from traitlets import Float, Unicode, default
 
 from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
@@ -32,6 +40,7 @@ from .profiles_mixin import CatalogProfilesMixin
 
 class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
     _pools: ClassVar[dict[str, GpuPool]] = {}
+    _jobs_stopped = False  # this server's Spark jobs were stopped since it last started
 
     data_dir = Unicode(
         config=True,
@@ -41,6 +50,17 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
         Defaults to $MLPLATFORM_DATA_DIR, else `.mlplatform` in the hub's working directory.
 
             c.LocalPlatformSpawner.data_dir = "/srv/mlplatform"
+        """,
+    )
+
+    spark_stop_timeout = Float(
+        60,
+        config=True,
+        help="""
+        Seconds the hub waits for a stopped server's local Spark jobs to end (SIGTERM, then SIGKILL
+        after 10 s) before it releases the server's GPUs anyway and logs a warning.
+
+            c.LocalPlatformSpawner.spark_stop_timeout = 120
         """,
     )
 
@@ -61,7 +81,8 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
     def pool(self) -> GpuPool:
         path = self.catalog_file
         if path not in self._pools:
-            self._pools[path] = GpuPool(lambda: cached_catalog(path))
+            self._pools[path] = GpuPool(lambda: cached_catalog(path),
+                                        state_file=Path(self.data_dir, "gpu-reservations.json"))
         return self._pools[path]
 
     @property
@@ -81,6 +102,34 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
 
     def release(self) -> None:
         self.pool.release(self._pool_key)
+
+    async def start(self):
+        self._jobs_stopped = False
+        return await super().start()
+
+    async def stop_workloads(self) -> None:
+        """Stop the local Spark jobs this server submitted (they may use its GPUs); once per server life."""
+        if self._jobs_stopped or importlib.util.find_spec("mlplatform") is None:
+            return  # stopped already, or a hub-only install: no notebook package, no local job
+        self._jobs_stopped = True
+        command = [sys.executable, "-m", "mlplatform.spark.local_cli", "stop-server", f"--home={self.home_dir}",
+                   f"--user={self.user.name}", f"--server={self.name}"]
+        proc = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.spark_stop_timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            self.log.warning("The local Spark jobs of %s did not stop within %s s", self._log_name,
+                             self.spark_stop_timeout)
+            return
+        text = out.decode(errors="replace").strip()
+        if proc.returncode:
+            self.log.warning("Stopping the local Spark jobs of %s failed (%s): %s", self._log_name,
+                             proc.returncode, text[-2000:])
+        else:
+            self.log.info("%s: %s", self._log_name, text)
 
     def apply_selection(self, selection: Selection) -> None:
         self.apply_profile_resources(self.catalog.profiles[selection.profile])

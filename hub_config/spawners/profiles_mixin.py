@@ -7,7 +7,8 @@ spawn form, reads it back into user options, and re-validates user options from 
 REST API alike in JupyterHub's `apply_user_options` hook. It prepares the team's MLflow experiment
 in JupyterHub's pre-spawn step (`run_pre_spawn_hook`, before `start`; a configured
 `c.Spawner.pre_spawn_hook` runs after it), and gives GPUs back when the pre-spawn step or `start`
-fails, and once the server is gone (`poll`, `stop`).
+fails, and once the server is gone (`poll`, `stop`) — after `stop_workloads()`, which stops what the
+server started that outlives it (the local spawner's Spark jobs), so no GPU is handed on while in use.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class CatalogProfilesMixin(LoggingConfigurable):
 
     def apply_selection(self, selection: Selection) -> None:
         raise NotImplementedError
+
+    async def stop_workloads(self) -> None:
+        """Stop what the server started that outlives it (once it is gone, before its GPUs are released)."""
 
     def apply_profile_resources(self, profile) -> None:
         """The profile's CPU and memory guarantees and limits, as JupyterHub's Spawner traits."""
@@ -165,12 +169,16 @@ class CatalogProfilesMixin(LoggingConfigurable):
     async def poll(self):
         status = await super().poll()
         if status is not None:
-            self.release()  # a server that has exited holds no GPUs
+            try:
+                await self.stop_workloads()
+            finally:
+                self.release()  # a server that has exited holds no GPUs
         return status
 
     async def stop(self, now=False):
         try:
             await super().stop(now=now)
+            await self.stop_workloads()
         finally:
             self.release()
 

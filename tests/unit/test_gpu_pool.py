@@ -100,3 +100,41 @@ def test_local_spawners_share_one_pool_that_follows_the_catalog_file(tmp_path):
     assert dana.quota_snapshot().pool_free["t4"] == 2
     dana.reserve(T4)
     assert dana.devices == ("7",)
+
+
+def test_a_served_model_counts_like_a_server_and_a_refused_change_keeps_what_it_holds():
+    pool = GpuPool(lambda: CATALOG)
+    pool.reserve("alice/", Selection("team-vision", "gpu-t4", "t4", 1))
+    served = pool.reserve_gpus("serving:team-vision/iris", "team-vision", "t4", 1)
+    assert served.devices == ("7",)
+    assert pool.snapshot().used == {"team-vision": {"t4": 2}}
+    with pytest.raises(SelectionError, match="only 0 of 2 team-vision T4 free"):
+        pool.reserve("dana/", Selection("team-vision", "gpu-t4", "t4", 1))
+    # Replaced by a model asking for more than the quota: refused, the old reservation stays as it was.
+    with pytest.raises(SelectionError) as e:
+        pool.reserve_gpus("serving:team-vision/iris", "team-vision", "t4", 2)
+    assert e.value.status == 409 and "only 1 of 2 team-vision T4 free" in str(e.value)
+    assert pool.holder_of("serving:team-vision/iris") == served
+    # Adjusted within the quota: the devices it had first.
+    alloc = pool.reserve_gpus("serving:team-vision/iris", "team-vision", "a100", 3)
+    assert alloc.devices == ("0", "1", "2") and pool.snapshot().used == {"team-vision": {"t4": 1, "a100": 3}}
+    pool.release("alice/")
+    assert pool.reserve_gpus("serving:team-vision/iris", "team-vision", "t4", 2).devices == ("6", "7")
+
+
+def test_durable_reservations_survive_a_new_pool_and_server_ones_do_not(tmp_path):
+    state = tmp_path / "gpu-reservations.json"
+    pool = GpuPool(lambda: CATALOG, state_file=state)
+    pool.reserve("alice/", Selection("team-vision", "gpu-a100", "a100", 2))
+    pool.reserve_gpus("serving:team-nlp/chat", "team-nlp", "a100", 1, durable=True)
+    pool.reserve_gpus("serving:team-vision/iris", "team-vision", "t4", 1, durable=True)
+    assert state.stat().st_mode & 0o777 == 0o600
+    pool.release("serving:team-vision/iris")
+
+    restarted = GpuPool(lambda: CATALOG, state_file=state)  # the hub started again
+    assert restarted.holder_of("serving:team-nlp/chat") == Allocation("team-nlp", "a100", ("2",))
+    assert restarted.holder_of("serving:team-vision/iris") is None and restarted.holder_of("alice/") is None
+    with pytest.raises(SelectionError, match="only 0 of 1 team-nlp A100 free"):
+        restarted.reserve("bob/", Selection("team-nlp", "gpu-a100", "a100", 1))
+    restarted.release("serving:team-nlp/chat")
+    assert GpuPool(lambda: CATALOG, state_file=state).snapshot().used == {}

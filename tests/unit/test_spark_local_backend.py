@@ -207,3 +207,41 @@ def test_stop_all_stops_every_running_job_of_the_platforms_homes(tmp_path, main_
     finally:
         for app_id, backend in [*running.items(), (spared, elsewhere)]:
             backend.cancel(app_id)
+
+
+def test_stop_server_stops_only_the_jobs_of_that_users_server(tmp_path, main_file):
+    """What the hub runs when a server stops: its jobs go, those of the user's other servers stay."""
+    home = tmp_path / "home" / "alice"
+    quiet = stand_in(tmp_path / "quiet", "sleep 600\n")
+
+    def backend(server: str | None, user: str = "alice") -> LocalSparkBackend:
+        environ = {**os.environ, "MLPLATFORM_USER": user}
+        environ.pop("JUPYTERHUB_SERVER_NAME", None)
+        if server is not None:
+            environ["JUPYTERHUB_SERVER_NAME"] = server
+        return LocalSparkBackend(home / ".mlplatform" / "spark", spark_submit=quiet, environ=environ)
+
+    default = backend("")
+    jobs = {"default": default.submit(SparkJob(name="etl", main_file=str(main_file)))["app_id"],
+            "outside a server": backend(None).submit(SparkJob(name="etl", main_file=str(main_file)))["app_id"],
+            "gpu server": backend("gpu").submit(SparkJob(name="etl", main_file=str(main_file)))["app_id"],
+            "bob's": backend("", "bob").submit(SparkJob(name="etl", main_file=str(main_file)))["app_id"]}
+    try:
+        result = subprocess.run([sys.executable, "-m", "mlplatform.spark.local_cli", "stop-server", f"--home={home}",
+                                 "--user=alice", "--server=", "--grace=0.5"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        stopped = sorted(result.stdout.strip().split(": ")[1].split(", "))
+        assert stopped == sorted([jobs["default"], jobs["outside a server"]])
+        states = {what: default.status(app_id) for what, app_id in jobs.items()}
+        assert {what: s["state"] for what, s in states.items()} == {
+            "default": "CANCELLED", "outside a server": "CANCELLED", "gpu server": "SUBMITTED", "bob's": "SUBMITTED"}
+        assert states["default"]["message"].endswith(" (stopped with its notebook server)")
+        assert localhost.tagged(APP_ID_VARIABLE, jobs["default"]) == {}
+
+        refused = subprocess.run([sys.executable, "-m", "mlplatform.spark.local_cli", "stop-server", f"--home={home}"],
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert refused.returncode == 2 and "stop-server needs --user and --server" in refused.stderr
+    finally:
+        for app_id in jobs.values():
+            default.cancel(app_id)

@@ -15,7 +15,9 @@ the supervisor's process group and every such process (PySpark's worker daemon l
 SIGTERM first, SIGKILL after `cancel_grace` seconds. Jobs run in sessions of their own and outlive
 the server that submitted them: cancel_all() stops every job of a state folder at once, which the
 local platform does when it stops (`python -m mlplatform.spark.local_cli stop-all`), so no job keeps
-GPUs the hub has handed back.
+GPUs the hub has handed back. A job records the user and the JupyterHub server (JUPYTERHUB_SERVER_NAME,
+"" for the default server) it was submitted from; the hub stops a server's jobs when the server stops
+(`local_cli stop-server`, cancel_all with `user` and `server`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ LOG_HEAD_BYTES = 1 << 20  # where the driver's start-up lines are looked for
 # A Python or Java exception line: "RuntimeError: ...", "py4j.protocol.Py4JJavaError: ...".
 ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)(?::\s.*)?$")
 MAX_TAIL = 10_000
+SERVER_NAME_VARIABLE = "JUPYTERHUB_SERVER_NAME"  # set by JupyterHub: the server a job was submitted from
 
 # Supervisors started by this process, reaped when their application is looked at (no zombies).
 _children: dict[str, subprocess.Popen] = {}
@@ -191,6 +194,7 @@ class LocalSparkBackend:
             _children[str(app_dir)] = proc
             localhost.write_json(app_dir / "app.json", {
                 "app_id": app_id, "name": job.name, "backend": self.name, "user": self.user,
+                "server": env.get(SERVER_NAME_VARIABLE, ""),
                 "submitted_at": now(), "job": {**job.to_dict(), "main_file": str(main_file)},
                 "master": command[2], "ui_enabled": ui_enabled, "ui_port": ui_port, "pid": proc.pid,
                 "working_dir": str(main_file.parent), "command": command,
@@ -360,10 +364,14 @@ class LocalSparkBackend:
         self._cancel({app_id: app_dir})
         return self.status(app_id)
 
-    def cancel_all(self, reason: str | None = None) -> list[str]:
+    def cancel_all(self, reason: str | None = None, *, user: str | None = None,
+                   server: str | None = None) -> list[str]:
         """Cancel every job of the state folder that still runs, all at once (as cancel() does one);
-        `reason` goes into their status message. The ids of the jobs stopped."""
+        with `user` / `server`, only the jobs submitted by that user / from that server (records
+        older than the server field count as the default server's, ""). `reason` goes into their
+        status message. The ids of the jobs stopped."""
         _reap()
         running = {r["app_id"]: self.state_dir / r["app_id"] for r in self._records()
-                   if self._supervisor_alive(self.state_dir / r["app_id"])}
+                   if (user is None or r["user"] == user) and (server is None or r.get("server", "") == server)
+                   and self._supervisor_alive(self.state_dir / r["app_id"])}
         return self._cancel(running, reason)
