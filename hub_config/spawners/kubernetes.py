@@ -16,15 +16,19 @@ clear spawn error (409), not a 500, and holds nothing for the next spawn.
 
 The notebook gets the environment contract; the catalog and the AWS config (`credential_process`,
 no keys) come from the ConfigMap `mlplatform` that `mlplatform render` writes into every team
-namespace, mounted at /etc/mlplatform.
+namespace, mounted at /etc/mlplatform. Its JupyterHub API token is not in the pod spec (anyone in
+the namespace who may read pods would see it): it is in a Secret per server (server_token.py),
+created before the pod, deleted when the server stops or its start fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 
 from kubernetes_asyncio.client.rest import ApiException
+from jupyterhub.utils import exponential_backoff
 from kubespawner import KubeSpawner
 from mlplatform_core.names import (
     AWS_CONFIG_KEY,
@@ -46,6 +50,7 @@ from ..environment import notebook_environment
 from ..profiles import QuotaSnapshot, Selection
 from .kube_quota import ClusterQuota, cluster_quota
 from .profiles_mixin import CatalogProfilesMixin
+from .server_token import env_without_token, token_secret, token_secret_name
 
 
 class QuotaExceeded(web.HTTPError):
@@ -163,7 +168,58 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
                                             aws_config_file=f"{self.config_dir}/{AWS_CONFIG_KEY}",
                                             catalog_path=f"{self.config_dir}/{CATALOG_FILE}",
                                             server_name=self.name))
-        return env
+        return env_without_token(env, self.token_secret_name)
+
+    # --- the server's API token lives in a Secret, not in the pod spec ------------------------------
+    @property
+    def token_secret_name(self) -> str:
+        return token_secret_name(self.pod_name)
+
+    async def _start(self):
+        await self._create_token_secret()
+        try:
+            return await super()._start()
+        except BaseException:
+            await self._delete_token_secret()  # nothing left behind by a start that failed
+            raise
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            await self._delete_token_secret()
+
+    async def _create_token_secret(self) -> None:
+        labels = {k: v for k, v in self.extra_labels.items() if k.startswith(LABEL_PREFIX)}
+        secret = token_secret(self.token_secret_name, self.namespace, self.api_token, labels)
+        await exponential_backoff(partial(self._make_create_token_secret_request, secret),
+                                  f"Could not create Secret {self.namespace}/{self.token_secret_name}",
+                                  timeout=self.k8s_api_request_retry_timeout)
+
+    async def _make_create_token_secret_request(self, secret: dict) -> bool:
+        """For exponential_backoff: True once created. A Secret of an earlier start (409) holds an old
+        token: removed, then created again. Errors are logged without the Secret (it holds the token)."""
+        try:
+            await asyncio.wait_for(self.api.create_namespaced_secret(self.namespace, secret),
+                                   self.k8s_api_request_timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        except ApiException as e:
+            if e.status == 409:
+                await self._ensure_not_exists("secret", self.token_secret_name)
+                return False
+            self.log.error("Creating Secret %s/%s failed: %s %s", self.namespace, self.token_secret_name, e.status,
+                           _status_message(e))
+            raise
+
+    async def _delete_token_secret(self) -> None:
+        try:
+            await exponential_backoff(partial(self._ensure_not_exists, "secret", self.token_secret_name),
+                                      f"Could not delete Secret {self.namespace}/{self.token_secret_name}",
+                                      timeout=self.k8s_api_request_retry_timeout)
+        except Exception as e:  # never hide why the start or stop failed
+            self.log.error("The API token Secret %s/%s is left behind: %s", self.namespace, self.token_secret_name, e)
 
     async def _make_create_pod_request(self, pod, request_timeout):
         """KubeSpawner's, except that a refusal is not logged with the whole pod (its environment holds
@@ -175,9 +231,9 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
         except asyncio.TimeoutError:
             return False  # exponential_backoff tries again
         except ApiException as e:
-            if e.status == 409:  # a pod of an earlier start: remove it, then try again
+            if e.status == 409:  # a pod of an earlier start: remove it (only it), then try again
                 self.log.info("Found existing pod %s/%s, deleting it", self.namespace, name)
-                await self.stop(True)
+                await KubeSpawner.stop(self, True)
                 return False
             if e.status == 403 and "exceeded quota" in (e.body or ""):
                 raise QuotaExceeded(self._quota_message(e)) from None
