@@ -216,7 +216,7 @@ class Api:
         if verb == "deletecollection":
             items, _ = store.list(res, ns, query.get("labelSelector"), query.get("fieldSelector"))
             for item in items:
-                store.delete(res, item["metadata"].get("namespace"), item["metadata"]["name"])
+                store.delete(res, item["metadata"].get("namespace"), item["metadata"]["name"], dry_run=dry_run)
             return web.json_response({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                                       "metadata": {}, "items": items})
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}")
