@@ -3,12 +3,14 @@
 The hub (a real `jupyterhub` process) renders the spawn page from the quota cache, creates the pod
 in the team namespace, and shows the API server's quota refusal on the spawn page. The "kubelet"
 here runs the pod's notebook container as a local process with the pod's own command and
-environment, so the hub sees a server that really answers, as on a cluster. Users log in with
+environment, as the kubelet resolves it (the API token comes from the server's Secret, not the pod
+spec), so the hub sees a server that really answers, as on a cluster. Users log in with
 JupyterHub's DummyAuthenticator: the spawner is under test here, SSO is tested elsewhere.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -107,10 +109,10 @@ class Hub:
     def api(self, method: str, path: str) -> requests.Response:
         return self.http.request(method, f"{self.url}/hub/api{path}", headers={"X-XSRFToken": self.xsrf})
 
-    def run_container(self, pod: dict) -> None:
-        """The kubelet's part: run the notebook container of `pod` here, with its command and environment."""
+    def run_container(self, pod: dict, env: dict[str, str]) -> None:
+        """The kubelet's part: run the notebook container of `pod` here, with its command and `env` (the
+        container's environment as the kubelet resolves it, Secret references included)."""
         container = next(c for c in pod["spec"]["containers"] if c["name"] == "notebook")
-        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         home = self.log.parent / "home"
         home.mkdir(exist_ok=True)
         command = [str(Path(sys.executable).parent / container["args"][0]), *container["args"][1:]]
@@ -166,14 +168,19 @@ def test_quota_refusal_is_shown_on_the_spawn_page_and_a_cpu_server_then_starts(h
         assert message in progress.text
     assert fake_kube.list("pods", VISION) == []
     assert _wait(lambda: not hub.api("GET", "/users/eve").json()["servers"], 20, "the failed server stayed")
+    assert fake_kube.list("secrets", VISION) == []  # nor its token Secret
 
     # The refusal does not stick: a CPU server starts, in the team namespace, and answers.
     started = hub.spawn(f"{VISION}/cpu")
     assert started.status_code in (200, 302), started.text[:500]
     pod = _wait(lambda: fake_kube.get("pods", "jupyter-eve", VISION), 30, f"no pod: {_tail(hub.log)}")
     assert "nvidia.com/gpu" not in str(pod["spec"]["containers"][0].get("resources"))
-    pod_token = next(e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "JUPYTERHUB_API_TOKEN")
-    hub.run_container(pod)
+    # The server's API token is not in the pod spec: the kubelet reads it from the server's Secret.
+    env = fake_kube.container_env(pod, "notebook")
+    pod_token = env["JUPYTERHUB_API_TOKEN"]
+    assert pod_token and pod_token not in json.dumps(pod)
+    assert fake_kube.get("secrets", "jupyter-eve-api-token", VISION) is not None
+    hub.run_container(pod, env)
     _wait(lambda: hub.api("GET", "/users/eve").json()["servers"].get("", {}).get("ready"), 60,
           f"the server did not become ready: {_tail(hub.log)}")
     lab = hub.http.get(f"{hub.url}/user/eve/lab")  # through the proxy and the server's OAuth with the hub
@@ -182,6 +189,7 @@ def test_quota_refusal_is_shown_on_the_spawn_page_and_a_cpu_server_then_starts(h
     # Stop: the hub deletes the pod.
     assert hub.api("DELETE", "/users/eve/server").status_code in (202, 204)
     _wait(lambda: fake_kube.get("pods", "jupyter-eve", VISION) is None, 30, "the pod was not deleted")
+    _wait(lambda: fake_kube.list("secrets", VISION) == [], 10, "the server's token Secret was not deleted")
     for notebook in hub.notebooks:
         os.killpg(notebook.pid, signal.SIGTERM)
         notebook.wait(10)
