@@ -28,3 +28,14 @@ def require_mlflow(tracking_uri: str | None = None) -> None:
     except requests.RequestException as e:
         raise MlflowUnavailable(f"MLflow at {tracking_uri} does not answer ({type(e).__name__}); nothing was "
                                 "changed. Try again when it is back") from None
+
+
+def lost_contact(error: BaseException) -> str | None:
+    """The name of the connection error behind `error` (an MlflowException raised when MLflow stopped
+    answering during a call, after its client's retries), or None for an answer MLflow gave."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, requests.RequestException):
+            return type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None

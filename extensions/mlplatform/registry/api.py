@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlplatform_core.timestamps import now as _now
 
+from ..mlflow_health import MlflowUnavailable, lost_contact
 from . import audit, facts
 from .card import render_card
 from .errors import Conflict, MlflowError, NotFound, PromotionRefused, RegistryError, RollbackRefused
@@ -74,6 +75,8 @@ def promote(name: str, version, *, user: str, catalog=None, promotion=None, clie
     Raises PromotionRefused (carrying `.report`) when a gate fails: then nothing at all has changed,
     not even an audit tag. Conflict when `version` holds the alias already; NotFound for an unknown
     model or version.
+    MlflowUnavailable (503) when MLflow stops answering: its message says what is left (the alias
+    never moves without its audit event; see `_apply`).
     """
     user = _check_user(user)
     policy = resolve_policy(catalog, promotion)
@@ -162,33 +165,70 @@ def _log_card(client: MlflowClient, mv, card: str) -> str | None:
 
 
 def _apply(client: MlflowClient, mv, event: dict, description: str | None = None) -> None:
-    """Description, alias, audit tags — all or nothing: a failure undoes the steps already taken."""
+    """Description, audit tags, then the alias — all or nothing while MLflow answers: a failure undoes
+    the steps taken. Each undo is registered before its step, since a step whose answer was lost may
+    still have been carried out.
+
+    If MLflow stops part-way, the undo cannot reach it either. The alias moves last, so it never holds
+    the new version without the event in the trail: what may be left is the event of an attempt whose
+    alias did not move (MlflowUnavailable says which, see `_stopped`), never an unaudited alias move.
+    """
     name, version, alias, previous = mv.name, mv.version, event["alias"], event["previous_version"]
-    undo = []
+    undo, alias_sent = [], False
     try:
         if description is not None:
-            client.update_model_version(name, version, description=description)
             undo.append(lambda: client.update_model_version(name, version, description=mv.description or ""))
-        client.set_registered_model_alias(name, alias, version)
-        undo.append(lambda: client.set_registered_model_alias(name, alias, previous) if previous
-                    else client.delete_registered_model_alias(name, alias))
+            client.update_model_version(name, version, description=description)
         for key, value in audit.event_tags(event).items():  # the event tag, which history reads, comes last
-            client.set_model_version_tag(name, version, key, value)
             old = mv.tags.get(key)
             undo.append(lambda key=key, old=old: client.set_model_version_tag(name, version, key, old)
                         if old is not None else client.delete_model_version_tag(name, version, key))
-    except BaseException:
-        for step in reversed(undo):
+            client.set_model_version_tag(name, version, key, value)
+        undo.append(lambda: client.set_registered_model_alias(name, alias, previous) if previous
+                    else client.delete_registered_model_alias(name, alias))
+        alias_sent = True
+        client.set_registered_model_alias(name, alias, version)
+    except BaseException as e:
+        undone = True
+        for step in reversed(undo):  # the alias first
             try:
                 step()
-            except Exception:  # keep undoing the rest; the original error is what the caller needs
+            except Exception as undo_error:  # keep undoing the rest; the original error is what the caller needs
+                undone = False
                 log.exception("could not undo a step of %s of %s version %s", event["action"], name, version)
+                if lost_contact(undo_error):
+                    break  # MLflow is gone: every other step would wait for its client's retries to fail too
+        cause = lost_contact(e)
+        if cause is not None:
+            raise _stopped(client, event, cause, undone=undone, alias_sent=alias_sent) from e
         raise
 
 
+def _stopped(client: MlflowClient, event: dict, cause: str, *, undone: bool, alias_sent: bool) -> MlflowUnavailable:
+    """What is left after MLflow stopped answering during `_apply`, told as it is."""
+    name, version, alias = event["model"], event["version"], event["alias"]
+    where = (f"MLflow at {client.tracking_uri} stopped answering ({cause}) during the {event['action']} of "
+             f"{name!r} version {version} to @{alias}")
+    if undone:
+        return MlflowUnavailable(f"{where}; every step was undone (@{alias} did not move, no audit event). Try again")
+    if not alias_sent:
+        return MlflowUnavailable(f"{where}: @{alias} did not move, but the audit trail may hold event "
+                                 f"{event['seq']} of this attempt. Try again when MLflow is back")
+    return MlflowUnavailable(f"{where}: @{alias} may have moved to version {version}; if it did, audit event "
+                             f"{event['seq']} records it. When MLflow is back, check @{alias} (and `history`) "
+                             "and try again if it did not move")
+
+
 def _mlflow_call(call, client: MlflowClient):
-    """Run `call`, turning MLflow's own errors (unreachable server, refused request) into MlflowError."""
+    """Run `call`, turning MLflow's own errors into MlflowError (a refused request, 502) or
+    MlflowUnavailable (it stopped answering, 503)."""
     try:
         return call()
-    except MlflowException as e:
+    except (MlflowException, OSError) as e:  # OSError: requests' own errors, from artifact downloads
+        cause = lost_contact(e)
+        if cause is not None:  # before any write (_apply tells its own state): the probe's 503, told so
+            raise MlflowUnavailable(f"MLflow at {client.tracking_uri} stopped answering ({cause}); no alias was "
+                                    "moved. Try again when it is back") from e
+        if not isinstance(e, MlflowException):
+            raise
         raise MlflowError(f"MLflow at {client.tracking_uri} failed: {e.message}") from e

@@ -13,7 +13,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlplatform_core.timestamps import format_time
 
-from ..mlflow_health import require_mlflow
+from ..mlflow_health import lost_contact, require_mlflow
 from .errors import MlflowError, NotFound, RegistryError
 
 _VERSION = re.compile(r"^[1-9][0-9]*$")
@@ -85,6 +85,8 @@ def signature(client: MlflowClient, name: str, version: str) -> tuple[dict | Non
             with open(path) as f:
                 mlmodel = yaml.safe_load(f) or {}
         except (MlflowException, OSError, yaml.YAMLError) as e:
+            if lost_contact(e):  # MLflow stopped answering: an outage, not a model without a signature
+                raise
             return None, f"the version's MLmodel file could not be read: {getattr(e, 'message', e)}"
     raw = mlmodel.get("signature")
     if not raw:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..mlflow_health import MlflowUnavailable, lost_contact
 from .errors import ModelNotFound
 from .spec import MODEL_URI
 
@@ -23,7 +24,8 @@ class ResolvedModel:
 
 def resolve(model_uri: str, client=None) -> ResolvedModel:
     """The version behind `models:/<name>@<alias>` or `models:/<name>/<version>`; `ModelNotFound`
-    names what exists instead. `client`: an `MlflowClient` (default: MLFLOW_TRACKING_URI's)."""
+    names what exists instead; MlflowUnavailable (503) when MLflow stops answering part-way. `client`:
+    an `MlflowClient` (default: MLFLOW_TRACKING_URI's)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -33,6 +35,19 @@ def resolve(model_uri: str, client=None) -> ResolvedModel:
                             "or 'models:/<name>/<version>'")
     name, alias, version = match["name"], match["alias"], match["version"]
     client = client or MlflowClient()
+    try:
+        return _resolve(client, model_uri, name, alias, version)
+    except MlflowException as e:
+        cause = lost_contact(e)
+        if cause is None:
+            raise
+        raise MlflowUnavailable(f"MLflow at {client.tracking_uri} stopped answering ({cause}) while resolving "
+                                f"{model_uri}; nothing was deployed. Try again when it is back") from e
+
+
+def _resolve(client, model_uri: str, name: str, alias: str | None, version: str | None) -> ResolvedModel:
+    from mlflow.exceptions import MlflowException
+
     try:
         model = client.get_registered_model(name)
     except MlflowException as e:
