@@ -6,10 +6,10 @@ every verb listed, no wildcards, nothing cluster-wide:
 
 - the notebooks' service account manages RayServices and SparkApplications in its own namespace; it
   may get pods/log there (`mlplatform.spark.logs()` reads the Spark driver's log) and list events
-  (serving status shows why Ray pods do not start). It may not read pods themselves: KubeSpawner puts
-  each server's JupyterHub API token in its pod's environment, so `get pods` would hand a user every
-  teammate's token. `pods/log` is a subresource of its own in RBAC and does not include the pod.
-  It cannot create pods, read secrets or touch another namespace.
+  (serving status shows why Ray pods do not start). It needs no pods themselves (`pods/log` is a
+  subresource of its own in RBAC and does not include the pod), and reads no Secrets: each server's
+  JupyterHub API token is in one (spawners/server_token.py). It cannot create pods or touch another
+  namespace. tests/kubernetes/test_rbac_matrix.py checks all of this with the API server's rules.
 - the hub's service account (z2jh's `hub`, in the hub namespace) gets what KubeSpawner uses in a team
   namespace: the rules of z2jh's own hub Role (jupyterhub/templates/hub/rbac.yaml). What it watches
   across namespaces for the quota cache is in cluster.py.
@@ -98,7 +98,7 @@ def notebook_role(team_name: str, team: Team) -> dict[str, Any]:
             "rules": [
                 {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": list(MANAGE)},
                 {"apiGroups": ["sparkoperator.k8s.io"], "resources": ["sparkapplications"], "verbs": list(MANAGE)},
-                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},  # never pods: tokens
+                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},  # not pods: least privilege
                 {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
             ]}
 
