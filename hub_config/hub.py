@@ -7,6 +7,7 @@ from pathlib import Path
 from jupyterhub import orm
 from mlplatform_core.catalog import Catalog
 
+from . import gpu_handler
 from .s3_handler import CUSTOM_SCOPES, SCOPE
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -40,8 +41,9 @@ def configure_hub(c, catalog: Catalog) -> None:
     # The S3 credential broker (served by the authenticator's /hub/api/mlplatform/s3-credentials/<user>).
     c.S3CredentialBroker.catalog_file = catalog.path
     # Merged into what the chart's config set before hub.extraConfig runs.
-    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES}
-    c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()), f"{SCOPE}!user"}
+    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES, **gpu_handler.CUSTOM_SCOPES}
+    c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()), f"{SCOPE}!user",
+                                      f"{gpu_handler.SCOPE}!user"}
     c.Spawner.server_token_scopes = server_token_scopes
 
 
@@ -49,4 +51,4 @@ def server_token_scopes(spawner) -> list[str]:
     """JupyterHub's default for a server's token (the `server` role's scopes), plus its own user's S3 credentials.
 
     `!user` becomes `!user=<the server's user>` when the token is made: a server never reads another user's."""
-    return [*orm.Role.find(spawner.user.db, "server").scopes, f"{SCOPE}!user"]
+    return [*orm.Role.find(spawner.user.db, "server").scopes, f"{SCOPE}!user", f"{gpu_handler.SCOPE}!user"]

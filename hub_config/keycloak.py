@@ -175,9 +175,11 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
         return self.discovery["end_session_endpoint"] + "?" + urlencode(params)
 
     def get_handlers(self, app):
-        from .s3_handler import S3CredentialsHandler  # not at the top: the handler imports this module
+        from .gpu_handler import GpuReservationsHandler  # not at the top: the handlers import this module
+        from .s3_handler import S3CredentialsHandler
 
-        return [*super().get_handlers(app), (r"/api/mlplatform/s3-credentials/([^/]+)", S3CredentialsHandler)]
+        return [*super().get_handlers(app), (r"/api/mlplatform/s3-credentials/([^/]+)", S3CredentialsHandler),
+                (r"/api/mlplatform/gpu-reservations/([^/]+)/([^/]+)", GpuReservationsHandler)]
 
     async def fresh_id_token(self, user, handler, min_validity: float = 60) -> str:
         """The user's ID token, refreshed with the refresh token when it expires within `min_validity` s.

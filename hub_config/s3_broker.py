@@ -96,7 +96,18 @@ class S3CredentialBroker(LoggingConfigurable):
         """,
     )
 
-    sts_timeout_seconds = Int(10, config=True, help="Connect and read timeout of one STS call.")
+    sts_timeout_seconds = Int(
+        5,
+        config=True,
+        help="""
+        Connect and read timeout of one STS call. A call is tried twice, so a hung STS is a 503 after
+        about twice this: keep that well below the notebook credential process's wait for the hub
+        (`mlplatform.aws_credentials.HUB_TIMEOUT_SECONDS`, 30 s), or the user sees a timeout instead of
+        the hub's reason.
+
+            c.S3CredentialBroker.sts_timeout_seconds = 5
+        """,
+    )
 
     session_name_prefix = Unicode("mlplatform-", config=True, help="Prefix of the STS RoleSessionName.")
 
@@ -130,7 +141,7 @@ class S3CredentialBroker(LoggingConfigurable):
         s3 = self.catalog.storage.s3
         # AssumeRoleWithWebIdentity is not signed: the ID token is the proof.
         config = botocore.config.Config(signature_version=botocore.UNSIGNED, connect_timeout=self.sts_timeout_seconds,
-                                        read_timeout=self.sts_timeout_seconds, retries={"max_attempts": 2})
+                                        read_timeout=self.sts_timeout_seconds, retries={"total_max_attempts": 2})
         return boto3.session.Session().client("sts", endpoint_url=s3.sts_endpoint_url, region_name=s3.region,
                                               config=config)
 

@@ -17,6 +17,9 @@ import requests
 from .environment import read_environment
 
 RETRIES = 3  # a hub restarting answers again within seconds
+# How long one ask waits for the hub: longer than the hub's broker takes to give up on a hung STS
+# (hub_config.s3_broker: two tries of `sts_timeout_seconds`), so the user reads the hub's reason.
+HUB_TIMEOUT_SECONDS = 30
 
 
 def fetch(environ=os.environ, retries: int = RETRIES, backoff: float = 1.0) -> dict:
@@ -28,7 +31,7 @@ def fetch(environ=os.environ, retries: int = RETRIES, backoff: float = 1.0) -> d
                            "from the hub, inside a notebook server started by the mlplatform hub")
     for attempt in range(retries):
         try:
-            r = requests.get(url, headers={"Authorization": f"token {token}"}, timeout=30)
+            r = requests.get(url, headers={"Authorization": f"token {token}"}, timeout=HUB_TIMEOUT_SECONDS)
         except requests.RequestException as e:
             problem = f"cannot reach the hub at {url}: {type(e).__name__}"
         else:

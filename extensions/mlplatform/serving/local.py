@@ -39,6 +39,13 @@ by mistake; it is not a wall. On the local platform every notebook server runs a
 so any user's code can read and write these files, use the head's token and set MLPLATFORM_TEAM at
 will; what separates teams there is the hub's identity and credential vending, S3's policies and
 MLflow's permissions. (On Kubernetes each team's applications live in the team's namespace.)
+
+GPUs: the hub owns the machine's GPU pool. An application with GPU replicas (ceil(gpus) × the most
+replicas) is reserved in it through the hub (gpu_reservations.py: the team's quota and the pool,
+checked by the hub) before its record is written; its replicas get the reserved devices as
+CUDA_VISIBLE_DEVICES (shared by its replicas; Ray is told not to choose its own); the reservation is
+adjusted when the application is replaced, put back as it was when a deploy fails, and released
+before the record is deleted.
 """
 
 from __future__ import annotations
@@ -64,7 +71,8 @@ from mlplatform_core.timestamps import now
 
 from .. import localhost
 from .backend import last_line
-from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict
+from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
+from .gpu_reservations import HubGpuReservations
 from .spec import DEPLOYMENT, SECRETS_FILE_VARIABLE, ServingRequest, serve_application, serve_config
 
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
@@ -349,9 +357,14 @@ class LocalServing:
     config: LocalRayConfig = field(default_factory=LocalRayConfig.from_environ)
     environment: PlatformEnvironment = field(default_factory=PlatformEnvironment)
 
+    # The hub's GPU pool (reservations for GPU replicas); default: the hub of this server's environment.
+    hub: HubGpuReservations | None = None
+
     def __post_init__(self):
         self.head = LocalRayHead(self.config)
         self.apps = self.config.directory / "apps"
+        if self.hub is None:
+            self.hub = HubGpuReservations.from_environ(os.environ, self.environment.user)
 
     # --- the interface of every backend ----------------------------------------------------------
     def deploy(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
@@ -368,7 +381,8 @@ class LocalServing:
         with localhost.locked(self.apps / ".lock"):
             previous = localhost.read_json(self._record(request.name))
             surge = self._check(request, previous, owner)
-            env = {**env, **self.environment.variables(CREDENTIAL_PROCESS)}
+            reservation = self._reserve_gpus(request, previous)  # the hub's pool: before anything is written
+            env = {**env, **self.environment.variables(CREDENTIAL_PROCESS), **_visible_devices(reservation)}
             if secrets:
                 path = self._secrets_file(request.name)
                 localhost.write_json(path, dict(secrets), mode=0o600)
@@ -376,7 +390,8 @@ class LocalServing:
             app = serve_application(request, model_version=model_version, env=env, surge=surge)
             record = {"name": request.name, "request": request.to_dict(), "model_version": str(model_version),
                       "previous_version": previous["model_version"] if previous else None,
-                      "application": app, "owner": owner, "phase": "submitted", "submitted_at": now()}
+                      "application": app, "owner": owner, "phase": "submitted", "submitted_at": now(),
+                      **({"gpu_reservation": reservation} if reservation else {})}
             localhost.write_json(self._record(request.name), record)
         try:
             self.head.ensure()
@@ -385,6 +400,7 @@ class LocalServing:
                 record.update(phase="applied", applied_at=time.time())
                 localhost.write_json(self._record(request.name), record)
         except BaseException:
+            self._restore_gpus(request.name, reservation, previous)
             with localhost.locked(self.apps / ".lock"):  # nothing half-done: the previous state comes back
                 if previous:
                     localhost.write_json(self._record(request.name), previous)
@@ -419,7 +435,8 @@ class LocalServing:
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
         self._own_record(name)  # the name and the directories checked before the lock file is made
         with localhost.locked(self.apps / ".lock"):
-            self._own_record(name)  # still there, still the team's
+            if self._own_record(name).get("gpu_reservation"):  # still there, still the team's
+                self._hub().release(name)  # first: a refused release deletes nothing
             self._record(name).unlink()
             self._secrets_file(name).unlink(missing_ok=True)
             if self.head.running():
@@ -501,6 +518,40 @@ class LocalServing:
                 surge &= used + need + per_replica(previous["request"]) * _most(previous["request"]) <= have
         return surge
 
+    def _hub(self) -> HubGpuReservations:
+        if self.hub is None:
+            raise BackendUnavailable("GPU replicas on the local platform are reserved in the hub's GPU pool, and "
+                                     "this process has no hub (JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN are set in "
+                                     "a server the hub started): deploy or delete from a notebook server, or use "
+                                     "gpus=0")
+        return self.hub
+
+    def _reserve_gpus(self, request: ServingRequest, previous: dict | None) -> dict | None:
+        """The hub's reservation of the application's GPUs, adjusting what the previous version held (given
+        back when the new one has none); None without GPUs, or outside the platform (no team, no quota).
+        Raises what the hub refuses (409 with the numbers)."""
+        count = math.ceil(request.gpus) * request.most_replicas
+        held = (previous or {}).get("gpu_reservation")
+        if not count:
+            if held:
+                self._hub().release(request.name)
+            return None
+        if not self.environment.team:
+            return None
+        answer = self._hub().reserve(request.name, count, self.environment.gpu_type or (held or {}).get("gpu_type"))
+        return {"gpu_type": answer["gpu_type"], "devices": answer["devices"]}
+
+    def _restore_gpus(self, name: str, reservation: dict | None, previous: dict | None) -> None:
+        """After a failed deploy: what the previous version held (or nothing), as far as the hub still allows."""
+        held = (previous or {}).get("gpu_reservation")
+        if self.hub is None or not (reservation or held):
+            return
+        with contextlib.suppress(ServingError):  # the deploy's own error is the one to tell
+            if held:
+                self.hub.reserve(name, len(held["devices"]), held["gpu_type"])
+            else:
+                self.hub.release(name)
+
     def _apply(self) -> None:
         """PUT every recorded application (the REST API replaces the whole set)."""
         apps = [r["application"] for r in self._records()]
@@ -527,6 +578,14 @@ class LocalServing:
                 "predict_url": f"{url}/predict", "submitted_at": record["submitted_at"],
                 "owner": record.get("owner", {}), "request": request,
                 "replicas": {"running": 0, "target": _most(request) if not request["max_replicas"] else None}}
+
+
+def _visible_devices(reservation: dict | None) -> dict[str, str]:
+    """The reserved devices for the replicas' environment. Ray would set CUDA_VISIBLE_DEVICES from its own
+    pick of the head's GPUs, which knows nothing of the hub's pool: told not to, the replicas keep these."""
+    if not reservation:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(reservation["devices"]), "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
 
 
 def _private_directory(path: Path, create: bool) -> None:
