@@ -47,6 +47,7 @@ class Fault:
     name: str | None = None
     subresource: str | None = None
     after: bool = False  # do the work, then answer the error (the write happened; the client cannot tell)
+    delay: float = 0.0  # seconds to wait before answering (with `after`: a write done, its answer late)
 
 
 @dataclass
@@ -158,6 +159,7 @@ class Api:
                 raise ApiError.bad_request("the request body is not valid JSON") from None
         response = await self._serve(request, target, record.verb, query, body)
         if fault is not None:
+            await asyncio.sleep(fault.delay)
             raise ApiError(fault.code, REASONS.get(fault.code, "InternalError"), fault.message)
         return response
 

@@ -165,10 +165,12 @@ class FakeKube:
 
     # --- faults and the request log ----------------------------------------------------------------------
     def fail(self, verb: str, kind: str, code: int = 500, message: str = "injected failure", times: int = 1,
-             name: str | None = None, subresource: str | None = None, after: bool = False) -> Fault:
+             name: str | None = None, subresource: str | None = None, after: bool = False,
+             delay: float = 0.0) -> Fault:
         """Answer the next `times` matching requests with an error Status instead of serving them;
-        with `after`, serve them and then answer the error (a write that happened, seen as failed)."""
-        fault = Fault(verb, resources.by_name(kind).plural, code, message, times, name, subresource, after)
+        with `after`, serve them and then answer the error (a write that happened, seen as failed),
+        `delay` seconds later (past the client's timeout: a write that happened, its answer never seen)."""
+        fault = Fault(verb, resources.by_name(kind).plural, code, message, times, name, subresource, after, delay)
         self._call(self.api.faults.append, fault)
         return fault
 
