@@ -167,7 +167,7 @@ def test_a_body_over_the_limit_is_413(hub, platform):
 
 def serving_of(env, root, **config) -> LocalServing:
     """The local serving backend as alice's server builds it: her environment, her hub."""
-    return LocalServing(LocalRayConfig(port=RAY_PORT, root=root, num_cpus=4, num_gpus=8, **config),
+    return LocalServing(LocalRayConfig(port=RAY_PORT, root=root, num_cpus=4, num_gpus=2, **config),
                         environment=PlatformEnvironment.from_environ(env),
                         hub=HubGpuReservations.from_environ(env, env["MLPLATFORM_USER"]))
 
