@@ -30,7 +30,7 @@ from tornado import web
 
 from .keycloak import RealmUnreachable, RefreshRefused
 from .profiles import SelectionError
-from .s3_handler import broker
+from .server_handler import broker
 
 SCOPE = "custom:mlplatform:gpu-reservations"
 CUSTOM_SCOPES = {SCOPE: {"description": "Reserve GPUs of the local pool for a user's served models, "

@@ -8,7 +8,11 @@ from jupyterhub import orm
 from mlplatform_core.catalog import Catalog
 
 from . import gpu_handler
+from .mlflow_access import handlers as mlflow_access
 from .s3_handler import CUSTOM_SCOPES, SCOPE
+
+# Custom scopes of the hub's endpoints for servers: each user holds them for themselves, a server's token for its user.
+SERVER_SCOPES = (SCOPE, mlflow_access.SCOPE, gpu_handler.SCOPE)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -20,10 +24,11 @@ def configure_hub(c, catalog: Catalog) -> None:
     team group are refused at login with a page that says which groups are allowed; holders of the
     admin realm role are admins and always allowed.
 
-    Credential vending has its own scope (`custom:mlplatform:s3-credentials`): every user holds it for
-    themselves (added to the `user` role through `extra_user_scopes`; a `user` role redefined in
-    `load_roles` must list `custom:mlplatform:s3-credentials!user` itself), and a server's token
-    carries it for its own user. JupyterHub's `admin` role does not include it.
+    Credential vending has its own scopes (`custom:mlplatform:s3-credentials`,
+    `custom:mlplatform:mlflow-token`): every user holds them for themselves (added to the `user` role
+    through `extra_user_scopes`; a `user` role redefined in `load_roles` must list them with `!user`
+    itself), and a server's token carries them for its own user. JupyterHub's `admin` role does not
+    include them.
     """
     sso = catalog.sso
     groups = catalog.team_groups
@@ -41,14 +46,15 @@ def configure_hub(c, catalog: Catalog) -> None:
     # The S3 credential broker (served by the authenticator's /hub/api/mlplatform/s3-credentials/<user>).
     c.S3CredentialBroker.catalog_file = catalog.path
     # Merged into what the chart's config set before hub.extraConfig runs.
-    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES, **gpu_handler.CUSTOM_SCOPES}
-    c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()), f"{SCOPE}!user",
-                                      f"{gpu_handler.SCOPE}!user"}
+    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES,
+                                  **mlflow_access.CUSTOM_SCOPES, **gpu_handler.CUSTOM_SCOPES}
+    c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()),
+                                      *(f"{scope}!user" for scope in SERVER_SCOPES)}
     c.Spawner.server_token_scopes = server_token_scopes
 
 
 def server_token_scopes(spawner) -> list[str]:
-    """JupyterHub's default for a server's token (the `server` role's scopes), plus its own user's S3 credentials.
+    """JupyterHub's default for a server's token (the `server` role's scopes), plus its own user's credentials.
 
     `!user` becomes `!user=<the server's user>` when the token is made: a server never reads another user's."""
-    return [*orm.Role.find(spawner.user.db, "server").scopes, f"{SCOPE}!user", f"{gpu_handler.SCOPE}!user"]
+    return [*orm.Role.find(spawner.user.db, "server").scopes, *(f"{scope}!user" for scope in SERVER_SCOPES)]

@@ -25,6 +25,8 @@ configure_hub(c, catalog)
 c.KeycloakOAuthenticator.client_secret = os.environ.pop("OAUTH_CLIENT_SECRET", "")
 c.CryptKeeper.keys = [key for key in os.environ.pop("JUPYTERHUB_CRYPT_KEY", "").split(";") if key]
 c.KeycloakOAuthenticator.oauth_callback_url = f"{hub_url}/hub/oauth_callback"
+# The key the hub signs MLflow tokens with (a path: the key stays in its 0600 file).
+c.MlflowAccess.signing_key_file = os.environ.get("MLPLATFORM_MLFLOW_SIGNING_KEY", "")
 # Access tokens are short-lived (Keycloak's default is 5 minutes): check and refresh them often.
 c.KeycloakOAuthenticator.auth_refresh_age = 60
 

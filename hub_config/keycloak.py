@@ -175,10 +175,14 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
         return self.discovery["end_session_endpoint"] + "?" + urlencode(params)
 
     def get_handlers(self, app):
-        from .gpu_handler import GpuReservationsHandler  # not at the top: the handlers import this module
+        # Not at the top: the handlers import this module.
+        from .mlflow_access.handlers import MlflowLoginHandler, MlflowTokenHandler
+        from .gpu_handler import GpuReservationsHandler
         from .s3_handler import S3CredentialsHandler
 
         return [*super().get_handlers(app), (r"/api/mlplatform/s3-credentials/([^/]+)", S3CredentialsHandler),
+                (r"/api/mlplatform/mlflow-token/([^/]+)", MlflowTokenHandler),
+                (r"/mlplatform/mlflow-login", MlflowLoginHandler),
                 (r"/api/mlplatform/gpu-reservations/([^/]+)/([^/]+)", GpuReservationsHandler)]
 
     async def fresh_id_token(self, user, handler, min_validity: float = 60) -> str:

@@ -10,6 +10,7 @@ import pytest
 from hub_config.local.platform import LocalPlatform, Ports
 
 from .support.hub import HubClient
+from .support.mlflow_access import platform_token
 
 # jp_fetch and a real jupyter server with the extension, for the REST API tests.
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -31,6 +32,9 @@ def platform(tmp_path_factory):
     os.environ.update(MLPLATFORM_SSO_PORT=str(local.ports.sso), MLPLATFORM_MLFLOW_PORT=str(local.ports.mlflow),
                       MLPLATFORM_S3_PORT=str(local.ports.s3))
     local.start()
+    # The test process is the platform identity to MLflow (see support/mlflow_access.py); the
+    # platform's own processes were started without it.
+    os.environ["MLFLOW_TRACKING_TOKEN"] = platform_token(local)
     try:
         yield local
     finally:

@@ -101,6 +101,9 @@ class Team(_Model):
     namespace: Slug
     gpu_quota: GpuQuota = GpuQuota()
     quota: TeamQuota = TeamQuota()
+    # What members of other teams may do with this team's MLflow experiments and models; unset:
+    # `mlflow.access.other_teams`.
+    mlflow_other_teams: Literal["read", "none"] | None = None
 
 
 class ProfileGpu(_Model):
@@ -148,12 +151,32 @@ class Storage(_Model):
     s3: S3Storage
 
 
+class MlflowAccess(_Model):
+    """MLflow's own access control (its auth app with one workspace per team), fed by tokens the hub signs.
+
+    `hub-tokens`: the tracking server runs `--app-name basic-auth --enable-workspaces` with the
+    platform's authorization function; a notebook gets short-lived tokens from the hub (its team's
+    members' rights, read on other teams per `other_teams`). `none`: an MLflow without authentication
+    (anyone who reaches it may change anything): for a server the platform does not run."""
+
+    mode: Literal["hub-tokens", "none"] = "hub-tokens"
+    other_teams: Literal["read", "none"] = "read"
+    token_lifetime_seconds: int = Field(900, ge=60, le=3600)
+    # The auth app's own store (users, roles, permissions) in a cluster (`mlplatform render`'s auth.ini).
+    auth_database_uri: str = "sqlite:////var/lib/mlflow/auth.db"
+
+
 class Mlflow(_Model):
     tracking_uri: str
     # Artifact root of each team's default experiment (MLFLOW_EXPERIMENT_NAME = the team), for example
     # "s3://platform/teams/{team}/mlflow": notebooks then write artifacts straight to the team's prefix
     # with their own short-lived credentials. Unset: the tracking server's default artifact root.
     team_artifact_root: str | None = None
+    access: MlflowAccess = MlflowAccess()
+
+    def other_teams(self, team: Team) -> str:
+        """`read` or `none`: what other teams may do with `team`'s experiments and models."""
+        return team.mlflow_other_teams or self.access.other_teams
 
 
 class MetricGate(_Model):

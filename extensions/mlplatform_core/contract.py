@@ -32,11 +32,14 @@ REQUIRED = ("user", "team", "backend")
 # What goes on to processes the notebook starts elsewhere. Ray replicas and Spark pods get the
 # identity and endpoints, never the path of files only the notebook has (catalog, AWS config) nor
 # the credentials URL (it needs the server's own token).
-FORWARDED_TO_SERVING = ("version", "user", "team", "namespace", "backend", "mlflow_tracking_uri", "s3_endpoint",
-                        "s3_region", "s3_bucket", "s3_team_prefix")
+FORWARDED_TO_SERVING = ("version", "user", "team", "namespace", "backend", "mlflow_tracking_uri",
+                        "mlflow_workspace", "s3_endpoint", "s3_region", "s3_bucket", "s3_team_prefix")
 FORWARDED_TO_SPARK = FORWARDED_TO_SERVING + ("mlflow_experiment", "s3_prefix")
-# On one machine, processes the notebook starts may use its credential process too.
-CREDENTIAL_PROCESS = ("aws_config_file", "credentials_url")
+# On one machine, processes the notebook starts may ask the hub for credentials too (with the
+# server's token, which they get apart from these): S3 through the AWS credential process, MLflow
+# through the mlplatform auth plugin.
+HUB_CREDENTIALS = ("aws_config_file", "credentials_url", "mlflow_tracking_auth", "mlflow_token_url")
+MLFLOW_AUTH_PLUGIN = "mlplatform"  # MLFLOW_TRACKING_AUTH: the notebook package's request auth provider
 
 
 def variable(field: str) -> str:
@@ -69,6 +72,11 @@ class PlatformEnvironment:
     gpu_count: int = _variables("MLPLATFORM_GPU_COUNT", default=0)
     mlflow_tracking_uri: str = _variables("MLFLOW_TRACKING_URI")
     mlflow_experiment: str = _variables("MLFLOW_EXPERIMENT_NAME")  # the team's; the hub creates it before the start
+    # With MLflow's access control (catalog `mlflow.access.mode: hub-tokens`): the team's workspace, and
+    # short-lived MLflow tokens from the hub, asked with the server's token by MLflow's auth plugin.
+    mlflow_workspace: str = _variables("MLFLOW_WORKSPACE")
+    mlflow_tracking_auth: str = _variables("MLFLOW_TRACKING_AUTH")
+    mlflow_token_url: str = _variables("MLPLATFORM_MLFLOW_TOKEN_URL")
     s3_endpoint: str = _variables("MLPLATFORM_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
     s3_region: str = _variables("AWS_REGION", "AWS_DEFAULT_REGION")
     s3_bucket: str = _variables("MLPLATFORM_S3_BUCKET")
@@ -88,12 +96,17 @@ class PlatformEnvironment:
         s3 = catalog.storage.s3
         user_prefix, team_prefix = s3.prefixes(user, team)
         query = f"?server={server_name}" if server_name else ""
+        hub_api = f"{hub_api_url.rstrip('/')}/mlplatform"
+        mlflow_access = {}
+        if catalog.mlflow.access.mode == "hub-tokens":
+            mlflow_access = dict(mlflow_workspace=team, mlflow_tracking_auth=MLFLOW_AUTH_PLUGIN,
+                                 mlflow_token_url=f"{hub_api}/mlflow-token/{user}{query}")
         return cls(user=user, team=team, namespace=catalog.teams[team].namespace, backend=catalog.platform.backend,
                    catalog_path=catalog_path or catalog.path, profile=profile, gpu_type=gpu_type or None,
                    gpu_count=gpu_count, mlflow_tracking_uri=catalog.mlflow.tracking_uri, mlflow_experiment=team,
                    s3_endpoint=s3.endpoint_url, s3_region=s3.region, s3_bucket=s3.bucket, s3_prefix=user_prefix,
                    s3_team_prefix=team_prefix, aws_config_file=aws_config_file,
-                   credentials_url=f"{hub_api_url.rstrip('/')}/mlplatform/s3-credentials/{user}{query}")
+                   credentials_url=f"{hub_api}/s3-credentials/{user}{query}", **mlflow_access)
 
     def to_environ(self) -> dict[str, str]:
         """Every variable of the contract (unset ones empty)."""

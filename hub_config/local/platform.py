@@ -10,16 +10,17 @@ Data directory layout (mode 0700: only the platform's OS user may enter it):
     secrets.json        client secret, auth_state key, S3 admin keys, STS signing key (0600), made on first start
     logs/<name>.log     each component's output
     sso/                the provider's signing keys (kept across restarts)
-    mlflow/             MLflow's SQLite store and artifacts
+    mlflow/             MLflow's SQLite stores (tracking, auth), artifacts, auth.ini, keys/ (see mlflow.py)
     s3/                 SeaweedFS's iam.json and s3.json (0600, rewritten at each start) and data/
     home/<user>/        notebook users' homes (local Spark jobs in home/<user>/.mlplatform/spark)
     ray/                the local Ray head's records (MLPLATFORM_RAY_DIR of every notebook; its sockets
                         are in /tmp/mlp-ray-<port> when this path is too long for them)
     jupyterhub.sqlite   the hub's database
 
-Each secret goes only to the component that uses it: the hub gets the OIDC client secret and the
-auth_state key, the provider the client secret; MLflow and SeaweedFS get none (SeaweedFS reads its
-keys from its 0600 config files).
+Each secret goes only to the component that uses it: the hub gets the OIDC client secret, the
+auth_state key and the path of its MLflow signing key, the provider the client secret; MLflow gets
+its auth app's random admin password and Flask secret; SeaweedFS reads its keys from its 0600
+config files.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ from mlplatform_core.contract import variable
 from mlplatform_core.files import write_json
 
 from ..catalog import DEFAULT_CATALOG
-from . import seaweedfs
+from . import mlflow, seaweedfs
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 REALM_FILE = HERE / "realm.json"
 BIN = Path(sys.executable).parent
+# Who the caller is to MLflow stays with the caller: no component acts with it.
+CALLERS_MLFLOW_IDENTITY = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                           variable("mlflow_tracking_auth"), variable("mlflow_workspace"))
 
 
 class PlatformError(RuntimeError):
@@ -237,7 +241,7 @@ class LocalPlatform:
     def env(self) -> dict[str, str]:
         """The environment every component gets: ports and paths, no secret (see `_hub_command`)."""
         return {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in CALLERS_MLFLOW_IDENTITY},
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "MLPLATFORM_DATA_DIR": str(self.data_dir),
             "MLPLATFORM_HUB_PORT": str(self.ports.hub),
@@ -268,12 +272,17 @@ class LocalPlatform:
         return ["node", str(HERE / "sso_provider.mjs")], env
 
     def _mlflow_command(self) -> tuple[list[str], dict]:
-        store = self.data_dir / "mlflow"
-        (store / "artifacts").mkdir(parents=True, exist_ok=True)
-        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.ports.mlflow),
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-               "--artifacts-destination", str(store / "artifacts")]
-        return cmd, {**self.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        cmd, env = mlflow.command(self.load_catalog(), self.mlflow_store, mlflow=BIN / "mlflow", port=self.ports.mlflow,
+                                  hub_url=self.hub_url)
+        return cmd, {**self.env(), **env}
+
+    @property
+    def mlflow_store(self) -> Path:
+        return self.data_dir / "mlflow"
+
+    def mlflow_signing_key(self) -> Path:
+        """The key the hub signs MLflow tokens with (tests mint the platform identity's tokens with it)."""
+        return mlflow.signing_key(self.mlflow_store)
 
     def load_catalog(self) -> Catalog:
         """The platform's catalog, with the ports of this platform."""
@@ -298,7 +307,8 @@ class LocalPlatform:
     def _hub_command(self) -> tuple[list[str], dict]:
         s = self._secrets()
         # The only component that needs them: OAuth with the provider, and auth_state encryption.
-        env = {**self.env(), "OAUTH_CLIENT_SECRET": s["client_secret"], "JUPYTERHUB_CRYPT_KEY": s["crypt_key"]}
+        env = {**self.env(), "OAUTH_CLIENT_SECRET": s["client_secret"], "JUPYTERHUB_CRYPT_KEY": s["crypt_key"],
+               "MLPLATFORM_MLFLOW_SIGNING_KEY": str(self.mlflow_signing_key())}
         return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")], env
 
     # --- helpers ------------------------------------------------------------------------------

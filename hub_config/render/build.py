@@ -15,6 +15,7 @@ from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
 from .common import catalog_document
 from .jupyterhub import jupyterhub_values
+from .mlflow import mlflow_auth_config_map
 from .operators import kuberay_operator_values, spark_operator_values
 from .prepull import prepull_daemonsets
 from .teams import team_objects
@@ -42,6 +43,8 @@ HEADERS = {
     "cluster": ["What the hub may read across namespaces: ResourceQuotas and pods, list and watch only.", _EDIT,
                 "kubectl apply -f cluster/"],
     "prepull": ["Image pre-pull DaemonSet of one node pool.", _EDIT, "kubectl apply -f prepull/"],
+    "mlflow": ["MLflow's auth app settings (auth.ini): MLflow checks the hub's tokens (hub_config/render/mlflow.py).",
+               _EDIT, "kubectl apply -f mlflow/ (into MLflow's namespace), then mount it at /etc/mlflow-auth"],
     "teams": ["A team's namespace (Pod Security: baseline enforced), quota, catalog, RBAC and NetworkPolicies.",
               _EDIT, "kubectl apply -f teams/"],
 }
@@ -61,6 +64,8 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
         "helm-values/spark-operator.yaml": ("teams", [spark_operator_values(catalog)]),
     }
     docs["cluster/hub-rbac.yaml"] = ("kubernetes.hub_namespace", cluster_objects(catalog))
+    if catalog.mlflow.access.mode == "hub-tokens":
+        docs["mlflow/auth-config.yaml"] = ("mlflow.access", [mlflow_auth_config_map(catalog)])
     for pool, daemonset in prepull_daemonsets(catalog).items():
         source = f"gpu_types.{pool.removeprefix('gpu-')}" if pool.startswith("gpu-") else "profiles"
         docs[f"prepull/{pool}.yaml"] = (source, [daemonset])

@@ -21,7 +21,9 @@ from mlplatform_core.quantities import parse_cpu, parse_memory
 from .common import CATALOG_PATH, HUB_API_PORT, HUB_SERVICE, catalog_document
 from .images import split_image
 
-HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, crypt-key (README, "Deploy on Kubernetes")
+HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, crypt-key, mlflow-signing-key (README, "Deploy on Kubernetes")
+# The hub's MLflow signing key (PEM), from HUB_SECRET, mounted read-only for the hub's user only.
+MLFLOW_SIGNING_KEY = "/etc/mlplatform/mlflow/signing.pem"
 SPAWNER = "mlplatform-kubernetes"  # entry point of hub_config.spawners.kubernetes:CatalogKubeSpawner
 TLS_SECRET = "mlplatform-hub-tls"
 EXTRA_CONFIG = f"""\
@@ -86,6 +88,8 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
                     # Keycloak access tokens live minutes: check and refresh them often.
                     "auth_refresh_age": 60,
                 },
+                **({"MlflowAccess": {"signing_key_file": MLFLOW_SIGNING_KEY}}
+                   if catalog.mlflow.access.mode == "hub-tokens" else {}),
             },
             "extraEnv": {
                 variable("catalog_path"): CATALOG_PATH,
@@ -94,6 +98,7 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
             },
             "extraFiles": {"mlplatform-catalog": {"mountPath": CATALOG_PATH, "stringData": catalog_document(catalog)}},
             "extraConfig": {"mlplatform": EXTRA_CONFIG},
+            **_mlflow_signing_key(catalog),
             # Lets labelled user pods in the (labelled) team namespaces reach the hub API.
             "networkPolicy": {"interNamespaceAccessLabels": "accept"},
         },
@@ -102,4 +107,17 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
         "singleuser": singleuser,
         # prepull/ holds the pre-pull DaemonSets, one per node pool, for every profile's image.
         "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
+    }
+
+
+def _mlflow_signing_key(catalog: Catalog) -> dict[str, Any]:
+    """The Secret's key `mlflow-signing-key` as a file: the hub signs MLflow tokens with it."""
+    if catalog.mlflow.access.mode != "hub-tokens":
+        return {}
+    directory, _, filename = MLFLOW_SIGNING_KEY.rpartition("/")
+    return {
+        "extraVolumes": [{"name": "mlflow-signing-key", "secret": {
+            "secretName": HUB_SECRET, "defaultMode": 0o440,  # the hub user reads it through fsGroup
+            "items": [{"key": "mlflow-signing-key", "path": filename}]}}],
+        "extraVolumeMounts": [{"name": "mlflow-signing-key", "mountPath": directory, "readOnly": True}],
     }

@@ -24,7 +24,8 @@ from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..catalog import configured_catalog_path
-from ..mlflow_experiments import ExperimentError, ensure_team_experiment
+from ..mlflow_access.handlers import MlflowAccess
+from ..mlflow_access.provisioning import ProvisioningError
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
 
 _templates = Environment(loader=PackageLoader("hub_config", "templates"), autoescape=select_autoescape(["html"]))
@@ -160,11 +161,13 @@ class CatalogProfilesMixin(LoggingConfigurable):
             raise
 
     async def _ensure_team_experiment(self) -> None:
+        """The team's MLflow workspace, roles and experiment (mlflow_access/provisioning.py)."""
         # Without MLflow the notebook is still useful: say so in the log, do not refuse the server.
+        provisioner = MlflowAccess.of(self.config).provisioner
         try:
-            await asyncio.to_thread(ensure_team_experiment, self.catalog, self.selection.team)
-        except ExperimentError as e:
-            self.log.warning("No MLflow experiment for team %s: %s", self.selection.team, e)
+            await asyncio.to_thread(provisioner.ensure_team, self.catalog, self.selection.team)
+        except ProvisioningError as e:
+            self.log.warning("No MLflow workspace or experiment for team %s: %s", self.selection.team, e)
 
     async def poll(self):
         status = await super().poll()

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from playwright.async_api import expect
 
+from ..support.mlflow_access import workspace
 from .lab import SPAWN_TIMEOUT, run_in_new_notebook, sso_login
 
 pytestmark = pytest.mark.browser
@@ -64,7 +65,8 @@ async def test_alice_spawns_gpu_server_and_logs_to_mlflow(page, shot, platform, 
     assert tracking_uri == platform.mlflow_url
 
     # The metric is in the real tracking server, not just printed.
-    run = MlflowClient(platform.mlflow_url).get_run(run_id)
+    with workspace("team-vision"):
+        run = MlflowClient(platform.mlflow_url).get_run(run_id)
     assert run.data.metrics == {"accuracy": 0.93}
 
     # The hub reports the same server; stopping it frees the team's quota for the other tests.

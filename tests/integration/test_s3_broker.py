@@ -22,6 +22,7 @@ from hub_config.s3_broker import CredentialsUnavailable, S3CredentialBroker
 
 from ..support.authz import authorization_matrix
 from ..support.hub import RealmUsers
+from ..support.mlflow_access import admin_api
 
 READ_WRITE = """
 import boto3, sys
@@ -172,7 +173,7 @@ def test_membership_is_rechecked_and_refresh_failures_are_told_apart(hub, platfo
         authz.check("alice's server (team-vision) after she moved to team-nlp", "GET s3-credentials/alice",
                     got["alice"], allowed=False, status=403)
         assert got["alice"].json()["message"] == (
-            "alice is no longer a member of team team-vision: S3 credentials for its prefix are issued to team "
+            "alice is no longer a member of team team-vision: S3 credentials for it are issued to team "
             "members only. Ask a platform administrator to add alice back, or start a server for another team")
         authz.check("dana's server after the realm disabled her", "GET s3-credentials/dana", got["dana"],
                     allowed=False, status=401)
@@ -303,16 +304,16 @@ def test_notebook_runs_land_in_the_team_experiment_with_artifacts_under_the_team
     out = subprocess.run([sys.executable, "-c", LOG_RUN], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     run_id, experiment_id, artifact_uri = out.stdout.split()[-3:]
-    assert artifact_uri == f"s3://platform/teams/team-vision/mlflow/{run_id}/artifacts"
-    experiment = requests.get(f"{platform.mlflow_url}/api/2.0/mlflow/experiments/get",
-                              params={"experiment_id": experiment_id}).json()["experiment"]
-    assert (experiment["name"], experiment["artifact_location"]) == ("team-vision",
-                                                                     "s3://platform/teams/team-vision/mlflow")
+    root = f"s3://platform/teams/team-vision/mlflow/{experiment_id}"  # the team workspace's root, then the experiment
+    assert artifact_uri == f"{root}/{run_id}/artifacts"
+    experiment = admin_api(platform, "team-vision").get(f"{platform.mlflow_url}/api/2.0/mlflow/experiments/get",
+                                                        params={"experiment_id": experiment_id}).json()["experiment"]
+    assert (experiment["name"], experiment["artifact_location"]) == ("team-vision", root)
     # Written by the notebook with its own credentials, read back here with the S3 server's admin keys.
     keys = json.loads((platform.data_dir / "secrets.json").read_text())
     admin = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
                          aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"])
-    key = f"teams/team-vision/mlflow/{run_id}/artifacts/notes/card.md"
+    key = f"teams/team-vision/mlflow/{experiment_id}/{run_id}/artifacts/notes/card.md"
     assert admin.get_object(Bucket="platform", Key=key)["Body"].read() == b"trained on the team's data"
 
 

@@ -1,16 +1,18 @@
 """Spawning through the real hub: GPU profiles, the environment contract, quota refusals, races."""
 
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
 import yaml
+from traitlets.config import Config
 from mlplatform_core.aws import AWS_CONFIG
 
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.spawners.local import LocalPlatformSpawner
 
 from ..support.hub_user import Group, User
+from ..support.mlflow_access import admin_api
 from ..support.processes import server_process
 
 
@@ -103,8 +105,10 @@ def test_two_users_racing_for_the_last_gpu(hub):
     assert server_process(winner.name)[1]["CUDA_VISIBLE_DEVICES"] == "0"
 
 
-def experiment(mlflow_url: str, name: str) -> dict | None:
-    found = requests.get(f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name})
+def experiment(platform, name: str) -> dict | None:
+    """The team experiment `name`, in the team's workspace, as the platform identity sees it."""
+    found = admin_api(platform, name).get(f"{platform.mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+                                          params={"experiment_name": name})
     if found.status_code == 404:
         return None
     found.raise_for_status()
@@ -119,14 +123,19 @@ async def test_the_team_experiment_exists_before_the_configured_pre_spawn_hook_a
     data["profiles"]["cpu"]["teams"].append(team)
     catalog = tmp_path / "platform.yaml"
     catalog.write_text(yaml.safe_dump(data))
-    assert experiment(platform.mlflow_url, team) is None
+    assert experiment(platform, team) is None
 
     seen = []
 
     async def hook(spawner):  # a deployment's c.Spawner.pre_spawn_hook (it may be a coroutine)
-        seen.append(experiment(platform.mlflow_url, team))
+        seen.append(experiment(platform, team))
 
-    alice = LocalPlatformSpawner(user=User("alice", [Group(team)]), catalog_file=str(catalog), pre_spawn_hook=hook)
+    # The hub's config: the key it signs the platform identity's MLflow tokens with.
+    config = Config({"MlflowAccess": {"signing_key_file": str(platform.mlflow_signing_key())}})
+    alice = LocalPlatformSpawner(user=User("alice", [Group(team)]), catalog_file=str(catalog), pre_spawn_hook=hook,
+                                 config=config)
     await alice._run_apply_user_options({"team": team, "profile": "cpu"})
     await alice.run_pre_spawn_hook()  # JupyterHub's User.spawn calls it after the options, before start()
-    assert seen == [{"name": team, "artifact_location": f"s3://platform/teams/{team}/mlflow"}]
+    # In the team's workspace, whose artifact root is the team's prefix (MLflow adds the experiment's id).
+    assert len(seen) == 1 and seen[0]["name"] == team
+    assert re.fullmatch(rf"s3://platform/teams/{team}/mlflow/\d+", seen[0]["artifact_location"])

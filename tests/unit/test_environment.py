@@ -27,6 +27,10 @@ def test_contract_for_a_gpu_server():
         "MLPLATFORM_GPU_COUNT": "2",
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:18500",
         "MLFLOW_EXPERIMENT_NAME": "team-vision",
+        # MLflow's access control: the team's workspace, tokens from the hub through MLflow's auth plugin.
+        "MLFLOW_WORKSPACE": "team-vision",
+        "MLFLOW_TRACKING_AUTH": "mlplatform",
+        "MLPLATFORM_MLFLOW_TOKEN_URL": "http://127.0.0.1:18081/hub/api/mlplatform/mlflow-token/alice",
         "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:19300",
         "MLPLATFORM_S3_ENDPOINT": "http://127.0.0.1:19300",
         "MLPLATFORM_S3_BUCKET": "platform",

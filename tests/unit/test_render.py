@@ -31,6 +31,7 @@ def test_jupyterhub_values():
                                "hub_connect_url": "http://hub.jupyterhub.svc:8081"},
                 "KeycloakOAuthenticator": {"oauth_callback_url": "https://jupyter.example.org/hub/oauth_callback",
                                            "auth_refresh_age": 60},
+                "MlflowAccess": {"signing_key_file": "/etc/mlplatform/mlflow/signing.pem"},
             },
             "extraEnv": {
                 "MLPLATFORM_CATALOG": "/etc/mlplatform/platform.yaml",
@@ -39,6 +40,8 @@ def test_jupyterhub_values():
             },
             "extraFiles": {"mlplatform-catalog": {"mountPath": "/etc/mlplatform/platform.yaml"}},
             "extraConfig": {"mlplatform": EXTRA_CONFIG},
+            # The MLflow signing key (tests/unit/test_render_mlflow.py).
+            "extraVolumes": values["hub"]["extraVolumes"], "extraVolumeMounts": values["hub"]["extraVolumeMounts"],
             "networkPolicy": {"interNamespaceAccessLabels": "accept"},
         },
         "proxy": {"service": {"type": "ClusterIP"}},
@@ -190,7 +193,7 @@ def test_cli_writes_every_file_and_says_so(tmp_path, capsys):
     out, err = capsys.readouterr()
     expected = sorted(documents(CATALOG))
     assert expected == ["cluster/hub-rbac.yaml", "helm-values/jupyterhub.yaml", "helm-values/kuberay-operator.yaml",
-                        "helm-values/spark-operator.yaml", "prepull/cpu.yaml", "prepull/gpu-a100.yaml",
+                        "helm-values/spark-operator.yaml", "mlflow/auth-config.yaml", "prepull/cpu.yaml", "prepull/gpu-a100.yaml",
                         "prepull/gpu-t4.yaml", "teams/team-nlp.yaml", "teams/team-vision.yaml"]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == expected
     assert sorted(out.splitlines()) == sorted(f"wrote {tmp_path / rel}" for rel in expected)

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from mlplatform_core.contract import CREDENTIAL_PROCESS, PlatformEnvironment
+from mlplatform_core.contract import HUB_CREDENTIALS, PlatformEnvironment
 from mlplatform_core.names import DNS_LABEL, MAX_DNS_LABEL
 from mlplatform_core.timestamps import now
 
@@ -76,9 +76,9 @@ from .gpu_reservations import HubGpuReservations
 from .spec import DEPLOYMENT, SECRETS_FILE_VARIABLE, ServingRequest, serve_application, serve_config
 
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
-# On this machine a replica reaches MLflow's S3 artifacts with the kernel's credential process (the
-# hub brokers the credentials): the contract's CREDENTIAL_PROCESS variables go into the application's
-# env, the kernel's tokens into the 0600 secrets file.
+# On this machine a replica reaches MLflow and its S3 artifacts with the kernel's credentials, brokered
+# by the hub: the contract's HUB_CREDENTIALS variables go into the application's env, the kernel's
+# tokens into the 0600 secrets file.
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # What the head keeps of the environment of the kernel that starts it: no user's identity or token.
 HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
@@ -382,7 +382,7 @@ class LocalServing:
             previous = localhost.read_json(self._record(request.name))
             surge = self._check(request, previous, owner)
             reservation = self._reserve_gpus(request, previous)  # the hub's pool: before anything is written
-            env = {**env, **self.environment.variables(CREDENTIAL_PROCESS), **_visible_devices(reservation)}
+            env = {**env, **self.environment.variables(HUB_CREDENTIALS), **_visible_devices(reservation)}
             if secrets:
                 path = self._secrets_file(request.name)
                 localhost.write_json(path, dict(secrets), mode=0o600)

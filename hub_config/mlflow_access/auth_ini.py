@@ -1,0 +1,32 @@
+"""The settings file of MLflow's auth app (MLFLOW_AUTH_CONFIG_PATH) with the platform's authorization function.
+
+Written by the local platform at each start and by `mlplatform render` (mlflow/auth.ini) for a
+tracking server in a cluster. Nobody logs in with a password: server.py authenticates every request
+with the hub's tokens, and the admin (the platform identity) acts with platform tokens only.
+"""
+
+from __future__ import annotations
+
+from .tokens import PLATFORM_IDENTITY
+
+TEMPLATE = """\
+[mlflow]
+# Nothing without a grant: teams get their rights through the roles the hub provisions.
+default_permission = NO_PERMISSIONS
+database_uri = {database_uri}
+admin_username = {admin}
+authorization_function = hub_config.mlflow_access.server:authenticate
+grant_default_workspace_access = false
+
+[mlplatform]
+# The hub's public key: MLflow verifies the tokens the hub signs with it.
+public_key_file = {public_key_file}
+# Where a browser without a token is sent to log in (the hub's MLflow login page).
+ui_login_url = {hub_url}/hub/mlplatform/mlflow-login
+cookie_secure = {cookie_secure}
+"""
+
+
+def auth_ini(*, database_uri: str, public_key_file: str, hub_url: str) -> str:
+    return TEMPLATE.format(database_uri=database_uri, admin=PLATFORM_IDENTITY, public_key_file=public_key_file,
+                           hub_url=hub_url.rstrip("/"), cookie_secure=str(hub_url.startswith("https:")).lower())

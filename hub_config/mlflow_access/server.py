@@ -1,0 +1,172 @@
+"""The authorization function of MLflow's auth app: who is calling, from a token the hub signed.
+
+Runs inside the MLflow tracking server (`mlflow server --app-name basic-auth --enable-workspaces`),
+configured by the auth app's ini file (MLFLOW_AUTH_CONFIG_PATH):
+
+    [mlflow]
+    authorization_function = hub_config.mlflow_access.server:authenticate
+    admin_username = mlplatform-platform
+    default_permission = NO_PERMISSIONS
+    grant_default_workspace_access = false
+    [mlplatform]
+    public_key_file = /path/to/mlflow-signing.pub.pem
+    ui_login_url = https://hub.example.org/hub/mlplatform/mlflow-login   # optional: the MLflow UI's login
+
+On every request MLflow protects it
+1. takes `Authorization: Bearer <token>` (or, for the UI, the `mlplatform-mlflow` cookie) and verifies
+   it: RS256 with the hub's public key only, issuer, audience and expiry required;
+2. creates the MLflow user on first sight (with a random password nobody knows: no password login);
+3. makes the user's managed role assignments equal the token's `roles` (a token older than one already
+   applied changes nothing), so team membership comes from the hub, at most one token lifetime stale;
+4. refuses per-user grants and revokes to anyone but MLflow's admins: permissions come from the
+   catalog (a resource's creator gets MANAGE, which would let them grant another team EDIT);
+5. answers a werkzeug `Authorization` with the username; MLflow's own permission checks follow.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import secrets
+import threading
+import time
+from functools import cache
+from urllib.parse import quote
+
+import jwt
+from flask import Response, redirect, request
+from werkzeug.datastructures import Authorization
+
+from .tokens import ALGORITHM, AUDIENCE, ISSUER, MANAGED_ROLES
+
+log = logging.getLogger(__name__)
+
+COOKIE = "mlplatform-mlflow"
+LOGIN_PATH = "/mlplatform-login"
+PLATFORM_ONLY = ("/mlflow/users/permissions/grant", "/mlflow/users/permissions/revoke")
+
+_lock = threading.Lock()
+_known_users: set[str] = set()
+_applied_at: dict[str, float] = {}  # user → `iat` of the newest token whose roles were applied
+
+
+@cache
+def settings() -> dict:
+    parser = configparser.ConfigParser()
+    parser.read(os.environ["MLFLOW_AUTH_CONFIG_PATH"])
+    section = parser["mlplatform"]
+    with open(section["public_key_file"]) as f:
+        public_key = f.read()
+    return {"public_key": public_key, "admin": parser["mlflow"]["admin_username"],
+            "ui_login_url": section.get("ui_login_url", ""),
+            "cookie_secure": section.getboolean("cookie_secure", False)}
+
+
+def verify(token: str) -> dict:
+    """The claims of a valid token; raises jwt.InvalidTokenError."""
+    s = settings()
+    claims = jwt.decode(token, s["public_key"], algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER, leeway=5,
+                        options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+    if claims["sub"] == s["admin"] and claims.get("typ") != "platform":
+        raise jwt.InvalidTokenError("the platform identity needs a platform token")
+    return claims
+
+
+def authenticate() -> Authorization | Response:
+    from mlflow.server.auth import store
+
+    if request.method == "POST" and request.path == LOGIN_PATH:
+        return _ui_login()
+    token = _presented_token()
+    if token is None and _is_browser_page() and settings()["ui_login_url"]:
+        return redirect(f"{settings()['ui_login_url']}?next={quote(request.full_path.rstrip('?'))}", 302)
+    if token is None:
+        return _unauthenticated("MLflow needs a token from the platform's hub: in a notebook server MLflow's "
+                                "mlplatform auth plugin sends it (MLFLOW_TRACKING_AUTH=mlplatform)")
+    try:
+        claims = verify(token)
+    except jwt.InvalidTokenError as e:
+        return _unauthenticated(f"invalid MLflow token: {e}")
+    username = claims["sub"]
+    _ensure_user(store, username)
+    if username != settings()["admin"]:
+        _sync_roles(store, username, claims.get("roles", []), float(claims["iat"]))
+        if request.path.endswith(PLATFORM_ONLY):
+            return Response("permissions come from the platform's catalog: ask a platform administrator\n",
+                            status=403, mimetype="text/plain")
+    return Authorization("bearer", {"username": username})
+
+
+def _presented_token() -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(COOKIE) or None
+
+
+def _is_browser_page() -> bool:
+    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+
+
+def _unauthenticated(message: str) -> Response:
+    # Bearer, not Basic: a browser must not offer a password dialog, there is no password.
+    return Response(f"{message}\n", status=401, headers={"WWW-Authenticate": 'Bearer realm="mlflow"'},
+                    mimetype="text/plain")
+
+
+def _ui_login() -> Response:
+    """POST /mlplatform-login from the hub's login page (the token in the form body, never in a URL or a
+    log): the token becomes an HttpOnly SameSite=Lax cookie, then a redirect to `next` (a local path)."""
+    token = request.form.get("token", "")
+    try:
+        claims = verify(token)
+    except jwt.InvalidTokenError as e:
+        return _unauthenticated(f"invalid MLflow token: {e}")
+    target = request.form.get("next") or "/"
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    response = redirect(target, 303)
+    response.set_cookie(COOKIE, token, max_age=max(0, int(claims["exp"] - time.time())), httponly=True,
+                        samesite="Lax", secure=settings()["cookie_secure"], path="/")
+    return response
+
+
+def _ensure_user(store, username: str) -> None:
+    if username in _known_users:
+        return
+    if not store.has_user(username):
+        try:  # a password nobody knows: these users log in with hub tokens only
+            store.create_user(username, secrets.token_urlsafe(32), is_admin=False)
+        except Exception:  # another thread or worker was faster
+            if not store.has_user(username):
+                raise
+    _known_users.add(username)
+
+
+def _sync_roles(store, username: str, roles: list[str], issued_at: float) -> None:
+    """Make the user's managed role assignments those of the token: one query, writes only on a change."""
+    with _lock:
+        if issued_at < _applied_at.get(username, 0):
+            return  # older than a token already applied: two servers' tokens must not flip it back and forth
+        _applied_at[username] = issued_at
+    user = store.get_user(username)
+    wanted = set()
+    for qualified in roles:
+        workspace, _, name = qualified.partition("/")
+        if name in MANAGED_ROLES:
+            try:
+                wanted.add(store.get_role_by_name(workspace, name).id)
+            except Exception:
+                log.warning("MLflow role %s does not exist yet (its team has no workspace yet)", qualified)
+    current = {role.id for role in store.list_user_roles(user.id) if role.name in MANAGED_ROLES}
+    for role_id in wanted - current:
+        try:
+            store.assign_role_to_user(user.id, role_id)
+        except Exception:  # assigned concurrently
+            log.debug("role %s already assigned to %s", role_id, username)
+    for role_id in current - wanted:
+        try:
+            store.unassign_role_from_user(user.id, role_id)
+        except Exception:
+            log.debug("role %s already unassigned from %s", role_id, username)
