@@ -18,6 +18,7 @@ from playwright.async_api import expect
 
 
 from ..support import mlflow_models
+from ..support.mlflow_access import provision, s3_admin, workspace
 from ..support.mlflow_models import SAMPLE_ROWS, unique_name
 from ..support.ray_head import fresh_ray_head
 from .lab import run_in_new_notebook, spawn, sso_login
@@ -37,9 +38,11 @@ def ray_head(platform):
 
 @pytest.fixture
 def model(platform):
-    """A registered model with @champion → version 1."""
-    v1 = mlflow_models.register_model(platform.mlflow_url, unique_name("iris"))
-    MlflowClient(platform.mlflow_url).set_registered_model_alias(v1.name, "champion", v1.version)
+    """A registered model of team-vision (in its MLflow workspace) with @champion → version 1."""
+    provision(platform, "team-vision")
+    with workspace("team-vision"), s3_admin(platform):
+        v1 = mlflow_models.register_model(platform.mlflow_url, unique_name("iris"), experiment="team-vision")
+        MlflowClient(platform.mlflow_url).set_registered_model_alias(v1.name, "champion", v1.version)
     return v1
 
 
