@@ -1,0 +1,54 @@
+"""The local Ray head killed (every process of it, SIGKILL) under a running application: `status` says
+the head is down and what to do (no traceback), `mlplatform-ray-head status` says stopped, the
+application's record is intact and no start lock is left held; the next deploy starts the head again
+and the application answers. One test: a head start takes about 20 s here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from mlplatform import serving
+from mlplatform.localhost import wait_until
+
+from ..conftest import BASE
+from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
+from ..support.ray_head import fresh_ray_head, local_backend_environ
+
+RAY_PORT = BASE + 2100  # a block of 200 ports of its own (test_serving_local.py has BASE + 600)
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models
+
+
+def head_cli(action: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlplatform.serving.head_cli", action, "--port", str(RAY_PORT)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_killed_head_is_reported_and_the_next_deploy_brings_the_application_back(platform):
+    with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
+        mv = register_model(platform.mlflow_url, unique_name("headless"))
+        assert serving.deploy("headless", mv.uri, wait=True, timeout=240)["state"] == "running"
+        record = json.loads((head.root / "apps" / "headless.json").read_text())
+
+        for pid in head.processes():
+            os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: not head.processes() and not head.running(), 30)
+
+        status = serving.status("headless")
+        assert (status["state"], status["message"]) == (
+            "failed", "the local Ray head is not running (stopped, or the machine restarted); deploy again to "
+                      "start it and bring back every application")
+        stopped = head_cli("status")
+        assert (stopped.returncode, stopped.stdout, stopped.stderr) == (3, f"Ray head on port {RAY_PORT}: stopped\n", "")
+        assert not head.starting()  # no start lock left held
+        assert json.loads((head.root / "apps" / "headless.json").read_text()) == record  # intact, not half-written
+
+        again = serving.deploy("headless", mv.uri, wait=True, timeout=240)
+        assert (again["state"], again["model_version"]) == ("running", mv.version)
+        assert serving.predict("headless", SAMPLE_ROWS) == [0, 1]
+        assert head_cli("status").stdout == f"Ray head on port {RAY_PORT}: running\n"
