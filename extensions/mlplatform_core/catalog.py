@@ -244,6 +244,10 @@ class KubernetesSettings(_Model):
     # Service account of RayService pods (model serving) in every team namespace: no Kubernetes API
     # access; give it the cloud identity that may read the team's MLflow artifacts (e.g. an IRSA role).
     serving_service_account: Slug = "mlplatform-serving"
+    # The cluster's service-account token issuer and its public keys (EKS: the cluster's OIDC issuer URL
+    # and <issuer>/keys): MLflow accepts tokens of RayService pods projected for it (mlflow.access).
+    service_account_issuer: str | None = None
+    service_account_jwks_url: str | None = None
     images: Images = Images()
 
 
@@ -368,6 +372,10 @@ def _cross_check(m: Catalog) -> list[str]:
     defaults = [name for name, p in m.profiles.items() if p.default]
     if len(defaults) > 1:
         problems.append(f"profiles: {', '.join(defaults)} are all marked default: true; mark at most one")
+    k8s = m.kubernetes
+    if bool(k8s.service_account_issuer) != bool(k8s.service_account_jwks_url):
+        problems.append("kubernetes.service_account_issuer and kubernetes.service_account_jwks_url: set both "
+                        "(the issuer MLflow trusts and where its keys are) or neither")
     return problems
 
 

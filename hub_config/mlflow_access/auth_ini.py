@@ -27,6 +27,28 @@ cookie_secure = {cookie_secure}
 """
 
 
-def auth_ini(*, database_uri: str, public_key_file: str, hub_url: str) -> str:
-    return TEMPLATE.format(database_uri=database_uri, admin=PLATFORM_IDENTITY, public_key_file=public_key_file,
+WORKLOADS = """\
+# Workloads in the cluster (RayService replicas) with service-account tokens projected for MLflow.
+kubernetes_issuer = {issuer}
+kubernetes_jwks_url = {jwks_url}
+
+[mlplatform.namespaces]
+{namespaces}
+
+[mlplatform.service_accounts]
+{service_accounts}
+"""
+
+
+def auth_ini(*, database_uri: str, public_key_file: str, hub_url: str, issuer: str | None = None,
+             jwks_url: str | None = None, namespaces: dict[str, str] | None = None,
+             service_accounts: dict[str, str] | None = None) -> str:
+    """The ini; with `issuer`, service-account tokens of `service_accounts` (name = role) in `namespaces`
+    (namespace = team) are accepted too."""
+    text = TEMPLATE.format(database_uri=database_uri, admin=PLATFORM_IDENTITY, public_key_file=public_key_file,
                            hub_url=hub_url.rstrip("/"), cookie_secure=str(hub_url.startswith("https:")).lower())
+    if issuer:
+        text += WORKLOADS.format(issuer=issuer, jwks_url=jwks_url,
+                                 namespaces="\n".join(f"{k} = {v}" for k, v in (namespaces or {}).items()),
+                                 service_accounts="\n".join(f"{k} = {v}" for k, v in (service_accounts or {}).items()))
+    return text

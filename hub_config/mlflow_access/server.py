@@ -11,10 +11,19 @@ configured by the auth app's ini file (MLFLOW_AUTH_CONFIG_PATH):
     [mlplatform]
     public_key_file = /path/to/mlflow-signing.pub.pem
     ui_login_url = https://hub.example.org/hub/mlplatform/mlflow-login   # optional: the MLflow UI's login
+    # optional: workloads in the cluster (RayService replicas) with projected service-account tokens
+    kubernetes_issuer = https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE
+    kubernetes_jwks_url = https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE/keys
+    [mlplatform.namespaces]            # team namespace = team
+    team-vision = team-vision
+    [mlplatform.service_accounts]      # service account = the managed role it gets in its team
+    mlplatform-serving = mlplatform-readers
 
 On every request MLflow protects it
 1. takes `Authorization: Bearer <token>` (or, for the UI, the `mlplatform-mlflow` cookie) and verifies
-   it: RS256 with the hub's public key only, issuer, audience and expiry required;
+   it: a hub token (RS256 with the hub's public key only), or a Kubernetes service-account token of a
+   listed account in a team namespace (the cluster issuer's keys, audience `mlflow`: a token projected
+   for MLflow, useless against the API server); issuer, audience and expiry required;
 2. creates the MLflow user on first sight (with a random password nobody knows: no password login);
 3. makes the user's managed role assignments equal the token's `roles` (a token older than one already
    applied changes nothing), so team membership comes from the hub, at most one token lifetime stale;
@@ -58,19 +67,48 @@ def settings() -> dict:
     section = parser["mlplatform"]
     with open(section["public_key_file"]) as f:
         public_key = f.read()
+    issuer = section.get("kubernetes_issuer", "")
     return {"public_key": public_key, "admin": parser["mlflow"]["admin_username"],
             "ui_login_url": section.get("ui_login_url", ""),
-            "cookie_secure": section.getboolean("cookie_secure", False)}
+            "cookie_secure": section.getboolean("cookie_secure", False),
+            "kubernetes_issuer": issuer,
+            "kubernetes_keys": jwt.PyJWKClient(section["kubernetes_jwks_url"], timeout=10) if issuer else None,
+            "namespaces": dict(parser["mlplatform.namespaces"]) if parser.has_section("mlplatform.namespaces") else {},
+            "service_accounts": (dict(parser["mlplatform.service_accounts"])
+                                 if parser.has_section("mlplatform.service_accounts") else {})}
+
+
+REQUIRED = ["exp", "iat", "sub", "aud", "iss"]
 
 
 def verify(token: str) -> dict:
-    """The claims of a valid token; raises jwt.InvalidTokenError."""
+    """The claims of a valid token (`sub`, `roles`, `iat`), a hub token or a workload's; raises
+    jwt.InvalidTokenError."""
     s = settings()
+    issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    if s["kubernetes_issuer"] and issuer == s["kubernetes_issuer"]:
+        return _verify_service_account(token, s)
     claims = jwt.decode(token, s["public_key"], algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER, leeway=5,
-                        options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+                        options={"require": REQUIRED})
     if claims["sub"] == s["admin"] and claims.get("typ") != "platform":
         raise jwt.InvalidTokenError("the platform identity needs a platform token")
     return claims
+
+
+def _verify_service_account(token: str, s: dict) -> dict:
+    """A projected service-account token: the role its account has in the team of its namespace."""
+    try:
+        key = s["kubernetes_keys"].get_signing_key_from_jwt(token).key
+    except jwt.PyJWKClientError as e:
+        raise jwt.InvalidTokenError(f"no key of the cluster's issuer verifies it ({e})") from None
+    claims = jwt.decode(token, key, algorithms=["RS256", "ES256"], audience=AUDIENCE, issuer=s["kubernetes_issuer"],
+                        leeway=5, options={"require": REQUIRED})
+    identity = claims.get("kubernetes.io") or {}
+    namespace, account = identity.get("namespace"), (identity.get("serviceaccount") or {}).get("name")
+    team, role = s["namespaces"].get(namespace), s["service_accounts"].get(account)
+    if team is None or role not in MANAGED_ROLES:
+        raise jwt.InvalidTokenError(f"service account {account!r} of namespace {namespace!r} has no MLflow access")
+    return {"sub": claims["sub"], "iat": claims["iat"], "exp": claims["exp"], "roles": [f"{team}/{role}"]}
 
 
 def authenticate() -> Authorization | Response:

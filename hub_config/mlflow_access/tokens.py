@@ -16,9 +16,10 @@ from pathlib import Path
 
 import jwt
 from mlplatform_core.catalog import Catalog
+from mlplatform_core.names import MLFLOW_TOKEN_AUDIENCE
 
 ISSUER = "mlplatform-hub"
-AUDIENCE = "mlflow"
+AUDIENCE = MLFLOW_TOKEN_AUDIENCE
 PLATFORM_IDENTITY = "mlplatform-platform"
 MEMBERS = "mlplatform-members"  # the team's own experiments and models: create, edit (a creator may delete)
 READERS = "mlplatform-readers"  # another team's, when the catalog lets other teams read

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -315,3 +316,28 @@ def test_a_team_with_one_gpu_type_serves_on_it_from_a_cpu_server(fake_kube, kube
     worker = fake_kube.get("rayservices", "iris", NS)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
     assert worker["metadata"]["labels"]["mlplatform.io/gpu-type"] == "t4"
     assert worker["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "Tesla-T4"}
+
+
+def test_replicas_reach_mlflow_with_a_token_projected_for_it(fake_kube, kubeconfig):
+    """With MLflow's access control and the cluster's issuer in the catalog, every Ray pod mounts a
+    service-account token for the audience `mlflow` where MLflow's `kubernetes` auth plugin reads it;
+    the serving account itself mounts no API token (tests/integration/test_mlflow_workloads.py: MLflow
+    accepts such tokens for the team's models only)."""
+    fake_kube.namespace(NS)
+    example = Path(__file__).resolve().parents[2] / "helm-values" / "platform.yaml"
+    backend = environment_backend(example)
+    assert backend.config.mlflow_token
+    deploy(backend, replicas=1)
+    stored = fake_kube.get("rayservices", "iris", NS)  # the fake validated it against the CRD (strict)
+    cluster = stored["spec"]["rayClusterConfig"]
+    for template in [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]:
+        pod = template["spec"]
+        assert pod["volumes"] == [{"name": "mlflow-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "mlflow", "expirationSeconds": 3600, "path": "token"}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]
+        [container] = pod["containers"]
+        assert container["volumeMounts"] == [{"name": "mlflow-token", "readOnly": True,
+                                              "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+        assert {"name": "MLFLOW_TRACKING_AUTH", "value": "kubernetes"} in container["env"]
+    # An MLflow without access control (the local catalog names no issuer): nothing mounted.
+    assert not environment_backend(DEFAULT_CATALOG).config.mlflow_token

@@ -152,12 +152,22 @@ def test_kubernetes_section_defaults_and_team_cpu_memory_quota():
         "hub_namespace": "jupyterhub", "public_url": "https://jupyter.example.org",
         "service_account": "mlplatform-notebook", "spark_service_account": "mlplatform-spark",
         "serving_service_account": "mlplatform-serving",
+        "service_account_issuer": None, "service_account_jwks_url": None,  # RayService pods' tokens for MLflow
         "images": {"hub": "mlplatform/hub:0.1.0", "serving": "mlplatform/ray:0.1.0",
                    "serving_gpu": "mlplatform/ray-gpu:0.1.0", "spark": "mlplatform/spark:0.1.0", "external": []}}
     assert catalog.teams["team-nlp"].quota.model_dump() == {"cpu": None, "memory": None}  # no quota: none rendered
     data = copy.deepcopy(BASE)
     data["teams"]["team-nlp"]["quota"] = {"cpu": "500m", "memory": "64Gi"}
     assert parse_catalog(data, environ={}).teams["team-nlp"].quota.model_dump() == {"cpu": "500m", "memory": "64Gi"}
+
+
+def test_the_service_account_issuer_comes_with_its_keys():
+    data = copy.deepcopy(BASE)
+    data["kubernetes"] = {"service_account_issuer": "https://oidc.example.org/id/x"}
+    with pytest.raises(CatalogError) as e:
+        parse_catalog(data, environ={})
+    assert ("kubernetes.service_account_issuer and kubernetes.service_account_jwks_url: set both (the issuer MLflow "
+            "trusts and where its keys are) or neither") in str(e.value)
 
 
 def test_team_quota_and_kubernetes_settings_are_checked():

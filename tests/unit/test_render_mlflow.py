@@ -32,9 +32,14 @@ def test_mlflows_auth_app_runs_the_platforms_authorization_function():
         "admin_username": "mlplatform-platform",
         "authorization_function": "hub_config.mlflow_access.server:authenticate",
         "grant_default_workspace_access": "false"}
-    assert dict(ini["mlplatform"]) == {"public_key_file": "/etc/mlflow-auth/keys/signing.pub.pem",
-                                       "ui_login_url": "https://jupyter.example.org/hub/mlplatform/mlflow-login",
-                                       "cookie_secure": "true"}
+    assert dict(ini["mlplatform"]) == {
+        "public_key_file": "/etc/mlflow-auth/keys/signing.pub.pem",
+        "ui_login_url": "https://jupyter.example.org/hub/mlplatform/mlflow-login", "cookie_secure": "true",
+        # RayService pods' tokens projected for MLflow (tests/integration/test_mlflow_workloads.py)
+        "kubernetes_issuer": "https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE",
+        "kubernetes_jwks_url": "https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE/keys"}
+    assert dict(ini["mlplatform.namespaces"]) == {"team-vision": "team-vision", "team-nlp": "team-nlp"}
+    assert dict(ini["mlplatform.service_accounts"]) == {"mlplatform-serving": "mlplatform-readers"}
 
 
 def test_an_open_mlflow_gets_neither():

@@ -27,6 +27,7 @@ from mlplatform_core.names import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     MAX_DNS_LABEL,
+    MLFLOW_TOKEN_AUDIENCE,
     SERVING_COMPONENT,
     annotation_key,
 )
@@ -247,11 +248,20 @@ class PodResources:
     worker_memory: str = "4Gi"
 
 
+# Where MLflow's `kubernetes` auth plugin (MLFLOW_TRACKING_AUTH=kubernetes) reads the token.
+MLFLOW_TOKEN_MOUNT = {"name": "mlflow-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                      "readOnly": True}
+MLFLOW_TOKEN_VOLUME = {"name": "mlflow-token", "projected": {"sources": [
+    {"serviceAccountToken": {"audience": MLFLOW_TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}},
+    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+
+
 def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
                 env: Mapping[str, str] | None = None, image: str | None = None,
                 gpu_resource: str = "nvidia.com/gpu", node_selector: Mapping[str, str] | None = None,
                 tolerations: list[dict] | None = None, service_account: str | None = None,
-                resources: PodResources = PodResources(), labels: Mapping[str, str] | None = None) -> dict:
+                resources: PodResources = PodResources(), labels: Mapping[str, str] | None = None,
+                mlflow_token: bool = False) -> dict:
     """A `RayService` (ray.io/v1) serving `request` in the team's namespace.
 
     One worker pod per Serve replica, sized for it: `cpus` CPUs, `ceil(gpus)` of `gpu_resource`
@@ -271,7 +281,11 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
     deleted with it) and hands it to the Ray containers and its own dashboard client; it is never in
     this spec, and the notebook's service account cannot read Secrets. Serve's HTTP endpoint (the
     model's `/predict`) stays open to the team's namespace; the team namespaces' NetworkPolicies keep
-    everything else out (hub_config/render/network.py)."""
+    everything else out (hub_config/render/network.py).
+
+    `mlflow_token`: the pods reach MLflow's access control with a service-account token projected for
+    MLflow (audience `mlflow`, renewed by the kubelet) where MLflow's `kubernetes` auth plugin reads it
+    (the serving account mounts no API token of its own)."""
     env = dict(sorted((env or {}).items()))
     gpus = math.ceil(request.gpus)
     image = image or (DEFAULT_GPU_IMAGE if gpus else DEFAULT_IMAGE)
@@ -302,6 +316,10 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
     head_pod: dict[str, Any] = {"containers": [head_container]}
     if service_account:
         worker_pod["serviceAccountName"] = head_pod["serviceAccountName"] = service_account
+    if mlflow_token:
+        for pod in (head_pod, worker_pod):
+            pod["volumes"] = [MLFLOW_TOKEN_VOLUME]
+            pod["containers"][0]["volumeMounts"] = [MLFLOW_TOKEN_MOUNT]
     if gpus and node_selector:
         worker_pod["nodeSelector"] = dict(node_selector)
     if gpus and tolerations:
