@@ -12,7 +12,8 @@ MANAGED = {"app.kubernetes.io/managed-by": "mlplatform", "app.kubernetes.io/part
 def test_no_wildcards_and_the_only_cluster_wide_grant_is_the_hubs_quota_cache():
     assert {o["kind"] for o in OBJECTS} == {"Namespace", "ResourceQuota", "ConfigMap", "ServiceAccount", "Role",
                                             "RoleBinding", "ClusterRole", "ClusterRoleBinding", "DaemonSet",
-                                            "NetworkPolicy"}
+                                            "NetworkPolicy", "ValidatingAdmissionPolicy",
+                                            "ValidatingAdmissionPolicyBinding"}
     for obj in OBJECTS:
         for rule in obj.get("rules", []):
             assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], obj["metadata"]

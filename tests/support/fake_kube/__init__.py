@@ -20,6 +20,8 @@ kubespawner (pointing KubeSpawner at it).
 Who calls: the admin token (`fake.token`, in every kubeconfig by default) is in `system:masters`, which
 RBAC lets do anything; `fake.token_for(...)` tokens are authorized by the Roles, ClusterRoles and
 bindings created in the fake (rbac.py); no token is `system:anonymous`; an unknown token is 401.
+ValidatingAdmissionPolicies and their bindings created through the API are evaluated on every write
+that comes through the HTTP API, CEL by cel-python (admission.py).
 
 Limits (what the real API server does and this does not): RBAC without aggregated ClusterRoles,
 nonResourceURLs, the escalate/bind check on writing roles, impersonation or default roles (discovery

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from . import rbac, resources
+from . import admission, rbac, resources
 from .errors import ApiError
 from .rbac import Subject
 from .resources import Resource
@@ -157,6 +157,7 @@ class Api:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 raise ApiError.bad_request("the request body is not valid JSON") from None
+        admission.requester.set(subject)  # this request's task only: what ValidatingAdmissionPolicies see
         response = await self._serve(request, target, record.verb, query, body)
         if fault is not None:
             await asyncio.sleep(fault.delay)

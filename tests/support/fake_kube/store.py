@@ -14,7 +14,7 @@ import string
 import uuid
 from dataclasses import dataclass
 
-from . import quota, resources, validation
+from . import admission, quota, resources, validation
 from .errors import ApiError
 from .patching import apply as apply_patch
 from .resources import Resource
@@ -136,6 +136,7 @@ class Store:
         self._default(resource, obj)
         if self.validate:
             validation.validate(resource, obj)
+        admission.check(self, resource, "CREATE", obj, None)
         if resource.plural == "pods":
             self._admit_pod(obj)
         if resource.plural == "resourcequotas":
@@ -187,6 +188,7 @@ class Store:
             return current  # a no-op write changes no resourceVersion, as on the real server
         if validate and self.validate:
             validation.validate(resource, new)
+        admission.check(self, resource, "UPDATE", new, current, subresource)
         if resource.plural == "resourcequotas":
             new["status"] = quota.status(new, self.namespace_objects(resources.by_name("pods"), namespace))
         if dry_run:
