@@ -37,7 +37,6 @@ from ..support.ray_head import fresh_ray_head, local_backend_environ
 RAY_PORT = BASE + 600
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models from code
 ORDER = ["submitted", "starting", "deploying", "running"]
-TOKEN = "kernel-credential-for-the-test"  # a credential of the deploying kernel (MLflow ignores it here)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +57,9 @@ def iris(local_serving, platform):
     script = f"import json; from mlplatform import serving; print(json.dumps(serving.deploy({app!r}, " \
              f"'models:/{name}@champion')))"
     states: list[str] = []
+    # The kernel's MLflow credential (here the platform identity's token the test process holds).
     kernel = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "MLFLOW_TRACKING_TOKEN": TOKEN})
+                              text=True, env=dict(os.environ))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -95,11 +95,12 @@ def test_deploy_goes_through_the_states_and_outlives_the_deploying_process(iris,
 def test_credentials_reach_replicas_only_through_a_private_file(iris, local_serving):
     secrets = local_serving.root / "apps" / f"{iris['app']}.secrets"
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
-    assert json.loads(secrets.read_text()) == {"MLFLOW_TRACKING_TOKEN": TOKEN}
-    assert TOKEN not in (local_serving.root / "apps" / f"{iris['app']}.json").read_text()
+    token = os.environ["MLFLOW_TRACKING_TOKEN"]
+    assert json.loads(secrets.read_text()) == {"MLFLOW_TRACKING_TOKEN": token}
+    assert token not in (local_serving.root / "apps" / f"{iris['app']}.json").read_text()
     # The Serve config, which the dashboard shows, names the file but holds no credential.
     config = local_serving.session().get(f"{local_serving.config.dashboard_url}/api/serve/applications/").text
-    assert str(secrets) in config and TOKEN not in config
+    assert str(secrets) in config and token not in config
     # The head's APIs want its token (Ray listens on every interface for some ports).
     assert requests.get(f"{local_serving.config.dashboard_url}/api/serve/applications/", timeout=10).status_code == 401
     assert stat.S_IMODE((local_serving.root / "auth_token").stat().st_mode) == 0o600
