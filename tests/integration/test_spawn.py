@@ -43,8 +43,10 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
         "MLPLATFORM_S3_PREFIX": "users/alice/",
         "MLPLATFORM_S3_TEAM_PREFIX": "teams/team-vision/",
         "MLPLATFORM_CREDENTIALS_URL": f"http://127.0.0.1:{platform.ports.hub_api}/hub/api/mlplatform/s3-credentials/alice",
+        "MLPLATFORM_MLFLOW_TOKEN_URL": f"http://127.0.0.1:{platform.ports.hub_api}/hub/api/mlplatform/mlflow-token/alice",
     }
     assert env["MLFLOW_TRACKING_URI"] == platform.mlflow_url
+    assert (env["MLFLOW_TRACKING_AUTH"], env["MLFLOW_WORKSPACE"]) == ("mlplatform", "team-vision")
     assert env["AWS_CONFIG_FILE"] == str(AWS_CONFIG) and "AWS_ACCESS_KEY_ID" not in env
     assert (env["MEM_LIMIT"], env["CPU_LIMIT"]) == (str(32 * 2**30), "8.0")
     assert cwd == platform.data_dir / "home" / "alice" and env["HOME"] == str(cwd)
