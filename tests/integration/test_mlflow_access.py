@@ -260,3 +260,22 @@ def test_the_mlflow_ui_logs_in_through_the_hub(hub, platform):
     assert listed.status_code == 200 and TEAM in [e["name"] for e in listed.json()["experiments"]]
     forged = requests.post(f"{platform.mlflow_url}/mlplatform-login", data={"token": "x.y.z"}, allow_redirects=False)
     assert forged.status_code == 401
+
+
+def test_a_model_the_team_may_not_read_is_refused_before_anything_is_deployed(platform, monkeypatch):
+    """The serving API resolves the model with the server user's own MLflow token first: MLflow's
+    refusal is a 403 naming the model, and the backend is never called."""
+    from mlflow import MlflowClient
+
+    from mlplatform.serving import ModelForbidden
+    from mlplatform.serving.models import resolve
+
+    provision(platform, "team-nlp")
+    with workspace("team-nlp"), s3_admin(platform):
+        secret = register_model(platform.mlflow_url, unique_name("secret"), experiment="team-nlp")
+    # alice's roles when team-nlp keeps its models to itself (mlflow_other_teams: none).
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", user_token(platform, "alice", ["team-vision/mlplatform-members"]))
+    with workspace("team-nlp"), pytest.raises(ModelForbidden) as refused:
+        resolve(secret.uri, MlflowClient(platform.mlflow_url))
+    assert refused.value.status_code == 403
+    assert str(refused.value).startswith(f"MLflow refuses registered model {secret.name!r} to this server's user (403")

@@ -8,6 +8,7 @@ from .errors import (
                      BackendUnavailable,
                      DeploymentNotFound,
                      InvalidServingRequest,
+                     ModelForbidden,
                      ModelNotFound,
                      PredictionFailed,
                      ServingConflict,
@@ -19,7 +20,8 @@ from .spec import ServingRequest, ray_service, serve_application, serve_config, 
 __all__ = [
     "backend", "delete", "deploy", "deployments", "generate", "predict", "status", "wait_until_settled",
     "DELETING", "DEPLOYING", "FAILED", "RUNNING", "STARTING", "STATES", "SUBMITTED", "ServingBackend",
-    "BackendUnavailable", "DeploymentNotFound", "InvalidServingRequest", "ModelNotFound", "PredictionFailed",
+    "BackendUnavailable", "DeploymentNotFound", "InvalidServingRequest", "ModelForbidden", "ModelNotFound",
+    "PredictionFailed",
     "ServingConflict", "ServingError", "LocalRayConfig", "LocalServing",
     "ServingRequest", "ray_service", "serve_application", "serve_config", "serving_request",
 ]

@@ -23,6 +23,12 @@ class ModelNotFound(ServingError, LookupError):
     status_code = 404
 
 
+class ModelForbidden(ServingError, PermissionError):
+    """MLflow refuses this server's user the registered model (another team's, not shared with theirs)."""
+
+    status_code = 403
+
+
 class DeploymentNotFound(ServingError, LookupError):
     status_code = 404
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..mlflow_health import MlflowUnavailable, lost_contact
-from .errors import ModelNotFound
+from .errors import ModelForbidden, ModelNotFound
 from .spec import MODEL_URI
 
 
@@ -51,6 +51,11 @@ def _resolve(client, model_uri: str, name: str, alias: str | None, version: str 
     try:
         model = client.get_registered_model(name)
     except MlflowException as e:
+        if e.get_http_status_code() in (401, 403):  # MLflow's access control: nothing is deployed
+            raise ModelForbidden(f"MLflow refuses registered model {name!r} to this server's user "
+                                 f"({e.get_http_status_code()}: {e.message.strip()[:200]}); a team serves its own "
+                                 "models and those other teams share with it (mlflow_other_teams in the catalog)"
+                                 ) from None
         if e.get_http_status_code() != 404:
             raise
         names = [m.name for m in client.search_registered_models(max_results=20)]
