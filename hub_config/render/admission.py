@@ -1,4 +1,6 @@
-"""Only the hub's pods may use a server's API token: a ValidatingAdmissionPolicy on team namespaces.
+"""ValidatingAdmissionPolicies on team namespaces: walls the API server keeps whatever a user sends it.
+
+Server tokens: only the hub's pods may use a server's API token.
 
 Each notebook server's JupyterHub token lives in a Secret `<pod>-api-token` (spawners/server_token.py),
 which nothing in a team namespace may read. But whoever may create pods there could mount it: the
@@ -6,6 +8,8 @@ Spark drivers' account creates executors, and KubeRay and the Spark operator cre
 templates a user writes into RayServices and SparkApplications. The API server's admission refuses
 any pod in a team namespace that references such a Secret — as a volume, a projected source, an env
 value or envFrom, in any container — unless the hub's service account creates it.
+
+Workloads: RayServices and SparkApplications only as the platform's builders make them (below).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from mlplatform_core.names import TEAM_LABEL
 from ..spawners.server_token import token_secret_name
 from .common import HUB_SERVICE_ACCOUNT, labels
 
-POLICY = "mlplatform-server-tokens"
+SERVER_TOKEN_POLICY = "mlplatform-server-tokens"
 SUFFIX = token_secret_name("")  # "-api-token"
 
 # CEL over the pod (`object`): the names of every Secret it references.
@@ -41,7 +45,7 @@ def server_token_policy(catalog: Catalog) -> dict[str, Any]:
                f"(Secrets named *{SUFFIX})")
     return {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": POLICY, "labels": labels()},
+        "metadata": {"name": SERVER_TOKEN_POLICY, "labels": labels()},
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
@@ -65,12 +69,65 @@ def server_token_policy(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def server_token_policy_binding() -> dict[str, Any]:
-    """The policy, denying, in every namespace of a team (labelled by teams.py)."""
+# --- RayServices and SparkApplications only as the platform's builders make them ------------------------
+WORKLOAD_POLICY = "mlplatform-workloads"
+
+
+def _quoted(values) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in sorted(set(values))) + "]"
+
+
+def workload_policy(catalog: Catalog) -> dict[str, Any]:
+    """What a user could otherwise put into the operators' pods through a RayService or SparkApplication
+    (kubectl with the notebook's account): another service account, an image the platform does not
+    build, Spark's own Kubernetes settings (pod templates, service accounts, images, volumes). The
+    builders (mlplatform.serving.spec, mlplatform.spark.spec) write only what passes."""
+    k8s = catalog.kubernetes
+    serving_images = _quoted([k8s.images.serving, k8s.images.serving_gpu])
+    ray_pods = ("[object.spec.rayClusterConfig.headGroupSpec.template.spec] + (has(object.spec.rayClusterConfig"
+                ".workerGroupSpecs) ? object.spec.rayClusterConfig.workerGroupSpecs.map(g, g.template.spec) : [])")
+    spark_images = ("[object.spec.image] + (has(object.spec.driver.image) ? [object.spec.driver.image] : [])"
+                    " + (has(object.spec.executor.image) ? [object.spec.executor.image] : [])")
+    is_ray, is_spark = "request.resource.resource == 'rayservices'", "request.resource.resource == 'sparkapplications'"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": WORKLOAD_POLICY, "labels": labels()},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [
+                {"apiGroups": ["ray.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["rayservices"]},
+                {"apiGroups": ["sparkoperator.k8s.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["sparkapplications"]}]},
+            "variables": [{"name": "rayPods", "expression": f"{is_ray} ? {ray_pods} : []"}],
+            "validations": [
+                {"expression": f"variables.rayPods.all(p, has(p.serviceAccountName) "
+                               f"&& p.serviceAccountName == '{k8s.serving_service_account}')",
+                 "message": f"a RayService's pods run as {k8s.serving_service_account}", "reason": "Forbidden"},
+                {"expression": f"variables.rayPods.all(p, p.containers.all(c, c.image in {serving_images}))",
+                 "message": f"a RayService's containers run the platform's serving images {serving_images}",
+                 "reason": "Forbidden"},
+                {"expression": f"!({is_spark}) || (has(object.spec.driver.serviceAccount) "
+                               f"&& object.spec.driver.serviceAccount == '{k8s.spark_service_account}')",
+                 "message": f"a SparkApplication's driver runs as {k8s.spark_service_account}", "reason": "Forbidden"},
+                {"expression": f"!({is_spark}) || ({spark_images}).all(i, i == '{k8s.images.spark}')",
+                 "message": f"a SparkApplication runs the platform's Spark image {k8s.images.spark}",
+                 "reason": "Forbidden"},
+                {"expression": f"!({is_spark}) || !has(object.spec.sparkConf) "
+                               "|| object.spec.sparkConf.all(k, !k.startsWith('spark.kubernetes.'))",
+                 "message": "spark.kubernetes.* settings (pod templates, service accounts, images, volumes) are "
+                            "the platform's", "reason": "Forbidden"},
+            ],
+        },
+    }
+
+
+def binding(policy: str) -> dict[str, Any]:
+    """`policy`, denying, in every namespace of a team (labelled by teams.py)."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": POLICY, "labels": labels()},
-        "spec": {"policyName": POLICY, "validationActions": ["Deny"],
+        "metadata": {"name": policy, "labels": labels()},
+        "spec": {"policyName": policy, "validationActions": ["Deny"],
                  "matchResources": {"namespaceSelector": {
                      "matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"}]}}},
     }

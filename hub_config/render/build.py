@@ -11,7 +11,7 @@ from typing import Any
 
 from mlplatform_core.catalog import Catalog
 
-from .admission import server_token_policy, server_token_policy_binding
+from .admission import SERVER_TOKEN_POLICY, WORKLOAD_POLICY, binding, server_token_policy, workload_policy
 from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
 from .common import catalog_document
@@ -41,8 +41,9 @@ HEADERS = {
         "Keys: kubeflow/spark-operator charts/spark-operator-chart/values.yaml (spark.jobNamespaces,",
         "spark.serviceAccount, spark.rbac): the drivers' service account and Role in each team namespace.",
     ],
-    "cluster/server-token-policy.yaml": [
-        "Admission: in team namespaces only the hub creates pods that use a server's API token Secret.", _EDIT,
+    "cluster/admission-policies.yaml": [
+        "Admission in team namespaces: only the hub's pods use a server's API token; RayServices and",
+        "SparkApplications only with the platform's service accounts, images and Spark settings.", _EDIT,
         "kubectl apply -f cluster/ (Kubernetes 1.30+: ValidatingAdmissionPolicy is GA)"],
     "cluster": ["What the hub may read across namespaces: ResourceQuotas and pods, list and watch only.", _EDIT,
                 "kubectl apply -f cluster/"],
@@ -68,8 +69,8 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
         "helm-values/spark-operator.yaml": ("teams", [spark_operator_values(catalog)]),
     }
     docs["cluster/hub-rbac.yaml"] = ("kubernetes.hub_namespace", cluster_objects(catalog))
-    docs["cluster/server-token-policy.yaml"] = ("kubernetes.hub_namespace", [
-        server_token_policy(catalog), server_token_policy_binding()])
+    docs["cluster/admission-policies.yaml"] = ("kubernetes", [server_token_policy(catalog), binding(SERVER_TOKEN_POLICY),
+                                                             workload_policy(catalog), binding(WORKLOAD_POLICY)])
     if catalog.mlflow.access.mode == "hub-tokens":
         docs["mlflow/auth-config.yaml"] = ("mlflow.access", [mlflow_auth_config_map(catalog)])
     for pool, daemonset in prepull_daemonsets(catalog).items():

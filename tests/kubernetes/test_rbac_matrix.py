@@ -11,6 +11,10 @@ import json
 
 import kubernetes
 import pytest
+from mlplatform.serving import spec
+from mlplatform.serving.spec import serving_request
+from mlplatform.spark import spec as spark_spec
+from mlplatform.spark.job import SparkJob
 
 from ..support.authz import authorization_matrix
 from ..support.fake_kube import FakeKube
@@ -40,15 +44,17 @@ def pod(name: str) -> dict:
 
 
 def ray_service(name: str) -> dict:
-    return {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": name},
-            "spec": {"serveConfigV2": "applications: []", "rayClusterConfig": {"headGroupSpec": {
-                "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head", "image": "ray:2"}]}}}}}}
+    """A RayService as the platform's builder makes it (the workload admission policy admits it)."""
+    request = serving_request(name=name, model_uri="models:/iris/1")
+    return spec.ray_service(request, namespace=A, model_version="1", service_account=K8S.serving_service_account,
+                            image=K8S.images.serving)
 
 
-def spark_application(name: str) -> dict:
-    return {"apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication", "metadata": {"name": name},
-            "spec": {"type": "Python", "mode": "cluster", "sparkVersion": "3.5.0", "image": "spark:3.5",
-                     "mainApplicationFile": "local:///app.py", "driver": {}, "executor": {}}}
+def spark_application(name: str, namespace: str = A) -> dict:
+    """A SparkApplication as the platform's builder makes it."""
+    return spark_spec.spark_application(SparkJob(name="etl", main_file="local:///app.py"), app_id=name,
+                                        namespace=namespace, user="alice", team="team-vision", image=K8S.images.spark,
+                                        service_account=K8S.spark_service_account)
 
 
 # action → what it does with a CoreV1Api, CustomObjectsApi and RbacAuthorizationV1Api on one client
@@ -83,7 +89,7 @@ ACTIONS = {
     "get pods/log (B)": lambda c, x, r: c.read_namespaced_pod_log("jupyter-bob", B),
     "list RayServices (B)": lambda c, x, r: x.list_namespaced_custom_object(*RAY[:2], B, RAY[2]),
     "create SparkApplication (B)": lambda c, x, r: x.create_namespaced_custom_object(
-        *SPARK[:2], B, SPARK[2], spark_application("new"), **DRY),
+        *SPARK[:2], B, SPARK[2], spark_application("new", B), **DRY),
     "get ConfigMap mlplatform (B)": lambda c, x, r: c.read_namespaced_config_map("mlplatform", B),
     "list pods (all namespaces)": lambda c, x, r: c.list_pod_for_all_namespaces(),
     "list resourcequotas (all namespaces)": lambda c, x, r: c.list_resource_quota_for_all_namespaces(),

@@ -192,9 +192,10 @@ def test_cli_writes_every_file_and_says_so(tmp_path, capsys):
     assert main(["render", "--catalog", str(EXAMPLE), "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     expected = sorted(documents(CATALOG))
-    assert expected == ["cluster/hub-rbac.yaml", "cluster/server-token-policy.yaml", "helm-values/jupyterhub.yaml", "helm-values/kuberay-operator.yaml",
-                        "helm-values/spark-operator.yaml", "mlflow/auth-config.yaml", "prepull/cpu.yaml", "prepull/gpu-a100.yaml",
-                        "prepull/gpu-t4.yaml", "teams/team-nlp.yaml", "teams/team-vision.yaml"]
+    assert expected == ["cluster/admission-policies.yaml", "cluster/hub-rbac.yaml", "helm-values/jupyterhub.yaml",
+                        "helm-values/kuberay-operator.yaml", "helm-values/spark-operator.yaml", "mlflow/auth-config.yaml",
+                        "prepull/cpu.yaml", "prepull/gpu-a100.yaml", "prepull/gpu-t4.yaml", "teams/team-nlp.yaml",
+                        "teams/team-vision.yaml"]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == expected
     assert sorted(out.splitlines()) == sorted(f"wrote {tmp_path / rel}" for rel in expected)
     assert "not checked against the chart's schema; give --jupyterhub-chart DIR" in err

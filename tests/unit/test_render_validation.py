@@ -61,9 +61,9 @@ def test_every_core_object_passes_kubernetes_strict_validation():
     docs = documents(load_catalog(EXAMPLE, environ={}))
     checked = [(source, obj) for path, (source, objects) in docs.items() if not path.startswith("helm-values/")
                for obj in objects]
-    # the hub's cluster RBAC, the server-token admission policy and binding, MLflow's auth.ini, three
+    # the hub's cluster RBAC, two admission policies and their bindings, MLflow's auth.ini, three
     # pre-pull pools, two teams of 13 objects
-    assert len(checked) == 2 + 2 + 1 + 3 + 2 * 13
+    assert len(checked) == 2 + 4 + 1 + 3 + 2 * 13
     assert [p for source, obj in checked for p in object_problems(source, obj)] == []
 
 

@@ -54,19 +54,30 @@ def check(store, resource: Resource, operation: str, obj: dict, old: dict | None
         if policy is None or not _matches(policy, binding, store, resource, operation, obj, subresource):
             continue
         activation = {"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
-                      "request": celpy.json_to_cel({"operation": operation, "userInfo": {
-                          "username": subject.user, "groups": list(subject.groups)}})}
+                      "request": celpy.json_to_cel({
+                          "operation": operation, "userInfo": {"username": subject.user, "groups": list(subject.groups)},
+                          "resource": {"group": resource.group, "version": resource.version,
+                                       "resource": resource.plural}})}
         variables = {}
         for variable in policy["spec"].get("variables", []):
             activation["variables"] = celtypes.MapType(variables)
-            variables[celtypes.StringType(variable["name"])] = _program(variable["expression"]).evaluate(activation)
+            variables[celtypes.StringType(variable["name"])] = _evaluate(variable["expression"], activation)
         activation["variables"] = celtypes.MapType(variables)
         for validation in policy["spec"].get("validations", []):
-            result = _program(validation["expression"]).evaluate(activation)
+            result = _evaluate(validation["expression"], activation)
             # An evaluation error counts as false (failurePolicy: Fail, the policies rendered here).
             if not (isinstance(result, celtypes.BoolType) and bool(result)) \
                     and "Deny" in binding["spec"].get("validationActions", []):
                 raise _denied(policy, binding, validation, activation, resource, obj)
+
+
+def _evaluate(expression: str, activation: dict):
+    """The value, or the error as a value (a missing field, a type error): the API server's evaluation
+    error, which fails the validation under failurePolicy Fail."""
+    try:
+        return _program(expression).evaluate(activation)
+    except Exception as e:  # cel-python raises some evaluation errors instead of returning them
+        return celpy.CELEvalError(f"{type(e).__name__}: {e}")
 
 
 def _matches(policy, binding, store, resource: Resource, operation: str, obj: dict, subresource: str | None) -> bool:
