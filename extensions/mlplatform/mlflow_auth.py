@@ -8,21 +8,26 @@ The hub starts every server with (see the environment contract)
 
 and JupyterHub gives it JUPYTERHUB_API_TOKEN. MLflow's REST client then asks this plugin (entry point
 `mlflow.request_auth_provider`) for a `requests` auth on every call, so `mlflow` and `MlflowClient`
-just work, with no password anywhere. A requests auth is applied after MLflow's own headers: it wins
-over a stray MLFLOW_TRACKING_TOKEN. The token is fetched with the server's hub token, kept until
-less than min(60 s, half its lifetime) is left, and fetched again once when MLflow answers 401 (a
-membership change or a clock skew).
+just work, with no password anywhere. Pods of RayServices and SparkApplications in a cluster have
+MLPLATFORM_MLFLOW_TOKEN_FILE instead: a service-account token the kubelet projects for MLflow and
+renews (mlplatform_core/mlflow_token.py). A requests auth is applied after MLflow's own headers: it
+wins over a stray MLFLOW_TRACKING_TOKEN. A token is kept until less than min(60 s, half its lifetime)
+is left, and fetched (or read) again once when MLflow answers 401 (a membership change or a clock skew).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import requests
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from mlplatform_core.contract import MLFLOW_AUTH_PLUGIN, variable
+from mlplatform_core.mlflow_token import TOKEN_FILE_VARIABLE
 
 RENEW_BEFORE = 60.0  # seconds before expiry, at most half the token's lifetime
 HUB_TIMEOUT = 10.0
@@ -50,6 +55,8 @@ class HubTokenCache:
             return self._token
 
     def _fetch(self) -> tuple[str, float]:
+        if path := self._environ.get(TOKEN_FILE_VARIABLE):
+            return _read_projected(path)
         url = self._environ.get(variable("mlflow_token_url"))
         hub_token = self._environ.get("JUPYTERHUB_API_TOKEN")
         if not url or not hub_token:
@@ -68,6 +75,18 @@ class HubTokenCache:
             raise MlflowTokenUnavailable(f"the hub refused an MLflow token ({response.status_code}): {message}")
         body = response.json()
         return body["token"], float(body["expires_at"])
+
+
+def _read_projected(path: str) -> tuple[str, float]:
+    """The token in `path` and its expiry (the JWT's `exp`, read without checking: MLflow checks it)."""
+    try:
+        token = Path(path).read_text().strip()
+        payload = token.split(".")[1]
+        expires_at = float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+    except (OSError, IndexError, ValueError, KeyError) as e:
+        raise MlflowTokenUnavailable(f"no MLflow token in {path} ({type(e).__name__}): the pod's projected "
+                                     "service-account token for MLflow is missing or not a JWT") from None
+    return token, expires_at
 
 
 class HubBearerAuth(requests.auth.AuthBase):

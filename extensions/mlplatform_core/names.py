@@ -51,7 +51,3 @@ def label_value(text: str) -> str:
 
 def annotation_key(name: str) -> str:
     return LABEL_PREFIX + name
-
-# The audience of every token MLflow accepts: the hub's, and service-account tokens projected for MLflow
-# into RayService pods (so a token that reaches MLflow is no use against the Kubernetes API).
-MLFLOW_TOKEN_AUDIENCE = "mlflow"

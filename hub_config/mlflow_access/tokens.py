@@ -16,10 +16,9 @@ from pathlib import Path
 
 import jwt
 from mlplatform_core.catalog import Catalog
-from mlplatform_core.names import MLFLOW_TOKEN_AUDIENCE
+from mlplatform_core.mlflow_token import AUDIENCE
 
 ISSUER = "mlplatform-hub"
-AUDIENCE = MLFLOW_TOKEN_AUDIENCE
 PLATFORM_IDENTITY = "mlplatform-platform"
 MEMBERS = "mlplatform-members"  # the team's own experiments and models: create, edit (a creator may delete)
 READERS = "mlplatform-readers"  # another team's, when the catalog lets other teams read

@@ -16,7 +16,7 @@ from typing import Any
 from mlplatform_core.catalog import Catalog
 
 from ..mlflow_access.auth_ini import auth_ini
-from ..mlflow_access.tokens import READERS
+from ..mlflow_access.tokens import MEMBERS, READERS
 from .common import labels
 
 CONFIG_MAP = "mlflow-auth"
@@ -25,11 +25,12 @@ PUBLIC_KEY_FILE = "/etc/mlflow-auth/keys/signing.pub.pem"  # from the Secret or 
 
 def mlflow_auth_config_map(catalog: Catalog) -> dict[str, Any]:
     k8s = catalog.kubernetes
-    # RayService replicas read their team's models with tokens projected for MLflow (serving/spec.py).
+    # RayService replicas read their team's models, Spark jobs log to its experiments, with tokens
+    # projected for MLflow (mlplatform_core/mlflow_token.py).
     ini = auth_ini(database_uri=catalog.mlflow.access.auth_database_uri, public_key_file=PUBLIC_KEY_FILE,
                    hub_url=k8s.public_url, issuer=k8s.service_account_issuer, jwks_url=k8s.service_account_jwks_url,
                    namespaces={team.namespace: name for name, team in catalog.teams.items()},
-                   service_accounts={k8s.serving_service_account: READERS})
+                   service_accounts={k8s.serving_service_account: READERS, k8s.spark_service_account: MEMBERS})
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": CONFIG_MAP, "namespace": k8s.hub_namespace, "labels": labels()},
             "data": {"auth.ini": ini}}

@@ -1,4 +1,5 @@
-"""Workloads in the cluster reach MLflow's access control with service-account tokens projected for it.
+"""Workloads in the cluster reach MLflow's access control with service-account tokens projected for it
+(RayService replicas read the team's models, Spark jobs write to its workspace).
 
 A real MLflow tracking server with the auth app and the platform's authorization function, set up as
 `mlplatform render` describes for the example cluster (auth.ini with the cluster's issuer, team
@@ -137,8 +138,10 @@ def test_a_teams_serving_pods_read_its_models_and_change_nothing(mlflow, cluster
         "team-vision's serving pod": (service_account_token(cluster_key, "team-vision", "mlplatform-serving"), 200, 403),
         # A serving account gets its own team's models only, whatever other teams' users may read.
         "team-nlp's serving pod": (service_account_token(cluster_key, "team-nlp", "mlplatform-serving"), 403, 403),
-        "team-vision's Spark driver (not listed)": (
-            service_account_token(cluster_key, "team-vision", "mlplatform-spark"), 401, 401),
+        # Spark jobs log runs and register models: the team's members role.
+        "team-vision's Spark driver": (service_account_token(cluster_key, "team-vision", "mlplatform-spark"), 200, 200),
+        "team-vision's notebook account (not listed)": (
+            service_account_token(cluster_key, "team-vision", "mlplatform-notebook"), 401, 401),
         "a pod of another namespace": (service_account_token(cluster_key, "default", "mlplatform-serving"), 401, 401),
         "a token for the API server (audience)": (
             service_account_token(cluster_key, "team-vision", "mlplatform-serving", audience="https://kubernetes.default.svc"),

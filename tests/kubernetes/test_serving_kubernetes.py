@@ -320,8 +320,8 @@ def test_a_team_with_one_gpu_type_serves_on_it_from_a_cpu_server(fake_kube, kube
 
 def test_replicas_reach_mlflow_with_a_token_projected_for_it(fake_kube, kubeconfig):
     """With MLflow's access control and the cluster's issuer in the catalog, every Ray pod mounts a
-    service-account token for the audience `mlflow` where MLflow's `kubernetes` auth plugin reads it;
-    the serving account itself mounts no API token (tests/integration/test_mlflow_workloads.py: MLflow
+    service-account token for the audience `mlflow`, which MLflow's `mlplatform` auth plugin reads; the
+    serving account itself mounts no API token (tests/integration/test_mlflow_workloads.py: MLflow
     accepts such tokens for the team's models only)."""
     fake_kube.namespace(NS)
     example = Path(__file__).resolve().parents[2] / "helm-values" / "platform.yaml"
@@ -333,11 +333,12 @@ def test_replicas_reach_mlflow_with_a_token_projected_for_it(fake_kube, kubeconf
     for template in [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]:
         pod = template["spec"]
         assert pod["volumes"] == [{"name": "mlflow-token", "projected": {"sources": [
-            {"serviceAccountToken": {"audience": "mlflow", "expirationSeconds": 3600, "path": "token"}},
-            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]
+            {"serviceAccountToken": {"audience": "mlflow", "expirationSeconds": 3600, "path": "token"}}]}}]
         [container] = pod["containers"]
         assert container["volumeMounts"] == [{"name": "mlflow-token", "readOnly": True,
-                                              "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
-        assert {"name": "MLFLOW_TRACKING_AUTH", "value": "kubernetes"} in container["env"]
+                                              "mountPath": "/var/run/secrets/mlflow"}]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert (env["MLFLOW_TRACKING_AUTH"], env["MLPLATFORM_MLFLOW_TOKEN_FILE"]) == (
+            "mlplatform", "/var/run/secrets/mlflow/token")
     # An MLflow without access control (the local catalog names no issuer): nothing mounted.
     assert not environment_backend(DEFAULT_CATALOG).config.mlflow_token

@@ -4,6 +4,7 @@ operator), the driver's log, cancel, and neither a SparkApplication nor an S3 ob
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -17,6 +18,7 @@ from mlplatform import spark
 from mlplatform.spark import SparkBackendError, SparkJob, SparkJobError, UnknownApplicationError
 from mlplatform.spark.kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
 
+from mlplatform_core import mlflow_token
 from mlplatform_core.catalog import load_catalog
 from mlplatform_core.contract import PlatformEnvironment
 from hub_config.catalog import DEFAULT_CATALOG
@@ -116,6 +118,25 @@ def test_submit_uploads_the_file_and_creates_a_valid_spark_application(backend, 
     assert submitted == {**submitted, "name": "wordcount", "backend": "kubernetes", "user": "alice",
                          "state": "SUBMITTED", "message": "waiting for the Spark operator", "ui_url": None,
                          "job": {**job().to_dict(), "main_file": str(tmp_path / "wordcount.py")}}
+
+
+def test_drivers_and_executors_reach_mlflow_with_a_token_projected_for_it(backend, fake_kube):
+    """With MLflow's access control and the cluster's issuer in the catalog (the example cluster's), the
+    driver and executors mount a service-account token for the audience `mlflow` away from the API
+    token's path and MLflow's `mlplatform` plugin reads it; the fake validated the result (CRD, strict)."""
+    example = load_catalog(Path(__file__).resolve().parents[2] / "helm-values" / "platform.yaml", environ={})
+    assert mlflow_token.enabled(example) and not mlflow_token.enabled(load_catalog(DEFAULT_CATALOG))
+    backend.config = dataclasses.replace(backend.config, mlflow_token=True)
+    app_id = backend.submit(job())["app_id"]
+    spec = fake_kube.get("sparkapplications", app_id, NS)["spec"]
+    assert spec["volumes"] == [{"name": "mlflow-token", "projected": {"sources": [
+        {"serviceAccountToken": {"audience": "mlflow", "expirationSeconds": 3600, "path": "token"}}]}}]
+    for pod in (spec["driver"], spec["executor"]):
+        assert pod["volumeMounts"] == [{"name": "mlflow-token", "mountPath": "/var/run/secrets/mlflow",
+                                        "readOnly": True}]
+        env = {e["name"]: e["value"] for e in pod["env"]}
+        assert (env["MLFLOW_TRACKING_AUTH"], env["MLPLATFORM_MLFLOW_TOKEN_FILE"]) == (
+            "mlplatform", "/var/run/secrets/mlflow/token")
 
 
 def test_status_follows_the_operator(backend, fake_kube):

@@ -47,7 +47,7 @@ def built_ray_service(gpus: float = 0) -> dict:
 def built_spark_application() -> dict:
     job = SparkJob(name="etl", main_file="s3a://bucket/job.py")
     return spark_application(job, app_id="etl-1a2b3c4d", namespace=A, user="alice", team="team-vision",
-                             image=K8S.images.spark, service_account=K8S.spark_service_account)
+                             image=K8S.images.spark, service_account=K8S.spark_service_account, mlflow_token=True)
 
 
 def changed(obj: dict, change) -> dict:

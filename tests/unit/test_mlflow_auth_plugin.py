@@ -4,6 +4,7 @@ answers like the real endpoint (tests/integration/test_mlflow_access.py uses the
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -96,3 +97,26 @@ def test_the_plugin_is_mlflows_request_auth_provider_named_mlplatform():
 
     assert HubTokenAuthProvider().get_name() == "mlplatform"
     assert isinstance(fetch_auth("mlplatform"), HubBearerAuth)
+
+
+def projected(path, exp: float) -> None:
+    """A JWT-shaped token as the kubelet writes it (only its `exp` is read here; MLflow verifies it)."""
+    payload = base64.urlsafe_b64encode(json.dumps({"exp": exp, "sub": "system:serviceaccount:t:s"}).encode())
+    path.write_text(f"e30.{payload.decode().rstrip('=')}.sig\n")
+
+
+def test_a_pod_reads_its_projected_token_again_as_it_nears_expiry(tmp_path):
+    token = tmp_path / "token"
+    projected(token, time.time() + 2)
+    cache = HubTokenCache({"MLPLATFORM_MLFLOW_TOKEN_FILE": str(token)})
+    first = cache.token()
+    assert first.startswith("e30.") and cache.token() == first
+    projected(token, time.time() + 3600)  # the kubelet renewed it
+    time.sleep(1.1)  # past half of the first one's lifetime
+    assert cache.token() != first
+
+
+def test_a_missing_projected_token_is_a_clear_error(tmp_path):
+    with pytest.raises(MlflowTokenUnavailable) as e:
+        HubTokenCache({"MLPLATFORM_MLFLOW_TOKEN_FILE": str(tmp_path / "nothing")}).token()
+    assert str(e.value).startswith(f"no MLflow token in {tmp_path / 'nothing'} (FileNotFoundError)")

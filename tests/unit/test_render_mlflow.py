@@ -39,7 +39,8 @@ def test_mlflows_auth_app_runs_the_platforms_authorization_function():
         "kubernetes_issuer": "https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE",
         "kubernetes_jwks_url": "https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE/keys"}
     assert dict(ini["mlplatform.namespaces"]) == {"team-vision": "team-vision", "team-nlp": "team-nlp"}
-    assert dict(ini["mlplatform.service_accounts"]) == {"mlplatform-serving": "mlplatform-readers"}
+    assert dict(ini["mlplatform.service_accounts"]) == {"mlplatform-serving": "mlplatform-readers",
+                                                         "mlplatform-spark": "mlplatform-members"}
 
 
 def test_an_open_mlflow_gets_neither():

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from mlplatform_core import images
 from mlplatform_core.catalog import CatalogError
-from mlplatform_core.contract import PlatformEnvironment, variable
+from mlplatform_core import mlflow_token
+from mlplatform_core.contract import PlatformEnvironment
 from mlplatform_core.names import (
     COMPONENT_LABEL,
     GPU_TYPE_LABEL,
@@ -64,7 +65,7 @@ class KubernetesServingConfig:
     gpu_type: str | None = None  # the catalog's name of the GPU type replicas with GPUs get
     team_gpu_types: tuple[str, ...] = ()  # the GPU types of the team's quota (for the refusal's message)
     # MLflow checks tokens (catalog `mlflow.access.mode: hub-tokens`) and knows the cluster's service-account
-    # issuer: replicas get a token projected for MLflow and MLflow's `kubernetes` auth plugin.
+    # issuer: replicas get a token projected for MLflow (mlplatform_core/mlflow_token.py).
     mlflow_token: bool = False
 
     @classmethod
@@ -97,8 +98,7 @@ class KubernetesServingConfig:
                    node_selector=tuple(sorted(gpu.node_selector.items())) if gpu else (),
                    tolerations=tuple(json.dumps(t.model_dump(exclude_none=True)) for t in gpu.tolerations)
                    if gpu else (),
-                   mlflow_token=catalog.mlflow.access.mode == "hub-tokens"
-                   and bool(catalog.kubernetes.service_account_issuer))
+                   mlflow_token=mlflow_token.enabled(catalog))
 
 
 class KubernetesServing:
@@ -132,8 +132,6 @@ class KubernetesServing:
         if request.gpus and not c.gpu_type:
             raise InvalidServingRequest([("gpus", gpu_type_problem(request.gpus, c))])
         owner = {"user": c.user, "team": c.team, **(owner or {})}
-        if c.mlflow_token:
-            env = {**env, variable("mlflow_tracking_auth"): "kubernetes"}  # MLflow's own plugin, reading the token
         body = ray_service(request, namespace=c.namespace, model_version=model_version, env=env,
                            image=c.gpu_image if request.gpus else c.image, gpu_resource=c.gpu_resource,
                            node_selector=dict(c.node_selector), tolerations=[json.loads(t) for t in c.tolerations],

@@ -27,10 +27,12 @@ from mlplatform_core.names import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     MAX_DNS_LABEL,
-    MLFLOW_TOKEN_AUDIENCE,
     SERVING_COMPONENT,
     annotation_key,
 )
+from mlplatform_core.mlflow_token import MOUNT as MLFLOW_TOKEN_MOUNT
+from mlplatform_core.mlflow_token import VOLUME as MLFLOW_TOKEN_VOLUME
+from mlplatform_core.mlflow_token import environment as mlflow_token_environment
 from mlplatform_core.quantities import cpu_quantity
 
 from .errors import InvalidServingRequest
@@ -248,14 +250,6 @@ class PodResources:
     worker_memory: str = "4Gi"
 
 
-# Where MLflow's `kubernetes` auth plugin (MLFLOW_TRACKING_AUTH=kubernetes) reads the token.
-MLFLOW_TOKEN_MOUNT = {"name": "mlflow-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-                      "readOnly": True}
-MLFLOW_TOKEN_VOLUME = {"name": "mlflow-token", "projected": {"sources": [
-    {"serviceAccountToken": {"audience": MLFLOW_TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}},
-    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
-
-
 def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
                 env: Mapping[str, str] | None = None, image: str | None = None,
                 gpu_resource: str = "nvidia.com/gpu", node_selector: Mapping[str, str] | None = None,
@@ -284,9 +278,8 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
     everything else out (hub_config/render/network.py).
 
     `mlflow_token`: the pods reach MLflow's access control with a service-account token projected for
-    MLflow (audience `mlflow`, renewed by the kubelet) where MLflow's `kubernetes` auth plugin reads it
-    (the serving account mounts no API token of its own)."""
-    env = dict(sorted((env or {}).items()))
+    MLflow (mlplatform_core/mlflow_token.py; the serving account mounts no API token of its own)."""
+    env = dict(sorted({**(env or {}), **(mlflow_token_environment() if mlflow_token else {})}.items()))
     gpus = math.ceil(request.gpus)
     image = image or (DEFAULT_GPU_IMAGE if gpus else DEFAULT_IMAGE)
     meta_labels = {"app.kubernetes.io/name": request.name, COMPONENT_LABEL: SERVING_COMPONENT,
@@ -318,8 +311,8 @@ def ray_service(request: ServingRequest, *, namespace: str, model_version: str,
         worker_pod["serviceAccountName"] = head_pod["serviceAccountName"] = service_account
     if mlflow_token:
         for pod in (head_pod, worker_pod):
-            pod["volumes"] = [MLFLOW_TOKEN_VOLUME]
-            pod["containers"][0]["volumeMounts"] = [MLFLOW_TOKEN_MOUNT]
+            pod["volumes"] = [dict(MLFLOW_TOKEN_VOLUME)]
+            pod["containers"][0]["volumeMounts"] = [dict(MLFLOW_TOKEN_MOUNT)]
     if gpus and node_selector:
         worker_pod["nodeSelector"] = dict(node_selector)
     if gpus and tolerations:

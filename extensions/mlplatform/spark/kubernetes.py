@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlplatform_core import images
+from mlplatform_core import images, mlflow_token
 from mlplatform_core.catalog import CatalogError
 from mlplatform_core.contract import PlatformEnvironment
 from mlplatform_core.names import APP_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, USER_LABEL, annotation_key, label_value
@@ -51,6 +51,7 @@ class KubernetesSparkConfig:
     s3_endpoint: str | None = None
     image: str = images.SPARK
     service_account: str = "mlplatform-spark"
+    mlflow_token: bool = False  # drivers and executors reach MLflow with a token projected for it
 
     @classmethod
     def for_environment(cls, environment: PlatformEnvironment) -> KubernetesSparkConfig:
@@ -65,10 +66,12 @@ class KubernetesSparkConfig:
         if not environment.catalog_path:
             return config
         try:
-            settings = environment.catalog().kubernetes
+            catalog = environment.catalog()
         except CatalogError as e:
             raise SparkBackendError(f"cannot read the platform catalog: {e}") from None
-        return dataclasses.replace(config, image=settings.images.spark, service_account=settings.spark_service_account)
+        return dataclasses.replace(config, image=catalog.kubernetes.images.spark,
+                                   service_account=catalog.kubernetes.spark_service_account,
+                                   mlflow_token=mlflow_token.enabled(catalog))
 
 
 class KubernetesSparkBackend:
@@ -122,7 +125,8 @@ class KubernetesSparkBackend:
         try:
             body = spark_application(dataclasses.replace(job, main_file=main_uri), app_id=app_id,
                                      namespace=c.namespace, image=c.image, user=c.user, team=c.team,
-                                     service_account=c.service_account, environment=self.environment)
+                                     service_account=c.service_account, environment=self.environment,
+                                     mlflow_token=c.mlflow_token)
             body["metadata"]["annotations"].update({
                 annotation_key("submitted-at"): now(),
                 annotation_key("job"): json.dumps({**job.to_dict(), "main_file": source}),

@@ -12,6 +12,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mlplatform_core.contract import FORWARDED_TO_SPARK, PlatformEnvironment
+from mlplatform_core.mlflow_token import MOUNT as MLFLOW_TOKEN_MOUNT
+from mlplatform_core.mlflow_token import VOLUME as MLFLOW_TOKEN_VOLUME
+from mlplatform_core.mlflow_token import environment as mlflow_token_environment
 from mlplatform_core.names import (
     APP_ID_LABEL,
     APP_NAME_LABEL,
@@ -69,7 +72,7 @@ def _check(field: str, value: Any, ok: bool, allowed: str) -> None:
 
 def spark_application(job: SparkJob, *, app_id: str, namespace: str, image: str, user: str, team: str,
                       service_account: str, environment: PlatformEnvironment | None = None,
-                      spark_version: str = SPARK_VERSION) -> dict[str, Any]:
+                      spark_version: str = SPARK_VERSION, mlflow_token: bool = False) -> dict[str, Any]:
     """The SparkApplication that runs `job` as `app_id` in `namespace` (the user's team namespace).
 
     `job.main_file` must be a URI the driver pod can read: the Kubernetes backend uploads the notebook's
@@ -98,6 +101,8 @@ def spark_application(job: SparkJob, *, app_id: str, namespace: str, image: str,
 
     pod_labels = labels(app_id, job, user=user, team=team)
     forwarded = environment.variables(FORWARDED_TO_SPARK) if environment else {}
+    if mlflow_token:  # MLflow's access control, with a token projected for it (mlplatform_core/mlflow_token.py)
+        forwarded = {**forwarded, **mlflow_token_environment()}
     env = [{"name": name, "value": value} for name, value in forwarded.items()]
     env.append({"name": APP_ID_VARIABLE, "value": app_id})
     spec: dict[str, Any] = {
@@ -120,6 +125,10 @@ def spark_application(job: SparkJob, *, app_id: str, namespace: str, image: str,
         "executor": {"instances": job.executors, "cores": job.executor_cores, "memory": job.executor_memory,
                      "labels": dict(pod_labels), "env": [dict(e) for e in env]},
     })
+    if mlflow_token:
+        spec["volumes"] = [dict(MLFLOW_TOKEN_VOLUME)]
+        for pod in (spec["driver"], spec["executor"]):
+            pod["volumeMounts"] = [dict(MLFLOW_TOKEN_MOUNT)]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
