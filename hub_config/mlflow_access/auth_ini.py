@@ -28,7 +28,7 @@ cookie_secure = {cookie_secure}
 
 
 WORKLOADS = """\
-# Workloads in the cluster (RayService replicas) with service-account tokens projected for MLflow.
+# Workloads in the cluster (RayService and Spark pods) with service-account tokens projected for MLflow.
 kubernetes_issuer = {issuer}
 kubernetes_jwks_url = {jwks_url}
 

@@ -11,13 +11,14 @@ configured by the auth app's ini file (MLFLOW_AUTH_CONFIG_PATH):
     [mlplatform]
     public_key_file = /path/to/mlflow-signing.pub.pem
     ui_login_url = https://hub.example.org/hub/mlplatform/mlflow-login   # optional: the MLflow UI's login
-    # optional: workloads in the cluster (RayService replicas) with projected service-account tokens
+    # optional: workloads in the cluster (RayService and Spark pods) with projected service-account tokens
     kubernetes_issuer = https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE
     kubernetes_jwks_url = https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE/keys
     [mlplatform.namespaces]            # team namespace = team
     team-vision = team-vision
     [mlplatform.service_accounts]      # service account = the managed role it gets in its team
     mlplatform-serving = mlplatform-readers
+    mlplatform-spark = mlplatform-members
 
 On every request MLflow protects it
 1. takes `Authorization: Bearer <token>` (or, for the UI, the `mlplatform-mlflow` cookie) and verifies
