@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 
-from jupyterhub.apihandlers import APIHandler
 from mlplatform_core.names import DNS_LABEL, MAX_DNS_LABEL
 from tornado import web
 
-from .keycloak import RealmUnreachable, RefreshRefused
 from .profiles import SelectionError
-from .server_handler import broker
+from .s3_broker import CredentialsUnavailable
+from .server_handler import RunningServerHandler, broker
 
 SCOPE = "custom:mlplatform:gpu-reservations"
 CUSTOM_SCOPES = {SCOPE: {"description": "Reserve GPUs of the local pool for a user's served models, "
@@ -48,10 +47,12 @@ def _bad(field: str, value, allowed: str) -> web.HTTPError:
     return web.HTTPError(400, f"{field}: {shown} is not allowed; allowed: {allowed}")
 
 
-class GpuReservationsHandler(APIHandler):
-    async def refresh_auth(self, user, force=False):
-        # As the S3 credential endpoint: the membership check in put() refreshes, and says why it failed.
-        return user
+class GpuReservationsHandler(RunningServerHandler):
+    """Its own checks, in its own order (bad input before the realm is asked); the caller's identity, the
+    membership refresh and its failures as every running-server endpoint (server_handler.py)."""
+
+    scope = SCOPE
+    what = "GPU reservations"
 
     async def put(self, username: str, app: str):
         self._authorize(username)
@@ -136,22 +137,15 @@ class GpuReservationsHandler(APIHandler):
 
     async def _confirm_membership(self, user, spawner) -> None:
         # The S3 broker keeps when each user's groups were last read: one membership bound for the hub's endpoints.
-        await broker(self.settings).confirm_membership(user.name, lambda: self._refresh_groups(user))
+        try:
+            await broker(self.settings).confirm_membership(user.name, lambda: self._refresh_groups(user))
+        except CredentialsUnavailable as e:
+            raise web.HTTPError(e.status, str(e)) from None
         team = spawner.selection.team
         if team not in spawner.catalog.teams_of([group.name for group in user.groups]):
             raise web.HTTPError(403, f"{user.name} is no longer a member of team {team}: GPUs are reserved for "
                                      f"team members only. Ask a platform administrator to add {user.name} back, "
                                      "or deploy from a server of another team")
-
-    async def _refresh_groups(self, user) -> None:
-        """The user's groups as the realm has them now (as the S3 credential endpoint reads them)."""
-        try:
-            auth_model = await self.authenticator.refreshed_auth_model(user, self)
-        except RefreshRefused as e:
-            raise web.HTTPError(401, f"{e}: {user.name} must log in to the hub again") from None
-        except RealmUnreachable as e:
-            raise web.HTTPError(503, f"{e}: try again when the realm is back") from None
-        await self.auth_to_user({**auth_model, "name": user.name}, user)
 
     def _gpu_type(self, spawner, team: str, asked: str | None) -> str:
         """The type asked for, else the server's own, else the team's only one."""
