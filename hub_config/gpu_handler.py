@@ -121,15 +121,8 @@ class GpuReservationsHandler(RunningServerHandler):
         return body
 
     def _running_server(self, username: str):
-        user = self.find_user(username)
-        if user is None:
-            raise web.HTTPError(404, f"no such user: {username}")
-        server = self.get_argument("server", "")
-        spawner = user.spawners[server] if server in user.orm_spawners else None
-        if spawner is None or not spawner.ready:
-            name = f" {server!r}" if server else ""
-            raise web.HTTPError(409, f"{username} has no running server{name}: GPUs for served models are "
-                                     "reserved for the team of a running server; start one from the hub")
+        user, spawner = self.running_server(username, "GPUs for served models are reserved for the team of a "
+                                                      "running server; start one from the hub")
         if getattr(spawner, "selection", None) is None or not hasattr(spawner, "pool"):
             raise web.HTTPError(409, f"the server of {username} has no team profile on the local backend: GPU "
                                      "reservations are for the local GPU pool only")

@@ -51,15 +51,8 @@ class RunningServerHandler(APIHandler):
         if not self.has_scope(needed):
             raise web.HTTPError(403, f"only {username}'s own servers and login session may read {username}'s "
                                      f"{self.what} (scope {needed}); this token or session lacks it")
-        user = self.find_user(username)
-        if user is None:
-            raise web.HTTPError(404, f"no such user: {username}")
-        server = self.get_argument("server", "")
-        spawner = user.spawners[server] if server in user.orm_spawners else None
-        if spawner is None or not spawner.ready:
-            name = f" {server!r}" if server else ""
-            raise web.HTTPError(409, f"{username} has no running server{name}: {self.what} are issued only to "
-                                     "running servers; start one from the hub")
+        user, spawner = self.running_server(username, f"{self.what} are issued only to running servers; start "
+                                                       "one from the hub")
         selection: Selection | None = getattr(spawner, "selection", None)
         if selection is None:
             raise web.HTTPError(409, f"the server of {username} was not started with a team profile")
@@ -74,6 +67,18 @@ class RunningServerHandler(APIHandler):
                                      f"for it are issued to team members only. Ask a platform administrator to "
                                      f"add {username} back, or start a server for another team")
         return user, selection
+
+    def running_server(self, username: str, why: str):
+        """(user, the spawner of their server `?server=`) when it runs; else 404 or 409 saying `why` it must."""
+        user = self.find_user(username)
+        if user is None:
+            raise web.HTTPError(404, f"no such user: {username}")
+        server = self.get_argument("server", "")
+        spawner = user.spawners[server] if server in user.orm_spawners else None
+        if spawner is None or not spawner.ready:
+            name = f" {server!r}" if server else ""
+            raise web.HTTPError(409, f"{username} has no running server{name}: {why}")
+        return user, spawner
 
     def teams_of(self, user) -> list[str]:
         return broker(self.settings).catalog.teams_of([group.name for group in user.groups])

@@ -22,3 +22,14 @@ def kubeconfig(fake_kube, tmp_path, monkeypatch):
     undo = point_kubespawner_at(path)
     yield path
     undo()
+
+
+@pytest.fixture(scope="module")
+def rendered_cluster():
+    """A fake API server holding what `mlplatform render` writes for helm-values/platform.yaml and the
+    Spark operator chart's RBAC (tests/support/rendered_cluster.py): its RBAC and admission policies apply."""
+    from ..support.rendered_cluster import load_rendered_cluster
+
+    with FakeKube() as fake:
+        load_rendered_cluster(fake)
+        yield fake

@@ -14,8 +14,7 @@ import copy
 import pytest
 
 from ..support.authz import authorization_matrix
-from ..support.fake_kube import FakeKube
-from ..support.rendered_cluster import CATALOG, load_rendered_cluster
+from ..support.rendered_cluster import CATALOG
 from .test_rbac_matrix import call, clients, pod
 
 A = CATALOG.teams["team-vision"].namespace
@@ -48,16 +47,9 @@ def authz(request):
     yield from authorization_matrix(request)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with FakeKube() as fake:
-        load_rendered_cluster(fake)
-        yield fake
-
-
 @pytest.mark.parametrize("actor", ACTORS)
-def test_only_the_hub_creates_pods_that_use_a_server_token(cluster, authz, actor):
-    core, _, _ = clients(cluster, ACTORS[actor])
+def test_only_the_hub_creates_pods_that_use_a_server_token(rendered_cluster, authz, actor):
+    core, _, _ = clients(rendered_cluster, ACTORS[actor])
     plain = call(lambda: core.create_namespaced_pod(A, pod("plain"), dry_run="All"), ())
     authz.check(actor, "create a pod (A)", plain, allowed=True)
     for how in WAYS:
@@ -71,11 +63,11 @@ def test_only_the_hub_creates_pods_that_use_a_server_token(cluster, authz, actor
                                       "API token (Secrets named *-api-token): ")
 
 
-def test_a_cluster_admin_is_refused_too_and_other_namespaces_are_not_bound(cluster):
-    admin, _, _ = clients(cluster, None)
-    admin.api_client.configuration.api_key = {"authorization": f"Bearer {cluster.token}"}
+def test_a_cluster_admin_is_refused_too_and_other_namespaces_are_not_bound(rendered_cluster):
+    admin, _, _ = clients(rendered_cluster, None)
+    admin.api_client.configuration.api_key = {"authorization": f"Bearer {rendered_cluster.token}"}
     refused = call(lambda: admin.create_namespaced_pod(A, with_token("volume"), dry_run="All"), ())
     assert refused.status_code == 403 and "mlplatform-server-tokens" in refused.json()["message"]
-    cluster.namespace("elsewhere")  # not a team namespace: the binding's selector leaves it out
+    rendered_cluster.namespace("elsewhere")  # not a team namespace: the binding's selector leaves it out
     elsewhere = call(lambda: admin.create_namespaced_pod("elsewhere", with_token("volume"), dry_run="All"), ())
     assert elsewhere.status_code == 200

@@ -17,8 +17,7 @@ from mlplatform.spark.job import SparkJob
 from mlplatform.spark.spec import spark_application
 
 from ..support.authz import authorization_matrix
-from ..support.fake_kube import FakeKube
-from ..support.rendered_cluster import CATALOG, load_rendered_cluster
+from ..support.rendered_cluster import CATALOG
 from .test_rbac_matrix import call, clients
 
 A = CATALOG.teams["team-vision"].namespace
@@ -29,13 +28,6 @@ NOTEBOOK = f"{A}/{K8S.service_account}"
 @pytest.fixture(scope="module")
 def authz(request):
     yield from authorization_matrix(request)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with FakeKube() as fake:
-        load_rendered_cluster(fake)
-        yield fake
 
 
 def built_ray_service(gpus: float = 0) -> dict:
@@ -92,8 +84,8 @@ CASES = {
 }
 
 
-def test_workloads_only_as_the_platforms_builders_make_them(cluster, authz):
-    _, custom, _ = clients(cluster, NOTEBOOK)
+def test_workloads_only_as_the_platforms_builders_make_them(rendered_cluster, authz):
+    _, custom, _ = clients(rendered_cluster, NOTEBOOK)
     for case, ((group, version, plural), obj, refusal) in CASES.items():
         response = call(lambda: custom.create_namespaced_custom_object(group, version, A, plural, obj, dry_run="All"),
                         ())
