@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
-import pytest
 
 from mlplatform_core.contract import PlatformEnvironment
 
@@ -32,32 +30,16 @@ print(json.dumps(answers))
 """
 
 
-@pytest.fixture
-def stopped_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
-
-
-@pytest.fixture
-def hung_port():
-    """Accepts connections (the kernel queues them) and never answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(16)
-        yield s.getsockname()[1]
-
-
-def test_a_kernels_mlflow_calls_fail_within_the_contracts_bound(stopped_port, hung_port):
+def test_a_kernels_mlflow_calls_fail_within_the_contracts_bound(stopped_port, silent_port):
     contract = PlatformEnvironment(user="alice", team="team-vision",
                                    mlflow_tracking_uri=f"http://127.0.0.1:{stopped_port}",
                                    aws_config_file="/nonexistent/aws_config").to_environ()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | contract
-    done = subprocess.run([sys.executable, "-c", CALLS, f"http://127.0.0.1:{hung_port}"], env=env,
+    done = subprocess.run([sys.executable, "-c", CALLS, f"http://127.0.0.1:{silent_port}"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     stopped, hung = json.loads(done.stdout.splitlines()[-1])
-    for answer, port in ((stopped, stopped_port), (hung, hung_port)):
+    for answer, port in ((stopped, stopped_port), (hung, silent_port)):
         assert answer["error"].startswith(f"MlflowException: API request to http://127.0.0.1:{port}/api/2.0/mlflow/"
                                           "experiments/search failed")
     assert stopped["seconds"] < 5  # 3 refused connections, backoff 0 then about 2 s

@@ -22,13 +22,6 @@ ROUTES = [("GET", ("models",), None), ("GET", ("promote", "iris", "1"), None), (
 
 
 @pytest.fixture
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
-
-
-@pytest.fixture
 def hung_port():
     """A server that accepts connections and never answers."""
     server = socket.socket()
@@ -74,9 +67,9 @@ async def answer(jp_fetch, method, route, body) -> tuple[int, dict, float]:
 
 
 @pytest.mark.parametrize("method, route, body", ROUTES)
-def test_mlflow_down_is_a_quick_503(jp_fetch, jp_asyncio_loop, monkeypatch, tmp_path, closed_port, method, route,
+def test_mlflow_down_is_a_quick_503(jp_fetch, jp_asyncio_loop, monkeypatch, tmp_path, stopped_port, method, route,
                                     body):
-    environment(monkeypatch, tmp_path, closed_port)
+    environment(monkeypatch, tmp_path, stopped_port)
     status, reply, seconds = jp_asyncio_loop.run_until_complete(answer(jp_fetch, method, route, body))
     assert status == 503 and "does not answer" in reply["message"] and "nothing was changed" in reply["message"]
     assert seconds < 15
