@@ -16,8 +16,9 @@ from hub_config.spawners.kubernetes import CatalogKubeSpawner
 
 from ..support.authz import authorization_matrix
 from ..support.fake_kube import point_kubespawner_at
-from ..support.hub_user import User
 from ..support.rendered_cluster import CATALOG, load_rendered_cluster
+from .test_kubespawner import spawner as kube_spawner
+from .test_kubespawner import start
 
 VISION = "team-vision"
 CPU = {"team": VISION, "profile": "cpu"}
@@ -64,17 +65,9 @@ async def cluster(fake_kube, tmp_path, monkeypatch):
 
 
 def spawner(name: str) -> CatalogKubeSpawner:
-    s = CatalogKubeSpawner(_mock=True, user=User(name), catalog_file=str(CATALOG.path), start_timeout=20,
-                           http_timeout=20, k8s_api_request_retry_timeout=5)
+    s = kube_spawner(name, catalog_file=str(CATALOG.path), k8s_api_request_retry_timeout=5)
     s.api_token = f"secret-token-of-{name}"
     return s
-
-
-async def start(s: CatalogKubeSpawner, options: dict):
-    s.user_options = options
-    await s._run_apply_user_options(options)
-    await s.run_pre_spawn_hook()
-    return await s.start()
 
 
 def core(fake, account: str) -> kubernetes.client.CoreV1Api:
