@@ -12,6 +12,7 @@ from typing import Any
 from mlplatform_core.catalog import Catalog
 
 from .admission import SERVER_TOKEN_POLICY, WORKLOAD_POLICY, binding, server_token_policy, workload_policy
+from .charts import RELEASES, chart_problems
 from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
 from .common import catalog_document
@@ -20,7 +21,7 @@ from .mlflow import mlflow_auth_config_map
 from .operators import kuberay_operator_values, spark_operator_values
 from .prepull import prepull_daemonsets
 from .teams import team_objects
-from .validation import load_chart, object_problems, values_problems
+from .validation import object_problems
 from .writer import dump
 
 OUTPUTS = ("helm-values", "cluster", "prepull", "teams")
@@ -82,9 +83,10 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     return docs
 
 
-def render(catalog: Catalog, jupyterhub_chart: str | Path | None = None) -> dict[str, str]:
-    """Relative path → file text. Core objects are validated against Kubernetes' schemas (strict); the
-    z2jh values against the chart's schema when `jupyterhub_chart` (an unpacked chart) is given."""
+def render(catalog: Catalog, charts: dict[str, str | Path] | None = None) -> dict[str, str]:
+    """Relative path → file text. Core objects are validated against Kubernetes' schemas (strict). `charts`
+    (chart name of RELEASES → an unpacked chart) are rendered with their values as `helm install` would,
+    and what they make is validated too: the z2jh values against its schema, every object strictly."""
     problems = check_catalog(catalog)
     if problems:
         raise RenderError(catalog.path, problems)
@@ -93,10 +95,10 @@ def render(catalog: Catalog, jupyterhub_chart: str | Path | None = None) -> dict
         if not path.startswith("helm-values/"):
             for obj in objects:
                 problems += object_problems(source, obj)
-    if jupyterhub_chart is not None:
-        chart_values, schema = load_chart(jupyterhub_chart)
-        source, [values] = docs["helm-values/jupyterhub.yaml"]
-        problems += values_problems(source, values, chart_values, schema)
+    for chart, chart_dir in (charts or {}).items():
+        release = RELEASES[chart]
+        [values] = docs[release.values][1]
+        problems += chart_problems(chart_dir, release, values, catalog.kubernetes.hub_namespace)
     if problems:
         raise RenderError(catalog.path, problems)
     return {path: dump(objects, _header(path if path in HEADERS else path.split("/")[0], catalog))

@@ -8,6 +8,7 @@ import sys
 from mlplatform_core.catalog import CatalogError, load_catalog
 
 from .build import OUTPUTS, render
+from .charts import RELEASES
 from .checks import RenderError
 from .writer import write
 
@@ -31,27 +32,33 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--catalog", required=True, help="the platform catalog (platform.yaml, backend: kubernetes)")
     r.add_argument("--out", required=True, help="folder to write into (created if missing)")
     r.add_argument("--only", type=_only, help=f"write only these folders: {','.join(OUTPUTS)}")
-    r.add_argument("--jupyterhub-chart", metavar="DIR",
-                   help="an unpacked jupyterhub chart (helm pull jupyterhub/jupyterhub --untar): check the values "
-                        "against its values.schema.yaml after merging them onto its values.yaml")
+    for chart in RELEASES:
+        r.add_argument(f"--{chart}-chart", metavar="DIR", dest=chart.replace("-", "_"),
+                       help=f"an unpacked {chart} chart (helm pull --untar): render it with its values as helm "
+                            "install would and validate every object it makes (needs the `render` extra)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    charts = {chart: path for chart in RELEASES if (path := getattr(args, chart.replace("-", "_")))}
     try:
-        files = render(load_catalog(args.catalog), jupyterhub_chart=args.jupyterhub_chart)
+        files = render(load_catalog(args.catalog), charts=charts)
     except (CatalogError, RenderError) as e:
         print(e, file=sys.stderr)
         return 1
     except OSError as e:  # an unreadable chart folder
-        print(f"cannot read the jupyterhub chart: {e}", file=sys.stderr)
+        print(f"cannot read the chart: {e}", file=sys.stderr)
+        return 1
+    except ImportError:
+        print("rendering a chart needs Helm's SDK: pip install -c constraints.txt '.[render]'", file=sys.stderr)
         return 1
     for path in write(files, args.out, args.only):
         print(f"wrote {path}")
-    if not args.jupyterhub_chart:
-        print("note: helm-values/jupyterhub.yaml was not checked against the chart's schema; "
-              "give --jupyterhub-chart DIR to check it", file=sys.stderr)
+    if unchecked := [chart for chart in RELEASES if chart not in charts]:
+        print(f"note: not rendered with their charts: {', '.join(unchecked)}; give "
+              f"{' '.join(f'--{chart}-chart DIR' for chart in unchecked)} to see chart errors before helm install",
+              file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,8 @@ chart's values.yaml (as helm does) and checks the result against its schema.
 The hub image has this bundle installed. `hub.extraConfig` calls `configure_hub` (hub_config/hub.py)
 with the catalog mounted from `hub.extraFiles`; the spawner is `CatalogKubeSpawner` (entry point
 `mlplatform-kubernetes`), which starts each server in its team's namespace. Secrets never appear in
-the values: the OAuth client secret and the auth_state key come from the Secret HUB_SECRET.
+the values: the OAuth client secret and the MLflow signing key come from the Secret HUB_SECRET; the
+auth_state key is the chart's own (CryptKeeper.keys, generated into its hub Secret).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mlplatform_core.quantities import parse_cpu, parse_memory
 from .common import CATALOG_PATH, HUB_API_PORT, HUB_SERVICE, catalog_document
 from .images import split_image
 
-HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, crypt-key, mlflow-signing-key (README, "Deploy on Kubernetes")
+HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, mlflow-signing-key (README, "Deploy on Kubernetes")
 # The hub's MLflow signing key (PEM), from HUB_SECRET, mounted read-only for the hub's user only.
 MLFLOW_SIGNING_KEY = "/etc/mlplatform/mlflow/signing.pem"
 SPAWNER = "mlplatform-kubernetes"  # entry point of hub_config.spawners.kubernetes:CatalogKubeSpawner
@@ -93,8 +94,9 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
             },
             "extraEnv": {
                 variable("catalog_path"): CATALOG_PATH,
+                # No JUPYTERHUB_CRYPT_KEY: the chart's config sets CryptKeeper.keys from its own Secret (made
+                # at install, kept on upgrade), which wins over the variable.
                 "OAUTH_CLIENT_SECRET": _secret_env("oauth-client-secret"),
-                "JUPYTERHUB_CRYPT_KEY": _secret_env("crypt-key"),
             },
             "extraFiles": {"mlplatform-catalog": {"mountPath": CATALOG_PATH, "stringData": catalog_document(catalog)}},
             "extraConfig": {"mlplatform": EXTRA_CONFIG},

@@ -20,8 +20,14 @@ def team_namespaces(catalog: Catalog) -> list[str]:
     return list(dict.fromkeys(team.namespace for team in catalog.teams.values()))
 
 
+# The operator of the KubeRay release whose CRDs the platform's RayServices are validated against
+# (../shared/schemas/kuberay: v1.7.0's); the chart's own default tag is `nightly`.
+KUBERAY_OPERATOR_TAG = "v1.7.0"
+
+
 def kuberay_operator_values(catalog: Catalog) -> dict[str, Any]:
     return {
+        "image": {"tag": KUBERAY_OPERATOR_TAG},
         "singleNamespaceInstall": True,
         "crNamespacedRbacEnable": True,
         "watchNamespace": team_namespaces(catalog),

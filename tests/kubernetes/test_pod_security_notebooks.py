@@ -6,29 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
 from mlplatform_core.catalog import load_catalog
 from hub_config.render.jupyterhub import jupyterhub_values
 from hub_config.render.pod_security import baseline_problems
-from hub_config.render.validation import helm_merge
+from hub_config.render.charts import merged_values
 from hub_config.spawners.kube_quota import stop_cluster_quotas
 from hub_config.spawners.kubernetes import CatalogKubeSpawner
 
 from ..support.hub_user import User
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART_VALUES = ROOT.parent / "shared" / "schemas" / "zero-to-jupyterhub-k8s" / "values.yaml"
+CHART = ROOT.parent / "shared" / "charts" / "jupyterhub"
 VISION = "team-vision"
 
 
 def z2jh_config() -> Config:
     """What the chart's jupyterhub_config.py sets on KubeSpawner that bears on Pod Security, from our
     rendered values merged onto the chart's defaults (as helm does)."""
-    values = helm_merge(yaml.safe_load(CHART_VALUES.read_text()),
-                        jupyterhub_values(load_catalog(ROOT / "helm-values" / "platform.yaml", environ={})))
+    values = merged_values(CHART, jupyterhub_values(load_catalog(ROOT / "helm-values" / "platform.yaml", environ={})))
     singleuser = values["singleuser"]
     spawner = {"uid": singleuser["uid"], "fs_gid": singleuser["fsGid"],
                "allow_privilege_escalation": singleuser["allowPrivilegeEscalation"], "init_containers": []}

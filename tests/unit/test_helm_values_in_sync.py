@@ -8,12 +8,12 @@ from hub_config.render.build import render
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "helm-values" / "platform.yaml"
-CHART = ROOT.parent / "shared" / "schemas" / "zero-to-jupyterhub-k8s"
+CHARTS = {chart: ROOT.parent / "shared" / "charts" / chart for chart in ("jupyterhub", "kuberay-operator", "spark-operator")}
 REFRESH = "mlplatform render --catalog helm-values/platform.yaml --out . --only helm-values,prepull"
 
 
 def test_repository_examples_are_the_rendered_files():
-    rendered = {path: text for path, text in render(load_catalog(CATALOG, environ={}), jupyterhub_chart=CHART).items()
+    rendered = {path: text for path, text in render(load_catalog(CATALOG, environ={}), charts=CHARTS).items()
                 if path.split("/")[0] in ("helm-values", "prepull")}
     in_repo = {p.relative_to(ROOT).as_posix(): p.read_bytes()
                for folder in ("helm-values", "prepull") for p in sorted((ROOT / folder).glob("*.yaml"))

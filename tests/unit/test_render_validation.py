@@ -3,6 +3,7 @@
 gets one message naming each catalog key, and leaves the output folder as it was."""
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,13 @@ from hub_config.render.build import documents, render
 from hub_config.render.checks import RenderError
 from hub_config.render.cli import main
 from hub_config.render.jupyterhub import jupyterhub_values
-from hub_config.render.validation import helm_merge, load_chart, object_problems, values_problems
+from hub_config.render.charts import merged_values
+from hub_config.render.validation import object_problems, values_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "helm-values" / "platform.yaml"
-CHART = ROOT.parent / "shared" / "schemas" / "zero-to-jupyterhub-k8s"
+CHART = ROOT.parent / "shared" / "charts" / "jupyterhub"
+SCHEMA = yaml.safe_load((CHART / "values.schema.yaml").read_text())
 DATA = yaml.safe_load(EXAMPLE.read_text())
 
 
@@ -30,31 +33,21 @@ def render_problems(data) -> list[str]:
 
 
 def test_jupyterhub_values_fit_the_chart_schema_after_merging_onto_its_defaults():
-    chart_values, schema = load_chart(CHART)
-    catalog = load_catalog(EXAMPLE, environ={})
-    assert values_problems("kubernetes", jupyterhub_values(catalog), chart_values, schema) == []
+    values = jupyterhub_values(load_catalog(EXAMPLE, environ={}))
+    assert values_problems("kubernetes", merged_values(CHART, values), SCHEMA) == []
     # The schema requires every top-level key: the values alone (not merged) do not pass.
-    assert "'imagePullSecrets' is a required property" in values_problems("kubernetes", jupyterhub_values(catalog),
-                                                                          {}, schema)[0]
+    assert "'imagePullSecrets' is a required property" in values_problems("kubernetes", values, SCHEMA)[0]
 
 
 def test_the_chart_schema_refuses_what_the_chart_would():
-    chart_values, schema = load_chart(CHART)
     values = jupyterhub_values(load_catalog(EXAMPLE, environ={}))
     values["singleuser"]["cpu"]["limit"] = "2"  # the chart wants a number of cores
     values["hub"]["networkPolicy"]["interNamespaceAccessLabels"] = "allow"
-    assert values_problems("kubernetes", values, chart_values, schema) == [
+    assert values_problems("kubernetes", merged_values(CHART, values), SCHEMA) == [
         "kubernetes: the chart's schema refuses hub.networkPolicy.interNamespaceAccessLabels: "
         "'allow' is not one of ['accept', 'ignore']",
         "kubernetes: the chart's schema refuses singleuser.cpu.limit: '2' is not of type 'number', 'null'",
     ]
-
-
-def test_helm_merge_merges_maps_replaces_lists_and_deletes_on_null():
-    defaults = {"hub": {"image": {"name": "k8s-hub", "tag": "4"}, "extraEnv": {}}, "hosts": ["a", "b"], "x": 1}
-    merged = helm_merge(defaults, {"hub": {"image": {"name": "mine"}}, "hosts": ["c"], "x": None})
-    assert merged == {"hub": {"image": {"name": "mine", "tag": "4"}, "extraEnv": {}}, "hosts": ["c"]}
-    assert defaults["hub"]["image"]["name"] == "k8s-hub"  # the defaults are not changed
 
 
 def test_every_core_object_passes_kubernetes_strict_validation():
@@ -145,14 +138,14 @@ def test_an_invalid_catalog_file_is_reported_like_everywhere_else(tmp_path, caps
 
 
 def test_render_checks_the_values_against_a_chart_when_given_one(tmp_path):
-    chart = tmp_path / "chart"
-    chart.mkdir()
-    values, schema = load_chart(CHART)
+    chart = tmp_path / "jupyterhub"
+    shutil.copytree(CHART, chart)
+    schema = copy.deepcopy(SCHEMA)
     schema["properties"]["ingress"]["properties"]["enabled"] = {"const": False}  # a chart without ingress
-    (chart / "values.yaml").write_text(yaml.safe_dump(values))
     (chart / "values.schema.yaml").write_text(yaml.safe_dump(schema))
     catalog = load_catalog(EXAMPLE, environ={})
-    assert render(catalog, jupyterhub_chart=CHART)
+    assert render(catalog, charts={"jupyterhub": CHART})
     with pytest.raises(RenderError) as e:
-        render(catalog, jupyterhub_chart=chart)
-    assert e.value.problems == ["kubernetes: the chart's schema refuses ingress.enabled: False was expected"]
+        render(catalog, charts={"jupyterhub": chart})
+    assert e.value.problems == ["helm-values/jupyterhub.yaml (chart jupyterhub): the chart's schema refuses "
+                                "ingress.enabled: False was expected"]
