@@ -36,15 +36,18 @@ def chart_objects(catalog: Catalog = CATALOG) -> dict[str, list[dict[str, Any]]]
             for chart, release in RELEASES.items()}
 
 
-def load_rendered_cluster(fake: FakeKube, catalog: Catalog = CATALOG) -> list[dict[str, Any]]:
+def load_rendered_cluster(fake: FakeKube, catalog: Catalog = CATALOG,
+                          charts: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """Create (validated, as `kubectl apply` and `helm install` would) every rendered object of a kind the fake
-    serves, then the charts'; the releases' namespaces too. Returns what was skipped (NetworkPolicies, ...)."""
+    serves, then the charts' (`charts`: chart_objects(catalog) when not given); the releases' namespaces too.
+    Returns what was skipped (NetworkPolicies, Deployments, ...)."""
+    charts = chart_objects(catalog) if charts is None else charts
     fake.namespace(catalog.kubernetes.hub_namespace)
     for release in RELEASES.values():
         if release.namespace:
             fake.namespace(release.namespace)
     skipped = []
-    for obj in rendered_objects(catalog) + [obj for objects in chart_objects(catalog).values() for obj in objects]:
+    for obj in rendered_objects(catalog) + [obj for objects in charts.values() for obj in objects]:
         try:
             resources.for_object(obj)
         except ValueError:
