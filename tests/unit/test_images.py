@@ -68,9 +68,10 @@ def test_bases_are_pinned_and_the_image_runs_as_a_non_root_user(dockerfile):
     assert users and users[-1].split(":")[0] not in ("root", "0"), f"{dockerfile}: the image runs as root"
     # The bundle comes from this repository, with its AWS credential process on the PATH.
     assert any(i == "COPY" and args.split()[-2:-1] == ["."] for i, args in steps), dockerfile
-    # MLflow's server reads no S3 (notebooks write artifacts to their team's prefix themselves).
+    # MLflow's server reads no S3 (notebooks write artifacts to their team's prefix themselves); the hub
+    # vends credentials and uses none.
     assert any(i == "RUN" and "pip install" in args and ("command -v mlplatform-aws-credentials" in args
-                                                          or dockerfile.parent.name == "mlflow")
+                                                          or dockerfile.parent.name in ("mlflow", "hub"))
                for i, args in steps), dockerfile
 
 
