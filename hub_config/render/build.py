@@ -30,7 +30,8 @@ _EDIT = "Rendered by `mlplatform render` from {catalog}; do not edit: change the
 HEADERS = {
     "helm-values/jupyterhub.yaml": [
         "Values for the zero-to-jupyterhub chart (jupyterhub/jupyterhub).", _EDIT,
-        "helm upgrade --install jupyterhub jupyterhub/jupyterhub -n {hub_namespace} -f helm-values/jupyterhub.yaml",
+        "helm upgrade --install jupyterhub <z2jh checkout>/jupyterhub -n {hub_namespace} -f helm-values/jupyterhub.yaml",
+        "(README, \"Deploy on Kubernetes\": the chart commit the tests render and start the hub with)",
     ],
     "helm-values/kuberay-operator.yaml": [
         "Values for the KubeRay operator chart (kuberay/kuberay-operator).", _EDIT,
