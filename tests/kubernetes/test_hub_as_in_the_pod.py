@@ -178,7 +178,11 @@ def test_the_chart_started_hub_logs_in_spawns_a_gpu_server_in_the_team_namespace
     assert spec["schedulerName"] == "jupyterhub-user-scheduler"
     assert pod["metadata"]["labels"].items() >= {"component": "singleuser-server", "app.kubernetes.io/managed-by":
                                                  "kubespawner", "hub.jupyter.org/network-access-hub": "true"}.items()
-    assert {(m["name"], m["mountPath"]) for m in notebook["volumeMounts"]} >= {("mlplatform", "/etc/mlplatform")}
+    # The team's catalog ConfigMap (CatalogKubeSpawner) and the user's home on a PVC in the team namespace
+    # (z2jh's singleuser.storage, dynamic by default; the hub's Role there covers PVCs).
+    assert {(m["name"], m["mountPath"]) for m in notebook["volumeMounts"]} >= {
+        ("mlplatform", "/etc/mlplatform"), ("volume-alice", "/home/jovyan")}
+    assert cluster.fake.get("persistentvolumeclaims", "claim-alice", VISION) is not None
     env = cluster.fake.container_env(pod, "notebook")
     assert env["MLPLATFORM_CATALOG"] == "/etc/mlplatform/platform.yaml"
     assert env["MLFLOW_TRACKING_URI"] == cluster.catalog.mlflow.tracking_uri and env["MLFLOW_WORKSPACE"] == VISION
@@ -199,6 +203,7 @@ def test_the_chart_started_hub_logs_in_spawns_a_gpu_server_in_the_team_namespace
     assert alice.api("DELETE", "/users/alice/server").status_code in (202, 204)
     wait(lambda: cluster.fake.get("pods", "jupyter-alice", VISION) is None, 60, "the pod was not deleted")
     wait(lambda: cluster.fake.list("secrets", VISION) == [], 20, "the server's token Secret was not deleted")
+    assert cluster.fake.get("persistentvolumeclaims", "claim-alice", VISION) is not None  # the home stays
     # The chart's idle culler runs as the hub's service, with the chart's own role.
     assert "Starting managed service jupyterhub-idle-culler" in cluster.log("hub")
     assert "Traceback" not in cluster.log("hub"), cluster.tail("hub", 80)
