@@ -6,6 +6,7 @@ the head is stopped at the end and no Ray process may be left)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -77,6 +78,12 @@ def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(plat
         assert widget.holder.value == "@champion → version 1" and widget.promote_button.disabled
         assert [(e["action"], e["version"], e["user"]) for e in widget.events] == [("promote", "1", "alice")]
         assert "alice" in widget.history.value
+        # The first holder of the alias: nothing to roll back to, and the button says so.
+        assert widget.rollback_button.disabled and widget.rollback_version is None
+        assert widget.rollback_button.tooltip.startswith("nothing to roll back to")
+        # Labels fit: buttons are as wide as "Promote to @champion".
+        assert widget.promote_button.description == "Promote to @champion"
+        assert {b.layout.width for b in (widget.check_button, widget.promote_button, widget.rollback_button)} == {"auto"}
 
         # A version that fails a gate: shown as FAIL with its value; Promote stays off.
         widget.version.value = "2"
@@ -99,6 +106,9 @@ def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(plat
                                        "model card: intended_use: tag 'intended_use' is missing; set it on the "
                                        "version or on the registered model"]
         assert "✘ FAIL" in widget.gates.value and mlflow.get_registered_model(name).aliases == {"champion": "1"}
+        # ... and how to set the missing field.
+        fix = f"""MlflowClient().set_model_version_tag({name!r}, '3', 'intended_use', "...")"""
+        assert f"set it with: <code>{html.escape(fix)}</code>" in widget.gates.value
 
         mlflow.set_model_version_tag(name, "3", "intended_use", "widget tests")
         widget.check_button.click()
@@ -106,6 +116,8 @@ def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(plat
         widget.promote_button.click()
         assert widget.wait(60) and mlflow.get_registered_model(name).aliases == {"champion": "3"}
 
+        assert widget.rollback_version == "1" and not widget.rollback_button.disabled
+        assert widget.rollback_button.tooltip == "move @champion back to version 1"
         widget.rollback_button.click()
         assert widget.wait(60) and widget.errors.lines == []
         assert mlflow.get_registered_model(name).aliases == {"champion": "1"}

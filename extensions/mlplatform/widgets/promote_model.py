@@ -16,6 +16,8 @@ import ipywidgets as w
 
 from .. import registry
 from ..environment import read_environment
+from ..registry import audit
+from ..registry.errors import RollbackRefused
 from ..models import list_models
 from ..registry.policy import resolve_policy
 from .common import (
@@ -33,6 +35,7 @@ from .common import (
 )
 
 CELL = 'style="padding:2px 8px;text-align:left;vertical-align:top"'
+FIT = {"width": "auto"}  # buttons as wide as their label ("Promote to @champion" is cut at the default width)
 ACTIONS = ("check", "promote", "rollback")
 
 
@@ -54,9 +57,12 @@ class PromoteModel(w.VBox):
         self.version = w.Dropdown(description="Version", layout=WIDE, style=LABEL)
         self.refresh_button = w.Button(description="Refresh models", icon="refresh")
         self.holder = w.HTML()
-        self.check_button = w.Button(description="Check gates", icon="check-square", button_style="info")
-        self.promote_button = w.Button(description="Promote", icon="arrow-up", button_style="success", disabled=True)
-        self.rollback_button = w.Button(description="Roll back", icon="undo", button_style="warning", disabled=True)
+        self.check_button = w.Button(description="Check gates", icon="check-square", button_style="info",
+                                     layout=w.Layout(**FIT))
+        self.promote_button = w.Button(description="Promote", icon="arrow-up", button_style="success", disabled=True,
+                                       layout=w.Layout(**FIT))
+        self.rollback_button = w.Button(description="Roll back", icon="undo", button_style="warning", disabled=True,
+                                        layout=w.Layout(**FIT))
         self.problems = ErrorLines()
         self.errors = ErrorLines()
         self.gates = w.HTML()
@@ -111,6 +117,7 @@ class PromoteModel(w.VBox):
         current = aliases.get(self.alias) if self.alias else None
         self.holder.value = "" if not name or not self.alias else (
             f"@{self.alias} → version {current}" if current else f"no version holds @{self.alias} yet")
+        self.events = []  # the trail of this model comes with _load_history
         self._on_version()
         if name:
             self.tasks.start("history", self._load_history, name)
@@ -126,6 +133,16 @@ class PromoteModel(w.VBox):
         aliases = (self._models.get(self.model.value) or {}).get("aliases", {})
         return str(aliases[self.alias]) if self.alias in aliases else None
 
+    @property
+    def rollback_version(self) -> str | None:
+        """The version Roll back moves the alias to, by the audit trail as last read; None: nothing to roll back to."""
+        if self.alias is None or not self.model.value:
+            return None
+        try:
+            return audit.rollback_target(self.events, self.model.value, self.alias, self.holder_version)
+        except RollbackRefused:
+            return None
+
     def _update_buttons(self) -> None:
         busy = self.tasks.running(*ACTIONS)
         chosen = self.alias is not None and self.version.value is not None
@@ -134,7 +151,10 @@ class PromoteModel(w.VBox):
                        and report["version"] == self.version.value)
         self.check_button.disabled = busy or not chosen
         self.promote_button.disabled = busy or not checked or self.holder_version == self.version.value
-        self.rollback_button.disabled = busy or self.holder_version is None
+        target = self.rollback_version
+        self.rollback_button.disabled = busy or target is None
+        self.rollback_button.tooltip = (f"move @{self.alias} back to version {target}" if target else
+                                        "nothing to roll back to: no earlier version held the alias")
 
     def _show_error(self, error: BaseException) -> None:
         self.errors.show_error(error)
@@ -184,17 +204,26 @@ class PromoteModel(w.VBox):
 
 
 def gates_html(report: dict) -> str:
-    """The gate report as a table: each gate passed or failed, with its values."""
+    """The gate report as a table: each gate passed or failed, with its values; a missing model card field
+    with the line of code that sets it."""
     rows = "".join(
         f"<tr><td {CELL}><b style='color:{OK_COLOR if g['passed'] else ERROR_COLOR}'>"
         f"{'✔ pass' if g['passed'] else '✘ FAIL'}</b></td><td {CELL}>{html.escape(g['id'])}</td>"
-        f"<td {CELL}>{html.escape(g['message'])}</td></tr>" for g in report["gates"])
+        f"<td {CELL}>{html.escape(g['message'])}{_fix(report, g)}</td></tr>" for g in report["gates"])
     failed = len(report["failed"])
     verdict = (f"<b style='color:{OK_COLOR}'>every gate passes: version {report['version']} may be promoted</b>"
                if report["passed"] else
                f"<b style='color:{ERROR_COLOR}'>{failed} of {len(report['gates'])} gates fail: "
                f"version {report['version']} cannot be promoted</b>")
     return f"<div>Gates for @{html.escape(report['alias'])}: {verdict}</div><table>{rows}</table>"
+
+
+def _fix(report: dict, gate: dict) -> str:
+    if gate["passed"] or gate["kind"] != "model_card_field":
+        return ""
+    code = (f"MlflowClient().set_model_version_tag({report['model']!r}, {report['version']!r}, "
+            f"{gate['field']!r}, \"...\")")
+    return f"<br>set it with: <code>{html.escape(code)}</code>"
 
 
 def history_html(events: list[dict]) -> str:
