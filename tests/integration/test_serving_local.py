@@ -116,6 +116,12 @@ def test_predict_with_records_and_split_orient(iris):
         assert r.json() == {"predictions": [0, 1]}
         assert r.headers["X-Model-Version"] == iris["v1"].version
     assert serving.predict(iris["app"], SAMPLE_ROWS) == [0, 1]
+    # Integers for the float columns, as `mlflow models serve` takes them: cast, not refused.
+    whole = [{"x1": 0, "x2": 1}, {"x1": 1, "x2": 0}]
+    r = requests.post(url, json={"dataframe_records": whole}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == serving.predict(iris["app"], [{k: float(v) for k, v in row.items()}
+                                                                    for row in whole])
     health = requests.get(f"{serving.status(iris['app'])['url']}/health", timeout=30).json()
     assert health == {"status": "ok", "model_uri": f"models:/{iris['name']}@champion",
                       "served_uri": iris["v1"].uri, "model_version": iris["v1"].version, "task": "predict",

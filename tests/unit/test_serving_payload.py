@@ -1,10 +1,15 @@
 """Request bodies of /predict and /generate: what is accepted, and the 400 message for what is not."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.models.utils import _enforce_schema
+from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
 from mlplatform.serving.payload import PayloadError, jsonable, parse_generate, parse_predict, split_outputs
 
@@ -85,3 +90,31 @@ def test_jsonable_turns_nan_and_numpy_into_json():
     assert jsonable(np.array([1.5, np.nan, np.inf])) == [1.5, None, None]
     assert jsonable({"a": np.int64(3), "b": [np.float32(0.5)]}) == {"a": 3, "b": [0.5]}
     json.dumps(jsonable(pd.DataFrame({"x": [np.nan, 1.0]})), allow_nan=False)
+
+
+# A signature with each numeric width and a string column, as MLflow infers it from a training frame.
+TYPED = pd.DataFrame({"length": [5.1], "width": np.array([3.5], dtype=np.float32), "count": [3], "kind": ["a"]})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # MLflow's hint that integer columns cannot hold missing values
+    SCHEMA = infer_signature(TYPED).inputs
+
+
+@pytest.mark.parametrize("wrap", ["records", "dataframe_records", "dataframe_split"])
+def test_rows_are_cast_to_the_signature_as_mlflow_models_serve_casts_them(wrap):
+    rows = [{"length": 5, "width": 3, "count": 2, "kind": "b"}, {"length": 6.5, "width": 2, "count": 1, "kind": "c"}]
+    split = {"columns": list(rows[0]), "data": [list(r.values()) for r in rows]}
+    body = {"records": rows, "dataframe_records": {"dataframe_records": rows},
+            "dataframe_split": {"dataframe_split": split}}[wrap]
+    frame = parse_predict(json.dumps(body).encode(), SCHEMA)
+    # The same frame MLflow's scoring server hands the model, which then passes its schema enforcement.
+    mlflow_frame = infer_and_parse_data({"dataframe_split": split}, SCHEMA)
+    pd.testing.assert_frame_equal(frame, mlflow_frame)
+    pd.testing.assert_frame_equal(_enforce_schema(frame, SCHEMA), _enforce_schema(mlflow_frame, SCHEMA))
+
+
+def test_a_value_mlflow_cannot_cast_is_refused_naming_the_column():
+    rows = [{"length": "a lot", "width": 3.5, "count": 2, "kind": "b"}]
+    with pytest.raises(MlflowException):  # MLflow's scoring server refuses it too
+        infer_and_parse_data({"dataframe_records": rows}, SCHEMA)
+    with pytest.raises(PayloadError, match="column length"):
+        parse_predict(json.dumps(rows).encode(), SCHEMA)

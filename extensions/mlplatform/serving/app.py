@@ -56,6 +56,14 @@ class LoadedModel:
     pyfunc: Any
     transformers: bool
 
+    @property
+    def schema(self) -> Any:
+        """The input schema /predict casts rows to, as `mlflow models serve` does (None: no cast)."""
+        metadata = self.pyfunc.metadata
+        if getattr(metadata, "_is_signature_from_type_hint", lambda: False)():
+            return None  # MLflow's scoring server passes such inputs on as they are, too
+        return metadata.get_input_schema()
+
     def info(self) -> dict:
         inputs = self.pyfunc.metadata.get_input_schema()
         return {"model_uri": self.requested_uri, "served_uri": self.uri, "model_version": self.version,
@@ -122,7 +130,7 @@ class ModelServer:
             if path in ("/predict", "/generate") and request.method != "POST":
                 raise HTTPError(405, f"{path} takes POST with a JSON body")
             if path == "/predict":
-                frame = parse_predict(await request.body())
+                frame = parse_predict(await request.body(), model.schema)
                 return self._answer({"predictions": self._raise(await self.predict_batch(frame))}, model)
             if path == "/generate":
                 if model.task != "text-generation":

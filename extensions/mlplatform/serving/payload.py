@@ -8,7 +8,9 @@ expects them, so one client works against both:
     {"columns": ["x", "y"], "data": [[1.0, 2.0], ...]}             split (as DataFrame.to_json(orient="split"))
     {"dataframe_split": {"columns": ["x", "y"], "data": [[1.0, 2.0], ...]}}
 
-and answers `{"predictions": [...]}`, one entry per row. `/generate` (text-generation models)
+and answers `{"predictions": [...]}`, one entry per row. Given the model's input schema, the rows are
+cast to its column types as `mlflow models serve` casts them (MLflow's own function): an integer for a
+float column is accepted, a value the type cannot take (a word for a float) is refused naming the column. `/generate` (text-generation models)
 accepts `{"prompt": "..."}` or `{"prompts": [...]}` with an optional `max_tokens` and answers
 `{"generations": [...]}`, one per prompt.
 
@@ -44,9 +46,21 @@ def _json(body: bytes) -> Any:
         raise PayloadError(f"the request body is not valid JSON ({e}); send {FORMATS}") from None
 
 
-def parse_predict(body: bytes) -> pd.DataFrame:
-    """The rows of a `/predict` body as a DataFrame."""
-    doc = _json(body)
+def parse_predict(body: bytes, schema: Any = None) -> pd.DataFrame:
+    """The rows of a `/predict` body as a DataFrame, cast to `schema` (an MLflow input schema) if given."""
+    frame = _frame(_json(body))
+    if schema is None:
+        return frame
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
+
+    try:  # what MLflow's scoring server does to dataframe_records / dataframe_split
+        return cast_df_types_according_to_schema(frame, schema)
+    except MlflowException as e:
+        raise PayloadError(e.message) from None
+
+
+def _frame(doc: Any) -> pd.DataFrame:
     if isinstance(doc, dict) and len(doc) == 1 and "dataframe_records" in doc:
         doc = doc["dataframe_records"]
     elif isinstance(doc, dict) and len(doc) == 1 and "dataframe_split" in doc:
