@@ -59,10 +59,12 @@ def train() -> LogisticRegression:
 def register_model(tracking_uri: str, name: str, *, metrics: dict[str, float] | None = None,
                    params: dict | None = None, signature: bool = True, dataset: bool = True,
                    version_tags: dict[str, str] | None = None, model_tags: dict[str, str] | None = None,
-                   experiment: str = "mlplatform-tests") -> RegisteredVersion:
+                   experiment: str = "mlplatform-tests", input_example: pd.DataFrame | None = None
+                   ) -> RegisteredVersion:
     """Log a run with `metrics` and `params` and register its model as the next version of `name`.
 
-    `signature=False` logs the model without a signature; `dataset=False` logs no run input.
+    `signature=False` logs the model without a signature; `dataset=False` logs no run input;
+    `input_example` is saved with the model as MLflow's `input_example=`.
     `version_tags` go on the new version, `model_tags` on the registered model. Only an MlflowClient
     talks to the server: MLflow's global tracking URI and MLFLOW_TRACKING_URI are not touched.
     """
@@ -86,7 +88,7 @@ def register_model(tracking_uri: str, name: str, *, metrics: dict[str, float] | 
         sig = infer_signature(TRAINING[FEATURES], model.predict(TRAINING[FEATURES])) if signature else None
         with tempfile.TemporaryDirectory() as tmp:
             # pip_requirements given: MLflow would otherwise infer them by loading the model in a subprocess.
-            mlflow.sklearn.save_model(model, f"{tmp}/model", signature=sig,
+            mlflow.sklearn.save_model(model, f"{tmp}/model", signature=sig, input_example=input_example,
                                       pip_requirements=["scikit-learn", "pandas"])
             client.log_artifacts(run_id, f"{tmp}/model", "model")
     client.set_terminated(run_id)

@@ -17,6 +17,8 @@ from mlplatform.widgets import PromoteModel, ServeModel, SubmitSparkJob
 from mlplatform.widgets.common import ERROR_COLOR, Background, dns_label, error_lines
 from mlplatform.widgets.spark_job import parse_conf
 
+from ..support import mlflow_models
+
 # MLflow's SQLite store uses a SQLAlchemy loader that SQLAlchemy deprecates: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
@@ -264,3 +266,23 @@ def test_background_errors_become_lines_and_stop_ends_pollers():
     assert time.monotonic() - started < 1 and not tasks.running()
     assert [type(e).__name__ for e in seen] == ["JSONDecodeError"] and len(polls) > 3
     assert not [t for t in threading.enumerate() if t.name.startswith("mlplatform-widget-")]
+
+
+def test_serve_prefills_the_test_request_with_the_logged_input_example(tmp_path):
+    """A real logged model (MLflow on SQLite, artifacts in a folder): its input example when it has one,
+    else one row built from its signature."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_experiment("mlplatform-tests", artifact_location=(tmp_path / "artifacts").as_uri())
+    example = mlflow_models.TRAINING[mlflow_models.FEATURES].tail(2)
+    with_example = mlflow_models.register_model(uri, "with-example", dataset=False, input_example=example)
+    without = mlflow_models.register_model(uri, "without-example", dataset=False)
+    widget = ServeModel(client=client, poll_interval=0.05)
+    try:
+        assert widget.wait(30)
+        rows = widget._example_rows({"model_uri": with_example.uri, "model_version": with_example.version}, None)
+        assert json.loads(rows) == example.to_dict(orient="records")
+        rows = widget._example_rows({"model_uri": without.uri, "model_version": without.version}, None)
+        assert json.loads(rows) == [{c: 0.0 for c in mlflow_models.FEATURES}]  # the signature's double columns
+    finally:
+        widget.close()

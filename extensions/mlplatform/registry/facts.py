@@ -95,6 +95,28 @@ def signature(client: MlflowClient, name: str, version: str) -> tuple[dict | Non
             for key in ("inputs", "outputs", "params")}, None
 
 
+def input_example(client: MlflowClient, name: str, version: str):
+    """The input example logged with the version (`input_example=` when it was logged), as MLflow's
+    own loader reads it (a DataFrame for tabular models), or None when it has none or it cannot be read."""
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            location = client.get_model_version_download_uri(name, version).rstrip("/")
+            model = Model.load(download_artifacts(artifact_uri=f"{location}/MLmodel", dst_path=tmp,
+                                                  tracking_uri=client.tracking_uri))
+            saved = model.saved_input_example_info
+            if not saved or not saved.get("artifact_path"):
+                return None
+            download_artifacts(artifact_uri=f"{location}/{saved['artifact_path']}", dst_path=tmp,
+                               tracking_uri=client.tracking_uri)
+            return model.load_input_example(tmp)
+        except (MlflowException, OSError, ValueError, KeyError, TypeError) as e:
+            if lost_contact(e):  # MLflow stopped answering: an outage, not a model without an example
+                raise
+            return None
+
+
 def _iso(millis: int | None) -> str | None:
     if not millis:
         return None

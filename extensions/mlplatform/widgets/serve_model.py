@@ -38,6 +38,7 @@ from .common import (
 
 STEPS = (serving.SUBMITTED, serving.STARTING, serving.DEPLOYING, serving.RUNNING)
 TEXT_GENERATION = "text-generation"
+EXAMPLE_ROWS = 5  # at most this many rows of a logged input example prefill the test request
 # An example value per MLflow column type, to prefill the test request from the model's signature.
 EXAMPLE_VALUES = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False, "string": "text",
                   "binary": "", "datetime": "2026-01-01T00:00:00"}
@@ -296,15 +297,22 @@ class ServeModel(w.VBox):
             self._prefill = self.request_box.value = example
 
     def _example_rows(self, status: dict, columns: list[str] | None) -> str:
-        """One row of example values from the served version's signature (or its input column names)."""
+        """The served version's logged input example (its first rows), else one row of example values
+        from its signature (or its input column names)."""
+        import pandas as pd
         from mlflow import MlflowClient
 
-        from ..registry.facts import signature
+        from ..registry.facts import input_example, signature
+        from ..serving.payload import jsonable
 
         match = MODEL_URI.fullmatch(status["model_uri"])
         inputs = None
         if match:
-            sig, _ = signature(self._client or MlflowClient(), match["name"], status["model_version"])
+            client = self._client or MlflowClient()
+            logged = input_example(client, match["name"], status["model_version"])
+            if isinstance(logged, pd.DataFrame) and not logged.empty:
+                return json.dumps(jsonable(logged.head(EXAMPLE_ROWS)), default=str)
+            sig, _ = signature(client, match["name"], status["model_version"])
             inputs = (sig or {}).get("inputs")
         if inputs and all(i.get("name") for i in inputs):
             row = {i["name"]: EXAMPLE_VALUES.get(i.get("type"), 0.0) for i in inputs}
