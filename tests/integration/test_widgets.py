@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from mlplatform_core.catalog import Promotion
 from mlplatform import serving, spark
+from mlplatform.spark.driver_log import LOG4J_RECORD
 from mlplatform.widgets import PromoteModel, ServeModel, SubmitSparkJob
 
 from ..conftest import BASE
@@ -166,7 +167,12 @@ def test_spark_job_runs_to_completed_with_the_ui_link_and_the_driver_log(noteboo
         assert distinct(states) == ["SUBMITTED", "RUNNING", "COMPLETED"]
         assert any("Spark UI: <a href=\"http://127.0.0.1:" in link for link in links)  # while it ran
         assert widget.ui_link.value == ""
-        assert f"sum: 5050 app: {widget.app_id}" in widget.log_text and "Driver log" in widget.driver_log.value
+        assert f"sum: 5050 app: {widget.app_id}" in widget.log_text  # the Spark log has both streams
+        # "Output": the job's print without Spark's log4j lines, which stay in the Spark log, collapsed.
+        assert f"sum: 5050 app: {widget.app_id}" in widget.output_text and "Output" in widget.output.value
+        assert any(LOG4J_RECORD.match(line) for line in widget.log_text.splitlines())
+        assert not any(LOG4J_RECORD.match(line) for line in widget.output_text.splitlines())
+        assert widget.spark_log.selected_index is None and widget.spark_log.layout.display is None
         assert widget.errors.lines == [] and widget.progress.bar_style == "success"
         assert widget.cancel_button.disabled and not widget.submit_button.disabled
     finally:
@@ -182,6 +188,7 @@ def test_a_failing_job_shows_its_error_line_in_red(notebooks):
         assert widget.state == spark.status(widget.app_id)["state"] == "FAILED"
         assert widget.errors.lines == ["the job failed: RuntimeError: the input table is empty"]
         assert "Traceback (most recent call last):" in widget.log_text  # the driver's, in the log tail
+        assert widget.output_text.splitlines()[-1] == "RuntimeError: the input table is empty"  # the job's own
         assert widget.progress.bar_style == "danger"
     finally:
         widget.close()

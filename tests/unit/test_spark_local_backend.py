@@ -130,6 +130,26 @@ def test_states_exit_code_error_line_and_ui_link(tmp_path, main_file):
             backend.logs(app_id, tail=tail)
 
 
+def test_output_is_spark_submits_stdout_and_the_driver_log_has_both_streams(tmp_path, main_file):
+    # As spark-submit runs a PySpark program: log4j records on stderr, the program's prints on stdout.
+    script = stand_in(tmp_path, """\
+        echo "26/12/02 07:55:46 INFO SparkContext: Running Spark version 4.3.0" >&2
+        echo "rows: 3"
+        echo "26/12/02 07:56:11 INFO SparkContext: Starting job: count at job.py:4" >&2
+        echo "sum: 5050"
+        echo "26/12/02 07:56:14 INFO SparkContext: Successfully stopped SparkContext" >&2
+    """)
+    backend = LocalSparkBackend(tmp_path / "state", spark_submit=script)
+    app_id = backend.submit(SparkJob(name="prints", main_file=str(main_file)))["app_id"]
+    assert wait_for(backend, app_id, {"COMPLETED", "FAILED"})["state"] == "COMPLETED"
+    assert backend.output(app_id) == {"app_id": app_id, "text": "rows: 3\nsum: 5050", "lines": 2, "truncated": False}
+    assert backend.output(app_id, tail=1)["text"] == "sum: 5050" and backend.output(app_id, tail=1)["truncated"]
+    log = backend.logs(app_id)["text"].splitlines()
+    assert len(log) == 5 and {"rows: 3", "sum: 5050"} < set(log)
+    with pytest.raises(SparkJobError, match=r"^tail: "):
+        backend.output(app_id, tail=0)
+
+
 def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path, main_file):
     script = stand_in(tmp_path, """\
         trap '' TERM

@@ -17,7 +17,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from .. import spark
-from ..spark.local import MAX_TAIL
+from ..spark.backend import MAX_TAIL
 from .base import PREFIX, MLPlatformHandler, Refused
 
 # The keyword arguments of spark.submit.

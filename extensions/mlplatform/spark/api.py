@@ -3,7 +3,8 @@
     from mlplatform import spark
     app = spark.submit("wordcount", "wordcount.py", arguments=["data.txt", "counts"], executors=2)
     spark.status(app["app_id"])["state"]      # SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED
-    print(spark.logs(app["app_id"], tail=50)["text"])
+    print(spark.logs(app["app_id"], tail=50)["text"])     # the driver log: Spark's and the job's lines
+    print(spark.output(app["app_id"], tail=50)["text"])   # the job's own output only
     spark.cancel(app["app_id"])
 
 Every function answers plain JSON-serializable dicts (see `backend.py`); the REST API and the
@@ -72,6 +73,12 @@ def status(app_id: str) -> dict[str, Any]:
 def logs(app_id: str, tail: int | None = 100) -> dict[str, Any]:
     """The last `tail` lines of the driver log (None: all): {"app_id", "text", "lines", "truncated"}."""
     return backend().logs(app_id, tail=tail)
+
+
+def output(app_id: str, tail: int | None = 100) -> dict[str, Any]:
+    """The last `tail` lines of the program's own output (prints, warnings, tracebacks; no Spark log4j
+    records), shaped as `logs` answers."""
+    return backend().output(app_id, tail=tail)
 
 
 def cancel(app_id: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .job import SparkJob
+from .job import SparkJob, SparkJobError
 
 SUBMITTED = "SUBMITTED"  # accepted; the Spark driver is not up yet
 RUNNING = "RUNNING"  # the Spark driver runs
@@ -28,6 +28,14 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 STATES = (SUBMITTED, RUNNING, COMPLETED, FAILED, CANCELLED)
 TERMINAL_STATES = frozenset({COMPLETED, FAILED, CANCELLED})
+MAX_TAIL = 10_000  # the most log lines one call answers
+
+
+def check_tail(tail: int | None) -> None:
+    """SparkJobError unless `tail` is a number of lines from 1 to MAX_TAIL, or None (all of it)."""
+    if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= MAX_TAIL):
+        raise SparkJobError("tail", tail, f"is not allowed; give a whole number of lines from 1 to {MAX_TAIL}, "
+                                          "or None for the whole log")
 
 
 class UnknownApplicationError(LookupError):
@@ -54,6 +62,10 @@ class SparkBackend(Protocol):
 
     def logs(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
         """The driver log's last `tail` lines (all with None): {"app_id", "text", "lines", "truncated"}."""
+
+    def output(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
+        """The last `tail` lines of the program's own output (its prints, warnings and tracebacks, without
+        Spark's log4j records), shaped as `logs()` answers."""
 
     def cancel(self, app_id: str) -> dict[str, Any]:
         """Stop the application (state CANCELLED); a finished one is left as it is. Answers its status."""

@@ -24,13 +24,13 @@ from mlplatform_core.names import APP_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, 
 from mlplatform_core.timestamps import now
 
 from .. import kube
-from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES, SparkBackendError,
-                      UnknownApplicationError)
-from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
+from .backend import (CANCELLED, COMPLETED, FAILED, MAX_TAIL, RUNNING, SUBMITTED, TERMINAL_STATES,
+                      SparkBackendError, UnknownApplicationError, check_tail)
+from .driver_log import job_output
+from .job import SparkJob, is_app_id, local_main_file, new_app_id
 from .spec import spark_application
 
 DRIVER_CONTAINER = "spark-kubernetes-driver"  # the driver container's name in Spark's driver pod
-MAX_TAIL = 10_000
 # The operator's application states (v1beta2) → the backend's.
 STATES = {"": SUBMITTED, "NEW": SUBMITTED, "SUBMITTED": SUBMITTED, "PENDING_RERUN": SUBMITTED,
           "INVALIDATING": SUBMITTED, "RUNNING": RUNNING, "UNKNOWN": RUNNING,
@@ -218,9 +218,7 @@ class KubernetesSparkBackend:
 
     # --- logs and cancel -------------------------------------------------------------------------
     def logs(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
-        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= MAX_TAIL):
-            raise SparkJobError("tail", tail, f"is not allowed; give a whole number of lines from 1 to {MAX_TAIL}, "
-                                              "or None for the whole log")
+        check_tail(tail)
         app = self._get(app_id)
         pod = ((app.get("status") or {}).get("driverInfo") or {}).get("podName") or f"{app_id}-driver"
         pods = kube.Pods(self._api(), self.config.namespace)
@@ -235,6 +233,16 @@ class KubernetesSparkBackend:
         truncated = tail is not None and len(lines) > tail
         lines = lines[-tail:] if tail is not None else lines
         return {"app_id": app_id, "text": "\n".join(lines), "lines": len(lines), "truncated": truncated}
+
+    def output(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
+        """The driver pod's log is both streams in one: Spark's log4j records are taken out of its last
+        MAX_TAIL lines (all of it with None), and the last `tail` lines of what is left answered."""
+        check_tail(tail)
+        log = self.logs(app_id, None if tail is None else MAX_TAIL)
+        lines = job_output(log["text"].splitlines())
+        truncated = log["truncated"] or (tail is not None and len(lines) > tail)
+        lines = lines[-tail:] if tail is not None else lines
+        return {**log, "text": "\n".join(lines), "lines": len(lines), "truncated": truncated}
 
     def cancel(self, app_id: str) -> dict[str, Any]:
         """Delete the SparkApplication (the operator stops the driver and executors); answers its last

@@ -4,6 +4,7 @@ Each application has a folder `<state_dir>/<app id>/` (default `~/.mlplatform/sp
 
     app.json     the job, the command line, the UI port, the supervisor's pid (= its process group)
     driver.log   stdout and stderr of spark-submit (the driver's log and the job's prints)
+    output.log   spark-submit's stdout alone (a PySpark program's own output), copied by the supervisor
     lock         flock'ed by the supervisor (runner.py) while the job runs
     exit.json    spark-submit's exit code, written by the supervisor when it ends
     cancel.json  written by cancel()
@@ -39,21 +40,22 @@ from mlplatform_core.timestamps import now
 
 from .. import localhost
 from ..environment import read_environment
-from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES, SparkBackendError,
-                      UnknownApplicationError)
-from .job import SparkJob, SparkJobError, is_app_id, local_main_file, new_app_id
+from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES,
+                      SparkBackendError, UnknownApplicationError, check_tail)
+from .driver_log import job_output
+from .job import SparkJob, is_app_id, local_main_file, new_app_id
 from .spec import APP_ID_VARIABLE
 
 logger = logging.getLogger(__name__)
 
 RUNNER = Path(__file__).with_name("runner.py")
 LOG = "driver.log"
+OUTPUT = "output.log"
 DRIVER_STARTED = re.compile(rb"SparkContext: Running Spark version")
 UI_STARTED = re.compile(rb"Successfully started service 'SparkUI' on port (\d+)")
 LOG_HEAD_BYTES = 1 << 20  # where the driver's start-up lines are looked for
 # A Python or Java exception line: "RuntimeError: ...", "py4j.protocol.Py4JJavaError: ...".
 ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)(?::\s.*)?$")
-MAX_TAIL = 10_000
 SERVER_NAME_VARIABLE = "JUPYTERHUB_SERVER_NAME"  # set by JupyterHub: the server a job was submitted from
 
 # Supervisors started by this process, reaped when their application is looked at (no zombies).
@@ -298,10 +300,14 @@ class LocalSparkBackend:
         return [self.status(r["app_id"]) for r in self._records()]
 
     def logs(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
-        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= MAX_TAIL):
-            raise SparkJobError("tail", tail, f"is not allowed; give a whole number of lines from 1 to {MAX_TAIL}, "
-                                              "or None for the whole log")
+        check_tail(tail)
         lines, truncated = tail_lines(self._app_dir(app_id) / LOG, tail)
+        return {"app_id": app_id, "text": "\n".join(lines), "lines": len(lines), "truncated": truncated}
+
+    def output(self, app_id: str, tail: int | None = 100) -> dict[str, Any]:
+        check_tail(tail)
+        lines, truncated = tail_lines(self._app_dir(app_id) / OUTPUT, tail)
+        lines = job_output(lines)  # in case a log4j configuration writes to stdout
         return {"app_id": app_id, "text": "\n".join(lines), "lines": len(lines), "truncated": truncated}
 
     # -- cancel ------------------------------------------------------------------------------------

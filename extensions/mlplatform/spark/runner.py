@@ -4,7 +4,8 @@
 
 The local backend starts it by path (standard library only) in a session of its own, so the job
 survives the kernel or server that submitted it; stdout and stderr arrive already pointed at the
-driver log. It inherits the application's lock (APP_DIR/lock, flock'ed by the submitter) and holds
+driver log. spark-submit's stdout (a PySpark program's own prints, warnings and tracebacks; Spark's
+log4j records go to stderr) is copied to the driver log and to APP_DIR/output.log. It inherits the application's lock (APP_DIR/lock, flock'ed by the submitter) and holds
 it for as long as it lives: any process can tell whether the job still runs, without trusting a pid.
 When spark-submit exits it writes APP_DIR/exit.json. SIGTERM (cancel() sends it to the whole process
 group) is passed on to spark-submit and the supervisor still waits for it, so its children are
@@ -18,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from mlplatform_core.timestamps import now
 
@@ -27,20 +29,32 @@ def main(argv: list[str]) -> int:
     assert separator == "--" and command, "usage: runner.py APP_DIR -- COMMAND..."
     try:
         # close_fds (the default): spark-submit and its children do not get the lock.
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     except OSError as e:
         print(f"mlplatform: could not start {command[0]}: {e}", file=sys.stderr, flush=True)
         code = 127
     else:
         # On SIGTERM (cancel signals the whole group) outlive spark-submit: pass it on, collect its exit.
         signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+        copy = threading.Thread(target=_copy_output, args=(proc.stdout.fileno(), app_dir), daemon=True)
+        copy.start()
         code = proc.wait()
+        copy.join(5)  # a process spark-submit left behind may hold the pipe: do not wait for it
     result = {"exit_code": code, "finished_at": now()}
     tmp = os.path.join(app_dir, "exit.json.tmp")
     with open(tmp, "w") as f:
         json.dump(result, f)
     os.replace(tmp, os.path.join(app_dir, "exit.json"))
     return 0
+
+
+def _copy_output(fd: int, app_dir: str) -> None:
+    """spark-submit's stdout to the driver log (this process's stdout) and to output.log, as it comes."""
+    with open(os.path.join(app_dir, "output.log"), "ab") as output:
+        while chunk := os.read(fd, 1 << 16):
+            os.write(1, chunk)
+            output.write(chunk)
+            output.flush()
 
 
 if __name__ == "__main__":

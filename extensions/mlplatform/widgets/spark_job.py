@@ -1,7 +1,8 @@
 """SubmitSparkJob: submit a PySpark application from a notebook and follow it to the end.
 
     from mlplatform.widgets import SubmitSparkJob
-    SubmitSparkJob()     # name, main file, resources, Submit; the state, Spark UI link and driver log follow
+    SubmitSparkJob()     # name, main file, resources, Submit; the state, Spark UI link, the job's output
+                         # and (collapsed) Spark's driver log follow
 
 Every action calls `mlplatform.spark` (submit, status, logs, cancel) in a background thread. Fields are
 checked as they are typed by `spark.SparkJob`, the API's own validator, one field at a time so that
@@ -32,21 +33,23 @@ STEPS = (spark.SUBMITTED, spark.RUNNING)
 class SubmitSparkJob(w.VBox):
     """The Spark golden path as a form. Relative main files are looked up in the kernel's working
     directory (the notebook's folder), as `spark.submit` does. `poll_interval`: seconds between polls;
-    `log_lines`: how much of the driver log is shown. `close()` stops the polls (not the job)."""
+    `log_lines`: how much of the job's output and of the driver log is shown. "Output" is the program's
+    own (its prints, warnings, tracebacks); Spark's log4j lines are in "Spark log", collapsed. `close()`
+    stops the polls (not the job)."""
 
     state = Unicode("", help="SUBMITTED, RUNNING, COMPLETED, FAILED or CANCELLED; '' before a submit")
     app_id = Unicode("")
 
     def __init__(self, *, poll_interval: float = 1.0, log_lines: int = 40, **kwargs):
         self.poll_interval, self.log_lines = poll_interval, log_lines
-        self.log_text = ""
+        self.log_text = self.output_text = ""
         self.tasks = Background(self._show_error, self._update_buttons)
         text = {"layout": WIDE, "style": LABEL, "continuous_update": True}
         number = {"layout": w.Layout(width="22em"), "style": LABEL, "continuous_update": True}
         self.fields = {
             "name": w.Text(description="App name", placeholder="a DNS label, e.g. wordcount", **text),
             "main_file": w.Combobox(description="Main file", options=python_files(),
-                                    placeholder="wordcount.py (relative to the notebook's folder)", **text),
+                                    placeholder="wordcount.py (in this folder)", **text),
             "arguments": w.Text(description="Arguments", placeholder="words.txt counts (shell-style quoting)", **text),
             "executors": w.IntText(value=1, description="Executors", **number),
             "executor_cores": w.IntText(value=1, description="Executor cores", **number),
@@ -63,9 +66,13 @@ class SubmitSparkJob(w.VBox):
         self.status_line = w.HTML()
         self.ui_link = w.HTML()
         self.errors = ErrorLines()
+        self.output = w.HTML()
         self.driver_log = w.HTML()
+        self.spark_log = w.Accordion(children=[self.driver_log], titles=("Spark log",), selected_index=None,
+                                     layout=w.Layout(display="none"))  # collapsed; shown once there is a log
         for widget, css in ((self.submit_button, "mlp-submit"), (self.cancel_button, "mlp-cancel"),
-                            (self.status_line, "mlp-status"), (self.driver_log, "mlp-log"),
+                            (self.status_line, "mlp-status"), (self.output, "mlp-output"),
+                            (self.driver_log, "mlp-log"),
                             (self.errors, "mlp-errors"), (self.problems, "mlp-problems")):
             widget.add_class(css)
         f = self.fields
@@ -74,7 +81,7 @@ class SubmitSparkJob(w.VBox):
             f["name"], f["main_file"], f["arguments"], w.HBox([f["executors"], f["executor_cores"]]),
             w.HBox([f["executor_memory"], f["driver_memory"]]), f["conf"], self.problems,
             w.HBox([self.submit_button, self.cancel_button]), w.HBox([self.progress, self.status_line]),
-            self.ui_link, self.errors, self.driver_log,
+            self.ui_link, self.errors, self.output, self.spark_log,
         ], **kwargs)
         self.add_class("mlp-spark-job")
         self._touched: set[str] = set()  # fields edited so far: an empty one not yet edited is not an error yet
@@ -150,7 +157,9 @@ class SubmitSparkJob(w.VBox):
             return
         job = self.job()
         self.errors.clear()
-        self.app_id, self.log_text, self.driver_log.value, self.ui_link.value = "", "", "", ""
+        self.app_id, self.ui_link.value = "", ""
+        self.log_text = self.output_text = self.output.value = self.driver_log.value = ""
+        self.spark_log.layout.display = "none"
         self._show({"state": "", "message": "submitting"})
         self.tasks.start("job", self._follow, job)
 
@@ -188,10 +197,15 @@ class SubmitSparkJob(w.VBox):
         self._update_buttons()
 
     def _show_log(self) -> None:
+        out = spark.output(self.app_id, tail=self.log_lines)
+        self.output_text = out["text"]
+        more = " (last lines)" if out["truncated"] else ""
+        self.output.value = f"<b>Output</b>{more}{pre(self.output_text)}" if self.output_text else ""
         log = spark.logs(self.app_id, tail=self.log_lines)
         self.log_text = log["text"]
-        more = " (last lines)" if log["truncated"] else ""
-        self.driver_log.value = f"<b>Driver log</b>{more}{pre(self.log_text)}" if self.log_text else ""
+        self.spark_log.set_title(0, "Spark log (driver, last lines)" if log["truncated"] else "Spark log (driver)")
+        self.driver_log.value = pre(self.log_text) if self.log_text else ""
+        self.spark_log.layout.display = None if self.log_text else "none"
 
     def _on_cancel(self) -> None:
         self.tasks.start("cancel", self._cancel, self.app_id)
