@@ -174,7 +174,7 @@ class LocalPlatform:
     def stop(self, timeout: float = 20) -> None:
         """Stop every component, newest first; then what notebooks started in sessions of their own:
         every local Spark job of the platform's users (they may hold GPUs the hub has just released)
-        and the Ray head."""
+        and the Ray head, whose folder in /tmp (its sockets, when `ray/` is too long a path) goes too."""
         for name in reversed(list(self.processes)):
             self.stop_component(name, timeout)
         self._notebook_command("mlplatform.spark.local_cli", "stop-all", f"--homes={self.data_dir / 'home'}")

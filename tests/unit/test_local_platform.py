@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +85,20 @@ def test_another_users_data_directory_is_refused(local):
     assert str(info.value) == (f"the data directory {local.data_dir} belongs to uid 65534, not to this user (uid 0); "
                                "choose a directory of your own with --data-dir")
     assert local.processes == {} and not (local.data_dir / "logs").exists()
+
+
+def test_stop_removes_the_ray_heads_directory_in_tmp(local):
+    """The Ray head's sockets and session files under /tmp (the data directory's path is too long for
+    unix sockets) go with the platform, head or no head; the records under the data directory stay."""
+    runtime = Path(f"/tmp/mlp-ray-{local.ports.ray}")
+    assert len(str(local.ray_dir)) > 25  # pytest's temporary paths: the runtime directory is in /tmp
+    shutil.rmtree(runtime, ignore_errors=True)
+    try:
+        (runtime / "ray" / "session_latest" / "sockets").mkdir(parents=True)
+        runtime.chmod(0o700)
+        local.ray_dir.mkdir(mode=0o700)
+        (local.ray_dir / "apps").mkdir()
+        local.stop()
+        assert not runtime.exists() and (local.ray_dir / "apps").is_dir()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)

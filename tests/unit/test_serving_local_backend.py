@@ -4,9 +4,11 @@ states; and which backend the API picks."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from mlplatform_core.contract import PlatformEnvironment
@@ -286,3 +288,32 @@ def test_predict_without_an_endpoint(monkeypatch, tmp_path):
     with pytest.raises(PredictionFailed, match=f"cannot reach http://127.0.0.1:{PORT + 2}/iris/predict") as info:
         serving.predict("iris", [{"x1": 1.0}], timeout=5)
     assert info.value.status_code == 503
+
+
+def test_a_stale_runtime_directory_is_made_afresh_and_stop_removes_it(tmp_path):
+    """The short runtime directory in /tmp lives as long as the head: stop removes it; one a crashed run
+    left (this user's, no head in it; any mode) does not block the next start; a link is still refused."""
+    root = tmp_path / ("long-data-directory-" * 2) / "ray"
+    root.mkdir(parents=True, mode=0o700)
+    head = LocalRayHead(LocalRayConfig(port=PORT, root=root))
+    runtime = head.config.runtime_directory
+    assert runtime == Path(f"/tmp/mlp-ray-{PORT}")
+    shutil.rmtree(runtime, ignore_errors=True)
+    try:
+        (runtime / "ray" / "session_latest").mkdir(parents=True)
+        runtime.chmod(0o755)  # as a crashed run of an older version left it
+        head.private()
+        assert not runtime.exists()  # gone: the head's start makes it afresh, 0700
+
+        (runtime / "hap").mkdir(parents=True, mode=0o700)
+        head.stop()
+        assert not runtime.exists() and root.is_dir()  # the root keeps the applications' records
+
+        runtime.symlink_to(tmp_path)
+        with pytest.raises(BackendUnavailable, match=f"refusing to use {runtime}: it is a symbolic link"):
+            head.private()
+        assert runtime.is_symlink() and tmp_path.is_dir()
+    finally:
+        if runtime.is_symlink():
+            runtime.unlink()
+        shutil.rmtree(runtime, ignore_errors=True)

@@ -29,7 +29,9 @@ adds up to 70 below it and Serve's HAProxy 72):
     hap/                  the HAProxy ingress's config and sockets (fast ingress)
 Both directories are this OS user's alone: created 0700 (by the first deploy; reading creates
 nothing), and one that another user owns or that the group or others may open is refused
-(BackendUnavailable), never used or repaired.
+(BackendUnavailable), never used or repaired. A runtime directory of its own in /tmp is the head's
+for its lifetime: `stop()` removes it, and one a crashed run left (this user's, no head answering or
+running in it) is removed and made afresh rather than refused; another user's is still refused.
 
 Teams: a backend answers for the team of its environment (the server's MLPLATFORM_TEAM): `names`,
 `status` and `delete` see only that team's applications (another team's reads as not found), and a
@@ -55,8 +57,10 @@ import fcntl
 import math
 import os
 import secrets
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -178,8 +182,20 @@ class LocalRayHead:
         """Check the root and the runtime directory, those that exist: only this user's are used. With
         `create`, the root is made (0700) if missing; the runtime directory is made when the head starts."""
         _private_directory(self.root, create)
-        if self.config.runtime_directory != self.root:
-            _private_directory(self.config.runtime_directory, False)
+        runtime = self.config.runtime_directory
+        if runtime != self.root:
+            try:
+                _private_directory(runtime, False)
+            except BackendUnavailable:
+                if not self._stale(runtime):
+                    raise
+                shutil.rmtree(runtime)  # left by a crashed run: made afresh (0700) when the head starts
+
+    def _stale(self, runtime: Path) -> bool:
+        """Whether `runtime` is this user's own directory (not a link) that no head uses any more."""
+        st = os.lstat(runtime)
+        return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not self.processes()
+                and not self.running())
 
     @property
     def token_path(self) -> Path:
@@ -327,6 +343,9 @@ class LocalRayHead:
                 os.kill(pid, signal.SIGKILL)
         localhost.wait_until(lambda: not self.processes(), timeout)
         (self.root / "head.json").unlink(missing_ok=True)
+        runtime = self.config.runtime_directory
+        if runtime != self.root and not self.processes():  # the head's sockets and Ray's session files
+            shutil.rmtree(runtime, ignore_errors=True)
 
     def processes(self) -> list[int]:
         """Ids of the live processes belonging to this head."""
