@@ -229,7 +229,9 @@ def test_promote_lists_versions_with_the_alias_and_waits_for_a_gate_check(regist
         assert widget.version.options == (("version 2", "2"), ("version 1 (@champion)", "1"))
         assert widget.holder.value == "@champion → version 1"
         assert widget.promote_button.description == "Promote to @champion"
-        assert not widget.check_button.disabled and not widget.rollback_button.disabled
+        assert not widget.check_button.disabled
+        # @champion was set outside the audit trail: no earlier holder to roll back to.
+        assert widget.rollback_button.disabled and widget.rollback_version is None
         assert widget.promote_button.disabled  # only after a gate check that passes
         assert widget.history.value == "<i>No promotions recorded yet.</i>"
     finally:
