@@ -136,6 +136,9 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
 
     def get_args(self):
         args = super().get_args()
+        # The terminal gets the server's environment as the kernel does: the default login shell would run
+        # /etc/profile, which resets PATH to the system's and hides the venv (`aws: command not found`).
+        args.append("--ServerApp.terminado_settings=shell_command=/bin/bash")
         if os.geteuid() == 0:
             # Servers run as the hub's user; in a root container (CI, a dev VM) that is root.
             args.append("--ServerApp.allow_root=True")

@@ -54,3 +54,16 @@ async def run_in_new_notebook(page, code: str) -> str:
     # "[1]" once it has run (ok or not); importing mlflow or boto3 takes a while on 2 cores.
     await expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[1\]"), timeout=SPAWN_TIMEOUT)
     return "\n".join(await cell.locator(".jp-OutputArea-output").all_inner_texts())
+
+
+async def run_in_new_terminal(page, command: str) -> None:
+    """Open a terminal from the launcher and type `command` into its shell (its output is drawn on a canvas:
+    check what the command did, not what it printed)."""
+    await page.goto(page.url.split("?")[0].split("/lab")[0] + "/lab?reset")  # the launcher, not the open notebook
+    await page.wait_for_selector(".jp-LauncherCard[data-category='Other']", timeout=SPAWN_TIMEOUT)
+    await page.click(".jp-LauncherCard[data-category='Other'][title*='terminal']")
+    await page.wait_for_selector(".jp-Terminal .xterm-helper-textarea", state="attached", timeout=60_000)
+    await page.wait_for_timeout(2000)  # the shell's prompt
+    await page.click(".jp-Terminal")
+    await page.keyboard.type(command)
+    await page.keyboard.press("Enter")

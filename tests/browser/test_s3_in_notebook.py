@@ -1,15 +1,17 @@
 """S3 from a notebook cell with nothing configured: brokered credentials work on the user's prefix and
-the S3 server answers AccessDenied on another user's prefix."""
+the S3 server answers AccessDenied on another user's prefix; the AWS CLI in a JupyterLab terminal works
+as the notebook does (a login shell used to reset PATH: `aws: command not found`)."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 
 import boto3
 import pytest
 
-from .lab import SPAWN_TIMEOUT, run_in_new_notebook, sso_login
+from .lab import SPAWN_TIMEOUT, run_in_new_notebook, run_in_new_terminal, sso_login
 
 pytestmark = pytest.mark.browser
 
@@ -43,3 +45,14 @@ async def test_notebook_reads_and_writes_its_prefix_and_is_denied_elsewhere(page
     body = admin.get_object(Bucket="platform", Key="users/bob/hello.txt")["Body"].read()
     assert body == b"written from a notebook"
     assert admin.list_objects_v2(Bucket="platform", Prefix="users/alice/from-bob")["KeyCount"] == 0
+
+    # The terminal: the AWS CLI with the same brokered credentials, on bob's prefix.
+    await run_in_new_terminal(page, "echo from-a-terminal | aws s3 cp - s3://platform/users/bob/terminal.txt")
+    deadline = time.monotonic() + 90
+    while admin.list_objects_v2(Bucket="platform", Prefix="users/bob/terminal.txt")["KeyCount"] == 0:
+        if time.monotonic() > deadline:
+            await shot("terminal_aws_cli")
+            raise AssertionError("the AWS CLI in the terminal did not write users/bob/terminal.txt")
+        time.sleep(1)
+    await shot("terminal_aws_cli")
+    assert admin.get_object(Bucket="platform", Key="users/bob/terminal.txt")["Body"].read() == b"from-a-terminal\n"
