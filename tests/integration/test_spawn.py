@@ -1,5 +1,6 @@
 """Spawning through the real hub: GPU profiles, the environment contract, quota refusals, races."""
 
+import json
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,14 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
     assert env["AWS_CONFIG_FILE"] == str(AWS_CONFIG) and "AWS_ACCESS_KEY_ID" not in env
     assert (env["MEM_LIMIT"], env["CPU_LIMIT"]) == (str(32 * 2**30), "8.0")
     assert cwd == platform.data_dir / "home" / "alice" and env["HOME"] == str(cwd)
+
+    # JupyterLab asks nothing about Jupyter news, which this machine cannot fetch, and checks for no update.
+    lab = alice.http.get(f"{alice.hub_url}/user/alice/lab")
+    page_config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
+                                       lab.text, re.S).group(1))
+    assert page_config["news"] == {"disabled": True}
+    update = alice.http.get(f"{alice.hub_url}/user/alice/lab/api/update")
+    assert update.status_code == 200 and update.json()["notification"] is None
 
     # Everyone in the team now sees two A100 fewer, and the choice that no longer fits is disabled.
     form = hub.login("dana").spawn_page().text
