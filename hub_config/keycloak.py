@@ -32,9 +32,11 @@ class RealmUnreachable(Exception):
 
 def _refresh_outcome(e: Exception, what: str) -> Exception | None:
     """What a failed call to the realm means for a refresh; None when it is no answer of the realm (a bug)."""
-    if isinstance(e, OSError) or isinstance(e, HTTPClientError) and e.code >= 500:  # 599: timeout, closed
-        code = f" {e.code}" if isinstance(e, HTTPClientError) else ""
-        return RealmUnreachable(f"the realm did not answer {what} ({type(e).__name__}{code})")
+    if isinstance(e, OSError) or isinstance(e, HTTPClientError) and e.code >= 500:
+        # Said the same whichever HTTP client the hub runs (JupyterHub takes curl's when pycurl is there).
+        why = (f"connection failed: {e.strerror or type(e).__name__}" if isinstance(e, OSError) else
+               "no response: timed out or the connection failed" if e.code == 599 else f"HTTP {e.code}")
+        return RealmUnreachable(f"the realm did not answer {what} ({why})")
     if isinstance(e, HTTPClientError) or isinstance(e, web.HTTPError) and e.status_code == 403:
         # 400 invalid_grant; oauthenticator turns a 200 with an error description into a 403
         return RefreshRefused(f"the realm refused {what}")

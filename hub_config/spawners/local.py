@@ -139,8 +139,6 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
         # The terminal gets the server's environment as the kernel does: the default login shell would run
         # /etc/profile, which resets PATH to the system's and hides the venv (`aws: command not found`).
         args.append("--ServerApp.terminado_settings=shell_command=/bin/bash")
-        # No "Would you like to get notified about official Jupyter news?" on a machine that reaches no news.
-        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
         if os.geteuid() == 0:
             # Servers run as the hub's user; in a root container (CI, a dev VM) that is root.
             args.append("--ServerApp.allow_root=True")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 from playwright.async_api import expect
 
 from ..support.hub import PASSWORDS
@@ -39,13 +40,25 @@ async def spawn(page, profile: str) -> None:
     await page.wait_for_selector(".jp-LauncherCard", timeout=SPAWN_TIMEOUT)
 
 
+async def wait_for_kernel(page) -> None:
+    """Until the status bar says the notebook's kernel is idle. JupyterLab sometimes stays at "Connecting"
+    although the server connected the kernel's websocket (seen on 2 loaded cores: keystrokes then go
+    nowhere); a reload connects it, as it would for a user."""
+    idle = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$"))
+    try:
+        await idle.first.wait_for(timeout=60_000)
+    except PlaywrightTimeout:
+        await page.reload()
+        await page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content", timeout=SPAWN_TIMEOUT)
+        await idle.first.wait_for(timeout=SPAWN_TIMEOUT)
+
+
 async def run_in_new_notebook(page, code: str) -> str:
     """Open a notebook from the launcher, run `code` in its first cell, return the cell's output text."""
     # Type only once the kernel is idle, or the keystrokes race the kernel start.
     await page.click(".jp-LauncherCard[data-category='Notebook']")
     await page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content")
-    await page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
-                                 state="attached", timeout=60_000)
+    await wait_for_kernel(page)
     await page.click(".jp-NotebookPanel .jp-Cell .cm-content")
     await page.keyboard.insert_text(code)  # not type(): CodeMirror would auto-indent and close brackets
     await page.wait_for_timeout(500)  # CodeMirror syncs the editor to the model asynchronously

@@ -1,6 +1,5 @@
 """Spawning through the real hub: GPU profiles, the environment contract, quota refusals, races."""
 
-import json
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -52,13 +51,14 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
     assert (env["MEM_LIMIT"], env["CPU_LIMIT"]) == (str(32 * 2**30), "8.0")
     assert cwd == platform.data_dir / "home" / "alice" and env["HOME"] == str(cwd)
 
-    # JupyterLab asks nothing about Jupyter news, which this machine cannot fetch, and checks for no update.
-    lab = alice.http.get(f"{alice.hub_url}/user/alice/lab")
-    page_config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
-                                       lab.text, re.S).group(1))
-    assert page_config["news"] == {"disabled": True}
-    update = alice.http.get(f"{alice.hub_url}/user/alice/lab/api/update")
-    assert update.status_code == 200 and update.json()["notification"] is None
+    # JupyterLab asks nothing about Jupyter news and checks for no update (the package's settings overrides).
+    # (JupyterLab applies overrides to the schema's defaults, from which the browser composes the settings.)
+    assert alice.http.get(f"{alice.hub_url}/user/alice/lab").status_code == 200  # the server's OAuth with the hub
+    answer = alice.http.get(f"{alice.hub_url}/user/alice/lab/api/settings/"
+                            "@jupyterlab/apputils-extension:notification")
+    assert answer.status_code == 200, (answer.status_code, answer.text[:300])
+    schema = answer.json()["schema"]["properties"]
+    assert (schema["fetchNews"]["default"], schema["checkForUpdates"]["default"]) == ("false", False)
 
     # Everyone in the team now sees two A100 fewer, and the choice that no longer fits is disabled.
     form = hub.login("dana").spawn_page().text

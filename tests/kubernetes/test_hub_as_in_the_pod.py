@@ -5,12 +5,13 @@ mounts (tests/support/pod_runner.py binds them at their paths in a mount namespa
 account against the fake API server (its RBAC is the chart's Role plus what render adds), the proxy started
 from the chart's proxy Deployment, and the dev OIDC provider. A user logs in, sees the GPU-aware spawn form,
 starts a GPU profile; the pod arrives in the team namespace as the platform defines it; the notebook
-container runs and answers through the proxy; the user stops it.
+container runs and answers through the proxy; the user stops it. The hub runs from a venv of what the hub
+image installs and nothing else (images/hub: the `hub` extra, not editable, tests/support/image_venv.py).
 
 Differences from a cluster, each where nothing else is possible here: the API server is reached with a
 kubeconfig holding the hub service account's token (the fake serves plain HTTP, in-cluster config wants
 HTTPS); the proxy listens on free ports (8000 is often taken here), which its Services' variables say; the
-processes run as root from this checkout's venv; MLflow is the session's local MLflow (the hub provisions
+processes run as root (the notebook from this checkout's venv); MLflow is the session's local MLflow (the hub provisions
 the team's workspace there with the signing key mounted from the Secret, as in the cluster).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from hub_config.render.build import render
 from hub_config.render.pod_security import baseline_problems
 
 from ..support.hub import PASSWORDS, UserSession
+from ..support.image_venv import build_context, install_extra
 from ..support.pod_runner import PodRunner
 from ..support.rendered_cluster import CHARTS, chart_objects, load_rendered_cluster
 
@@ -88,8 +91,17 @@ class Cluster:
         return "\n".join(self.log(name).splitlines()[-n:])
 
 
+@pytest.fixture(scope="module")
+def hub_image(tmp_path_factory):
+    """The bin/ of the hub image's Python: images/hub's `hub` extra alone, installed as its Dockerfile does."""
+    base = tmp_path_factory.mktemp("hub-image")
+    venv = install_extra("hub", build_context(base / "src"), base / "venv")
+    yield venv / "bin"
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture
-def cluster(platform, fake_kube, tmp_path):
+def cluster(platform, fake_kube, tmp_path, hub_image):
     if not _port_free(HUB_PORT):
         pytest.fail(f"port {HUB_PORT} is taken: the chart's hub listens there")
     sso_port, proxy_api_port, public_port = free_port(), free_port(), free_port()
@@ -121,7 +133,8 @@ def cluster(platform, fake_kube, tmp_path):
                                "SSO_ACCESS_TOKEN_TTL": "300", "SSO_ID_TOKEN_TTL": "300"})
     home = tmp_path / "home"
     home.mkdir()
-    image_env = {"PATH": f"{BIN}:{ROOT / 'node_modules' / '.bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home)}
+    node = Path(shutil.which("node")).parent
+    proxy_image = {"PATH": f"{ROOT / 'node_modules' / '.bin'}:{node}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home)}
     deployments = {o["metadata"]["name"]: o for o in charts["jupyterhub"] if o["kind"] == "Deployment"}
     result = Cluster(tmp_path, fake_kube, runner, public_url, catalog)
     try:
@@ -130,10 +143,11 @@ def cluster(platform, fake_kube, tmp_path):
         proxy = pod_of(deployments["proxy"])
         [chp] = proxy["spec"]["containers"]
         ports = {"--port=8000": f"--port={public_port}", "--api-port=8001": f"--api-port={proxy_api_port}"}
-        runner.run(proxy, "chp", tmp_path / "proxy.log", env=image_env,
+        runner.run(proxy, "chp", tmp_path / "proxy.log", env=proxy_image,
                    args=[*chp["command"], *(ports.get(arg, arg) for arg in chp["args"])])
         runner.run(pod_of(deployments["hub"]), "hub", tmp_path / "hub.log", workdir="/srv/jupyterhub",
-                   env={**image_env, "KUBECONFIG": str(kubeconfig)})
+                   env={"PATH": f"{hub_image}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
+                        "KUBECONFIG": str(kubeconfig)})
         wait(lambda: answers(f"{public_url}/hub/health"), 90, lambda: f"the hub did not start:\n{result.tail('hub')}")
         yield result
     finally:

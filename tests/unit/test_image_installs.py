@@ -14,23 +14,21 @@ is not in the lock and is left out; notebook-gpu and ray-gpu install the noteboo
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mlplatform.serving.spec import IMPORT_PATH
 
+from ..support.image_venv import ImageVenvError, build_context, clean_environ, install_extra
+
 from .test_installs import IMAGES
 
-ROOT = Path(__file__).resolve().parents[2]
-UV = shutil.which("uv", path=str(Path(sys.executable).parent))
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Each distinct extra once, with the images that install it.
 EXTRAS: dict[str, list[str]] = {}
@@ -97,7 +95,12 @@ CHECKS: dict[str, dict] = {
         "imports": ["jupyterlab", "jupyterhub.singleuser", "mlplatform.extension", "mlplatform.handlers",
                     "mlplatform.widgets", "mlplatform.serving.local", "mlplatform.spark.local", "ipywidgets", "s3fs",
                     "pyspark.sql", IMPORT_PATH],
-        "python": MLFLOW_AUTH,
+        "python": {**MLFLOW_AUTH, "JupyterLab's settings overrides of the package (no news prompt)": """
+import json, sys
+from pathlib import Path
+path = Path(sys.prefix, "share/jupyter/lab/settings/overrides.d/mlplatform.json")
+assert json.loads(path.read_text())["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+"""},
         "commands": [
             ("jupyterhub-singleuser --help", ["jupyterhub-singleuser", "--help"], 0, "--help-all"),
             AWS_CREDENTIALS,
@@ -132,24 +135,6 @@ CHECKS: dict[str, dict] = {
 }
 
 
-def dockerignored(root: Path):
-    """A copytree `ignore` for .dockerignore's patterns (at the root, or at any depth with `**/`)."""
-    patterns = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        relative = Path(directory).relative_to(root)
-        ignored = set()
-        for name in names:
-            path = (relative / name).as_posix()
-            for pattern in patterns:
-                if fnmatch.fnmatch(path, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(name, pattern[3:])):
-                    ignored.add(name)
-        return ignored
-
-    return ignore
-
-
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
 
@@ -160,23 +145,12 @@ def check_extra(extra: str, base: Path) -> list[str]:
     # files is valid for the next's: the same files, linked from uv's cache (same mtime and size).
     src, venv, home = base / "src", base / "venv", base / f"home-{extra}"
     home.mkdir()
-    # Nothing of this process's venv, Jupyter paths or Python settings leaks into the image's venv.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "JUPYTER", "VIRTUAL_ENV", "MLPLATFORM_", "JUPYTERHUB_", "UV_PYTHON"))}
+    env = clean_environ()  # nothing of this process's venv, Jupyter paths or Python settings
     try:
-        made = run([UV, "venv", "--quiet", "--no-project", "--python", sys.executable, str(venv)], env=env,
-                   cwd=base, timeout=120)
-        if made.returncode != 0:
-            return [f"uv venv failed:\n{made.stderr[-3000:]}"]
-        install = [UV, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-                   "-c", str(src / "constraints.txt"), f"{src}[{extra}]"]
-        # Offline: the lock's versions straight from the cache that scripts/install filled, no index asked
-        # (and no sdist rebuilt where a proxy strips PyPI's cache headers); online if the cache lacks some.
-        installed = run([*install, "--offline"], env=env, cwd=base, timeout=600)
-        if installed.returncode != 0:
-            installed = run(install, env=env, cwd=base, timeout=600)
-        if installed.returncode != 0:
-            return [f"uv pip install -c constraints.txt '.[{extra}]' failed:\n{installed.stderr[-3000:]}"]
+        try:
+            install_extra(extra, src, venv)
+        except ImageVenvError as e:
+            return [str(e)]
 
         env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv), HOME=str(home),
                    JUPYTER_PLATFORM_DIRS="1", PYTHONPYCACHEPREFIX=str(base / "pycache"))
@@ -205,11 +179,8 @@ def check_extra(extra: str, base: Path) -> list[str]:
 def image_checks(tmp_path_factory) -> dict[str, list[str]]:
     """Every extra checked in turn. Most of the time goes to compiling what the checks import; the notebook's
     extra, first, holds the serving's and the spark's, whose checks then find their bytecode compiled."""
-    if UV is None:  # a test dependency: its absence is a broken install, not a reason to skip
-        pytest.fail("uv is not installed in this venv: run scripts/install --test")
     base = tmp_path_factory.mktemp("image-installs")
-    # The images' `COPY . /src`: the repository less what .dockerignore leaves out.
-    shutil.copytree(ROOT, base / "src", ignore=dockerignored(ROOT))
+    build_context(base / "src")
     try:
         order = sorted(EXTRAS, key=lambda extra: extra != "notebook")
         yield {extra: check_extra(extra, base) for extra in order}
