@@ -2,8 +2,9 @@
 
 Helm's own Go SDK does the work in-process (helm-python-sdk, the `render` extra; no helm binary, no
 cluster): the same template engine, the same coalescing of values onto the chart's values.yaml. The
-objects come back as helm would send them, with the release namespace filled in where a template
-leaves it out (helm's client does that at install), and are validated like every rendered object.
+objects come back as the API server would store them: the release namespace filled in where a template
+leaves it out (helm's client does that at install), none on cluster-scoped kinds; `chart_problems`
+validates them like every object render writes.
 """
 
 from __future__ import annotations
