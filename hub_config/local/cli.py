@@ -79,6 +79,9 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    # Ctrl-C stops the platform even when its parent ignored SIGINT (a background job of a script: Python
+    # then keeps SIGINT ignored and would not raise KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         print(f"Starting the local platform in {args.data_dir.resolve()} ...", flush=True)
         platform.start()

@@ -84,8 +84,10 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
     spark_submit.chmod(0o755)
     (spark_submit.parent / "etl.py").write_text("")
     job = None
+    # Started with SIGINT ignored, as a background job of a script starts it: Ctrl-C must stop it all the same.
     proc = subprocess.Popen([*CLI, "--data-dir", str(tmp_path), *ports], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         output = ""
         deadline = time.monotonic() + 180
