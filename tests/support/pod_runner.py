@@ -124,7 +124,10 @@ class PodRunner:
         return process
 
     def close(self) -> None:
+        """Stop each pod as its container's end would: every process in its mount namespace (the hub's
+        managed services start sessions of their own), then remove the mount points made here."""
         for process in self.processes:
+            members = _namespace_members(process.pid)
             if process.poll() is None:
                 os.killpg(process.pid, 15)
                 try:
@@ -132,8 +135,32 @@ class PodRunner:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, 9)
                     process.wait(5)
+            for pid in members:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
         for made in reversed(self.made):  # with what the pods wrote there (__pycache__ beside a mounted module)
             if made.is_dir():
                 shutil.rmtree(made, ignore_errors=True)
             else:
                 made.unlink(missing_ok=True)
+
+
+def _namespace_members(pid: int) -> list[int]:
+    """The processes in `pid`'s mount namespace (`unshare` made it and exec'd the pod's command in it);
+    none when that is this test's own namespace."""
+    try:
+        namespace = os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return []
+    if namespace == os.readlink("/proc/self/ns/mnt"):
+        return []
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(entry / "ns" / "mnt") == namespace:
+                members.append(int(entry.name))
+        except OSError:
+            continue
+    return members
