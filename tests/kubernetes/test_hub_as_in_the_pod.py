@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from mlplatform_core.catalog import parse_catalog
@@ -40,6 +39,7 @@ from ..support.hub import PASSWORDS, UserSession
 from ..support.image_venv import build_context, install_extra
 from ..support.pod_runner import PodRunner
 from ..support.rendered_cluster import CHARTS, chart_objects, load_rendered_cluster
+from .test_hub_on_kubernetes import _answers, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "helm-values" / "platform.yaml"
@@ -49,12 +49,6 @@ POD_IP = "127.0.0.2"  # the user pod's address (loopback: the pod listens on thi
 VISION = "team-vision"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait(predicate, timeout: float, message):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,13 +56,6 @@ def wait(predicate, timeout: float, message):
             return result
         time.sleep(0.3)
     raise AssertionError(message() if callable(message) else message)
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).ok
-    except requests.RequestException:
-        return False
 
 
 def pod_of(deployment: dict) -> dict:
@@ -138,7 +125,7 @@ def cluster(platform, fake_kube, tmp_path, hub_image):
     deployments = {o["metadata"]["name"]: o for o in charts["jupyterhub"] if o["kind"] == "Deployment"}
     result = Cluster(tmp_path, fake_kube, runner, public_url, catalog)
     try:
-        wait(lambda: answers(f"{catalog.sso.realm_url}/.well-known/openid-configuration"), 30,
+        wait(lambda: _answers(f"{catalog.sso.realm_url}/.well-known/openid-configuration"), 30,
              lambda: f"the OIDC provider did not start: {result.tail('sso')}")
         proxy = pod_of(deployments["proxy"])
         [chp] = proxy["spec"]["containers"]
@@ -148,7 +135,7 @@ def cluster(platform, fake_kube, tmp_path, hub_image):
         runner.run(pod_of(deployments["hub"]), "hub", tmp_path / "hub.log", workdir="/srv/jupyterhub",
                    env={"PATH": f"{hub_image}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
                         "KUBECONFIG": str(kubeconfig)})
-        wait(lambda: answers(f"{public_url}/hub/health"), 90, lambda: f"the hub did not start:\n{result.tail('hub')}")
+        wait(lambda: _answers(f"{public_url}/hub/health"), 90, lambda: f"the hub did not start:\n{result.tail('hub')}")
         yield result
     finally:
         runner.close()

@@ -6,6 +6,7 @@ Also: rendering is repeatable, and a catalog change changes only what it should.
 
 from __future__ import annotations
 
+import base64
 import copy
 import shutil
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_the_hub_deployment_runs_our_image_with_the_catalog_and_secrets(rendered
         "secretName": SECRET, "defaultMode": 0o440, "items": [{"key": "mlflow-signing-key", "path": "signing.pem"}]}}
     # The catalog in the chart's Secret is the rendered, validated one.
     chart_secret = by_key(charts["jupyterhub"])[("Secret", HUB_NS, "hub")]
-    values = yaml.safe_load(__import__("base64").b64decode(chart_secret["data"]["values.yaml"]))
+    values = yaml.safe_load(base64.b64decode(chart_secret["data"]["values.yaml"]))
     catalog_text = values["hub"]["extraFiles"]["mlplatform-catalog"]["stringData"]
     assert parse_catalog(yaml.safe_load(catalog_text), "platform.yaml", environ={}).teams.keys() == cat.teams.keys()
 
