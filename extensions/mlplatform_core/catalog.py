@@ -81,6 +81,8 @@ class GpuType(_Model):
     # Device ids handed out through CUDA_VISIBLE_DEVICES by the local spawner. They may be declared on
     # a machine without GPUs (trying and testing); on Kubernetes the device plugin assigns devices.
     local_devices: list[str] = []
+    # What one GPU of this type costs an hour (in `platform_service.currency`): turns GPU-hours into cost.
+    price_per_hour: float = Field(0, ge=0)
 
 
 class GpuQuota(_Model):
@@ -95,6 +97,14 @@ class TeamQuota(_Model):
     memory: Annotated[str | int | None, _checked_by(parse_memory)] = None
 
 
+class Budget(_Model):
+    """What a team may use per period: GPU-hours, or cost (GPU-hours × the GPU types' prices), or both."""
+
+    period: Literal["month", "week"] = "month"
+    gpu_hours: float | None = Field(None, gt=0)
+    cost: float | None = Field(None, gt=0)
+
+
 class Team(_Model):
     display_name: str | None = None
     group: str  # the Keycloak group, without the leading "/"
@@ -104,6 +114,8 @@ class Team(_Model):
     # What members of other teams may do with this team's MLflow experiments and models; unset:
     # `mlflow.access.other_teams`.
     mlflow_other_teams: Literal["read", "none"] | None = None
+    # Unset: no budget (quota alone limits the team).
+    budget: Budget | None = None
 
 
 class ProfileGpu(_Model):
@@ -120,6 +132,9 @@ class Profile(_Model):
     teams: list[str] = Field(min_length=1)
     gpu: ProfileGpu | None = None
     default: bool = False
+    # Seconds without activity before the server is stopped; unset: `culling.timeout_seconds`, or
+    # `culling.gpu_timeout_seconds` for a profile with GPUs.
+    idle_timeout_seconds: int | None = Field(None, ge=60)
 
 
 class S3Storage(_Model):
@@ -195,6 +210,13 @@ class Promotion(_Model):
     require_signature: bool = True
     # Tags the model version (or, failing that, its registered model) must carry for its model card.
     model_card_fields: list[str] = ["intended_use", "owner"]
+    # Aliases besides `alias` that only the platform service may move (MLflow refuses anyone else).
+    protected_aliases: list[str] = []
+
+    @property
+    def protected(self) -> list[str]:
+        """Every alias only the platform moves: `alias` first."""
+        return [self.alias, *(a for a in self.protected_aliases if a != self.alias)]
 
 
 class ServingLimits(_Model):
@@ -204,6 +226,28 @@ class ServingLimits(_Model):
     max_replicas: int = Field(16, ge=1)  # fixed replicas, or the autoscaling maximum
     max_cpus_per_replica: float = Field(16, gt=0)
     max_gpus_per_replica: int = Field(8, ge=1)
+    # An autoscaled model with no traffic for this long scales down to its minimum replicas.
+    idle_downscale_seconds: int = Field(600, ge=10)
+
+
+class Culling(_Model):
+    """Idle servers stopped by the hub's idle culler (jupyterhub-idle-culler): an idle GPU burns the budget."""
+
+    enabled: bool = True
+    timeout_seconds: int = Field(3600, ge=60)
+    gpu_timeout_seconds: int = Field(1800, ge=60)
+    every_seconds: int = Field(300, ge=10)
+
+
+class PlatformService(_Model):
+    """The platform service (governance): promotion, the audit log, the usage ledger and budgets."""
+
+    # SQLAlchemy URL of its database (audit log, usage ledger, budget reservations): PostgreSQL in
+    # production; the local platform uses SQLite in its data directory.
+    database_url: str = "sqlite:////srv/mlplatform/platform.sqlite"
+    audit_retention_days: int = Field(2557, ge=1)  # seven years
+    budget_warning_at: float = Field(0.8, gt=0, le=1)
+    currency: str = "USD"
 
 
 class Sso(_Model):
@@ -260,6 +304,8 @@ class Catalog(_Model):
     storage: Storage
     promotion: Promotion = Promotion()
     serving: ServingLimits = ServingLimits()
+    culling: Culling = Culling()
+    platform_service: PlatformService = PlatformService()
     kubernetes: KubernetesSettings = KubernetesSettings()
     gpu_types: dict[Slug, GpuType] = {}
     teams: dict[Slug, Team] = Field(min_length=1)
@@ -275,6 +321,13 @@ class Catalog(_Model):
         """The teams whose Keycloak group is among `groups` (leading "/" ignored), in catalog order."""
         wanted = {g.lstrip("/") for g in groups}
         return [name for name, team in self.teams.items() if team.group in wanted]
+
+    def idle_timeout(self, profile: str) -> int:
+        """Seconds of inactivity after which a server of `profile` is culled."""
+        p = self.profiles[profile]
+        if p.idle_timeout_seconds is not None:
+            return p.idle_timeout_seconds
+        return self.culling.gpu_timeout_seconds if p.gpu else self.culling.timeout_seconds
 
     @property
     def team_groups(self) -> list[str]:
@@ -369,6 +422,9 @@ def _cross_check(m: Catalog) -> list[str]:
                     problems.append(f"profiles.{name}.gpu.types[{i}]: {gpu!r} is not a GPU type; allowed: {gpu_names}")
             if len(set(profile.gpu.counts)) != len(profile.gpu.counts):
                 problems.append(f"profiles.{name}.gpu.counts: {profile.gpu.counts} repeats a count; list each once")
+    for name, team in m.teams.items():
+        if team.budget and team.budget.gpu_hours is None and team.budget.cost is None:
+            problems.append(f"teams.{name}.budget: names neither gpu_hours nor cost; set one or both")
     defaults = [name for name, p in m.profiles.items() if p.default]
     if len(defaults) > 1:
         problems.append(f"profiles: {', '.join(defaults)} are all marked default: true; mark at most one")

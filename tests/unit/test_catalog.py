@@ -60,7 +60,7 @@ def test_unknown_key_lists_allowed_keys():
     data["profiles"]["cpu"]["gpus"] = 2
     assert problems_of(data) == [
         "profiles.cpu.gpus: unknown key 'gpus'; allowed keys: display_name, description, image, cpu, memory, "
-        "teams, gpu, default"
+        "teams, gpu, default, idle_timeout_seconds"
     ]
 
 
