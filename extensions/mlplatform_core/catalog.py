@@ -247,6 +247,9 @@ class PlatformService(_Model):
     database_url: str = "sqlite:////srv/mlplatform/platform.sqlite"
     audit_retention_days: int = Field(2557, ge=1)  # seven years
     budget_warning_at: float = Field(0.8, gt=0, le=1)
+    # An allocation's duration is unknown when it is admitted: it holds this many hours of its GPUs
+    # against the budget while it runs, so concurrent allocations cannot together overrun it.
+    budget_hold_hours: float = Field(1, gt=0)
     currency: str = "USD"
 
 
