@@ -82,13 +82,13 @@ _SQLITE_TRIGGERS = (
     f"WHEN NOT EXISTS (SELECT 1 FROM mlplatform_audit_pruning) "
     f"BEGIN SELECT RAISE(ABORT, '{_REFUSED}: DELETE refused (only retention prunes it)'); END",
 )
-_POSTGRES_TRIGGERS = (
+_POSTGRES_TRIGGERS = (  # %% is one %: DDL() formats its statement
     f"""CREATE OR REPLACE FUNCTION mlplatform_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM mlplatform_audit_pruning) THEN
         RETURN OLD;
       END IF;
-      RAISE EXCEPTION '{_REFUSED}: % refused', TG_OP;
+      RAISE EXCEPTION '{_REFUSED}: %% refused', TG_OP;
     END $$""",
     "CREATE TRIGGER mlplatform_audit_append_only BEFORE UPDATE OR DELETE ON mlplatform_audit "
     "FOR EACH ROW EXECUTE FUNCTION mlplatform_audit_append_only()",

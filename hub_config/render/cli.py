@@ -1,4 +1,7 @@
-"""`mlplatform render --catalog platform.yaml --out build/`: a cluster's manifests and Helm values."""
+"""`mlplatform render --catalog platform.yaml --out build/`: a cluster's manifests and Helm values.
+
+`mlplatform audit verify|export`: the platform service's audit log (mlplatform_service.audit_cli).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import sys
 
 from mlplatform_core.catalog import CatalogError, load_catalog
+from mlplatform_service import audit_cli
 
 from .build import OUTPUTS, render
 from .charts import RELEASES
@@ -36,11 +40,14 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument(f"--{chart}-chart", metavar="DIR", dest=chart.replace("-", "_"),
                        help=f"an unpacked {chart} chart (helm pull --untar): render it with its values as helm "
                             "install would and validate every object it makes (needs the `render` extra)")
+    audit_cli.add_parser(commands)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "audit":
+        return audit_cli.run(args)
     charts = {chart: path for chart in RELEASES if (path := getattr(args, chart.replace("-", "_")))}
     try:
         files = render(load_catalog(args.catalog), charts=charts)
