@@ -11,6 +11,7 @@ from hub_config.local.platform import LocalPlatform, Ports
 
 from .support.hub import HubClient
 from .support.mlflow_access import platform_token
+from .support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 # jp_fetch and a real jupyter server with the extension, for the REST API tests.
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
