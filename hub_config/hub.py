@@ -9,6 +9,7 @@ from mlplatform_core.catalog import Catalog
 
 from . import gpu_handler
 from .mlflow_access import handlers as mlflow_access
+from .platform_service import ACCESS_SCOPE
 from .s3_handler import CUSTOM_SCOPES, SCOPE
 
 # Custom scopes of the hub's endpoints for servers: each user holds them for themselves, a server's token for its user.
@@ -54,7 +55,9 @@ def configure_hub(c, catalog: Catalog) -> None:
 
 
 def server_token_scopes(spawner) -> list[str]:
-    """JupyterHub's default for a server's token (the `server` role's scopes), plus its own user's credentials.
+    """JupyterHub's default for a server's token (the `server` role's scopes), plus its own user's credentials
+    and access to the platform service (which acts as the token's user, and checks the rest itself).
 
     `!user` becomes `!user=<the server's user>` when the token is made: a server never reads another user's."""
-    return [*orm.Role.find(spawner.user.db, "server").scopes, *(f"{scope}!user" for scope in SERVER_SCOPES)]
+    return [*orm.Role.find(spawner.user.db, "server").scopes, *(f"{scope}!user" for scope in SERVER_SCOPES),
+            ACCESS_SCOPE]

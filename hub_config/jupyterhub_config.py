@@ -11,6 +11,7 @@ from mlplatform_core.catalog import load_catalog
 
 from hub_config.catalog import configured_catalog_path
 from hub_config.hub import configure_hub
+from hub_config.platform_service import configure_platform_service
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 
@@ -46,3 +47,13 @@ c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
+
+# The platform service (promotion, audit log, usage, budgets), started by the hub; its database in the data directory.
+service_port = int(os.environ.get("MLPLATFORM_SERVICE_PORT", hub_port + 82))
+configure_platform_service(c, catalog, url=f"http://127.0.0.1:{service_port}", environment={
+    # The ports and paths the catalog refers to (managed services get only what is listed here).
+    **{name: value for name, value in os.environ.items() if name.startswith("MLPLATFORM_")},
+    "MLPLATFORM_CATALOG": catalog.path,
+    "MLPLATFORM_MLFLOW_SIGNING_KEY": c.MlflowAccess.signing_key_file,
+    "MLPLATFORM_SERVICE_DATABASE_URL": f"sqlite:///{data_dir / 'platform.sqlite'}",
+})

@@ -85,12 +85,14 @@ class PlatformEnvironment:
     # No keys: the SDKs run the config's credential process, which asks the hub's broker with the server's token.
     aws_config_file: str = _variables("AWS_CONFIG_FILE")
     credentials_url: str = _variables("MLPLATFORM_CREDENTIALS_URL")
+    # The platform service (promotion, audit, budgets), called with the server's token.
+    service_url: str = _variables("MLPLATFORM_SERVICE_URL")
 
     # --- the hub writes -------------------------------------------------------------------------
     @classmethod
     def for_server(cls, catalog: Catalog, *, user: str, team: str, profile: str, gpu_type: str | None,
                    gpu_count: int, aws_config_file: str, hub_api_url: str, server_name: str = "",
-                   catalog_path: str | None = None) -> PlatformEnvironment:
+                   catalog_path: str | None = None, service_url: str = "") -> PlatformEnvironment:
         """The contract of one server of `user` for `team`. `catalog_path` and `aws_config_file` are
         where the server finds those files (on Kubernetes: its mount, not the hub's path)."""
         s3 = catalog.storage.s3
@@ -106,7 +108,8 @@ class PlatformEnvironment:
                    gpu_count=gpu_count, mlflow_tracking_uri=catalog.mlflow.tracking_uri, mlflow_experiment=team,
                    s3_endpoint=s3.endpoint_url, s3_region=s3.region, s3_bucket=s3.bucket, s3_prefix=user_prefix,
                    s3_team_prefix=team_prefix, aws_config_file=aws_config_file,
-                   credentials_url=f"{hub_api}/s3-credentials/{user}{query}", **mlflow_access)
+                   credentials_url=f"{hub_api}/s3-credentials/{user}{query}", service_url=service_url,
+                   **mlflow_access)
 
     def to_environ(self) -> dict[str, str]:
         """Every variable of the contract (unset ones empty)."""

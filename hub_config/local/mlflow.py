@@ -41,6 +41,7 @@ def command(catalog: Catalog, store: Path, *, mlflow: Path, port: int, hub_url: 
         signing_key(store)
         ini = store / "auth.ini"
         ini.write_text(auth_ini(database_uri=f"sqlite:///{store / 'auth.db'}", hub_url=hub_url,
+                                protected_aliases=catalog.promotion.protected,
                                 public_key_file=str(store / "keys" / "signing.pub.pem")))
         cmd += ["--app-name", "basic-auth", "--enable-workspaces"]
         env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=secrets.token_urlsafe(32),

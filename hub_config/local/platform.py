@@ -98,8 +98,14 @@ class Ports:
     def hub_api(self) -> int:
         return self.hub + 81
 
+    @property
+    def service(self) -> int:
+        """The platform service (started by the hub)."""
+        return self.hub + 82
+
     def all(self) -> dict[str, int]:
         return {"hub": self.hub, "proxy API (hub + 1)": self.proxy_api, "hub API (hub + 81)": self.hub_api,
+                "platform service (hub + 82)": self.service,
                 "sso": self.sso, "mlflow": self.mlflow,
                 **{name if name == "s3" else f"S3 server's {name} (s3 + {port - self.s3})": port
                    for name, port in seaweedfs.ports(self.s3).items()}}
@@ -252,6 +258,7 @@ class LocalPlatform:
             "MLPLATFORM_RAY_DIR": str(self.ray_dir),  # the spawner hands both to notebooks
             "MLPLATFORM_PROXY_API_PORT": str(self.ports.proxy_api),
             "MLPLATFORM_HUB_API_PORT": str(self.ports.hub_api),
+            "MLPLATFORM_SERVICE_PORT": str(self.ports.service),
             "MLPLATFORM_CHP": str(self.node_modules / ".bin" / "configurable-http-proxy"),
             **({variable("catalog_path"): str(Path(self.catalog).resolve())} if self.catalog else {}),
             **self.extra_env,

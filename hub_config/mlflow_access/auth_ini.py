@@ -24,6 +24,8 @@ public_key_file = {public_key_file}
 # Where a browser without a token is sent to log in (the hub's MLflow login page).
 ui_login_url = {hub_url}/hub/mlplatform/mlflow-login
 cookie_secure = {cookie_secure}
+# Aliases only the platform identity moves (the catalog's promotion.alias and protected_aliases).
+protected_aliases = {protected_aliases}
 """
 
 
@@ -40,13 +42,15 @@ kubernetes_jwks_url = {jwks_url}
 """
 
 
-def auth_ini(*, database_uri: str, public_key_file: str, hub_url: str, issuer: str | None = None,
+def auth_ini(*, database_uri: str, public_key_file: str, hub_url: str, protected_aliases: list[str],
+             issuer: str | None = None,
              jwks_url: str | None = None, namespaces: dict[str, str] | None = None,
              service_accounts: dict[str, str] | None = None) -> str:
     """The ini; with `issuer`, service-account tokens of `service_accounts` (name = role) in `namespaces`
     (namespace = team) are accepted too."""
     text = TEMPLATE.format(database_uri=database_uri, admin=PLATFORM_IDENTITY, public_key_file=public_key_file,
-                           hub_url=hub_url.rstrip("/"), cookie_secure=str(hub_url.startswith("https:")).lower())
+                           hub_url=hub_url.rstrip("/"), cookie_secure=str(hub_url.startswith("https:")).lower(),
+                           protected_aliases=" ".join(protected_aliases))
     if issuer:
         text += WORKLOADS.format(issuer=issuer, jwks_url=jwks_url,
                                  namespaces="\n".join(f"{k} = {v}" for k, v in (namespaces or {}).items()),

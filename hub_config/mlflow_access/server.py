@@ -11,6 +11,7 @@ configured by the auth app's ini file (MLFLOW_AUTH_CONFIG_PATH):
     [mlplatform]
     public_key_file = /path/to/mlflow-signing.pub.pem
     ui_login_url = https://hub.example.org/hub/mlplatform/mlflow-login   # optional: the MLflow UI's login
+    protected_aliases = champion                     # optional: aliases only the platform moves (protected.py)
     # optional: workloads in the cluster (RayService and Spark pods) with projected service-account tokens
     kubernetes_issuer = https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE
     kubernetes_jwks_url = https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE/keys
@@ -29,7 +30,8 @@ On every request MLflow protects it
 3. makes the user's managed role assignments equal the token's `roles` (a token older than one already
    applied changes nothing), so team membership comes from the hub, at most one token lifetime stale;
 4. refuses per-user grants and revokes to anyone but MLflow's admins: permissions come from the
-   catalog (a resource's creator gets MANAGE, which would let them grant another team EDIT);
+   catalog (a resource's creator gets MANAGE, which would let them grant another team EDIT); and
+   refuses moves of protected aliases and what would undo them (protected.py) to anyone but the platform;
 5. answers a werkzeug `Authorization` with the username; MLflow's own permission checks follow.
 """
 
@@ -48,6 +50,7 @@ import jwt
 from flask import Response, redirect, request
 from werkzeug.datastructures import Authorization
 
+from . import protected
 from .tokens import ALGORITHM, AUDIENCE, ISSUER, MANAGED_ROLES
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ def settings() -> dict:
     issuer = section.get("kubernetes_issuer", "")
     return {"public_key": public_key, "admin": parser["mlflow"]["admin_username"],
             "ui_login_url": section.get("ui_login_url", ""),
+            "protected_aliases": section.get("protected_aliases", "").split(),
             "cookie_secure": section.getboolean("cookie_secure", False),
             "kubernetes_issuer": issuer,
             "kubernetes_keys": jwt.PyJWKClient(section["kubernetes_jwks_url"], timeout=10) if issuer else None,
@@ -134,7 +138,35 @@ def authenticate() -> Authorization | Response:
         if request.path.endswith(PLATFORM_ONLY):
             return Response("permissions come from the platform's catalog: ask a platform administrator\n",
                             status=403, mimetype="text/plain")
+        refused = protected.refusal(request.method, request.path, _params(), settings()["protected_aliases"],
+                                    _aliases_of)
+        if refused:
+            return Response(f"{refused}\n", status=403, mimetype="text/plain")
     return Authorization("bearer", {"username": username})
+
+
+def _params() -> dict:
+    """The request's parameters as MLflow's handlers read them: the JSON body, else the query."""
+    body = request.get_json(silent=True) if request.method in ("POST", "PATCH", "DELETE") else None
+    return body if isinstance(body, dict) else dict(request.args)
+
+
+def _aliases_of(name: str) -> dict[str, str]:
+    """A registered model's aliases, read from MLflow's own store in the request's workspace."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.handlers import _get_model_registry_store
+    from mlflow.server.workspace_helpers import WORKSPACE_HEADER_NAME, resolve_workspace_for_request_if_enabled
+    from mlflow.utils import workspace_context
+
+    # Not resolved yet at authentication: resolved here as MLflow's own middleware does (it sets it again).
+    workspace = resolve_workspace_for_request_if_enabled(request.path, request.headers.get(WORKSPACE_HEADER_NAME))
+    workspace_context.set_server_request_workspace(workspace.name if workspace else None)
+    try:
+        model = _get_model_registry_store().get_registered_model(name)
+    except MlflowException:
+        return {}  # no such model: MLflow's own handler answers that
+    return {alias.alias: str(alias.version) for alias in model.aliases} if isinstance(model.aliases, list) \
+        else {k: str(v) for k, v in (model.aliases or {}).items()}
 
 
 def _presented_token() -> str | None:

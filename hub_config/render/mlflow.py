@@ -28,7 +28,7 @@ def mlflow_auth_config_map(catalog: Catalog) -> dict[str, Any]:
     # RayService replicas read their team's models, Spark jobs log to its experiments, with tokens
     # projected for MLflow (mlplatform_core/mlflow_token.py).
     ini = auth_ini(database_uri=catalog.mlflow.access.auth_database_uri, public_key_file=PUBLIC_KEY_FILE,
-                   hub_url=k8s.public_url, issuer=k8s.service_account_issuer, jwks_url=k8s.service_account_jwks_url,
+                   hub_url=k8s.public_url, protected_aliases=catalog.promotion.protected, issuer=k8s.service_account_issuer, jwks_url=k8s.service_account_jwks_url,
                    namespaces={team.namespace: name for name, team in catalog.teams.items()},
                    service_accounts={k8s.serving_service_account: READERS, k8s.spark_service_account: MEMBERS})
     return {"apiVersion": "v1", "kind": "ConfigMap",

@@ -167,7 +167,7 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
                                             hub_api_url=self.hub.api_url,
                                             aws_config_file=f"{self.config_dir}/{AWS_CONFIG_KEY}",
                                             catalog_path=f"{self.config_dir}/{CATALOG_FILE}",
-                                            server_name=self.name))
+                                            server_name=self.name, service_url=self.platform_service_url))
         return env_without_token(env, self.token_secret_name)
 
     # --- the server's API token lives in a Secret, not in the pod spec ------------------------------

@@ -149,7 +149,7 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
         if self.selection is not None:
             env.update(notebook_environment(self.catalog, self.user.name, self.selection,
                                             hub_api_url=self.hub.api_url, aws_config_file=str(AWS_CONFIG),
-                                            server_name=self.name))
+                                            server_name=self.name, service_url=self.platform_service_url))
             # An empty value hides every GPU from a CPU profile on a machine that has some.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
             # The shared local Ray head (Ray Serve deployments) of this local platform: its ports and

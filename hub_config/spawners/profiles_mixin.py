@@ -26,6 +26,7 @@ from traitlets.config import LoggingConfigurable
 from ..catalog import configured_catalog_path
 from ..mlflow_access.handlers import MlflowAccess
 from ..mlflow_access.provisioning import ProvisioningError
+from ..platform_service import PlatformService
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
 
 _templates = Environment(loader=PackageLoader("hub_config", "templates"), autoescape=select_autoescape(["html"]))
@@ -54,6 +55,10 @@ class CatalogProfilesMixin(LoggingConfigurable):
     @property
     def catalog(self) -> Catalog:
         return cached_catalog(self.catalog_file)
+
+    @property
+    def platform_service_url(self) -> str:
+        return PlatformService(config=self.config).url
 
     @property
     def user_groups(self) -> list[str]:

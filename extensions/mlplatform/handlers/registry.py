@@ -24,10 +24,6 @@ class RegistryHandler(MLPlatformHandler):
             return Refused(error.status, body.pop("message"), **body)
         return None
 
-    @property
-    def user_name(self) -> str:
-        return self.current_user.username
-
 
 class PromotionHandler(RegistryHandler):
     @web.authenticated
@@ -40,14 +36,14 @@ class PromotionHandler(RegistryHandler):
     @authorized
     async def post(self, name: str, version: str):
         """Move the alias when every gate passes (409 with the report when one fails)."""
-        self.reply(await self.call(registry.promote, name, version, user=self.user_name))
+        self.reply(await self.call(registry.promote, name, version))
 
 
 class RollbackHandler(RegistryHandler):
     @web.authenticated
     @authorized
     async def post(self, name: str):
-        self.reply(await self.call(registry.rollback, name, user=self.user_name))
+        self.reply(await self.call(registry.rollback, name))
 
 
 class HistoryHandler(RegistryHandler):

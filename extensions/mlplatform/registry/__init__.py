@@ -2,19 +2,19 @@
 
     from mlplatform import registry
     report = registry.evaluate("iris", 3)                 # every gate, pass/fail with values; changes nothing
-    registry.promote("iris", 3, user="alice")             # moves @champion only when every gate passes
-    registry.rollback("iris", user="alice")               # back to the previous @champion
+    registry.promote("iris", 3)                           # moves @champion only when every gate passes
+    registry.rollback("iris")                             # back to the previous @champion
     registry.history("iris")                              # the audit trail, oldest first
 
-Gates come from the catalog's `promotion` section ($MLPLATFORM_CATALOG, or `catalog=` / `promotion=`);
-MLflow from MLFLOW_TRACKING_URI (or `client=` / `tracking_uri=`). Aliases and version tags only, never
-stages. Files: `gates` (pure evaluation), `card` (pure markdown), `audit` (pure tag encoding and trail
-replay), `policy` (which gates), `facts` (MLflow reads), `api` (the functions above; the only writer).
+The platform service does each of them (`api`), as the hub user of the server's token, for the server's
+team: the gates (the catalog's `promotion`) are evaluated there, and only the platform moves the
+protected aliases. The service runs this package's pure parts: `gates` (evaluation), `card` (markdown),
+`facts` (MLflow reads), `policy` (which gates), `errors`.
 """
 
-from .api import evaluate, history, promote, rollback
-from .errors import Conflict, MlflowError, NotFound, PromotionRefused, RegistryError, RollbackRefused
+from .api import card_text, evaluate, history, promote, rollback, trail
+from .errors import Conflict, Forbidden, MlflowError, NotFound, PromotionRefused, RegistryError, RollbackRefused
 from .gates import summary
 
-__all__ = ["evaluate", "promote", "rollback", "history", "summary", "RegistryError", "NotFound", "Conflict",
-           "PromotionRefused", "RollbackRefused", "MlflowError"]
+__all__ = ["evaluate", "promote", "rollback", "history", "trail", "card_text", "summary", "RegistryError",
+           "NotFound", "Conflict", "Forbidden", "PromotionRefused", "RollbackRefused", "MlflowError"]

@@ -52,3 +52,9 @@ class MlflowError(RegistryError):
     """MLflow answered with an error other than 'not found', or could not be reached (502)."""
 
     status = 502
+
+
+class Forbidden(RegistryError):
+    """The caller may not act on this model: it belongs to a team they are not in (403)."""
+
+    status = 403

@@ -74,14 +74,16 @@ def run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
     return dict(client.get_run(run_id).data.metrics)
 
 
-def signature(client: MlflowClient, name: str, version: str) -> tuple[dict | None, str | None]:
+def signature(client: MlflowClient, name: str, version: str, download=None) -> tuple[dict | None, str | None]:
     """The version's MLmodel signature as `{"inputs": [...], "outputs": [...], "params": [...]}`, or
-    (None, why) when the model has none or its MLmodel cannot be read."""
+    (None, why) when the model has none or its MLmodel cannot be read. `download(artifact_uri, dst_dir)`
+    fetches one artifact file (default: MLflow's `download_artifacts` with this process's credentials)."""
+    download = download or (lambda uri, dst: download_artifacts(artifact_uri=uri, dst_path=dst,
+                                                                 tracking_uri=client.tracking_uri))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             location = client.get_model_version_download_uri(name, version).rstrip("/")
-            path = download_artifacts(artifact_uri=f"{location}/MLmodel", dst_path=tmp,
-                                      tracking_uri=client.tracking_uri)
+            path = download(f"{location}/MLmodel", tmp)
             with open(path) as f:
                 mlmodel = yaml.safe_load(f) or {}
         except (MlflowException, OSError, yaml.YAMLError) as e:
@@ -157,9 +159,9 @@ def _run_facts(client: MlflowClient, run) -> tuple[dict, list[dict]]:
     return lineage, datasets
 
 
-def version_facts(client: MlflowClient, mv, model_tags: dict[str, str]) -> dict:
+def version_facts(client: MlflowClient, mv, model_tags: dict[str, str], download=None) -> dict:
     """Everything the gates and the card read about one version, as JSON-serializable values."""
-    sig, problem = signature(client, mv.name, mv.version)
+    sig, problem = signature(client, mv.name, mv.version, download)
     facts = {"model": mv.name, "version": str(mv.version), "source": mv.source, "run_id": mv.run_id,
              "tags": dict(mv.tags), "model_tags": dict(model_tags), "metrics": {}, "params": {},
              "signature": sig, "signature_problem": problem, "run": None, "datasets": []}

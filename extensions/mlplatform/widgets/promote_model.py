@@ -3,9 +3,9 @@
     from mlplatform.widgets import PromoteModel
     PromoteModel()       # choose a version, "Check gates" (changes nothing), Promote when all pass; Roll back
 
-Every action calls `mlplatform.registry` (evaluate, promote, rollback, history) in a background thread.
-Promote is enabled only while the gate report of the chosen version shows every gate passing; the
-registry evaluates the gates again when promoting, so a change in between is still refused.
+Every action calls `mlplatform.registry` (evaluate, promote, rollback, history: the platform service) in a
+background thread. Promote is enabled only while the gate report of the chosen version shows every gate
+passing; the service evaluates the gates again when promoting, so a change in between is still refused.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import ipywidgets as w
 
 from .. import registry
 from ..environment import read_environment
-from ..registry import audit
-from ..registry.errors import RollbackRefused
 from ..models import list_models
 from ..registry.policy import resolve_policy
 from .common import (
@@ -40,13 +38,16 @@ ACTIONS = ("check", "promote", "rollback")
 
 
 class PromoteModel(w.VBox):
-    """The promotion golden path as a form. `user`: who acts, for the audit trail (default: the hub
-    user, MLPLATFORM_USER); `client`: an MlflowClient (default: MLFLOW_TRACKING_URI's); `catalog` /
-    `promotion`: the gates (default: the platform catalog, MLPLATFORM_CATALOG)."""
+    """The promotion golden path as a form. `user`: who acts, as the messages say (the platform service
+    records the hub user of the server's token; default: MLPLATFORM_USER); `client`: the MlflowClient that
+    lists models (default: MLFLOW_TRACKING_URI's); `catalog` / `promotion`: where the alias's name comes
+    from (default: the platform catalog, MLPLATFORM_CATALOG); `team`: the models' team (default: the server's)."""
 
-    def __init__(self, *, user: str | None = None, client=None, catalog=None, promotion=None, **kwargs):
+    def __init__(self, *, user: str | None = None, client=None, catalog=None, promotion=None, team=None, **kwargs):
         self.user = user or read_environment().acting_user
         self._client = client
+        self._team = team
+        self._rollback_to: str | None = None
         self._policy = {k: v for k, v in (("catalog", catalog), ("promotion", promotion)) if v is not None}
         self._models: dict[str, dict] = {}
         self.report: dict | None = None  # the gate report of the chosen version, once checked
@@ -117,7 +118,7 @@ class PromoteModel(w.VBox):
         current = aliases.get(self.alias) if self.alias else None
         self.holder.value = "" if not name or not self.alias else (
             f"@{self.alias} → version {current}" if current else f"no version holds @{self.alias} yet")
-        self.events = []  # the trail of this model comes with _load_history
+        self.events, self._rollback_to = [], None  # the trail of this model comes with _load_history
         self._on_version()
         if name:
             self.tasks.start("history", self._load_history, name)
@@ -135,13 +136,10 @@ class PromoteModel(w.VBox):
 
     @property
     def rollback_version(self) -> str | None:
-        """The version Roll back moves the alias to, by the audit trail as last read; None: nothing to roll back to."""
+        """The version Roll back moves the alias to, by the platform's record as last read; None: nothing to roll back to."""
         if self.alias is None or not self.model.value:
             return None
-        try:
-            return audit.rollback_target(self.events, self.model.value, self.alias, self.holder_version)
-        except RollbackRefused:
-            return None
+        return self._rollback_to
 
     def _update_buttons(self) -> None:
         busy = self.tasks.running(*ACTIONS)
@@ -164,21 +162,21 @@ class PromoteModel(w.VBox):
     # --- actions -------------------------------------------------------------------------------------
     def _check(self, name: str, version: str) -> None:
         self.errors.clear()
-        report = registry.evaluate(name, version, client=self._client, **self._policy)
+        report = registry.evaluate(name, version, team=self._team)
         if (name, version) == (self.model.value, self.version.value):  # still the chosen version
             self.report = report
             self.gates.value = gates_html(report)
 
     def _promote(self, name: str, version: str) -> None:
         self.errors.clear()
-        done = registry.promote(name, version, user=self.user, client=self._client, **self._policy)
+        done = registry.promote(name, version, team=self._team)
         was = f"version {done['previous_version']}" if done["previous_version"] else "none"
         self._after(f"version {done['version']} of {name} holds @{done['alias']} now (was: {was}); "
                     f"recorded as {self.user}'s promotion")
 
     def _rollback(self, name: str) -> None:
         self.errors.clear()
-        done = registry.rollback(name, user=self.user, client=self._client, **self._policy)
+        done = registry.rollback(name, team=self._team)
         self._after(f"@{done['alias']} of {name} rolled back from version {done['previous_version']} "
                     f"to version {done['version']} by {self.user}")
 
@@ -188,9 +186,10 @@ class PromoteModel(w.VBox):
         self.result.value = lines_html([message], OK_COLOR)
 
     def _load_history(self, name: str) -> None:
-        events = registry.history(name, client=self._client)
+        trail = registry.trail(name, team=self._team)
+        events = trail["events"]
         if name == self.model.value:
-            self.events = events
+            self.events, self._rollback_to = events, trail["rollback_to"]
             self.history.value = history_html(events)
 
     # --- lifecycle -----------------------------------------------------------------------------------
