@@ -10,6 +10,7 @@ from pathlib import Path
 from mlplatform_core.catalog import load_catalog
 
 from hub_config.catalog import configured_catalog_path
+from hub_config.culling import configure_culling
 from hub_config.hub import configure_hub
 from hub_config.platform_service import configure_platform_service
 
@@ -21,6 +22,7 @@ hub_port = int(os.environ.get("MLPLATFORM_HUB_PORT", "18000"))
 hub_url = f"http://127.0.0.1:{hub_port}"
 
 configure_hub(c, catalog)
+configure_culling(c, catalog)  # the idle culler, a hub-managed service (hub_config/culling.py)
 # The hub's secrets go into its config and out of its environment, which the proxy (and anything else
 # the hub starts) would inherit.
 c.KeycloakOAuthenticator.client_secret = os.environ.pop("OAUTH_CLIENT_SECRET", "")

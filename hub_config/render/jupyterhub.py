@@ -5,9 +5,10 @@ chart's values.yaml (as helm does) and checks the result against its schema.
 
 The hub image has this bundle installed. `hub.extraConfig` calls `configure_hub` (hub_config/hub.py)
 with the catalog mounted from `hub.extraFiles`; the spawner is `CatalogKubeSpawner` (entry point
-`mlplatform-kubernetes`), which starts each server in its team's namespace. Secrets never appear in
-the values: the OAuth client secret and the MLflow signing key come from the Secret HUB_SECRET; the
-auth_state key is the chart's own (CryptKeeper.keys, generated into its hub Secret).
+`mlplatform-kubernetes`), which starts each server in its team's namespace. The chart's idle culler
+runs from the `cull` values at the catalog's timeouts, per profile (hub_config/culling.py). Secrets
+never appear in the values: the OAuth client secret and the MLflow signing key come from the Secret
+HUB_SECRET; the auth_state key is the chart's own (CryptKeeper.keys, generated into its hub Secret).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import variable
 from mlplatform_core.quantities import parse_cpu, parse_memory
 
+from ..culling import STATE_ROLE, chart_cull_values, state_role
 from .common import CATALOG_PATH, HUB_API_PORT, HUB_SERVICE, catalog_document
 from .images import split_image
 
@@ -32,6 +34,13 @@ from hub_config.hub import configure_hub
 from mlplatform_core.catalog import load_catalog
 
 configure_hub(c, load_catalog({CATALOG_PATH!r}))
+"""
+# After the chart's config made its culler service (cull values): each profile's timeout (hub_config/culling.py).
+CULLING_CONFIG = f"""\
+from hub_config.culling import extend_chart_culler
+from mlplatform_core.catalog import load_catalog
+
+extend_chart_culler(c, load_catalog({CATALOG_PATH!r}))
 """
 
 
@@ -99,17 +108,24 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
                 "OAUTH_CLIENT_SECRET": _secret_env("oauth-client-secret"),
             },
             "extraFiles": {"mlplatform-catalog": {"mountPath": CATALOG_PATH, "stringData": catalog_document(catalog)}},
-            "extraConfig": {"mlplatform": EXTRA_CONFIG},
+            "extraConfig": {"mlplatform": EXTRA_CONFIG, **_culling_config(catalog)},
+            # The chart's culler reads which profile each server runs (hub_config/culling.py).
+            **({"loadRoles": {STATE_ROLE: state_role()}} if catalog.culling.enabled else {}),
             **_mlflow_signing_key(catalog),
             # Lets labelled user pods in the (labelled) team namespaces reach the hub API.
             "networkPolicy": {"interNamespaceAccessLabels": "accept"},
         },
         "proxy": {"service": {"type": "ClusterIP"}},
         "ingress": ingress,
+        "cull": chart_cull_values(catalog),
         "singleuser": singleuser,
         # prepull/ holds the pre-pull DaemonSets, one per node pool, for every profile's image.
         "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
     }
+
+
+def _culling_config(catalog: Catalog) -> dict[str, Any]:
+    return {"mlplatform-culling": CULLING_CONFIG} if catalog.culling.enabled else {}
 
 
 def _mlflow_signing_key(catalog: Catalog) -> dict[str, Any]:

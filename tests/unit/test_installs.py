@@ -168,6 +168,8 @@ HUB = package_modules("hub_config", ROOT / "hub_config")
 # The local platform's JupyterHub config file, not a module (it needs JupyterHub's get_config()): its
 # imports are checked by AST below, and what it imports is imported with the rest of hub_config.
 HUB_CONFIG_FILE = HUB.pop("hub_config.jupyterhub_config")
+# jupyterhub-idle-culler's config file (its --config, hub_config/culling.py): not a module either.
+IDLE_CULLER_CONFIG_FILE = HUB.pop("hub_config.idle_culler_config")
 # The authorization function MLflow's auth app calls runs in the MLflow server, not in the hub.
 MLFLOW_SERVER_PLUGIN = HUB.pop("hub_config.mlflow_access.server")
 # Rendering the upstream charts (`mlplatform render --<chart>-chart`) needs the `render` extra besides the
@@ -270,7 +272,7 @@ def test_each_role_imports_with_only_its_own_extra(role):
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["failures"] == {}
     # Imports inside functions run only when called: read them from the source.
-    files = [Path(f) for f in report["loaded"]] + ([HUB_CONFIG_FILE] if role == "hub" else [])
+    files = [Path(f) for f in report["loaded"]] + ([HUB_CONFIG_FILE, IDLE_CULLER_CONFIG_FILE] if role == "hub" else [])
     lazy = {str(f.relative_to(ROOT)): sorted(absolute_imports(f) & refused - OPTIONAL_LAZY.get(str(f.relative_to(ROOT)),
                                                                                                set()))
             for f in files}

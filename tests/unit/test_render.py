@@ -7,7 +7,7 @@ import yaml
 from mlplatform_core.catalog import load_catalog, parse_catalog
 from hub_config.render.build import documents
 from hub_config.render.cli import main
-from hub_config.render.jupyterhub import EXTRA_CONFIG, jupyterhub_values
+from hub_config.render.jupyterhub import CULLING_CONFIG, EXTRA_CONFIG, jupyterhub_values
 from hub_config.render.operators import kuberay_operator_values, spark_operator_values
 from hub_config.render.prepull import prepull_daemonsets
 from hub_config.render.teams import quota_hard, team_objects
@@ -38,7 +38,11 @@ def test_jupyterhub_values():
                 "OAUTH_CLIENT_SECRET": {"valueFrom": {"secretKeyRef": {**SECRET, "key": "oauth-client-secret"}}},
             },
             "extraFiles": {"mlplatform-catalog": {"mountPath": "/etc/mlplatform/platform.yaml"}},
-            "extraConfig": {"mlplatform": EXTRA_CONFIG},
+            "extraConfig": {"mlplatform": EXTRA_CONFIG, "mlplatform-culling": CULLING_CONFIG},
+            # The chart's idle culler may read which profile a server runs (hub_config/culling.py).
+            "loadRoles": {"mlplatform-idle-culler-state": {"name": "mlplatform-idle-culler-state",
+                                                           "scopes": ["admin:server_state"],
+                                                           "services": ["jupyterhub-idle-culler"]}},
             # The MLflow signing key (tests/unit/test_render_mlflow.py).
             "extraVolumes": values["hub"]["extraVolumes"], "extraVolumeMounts": values["hub"]["extraVolumeMounts"],
             "networkPolicy": {"interNamespaceAccessLabels": "accept"},
@@ -46,6 +50,10 @@ def test_jupyterhub_values():
         "proxy": {"service": {"type": "ClusterIP"}},
         "ingress": {"enabled": True, "hosts": ["jupyter.example.org"],
                     "tls": [{"hosts": ["jupyter.example.org"], "secretName": "mlplatform-hub-tls"}]},
+        # Stop servers idle for the shortest timeout (GPU profiles' 1800 s); the CPU profile's longer one
+        # comes from the hook CULLING_CONFIG adds. Users are never removed.
+        "cull": {"enabled": True, "users": False, "adminUsers": True, "removeNamedServers": False, "maxAge": 0,
+                 "timeout": 1800, "every": 300},
         "singleuser": {
             "image": {"name": "registry.example.org/mlplatform/notebook", "tag": "0.1.0"},
             "serviceAccountName": "mlplatform-notebook",
