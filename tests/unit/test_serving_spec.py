@@ -9,6 +9,7 @@ from mlplatform.serving.errors import InvalidServingRequest
 from mlplatform.serving.spec import (PodResources, ray_service, serve_application, serve_config,
                                      serving_request)
 
+from mlplatform_core.catalog import ServingLimits
 from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
 
 from ..support.crd import errors, validate
@@ -31,7 +32,7 @@ def test_defaults():
     assert r.to_dict() == {"name": "iris", "model_uri": "models:/iris@champion", "replicas": 1, "min_replicas": None,
                            "max_replicas": None, "cpus": 1.0, "gpus": 0, "max_batch_size": 32,
                            "batch_wait_timeout_s": 0.002, "max_ongoing_requests": None, "task": None,
-                           "max_tokens_limit": 4096}
+                           "max_tokens_limit": 4096, "downscale_delay_s": 600}
     assert r.ongoing_requests == 64 and r.model_name == "iris" and not r.autoscaling
 
 
@@ -119,9 +120,31 @@ def test_serve_application_autoscaling_gpu_text_generation_with_surge():
         "ray_actor_options": {"num_cpus": 1.0, "num_gpus": 1},
         "user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.002, "max_tokens_limit": 4096},
         "max_surge_percent": 100,
-        "autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 8},
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 8,
+                               "downscale_delay_s": 600},
     }]
     assert "runtime_env" not in app
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic fields
+def test_an_idle_autoscaled_model_scales_to_its_minimum_after_the_catalogs_delay():
+    """serving.idle_downscale_seconds is Ray Serve's downscale_delay_s, locally and in the RayService."""
+    from ray.serve.config import AutoscalingConfig
+
+    r = serving_request(name="iris", model_uri="models:/iris/3", min_replicas=0, max_replicas=4,
+                        limits=ServingLimits(idle_downscale_seconds=120))
+    assert r.downscale_delay_s == 120
+    local = serve_application(r, model_version="3")["deployments"][0]
+    on_kubernetes = yaml.safe_load(ray_service(r, namespace="team-vision", model_version="3")["spec"]["serveConfigV2"])
+    for deployment in (local, on_kubernetes["applications"][0]["deployments"][0]):
+        assert deployment["autoscaling_config"] == {"min_replicas": 0, "max_replicas": 4, "target_ongoing_requests": 32,
+                                                    "downscale_delay_s": 120}
+        assert AutoscalingConfig.model_validate(deployment["autoscaling_config"]).downscale_delay_s == 120
+
+
+def test_fixed_replicas_have_no_downscale_delay():
+    r = serving_request(name="iris", model_uri="models:/iris/3", replicas=2, limits=ServingLimits(idle_downscale_seconds=120))
+    assert "autoscaling_config" not in serve_application(r, model_version="3")["deployments"][0]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic fields
@@ -136,6 +159,7 @@ def test_serve_config_is_accepted_by_ray_serve_schema():
     assert parsed.applications[0].args == ARGS
     assert parsed.applications[0].deployments[0].user_config == USER_CONFIG
     assert parsed.applications[0].deployments[0].max_surge_percent == 100
+    assert parsed.applications[0].deployments[0].autoscaling_config["downscale_delay_s"] == 600
 
 
 def test_replicas_get_the_contract_without_credentials_or_notebook_paths():

@@ -68,6 +68,9 @@ class ServingRequest:
     max_ongoing_requests: int | None = None  # unset: 2 × max_batch_size, at least 64
     task: str | None = None  # unset: from the model's metadata (app.py)
     max_tokens_limit: int = 4096
+    # Autoscaling: replicas without traffic for this long go, down to min_replicas (the catalog's
+    # serving.idle_downscale_seconds, not the user's choice).
+    downscale_delay_s: int = ServingLimits().idle_downscale_seconds
 
     @property
     def autoscaling(self) -> bool:
@@ -96,7 +99,8 @@ def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_repl
                     limits: ServingLimits = ServingLimits()) -> ServingRequest:
     """Validate a request. Give `replicas`, or `min_replicas` and `max_replicas` for autoscaling.
     `gpu_quota`: the team's GPU quota, checked against GPUs per replica × the most replicas;
-    `limits`: the catalog's bounds of one application (replicas, CPUs and GPUs per replica)."""
+    `limits`: the catalog's bounds of one application (replicas, CPUs and GPUs per replica) and how long an
+    autoscaled application may idle before it scales down to its minimum replicas."""
     problems: list[tuple[str, str]] = []
 
     def check(field: str, ok: bool, message: str) -> bool:
@@ -159,7 +163,8 @@ def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_repl
                           max_replicas=max_replicas if autoscaling else None, cpus=float(cpus),
                           gpus=float(gpus) if not float(gpus).is_integer() else int(gpus),
                           max_batch_size=max_batch_size, batch_wait_timeout_s=float(batch_wait_timeout_s),
-                          max_ongoing_requests=max_ongoing_requests, task=task, max_tokens_limit=max_tokens_limit)
+                          max_ongoing_requests=max_ongoing_requests, task=task, max_tokens_limit=max_tokens_limit,
+                          downscale_delay_s=limits.idle_downscale_seconds)
 
 
 def _int(check, field: str, value: Any, low: int, high: int | None = None) -> bool:
@@ -208,6 +213,10 @@ def serve_application(request: ServingRequest, *, model_version: str, env: Mappi
             "max_replicas": request.max_replicas,
             # Scale out before batches queue: a replica is busy at about one full batch.
             "target_ongoing_requests": max(2, request.max_batch_size),
+            # No traffic for this long: down to min_replicas (also from 1 to 0, Ray's
+            # downscale_to_zero_delay_s being unset). On Kubernetes Ray's autoscaler then removes the
+            # idle worker pods and their GPUs (ray_service's idleTimeoutSeconds).
+            "downscale_delay_s": request.downscale_delay_s,
         }
     else:
         deployment["num_replicas"] = request.replicas
