@@ -1,13 +1,15 @@
 """MLflow stopping part-way through a promotion or a deploy, against the real MLflow server behind a
 TCP proxy that stops at a chosen request (tests/support/tcp_proxy.py). MLflow's client is bounded as
-in every notebook (the contract's constants), so each failure is an error in seconds.
+in every notebook and in the platform service (the contract's constants), so each failure is an error
+in seconds.
 
 What it proves:
-- promotion moves the alias last, after the audit event: stopped before the alias request, the
-  alias has not moved (the trail may hold the attempt's event) and a retry completes the promotion;
-  stopped after MLflow moved the alias but before its answer, the move is in the audit trail; stopped
-  before the audit tags, neither moved. Each is an MlflowUnavailable (503) saying which of these it is,
-  never an alias move without its audit event.
+- promotion (the platform service's engine) writes its audit intent before anything changes and moves
+  the alias last: stopped before the alias request, the alias has not moved and the intent is settled
+  as failed at the model's next action, and a retry completes; stopped after MLflow moved the alias but
+  before its answer, the intent is settled as succeeded, so the move is in the trail; stopped before the
+  description (the card), the attempt is recorded as failed at once. Each is an MlflowUnavailable (503)
+  saying which of these it is, never an alias move without its audit record.
 - MLflow stopping while the gates read the model is a 503, not a "no signature" refusal (409).
 - a deploy whose model lookup is cut part-way is a 503 "nothing was deployed", with no application
   recorded and no Ray head started.
@@ -21,22 +23,24 @@ import pytest
 from mlflow import MlflowClient
 
 from hub_config.catalog import DEFAULT_CATALOG
-from mlplatform import registry, serving
+from mlplatform import serving
 from mlplatform.mlflow_health import MlflowUnavailable
 from mlplatform_core.catalog import Promotion
 from mlplatform_core.contract import CONSTANTS
 
 from ..support.mlflow_models import register_model, unique_name
+from ..support.promotion import TEAM, caller, engine
 from ..support.tcp_proxy import TcpProxy
 
 POLICY = Promotion(alias="champion", metric_gates=[{"metric": "accuracy", "op": ">=", "threshold": 0.9}],
                    compare_with_champion=True, require_signature=True, model_card_fields=["owner"])
 BOUND_SECONDS = 15
+ALICE, BOB = caller("alice"), caller("bob")
 
 
 @pytest.fixture
 def bounded_mlflow(monkeypatch):
-    """MLflow's client settings of every notebook server."""
+    """MLflow's client settings of every notebook server and of the platform service."""
     for key, value in CONSTANTS.items():
         if key.startswith("MLFLOW_"):
             monkeypatch.setenv(key, value)
@@ -49,73 +53,87 @@ def proxy(platform, bounded_mlflow):
 
 
 @pytest.fixture
-def champion_and_challenger(platform):
+def service(platform, proxy, tmp_path):
+    """The engine, talking to MLflow through the proxy."""
+    return engine(platform, tmp_path, tracking_uri=proxy.url, promotion=POLICY)
+
+
+@pytest.fixture
+def champion_and_challenger(platform, service):
     """v1 holds @champion; v2 passes every gate."""
     name = unique_name("faults")
-    v1 = register_model(platform.mlflow_url, name, metrics={"accuracy": 0.91}, model_tags={"owner": "team-vision"})
+    register_model(platform.mlflow_url, name, metrics={"accuracy": 0.91}, model_tags={"owner": "team-vision"})
     register_model(platform.mlflow_url, name, metrics={"accuracy": 0.95})  # v2
-    registry.promote(name, v1.version, user="alice", promotion=POLICY, tracking_uri=platform.mlflow_url)
+    service.promote(ALICE, TEAM, name, "1")
     return name
 
 
-def promote_through(proxy, name, version="2"):
+def promote_through(service, proxy, name, version="2"):
     started = time.monotonic()
     with pytest.raises(MlflowUnavailable) as e:
-        registry.promote(name, version, user="bob", promotion=POLICY, client=MlflowClient(proxy.url))
+        service.promote(BOB, TEAM, name, version)
     assert time.monotonic() - started < BOUND_SECONDS
     assert proxy.stopped
     proxy.restore()
     return str(e.value)
 
 
-def state(platform, name):
-    """(the alias's holder, [(seq, action, version)] of the audit trail), read straight from MLflow."""
+def state(platform, service, name):
+    """(the alias's holder read straight from MLflow, [(action, version, user)] of the trail, [outcome] of the
+    audit records). Reading the history settles open intents first."""
     holder = MlflowClient(platform.mlflow_url).get_registered_model(name).aliases.get("champion")
-    trail = registry.history(name, tracking_uri=platform.mlflow_url)
-    return holder, [(e["seq"], e["action"], e["version"]) for e in trail]
+    trail = service.history(ALICE, TEAM, name)["events"]
+    records = [r["outcome"] for r in service.audit.query(team=TEAM, limit=10**9) if r["target"].endswith(f"/{name}")]
+    return holder, [(e["action"], e["version"], e["user"]) for e in trail], records
 
 
-def test_stopped_before_the_alias_moves_leaves_the_alias_and_a_retry_completes(platform, proxy,
+def test_stopped_before_the_alias_moves_leaves_the_alias_and_a_retry_completes(platform, proxy, service,
                                                                                champion_and_challenger):
     name = champion_and_challenger
     proxy.stop_before("POST", "/registered-models/alias")
-    message = promote_through(proxy, name)
+    message = promote_through(service, proxy, name)
     assert message.startswith(f"MLflow at {proxy.url} stopped answering (ConnectionError) during the promote of "
-                              f"{name!r} version 2 to @champion: @champion may have moved to version 2; if it did, "
-                              "audit event 2 records it.")
-    holder, trail = state(platform, name)
-    assert holder == "1"  # the alias did not move: the request never reached MLflow
-    assert trail == [(1, "promote", "1"), (2, "promote", "2")]  # the attempt's event (the undo could not reach it)
+                              f"{name!r} version 2 to @champion: @champion may have moved; audit record ")
+    assert message.endswith("holds the intent, and the platform records what happened at the model's next action "
+                            "or history. Check the history when MLflow is back")
+    # The alias did not move (the request never reached MLflow); the open intent is settled as failed.
+    assert state(platform, service, name) == (
+        "1", [("promote", "1", "alice")], ["intent", "succeeded", "intent", "failed"])
 
-    registry.promote(name, "2", user="bob", promotion=POLICY, client=MlflowClient(proxy.url))
-    assert state(platform, name) == ("2", [(1, "promote", "1"), (2, "promote", "2"), (3, "promote", "2")])
-    assert registry.rollback(name, user="bob", promotion=POLICY, client=MlflowClient(proxy.url))["version"] == "1"
+    service.promote(BOB, TEAM, name, "2")
+    assert state(platform, service, name)[:2] == ("2", [("promote", "1", "alice"), ("promote", "2", "bob")])
+    assert service.rollback(BOB, TEAM, name)["version"] == "1"
 
 
-def test_stopped_after_mlflow_moved_the_alias_leaves_the_move_audited(platform, proxy, champion_and_challenger):
+def test_stopped_after_mlflow_moved_the_alias_leaves_the_move_audited(platform, proxy, service,
+                                                                      champion_and_challenger):
     name = champion_and_challenger
     proxy.stop_after("POST", "/registered-models/alias")
-    message = promote_through(proxy, name)
-    assert "@champion may have moved to version 2; if it did, audit event 2 records it" in message
-    assert state(platform, name) == ("2", [(1, "promote", "1"), (2, "promote", "2")])
+    message = promote_through(service, proxy, name)
+    assert "@champion may have moved; audit record " in message
+    assert state(platform, service, name) == (
+        "2", [("promote", "1", "alice"), ("promote", "2", "bob")], ["intent", "succeeded", "intent", "succeeded"])
 
 
-def test_stopped_before_the_audit_tags_moves_nothing(platform, proxy, champion_and_challenger):
+def test_stopped_before_the_card_is_written_moves_nothing(platform, proxy, service, champion_and_challenger):
     name = champion_and_challenger
-    proxy.stop_before("POST", "/model-versions/set-tag")
-    message = promote_through(proxy, name)
-    assert message.endswith(": @champion did not move, but the audit trail may hold event 2 of this attempt. "
+    proxy.stop_before("PATCH", "/model-versions/update")
+    message = promote_through(service, proxy, name)
+    assert message.endswith("to @champion: @champion did not move (audit record "
+                            f"{service.audit.query(outcome='intent', limit=10**9)[-1]['seq']} says so). "
                             "Try again when MLflow is back")
-    assert state(platform, name) == ("1", [(1, "promote", "1")])
+    assert state(platform, service, name) == (
+        "1", [("promote", "1", "alice")], ["intent", "succeeded", "intent", "failed"])
 
 
-def test_stopped_while_the_gates_read_the_model_is_unavailable_not_refused(platform, proxy, champion_and_challenger):
+def test_stopped_while_the_gates_read_the_model_is_unavailable_not_refused(platform, proxy, service,
+                                                                           champion_and_challenger):
     name = champion_and_challenger
     proxy.stop_before("GET", "MLmodel")
-    message = promote_through(proxy, name)
+    message = promote_through(service, proxy, name)
     assert message == (f"MLflow at {proxy.url} stopped answering (ConnectionError); no alias was moved. "
                        "Try again when it is back")
-    assert state(platform, name) == ("1", [(1, "promote", "1")])
+    assert state(platform, service, name) == ("1", [("promote", "1", "alice")], ["intent", "succeeded"])
 
 
 def test_stopped_while_a_deploy_resolves_the_model_deploys_nothing(platform, proxy, monkeypatch, tmp_path):
