@@ -185,7 +185,8 @@ def _line(team: str, period: str, start: datetime, hours: float, cost: float, bu
 
 def _refusals(status: BudgetStatus, asked_hours: float, asked_cost: float, fields: dict, hold: float) -> list[str]:
     """Each limit this allocation adds to and would overrun, with the numbers."""
-    what = f"{fields['gpus']} {fields['gpu_type']} GPU{'s' if fields['gpus'] != 1 else ''} held {hours_text(hold)} h ahead"
+    gpus = fields["gpus"]
+    what = f"{gpus} {fields['gpu_type']} GPU{'s' if gpus != 1 else ''} held {hours_text(hold)} h ahead"
     running = f"{status.running} running allocation{'s' if status.running != 1 else ''}"
     out = []
     if status.budget_gpu_hours is not None and asked_hours > 0:

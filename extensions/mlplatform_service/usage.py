@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Double, Index, Integer, String, case, func, or_, select, text
+from sqlalchemy import Double, Index, Integer, String, case, func, literal, select, text, union_all
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from mlplatform_core.catalog import Catalog
@@ -221,23 +221,34 @@ class UsageLedger:
     def usage_in(self, session: Session, since: datetime, until: datetime, *, by: Sequence[str] = ("team",),
                  team: str | None = None, user: str | None = None, now: float) -> list[dict]:
         by = _check_by(by)
-        start_s, until_s = _seconds(since, "since"), _seconds(until, "until")
-        end = case((Interval.ended_at.is_(None), now), else_=Interval.ended_at)
+        since_s, until_s = _seconds(since, "since"), _seconds(until, "until")
+        # Each interval clipped to [since, min(until, now)): closed ones and open ones apart, so that each
+        # half is one range of an index (an OR of both makes SQLite scan the table).
+        closed = self._clipped(Interval.ended_at, since_s, until_s, by, team, user,
+                               Interval.ended_at > since_s, Interval.started_at < until_s)
+        parts = [closed]
+        if now > since_s:
+            parts.append(self._clipped(literal(now), since_s, until_s, by, team, user,
+                                       Interval.ended_at.is_(None), Interval.started_at < min(until_s, now)))
+        rows_of = union_all(*parts).subquery() if len(parts) > 1 else closed.subquery()
+        groups = [rows_of.c[name] for name in by]
+        query = (select(*groups, func.sum(rows_of.c.hours), func.sum(rows_of.c.hours * rows_of.c.price))
+                 .group_by(*groups).having(func.sum(rows_of.c.hours) > 0))  # zero-length intervals alone
+        rows = [{**dict(zip(by, row[:-2])), "gpu_hours": row[-2], "cost": row[-1]} for row in session.execute(query)]
+        return sorted(rows, key=lambda r: [(r[name] is not None, r[name] or "") for name in by])
+
+    @staticmethod
+    def _clipped(end, since_s: float, until_s: float, by, team, user, *where):
         end = case((end > until_s, until_s), else_=end)
-        start = case((Interval.started_at < start_s, start_s), else_=Interval.started_at)
-        hours = case((end > start, (end - start) * Interval.gpus / 3600.0), else_=0.0)
-        groups = [getattr(Interval, name) for name in by]
-        query = (select(*groups, func.sum(hours), func.sum(hours * Interval.price_per_hour))
-                 .where(Interval.started_at < until_s, or_(Interval.ended_at > start_s, Interval.ended_at.is_(None)),
-                        Interval.gpus > 0)
-                 .group_by(*groups)
-                 .having(func.sum(hours) > 0))  # an open interval of a window after now, a zero-length one
+        start = case((Interval.started_at < since_s, since_s), else_=Interval.started_at)
+        hours = ((end - start) * Interval.gpus / 3600.0).label("hours")
+        query = select(*(getattr(Interval, name) for name in by), hours, Interval.price_per_hour.label("price")) \
+            .where(*where, Interval.gpus > 0)
         if team is not None:
             query = query.where(Interval.team == team)
         if user is not None:
             query = query.where(Interval.user == user)
-        rows = [{**dict(zip(by, row[:-2])), "gpu_hours": row[-2], "cost": row[-1]} for row in session.execute(query)]
-        return sorted(rows, key=lambda r: [(r[name] is not None, r[name] or "") for name in by])
+        return query
 
     def held_in(self, session: Session, team: str | None = None) -> dict[str, tuple[int, float, int]]:
         """Per team with open GPU allocations: (GPUs, their price per hour together, how many allocations)."""
@@ -362,7 +373,8 @@ def _digest_csv(rows: list[dict], start: datetime, currency: str) -> str:
 
 def _digest_markdown(rows: list[dict], start: datetime, end: datetime, currency: str) -> str:
     last = end - timedelta(days=1)
-    lines = [f"# GPU usage, {period_label('week', start)} ({start:%a} {start.day} {start:%b} – {last:%a} {last.day} {last:%b %Y}, UTC)", ""]
+    days = f"{start:%a} {start.day} {start:%b} – {last:%a} {last.day} {last:%b %Y}"
+    lines = [f"# GPU usage, {period_label('week', start)} ({days}, UTC)", ""]
     if not rows:
         return "\n".join(lines + ["No GPU was allocated this week.", ""])
     teams: dict[str, list[dict]] = {}
