@@ -207,4 +207,7 @@ def test_the_chart_started_hub_logs_in_spawns_a_gpu_server_in_the_team_namespace
     assert cluster.fake.get("persistentvolumeclaims", "claim-alice", VISION) is not None  # the home stays
     # The chart's idle culler runs as the hub's service, with the chart's own role.
     assert "Starting managed service jupyterhub-idle-culler" in cluster.log("hub")
+    # With the catalog's per-profile hook (hub_config/culling.py), and allowed to list users and servers' state.
+    assert "idle_culler_config.py" in cluster.log("hub")
+    assert "200 GET /hub/api/users?state=[secret] (jupyterhub-idle-culler@" in cluster.log("hub"), cluster.tail("hub", 80)
     assert "Traceback" not in cluster.log("hub"), cluster.tail("hub", 80)
