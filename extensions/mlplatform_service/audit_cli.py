@@ -107,7 +107,8 @@ def _shown(url: str) -> str:
 
 def _verify(log) -> int:
     result = log.verify()
-    pruned = f", after seq {result.anchor_seq} (older records pruned by retention)" if result.anchor_seq else ""
+    pruned = (f", after seq {result.anchor_seq} (pruned by retention, up to {result.anchor_time})"
+              if result.anchor_seq else "")
     if result.ok:
         span = f", seq {result.first_seq} to {result.last_seq}" if result.checked else ""
         print(f"audit log intact: {result.checked} records{span}{pruned}")

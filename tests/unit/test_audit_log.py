@@ -135,6 +135,15 @@ def test_append_chains_records_with_the_documented_hash(log, clock):
     assert second["seq"] == 2 and second["time"] == "2026-05-04T09:00:01.500Z"
     assert second["prev_hash"] == first["hash"] and second["hash"] == independent_hash(second)
     assert log.query() == [first, second]  # stored as returned
+    odd = log.append("deploy", actor="ålice", target='model "q"\\x\t\u2028 🚀 \x00', outcome="failed",
+                     details={"b": [1.5, None, True], "a": {"z": "\n"}, "big": 10**20})
+    assert odd["hash"] == independent_hash(odd) and log.verify().ok
+
+
+def test_details_are_hashed_as_stored(log, sessions):
+    fill(log, 2)
+    tamper(sessions, """UPDATE mlplatform_audit SET details = '{ "n": 0 }' WHERE seq = 1""")  # same JSON, not canonical
+    assert log.verify().problems == ["seq 1: hash mismatch (changed)"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -243,6 +252,16 @@ def test_prune_keeps_the_chain_verifiable_from_its_anchor(log, clock):
     assert log.verify().ok and log.verify().anchor_seq == 6
     after = log.append("login", actor="bob", target="hub", outcome="succeeded")
     assert after["seq"] == 7 and log.verify().ok and log.verify().first_seq == 7
+
+
+def test_a_moved_anchor_is_found(log, clock, sessions):
+    fill(log, 5)
+    clock.advance(days=10)
+    assert log.prune(5) == 5
+    log.append("login", actor="bob", target="hub", outcome="succeeded")
+    tamper(sessions, "UPDATE mlplatform_audit_anchor SET seq = 6")
+    assert log.verify().problems == ["seq 6: at or before the retention anchor (seq 6): the anchor or the "
+                                     "records were changed"]
 
 
 def test_prune_removes_a_prefix_of_the_chain_even_if_the_clock_went_back(log, clock):
@@ -366,3 +385,14 @@ def test_cli_never_shows_the_database_password_and_never_creates_a_database(tmp_
     done = mlplatform("audit", "verify", "--database-url", f"sqlite:///{tmp_path / 'typo.sqlite'}")
     assert done.returncode == 2 and "no SQLite database at" in done.stderr
     assert not (tmp_path / "typo.sqlite").exists()
+
+
+def test_cli_verify_names_the_retention_anchor(log, clock, url):
+    fill(log, 2)
+    clock.advance(days=10)
+    fill(log, 1)
+    assert log.prune(5) == 2
+    done = mlplatform("audit", "verify", "--database-url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == ("audit log intact: 1 records, seq 3 to 3, after seq 2 (pruned by "
+                                           "retention, up to 2026-05-04T09:00:00.000Z)")
