@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from mlplatform_core.catalog import load_catalog
+from mlplatform_core.contract import variable
 
 from hub_config.catalog import configured_catalog_path
 from hub_config.culling import configure_culling
@@ -55,7 +56,7 @@ service_port = int(os.environ.get("MLPLATFORM_SERVICE_PORT", hub_port + 82))
 configure_platform_service(c, catalog, url=f"http://127.0.0.1:{service_port}", environment={
     # The ports and paths the catalog refers to (managed services get only what is listed here).
     **{name: value for name, value in os.environ.items() if name.startswith("MLPLATFORM_")},
-    "MLPLATFORM_CATALOG": catalog.path,
+    variable("catalog_path"): catalog.path,
     "MLPLATFORM_MLFLOW_SIGNING_KEY": c.MlflowAccess.signing_key_file,
     "MLPLATFORM_SERVICE_DATABASE_URL": f"sqlite:///{data_dir / 'platform.sqlite'}",
 })

@@ -45,4 +45,5 @@ def configure_platform_service(c, catalog: Catalog, *, url: str, environment: di
     c.JupyterHub.load_roles = [*roles, {"name": "mlplatform-service", "description": "the platform service",
                                         "scopes": SERVICE_SCOPES, "services": [SERVICE]}]
     c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()), ACCESS_SCOPE}
-    c.PlatformService.url = url_for_servers or url
+    # The service serves under its prefix also when reached directly (not through the proxy).
+    c.PlatformService.url = f"{(url_for_servers or url).rstrip('/')}/services/{SERVICE}"

@@ -21,6 +21,7 @@ own JUPYTERHUB_SERVICE_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_API_TOKEN, JUP
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -44,6 +45,17 @@ from .platform_mlflow import PlatformMlflow
 from .promotion import Promotions
 
 log = logging.getLogger("mlplatform_service")
+
+
+def authenticated(method):
+    """tornado's `web.authenticated` for an API: a 403 saying what to send, not a redirect to a login page."""
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        if self.current_user is None:
+            raise web.HTTPError(403, "the platform service needs a hub token ('Authorization: token ...': a "
+                                     "server's JUPYTERHUB_API_TOKEN) or a login to it through the hub")
+        return await method(self, *args, **kwargs)
+    return wrapper
 
 
 class ServiceHandler(HubOAuthenticated, web.RequestHandler):
@@ -127,7 +139,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
 
 
 class GatesHandler(ServiceHandler):
-    @web.authenticated
+    @authenticated
     async def get(self, name: str, version: str):
         team = self.team_of_request({"team": self.get_argument("team", None)})
         caller = await self.caller(self.get_argument("server", None))
@@ -135,7 +147,7 @@ class GatesHandler(ServiceHandler):
 
 
 class PromoteHandler(ServiceHandler):
-    @web.authenticated
+    @authenticated
     async def post(self, name: str, version: str):
         body = self.body()
         team = self.team_of_request(body)
@@ -144,7 +156,7 @@ class PromoteHandler(ServiceHandler):
 
 
 class RollbackHandler(ServiceHandler):
-    @web.authenticated
+    @authenticated
     async def post(self, name: str):
         team = self.team_of_request(self.body())
         caller = await self.caller()
@@ -152,7 +164,7 @@ class RollbackHandler(ServiceHandler):
 
 
 class HistoryHandler(ServiceHandler):
-    @web.authenticated
+    @authenticated
     async def get(self, name: str):
         team = self.team_of_request({"team": self.get_argument("team", None)})
         caller = await self.caller()
@@ -160,7 +172,7 @@ class HistoryHandler(ServiceHandler):
 
 
 class CardHandler(ServiceHandler):
-    @web.authenticated
+    @authenticated
     async def get(self, digest: str):
         text = await self.run(self.platform.cards.get, digest)
         if text is None:
@@ -183,7 +195,7 @@ class AuditHandler(ServiceHandler):
     def filters(self) -> dict:
         return {key: self.get_argument(key) for key in AUDIT_FILTERS if self.get_argument(key, None)}
 
-    @web.authenticated
+    @authenticated
     async def get(self, export: str | None = None):
         await self.admin()
         audit = self.platform.audit
@@ -241,12 +253,17 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     catalog_path = os.environ["MLPLATFORM_CATALOG"]
     catalog = cached_catalog(catalog_path)
-    # MLflow's S3 client for artifact reads (the caller's credentials, the catalog's endpoint).
+    # MLflow's S3 client for artifact reads (the caller's credentials, the catalog's endpoint); MLflow's
+    # resolution of runs:/ and models:/ URIs goes to the catalog's tracking server.
     os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", catalog.storage.s3.endpoint_url)
+    os.environ["MLFLOW_TRACKING_URI"] = catalog.mlflow.tracking_uri
     database_url = os.environ.get("MLPLATFORM_SERVICE_DATABASE_URL") or catalog.platform_service.database_url
     platform = Platform(catalog_path, database_url, os.environ.get("MLPLATFORM_MLFLOW_SIGNING_KEY"))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app(platform, os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlplatform/"))
     app.listen(url.port, url.hostname)
     log.info("mlplatform service on %s", os.environ["JUPYTERHUB_SERVICE_URL"])
-    ioloop.IOLoop.current().start()
+    try:
+        ioloop.IOLoop.current().start()
+    except KeyboardInterrupt:  # the hub (or Ctrl-C on the local platform) stops it
+        log.info("mlplatform service stopped")

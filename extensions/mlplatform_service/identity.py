@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 from mlplatform_core.catalog import Catalog
 from tornado import web
@@ -54,12 +58,25 @@ def request_token(handler) -> str | None:
 
 
 def s3_download(credentials: dict):
-    """A `download(artifact_uri, dst_dir)` reading s3:// artifacts with `credentials` (the hub's
-    credential-process answer: AccessKeyId, SecretAccessKey, SessionToken)."""
+    """A `download(artifact_uri, dst_dir)` reading artifacts in S3 with `credentials` (the hub's
+    credential-process answer: AccessKeyId, SecretAccessKey, SessionToken). `runs:/` and `models:/` URIs
+    are resolved through MLflow first; what is not in S3 is read with MLflow's own client."""
     def download(uri: str, dst: str) -> str:
+        if uri.startswith("runs:/"):
+            uri = RunsArtifactRepository.get_underlying_uri(uri)
+        elif uri.startswith("models:/"):
+            uri = ModelsArtifactRepository.get_underlying_uri(uri)
+        if not uri.startswith("s3://"):
+            return download_artifacts(artifact_uri=uri, dst_path=dst)
         directory, _, file = uri.rstrip("/").rpartition("/")
         repo = S3ArtifactRepository(directory, access_key_id=credentials["AccessKeyId"],
                                     secret_access_key=credentials["SecretAccessKey"],
                                     session_token=credentials["SessionToken"])
-        return repo.download_artifacts(file, dst)
+        try:
+            return repo.download_artifacts(file, dst)
+        except (MlflowException, OSError):
+            raise
+        except Exception as e:  # botocore's: the caller's credentials do not reach it (a gate fails, saying so)
+            raise OSError(f"{uri} could not be read with {credentials.get('AccessKeyId', '?')[:4]}…'s S3 "
+                          f"credentials: {type(e).__name__}: {e}") from None
     return download

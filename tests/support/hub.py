@@ -124,6 +124,14 @@ class HubClient:
             raise LoginFailed(f"login of {name} ended at {r.url} with {r.status_code}")
         return s
 
+    def start_server(self, name: str, **options) -> tuple[UserSession, dict[str, str]]:
+        """Log `name` in, start their default server (profile cpu unless told), and return (session, its environment)."""
+        session = self.login(name)
+        r = session.start(**{"profile": "cpu", **options})
+        assert r.status_code in (201, 202), f"{name}'s server did not start: {r.status_code} {r.text}"
+        session.wait_ready()
+        return session, self.server_env(name)
+
     def server_env(self, name: str) -> dict[str, str]:
         """The environment of `name`'s running server started by this hub (not another test session's)."""
         api_url = f"http://127.0.0.1:{self.platform.ports.hub_api}/hub/api"

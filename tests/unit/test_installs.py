@@ -176,12 +176,14 @@ MLFLOW_SERVER_PLUGIN = HUB.pop("hub_config.mlflow_access.server")
 # hub's; without it, render imports Helm's SDK only when asked for a chart, and says which extra to install.
 OPTIONAL_LAZY = {"hub_config/render/charts.py": {"helm_python"}}
 NOTEBOOK = package_modules("mlplatform", ROOT / "extensions" / "mlplatform")
+# The platform service runs in the hub's pod (a hub-managed service): the hub's extra installs it.
+SERVICE = package_modules("mlplatform_service", ROOT / "extensions" / "mlplatform_service")
 # What each role imports on what its extra alone installs: every module of its package, or what its
 # image runs. The files of the project's modules it loads are then checked for lazy imports too.
 ROLES = {
     # The core: what every role has, whatever its extra.
     "core": ((), list(CORE)),
-    "hub": (("hub",), list(HUB)),
+    "hub": (("hub",), [*HUB, *SERVICE]),
     # The notebook images run `jupyterhub-singleuser`.
     "notebook": (("notebook",), [*NOTEBOOK, "jupyterhub.singleuser"]),
     # The Ray image: replicas import the serving app, which loads MLflow models (scikit-learn ones
@@ -195,7 +197,7 @@ ROLES = {
     "mlflow-server": (("mlflow-server",), ["hub_config.mlflow_access.server", "mlflow.server.auth"]),
 }
 # The other side's headline modules: each must be among what the role refuses, or the check is void.
-OTHER_SIDE = {"hub": {"ray", "pyspark", "mlflow", "ipywidgets", "jupyterlab", "s3fs", "awscli"},
+OTHER_SIDE = {"hub": {"ray", "pyspark", "sklearn", "ipywidgets", "jupyterlab", "s3fs", "awscli"},
               "notebook": {"kubespawner", "oauthenticator", "kubernetes_asyncio", "kubernetes_validate"},
               "serving": {"pyspark", "jupyterlab", "kubespawner"},
               "spark": {"ray", "jupyterlab", "kubespawner"},
@@ -232,7 +234,7 @@ for module in modules:
         importlib.import_module(module)
     except Exception as error:
         failures[module] = f"{type(error).__name__}: {error}"
-ours = ("hub_config", "mlplatform", "mlplatform_core")
+ours = ("hub_config", "mlplatform", "mlplatform_core", "mlplatform_service")
 loaded = sorted(m.__file__ for name, m in list(sys.modules.items())
                 if name.partition(".")[0] in ours and getattr(m, "__file__", None))
 print(json.dumps({"failures": failures, "loaded": loaded}))

@@ -1,0 +1,123 @@
+"""The platform service as the hub runs it, end to end: real hub, provider, MLflow with its auth app, S3.
+
+A notebook's `mlplatform.registry` calls the service with its server's token; the service acts in MLflow
+as the platform. Users' own MLflow tokens cannot move a protected alias, nor delete or rename what holds
+one, nor write the platform's tags: MLflow itself refuses them. The audit log is for admins.
+"""
+
+from __future__ import annotations
+
+import requests
+
+import pytest
+from mlflow import MlflowClient
+
+from mlplatform import registry
+
+from ..support.as_server import act_as
+from ..support.authz import authorization_matrix
+from ..support.mlflow_access import s3_admin, workspace
+from ..support.mlflow_models import register_model, unique_name
+
+TEAM = "team-vision"
+CARD = {"version_tags": {"intended_use": "service tests"}, "model_tags": {"owner": "team-vision"}}
+
+
+@pytest.fixture(scope="module")
+def authz(request):
+    yield from authorization_matrix(request)
+
+
+def register_in_team(platform, name, accuracy, **kwargs):
+    """A version in team-vision's workspace, its artifacts under the team's S3 prefix (as its members log them)."""
+    with workspace(TEAM), s3_admin(platform):
+        return register_model(platform.mlflow_url, name, metrics={"accuracy": accuracy}, experiment=TEAM,
+                              **{**CARD, **kwargs})
+
+
+def mlflow_as(env: dict, platform):
+    """A requests session to MLflow with the server's own MLflow token (what its notebooks hold)."""
+    token = requests.get(env["MLPLATFORM_MLFLOW_TOKEN_URL"], timeout=30,
+                         headers={"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"}).json()["token"]
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {token}", "X-MLFLOW-WORKSPACE": TEAM})
+    return session
+
+
+def champion(platform, name):
+    with workspace(TEAM):
+        return MlflowClient(platform.mlflow_url).get_registered_model(name).aliases.get("champion")
+
+
+def test_a_notebook_promotes_through_the_service_and_cannot_move_the_alias_itself(hub, platform, monkeypatch, authz):
+    _, env = hub.start_server("alice")
+    assert env["MLPLATFORM_SERVICE_URL"] == f"http://127.0.0.1:{platform.ports.service}/services/mlplatform"
+    name = unique_name("service")
+    for accuracy in (0.95, 0.96):
+        register_in_team(platform, name, accuracy)
+    act_as(monkeypatch, env)
+
+    report = registry.evaluate(name, 1)  # the signature gate read the MLmodel with alice's own S3 credentials
+    failed = [g["message"] for g in report["gates"] if not g["passed"]]
+    assert (report["passed"], failed) == (True, [])
+    done = registry.promote(name, 1)
+    assert (done["event"]["user"], done["team"], champion(platform, name)) == ("alice", TEAM, "1")
+    assert registry.card_text(done["card"]).startswith(f"# Model card: {name} version 1")
+
+    mlflow = mlflow_as(env, platform)
+    api = f"{platform.mlflow_url}/api/2.0/mlflow"
+    attempts = {
+        "move @champion": lambda: mlflow.post(f"{api}/registered-models/alias",
+                                              json={"name": name, "alias": "champion", "version": "2"}),
+        "delete @champion": lambda: mlflow.delete(f"{api}/registered-models/alias",
+                                                  json={"name": name, "alias": "champion"}),
+        "delete the version @champion points to": lambda: mlflow.delete(f"{api}/model-versions/delete",
+                                                                        json={"name": name, "version": "1"}),
+        "delete the model holding @champion": lambda: mlflow.delete(f"{api}/registered-models/delete",
+                                                                    json={"name": name}),
+        "rename the model holding @champion": lambda: mlflow.post(f"{api}/registered-models/rename",
+                                                                  json={"name": name, "new_name": f"{name}-x"}),
+        "write a platform tag": lambda: mlflow.post(f"{api}/model-versions/set-tag", json={
+            "name": name, "version": "2", "key": "mlplatform.audit.000009", "value": "{}"}),
+    }
+    for action, attempt in attempts.items():
+        r = attempt()
+        authz.check("alice's MLflow token (team-vision member)", action, r, allowed=False)
+        assert "protected alias" in r.text or "platform's own" in r.text, r.text
+    allowed = mlflow.post(f"{api}/registered-models/alias", json={"name": name, "alias": "staging", "version": "2"})
+    authz.check("alice's MLflow token (team-vision member)", "move @staging (not protected)", allowed, allowed=True)
+    assert champion(platform, name) == "1"
+
+    registry.promote(name, 2)
+    rolled = registry.rollback(name)
+    assert (rolled["version"], rolled["event"]["user"], champion(platform, name)) == ("1", "alice", "1")
+    assert [(e["action"], e["version"]) for e in registry.history(name)] == [
+        ("promote", "1"), ("promote", "2"), ("rollback", "1")]
+
+
+def test_another_team_cannot_promote_and_the_audit_log_is_for_admins(hub, platform, monkeypatch, authz):
+    name = unique_name("service-teams")
+    register_in_team(platform, name, 0.95)
+    _, bob = hub.start_server("bob")
+    act_as(monkeypatch, {**bob, "MLFLOW_WORKSPACE": TEAM})
+    with pytest.raises(registry.Forbidden) as refused:
+        registry.promote(name, 1)
+    assert str(refused.value).startswith(f"bob may not promote {name!r}: it belongs to team team-vision")
+    assert champion(platform, name) is None
+
+    service = f"{bob['MLPLATFORM_SERVICE_URL']}/api"
+    admin = hub.login("admin")
+    tokens = {"bob's server": bob["JUPYTERHUB_API_TOKEN"], "admin (platform admin)": admin.new_token()}
+    for who, token in tokens.items():
+        r = requests.get(f"{service}/audit", params={"target": name}, headers={"Authorization": f"token {token}"},
+                         timeout=30)
+        authz.check(who, "read the audit log", r, allowed=who.startswith("admin"))
+        if r.status_code == 200:
+            assert [(x["actor"], x["action"], x["outcome"]) for x in r.json()["records"]] == [
+                ("bob", "promote", "refused")]
+    export = requests.get(f"{service}/audit/export", params={"format": "csv", "target": name}, timeout=30,
+                          headers={"Authorization": f"token {tokens['admin (platform admin)']}"})
+    assert export.status_code == 200 and export.headers["Content-Type"].startswith("text/csv")
+    assert export.text.splitlines()[0].startswith("seq,") and len(export.text.splitlines()) == 2
+    nobody = requests.get(f"{service}/audit", timeout=30)
+    authz.check("no token", "read the audit log", nobody, allowed=False)
