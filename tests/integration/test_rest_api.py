@@ -11,11 +11,12 @@ from mlflow.tracking import MlflowClient
 from tornado.httpclient import HTTPClientError
 
 import mlplatform
-from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform.handlers import PREFIX, routes
 from mlplatform.handlers.serving import DEPLOY_FIELDS, GENERATE_FIELDS, PREDICT_FIELDS
 from mlplatform.handlers.spark import SUBMIT_FIELDS
 
+from ..support.as_server import act_as
+from ..support.mlflow_access import s3_admin, workspace
 from ..support.mlflow_models import register_model, unique_name
 from .rest_fixtures import api_fixture, server_config_fixture  # noqa: F401  (fixtures api, jp_server_config)
 
@@ -79,14 +80,19 @@ def test_unauthenticated_requests_are_refused(api):
     assert e.value.code == 403
 
 
-def test_promotion_over_rest_evaluates_refuses_promotes_and_rolls_back(api, tracking, platform, monkeypatch):
-    monkeypatch.setenv("MLPLATFORM_CATALOG", str(DEFAULT_CATALOG))  # gates: accuracy >= 0.92, signature, card
+def test_promotion_over_rest_evaluates_refuses_promotes_and_rolls_back(api, tracking, platform, hub, monkeypatch):
+    """The server extension's routes, as alice's server: the platform service does the promotion (the
+    catalog's gates: accuracy >= 0.92, signature, card)."""
+    _, env = hub.start_server("alice")
+    act_as(monkeypatch, env)
     name = unique_name("rest-promotion")
     card = {"intended_use": "tests", "owner": "alice"}
-    good = register_model(platform.mlflow_url, name, metrics={"accuracy": 0.95}, version_tags=card)
-    weak = register_model(platform.mlflow_url, name, metrics={"accuracy": 0.90}, version_tags=card)
-    better = register_model(platform.mlflow_url, name, metrics={"accuracy": 0.97}, version_tags=card)
+    with workspace("team-vision"), s3_admin(platform):
+        good, weak, better = (register_model(platform.mlflow_url, name, metrics={"accuracy": accuracy},
+                                             version_tags=card, experiment="team-vision")
+                              for accuracy in (0.95, 0.90, 0.97))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", platform.mlflow_url)  # register_model may have cleared it
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "team-vision")  # the test's MlflowClient reads the team's models
 
     report = json.loads(api("mlplatform", "api", "promote", name, good.version).body)
     assert report["passed"] is True and report["alias"] == "champion"

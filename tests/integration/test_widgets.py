@@ -16,13 +16,14 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from mlplatform_core.catalog import Promotion
 from mlplatform import serving, spark
 from mlplatform.spark.driver_log import LOG4J_RECORD
 from mlplatform.widgets import PromoteModel, ServeModel, SubmitSparkJob
 
 from ..conftest import BASE
 from ..support import mlflow_models
+from ..support.as_server import act_as
+from ..support.mlflow_access import s3_admin, workspace
 from ..support.mlflow_models import SAMPLE_ROWS, unique_name
 from ..support.ray_head import fresh_ray_head, local_backend_environ
 from ..support.processes import processes_with
@@ -30,8 +31,6 @@ from .test_spark_local import FAILING, LONG, QUICK, write_job
 
 RAY_PORT = BASE + 600  # the platform's Ray port, as in a notebook it starts
 ORDER = ["submitted", "starting", "deploying", "running"]
-POLICY = Promotion(alias="champion", metric_gates=[{"metric": "accuracy", "op": ">=", "threshold": 0.9}],
-                   compare_with_champion=True, require_signature=True, model_card_fields=["intended_use", "owner"])
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models
 
 
@@ -49,13 +48,24 @@ def until(predicate, timeout: float, what: str) -> None:
 
 # --- PromoteModel --------------------------------------------------------------------------------
 
-def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(platform):
+def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(platform, hub, monkeypatch):
+    """As alice's notebook: the platform service (with the catalog's gates) does each action."""
+    _, env = hub.start_server("alice")
+    act_as(monkeypatch, env)
+    monkeypatch.setenv("MLPLATFORM_CATALOG", env["MLPLATFORM_CATALOG"])
     mlflow = MlflowClient(platform.mlflow_url)
     name = unique_name("promo")
-    tags = {"version_tags": {"intended_use": "widget tests"}, "model_tags": {"owner": "team-vision"}}
-    for accuracy in (0.95, 0.5, 0.97):  # versions 1, 2 (fails the metric gate), 3
-        mlflow_models.register_model(platform.mlflow_url, name, metrics={"accuracy": accuracy}, **tags)
-    widget = PromoteModel(user="alice", client=mlflow, promotion=POLICY)
+    tags = {"version_tags": {"intended_use": "widget tests"}, "model_tags": {"owner": "team-vision"},
+            "experiment": "team-vision"}
+    with workspace("team-vision"), s3_admin(platform):
+        for accuracy in (0.95, 0.5, 0.97):  # versions 1, 2 (fails the metric gate), 3
+            mlflow_models.register_model(platform.mlflow_url, name, metrics={"accuracy": accuracy}, **tags)
+    with workspace("team-vision"):  # the widget lists the team's models, as in alice's notebook
+        promote_with_the_widget(mlflow, name)
+
+
+def promote_with_the_widget(mlflow, name):
+    widget = PromoteModel(user="alice", client=mlflow)
     try:
         assert widget.wait(60)
         widget.model.value = name
@@ -68,7 +78,7 @@ def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(plat
         widget.check_button.click()
         assert widget.wait(60) and widget.errors.lines == []
         assert widget.report["passed"] and widget.gates.value.count("✔ pass") == 5
-        assert "accuracy is 0.95, needs &gt;= 0.9" in widget.gates.value
+        assert "accuracy is 0.95, needs &gt;= 0.92" in widget.gates.value
         assert mlflow.get_registered_model(name).aliases == {}
         assert not widget.promote_button.disabled
 
@@ -90,8 +100,8 @@ def test_promote_checks_the_gates_first_then_moves_the_alias_and_rolls_back(plat
         widget.version.value = "2"
         widget.check_button.click()
         assert widget.wait(60)
-        assert widget.report["failed"] == ["accuracy >= 0.9", "accuracy no worse than @champion"]
-        assert "✘ FAIL" in widget.gates.value and "accuracy is 0.5, needs &gt;= 0.9" in widget.gates.value
+        assert widget.report["failed"] == ["accuracy >= 0.92", "accuracy no worse than @champion"]
+        assert "✘ FAIL" in widget.gates.value and "accuracy is 0.5, needs &gt;= 0.92" in widget.gates.value
         assert widget.promote_button.disabled
         widget.promote_button.click()  # disabled: nothing happens
         assert widget.wait(60) and mlflow.get_registered_model(name).aliases == {"champion": "1"}
