@@ -237,6 +237,18 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
             raise RefreshRefused(f"the realm refused the refresh of {user.name}'s login")
         return auth_model
 
+    async def get_authenticated_user(self, handler, data):
+        """A login (not a refresh): audited once it passed every check."""
+        auth_model = await super().get_authenticated_user(handler, data)
+        if auth_model:
+            from .governance import Governance  # not at the top: it imports the service's database layer
+
+            groups = auth_model.get("groups") or []
+            Governance.of(self.config).record("login", actor=auth_model["name"], target=f"user:{auth_model['name']}",
+                                              outcome="succeeded", details={"groups": sorted(groups),
+                                                                            "admin": bool(auth_model.get("admin"))})
+        return auth_model
+
     async def update_auth_model(self, auth_model):
         auth_model = await super().update_auth_model(auth_model)
         user_info = auth_model["auth_state"].get(self.user_auth_state_key) or {}

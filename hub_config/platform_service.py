@@ -45,5 +45,8 @@ def configure_platform_service(c, catalog: Catalog, *, url: str, environment: di
     c.JupyterHub.load_roles = [*roles, {"name": "mlplatform-service", "description": "the platform service",
                                         "scopes": SERVICE_SCOPES, "services": [SERVICE]}]
     c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()), ACCESS_SCOPE}
+    # The hub writes to the same database (budgets at spawn, usage of servers, its audit records).
+    if environment.get("MLPLATFORM_SERVICE_DATABASE_URL"):
+        c.Governance.database_url = environment["MLPLATFORM_SERVICE_DATABASE_URL"]
     # The service serves under its prefix also when reached directly (not through the proxy).
     c.PlatformService.url = f"{(url_for_servers or url).rstrip('/')}/services/{SERVICE}"

@@ -41,6 +41,7 @@ class S3CredentialsHandler(RunningServerHandler):
             self.log.warning("No S3 credentials for %s: %s", username, e)
             raise web.HTTPError(e.status, str(e)) from None
         self.set_header("Cache-Control", "no-store")
+        self.audit(username, selection.team, "succeeded", expires=creds.expiration.isoformat())
         self.finish(json.dumps(creds.as_credential_process()))
 
     def left_team(self, username: str, team: str) -> None:

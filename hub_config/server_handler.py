@@ -14,6 +14,7 @@ from __future__ import annotations
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
+from .governance import Governance
 from .keycloak import RealmUnreachable, RefreshRefused
 from .profiles import Selection
 from .s3_broker import CredentialsUnavailable, S3CredentialBroker
@@ -63,6 +64,7 @@ class RunningServerHandler(APIHandler):
             raise web.HTTPError(e.status, str(e)) from None
         if selection.team not in self.teams_of(user):
             self.left_team(username, selection.team)
+            self.audit(username, selection.team, "refused", reason="no longer a member of the team")
             raise web.HTTPError(403, f"{username} is no longer a member of team {selection.team}: {self.what} "
                                      f"for it are issued to team members only. Ask a platform administrator to "
                                      f"add {username} back, or start a server for another team")
@@ -79,6 +81,13 @@ class RunningServerHandler(APIHandler):
             name = f" {server!r}" if server else ""
             raise web.HTTPError(409, f"{username} has no running server{name}: {why}")
         return user, spawner
+
+    def audit(self, username: str, team: str | None, outcome: str, **details) -> None:
+        """A credential vend (or its refusal) in the platform's audit log: who, for which server and team."""
+        server = self.get_argument("server", "")
+        Governance.of(self.settings.get("config")).record(
+            "credentials", actor=username, team=team, target=f"server:{username}/{server}", outcome=outcome,
+            details={"credentials": self.what, **details})
 
     def teams_of(self, user) -> list[str]:
         return broker(self.settings).catalog.teams_of([group.name for group in user.groups])

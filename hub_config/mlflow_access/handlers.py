@@ -72,6 +72,7 @@ class MlflowTokenHandler(RunningServerHandler):
         user, selection = await self.team_server(username)
         token, expires_at = mint_for(self.settings, user, selection.team, self.teams_of(user))
         self.set_header("Cache-Control", "no-store")
+        self.audit(username, selection.team, "succeeded", expires_at=expires_at)
         self.finish(json.dumps({"token": token, "expires_at": expires_at}))
 
 

@@ -24,8 +24,11 @@ from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..catalog import configured_catalog_path
+from mlplatform_service.budgets import BudgetExceeded
+
 from ..mlflow_access.handlers import MlflowAccess
 from ..mlflow_access.provisioning import ProvisioningError
+from ..governance import Governance
 from ..platform_service import PlatformService
 from ..profiles import QuotaSnapshot, Selection, SelectionError, select, spawn_choices
 
@@ -55,6 +58,15 @@ class CatalogProfilesMixin(LoggingConfigurable):
     @property
     def catalog(self) -> Catalog:
         return cached_catalog(self.catalog_file)
+
+    @property
+    def governance(self) -> Governance:
+        return Governance.of(self.config)
+
+    @property
+    def allocation_key(self) -> str:
+        """The server's key in the usage ledger (and the audit log's target)."""
+        return f"server:{self.user.name}/{self.name}"
 
     @property
     def platform_service_url(self) -> str:
@@ -117,7 +129,17 @@ class CatalogProfilesMixin(LoggingConfigurable):
         if checked not in available:
             defaults = [(t.team, c.slug) for t in teams for c in t.profiles if c.available and c.profile.default]
             checked = (defaults or sorted(available) or [None])[0]
-        return _templates.get_template("spawn_form.html").render(teams=teams, checked=checked)
+        return _templates.get_template("spawn_form.html").render(teams=teams, checked=checked,
+                                                                budgets=self._budget_lines(teams))
+
+    def _budget_lines(self, teams) -> dict:
+        """Each offered team's budget status; none when the database does not answer (the form still works,
+        the spawn is checked again at admission)."""
+        try:
+            return {t.team: self.governance.status(t.team) for t in teams}
+        except Exception as e:
+            self.log.warning("No budget lines on the spawn form: %s: %s", type(e).__name__, e)
+            return {}
 
     @staticmethod
     def _options_from_form(form_data) -> dict:
@@ -140,6 +162,12 @@ class CatalogProfilesMixin(LoggingConfigurable):
             self.reserve(selection)
         except SelectionError as e:
             raise web.HTTPError(e.status, "%s", str(e)) from None
+        try:  # the team's budget, atomically too (under the team's lock in the database)
+            self.governance.admit(self.allocation_key, kind="server", team=selection.team, user=self.user.name,
+                                  gpu_type=selection.gpu_type, gpus=selection.gpu_count, profile=selection.profile)
+        except BudgetExceeded as e:
+            self.release()
+            raise web.HTTPError(e.status, "%s", e.message) from None
         self.selection = selection
         self.apply_selection(selection)
         self.log.info("Applied profile %s of team %s to %s (GPUs: %s %s)", selection.profile, selection.team,
@@ -155,15 +183,18 @@ class CatalogProfilesMixin(LoggingConfigurable):
             if inspect.isawaitable(result):
                 await result
         except BaseException:
-            self.release()
+            self.end_allocation()
             raise
 
     async def start(self):
         try:
-            return await super().start()
-        except BaseException:
-            self.release()
+            url = await super().start()
+        except BaseException as e:
+            self.end_allocation()
+            self._audit("spawn", "failed", error=f"{type(e).__name__}: {e}")
             raise
+        self._audit("spawn", "succeeded")
+        return url
 
     async def _ensure_team_experiment(self) -> None:
         """The team's MLflow workspace, roles and experiment (mlflow_access/provisioning.py)."""
@@ -180,7 +211,8 @@ class CatalogProfilesMixin(LoggingConfigurable):
             try:
                 await self.stop_workloads()
             finally:
-                self.release()  # a server that has exited holds no GPUs
+                self.end_allocation()  # a server that has exited holds no GPUs
+                self._audit("stop", "succeeded", exit_status=str(status))
         return status
 
     async def stop(self, now=False):
@@ -188,7 +220,25 @@ class CatalogProfilesMixin(LoggingConfigurable):
             await super().stop(now=now)
             await self.stop_workloads()
         finally:
-            self.release()
+            self.end_allocation()
+            self._audit("stop", "succeeded")
+
+    def end_allocation(self) -> None:
+        """The server holds nothing any more: its quota reservation and its interval in the usage ledger."""
+        self.release()
+        if self.selection is not None:
+            try:
+                self.governance.release(self.allocation_key)
+            except Exception:
+                self.log.exception("Could not close %s in the usage ledger", self.allocation_key)
+
+    def _audit(self, action: str, outcome: str, **details) -> None:
+        selection = self.selection
+        if selection is not None:
+            details = {"profile": selection.profile, "gpu_type": selection.gpu_type, "gpus": selection.gpu_count,
+                       **details}
+        self.governance.record(action, actor=self.user.name, team=selection.team if selection else None,
+                               target=self.allocation_key, outcome=outcome, details=details)
 
     # --- the selection survives hub restarts in the spawner's state --------------------------------
     def get_state(self):
@@ -203,6 +253,6 @@ class CatalogProfilesMixin(LoggingConfigurable):
             self.selection = Selection(**state["selection"])
 
     def clear_state(self):
-        self.release()  # first: the reservation's key may depend on state cleared below
+        self.end_allocation()  # first: the reservation's key may depend on state cleared below
         super().clear_state()
         self.selection = None

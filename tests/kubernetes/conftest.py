@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ..support.fake_kube import FakeKube, point_kubespawner_at
+from ..support.governance import governance_database  # noqa: F401 (autouse: spawners' budgets and audit records)
 
 
 @pytest.fixture

@@ -1,0 +1,89 @@
+"""The team's budget at spawn (hub_config/governance.py through the spawners' mixin): the local spawner,
+a catalog whose team-vision may use 3.5 GPU-hours a month (each GPU server holds 1 h of its GPUs ahead), and
+the platform service's database in a temporary file (tests/support/governance.py)."""
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+import yaml
+from tornado import web
+from traitlets.config import Config
+
+from hub_config.catalog import DEFAULT_CATALOG
+from hub_config.governance import Governance
+from hub_config.spawners.local import LocalPlatformSpawner
+from mlplatform_service.audit_log import AuditLog
+from mlplatform_service.database import connect
+from mlplatform_service.overrides import Overrides
+
+from ..support.hub_user import User
+
+A100 = {"team": "team-vision", "profile": "gpu-a100", "gpu_type": "a100"}
+
+
+@pytest.fixture
+def catalog_file(tmp_path):
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data["teams"]["team-vision"]["budget"] = {"period": "month", "gpu_hours": 3.5}
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def spawner(catalog_file: str, user: str) -> LocalPlatformSpawner:
+    return LocalPlatformSpawner(user=User(user), catalog_file=catalog_file,
+                                log=logging.getLogger("test-spawner"),
+                                config=Config({"Governance": {"catalog_file": catalog_file}}))
+
+
+def records(url: str) -> list[tuple]:
+    return [(r["action"], r["actor"], r["target"], r["outcome"]) for r in AuditLog(connect(url)).query()]
+
+
+async def test_a_server_beyond_the_budget_is_refused_with_the_numbers_and_audited(catalog_file, governance_database):
+    alice, dana = spawner(catalog_file, "alice"), spawner(catalog_file, "dana")
+    await alice._run_apply_user_options({**A100, "gpu_count": 2})  # holds 2 of the 3.5 GPU-hours
+    with pytest.raises(web.HTTPError) as refused:
+        await dana._run_apply_user_options({**A100, "gpu_count": 2})
+    assert refused.value.status_code == 409
+    month = datetime.now(UTC).strftime("%B %Y")
+    assert refused.value.log_message % refused.value.args == (
+        f"team-vision's budget for {month} cannot take this allocation: 0 GPU-hours used + 2 held by 1 running "
+        "allocation + 2 asked (2 a100 GPUs held 1 h ahead) = 4, more than the budget of 3.5 GPU-hours. Stop one of "
+        "the team's running servers, deployments or Spark jobs, or ask a platform admin to grant an override.")
+    assert dana.selection is None and dana.devices == ()  # the quota reservation was given back too
+    assert records(governance_database) == [("budget-refusal", "dana", "server:dana/", "refused")]
+    await dana._run_apply_user_options({**A100, "gpu_count": 1})  # what fits is admitted
+    line = Governance.of(alice.config).status("team-vision").line
+    assert line.startswith("team-vision: 0 of 3.5 GPU-hours used in ")  # nothing used yet: held, not used
+
+    # alice's server ends: its hold goes, dana may take 2 GPUs.
+    alice.end_allocation()
+    dana.end_allocation()
+    await dana._run_apply_user_options({**A100, "gpu_count": 2})
+    dana.end_allocation()
+
+
+async def test_an_admins_override_admits_and_is_audited_under_the_admins_name(catalog_file, governance_database):
+    alice, dana = spawner(catalog_file, "alice"), spawner(catalog_file, "dana")
+    await alice._run_apply_user_options({**A100, "gpu_count": 2})
+    until = datetime(2999, 1, 1, tzinfo=UTC)
+    Overrides(connect(governance_database)).grant("team-vision", granted_by="admin", until=until,
+                                                  reason="conference deadline")
+    await dana._run_apply_user_options({**A100, "gpu_count": 2})
+    assert dana.devices != () and records(governance_database) == [
+        ("budget-override", "admin", "server:dana/", "succeeded")]
+    alice.end_allocation()
+    dana.end_allocation()
+
+
+async def test_cpu_servers_are_never_refused_by_the_budget(catalog_file):
+    alice = spawner(catalog_file, "alice")
+    await alice._run_apply_user_options({**A100, "gpu_count": 2})
+    others = [spawner(catalog_file, name) for name in ("dana", "carol")]
+    for other in others:
+        await other._run_apply_user_options({"team": "team-vision", "profile": "cpu"})
+        assert other.selection.gpu_count == 0
+    for s in [alice, *others]:
+        s.end_allocation()
