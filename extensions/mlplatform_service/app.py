@@ -11,131 +11,43 @@ or by the service's OAuth login cookie (browsers):
     GET  api/cards/<sha256>                                   a stored model card (markdown)
     GET  api/audit?since&until&actor&team&action&target&outcome&after_seq&limit   (admins)
     GET  api/audit/export?format=csv|jsonl&<filters>          (admins)
+    GET  api/budgets, api/budgets/<team>                      budget status (members: their teams; admins: all)
+    GET  api/usage?since&until&by&step&team                   GPU-hours and cost (members: their teams; admins: all)
+    GET  api/usage/digest?week=YYYY-MM-DD&format=csv|md       the weekly digest (members: their teams' rows)
+    GET  metrics                                              Prometheus text (tokens with read:metrics)
+    GET  usage  (and the prefix itself)                       the usage page (HTML; see usage_web.py)
 
 Settings come from the environment the hub gives it: MLPLATFORM_CATALOG, MLPLATFORM_MLFLOW_SIGNING_KEY
 (the hub's key file: the service mints the platform identity's MLflow tokens), and optionally
-MLPLATFORM_SERVICE_DATABASE_URL (else the catalog's `platform_service.database_url`); JupyterHub's
-own JUPYTERHUB_SERVICE_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_API_TOKEN, JUPYTERHUB_API_URL.
+MLPLATFORM_SERVICE_DATABASE_URL (else the catalog's `platform_service.database_url`) and
+MLPLATFORM_SERVICE_BIND_URL (where to listen, else JUPYTERHUB_SERVICE_URL); JupyterHub's own
+JUPYTERHUB_SERVICE_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_API_TOKEN, JUPYTERHUB_API_URL.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import json
 import logging
 import os
-from functools import partial
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
-from mlplatform.mlflow_health import MlflowUnavailable
-from mlplatform.registry.errors import RegistryError
 from mlplatform_core.catalog import cached_catalog
 from tornado import ioloop, web
 
 from hub_config.mlflow_access.tokens import TokenSigner
 
 from .audit_log import AuditLog
+from .budgets import Budgets
 from .cards import CardStore
 from .database import connect
-from .identity import caller_of
 from .platform_mlflow import PlatformMlflow
 from .promotion import Promotions
+from .service_handler import ServiceHandler, authenticated
+from .usage import UsageLedger
+from .usage_web import usage_routes
 
 log = logging.getLogger("mlplatform_service")
-
-
-def authenticated(method):
-    """tornado's `web.authenticated` for an API: a 403 saying what to send, not a redirect to a login page."""
-    @functools.wraps(method)
-    async def wrapper(self, *args, **kwargs):
-        if self.current_user is None:
-            raise web.HTTPError(403, "the platform service needs a hub token ('Authorization: token ...': a "
-                                     "server's JUPYTERHUB_API_TOKEN) or a login to it through the hub")
-        return await method(self, *args, **kwargs)
-    return wrapper
-
-
-class ServiceHandler(HubOAuthenticated, web.RequestHandler):
-    """JSON in and out; errors as {"message": ...} with the status of what went wrong."""
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
-
-    @property
-    def platform(self) -> Platform:
-        return self.settings["platform"]
-
-    def check_xsrf_cookie(self):
-        # Token requests carry no cookie to forge; cookie requests go through tornado's XSRF check.
-        if not self.request.headers.get("Authorization"):
-            super().check_xsrf_cookie()
-
-    def body(self) -> dict:
-        if not self.request.body:
-            return {}
-        try:
-            body = json.loads(self.request.body)
-        except ValueError as e:
-            raise web.HTTPError(400, f"the request body is not JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, f"the request body must be a JSON object, not {type(body).__name__}")
-        return body
-
-    def required(self, source: dict, key: str, allowed: str) -> str:
-        value = source.get(key)
-        if not isinstance(value, str) or not value:
-            raise web.HTTPError(400, f"{key}: {value!r} is not allowed: {allowed}")
-        return value
-
-    def team_of_request(self, source: dict) -> str:
-        catalog = self.platform.catalog()
-        return self.required(source, "team", f"name the team whose MLflow workspace holds the model "
-                                             f"(one of: {', '.join(catalog.teams)})")
-
-    async def caller(self, server: str | None = None):
-        return await caller_of(self, self.platform.catalog(), self.current_user, server=server)
-
-    async def run(self, fn, *args, **kwargs):
-        """Blocking work (MLflow, the database) off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kwargs))
-
-    def reply(self, value, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(value))
-
-    def write_error(self, status_code: int, **kwargs) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        body = {"message": self._reason}
-        if isinstance(error, web.HTTPError) and error.log_message:
-            body = {"message": error.log_message % error.args if error.args else error.log_message}
-        elif isinstance(error, RegistryError):
-            body = {**error.to_dict(), "error": type(error).__name__}
-        elif isinstance(error, (MlflowUnavailable, ValueError)):
-            body = {"message": str(error)}
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
-
-    def log_exception(self, typ, value, tb):
-        if isinstance(value, RegistryError | MlflowUnavailable | ValueError):
-            log.warning("%s %s: %s", self.request.method, self.request.path, value)
-            return
-        super().log_exception(typ, value, tb)
-
-    def send_error(self, status_code: int = 500, **kwargs) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, RegistryError):
-            status_code = error.status
-        elif isinstance(error, MlflowUnavailable):
-            status_code = 503
-        elif isinstance(error, ValueError):
-            status_code = 400
-        super().send_error(status_code, **kwargs)
 
 
 class GatesHandler(ServiceHandler):
@@ -224,6 +136,8 @@ class Platform:
         sessions = connect(database_url)
         self.audit = AuditLog(sessions)
         self.cards = CardStore(sessions)
+        self.ledger = UsageLedger(sessions, self.catalog)
+        self.budgets = Budgets(self.ledger)
         signer = TokenSigner(signing_key_file) if signing_key_file else None
         mlflow = PlatformMlflow(catalog.mlflow.tracking_uri, signer,
                                 workspaces=catalog.mlflow.access.mode == "hub-tokens")
@@ -243,6 +157,7 @@ def make_app(platform: Platform, prefix: str) -> web.Application:
         (url_path_join(api, r"models/([^/]+)/history"), HistoryHandler),
         (url_path_join(api, r"cards/([0-9a-f]{64})"), CardHandler),
         (url_path_join(api, r"audit/?(export)?"), AuditHandler),
+        *usage_routes(prefix),
         (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
     ]
     return web.Application(routes, hub_auth=hub_auth, platform=platform, xsrf_cookies=True,
@@ -259,10 +174,13 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = catalog.mlflow.tracking_uri
     database_url = os.environ.get("MLPLATFORM_SERVICE_DATABASE_URL") or catalog.platform_service.database_url
     platform = Platform(catalog_path, database_url, os.environ.get("MLPLATFORM_MLFLOW_SIGNING_KEY"))
-    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    # JUPYTERHUB_SERVICE_URL is where the proxy reaches it; in z2jh's hub pod that names the hub Service,
+    # no address of the pod, and the hub gives MLPLATFORM_SERVICE_BIND_URL (all interfaces) to listen on.
+    bind = os.environ.get("MLPLATFORM_SERVICE_BIND_URL") or os.environ["JUPYTERHUB_SERVICE_URL"]
+    url = urlparse(bind)
     app = make_app(platform, os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlplatform/"))
     app.listen(url.port, url.hostname)
-    log.info("mlplatform service on %s", os.environ["JUPYTERHUB_SERVICE_URL"])
+    log.info("mlplatform service on %s (reached at %s)", bind, os.environ["JUPYTERHUB_SERVICE_URL"])
     try:
         ioloop.IOLoop.current().start()
     except KeyboardInterrupt:  # the hub (or Ctrl-C on the local platform) stops it

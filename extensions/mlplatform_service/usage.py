@@ -276,11 +276,13 @@ class UsageLedger:
                 bucket = following
         return points
 
-    def digest(self, week_start: datetime) -> tuple[str, str]:
+    def digest(self, week_start: datetime, teams: Sequence[str] | None = None) -> tuple[str, str]:
         """The week's cost attribution (the ISO week holding `week_start`), per team, user, kind, profile,
-        served model and GPU type: (CSV text, Markdown text)."""
+        served model and GPU type: (CSV text, Markdown text); only `teams`' rows when given."""
         start, end = period_bounds("week", week_start)
         rows = self.usage(start, end, by=("team", "user", "kind", "profile", "model", "gpu_type"))
+        if teams is not None:
+            rows = [r for r in rows if r["team"] in teams]
         currency = self.catalog().platform_service.currency
         return _digest_csv(rows, start, currency), _digest_markdown(rows, start, end, currency)
 

@@ -218,6 +218,9 @@ def test_the_weekly_digest_attributes_cost_per_team_user_profile_and_model(setup
 | bob | model |  | iris | t4 | 159 | $79.50 |
 | alice | server | gpu-a100 |  | a100 | 23 | $57.50 |
 """
+    nlp_csv, nlp_markdown = ledger.digest(utc(2026, 12, 2, 15), teams=["team-nlp"])  # a member's: their teams' rows
+    assert nlp_csv.splitlines()[1:] == ["2026-W49,team-nlp,dave,server,gpu-t4,,t4,2.500,1.25,USD"]
+    assert "team-vision" not in nlp_markdown and "## team-nlp: 2.5 GPU-hours, $1.25" in nlp_markdown
 
 
 def test_an_empty_weeks_digest_says_so(setup):
