@@ -9,7 +9,8 @@ asks here: the hub's GPU pool (hub_config/gpu_pool.py) takes `count` devices of 
 `serving:<team>/<app>` against the team's quota and the machine's pool, in the same step as spawns
 (no await between the check and the reservation), and answers the devices, or 409 with the numbers.
 A PUT for an application that holds a reservation adjusts it (a refused change keeps the old one);
-DELETE gives it back. The team is that of the user's running server `server` ("" the default), and
+DELETE gives it back. The team's budget is checked first (hub_config/governance.py: 409 with the numbers),
+and the reservation is the model's allocation in the usage ledger until DELETE. The team is that of the user's running server `server` ("" the default), and
 the user must still be in it (groups re-read from the realm as for S3 credentials, at most
 `c.S3CredentialBroker.membership_max_age` old). Served models' reservations outlive servers and hub
 restarts (the pool keeps them in the hub's data directory): they end with their application.
@@ -27,6 +28,9 @@ import json
 from mlplatform_core.names import DNS_LABEL, MAX_DNS_LABEL
 from tornado import web
 
+from mlplatform_service.budgets import BudgetExceeded
+
+from .governance import Governance
 from .profiles import SelectionError
 from .s3_broker import CredentialsUnavailable
 from .server_handler import RunningServerHandler, broker
@@ -68,10 +72,23 @@ class GpuReservationsHandler(RunningServerHandler):
         await self._confirm_membership(user, spawner)
         gpu_type = self._gpu_type(spawner, team, body.get("gpu_type"))
         key = reservation_key(team, app)
+        governance = Governance.of(self.settings.get("config"))
+        before = spawner.pool.holder_of(key)
+        allocation = dict(kind="model", team=team, user=username, gpu_type=gpu_type, model=app)
+        try:  # the budget first (nothing recorded when it refuses), then the quota and the pool
+            governance.admit(key, gpus=body["count"], **allocation)
+        except BudgetExceeded as e:
+            raise web.HTTPError(e.status, f"GPUs for served model {app!r} of {team}: {e.message}") from None
         try:
             alloc = spawner.pool.reserve_gpus(key, team, gpu_type, body["count"], durable=True)
         except SelectionError as e:
+            if before is None:
+                governance.release(key)
+            else:  # the refused change keeps the old reservation: the ledger too (a shrink is always admitted)
+                governance.admit(key, gpus=len(before.devices), **{**allocation, "gpu_type": before.gpu_type})
             raise web.HTTPError(e.status, f"GPUs for served model {app!r} of {team}: {e}") from None
+        governance.record("redeploy" if before else "deploy", actor=username, team=team, target=key,
+                          outcome="succeeded", details={"gpu_type": gpu_type, "gpus": len(alloc.devices)})
         self.log.info("Reserved %s %s GPU(s) %s for %s (by %s)", len(alloc.devices), gpu_type,
                       ",".join(alloc.devices), key, username)
         self.finish({"key": key, "team": team, "gpu_type": gpu_type, "count": len(alloc.devices),
@@ -84,6 +101,9 @@ class GpuReservationsHandler(RunningServerHandler):
         key = reservation_key(spawner.selection.team, app)
         if spawner.pool.holder_of(key) is not None:
             spawner.pool.release(key)
+            governance = Governance.of(self.settings.get("config"))
+            governance.release(key)
+            governance.record("delete", actor=username, team=spawner.selection.team, target=key, outcome="succeeded")
             self.log.info("Released the GPUs of %s (by %s)", key, username)
         self.set_status(204)
         self.finish()

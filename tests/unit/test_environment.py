@@ -14,7 +14,8 @@ CATALOG = load_catalog(DEFAULT_CATALOG, environ={"MLPLATFORM_S3_PORT": "19300"})
 
 def test_contract_for_a_gpu_server():
     env = notebook_environment(CATALOG, "alice", Selection("team-vision", "gpu-a100", "a100", 2),
-                               hub_api_url="http://127.0.0.1:18081/hub/api", aws_config_file="/opt/aws_config")
+                               hub_api_url="http://127.0.0.1:18081/hub/api", aws_config_file="/opt/aws_config",
+                               service_url="http://127.0.0.1:18082/services/mlplatform")
     assert env == {
         "MLPLATFORM_CONTRACT_VERSION": "1",
         "MLPLATFORM_USER": "alice",
@@ -47,6 +48,8 @@ def test_contract_for_a_gpu_server():
         "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
         "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
         "MLPLATFORM_CREDENTIALS_URL": "http://127.0.0.1:18081/hub/api/mlplatform/s3-credentials/alice",
+        # The platform service: promotion (and budgets, usage, audit) with the server's token.
+        "MLPLATFORM_SERVICE_URL": "http://127.0.0.1:18082/services/mlplatform",
     }
 
 

@@ -31,7 +31,7 @@ def test_no_policy_is_an_error_not_an_empty_gate_list():
 def test_bad_policies_say_what_is_allowed(tmp_path):
     with pytest.raises(registry.RegistryError, match=r"^invalid promotion policy: metric_gates\.0\.op: Input should "
                                                      r"be '>=', '>', '<=' or '<'; allowed keys: alias, metric_gates, "
-                                                     r"compare_with_champion, require_signature, model_card_fields$"):
+                                                     r"compare_with_champion, require_signature, model_card_fields, protected_aliases$"):
         resolve_policy(promotion={"metric_gates": [{"metric": "accuracy", "op": "=>", "threshold": 0.9}]})
     with pytest.raises(registry.RegistryError, match="^pass either catalog= or promotion=, not both$"):
         resolve_policy(catalog=load_catalog(DEFAULT_CATALOG), promotion=PLATFORM_PROMOTION)
@@ -40,20 +40,36 @@ def test_bad_policies_say_what_is_allowed(tmp_path):
         resolve_policy(environ={"MLPLATFORM_CATALOG": str(missing)})
 
 
-@pytest.mark.parametrize("call", [
-    lambda: registry.promote("iris", 1, user="", promotion=PLATFORM_PROMOTION, tracking_uri="http://unused"),
-    lambda: registry.rollback("iris", user=None, promotion=PLATFORM_PROMOTION, tracking_uri="http://unused"),
-])
-def test_who_acts_is_required(call):
-    with pytest.raises(registry.RegistryError, match="is not allowed: name who acts \\(the hub username\\), "
-                                                     "e.g. user='alice'$"):
-        call()
+def test_outside_a_server_of_the_platform_says_what_promotion_needs(monkeypatch):
+    for name in ("MLPLATFORM_SERVICE_URL", "JUPYTERHUB_API_TOKEN", "MLFLOW_WORKSPACE", "MLPLATFORM_TEAM"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(registry.RegistryError, match="^promotion goes through the platform service: "
+                                                     "MLPLATFORM_SERVICE_URL and JUPYTERHUB_API_TOKEN are set in "
+                                                     "servers the platform's hub starts$"):
+        registry.rollback("iris", team="team-vision")
+    monkeypatch.setenv("MLPLATFORM_SERVICE_URL", "http://127.0.0.1:9/services/mlplatform")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    with pytest.raises(registry.RegistryError, match="^no team: promotion acts on a team's models; in a server the "
+                                                     "platform started, MLFLOW_WORKSPACE names it; else pass team=$"):
+        registry.promote("iris", 1)
 
 
-def test_client_or_tracking_uri_not_both():
-    from mlflow import MlflowClient
-    with pytest.raises(registry.RegistryError, match="^pass either client= or tracking_uri=, not both$"):
-        registry.history("iris", client=MlflowClient("http://unused"), tracking_uri="http://unused")
+def test_the_services_answers_become_the_registrys_errors():
+    from mlplatform.mlflow_health import MlflowUnavailable
+    from mlplatform.registry.api import _error
+
+    report = {"model": "iris", "version": "2", "alias": "champion", "passed": False, "failed": ["x"],
+              "gates": [{"id": "x", "passed": False, "message": "no"}]}
+    refused = _error(409, {"message": "...", "report": report, "error": "PromotionRefused"})
+    assert isinstance(refused, registry.PromotionRefused) and refused.report == report
+    assert type(_error(409, {"message": "m", "error": "RollbackRefused"})) is registry.RollbackRefused
+    assert type(_error(409, {"message": "m", "error": "Conflict"})) is registry.Conflict
+    assert type(_error(403, {"message": "m", "error": "Forbidden"})) is registry.Forbidden
+    assert type(_error(403, {"message": "the service needs a hub token"})) is registry.Forbidden
+    assert type(_error(404, {"message": "m", "error": "NotFound"})) is registry.NotFound
+    unavailable = _error(503, {"message": "MLflow stopped answering"})
+    assert isinstance(unavailable, MlflowUnavailable) and str(unavailable) == "MLflow stopped answering"
+    assert type(_error(500, {"message": "boom"})) is registry.MlflowError
 
 
 def test_errors_carry_their_status_and_json_body():

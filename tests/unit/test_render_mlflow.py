@@ -35,6 +35,8 @@ def test_mlflows_auth_app_runs_the_platforms_authorization_function():
     assert dict(ini["mlplatform"]) == {
         "public_key_file": "/etc/mlflow-auth/keys/signing.pub.pem",
         "ui_login_url": "https://jupyter.example.org/hub/mlplatform/mlflow-login", "cookie_secure": "true",
+        # Only the platform moves these (the catalog's promotion.alias and protected_aliases).
+        "protected_aliases": "champion",
         # RayService pods' tokens projected for MLflow (tests/integration/test_mlflow_workloads.py)
         "kubernetes_issuer": "https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE",
         "kubernetes_jwks_url": "https://oidc.eks.eu-central-1.amazonaws.com/id/EXAMPLE/keys"}

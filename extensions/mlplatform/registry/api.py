@@ -80,6 +80,7 @@ def _team(team: str | None) -> str:
 
 def _call(method: str, path: str, team: str | None, *, server: bool = False) -> dict:
     """`server`: the service reads the model's artifacts with this server's S3 credentials."""
+    _service()  # first: outside a server of the platform, that is what to say
     fields = {"team": _team(team)}
     if server:
         fields["server"] = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
@@ -88,12 +89,18 @@ def _call(method: str, path: str, team: str | None, *, server: bool = False) -> 
     return _request(method, path, json=fields).json()
 
 
-def _request(method: str, path: str, **kwargs) -> requests.Response:
+def _service() -> tuple[str, str]:
+    """(the service's URL, the server's token)."""
     base = os.environ.get(variable("service_url"))
     token = os.environ.get("JUPYTERHUB_API_TOKEN")
     if not base or not token:
         raise RegistryError(f"promotion goes through the platform service: {variable('service_url')} and "
                             "JUPYTERHUB_API_TOKEN are set in servers the platform's hub starts")
+    return base, token
+
+
+def _request(method: str, path: str, **kwargs) -> requests.Response:
+    base, token = _service()
     url = f"{base.rstrip('/')}/api/{path}"
     try:
         response = requests.request(method, url, headers={"Authorization": f"token {token}"}, timeout=TIMEOUT,
