@@ -16,6 +16,7 @@ from traitlets.config import Configurable
 
 SERVICE = "mlplatform"
 ACCESS_SCOPE = f"access:services!service={SERVICE}"
+BIND_URL = "MLPLATFORM_SERVICE_BIND_URL"  # read by mlplatform_service.app; default: JUPYTERHUB_SERVICE_URL
 SERVICE_SCOPES = ["list:users", "read:users", "read:users:groups", "read:servers"]
 
 
@@ -27,9 +28,12 @@ class PlatformService(Configurable):
 
 
 def configure_platform_service(c, catalog: Catalog, *, url: str, environment: dict[str, str],
-                               url_for_servers: str | None = None) -> None:
+                               url_for_servers: str | None = None, bind_url: str | None = None) -> None:
     """Run the service at `url` (where the hub starts it and its proxy route points) with `environment`
-    (MLPLATFORM_CATALOG, MLPLATFORM_MLFLOW_SIGNING_KEY, optionally MLPLATFORM_SERVICE_DATABASE_URL)."""
+    (MLPLATFORM_CATALOG, MLPLATFORM_MLFLOW_SIGNING_KEY, optionally MLPLATFORM_SERVICE_DATABASE_URL, and
+    every variable the catalog refers to: a managed service gets only what is listed, not the hub's
+    environment). `bind_url`: where it listens when `url` names no address of this machine (on
+    Kubernetes, the hub Service's name: it binds all interfaces of the hub pod); else it listens on `url`."""
     services = [s for s in c.JupyterHub.get("services", []) if s.get("name") != SERVICE]
     c.JupyterHub.services = [*services, {
         "name": SERVICE,
@@ -38,7 +42,7 @@ def configure_platform_service(c, catalog: Catalog, *, url: str, environment: di
         "url": url,
         "command": ["mlplatform-service"],
         # MLflow's client bounded as in notebooks: a stopped MLflow is an error in seconds, not minutes.
-        "environment": {**CONSTANTS, **environment},
+        "environment": {**CONSTANTS, **environment, **({BIND_URL: bind_url} if bind_url else {})},
         "oauth_no_confirm": True,
     }]
     roles = [r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != "mlplatform-service"]

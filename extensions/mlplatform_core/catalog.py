@@ -242,9 +242,13 @@ class Culling(_Model):
 class PlatformService(_Model):
     """The platform service (governance): promotion, the audit log, the usage ledger and budgets."""
 
-    # SQLAlchemy URL of its database (audit log, usage ledger, budget reservations): PostgreSQL in
-    # production; the local platform uses SQLite in its data directory.
-    database_url: str = "sqlite:////srv/mlplatform/platform.sqlite"
+    # SQLAlchemy URL of its database (audit log, usage ledger, budget reservations), shared by the hub
+    # and the service: PostgreSQL in production, its password by reference to a variable of the hub pod
+    # set from a Secret, e.g. "postgresql+psycopg://mlplatform:${MLPLATFORM_DB_PASSWORD}@postgres/mlplatform"
+    # (`mlplatform render` keeps that reference; the hub expands it: hub_config/render/jupyterhub.py).
+    # The default: SQLite on the volume of z2jh's hub database (its hub pod writes nowhere else); the
+    # local platform uses SQLite in its data directory.
+    database_url: str = "sqlite:////srv/jupyterhub/mlplatform.sqlite"
     audit_retention_days: int = Field(2557, ge=1)  # seven years
     budget_warning_at: float = Field(0.8, gt=0, le=1)
     # An allocation's duration is unknown when it is admitted: it holds this many hours of its GPUs

@@ -78,7 +78,7 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     for pool, daemonset in prepull_daemonsets(catalog).items():
         source = f"gpu_types.{pool.removeprefix('gpu-')}" if pool.startswith("gpu-") else "profiles"
         docs[f"prepull/{pool}.yaml"] = (source, [daemonset])
-    document = catalog_document(catalog)  # the same in every team's ConfigMap
+    document = catalog_document(catalog, for_notebooks=True)  # the same in every team's ConfigMap
     for team in catalog.teams:
         docs[f"teams/{team}.yaml"] = (f"teams.{team}", team_objects(catalog, team, document))
     return docs

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mlplatform_core.catalog import CatalogError, load_catalog
@@ -14,6 +15,7 @@ from mlplatform_service import audit_cli
 from .build import OUTPUTS, render
 from .charts import RELEASES
 from .checks import RenderError
+from .common import render_environ
 from .writer import write
 
 
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return audit_cli.run(args)
     charts = {chart: path for chart in RELEASES if (path := getattr(args, chart.replace("-", "_")))}
     try:
-        files = render(load_catalog(args.catalog), charts=charts)
+        # The hub pod's secrets the catalog refers to stay references (common.HUB_SECRET_VARIABLES).
+        files = render(load_catalog(args.catalog, environ=render_environ(os.environ)), charts=charts)
     except (CatalogError, RenderError) as e:
         print(e, file=sys.stderr)
         return 1

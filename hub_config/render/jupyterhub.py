@@ -9,6 +9,20 @@ with the catalog mounted from `hub.extraFiles`; the spawner is `CatalogKubeSpawn
 runs from the `cull` values at the catalog's timeouts, per profile (hub_config/culling.py). Secrets
 never appear in the values: the OAuth client secret and the MLflow signing key come from the Secret
 HUB_SECRET; the auth_state key is the chart's own (CryptKeeper.keys, generated into its hub Secret).
+
+The platform service (hub_config/platform_service.py) runs as a hub-managed service in the hub pod, as the
+chart's culler does, from `hub.extraConfig` (`platform_service_config`): it listens on all interfaces of the
+pod at PLATFORM_SERVICE_PORT, which the hub Service exposes (`hub.service.extraPorts`). The proxy routes
+/services/mlplatform/ to `http://hub:<port>` (the Service, in its own namespace); servers, in the team
+namespaces, reach it at `http://hub.<hub namespace>.svc:<port>` (their MLPLATFORM_SERVICE_URL). The hub's
+NetworkPolicy admits the proxy pods and the team namespaces' notebook pods on that port, and the proxy's
+policy lets it out to the hub pod there (an explicit rule, as the chart's own for 8081: network plugins that
+match pods by selectors only, such as Cilium, ignore its private-IP rule for pods). Its database is the
+catalog's `platform_service.database_url`: by default SQLite on the hub's database volume (/srv/jupyterhub,
+the only place z2jh's hub pod writes); for PostgreSQL the URL refers to `${MLPLATFORM_DB_PASSWORD}`, which
+render leaves a reference (common.HUB_SECRET_VARIABLES) and the hub pod sets from HUB_SECRET's key
+`service-database-password` and hands on to the service (a managed service does not inherit the hub's
+environment).
 """
 
 from __future__ import annotations
@@ -21,8 +35,11 @@ from mlplatform_core.contract import variable
 from mlplatform_core.quantities import parse_cpu, parse_memory
 
 from ..culling import STATE_ROLE, chart_cull_values, state_role
-from .common import CATALOG_PATH, HUB_API_PORT, HUB_SERVICE, catalog_document
+from ..platform_service import SERVICE as PLATFORM_SERVICE
+from .common import (CATALOG_PATH, HUB_API_PORT, HUB_SECRET_VARIABLES, HUB_SERVICE, catalog_document,
+                     hub_secret_references)
 from .images import split_image
+from .network import HUB_POD, NOTEBOOK_POD, PROXY_POD, pods_of
 
 HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, mlflow-signing-key (README, "Deploy on Kubernetes")
 # The hub's MLflow signing key (PEM), from HUB_SECRET, mounted read-only for the hub's user only.
@@ -42,6 +59,7 @@ from mlplatform_core.catalog import load_catalog
 
 extend_chart_culler(c, load_catalog({CATALOG_PATH!r}))
 """
+PLATFORM_SERVICE_PORT = 10101  # the platform service in the hub pod, on the hub Service
 
 
 def _secret_env(key: str) -> dict[str, Any]:
@@ -106,22 +124,62 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
                 # No JUPYTERHUB_CRYPT_KEY: the chart's config sets CryptKeeper.keys from its own Secret (made
                 # at install, kept on upgrade), which wins over the variable.
                 "OAUTH_CLIENT_SECRET": _secret_env("oauth-client-secret"),
+                # What the catalog refers to of HUB_SECRET (the platform service's database password).
+                **{name: _secret_env(HUB_SECRET_VARIABLES[name]) for name in hub_secret_references(catalog)},
             },
             "extraFiles": {"mlplatform-catalog": {"mountPath": CATALOG_PATH, "stringData": catalog_document(catalog)}},
-            "extraConfig": {"mlplatform": EXTRA_CONFIG, **_culling_config(catalog)},
+            "extraConfig": {"mlplatform": EXTRA_CONFIG, **_culling_config(catalog),
+                            "mlplatform-service": platform_service_config(catalog)},
             # The chart's culler reads which profile each server runs (hub_config/culling.py).
             **({"loadRoles": {STATE_ROLE: state_role()}} if catalog.culling.enabled else {}),
             **_mlflow_signing_key(catalog),
-            # Lets labelled user pods in the (labelled) team namespaces reach the hub API.
-            "networkPolicy": {"interNamespaceAccessLabels": "accept"},
+            "service": {"extraPorts": [{"name": PLATFORM_SERVICE, "port": PLATFORM_SERVICE_PORT,
+                                        "targetPort": PLATFORM_SERVICE_PORT, "protocol": "TCP"}]},
+            "networkPolicy": {
+                # Lets labelled user pods in the (labelled) team namespaces reach the hub API.
+                "interNamespaceAccessLabels": "accept",
+                # The platform service: the proxy (browsers) and the notebooks of the team namespaces.
+                "ingress": [{"ports": [{"protocol": "TCP", "port": PLATFORM_SERVICE_PORT}], "from": [
+                    {"podSelector": {"matchLabels": dict(PROXY_POD)}},
+                    *(pods_of(team.namespace, NOTEBOOK_POD) for team in catalog.teams.values())]}],
+            },
         },
-        "proxy": {"service": {"type": "ClusterIP"}},
+        "proxy": {
+            "service": {"type": "ClusterIP"},
+            "chp": {"networkPolicy": {"egress": [{"to": [{"podSelector": {"matchLabels": dict(HUB_POD)}}],
+                                                  "ports": [{"protocol": "TCP", "port": PLATFORM_SERVICE_PORT}]}]}},
+        },
         "ingress": ingress,
         "cull": chart_cull_values(catalog),
         "singleuser": singleuser,
         # prepull/ holds the pre-pull DaemonSets, one per node pool, for every profile's image.
         "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
     }
+
+
+def platform_service_config(catalog: Catalog) -> str:
+    """`hub.extraConfig` of the platform service: a managed service in the hub pod (see the module's docstring)."""
+    port, hub_namespace = PLATFORM_SERVICE_PORT, catalog.kubernetes.hub_namespace
+    expressions = {variable("catalog_path"): repr(CATALOG_PATH)}  # the environment, as Python source
+    if catalog.mlflow.access.mode == "hub-tokens":
+        expressions["MLPLATFORM_MLFLOW_SIGNING_KEY"] = repr(MLFLOW_SIGNING_KEY)
+    secrets = hub_secret_references(catalog)
+    expressions |= {name: f"os.environ[{name!r}]" for name in secrets}
+    entries = "".join(f"        {name!r}: {value},\n" for name, value in expressions.items())
+    return (("import os\n\n" if secrets else "") + f"""\
+from hub_config.platform_service import configure_platform_service
+from mlplatform_core.catalog import load_catalog
+
+configure_platform_service(
+    c, load_catalog({CATALOG_PATH!r}),
+    url={f"http://{HUB_SERVICE}:{port}"!r},
+    url_for_servers={f"http://{HUB_SERVICE}.{hub_namespace}.svc:{port}"!r},
+    bind_url={f"http://0.0.0.0:{port}"!r},
+    # A managed service gets none of the hub's variables but these (and JupyterHub's own).
+    environment={{
+{entries}    }},
+)
+""")
 
 
 def _culling_config(catalog: Catalog) -> dict[str, Any]:

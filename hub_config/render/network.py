@@ -15,11 +15,13 @@ connection is allowed when any of them allows it), so each one below opens one p
 - `mlplatform-kuberay-to-ray-heads` (Ray head pods): ingress on the dashboard port from the KubeRay
   operator, which reads and updates Serve applications there (with the cluster's token).
 - `mlplatform-egress` (every pod): egress anywhere but the cloud metadata server (169.254.169.254 and
-  AWS's IPv6 fd00:ec2::254), whose node credentials a pod must never get. z2jh's own block (an
-  iptables init container, privileged) covers only its release namespace and would break the
-  namespace's Pod Security, so the chart's is switched off (jupyterhub.py) and this one applies to
-  every pod of the team. Pods are allowed by a namespace selector besides the IP blocks, since some
-  network plugins (Cilium) do not match pod addresses with `ipBlock`.
+  AWS's IPv6 fd00:ec2::254), whose node credentials a pod must never get. Anywhere includes the hub
+  pod's ports, the hub API (8081) and the platform service (jupyterhub.py, PLATFORM_SERVICE_PORT); which
+  pods get in there is for the hub's own policy to say (z2jh's, with the ingress jupyterhub.py adds).
+  z2jh's own block (an iptables init container, privileged) covers only its release namespace and
+  would break the namespace's Pod Security, so the chart's is switched off (jupyterhub.py) and this
+  one applies to every pod of the team. Pods are allowed by a namespace selector besides the IP
+  blocks, since some network plugins (Cilium) do not match pod addresses with `ipBlock`.
 
 Not covered: the kubelet's probes and other traffic from the node itself (network plugins let it
 through), and anything reaching a team's model from outside its namespace (an ingress for model
@@ -45,6 +47,9 @@ RAY_DASHBOARD_PORT = 8265
 # z2jh labels the hub and proxy pods, which route to user servers, with SINGLEUSER_ACCESS.
 NOTEBOOK_POD = {"component": "singleuser-server"}
 NOTEBOOK_PORT = "notebook-port"
+# z2jh's hub and proxy pods (besides its `app` and `release` labels).
+HUB_POD = {"component": "hub"}
+PROXY_POD = {"component": "proxy"}
 SINGLEUSER_ACCESS = {"hub.jupyter.org/network-access-singleuser": "true"}
 # The well-known label the API server sets on every namespace (Kubernetes 1.21+): its name.
 NAMESPACE_NAME = "kubernetes.io/metadata.name"
@@ -57,7 +62,7 @@ def _policy(name: str, team_name: str, team: Team, spec: dict[str, Any]) -> dict
             "spec": spec}
 
 
-def _pods_of(namespace: str, pod_labels: dict[str, str]) -> dict[str, Any]:
+def pods_of(namespace: str, pod_labels: dict[str, str]) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME: namespace}},
             "podSelector": {"matchLabels": dict(pod_labels)}}
 
@@ -70,14 +75,14 @@ def same_namespace_ingress(team_name: str, team: Team) -> dict[str, Any]:
 def hub_to_notebooks(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:
     return _policy("mlplatform-hub-to-notebooks", team_name, team, {
         "podSelector": {"matchLabels": dict(NOTEBOOK_POD)}, "policyTypes": ["Ingress"],
-        "ingress": [{"from": [_pods_of(catalog.kubernetes.hub_namespace, SINGLEUSER_ACCESS)],
+        "ingress": [{"from": [pods_of(catalog.kubernetes.hub_namespace, SINGLEUSER_ACCESS)],
                      "ports": [{"protocol": "TCP", "port": NOTEBOOK_PORT}]}]})
 
 
 def kuberay_to_ray_heads(team_name: str, team: Team) -> dict[str, Any]:
     return _policy("mlplatform-kuberay-to-ray-heads", team_name, team, {
         "podSelector": {"matchLabels": dict(RAY_HEAD)}, "policyTypes": ["Ingress"],
-        "ingress": [{"from": [_pods_of(KUBERAY_NAMESPACE, KUBERAY_OPERATOR)],
+        "ingress": [{"from": [pods_of(KUBERAY_NAMESPACE, KUBERAY_OPERATOR)],
                      "ports": [{"protocol": "TCP", "port": RAY_DASHBOARD_PORT}]}]})
 
 

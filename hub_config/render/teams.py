@@ -78,7 +78,8 @@ def config_map(catalog: Catalog, team_name: str, team: Team, document: str | Non
     """What notebooks read from files (CatalogKubeSpawner mounts it): the catalog (MLPLATFORM_CATALOG;
     promotion gates) and the AWS config whose credential_process asks the hub (AWS_CONFIG_FILE)."""
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(TEAM_CONFIG_MAP, team_name, team),
-            "data": {CATALOG_FILE: document or catalog_document(catalog), AWS_CONFIG_KEY: aws_config_text()}}
+            "data": {CATALOG_FILE: document or catalog_document(catalog, for_notebooks=True),
+                     AWS_CONFIG_KEY: aws_config_text()}}
 
 
 def notebook_service_account(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:

@@ -5,7 +5,9 @@ mounts (tests/support/pod_runner.py binds them at their paths in a mount namespa
 account against the fake API server (its RBAC is the chart's Role plus what render adds), the proxy started
 from the chart's proxy Deployment, and the dev OIDC provider. A user logs in, sees the GPU-aware spawn form,
 starts a GPU profile; the pod arrives in the team namespace as the platform defines it; the notebook
-container runs and answers through the proxy; the user stops it. The hub runs from a venv of what the hub
+container runs and answers through the proxy; the user stops it. The platform service runs as the hub's
+managed service in the pod, with its database where the catalog's default puts it (SQLite on the hub's
+volume), and answers through the proxy and at the URL servers get. The hub runs from a venv of what the hub
 image installs and nothing else (images/hub: the `hub` extra, not editable, tests/support/image_venv.py).
 
 Differences from a cluster, each where nothing else is possible here: the API server is reached with a
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from mlplatform_core.catalog import parse_catalog
@@ -45,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "helm-values" / "platform.yaml"
 BIN = Path(sys.executable).parent
 HUB_PORT = 8081  # where z2jh's jupyterhub_config.py binds the hub (hub_container_port), as its Service says
+SERVICE_PORT = 10101  # the platform service in the hub pod (hub_config/render/jupyterhub.py), on the hub Service
 POD_IP = "127.0.0.2"  # the user pod's address (loopback: the pod listens on this machine)
 VISION = "team-vision"
 
@@ -89,8 +93,9 @@ def hub_image(tmp_path_factory):
 
 @pytest.fixture
 def cluster(platform, fake_kube, tmp_path, hub_image):
-    if not _port_free(HUB_PORT):
-        pytest.fail(f"port {HUB_PORT} is taken: the chart's hub listens there")
+    for port, what in ((HUB_PORT, "the chart's hub"), (SERVICE_PORT, "the platform service")):
+        if not _port_free(port):
+            pytest.fail(f"port {port} is taken: {what} listens there")
     sso_port, proxy_api_port, public_port = free_port(), free_port(), free_port()
     public_url = f"http://localhost:{public_port}"
     data = yaml.safe_load(EXAMPLE.read_text())
@@ -210,4 +215,34 @@ def test_the_chart_started_hub_logs_in_spawns_a_gpu_server_in_the_team_namespace
     # With the catalog's per-profile hook (hub_config/culling.py), and allowed to list users and servers' state.
     assert "idle_culler_config.py" in cluster.log("hub")
     assert "200 GET /hub/api/users?state=[secret] (jupyterhub-idle-culler@" in cluster.log("hub"), cluster.tail("hub", 80)
+    # The platform service runs beside the hub (hub_config/render/jupyterhub.py).
+    _the_platform_service_answers(cluster, alice, env)
     assert "Traceback" not in cluster.log("hub"), cluster.tail("hub", 80)
+
+
+
+def _the_platform_service_answers(cluster, alice: UserSession, server_env: dict[str, str]) -> None:
+    """As rendered: a managed service of the hub, listening on all interfaces of the pod at the hub Service's
+    extra port, which the proxy routes /services/mlplatform/ to by the Service's name."""
+    hub_log = cluster.log("hub")
+    assert "Loading extra config: mlplatform-service" in hub_log and "Starting managed service mlplatform" in hub_log
+    audit = f"{cluster.public_url}/services/mlplatform/api/audit"
+    wait(lambda: requests.get(audit, timeout=5).status_code == 403, 60,
+         lambda: f"the platform service did not answer through the proxy:\n{cluster.tail('hub', 80)}")
+    assert "hub token" in requests.get(audit, timeout=5).json()["message"]  # no token, no audit log
+    admin = UserSession(cluster.public_url, "admin")
+    admin.login(PASSWORDS["admin"])
+    admin_token = {"Authorization": f"token {admin.new_token()}"}
+    r = requests.get(audit, headers=admin_token, timeout=10)
+    assert r.status_code == 200 and isinstance(r.json()["records"], list), (r.status_code, r.text, cluster.tail("hub"))
+    r = requests.get(audit, headers={"Authorization": f"token {alice.new_token()}"}, timeout=10)
+    assert r.status_code == 403, (r.status_code, r.text)  # the audit log is for admins
+
+    # Servers (in the team namespaces) reach it directly at the Service's name with its namespace, which the
+    # pods' cluster DNS (/etc/hosts here) resolves to where the hub pod listens.
+    assert server_env["MLPLATFORM_SERVICE_URL"] == f"http://hub.jupyterhub.svc:{SERVICE_PORT}/services/mlplatform"
+    direct = server_env["MLPLATFORM_SERVICE_URL"].replace("hub.jupyterhub.svc", "127.0.0.1") + "/api/audit"
+    assert requests.get(direct, headers=admin_token, timeout=10).status_code == 200
+    # Its database: the catalog's default, SQLite on the hub's volume (the PVC at /srv/jupyterhub).
+    assert cluster.catalog.platform_service.database_url == "sqlite:////srv/jupyterhub/mlplatform.sqlite"
+    assert (cluster.tmp / "volumes" / "hub-0" / "pvc" / "mlplatform.sqlite").stat().st_size > 0

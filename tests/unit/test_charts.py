@@ -22,6 +22,7 @@ from hub_config.render.network import KUBERAY_NAMESPACE, KUBERAY_OPERATOR, SINGL
 from hub_config.render.teams import HUB_ACCESS_LABEL
 
 from ..support.rendered_cluster import CHARTS, chart_objects, rendered_objects
+from .test_network_policies import Pod, connects, notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "helm-values" / "platform.yaml"
@@ -156,9 +157,12 @@ def test_the_proxy_and_ingress(rendered):
     [chp] = objects[("Deployment", HUB_NS, "proxy")]["spec"]["template"]["spec"]["containers"]
     assert chp["args"] == ["--ip=", "--api-ip=", "--api-port=8001", "--default-target=http://hub:$(HUB_SERVICE_PORT)",
                            "--error-target=http://hub:$(HUB_SERVICE_PORT)/hub/error", "--port=8000"]
-    # The hub's connect URL (hub.config) names the chart's hub Service and port, with its namespace.
+    # The hub's connect URL (hub.config) names the chart's hub Service and port, with its namespace; the
+    # platform service's URLs (the proxy's route, servers' MLPLATFORM_SERVICE_URL) its port 10101.
     hub_service = objects[("Service", HUB_NS, "hub")]
-    assert [p["port"] for p in hub_service["spec"]["ports"]] == [8081]
+    assert hub_service["spec"]["ports"] == [
+        {"name": "hub", "port": 8081, "targetPort": "http"},
+        {"name": "mlplatform", "port": 10101, "protocol": "TCP", "targetPort": 10101}]
 
 
 def test_images_are_pulled_by_our_daemonsets_and_not_by_z2jhs(rendered):
@@ -197,6 +201,35 @@ def test_network_policies_fit_on_both_sides(rendered):
     # The KubeRay operator reaches Ray heads: our policy admits its pods by the chart's label and namespace.
     kuberay = by_key(charts["kuberay-operator"])
     assert pod_labels(kuberay, ("Deployment", KUBERAY_NAMESPACE, "kuberay-operator")).items() >= KUBERAY_OPERATOR.items()
+
+
+def test_the_platform_service_in_the_hub_pod_is_reachable_from_the_proxy_and_team_notebooks_only():
+    """The chart's policies and ours together, evaluated as Kubernetes does (selectors only for pods, as
+    Cilium matches them: the chart's private-IP egress rules do not count)."""
+    cat = catalog("example")
+    charts = chart_objects(cat)
+    policies = [o for o in [*charts["jupyterhub"], *rendered_objects(cat)] if o["kind"] == "NetworkPolicy"]
+    deployments = by_key(charts["jupyterhub"])
+
+    def pod_of(name, ports=None):
+        labels = deployments[("Deployment", HUB_NS, name)]["spec"]["template"]["metadata"]["labels"]
+        return Pod(HUB_NS, labels, ports or {})
+
+    hub, proxy, scheduler = pod_of("hub", {"http": 8081}), pod_of("proxy"), pod_of("user-scheduler")
+    service = 10101
+    assert connects(proxy, hub, service, policies)  # the proxy's route /services/mlplatform/
+    for team in cat.teams.values():  # servers' MLPLATFORM_SERVICE_URL
+        assert connects(notebook(team.namespace), hub, service, policies)
+    # Nobody else: other pods of the hub's or a team's namespace, a notebook-like pod of another namespace.
+    assert not connects(scheduler, hub, service, policies)
+    assert not connects(Pod("team-vision", {"ray.io/node-type": "head"}), hub, service, policies)
+    assert not connects(notebook("default"), hub, service, policies)
+    assert connects(notebook("default"), hub, 8081, policies)  # the chart's hub API rule: labelled pods anywhere
+    # The proxy's egress to the port is ours: without it only the private-IP rule would (not for Cilium).
+    without_ours = [p for p in policies if p["metadata"]["name"] != "proxy"] + [
+        {**p, "spec": {**p["spec"], "egress": [r for r in p["spec"]["egress"] if r.get("ports") != [
+            {"protocol": "TCP", "port": service}]]}} for p in policies if p["metadata"]["name"] == "proxy"]
+    assert not connects(proxy, hub, service, without_ours)
 
 
 def test_the_operators_watch_exactly_the_team_namespaces(rendered):
@@ -274,8 +307,9 @@ def test_a_new_team_changes_only_its_namespace_the_operators_watch_lists_and_the
     assert diff["render"] == new_namespace | {("ConfigMap", ns, "mlplatform") for ns in ("team-vision", "team-nlp")} | {
         ("ConfigMap", HUB_NS, "mlflow-auth")}
     # The hub: its Secret holds the values (with the catalog). The Deployment's checksum of that Secret, which
-    # restarts the hub on upgrade, mixes in the generated keys and is left out of the comparison.
-    assert diff["jupyterhub"] == {("Secret", HUB_NS, "hub")}
+    # restarts the hub on upgrade, mixes in the generated keys and is left out of the comparison. The hub's
+    # policy admits the new namespace's notebooks to the platform service.
+    assert diff["jupyterhub"] == {("Secret", HUB_NS, "hub"), ("NetworkPolicy", HUB_NS, "hub")}
     assert diff["kuberay-operator"] == {("Deployment", "kuberay", "kuberay-operator"),
                                         ("Role", "team-speech", "kuberay-operator"),
                                         ("RoleBinding", "team-speech", "kuberay-operator")}

@@ -70,7 +70,7 @@ def test_disabled_culling_runs_no_culler():
     assert "services" not in c.JupyterHub and "load_roles" not in c.JupyterHub
     values = jupyterhub_values(catalog(enabled=False))
     assert values["cull"] == {"enabled": False}
-    assert list(values["hub"]["extraConfig"]) == ["mlplatform"] and "loadRoles" not in values["hub"]
+    assert "mlplatform-culling" not in values["hub"]["extraConfig"] and "loadRoles" not in values["hub"]
     extend_chart_culler(Config(JupyterHub={"services": []}), catalog(enabled=False))  # nothing to extend
 
 

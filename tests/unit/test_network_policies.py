@@ -128,10 +128,11 @@ def _port_matches(rule: dict, port: int, target: Pod) -> bool:
     return any(p["port"] == port or target.ports.get(p["port"]) == port for p in rule["ports"])
 
 
-def connects(source: Pod, target: Pod | str, port: int) -> bool:
-    """Whether `source` may open a TCP connection to `target` (a pod, or an IP address) on `port`."""
+def connects(source: Pod, target: Pod | str, port: int, policies: list[dict] = POLICIES) -> bool:
+    """Whether `source` may open a TCP connection to `target` (a pod, or an IP address) on `port` under
+    `policies` (default: the team namespaces'; tests/unit/test_charts.py adds the chart's)."""
     def allowed(direction: str, pod: Pod, peer: Pod | str, peer_key: str, port_pod) -> bool:
-        selecting = [p for p in POLICIES if p["metadata"]["namespace"] == pod.namespace
+        selecting = [p for p in policies if p["metadata"]["namespace"] == pod.namespace
                      and direction in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod.labels)]
         if not selecting:
             return True  # not isolated in this direction
@@ -191,4 +192,5 @@ def test_no_pod_of_a_team_reaches_the_cloud_metadata_server_and_everything_else_
     assert connects(source, "52.95.110.1", 443)  # S3, MLflow, package mirrors
     assert connects(source, "10.0.0.12", 443)  # the API server, nodes
     assert connects(source, Pod("kube-system", {"k8s-app": "kube-dns"}, {"dns": 53}), 53)
-    assert connects(source, HUB, 8081)  # the hub's own policy decides who gets in
+    assert connects(source, HUB, 8081)  # the hub's own policy decides who gets in (tests/unit/test_charts.py) ...
+    assert connects(source, HUB, 10101)  # ... to the platform service too

@@ -7,7 +7,7 @@ import yaml
 from mlplatform_core.catalog import load_catalog, parse_catalog
 from hub_config.render.build import documents
 from hub_config.render.cli import main
-from hub_config.render.jupyterhub import CULLING_CONFIG, EXTRA_CONFIG, jupyterhub_values
+from hub_config.render.jupyterhub import CULLING_CONFIG, EXTRA_CONFIG, jupyterhub_values, platform_service_config
 from hub_config.render.operators import kuberay_operator_values, spark_operator_values
 from hub_config.render.prepull import prepull_daemonsets
 from hub_config.render.teams import quota_hard, team_objects
@@ -38,16 +38,31 @@ def test_jupyterhub_values():
                 "OAUTH_CLIENT_SECRET": {"valueFrom": {"secretKeyRef": {**SECRET, "key": "oauth-client-secret"}}},
             },
             "extraFiles": {"mlplatform-catalog": {"mountPath": "/etc/mlplatform/platform.yaml"}},
-            "extraConfig": {"mlplatform": EXTRA_CONFIG, "mlplatform-culling": CULLING_CONFIG},
+            "extraConfig": {"mlplatform": EXTRA_CONFIG, "mlplatform-culling": CULLING_CONFIG,
+                            "mlplatform-service": platform_service_config(CATALOG)},
             # The chart's idle culler may read which profile a server runs (hub_config/culling.py).
             "loadRoles": {"mlplatform-idle-culler-state": {"name": "mlplatform-idle-culler-state",
                                                            "scopes": ["admin:server_state"],
                                                            "services": ["jupyterhub-idle-culler"]}},
             # The MLflow signing key (tests/unit/test_render_mlflow.py).
             "extraVolumes": values["hub"]["extraVolumes"], "extraVolumeMounts": values["hub"]["extraVolumeMounts"],
-            "networkPolicy": {"interNamespaceAccessLabels": "accept"},
+            # The platform service in the hub pod, on the hub Service ...
+            "service": {"extraPorts": [{"name": "mlplatform", "port": 10101, "targetPort": 10101, "protocol": "TCP"}]},
+            "networkPolicy": {
+                "interNamespaceAccessLabels": "accept",
+                # ... for the proxy (browsers) and the notebooks of the team namespaces, no one else.
+                "ingress": [{"ports": [{"protocol": "TCP", "port": 10101}], "from": [
+                    {"podSelector": {"matchLabels": {"component": "proxy"}}},
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-vision"}},
+                     "podSelector": {"matchLabels": {"component": "singleuser-server"}}},
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-nlp"}},
+                     "podSelector": {"matchLabels": {"component": "singleuser-server"}}}]}],
+            },
         },
-        "proxy": {"service": {"type": "ClusterIP"}},
+        # The proxy routes /services/mlplatform/ to the hub pod's port (tests/unit/test_charts.py: both ends).
+        "proxy": {"service": {"type": "ClusterIP"}, "chp": {"networkPolicy": {"egress": [
+            {"to": [{"podSelector": {"matchLabels": {"component": "hub"}}}],
+             "ports": [{"protocol": "TCP", "port": 10101}]}]}}},
         "ingress": {"enabled": True, "hosts": ["jupyter.example.org"],
                     "tls": [{"hosts": ["jupyter.example.org"], "secretName": "mlplatform-hub-tls"}]},
         # Stop servers idle for the shortest timeout (GPU profiles' 1800 s); the CPU profile's longer one
@@ -66,6 +81,22 @@ def test_jupyterhub_values():
     }
     assert EXTRA_CONFIG == ("from hub_config.hub import configure_hub\nfrom mlplatform_core.catalog import load_catalog\n\n"
                             "configure_hub(c, load_catalog('/etc/mlplatform/platform.yaml'))\n")
+    assert platform_service_config(CATALOG) == """\
+from hub_config.platform_service import configure_platform_service
+from mlplatform_core.catalog import load_catalog
+
+configure_platform_service(
+    c, load_catalog('/etc/mlplatform/platform.yaml'),
+    url='http://hub:10101',
+    url_for_servers='http://hub.jupyterhub.svc:10101',
+    bind_url='http://0.0.0.0:10101',
+    # A managed service gets none of the hub's variables but these (and JupyterHub's own).
+    environment={
+        'MLPLATFORM_CATALOG': '/etc/mlplatform/platform.yaml',
+        'MLPLATFORM_MLFLOW_SIGNING_KEY': '/etc/mlplatform/mlflow/signing.pem',
+    },
+)
+"""
     # The hub reads the catalog as validated at render time.
     assert parse_catalog(yaml.safe_load(catalog_file), environ={}).model_dump() == CATALOG.model_dump()
 
@@ -81,6 +112,64 @@ def test_extra_config_configures_the_hub_from_the_mounted_catalog(tmp_path):
     assert c.JupyterHub.authenticator_class == "keycloak"
     assert c.KeycloakOAuthenticator.realm_url == "https://sso.example.org/realms/platform"
     assert c.KeycloakOAuthenticator.allowed_groups == {"team-vision", "team-nlp"}
+
+
+def test_the_platform_service_config_starts_it_in_the_hub_pod_for_the_proxy_and_the_team_namespaces(tmp_path):
+    from traitlets.config import Config
+
+    mounted = tmp_path / "platform.yaml"
+    mounted.write_text(jupyterhub_values(CATALOG)["hub"]["extraFiles"]["mlplatform-catalog"]["stringData"])
+    c = Config()
+    exec(platform_service_config(CATALOG).replace("/etc/mlplatform/platform.yaml", str(mounted)), {"c": c})
+    [service] = c.JupyterHub.services
+    assert service["url"] == "http://hub:10101" and service["command"] == ["mlplatform-service"]
+    assert service["environment"].items() >= {"MLPLATFORM_CATALOG": str(mounted),
+                                              "MLPLATFORM_MLFLOW_SIGNING_KEY": "/etc/mlplatform/mlflow/signing.pem",
+                                              "MLPLATFORM_SERVICE_BIND_URL": "http://0.0.0.0:10101"}.items()
+    assert "MLPLATFORM_SERVICE_DATABASE_URL" not in service["environment"]  # the catalog's, as the hub's
+    assert c.PlatformService.url == "http://hub.jupyterhub.svc:10101/services/mlplatform"
+    # Without the variables, a catalog of no secret reference, and where z2jh's hub pod can write.
+    assert CATALOG.platform_service.database_url == "sqlite:////srv/jupyterhub/mlplatform.sqlite"
+
+
+POSTGRES_URL = "postgresql+psycopg://mlplatform:${MLPLATFORM_DB_PASSWORD}@postgres:5432/mlplatform"
+
+
+def test_a_database_password_stays_in_the_secret_and_reaches_the_hub_and_the_service_in_the_pod(tmp_path, monkeypatch):
+    from traitlets.config import Config
+
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["platform_service"] = {"database_url": POSTGRES_URL}
+    source = tmp_path / "platform.yaml"
+    source.write_text(yaml.safe_dump(data))
+    # Set on the engineer's machine or not, the password is not rendered.
+    monkeypatch.setenv("MLPLATFORM_DB_PASSWORD", "on-the-engineers-machine")
+    assert main(["render", "--catalog", str(source), "--out", str(tmp_path / "out")]) == 0
+    files = {p.relative_to(tmp_path / "out").as_posix(): p.read_text() for p in (tmp_path / "out").rglob("*.yaml")}
+    assert not any("on-the-engineers-machine" in text for text in files.values())
+    values = yaml.safe_load(files["helm-values/jupyterhub.yaml"])
+    hub = values["hub"]
+    # The hub pod gets it from the Secret's key ...
+    assert hub["extraEnv"]["MLPLATFORM_DB_PASSWORD"] == {
+        "valueFrom": {"secretKeyRef": {**SECRET, "key": "service-database-password"}}}
+    # ... the hub expands the reference when it loads its catalog, and hands the variable on to the service.
+    mounted = tmp_path / "mounted.yaml"
+    mounted.write_text(hub["extraFiles"]["mlplatform-catalog"]["stringData"])
+    monkeypatch.setenv("MLPLATFORM_DB_PASSWORD", "from-the-secret")
+    assert load_catalog(mounted).platform_service.database_url == \
+        "postgresql+psycopg://mlplatform:from-the-secret@postgres:5432/mlplatform"
+    c = Config()
+    exec(hub["extraConfig"]["mlplatform-service"].replace("/etc/mlplatform/platform.yaml", str(mounted)), {"c": c})
+    [service] = c.JupyterHub.services
+    assert service["environment"]["MLPLATFORM_DB_PASSWORD"] == "from-the-secret"
+    # The team namespaces' copy has no reference: notebooks never connect, and load it without the variable.
+    monkeypatch.delenv("MLPLATFORM_DB_PASSWORD")
+    [config_map] = [o for o in yaml.safe_load_all(files["teams/team-vision.yaml"]) if o["kind"] == "ConfigMap"
+                    and "platform.yaml" in o["data"]]
+    notebooks = parse_catalog(yaml.safe_load(config_map["data"]["platform.yaml"]), environ={})
+    assert notebooks.platform_service.database_url == "postgresql+psycopg://mlplatform:@postgres:5432/mlplatform"
+    # Without the reference, the Secret needs no such key.
+    assert "MLPLATFORM_DB_PASSWORD" not in jupyterhub_values(CATALOG)["hub"]["extraEnv"]
 
 
 def test_team_namespace_quota_and_notebook_role():
