@@ -7,6 +7,10 @@ one, nor write the platform's tags: MLflow itself refuses them. The audit log is
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import datetime
+
 import requests
 
 import pytest
@@ -121,3 +125,31 @@ def test_another_team_cannot_promote_and_the_audit_log_is_for_admins(hub, platfo
     assert export.text.splitlines()[0].startswith("seq,") and len(export.text.splitlines()) == 2
     nobody = requests.get(f"{service}/audit", timeout=30)
     authz.check("no token", "read the audit log", nobody, allowed=False)
+
+
+def test_the_hub_audits_login_spawn_credentials_and_stop_and_shows_the_budget(hub, platform):
+    alice = hub.login("alice")
+    page = alice.spawn_page().text
+    month = time.strftime("%B", time.gmtime())
+    assert re.search(r"Budget: team-vision: [0-9.]+ of 500 GPU-hours and \$[0-9.,]+ of \$2,000 used in " + month, page)
+    assert "Budget: team-nlp" not in page  # alice is not in team-nlp
+    started = time.time()
+    _, env = hub.start_server("alice")
+    s3 = requests.get(env["MLPLATFORM_CREDENTIALS_URL"], headers={"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"},
+                      timeout=30)
+    assert s3.status_code == 200
+    hub.sessions[-1].stop()
+
+    admin = hub.login("admin")
+    records = requests.get(f"{env['MLPLATFORM_SERVICE_URL']}/api/audit", params={"actor": "alice"}, timeout=30,
+                           headers={"Authorization": f"token {admin.new_token()}"}).json()["records"]
+    recent = [(r["action"], r["target"], r["outcome"]) for r in records
+              if datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp() >= started - 1]
+    assert ("spawn", "server:alice/", "succeeded") in recent
+    assert ("credentials", "server:alice/", "succeeded") in recent
+    assert ("stop", "server:alice/", "succeeded") in recent
+    assert recent.index(("spawn", "server:alice/", "succeeded")) < recent.index(("stop", "server:alice/", "succeeded"))
+    assert any(r["action"] == "login" and r["outcome"] == "succeeded" for r in records)
+    # No secret in the log: the credential record names when they expire, not what they are.
+    credentials = next(r for r in records if r["action"] == "credentials")
+    assert set(credentials["details"]) == {"credentials", "expires"} and s3.json()["SecretAccessKey"] not in str(records)

@@ -87,3 +87,18 @@ async def test_cpu_servers_are_never_refused_by_the_budget(catalog_file):
         assert other.selection.gpu_count == 0
     for s in [alice, *others]:
         s.end_allocation()
+
+
+async def test_two_users_racing_for_the_last_budget_get_one_server(catalog_file, governance_database):
+    import asyncio
+
+    alice, dana = spawner(catalog_file, "alice"), spawner(catalog_file, "dana")
+    outcomes = await asyncio.gather(alice._run_apply_user_options({**A100, "gpu_count": 2}),
+                                    dana._run_apply_user_options({**A100, "gpu_count": 2}), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, web.HTTPError)]
+    assert len(refused) == 1 and refused[0].status_code == 409
+    assert [s.selection is not None for s in (alice, dana)].count(True) == 1
+    status = Governance.of(alice.config).status("team-vision")
+    assert (status.held_gpu_hours, status.budget_gpu_hours) == (2, 3.5)  # never more than the budget
+    for s in (alice, dana):
+        s.end_allocation()
