@@ -30,7 +30,7 @@ import logging
 import os
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services.auth import HubOAuth
 from jupyterhub.utils import url_path_join
 from mlplatform_core.catalog import cached_catalog
 from tornado import ioloop, web
@@ -43,7 +43,7 @@ from .cards import CardStore
 from .database import connect
 from .platform_mlflow import PlatformMlflow
 from .promotion import Promotions
-from .service_handler import ServiceHandler, authenticated
+from .service_handler import OAuthCallbackHandler, ServiceHandler, authenticated
 from .usage import UsageLedger
 from .usage_web import usage_routes
 
@@ -158,7 +158,7 @@ def make_app(platform: Platform, prefix: str) -> web.Application:
         (url_path_join(api, r"cards/([0-9a-f]{64})"), CardHandler),
         (url_path_join(api, r"audit/?(export)?"), AuditHandler),
         *usage_routes(prefix),
-        (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+        (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
     ]
     return web.Application(routes, hub_auth=hub_auth, platform=platform, xsrf_cookies=True,
                            cookie_secret=os.urandom(32))

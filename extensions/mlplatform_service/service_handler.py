@@ -10,7 +10,7 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING
 
-from jupyterhub.services.auth import HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from mlplatform.mlflow_health import MlflowUnavailable
 from mlplatform.registry.errors import RegistryError
 from tornado import web
@@ -112,3 +112,12 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         elif isinstance(error, ValueError):
             status_code = 400
         super().send_error(status_code, **kwargs)
+
+
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    """The end of a browser's login to the service, with the app's own HubOAuth: the login's state (its
+    PKCE code verifier) lives in that object, not in the `HubOAuth.instance()` the base class would use."""
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]

@@ -54,13 +54,17 @@ def nice_ceiling(value: float) -> tuple[float, float]:
 
 
 def stacked_bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, title: str,
-                 unit: str = "GPU-hours", width: int = 880, height: int = 300) -> str:
-    """A stacked bar chart: one bar per label, one segment per name of `series` (its values per label).
-    Each segment has a <title> (tooltip) with the name, the label and its value."""
+                 unit: str = "GPU-hours", width: int = 880, height: int = 300,
+                 colours: dict[str, str] | None = None) -> str:
+    """A stacked bar chart: one bar per label, one segment per name of `series` (its values per label),
+    stacked in the order of `series`. Each segment has a <title> (tooltip) with the name, the label and its
+    value. `colours` fixes a name's colour (e.g. a team's, the same on every page); others take the
+    palette's in order."""
     for name, values in series.items():
         if len(values) != len(labels):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(labels)} labels")
     names = list(series)
+    colour = {name: (colours or {}).get(name) or PALETTE[n % len(PALETTE)] for n, name in enumerate(names)}
     legend_rows = math.ceil(len(names) / max(1, (width - MARGIN_LEFT) // LEGEND_ITEM_WIDTH)) if names else 0
     total_height = height + legend_rows * LEGEND_ROW
     plot_w, plot_h = width - MARGIN_LEFT - MARGIN_RIGHT, height - MARGIN_TOP - AXIS_HEIGHT
@@ -89,12 +93,12 @@ def stacked_bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, t
         for i, label in enumerate(labels):
             x = MARGIN_LEFT + i * slot + (slot - bar) / 2
             base = 0.0
-            for n, name in enumerate(names):
+            for name in names:
                 value = series[name][i]
                 if value <= 0:
                     continue
                 out.append(f'<rect x="{x:.1f}" y="{y(base + value):.1f}" width="{bar:.1f}" '
-                           f'height="{y(base) - y(base + value):.1f}" fill="{PALETTE[n % len(PALETTE)]}">'
+                           f'height="{y(base) - y(base + value):.1f}" fill="{escape(colour[name])}">'
                            f"<title>{escape(name)}, {escape(label)}: {escape(hours_text(value))} "
                            f"{escape(unit)}</title></rect>")
                 base += value
@@ -113,7 +117,7 @@ def stacked_bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, t
         ly = height + (n // per_row) * LEGEND_ROW
         total = sum(series[name])
         out.append(f'<g class="legend"><rect x="{lx}" y="{ly - 10}" width="12" height="12" '
-                   f'fill="{PALETTE[n % len(PALETTE)]}"/><text x="{lx + 18}" y="{ly}">{escape(name)} '
+                   f'fill="{escape(colour[name])}"/><text x="{lx + 18}" y="{ly}">{escape(name)} '
                    f"({escape(hours_text(total))})</text></g>")
     out.append("</svg>")
     return "\n".join(out)

@@ -243,9 +243,12 @@ def page_data(platform, teams: tuple[str, ...], window: Window, step: str, audit
     """Everything the page shows, read in one go off the event loop."""
     ledger = platform.ledger
     starts = bucket_starts(window, step)
-    series = usage_of(ledger, window, teams, by=("team",), step=step)
+    series = usage_charts.stacks(usage_of(ledger, window, teams, by=("team",), step=step), starts, "team")
+    catalog_teams = list(ledger.catalog().teams)  # a team's colour and place in the stack: its place in the catalog
     chart = usage_charts.stacked_bars(
-        [usage_charts.bucket_label(s, step) for s in starts], usage_charts.stacks(series, starts, "team"),
+        [usage_charts.bucket_label(s, step) for s in starts],
+        dict(sorted(series.items(), key=lambda item: catalog_teams.index(item[0]))),
+        colours={team: usage_charts.PALETTE[i % len(usage_charts.PALETTE)] for i, team in enumerate(catalog_teams)},
         title=f"GPU-hours per {step} and team, {window.since:%Y-%m-%d} to "
               f"{(window.until - timedelta(days=1)):%Y-%m-%d} (UTC)")
 

@@ -1,9 +1,8 @@
 """The platform service's usage, budget and metrics endpoints on the real local hub: numbers per role, the
 authorization matrix, and what bad input gets.
 
-Usage is seeded with the ledger itself in the service's database, in March 2025 (a month no other test
-allocates in) under keys of its own (the hub's keys are "server:<user>/..."; a seeded key equal to a
-running server's would end its interval). Budgets are read now: asserted as what the seed adds.
+Usage is seeded with the ledger itself in the service's database, in March 2025 (support/usage_seed.py).
+Budgets are read now: asserted as what a seeded hour this month adds.
 """
 
 from __future__ import annotations
@@ -14,19 +13,15 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlplatform_service.database import connect
-from mlplatform_service.usage import UsageLedger, period_bounds
+from mlplatform_service.usage import period_bounds
 
 from ..support.authz import authorization_matrix
 from ..support.hub import HubClient
+from ..support.usage_seed import allocate, seed_march_2025, service_ledger
 
 MARCH = {"since": "2025-03-01", "until": "2025-04-01"}
 ACCESS = "access:services!service=mlplatform"
 ROLE = {"alice": "alice (team-vision member)", "bob": "bob (team-nlp member)", "admin": "admin (platform admin)"}
-
-
-def at(*args) -> datetime:
-    return datetime(*args, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +31,13 @@ def authz(request):
 
 @pytest.fixture(scope="module")
 def ledger(platform):
-    return UsageLedger(connect(f"sqlite:///{platform.data_dir}/platform.sqlite"), platform.load_catalog)
-
-
-def allocate(ledger, key, start, end, **fields):
-    ledger.open(key, at=start, **fields)
-    ledger.close(key, at=end)
+    return service_ledger(platform)
 
 
 @pytest.fixture(scope="module")
 def march(ledger):
-    """March 2025: team-vision 22 GPU-hours ($74.80), team-nlp 36 ($19.80); A100 $3.40, T4 $0.55 an hour."""
-    allocate(ledger, "seed:server:alice", at(2025, 3, 10), at(2025, 3, 10, 10), kind="server", team="team-vision",
-             user="alice", profile="gpu-a100", gpu_type="a100", gpus=2)                       # 20 h, $68
-    allocate(ledger, "seed:spark:alice", at(2025, 3, 13), at(2025, 3, 13, 2), kind="spark", team="team-vision",
-             user="alice", gpu_type="a100", gpus=1)                                           # 2 h, $6.80
-    allocate(ledger, "seed:model:sentiment", at(2025, 3, 11), at(2025, 3, 12), kind="model", team="team-nlp",
-             user="bob", model="sentiment", gpu_type="t4", gpus=1)                            # 24 h, $13.20
-    allocate(ledger, "seed:server:bob", at(2025, 3, 12), at(2025, 3, 12, 6), kind="server", team="team-nlp",
-             user="bob", profile="gpu-t4", gpu_type="t4", gpus=2)                             # 12 h, $6.60
+    """March 2025: team-vision 22 GPU-hours ($74.80), team-nlp 36 ($19.80) (support/usage_seed.py)."""
+    seed_march_2025(ledger)
 
 
 @pytest.fixture(scope="module")

@@ -106,3 +106,10 @@ def test_values_per_label_must_match():
 def test_bucket_labels():
     assert bucket_label(utc(2026, 12, 7), "day") == "Dec 7"
     assert bucket_label(utc(2026, 12, 7), "week") == "W50 Dec 7"
+
+
+def test_a_names_colour_can_be_fixed():
+    root = parse(stacked_bars(["Dec 1"], {"team-nlp": [1.0], "team-vision": [2.0]}, title="t",
+                              colours={"team-vision": "#0072B2", "team-nlp": 'x" onload="y'}))
+    assert [s["fill"] for s in bars(root)] == ['x" onload="y', "#0072B2"]  # escaped: an attribute, not markup
+    assert "onload=" not in "".join(a for r in root.iter() for a in r.attrib)
