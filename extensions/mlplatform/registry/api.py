@@ -25,7 +25,7 @@ TIMEOUT = 120.0  # a promotion reads the version's run, signature and champion f
 
 def evaluate(name: str, version, *, team: str | None = None) -> dict:
     """The gate report of one version (see `gates` for its shape). Changes nothing."""
-    return _call("GET", f"models/{_segment(name)}/versions/{_segment(version)}/gates", team, server=True)
+    return _call("GET", f"models/{_model(name)}/versions/{_segment(version)}/gates", team, server=True)
 
 
 def promote(name: str, version, *, team: str | None = None) -> dict:
@@ -37,14 +37,14 @@ def promote(name: str, version, *, team: str | None = None) -> dict:
     `version` holds the alias already; NotFound for an unknown model or version; Forbidden for a model
     of a team the user is not in.
     """
-    return _call("POST", f"models/{_segment(name)}/versions/{_segment(version)}/promote", team, server=True)
+    return _call("POST", f"models/{_model(name)}/versions/{_segment(version)}/promote", team, server=True)
 
 
 def rollback(name: str, *, team: str | None = None) -> dict:
     """Move the policy's alias back to the version that held it before, by the platform's own record of
     promotions. Returns `{"action": "rollback", "model", "team", "version", "alias", "previous_version",
     "card", "event"}`; RollbackRefused when there is no earlier holder the platform promoted."""
-    return _call("POST", f"models/{_segment(name)}/rollback", team)
+    return _call("POST", f"models/{_model(name)}/rollback", team)
 
 
 def history(name: str, *, team: str | None = None) -> list[dict]:
@@ -54,7 +54,7 @@ def history(name: str, *, team: str | None = None) -> list[dict]:
 
 def trail(name: str, *, team: str | None = None) -> dict:
     """`{"events": [...], "holder": <version holding the alias> | None, "rollback_to": <version> | None}`."""
-    return _call("GET", f"models/{_segment(name)}/history", team)
+    return _call("GET", f"models/{_model(name)}/history", team)
 
 
 def card_text(digest: str) -> str:
@@ -68,6 +68,13 @@ def _segment(value) -> str:
     if not text.strip():
         raise RegistryError(f"{value!r} is not allowed: give a registered model's name and version")
     return quote(text, safe="")
+
+
+def _model(name) -> str:
+    """A registered model's name as a path segment; MLflow's own rule checked here, before any call."""
+    if isinstance(name, str) and ("/" in name or ":" in name):
+        raise RegistryError(f"model name {name!r} is not allowed: registered model names cannot contain '/' or ':'")
+    return _segment(name)
 
 
 def _team(team: str | None) -> str:
