@@ -12,6 +12,7 @@ or by the service's OAuth login cookie (browsers):
     GET  api/audit?since&until&actor&team&action&target&outcome&after_seq&limit   (admins)
     GET  api/audit/export?format=csv|jsonl&<filters>          (admins)
     GET  api/budgets, api/budgets/<team>                      budget status (members: their teams; admins: all)
+    GET, POST {"until", "reason"}, DELETE  api/budgets/<team>/override   an admin's budget override (audited)
     GET  api/usage?since&until&by&step&team                   GPU-hours and cost (members: their teams; admins: all)
     GET  api/usage/digest?week=YYYY-MM-DD&format=csv|md       the weekly digest (members: their teams' rows)
     GET  metrics                                              Prometheus text (tokens with read:metrics)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth
@@ -41,6 +43,7 @@ from .audit_log import AuditLog
 from .budgets import Budgets
 from .cards import CardStore
 from .database import connect
+from .overrides import Overrides
 from .platform_mlflow import PlatformMlflow
 from .promotion import Promotions
 from .service_handler import OAuthCallbackHandler, ServiceHandler, authenticated
@@ -127,6 +130,55 @@ class AuditHandler(ServiceHandler):
         self.reply({"records": records})
 
 
+class OverrideHandler(AuditHandler):
+    """A budget override of a team: read by its members and admins; granted and revoked by admins, audited."""
+
+    def team(self, team: str) -> str:
+        catalog = self.platform.catalog()
+        if team not in catalog.teams:
+            raise web.HTTPError(404, f"no team {team!r} in the catalog; teams: {', '.join(catalog.teams)}")
+        return team
+
+    @authenticated
+    async def get(self, team: str):
+        team = self.team(team)
+        caller = await self.caller()
+        if not caller.admin and team not in caller.teams:
+            raise web.HTTPError(403, f"{caller.name} is not a member of {team}: its budget is its members' and admins'")
+        active = await self.run(self.platform.overrides.active, team)
+        self.reply({"override": active.as_dict() if active else None})
+
+    @authenticated
+    async def post(self, team: str):
+        team = self.team(team)
+        await self.admin()
+        body = self.body()
+        until, reason = body.get("until"), body.get("reason")
+        try:
+            moment = datetime.fromisoformat(until.replace("Z", "+00:00")) if isinstance(until, str) else None
+        except ValueError:
+            moment = None
+        if moment is None:
+            raise web.HTTPError(400, f"until: {until!r} is not allowed: an RFC 3339 time with its offset, "
+                                     "e.g. 2026-12-31T23:59:59Z")
+        if not isinstance(reason, str):
+            raise web.HTTPError(400, f"reason: {reason!r} is not allowed: say why the team may exceed its budget")
+        granted = await self.run(self.platform.overrides.grant, team, granted_by=self.current_user["name"],
+                                 until=moment, reason=reason)
+        await self.run(self.platform.audit.append, "budget-override", actor=granted.granted_by, team=team,
+                       target=f"budget:{team}", outcome="succeeded", details={"granted": granted.as_dict()})
+        self.reply({"override": granted.as_dict()}, status=201)
+
+    @authenticated
+    async def delete(self, team: str):
+        team = self.team(team)
+        await self.admin()
+        revoked = await self.run(self.platform.overrides.revoke, team)
+        await self.run(self.platform.audit.append, "budget-override", actor=self.current_user["name"], team=team,
+                       target=f"budget:{team}", outcome="succeeded", details={"revoked": revoked})
+        self.reply({"revoked": revoked})
+
+
 class Platform:
     """What the handlers share: the catalog, the database-backed stores, MLflow as the platform."""
 
@@ -138,6 +190,7 @@ class Platform:
         self.cards = CardStore(sessions)
         self.ledger = UsageLedger(sessions, self.catalog)
         self.budgets = Budgets(self.ledger)
+        self.overrides = Overrides(sessions)
         signer = TokenSigner(signing_key_file) if signing_key_file else None
         mlflow = PlatformMlflow(catalog.mlflow.tracking_uri, signer,
                                 workspaces=catalog.mlflow.access.mode == "hub-tokens")
@@ -157,6 +210,7 @@ def make_app(platform: Platform, prefix: str) -> web.Application:
         (url_path_join(api, r"models/([^/]+)/history"), HistoryHandler),
         (url_path_join(api, r"cards/([0-9a-f]{64})"), CardHandler),
         (url_path_join(api, r"audit/?(export)?"), AuditHandler),
+        (url_path_join(api, r"budgets/([^/]+)/override"), OverrideHandler),
         *usage_routes(prefix),
         (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
     ]

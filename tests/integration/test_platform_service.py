@@ -153,3 +153,36 @@ def test_the_hub_audits_login_spawn_credentials_and_stop_and_shows_the_budget(hu
     # No secret in the log: the credential record names when they expire, not what they are.
     credentials = next(r for r in records if r["action"] == "credentials")
     assert set(credentials["details"]) == {"credentials", "expires"} and s3.json()["SecretAccessKey"] not in str(records)
+
+
+def test_an_admin_grants_and_revokes_a_budget_override_audited(hub, platform, authz):
+    service = f"http://127.0.0.1:{platform.ports.service}/services/mlplatform/api/budgets"
+    tokens = {name: {"Authorization": f"token {hub.login(name).new_token()}"} for name in ("admin", "alice", "bob")}
+    until = "2999-01-01T00:00:00Z"
+    for who in ("alice", "bob"):
+        r = requests.post(f"{service}/team-vision/override", json={"until": until, "reason": "deadline"},
+                          headers=tokens[who], timeout=30)
+        authz.check(who, "grant a budget override", r, allowed=False)
+    bad = requests.post(f"{service}/team-vision/override", json={"until": "tomorrow", "reason": "x"},
+                        headers=tokens["admin"], timeout=30)
+    assert bad.status_code == 400 and bad.json()["message"].startswith("until: 'tomorrow' is not allowed: an RFC 3339")
+    past = requests.post(f"{service}/team-vision/override", json={"until": "2001-01-01T00:00:00Z", "reason": "x"},
+                         headers=tokens["admin"], timeout=30)
+    assert past.status_code == 400 and "it must be in the future" in past.json()["message"]
+    granted = requests.post(f"{service}/team-vision/override", json={"until": until, "reason": "deadline"},
+                            headers=tokens["admin"], timeout=30)
+    authz.check("admin (platform admin)", "grant a budget override", granted, allowed=True)
+    assert granted.status_code == 201 and granted.json()["override"]["granted_by"] == "admin"
+    for who, allowed in (("alice", True), ("bob", False)):
+        r = requests.get(f"{service}/team-vision/override", headers=tokens[who], timeout=30)
+        authz.check(who, "read team-vision's budget override", r, allowed=allowed)
+    assert requests.get(f"{service}/team-vision/override", headers=tokens["alice"],
+                        timeout=30).json()["override"]["reason"] == "deadline"
+    revoked = requests.delete(f"{service}/team-vision/override", headers=tokens["admin"], timeout=30)
+    assert revoked.json() == {"revoked": 1}
+    assert requests.get(f"{service}/team-vision/override", headers=tokens["alice"], timeout=30).json() == {
+        "override": None}
+    audit = requests.get(f"{service.rsplit('/budgets', 1)[0]}/audit", params={"target": "budget:team-vision"},
+                         headers=tokens["admin"], timeout=30).json()["records"]
+    assert [(r["actor"], r["action"], sorted(r["details"])) for r in audit][-2:] == [
+        ("admin", "budget-override", ["granted"]), ("admin", "budget-override", ["revoked"])]
