@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlplatform import registry
+from mlplatform.widgets.budget import BudgetLine
 
 from ..support.as_server import act_as
 from ..support.authz import authorization_matrix
@@ -60,6 +61,10 @@ def test_a_notebook_promotes_through_the_service_and_cannot_move_the_alias_itsel
     for accuracy in (0.95, 0.96):
         register_in_team(platform, name, accuracy)
     act_as(monkeypatch, env)
+
+    budget = BudgetLine()  # above ServeModel and SubmitSparkJob: the team's budget as the service counts it
+    assert budget.wait(30) and re.fullmatch(r"<span style=\"color:#555\">Budget: team-vision: [0-9.]+ of 500 "
+                                            r"GPU-hours and \$[0-9.,]+ of \$2,000 used in \w+</span>", budget.value)
 
     report = registry.evaluate(name, 1)  # the signature gate read the MLmodel with alice's own S3 credentials
     failed = [g["message"] for g in report["gates"] if not g["passed"]]

@@ -292,3 +292,17 @@ def test_serve_prefills_the_test_request_with_the_logged_input_example(tmp_path)
         assert json.loads(rows) == [{c: 0.0 for c in mlflow_models.FEATURES}]  # the signature's double columns
     finally:
         widget.close()
+
+
+def test_the_budget_line_is_empty_outside_the_platform_and_colours_the_status(monkeypatch):
+    from mlplatform.widgets.budget import BudgetLine
+
+    monkeypatch.delenv("MLPLATFORM_SERVICE_URL", raising=False)
+    line = BudgetLine()
+    assert line.wait(10) and (line.value, line.status) == ("", None)
+    status = {"has_budget": True, "line": "team-vision: 412 of 500 GPU-hours used in December", "warning": True,
+              "exceeded": False}
+    assert BudgetLine._html(status) == ('<span style="color:#8a6d3b">Budget: team-vision: 412 of 500 GPU-hours used '
+                                        'in December</span>')
+    assert "#c62828" in BudgetLine._html({**status, "exceeded": True})
+    assert BudgetLine._html({**status, "has_budget": False}) == ""

@@ -18,6 +18,7 @@ import requests
 from mlplatform_core.contract import variable
 
 from ..mlflow_health import MlflowUnavailable
+from ..platform_service import NotOnPlatform, endpoint
 from .errors import Conflict, Forbidden, MlflowError, NotFound, PromotionRefused, RegistryError, RollbackRefused
 
 TIMEOUT = 120.0  # a promotion reads the version's run, signature and champion from MLflow
@@ -98,12 +99,11 @@ def _call(method: str, path: str, team: str | None, *, server: bool = False) -> 
 
 def _service() -> tuple[str, str]:
     """(the service's URL, the server's token)."""
-    base = os.environ.get(variable("service_url"))
-    token = os.environ.get("JUPYTERHUB_API_TOKEN")
-    if not base or not token:
+    try:
+        return endpoint()
+    except NotOnPlatform:
         raise RegistryError(f"promotion goes through the platform service: {variable('service_url')} and "
-                            "JUPYTERHUB_API_TOKEN are set in servers the platform's hub starts")
-    return base, token
+                            "JUPYTERHUB_API_TOKEN are set in servers the platform's hub starts") from None
 
 
 def _request(method: str, path: str, **kwargs) -> requests.Response:

@@ -22,6 +22,7 @@ from .. import serving
 from ..models import list_models
 from ..serving.backend import SETTLED_STATES
 from ..serving.spec import MODEL_URI
+from .budget import BudgetLine
 from .common import (
     LABEL,
     WIDE,
@@ -104,8 +105,9 @@ class ServeModel(w.VBox):
                             (self.answer, "mlp-answer"), (self.errors, "mlp-errors"), (self.problems, "mlp-problems")):
             widget.add_class(css)
         f = self.fields
+        self.budget = BudgetLine()  # the team's GPU budget, as the platform service counts it
         super().__init__([
-            w.HTML("<b>Serve a model</b> — a registered MLflow model on Ray Serve"),
+            w.HTML("<b>Serve a model</b> — a registered MLflow model on Ray Serve"), self.budget,
             w.HBox([self.model, self.refresh_button]), self.version, self.models_note, f["name"],
             w.HBox([f["autoscale"], f["replicas"], f["min_replicas"], f["max_replicas"]]),
             f["cpus"], f["gpus"], f["max_batch_size"], self.problems,
@@ -131,6 +133,8 @@ class ServeModel(w.VBox):
         """List the registered models again (in the background)."""
         self.models_note.value = "<i>reading registered models from MLflow…</i>"
         self.tasks.start("models", self._load_models)
+        if hasattr(self, "budget"):  # not during __init__'s first refresh: the line is read as it is made
+            self.budget.refresh()
 
     def _load_models(self) -> None:
         try:

@@ -22,6 +22,7 @@ from traitlets import Unicode
 from .. import spark
 from ..spark.backend import TERMINAL_STATES
 from ..spark.job import SparkJob, SparkJobError
+from .budget import BudgetLine
 from .common import LABEL, WIDE, Background, ErrorLines, close_tree, link, on_click, pre
 
 FIELDS = ("name", "main_file", "arguments", "executors", "executor_cores", "executor_memory", "driver_memory",
@@ -76,8 +77,9 @@ class SubmitSparkJob(w.VBox):
                             (self.errors, "mlp-errors"), (self.problems, "mlp-problems")):
             widget.add_class(css)
         f = self.fields
+        self.budget = BudgetLine()  # the team's GPU budget, as the platform service counts it
         super().__init__([
-            w.HTML("<b>Submit a Spark job</b> — a PySpark application"),
+            w.HTML("<b>Submit a Spark job</b> — a PySpark application"), self.budget,
             f["name"], f["main_file"], f["arguments"], w.HBox([f["executors"], f["executor_cores"]]),
             w.HBox([f["executor_memory"], f["driver_memory"]]), f["conf"], self.problems,
             w.HBox([self.submit_button, self.cancel_button]), w.HBox([self.progress, self.status_line]),
