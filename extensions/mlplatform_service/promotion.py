@@ -177,6 +177,9 @@ class Promotions:
                                             "alias was moved. Try again when it is back") from e
                 if not isinstance(e, MlflowException):
                     raise
+                if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # e.g. no workspace yet: no server of the team started
+                    raise NotFound(f"MLflow at {client.tracking_uri} has no such thing for team {team}: {e.message}"
+                                   ) from e
                 raise MlflowError(f"MLflow at {client.tracking_uri} failed: {e.message}") from e
 
     def _assess(self, client: MlflowClient, policy: Promotion, name: str, version, caller: Caller):
