@@ -74,7 +74,7 @@ class Promotions:
         policy = self._policy()
         self._check_team(caller, team, name, "promote", audited=True)
         with self._model(team, name), self._mlflow(team) as client:
-            self._settle(client, team, name, policy.alias)
+            self._settle(client, team, name)
             report, about, mv = self._assess(client, policy, name, version, caller)
             version, alias, previous = report["version"], policy.alias, report["champion_version"]
             details = {"model": name, "version": version, "alias": alias, "previous_version": previous}
@@ -98,7 +98,7 @@ class Promotions:
         alias = policy.alias
         self._check_team(caller, team, name, "rollback", audited=True)
         with self._model(team, name), self._mlflow(team) as client:
-            self._settle(client, team, name, alias)
+            self._settle(client, team, name)
             current = facts.registered_model(client, name).aliases.get(alias)
             current = None if current is None else str(current)
             trail = self._events(team, name)
@@ -125,7 +125,7 @@ class Promotions:
         self._check_team(caller, team, name, "history", readers=True)
         with self._model(team, name), self._mlflow(team) as client:
             holder = facts.registered_model(client, name).aliases.get(alias)  # NotFound for an unknown model
-            self._settle(client, team, name, alias)
+            self._settle(client, team, name)
         holder = None if holder is None else str(holder)
         trail = self._events(team, name)
         try:
@@ -213,7 +213,7 @@ class Promotions:
     def _event(intent: dict) -> dict:
         return events([intent, {**intent, "outcome": "succeeded", "details": {"intent_seq": intent["seq"]}}])[0]
 
-    def _settle(self, client: MlflowClient, team: str, name: str, alias: str) -> None:
+    def _settle(self, client: MlflowClient, team: str, name: str) -> None:
         """Give every open intent of the model its outcome, from where MLflow's alias is now."""
         for intent in open_intents(self._records(team, name)):
             d = intent["details"]
