@@ -51,6 +51,7 @@ from .usage import UsageLedger
 from .usage_web import usage_routes
 
 log = logging.getLogger("mlplatform_service")
+RETENTION_EVERY_MS = 24 * 3600 * 1000
 
 
 class GatesHandler(ServiceHandler):
@@ -199,6 +200,18 @@ class Platform:
     def catalog(self):
         return cached_catalog(self.catalog_path)
 
+    def apply_retention(self) -> None:
+        """Drop audit records older than the catalog's `platform_service.audit_retention_days` (the chain
+        resumes at the anchor they leave); run at start and daily."""
+        try:
+            pruned = self.audit.prune(self.catalog().platform_service.audit_retention_days)
+        except Exception:
+            log.exception("audit retention did not run; it runs again in a day")
+            return
+        if pruned:
+            log.info("audit retention: %s records older than %s days removed", pruned,
+                     self.catalog().platform_service.audit_retention_days)
+
 
 def make_app(platform: Platform, prefix: str) -> web.Application:
     hub_auth = HubOAuth(cache_max_age=60)
@@ -235,6 +248,8 @@ def main() -> None:
     app = make_app(platform, os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlplatform/"))
     app.listen(url.port, url.hostname)
     log.info("mlplatform service on %s (reached at %s)", bind, os.environ["JUPYTERHUB_SERVICE_URL"])
+    platform.apply_retention()
+    ioloop.PeriodicCallback(platform.apply_retention, RETENTION_EVERY_MS).start()
     try:
         ioloop.IOLoop.current().start()
     except KeyboardInterrupt:  # the hub (or Ctrl-C on the local platform) stops it
