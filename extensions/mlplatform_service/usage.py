@@ -119,11 +119,13 @@ class UsageLedger:
             return self.close_in(session, key, at)
 
     def reconcile(self, observed: Mapping[str, Mapping], at: datetime | None = None, *,
-                  grace: timedelta = timedelta(seconds=60)) -> dict[str, list[str]]:
+                  grace: timedelta = timedelta(seconds=60), gpus_only: bool = False) -> dict[str, list[str]]:
         """Make the open intervals what is observed running: `observed` maps each running allocation's
         key to its fields (as `open` takes them). Opens the missing, resizes the changed, closes the
         vanished, except those opened less than `grace` before `at` (admitted; their pod not yet seen).
-        An entry the ledger cannot take is left out and reported under "refused" (and logged)."""
+        An entry the ledger cannot take is left out and reported under "refused" (and logged).
+        `gpus_only`: the observer sees only allocations holding GPUs (the hub's cache of GPU pods on
+        Kubernetes), so open intervals of 0 GPUs (CPU servers) are not closed for being unseen."""
         at = self.moment(at)
         wanted, refused = {}, {}
         for key, fields in observed.items():
@@ -146,7 +148,8 @@ class UsageLedger:
                     report[change].append(key)
             for key, interval in sorted(current.items()):
                 # A team opened since the first read is not locked: the next reconcile sees it.
-                if key not in wanted and interval.team in teams and interval.started_at <= at - grace.total_seconds():
+                vanished = key not in wanted and (interval.gpus > 0 or not gpus_only)
+                if vanished and interval.team in teams and interval.started_at <= at - grace.total_seconds():
                     interval.ended_at = max(at, interval.started_at)
                     report["closed"].append(key)
         return report

@@ -14,6 +14,9 @@ A spawn between its quota check and its pod showing up in the cache is held as a
 users racing for the last GPU cannot both pass the check. The API server's quota admission stays the
 last word: its "exceeded quota" refusal becomes a spawn error (see kubernetes.py).
 
+Started with it: the usage ledger's reconcile with the cached GPU pods (kube_usage.py), so served
+models and Spark jobs, which the notebook creates, are in the ledger too.
+
 The cache belongs to the hub process, not to a spawner: `cluster_quota(spawner)` returns the one
 cache per Kubernetes API settings (`k8s_api_host`, `k8s_api_ssl_ca_cert`, `k8s_api_verify_ssl`, what
 KubeSpawner configures its client from), made on first use. The cache and its reflectors are
@@ -32,6 +35,7 @@ from mlplatform_core.names import GPU_TYPE_LABEL
 from mlplatform_core.quantities import parse_count
 from traitlets.config import LoggingConfigurable
 
+from ..governance import Governance
 from ..profiles import QuotaSnapshot, Selection
 
 FINISHED_PHASES = ("Succeeded", "Failed")  # pods in these phases hold no quota
@@ -121,6 +125,7 @@ class ClusterQuota(LoggingConfigurable):
         self._quotas: ResourceQuotaReflector | None = None
         self._pods: GpuPodReflector | None = None
         self._started: asyncio.Task | None = None
+        self.usage = None  # kube_usage.KubeUsage, from the first start on
 
     async def ready(self) -> None:
         """Start both reflectors on first use; later calls return at once (after the first load)."""
@@ -137,11 +142,22 @@ class ClusterQuota(LoggingConfigurable):
         pods = GpuPodReflector(parent=self)
         await asyncio.gather(quotas.start(), pods.start())
         self._quotas, self._pods = quotas, pods
+        from .kube_usage import KubeUsage  # imported here: it reads this module
+
+        self.usage = KubeUsage(parent=self, pods=self.live_pods, governance=Governance.of(self.config))
+        self.usage.start()
 
     def snapshot(self, catalog: Catalog) -> QuotaSnapshot:
         quotas = self._quotas.resources.values() if self._quotas else ()
         pods = self._pods.resources.values() if self._pods else ()
         return quota_snapshot(catalog, quotas, pods, self.reservations)
+
+    def live_pods(self) -> list[Mapping] | None:
+        """A copy of the cached GPU pods; None while the pod watch is not running (not started, given up)."""
+        watch = self._pods.watch_task if self._pods else None
+        if watch is None or watch.done():
+            return None
+        return list(self._pods.resources.values())
 
     def reserve(self, key: str, selection: Selection) -> None:
         self.reservations[key] = selection
@@ -150,10 +166,12 @@ class ClusterQuota(LoggingConfigurable):
         self.reservations.pop(key, None)
 
     async def stop(self) -> None:
+        if self.usage is not None:
+            await self.usage.stop()
         for reflector in (self._quotas, self._pods):
             if reflector is not None:
                 await reflector.stop()
-        self._quotas = self._pods = self._started = None
+        self._quotas = self._pods = self._started = self.usage = None
 
 
 _caches: dict[tuple, ClusterQuota] = {}

@@ -256,6 +256,16 @@ def test_reconcile_makes_the_open_intervals_what_runs(setup):
     assert ledger.reconcile(observed) == {"opened": [], "changed": [], "closed": [], "refused": ["spark:team-x/job-2"]}
 
 
+def test_reconcile_of_gpus_only_leaves_unseen_cpu_servers_open(setup):
+    ledger, clock = setup.ledger, setup.clock
+    server(ledger, "alice", gpus=0)   # a CPU server: no GPU pod the observer could see
+    server(ledger, "bob", gpus=1)     # a GPU server whose pod is gone
+    clock.advance(minutes=5)
+    assert ledger.reconcile({}, gpus_only=True)["closed"] == ["server:bob/"]
+    assert [(a.key, a.gpus) for a in ledger.open_allocations()] == [("server:alice/", 0)]
+    assert ledger.reconcile({})["closed"] == ["server:alice/"]  # without it: everything unseen ends
+
+
 def test_allocations_the_catalog_does_not_allow_are_refused_naming_the_field(setup):
     ledger = setup.ledger
     with pytest.raises(ValueError) as e:
