@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -127,6 +128,8 @@ async def main() -> None:
         load_catalog(catalog_file)  # fail early on a bad catalog
         undo = point_kubespawner_at(fake.write_kubeconfig(Path(tmp) / "kubeconfig"))
         seed(fake, args.teams, args.servers)
+        # The hub's usage reconcile (hub_config/spawners/kube_usage.py) writes here, not to a cluster's path.
+        os.environ["MLPLATFORM_SERVICE_DATABASE_URL"] = f"sqlite:///{Path(tmp) / 'platform.sqlite'}"
         spawner = CatalogKubeSpawner(_mock=True, user=User(), catalog_file=str(catalog_file))
         try:
             rows = [("cache (CatalogKubeSpawner)", *await measure(fake, render_cached, spawner, args.renders)),
