@@ -1,5 +1,6 @@
-"""MLflow down or hung: the REST API's MLflow routes answer 503 within seconds, change nothing, and the
-other routes keep answering meanwhile (MLflow's own client would retry for about four minutes)."""
+"""MLflow (or the platform service, which promotes) down or hung: the REST API's routes that need them answer
+503 within seconds, change nothing, and the other routes keep answering meanwhile (MLflow's own client
+would retry for about four minutes)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,11 @@ def hung_port():
 
 
 def environment(monkeypatch, tmp_path, mlflow_port: int) -> None:
+    """A server whose MLflow and platform service are both at `mlflow_port` (stopped or hung there)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{mlflow_port}")
+    monkeypatch.setenv("MLPLATFORM_SERVICE_URL", f"http://127.0.0.1:{mlflow_port}/services/mlplatform")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "the-servers-token")
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "team-vision")
     monkeypatch.setenv("MLPLATFORM_BACKEND", "local")
     monkeypatch.setenv("MLPLATFORM_RAY_DIR", str(tmp_path / "ray"))
     monkeypatch.setenv("MLPLATFORM_RAY_PORT", "29993")
@@ -81,12 +86,12 @@ def test_a_hung_mlflow_does_not_stall_the_other_routes(jp_fetch, jp_asyncio_loop
     environment(monkeypatch, tmp_path, hung_port)
 
     async def both():
-        promote = asyncio.ensure_future(answer(jp_fetch, "POST", ("promote", "iris", "1"), ""))
+        models = asyncio.ensure_future(answer(jp_fetch, "GET", ("models",), None))
         await asyncio.sleep(0.2)
         spark = await answer(jp_fetch, "GET", ("spark",), None)
-        return spark, promote.done(), await promote
+        return spark, models.done(), await models
 
-    (spark_status, _, spark_seconds), promote_done_first, (status, reply, seconds) = \
+    (spark_status, _, spark_seconds), models_done_first, (status, reply, seconds) = \
         jp_asyncio_loop.run_until_complete(both())
-    assert spark_status == 200 and spark_seconds < 2 and not promote_done_first
+    assert spark_status == 200 and spark_seconds < 2 and not models_done_first
     assert status == 503 and "does not answer (ReadTimeout)" in reply["message"] and seconds < 15

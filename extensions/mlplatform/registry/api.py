@@ -21,7 +21,9 @@ from ..mlflow_health import MlflowUnavailable
 from ..platform_service import NotOnPlatform, endpoint
 from .errors import Conflict, Forbidden, MlflowError, NotFound, PromotionRefused, RegistryError, RollbackRefused
 
-TIMEOUT = 120.0  # a promotion reads the version's run, signature and champion from MLflow
+# Connecting, then the answer: a promotion reads the version's run, signature and champion from MLflow,
+# each call bounded there (the contract's MLflow settings), so a hung MLflow is the service's 503 well before.
+TIMEOUT = (5.0, 60.0)
 
 
 def evaluate(name: str, version, *, team: str | None = None) -> dict:
