@@ -48,9 +48,10 @@ class Governance(Configurable):
     _instances: dict[tuple[str, str], Governance] = {}
 
     @classmethod
-    def of(cls, config) -> Governance:
-        """The hub's one instance for its config (spawners and handlers share its connections)."""
-        probe = cls(config=config)
+    def of(cls, config, catalog_file: str | None = None) -> Governance:
+        """The hub's one instance for its config (spawners and handlers share its connections); a
+        spawner names its own catalog file (c.<Spawner>.catalog_file)."""
+        probe = cls(config=config, **({"catalog_file": catalog_file} if catalog_file else {}))
         key = (probe.database_url, probe.catalog_file)
         return cls._instances.setdefault(key, probe)
 

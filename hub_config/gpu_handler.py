@@ -30,7 +30,6 @@ from tornado import web
 
 from mlplatform_service.budgets import BudgetExceeded
 
-from .governance import Governance
 from .profiles import SelectionError
 from .s3_broker import CredentialsUnavailable
 from .server_handler import RunningServerHandler, broker
@@ -72,7 +71,7 @@ class GpuReservationsHandler(RunningServerHandler):
         await self._confirm_membership(user, spawner)
         gpu_type = self._gpu_type(spawner, team, body.get("gpu_type"))
         key = reservation_key(team, app)
-        governance = Governance.of(self.settings.get("config"))
+        governance = spawner.governance
         before = spawner.pool.holder_of(key)
         allocation = dict(kind="model", team=team, user=username, gpu_type=gpu_type, model=app)
         try:  # the budget first (nothing recorded when it refuses), then the quota and the pool
@@ -101,7 +100,7 @@ class GpuReservationsHandler(RunningServerHandler):
         key = reservation_key(spawner.selection.team, app)
         if spawner.pool.holder_of(key) is not None:
             spawner.pool.release(key)
-            governance = Governance.of(self.settings.get("config"))
+            governance = spawner.governance
             governance.release(key)
             governance.record("delete", actor=username, team=spawner.selection.team, target=key, outcome="succeeded")
             self.log.info("Released the GPUs of %s (by %s)", key, username)

@@ -61,7 +61,7 @@ class CatalogProfilesMixin(LoggingConfigurable):
 
     @property
     def governance(self) -> Governance:
-        return Governance.of(self.config)
+        return Governance.of(self.config, self.catalog_file)
 
     @property
     def allocation_key(self) -> str:

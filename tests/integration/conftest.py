@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+from ..support.governance import governance_database  # noqa: F401 (autouse: spawners made in this process)
+
 
 @pytest.fixture
 def stopped_port():

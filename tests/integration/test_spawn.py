@@ -43,6 +43,7 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
         "MLPLATFORM_S3_PREFIX": "users/alice/",
         "MLPLATFORM_S3_TEAM_PREFIX": "teams/team-vision/",
         "MLPLATFORM_CREDENTIALS_URL": f"http://127.0.0.1:{platform.ports.hub_api}/hub/api/mlplatform/s3-credentials/alice",
+        "MLPLATFORM_SERVICE_URL": f"http://127.0.0.1:{platform.ports.service}/services/mlplatform",
         "MLPLATFORM_MLFLOW_TOKEN_URL": f"http://127.0.0.1:{platform.ports.hub_api}/hub/api/mlplatform/mlflow-token/alice",
     }
     assert env["MLFLOW_TRACKING_URI"] == platform.mlflow_url
