@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+from datetime import datetime, timezone
 
 from jupyterhub.handlers import BaseHandler
 from tornado import web
@@ -72,7 +73,8 @@ class MlflowTokenHandler(RunningServerHandler):
         user, selection = await self.team_server(username)
         token, expires_at = mint_for(self.settings, user, selection.team, self.teams_of(user))
         self.set_header("Cache-Control", "no-store")
-        self.audit(username, selection.team, "succeeded", expires_at=expires_at)
+        self.audit(username, selection.team, "succeeded",
+                   expires=datetime.fromtimestamp(expires_at, timezone.utc).isoformat())
         self.finish(json.dumps({"token": token, "expires_at": expires_at}))
 
 

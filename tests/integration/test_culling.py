@@ -28,13 +28,14 @@ PORTS = Ports(hub=25000, sso=25080, mlflow=25500)
 
 
 def culler_processes(platform: LocalPlatform) -> list[psutil.Process]:
-    """The idle cullers serving this platform's hub (they run in sessions of their own)."""
+    """The idle cullers serving this platform's hub (they run in sessions of their own); one that has
+    exited but was not reaped yet (a zombie: its parent, the hub, is gone) is not running."""
     api_url = f"http://127.0.0.1:{platform.ports.hub_api}/hub/api"
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "jupyterhub_idle_culler" in (proc.info["cmdline"] or []) and \
-                    proc.environ().get("JUPYTERHUB_API_URL", "").rstrip("/") == api_url:
+            if "jupyterhub_idle_culler" in (proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE \
+                    and proc.environ().get("JUPYTERHUB_API_URL", "").rstrip("/") == api_url:
                 found.append(proc)
         except psutil.Error:
             pass
