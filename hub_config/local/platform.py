@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -344,9 +345,10 @@ class LocalPlatform:
     def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         # A process group per component, so stop() also reaches the processes it starts.
-        self.processes[name] = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdout=log,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+        with _sigint_not_ignored():
+            self.processes[name] = subprocess.Popen(cmd, env=env, cwd=self.data_dir, stdout=log,
+                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                    start_new_session=True)
         log.close()
 
     def _wait_ready(self, name: str, url: str, timeout: float, started: float) -> None:
@@ -393,3 +395,23 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@contextmanager
+def _sigint_not_ignored():
+    """Components start with SIGINT's default action even when this process ignores it (a background job
+    of a script does; an ignored signal stays ignored across exec): JupyterHub stops its managed services
+    and servers with SIGINT first, and one that ignored it would hold the hub's shutdown past stop()'s
+    timeout, so the hub would be killed before it stopped its proxy and services. A handled signal is reset
+    to its default by exec, so a handler in place while the child is made is enough."""
+    try:
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: nothing can be changed here
+        ignored = False
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -102,3 +102,24 @@ def test_stop_removes_the_ray_heads_directory_in_tmp(local):
         assert not runtime.exists() and (local.ray_dir / "apps").is_dir()
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_components_start_with_sigint_not_ignored_even_when_the_launcher_ignores_it():
+    """JupyterHub stops its managed services with SIGINT first: a service that inherited an ignored SIGINT (a
+    background job of a script ignores it) held the hub's shutdown past stop()'s timeout, and the killed hub
+    left its proxy and services running."""
+    import signal
+    import subprocess
+    import sys
+
+    from hub_config.local.platform import _sigint_not_ignored
+
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "True"
+        with _sigint_not_ignored():
+            assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "False"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the launcher's own setting is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
