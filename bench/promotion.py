@@ -16,6 +16,13 @@ turn (each promotion moves @champion), timing:
 and prints a table with p50/p99 and the service's ratio to each.
 
     .venv/bin/python bench/promotion.py --promotions 30 --port-base 38000
+
+Seen here (2 cores, 20 promotions each):
+
+    measure                            p50 ms   p99 ms   service ÷ this (p50)
+    through the service                 217.4    720.5                   1.00
+    the same engine, in-process         221.3    272.9                   0.98
+    direct MLflow alias move             26.1     27.8                   8.32
 """
 
 from __future__ import annotations
