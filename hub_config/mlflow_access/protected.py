@@ -6,7 +6,8 @@ caller but MLflow's admin (the platform identity). Refused, on any of MLflow's R
 - setting or deleting a protected alias;
 - deleting a model version a protected alias points to, or a registered model that holds one;
 - renaming a registered model that holds one (the platform's record names the model);
-- setting or deleting a tag of the platform's (`mlplatform.*`) on a registered model or version.
+- setting or deleting a tag of the platform's (`mlplatform.*`) on a registered model or version, or
+  creating one with such a tag.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ DELETE_MODEL = "/mlflow/registered-models/delete"
 RENAME_MODEL = "/mlflow/registered-models/rename"
 TAG_PATHS = ("/mlflow/registered-models/set-tag", "/mlflow/registered-models/delete-tag",
              "/mlflow/model-versions/set-tag", "/mlflow/model-versions/delete-tag")
+CREATE_PATHS = ("/mlflow/registered-models/create", "/mlflow/model-versions/create")
 PLATFORM_TAG_PREFIX = "mlplatform."
 HOW = "promote or roll back through the platform (the PromoteModel widget, the REST API or mlplatform.registry)"
 
@@ -37,6 +39,13 @@ def refusal(method: str, path: str, params: Mapping, protected: list[str],
         key = params.get("key")
         if isinstance(key, str) and key.startswith(PLATFORM_TAG_PREFIX):
             return f"tag {key!r}: tags under {PLATFORM_TAG_PREFIX!r} are the platform's own"
+        return None
+    if path.endswith(CREATE_PATHS) and method == "POST":
+        tags = params.get("tags")
+        keys = [t.get("key") for t in tags if isinstance(t, dict)] if isinstance(tags, list) else []
+        ours = [k for k in keys if isinstance(k, str) and k.startswith(PLATFORM_TAG_PREFIX)]
+        if ours:
+            return f"tag {ours[0]!r}: tags under {PLATFORM_TAG_PREFIX!r} are the platform's own"
         return None
     if not protected or not isinstance(name, str):
         return None

@@ -88,6 +88,9 @@ def test_a_notebook_promotes_through_the_service_and_cannot_move_the_alias_itsel
                                                                   json={"name": name, "new_name": f"{name}-x"}),
         "write a platform tag": lambda: mlflow.post(f"{api}/model-versions/set-tag", json={
             "name": name, "version": "2", "key": "mlplatform.audit.000009", "value": "{}"}),
+        "create a version with a platform tag": lambda: mlflow.post(f"{api}/model-versions/create", json={
+            "name": name, "source": "s3://platform/teams/team-vision/x",
+            "tags": [{"key": "mlplatform.audit.000010", "value": "{}"}]}),
     }
     for action, attempt in attempts.items():
         r = attempt()
