@@ -194,3 +194,39 @@ def test_an_admin_grants_and_revokes_a_budget_override_audited(hub, platform, au
                          headers=tokens["admin"], timeout=30).json()["records"]
     assert [(r["actor"], r["action"], sorted(r["details"])) for r in audit][-2:] == [
         ("admin", "budget-override", ["granted"]), ("admin", "budget-override", ["revoked"])]
+
+
+def test_who_may_use_the_promotion_endpoints(hub, platform, authz):
+    """Each promotion endpoint of the service, for a member of the model's team, a member of another team
+    (the bundled catalog lets other teams read), a platform admin and nobody."""
+    _, alice = hub.start_server("alice")  # the hub makes team-vision's MLflow workspace before it starts
+    _, bob = hub.start_server("bob")
+    name = unique_name("service-authz")
+    for accuracy in (0.95, 0.96):
+        register_in_team(platform, name, accuracy)
+    admin = hub.login("admin").new_token()
+    api = f"{alice['MLPLATFORM_SERVICE_URL']}/api/models/{name}"
+    actors = {"alice's server (team-vision)": (alice["JUPYTERHUB_API_TOKEN"], ""),
+              "bob's server (team-nlp)": (bob["JUPYTERHUB_API_TOKEN"], ""),
+              "admin (platform admin)": (admin, None), "no token": (None, None)}
+    # (action, request, who may): reads are the team's, other teams' where the catalog lets them read, admins'.
+    actions = [
+        ("evaluate the gates", lambda h, s: requests.get(f"{api}/versions/1/gates", headers=h, timeout=60,
+                                                         params={"team": TEAM, **({"server": s} if s is not None else {})}),
+         {"alice's server (team-vision)", "admin (platform admin)"}),
+        ("read the history", lambda h, s: requests.get(f"{api}/history", params={"team": TEAM}, headers=h, timeout=60),
+         {"alice's server (team-vision)", "bob's server (team-nlp)", "admin (platform admin)"}),
+        ("promote", lambda h, s: requests.post(f"{api}/versions/1/promote", headers=h, timeout=60,
+                                               json={"team": TEAM, **({"server": s} if s is not None else {})}),
+         {"alice's server (team-vision)"}),
+        ("roll back", lambda h, s: requests.post(f"{api}/rollback", json={"team": TEAM}, headers=h, timeout=60),
+         set()),  # refused to members and admins too: nothing to roll back to (409); to the others first (403)
+    ]
+    for action, call, allowed in actions:
+        for actor, (token, server) in actors.items():
+            if action == "promote" and actor == "admin (platform admin)":
+                continue  # an admin may promote any team's model (test_promotion.py); not twice here
+            r = call({"Authorization": f"token {token}"} if token else {}, server)
+            status = 409 if action == "roll back" and actor.startswith(("alice", "admin")) else None
+            authz.check(actor, action, r, allowed=actor in allowed, status=status)
+    assert champion(platform, name) == "1"  # alice's promotion, and only hers
