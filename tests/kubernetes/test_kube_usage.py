@@ -18,7 +18,7 @@ from hub_config.governance import Governance
 from hub_config.spawners.kube_quota import stop_cluster_quotas
 from hub_config.spawners.kubernetes import CatalogKubeSpawner
 
-from ..support.hub_user import User
+from .test_kubespawner import spawner, start
 
 VISION = "team-vision"
 A100x2 = {"team": VISION, "profile": "gpu-a100", "gpu_type": "a100", "gpu_count": 2}
@@ -41,17 +41,6 @@ def hub_config(**usage) -> Config:
     return config
 
 
-def spawner(name: str, config: Config) -> CatalogKubeSpawner:
-    s = CatalogKubeSpawner(_mock=True, user=User(name), start_timeout=20, http_timeout=20, config=config)
-    s.api_token = f"token-of-{name}"
-    return s
-
-
-async def start(s: CatalogKubeSpawner, options: dict):
-    s.user_options = options
-    await s._run_apply_user_options(options)
-    await s.run_pre_spawn_hook()
-    return await s.start()
 
 
 def ray_pods(app: str, replicas: int) -> list[dict]:
@@ -109,7 +98,7 @@ def intervals(config: Config) -> list[tuple]:
 
 async def test_served_models_and_spark_jobs_are_counted_resized_and_ended(cluster):
     config = hub_config(grace=0.0)  # no reconcile in the background (60 s); vanished pods end at once
-    alice = spawner("alice", config)
+    alice = spawner("alice", config=config)
     await start(alice, A100x2)  # the spawner admits server:alice/ (2 × A100) and starts the cache
     quota = alice.quota
     for obj in ray_pods("iris", replicas=2) + spark_pods(SPARK_APP, executors=2):
@@ -155,7 +144,7 @@ async def test_served_models_and_spark_jobs_are_counted_resized_and_ended(cluste
 
 async def test_the_hub_reconciles_on_its_own_and_leaves_cpu_servers_alone(cluster):
     config = hub_config(interval=0.1, grace=0.0)
-    bob = spawner("bob", config)
+    bob = spawner("bob", config=config)
     await start(bob, {"team": VISION, "profile": "cpu"})  # 0 GPUs: no pod in the GPU cache
     assert open_allocations(config) == {"server:bob/": ("server", "bob", None, 0)}
     for obj in ray_pods("llm", replicas=1):
@@ -169,7 +158,7 @@ async def test_the_hub_reconciles_on_its_own_and_leaves_cpu_servers_alone(cluste
 
 async def test_nothing_is_reconciled_while_the_cache_is_not_watching(cluster):
     config = hub_config(grace=0.0)
-    alice = spawner("alice", config)
+    alice = spawner("alice", config=config)
     await start(alice, A100x2)
     quota = alice.quota
     await until(lambda: cached(quota, {"jupyter-alice"}), "the server's pod in the cache")
