@@ -17,8 +17,9 @@ import logging
 import os
 
 from mlplatform_core.catalog import Catalog, cached_catalog
+from mlplatform_service.admission import admit
 from mlplatform_service.audit_log import AuditLog
-from mlplatform_service.budgets import Admission, BudgetExceeded, Budgets, BudgetStatus
+from mlplatform_service.budgets import Admission, Budgets, BudgetStatus
 from mlplatform_service.database import connect
 from mlplatform_service.overrides import Overrides
 from mlplatform_service.usage import UsageLedger
@@ -79,20 +80,8 @@ class Governance(Configurable):
         """Open the allocation if the team's budget (or an admin's override in force) takes it; else
         audit the refusal and raise BudgetExceeded (409) with the numbers."""
         audit, _, budgets, overrides = self.stores()
-        allocation = dict(kind=kind, team=team, user=user, gpu_type=gpu_type, gpus=gpus, profile=profile, model=model)
-        try:
-            return budgets.admit(key, **allocation)
-        except BudgetExceeded as e:
-            override = overrides.active(team)
-            if override is None:
-                self.record("budget-refusal", actor=user, team=team, target=key, outcome="refused",
-                            details={"gpu_type": gpu_type, "gpus": gpus, "message": e.message})
-                raise
-        admission = budgets.admit(key, **allocation, override_by=override.granted_by)
-        self.record("budget-override", actor=override.granted_by, team=team, target=key, outcome="succeeded",
-                    details={"for": user, "override": override.id, "reason": override.reason, "gpu_type": gpu_type,
-                             "gpus": gpus})
-        return admission
+        return admit(audit, budgets, overrides, key, actor=user, kind=kind, team=team, user=user, gpu_type=gpu_type,
+                     gpus=gpus, profile=profile, model=model)
 
     def release(self, key: str) -> None:
         self.stores()[2].release(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 
@@ -44,3 +45,15 @@ def cpu_quantity(cores: float) -> str:
     """Cores as Kubernetes writes them: "2", "500m"."""
     cores = float(cores)
     return str(int(cores)) if cores.is_integer() else f"{round(cores * 1000)}m"
+
+
+def gpu_requests(pod: Mapping, resources: Iterable[str]) -> int:
+    """GPUs a pod (or pod template) requests (a limit alone implies the same request for extended resources)."""
+    wanted = set(resources)
+    total = 0
+    spec = pod.get("spec") or {}
+    for container in spec.get("containers") or []:
+        res = container.get("resources") or {}
+        amounts = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        total += sum(parse_count(v) for k, v in amounts.items() if k in wanted)
+    return total

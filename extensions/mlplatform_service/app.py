@@ -23,6 +23,11 @@ Settings come from the environment the hub gives it: MLPLATFORM_CATALOG, MLPLATF
 MLPLATFORM_SERVICE_DATABASE_URL (else the catalog's `platform_service.database_url`) and
 MLPLATFORM_SERVICE_BIND_URL (where to listen, else JUPYTERHUB_SERVICE_URL); JupyterHub's own
 JUPYTERHUB_SERVICE_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_API_TOKEN, JUPYTERHUB_API_URL.
+
+On Kubernetes it also answers the API server's admission webhook for the teams' RayServices and
+SparkApplications (budgets and the audit of deploy and submit: workloads.py, webhook.py) over HTTPS at
+MLPLATFORM_WEBHOOK_BIND, for the names MLPLATFORM_WEBHOOK_HOSTS, keeping the CA of
+MLPLATFORM_WEBHOOK_CONFIGURATION its own.
 """
 
 from __future__ import annotations
@@ -49,9 +54,15 @@ from .promotion import Promotions
 from .service_handler import OAuthCallbackHandler, ServiceHandler, authenticated
 from .usage import UsageLedger
 from .usage_web import usage_routes
+from .webhook import start_webhook
+from .workloads import WorkloadAdmission
 
 log = logging.getLogger("mlplatform_service")
 RETENTION_EVERY_MS = 24 * 3600 * 1000
+# The admission webhook (Kubernetes): host:port to listen on, the names its certificate holds (comma-separated),
+# the ValidatingWebhookConfiguration that gets its CA.
+WEBHOOK_BIND, WEBHOOK_HOSTS = "MLPLATFORM_WEBHOOK_BIND", "MLPLATFORM_WEBHOOK_HOSTS"
+WEBHOOK_CONFIGURATION = "MLPLATFORM_WEBHOOK_CONFIGURATION"
 
 
 class GatesHandler(ServiceHandler):
@@ -196,6 +207,7 @@ class Platform:
         mlflow = PlatformMlflow(catalog.mlflow.tracking_uri, signer,
                                 workspaces=catalog.mlflow.access.mode == "hub-tokens")
         self.promotions = Promotions(catalog=self.catalog, audit=self.audit, cards=self.cards, mlflow=mlflow)
+        self.workloads = WorkloadAdmission(self.catalog, self.audit, self.budgets, self.overrides)
 
     def catalog(self):
         return cached_catalog(self.catalog_path)
@@ -248,6 +260,9 @@ def main() -> None:
     app = make_app(platform, os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlplatform/"))
     app.listen(url.port, url.hostname)
     log.info("mlplatform service on %s (reached at %s)", bind, os.environ["JUPYTERHUB_SERVICE_URL"])
+    if os.environ.get(WEBHOOK_BIND):  # on Kubernetes: the API server's admission webhook (webhook.py)
+        start_webhook(platform.workloads, bind=os.environ[WEBHOOK_BIND],
+                      hosts=os.environ[WEBHOOK_HOSTS].split(","), configuration=os.environ[WEBHOOK_CONFIGURATION])
     platform.apply_retention()
     ioloop.PeriodicCallback(platform.apply_retention, RETENTION_EVERY_MS).start()
     try:

@@ -76,6 +76,11 @@ class BudgetExceeded(Exception):
         self.asked_cost = asked_cost
 
 
+class _DryRun(Exception):
+    def __init__(self, admission: Admission):
+        self.admission = admission
+
+
 class Budgets:
     """Budget status and admission over a ledger (its database, catalog and clock)."""
 
@@ -97,10 +102,19 @@ class Budgets:
 
     def admit(self, key: str, *, kind: str, team: str, user: str, gpu_type: str | None, gpus: int,
               profile: str | None = None, model: str | None = None, override_by: str | None = None,
-              at: datetime | None = None) -> Admission:
+              at: datetime | None = None, dry_run: bool = False) -> Admission:
         """Open `key` in the ledger if the team's budget can take its hold; otherwise raise BudgetExceeded
         and record nothing. `override_by` (an admin) admits anyway. 0 GPUs, a shrink or an unchanged
-        allocation is admitted without a check."""
+        allocation is admitted without a check. `dry_run`: the same answer, nothing recorded."""
+        try:
+            return self._admit(key, kind=kind, team=team, user=user, gpu_type=gpu_type, gpus=gpus, profile=profile,
+                               model=model, override_by=override_by, at=at, dry_run=dry_run)
+        except _DryRun as done:
+            return done.admission
+
+    def _admit(self, key: str, *, kind: str, team: str, user: str, gpu_type: str | None, gpus: int,
+               profile: str | None, model: str | None, override_by: str | None, at: datetime | None,
+               dry_run: bool) -> Admission:
         ledger = self.ledger
         fields = ledger.allocation(kind=kind, team=team, user=user, gpu_type=gpu_type, gpus=gpus,
                                    profile=profile, model=model)
@@ -125,7 +139,10 @@ class Budgets:
                         status, asked_hours, asked_cost)
                 overridden = override_by if refusals else None
             change = ledger.open_in(session, key, fields, now)
-        return Admission(key, team, change, max(asked_hours, 0.0), max(asked_cost, 0.0), overridden, status)
+            admission = Admission(key, team, change, max(asked_hours, 0.0), max(asked_cost, 0.0), overridden, status)
+            if dry_run:
+                raise _DryRun(admission)  # leaves the transaction rolled back
+        return admission
 
     def release(self, key: str, at: datetime | None = None) -> bool:
         """The allocation ended: close its interval (its hold goes with it). False when none was open."""

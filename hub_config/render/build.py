@@ -22,6 +22,7 @@ from .operators import kuberay_operator_values, spark_operator_values
 from .prepull import prepull_daemonsets
 from .teams import team_objects
 from .validation import object_problems
+from .workload_webhook import webhook_objects
 from .writer import dump
 
 OUTPUTS = ("helm-values", "cluster", "prepull", "teams")
@@ -47,6 +48,10 @@ HEADERS = {
         "Admission in team namespaces: only the hub's pods use a server's API token; RayServices and",
         "SparkApplications only with the platform's service accounts, images and Spark settings.", _EDIT,
         "kubectl apply -f cluster/ (Kubernetes 1.30+: ValidatingAdmissionPolicy is GA)"],
+    "cluster/admission-webhook.yaml": [
+        "The teams' RayServices and SparkApplications go to the platform service's admission webhook (budgets,",
+        "the audit of deploy and submit); the service puts its CA into caBundle (GitOps: ignore that field).", _EDIT,
+        "kubectl apply -f cluster/"],
     "cluster": ["What the hub may read across namespaces: ResourceQuotas and pods, list and watch only.", _EDIT,
                 "kubectl apply -f cluster/"],
     "prepull": ["Image pre-pull DaemonSet of one node pool.", _EDIT, "kubectl apply -f prepull/"],
@@ -73,6 +78,7 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     docs["cluster/hub-rbac.yaml"] = ("kubernetes.hub_namespace", cluster_objects(catalog))
     docs["cluster/admission-policies.yaml"] = ("kubernetes", [server_token_policy(catalog), binding(SERVER_TOKEN_POLICY),
                                                              workload_policy(catalog), binding(WORKLOAD_POLICY)])
+    docs["cluster/admission-webhook.yaml"] = ("platform_service", webhook_objects(catalog))
     if catalog.mlflow.access.mode == "hub-tokens":
         docs["mlflow/auth-config.yaml"] = ("mlflow.access", [mlflow_auth_config_map(catalog)])
     for pool, daemonset in prepull_daemonsets(catalog).items():

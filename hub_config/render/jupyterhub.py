@@ -40,6 +40,8 @@ from .common import (CATALOG_PATH, HUB_API_PORT, HUB_SECRET_VARIABLES, HUB_SERVI
                      hub_secret_references)
 from .images import split_image
 from .network import HUB_POD, NOTEBOOK_POD, PROXY_POD, pods_of
+from .workload_webhook import WEBHOOK_CONFIGURATION as WORKLOAD_WEBHOOK
+from .workload_webhook import WEBHOOK_PORT, webhook_hosts
 
 HUB_SECRET = "mlplatform-hub"  # keys: oauth-client-secret, mlflow-signing-key (README, "Deploy on Kubernetes")
 # The hub's MLflow signing key (PEM), from HUB_SECRET, mounted read-only for the hub's user only.
@@ -60,6 +62,10 @@ from mlplatform_core.catalog import load_catalog
 extend_chart_culler(c, load_catalog({CATALOG_PATH!r}))
 """
 PLATFORM_SERVICE_PORT = 10101  # the platform service in the hub pod, on the hub Service
+# The service's admission webhook settings (mlplatform_service.app) and what its Kubernetes client needs.
+WEBHOOK_BIND, WEBHOOK_HOSTS = "MLPLATFORM_WEBHOOK_BIND", "MLPLATFORM_WEBHOOK_HOSTS"
+WEBHOOK_CONFIGURATION = "MLPLATFORM_WEBHOOK_CONFIGURATION"
+KUBERNETES_VARIABLES = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
 
 
 def _secret_env(key: str) -> dict[str, Any]:
@@ -134,14 +140,18 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
             **({"loadRoles": {STATE_ROLE: state_role()}} if catalog.culling.enabled else {}),
             **_mlflow_signing_key(catalog),
             "service": {"extraPorts": [{"name": PLATFORM_SERVICE, "port": PLATFORM_SERVICE_PORT,
-                                        "targetPort": PLATFORM_SERVICE_PORT, "protocol": "TCP"}]},
+                                        "targetPort": PLATFORM_SERVICE_PORT, "protocol": "TCP"},
+                                       {"name": "admission", "port": WEBHOOK_PORT, "targetPort": WEBHOOK_PORT,
+                                        "protocol": "TCP"}]},
             "networkPolicy": {
                 # Lets labelled user pods in the (labelled) team namespaces reach the hub API.
                 "interNamespaceAccessLabels": "accept",
                 # The platform service: the proxy (browsers) and the notebooks of the team namespaces.
                 "ingress": [{"ports": [{"protocol": "TCP", "port": PLATFORM_SERVICE_PORT}], "from": [
                     {"podSelector": {"matchLabels": dict(PROXY_POD)}},
-                    *(pods_of(team.namespace, NOTEBOOK_POD) for team in catalog.teams.values())]}],
+                    *(pods_of(team.namespace, NOTEBOOK_POD) for team in catalog.teams.values())]},
+                    # The admission webhook: the API server, which is no pod a selector could name.
+                    {"ports": [{"protocol": "TCP", "port": WEBHOOK_PORT}]}],
             },
         },
         "proxy": {
@@ -163,10 +173,14 @@ def platform_service_config(catalog: Catalog) -> str:
     expressions = {variable("catalog_path"): repr(CATALOG_PATH)}  # the environment, as Python source
     if catalog.mlflow.access.mode == "hub-tokens":
         expressions["MLPLATFORM_MLFLOW_SIGNING_KEY"] = repr(MLFLOW_SIGNING_KEY)
-    secrets = hub_secret_references(catalog)
-    expressions |= {name: f"os.environ[{name!r}]" for name in secrets}
+    expressions |= {WEBHOOK_BIND: repr(f"0.0.0.0:{WEBHOOK_PORT}"), WEBHOOK_HOSTS: repr(",".join(webhook_hosts(catalog))),
+                    WEBHOOK_CONFIGURATION: repr(WORKLOAD_WEBHOOK)}
+    expressions |= {name: f"os.environ[{name!r}]" for name in hub_secret_references(catalog)}
     entries = "".join(f"        {name!r}: {value},\n" for name, value in expressions.items())
-    return (("import os\n\n" if secrets else "") + f"""\
+    # The API server's address (in-cluster config), or the kubeconfig a hub outside a cluster uses.
+    kubernetes = "".join(f"        **({{{name!r}: os.environ[{name!r}]}} if {name!r} in os.environ else {{}}),\n"
+                         for name in KUBERNETES_VARIABLES)
+    return "import os\n\n" + f"""\
 from hub_config.platform_service import configure_platform_service
 from mlplatform_core.catalog import load_catalog
 
@@ -177,9 +191,9 @@ configure_platform_service(
     bind_url={f"http://0.0.0.0:{port}"!r},
     # A managed service gets none of the hub's variables but these (and JupyterHub's own).
     environment={{
-{entries}    }},
+{entries}{kubernetes}    }},
 )
-""")
+"""
 
 
 def _culling_config(catalog: Catalog) -> dict[str, Any]:

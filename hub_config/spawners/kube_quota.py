@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from kubespawner.reflector import ResourceReflector
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.names import GPU_TYPE_LABEL
-from mlplatform_core.quantities import parse_count
+from mlplatform_core.quantities import gpu_requests, parse_count
 from traitlets.config import LoggingConfigurable
 
 from ..governance import Governance
@@ -55,18 +55,6 @@ class GpuPodReflector(ResourceReflector):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.label_selector = GPU_TYPE_LABEL  # every pod carrying the label, whatever its value
-
-
-def gpu_requests(pod: Mapping, resources: Iterable[str]) -> int:
-    """GPUs a pod requests (a limit alone implies the same request for extended resources)."""
-    wanted = set(resources)
-    total = 0
-    spec = pod.get("spec") or {}
-    for container in spec.get("containers") or []:
-        res = container.get("resources") or {}
-        amounts = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        total += sum(parse_count(v) for k, v in amounts.items() if k in wanted)
-    return total
 
 
 def quota_snapshot(catalog: Catalog, quotas: Iterable[Mapping], pods: Iterable[Mapping],

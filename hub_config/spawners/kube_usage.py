@@ -40,10 +40,11 @@ from mlplatform_core.names import (
     SERVING_COMPONENT,
     USER_LABEL,
 )
+from mlplatform_core.quantities import gpu_requests
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
-from .kube_quota import FINISHED_PHASES, gpu_requests
+from .kube_quota import FINISHED_PHASES
 
 NOTEBOOK_COMPONENT = "singleuser-server"  # KubeSpawner's (and z2jh's) component label of user servers
 HUB_USER, HUB_SERVER = "hub.jupyter.org/username", "hub.jupyter.org/servername"  # KubeSpawner's annotations

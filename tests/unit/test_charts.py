@@ -162,7 +162,8 @@ def test_the_proxy_and_ingress(rendered):
     hub_service = objects[("Service", HUB_NS, "hub")]
     assert hub_service["spec"]["ports"] == [
         {"name": "hub", "port": 8081, "targetPort": "http"},
-        {"name": "mlplatform", "port": 10101, "protocol": "TCP", "targetPort": 10101}]
+        {"name": "mlplatform", "port": 10101, "protocol": "TCP", "targetPort": 10101},
+        {"name": "admission", "port": 10102, "protocol": "TCP", "targetPort": 10102}]  # its admission webhook
 
 
 def test_images_are_pulled_by_our_daemonsets_and_not_by_z2jhs(rendered):
@@ -193,7 +194,8 @@ def test_network_policies_fit_on_both_sides(rendered):
     for deployment in ("hub", "proxy"):
         assert pod_labels(z2jh, ("Deployment", HUB_NS, deployment)).items() >= SINGLEUSER_ACCESS.items()
     hub_ingress = z2jh[("NetworkPolicy", HUB_NS, "hub")]["spec"]["ingress"]
-    assert {"namespaceSelector": {"matchLabels": HUB_ACCESS_LABEL}} in [f for rule in hub_ingress for f in rule["from"]]
+    assert {"namespaceSelector": {"matchLabels": HUB_ACCESS_LABEL}} in [f for rule in hub_ingress
+                                                                        for f in rule.get("from", [])]
     # ... and the hub and proxy may leave their namespace for the notebooks' (pod) addresses.
     for policy in ("hub", "proxy"):
         egress = z2jh[("NetworkPolicy", HUB_NS, policy)]["spec"]["egress"]

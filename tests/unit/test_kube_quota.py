@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from mlplatform_core.catalog import load_catalog
 from mlplatform_core.names import GPU_TYPE_LABEL
+from mlplatform_core.quantities import gpu_requests
 
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.profiles import Selection, SelectionError, select, spawn_choices
-from hub_config.spawners.kube_quota import gpu_requests, quota_snapshot
+from hub_config.spawners.kube_quota import quota_snapshot
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,16 @@ OBJECTS = rendered_objects()
 MANAGED = {"app.kubernetes.io/managed-by": "mlplatform", "app.kubernetes.io/part-of": "mlplatform"}
 
 
-def test_no_wildcards_and_the_only_cluster_wide_grant_is_the_hubs_quota_cache():
+def test_no_wildcards_and_the_only_cluster_wide_grants_are_the_hubs_quota_cache_and_its_webhook_ca():
     assert {o["kind"] for o in OBJECTS} == {"Namespace", "ResourceQuota", "ConfigMap", "ServiceAccount", "Role",
                                             "RoleBinding", "ClusterRole", "ClusterRoleBinding", "DaemonSet",
                                             "NetworkPolicy", "ValidatingAdmissionPolicy",
-                                            "ValidatingAdmissionPolicyBinding"}
+                                            "ValidatingAdmissionPolicyBinding", "ValidatingWebhookConfiguration"}
     for obj in OBJECTS:
         for rule in obj.get("rules", []):
             assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], obj["metadata"]
-            assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no nonResourceURLs
+            # no nonResourceURLs; resourceNames only where the grant is one object's
+            assert set(rule) - {"resourceNames"} == {"apiGroups", "resources", "verbs"}
         if obj["kind"] == "RoleBinding":
             assert obj["roleRef"]["kind"] == "Role"  # never a ClusterRole such as edit or admin
     cluster_wide = [o for o in OBJECTS if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
@@ -30,4 +31,14 @@ def test_no_wildcards_and_the_only_cluster_wide_grant_is_the_hubs_quota_cache():
          "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"}],
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                      "name": "mlplatform-hub-quota-reader"}},
+        # The platform service in the hub pod puts its CA into the one webhook configuration it answers.
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "mlplatform-hub-webhook-ca", "labels": MANAGED},
+         "rules": [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                    "resourceNames": ["mlplatform-workloads"], "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "mlplatform-hub-webhook-ca", "labels": MANAGED},
+         "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"}],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": "mlplatform-hub-webhook-ca"}},
     ]

@@ -46,8 +46,9 @@ def test_jupyterhub_values():
                                                            "services": ["jupyterhub-idle-culler"]}},
             # The MLflow signing key (tests/unit/test_render_mlflow.py).
             "extraVolumes": values["hub"]["extraVolumes"], "extraVolumeMounts": values["hub"]["extraVolumeMounts"],
-            # The platform service in the hub pod, on the hub Service ...
-            "service": {"extraPorts": [{"name": "mlplatform", "port": 10101, "targetPort": 10101, "protocol": "TCP"}]},
+            # The platform service in the hub pod, on the hub Service, and its admission webhook (HTTPS) ...
+            "service": {"extraPorts": [{"name": "mlplatform", "port": 10101, "targetPort": 10101, "protocol": "TCP"},
+                                       {"name": "admission", "port": 10102, "targetPort": 10102, "protocol": "TCP"}]},
             "networkPolicy": {
                 "interNamespaceAccessLabels": "accept",
                 # ... for the proxy (browsers) and the notebooks of the team namespaces, no one else.
@@ -56,7 +57,9 @@ def test_jupyterhub_values():
                     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-vision"}},
                      "podSelector": {"matchLabels": {"component": "singleuser-server"}}},
                     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-nlp"}},
-                     "podSelector": {"matchLabels": {"component": "singleuser-server"}}}]}],
+                     "podSelector": {"matchLabels": {"component": "singleuser-server"}}}]},
+                    # ... and for the API server (no pod: no selector names it) on the webhook's port only.
+                    {"ports": [{"protocol": "TCP", "port": 10102}]}],
             },
         },
         # The proxy routes /services/mlplatform/ to the hub pod's port (tests/unit/test_charts.py: both ends).
@@ -82,6 +85,8 @@ def test_jupyterhub_values():
     assert EXTRA_CONFIG == ("from hub_config.hub import configure_hub\nfrom mlplatform_core.catalog import load_catalog\n\n"
                             "configure_hub(c, load_catalog('/etc/mlplatform/platform.yaml'))\n")
     assert platform_service_config(CATALOG) == """\
+import os
+
 from hub_config.platform_service import configure_platform_service
 from mlplatform_core.catalog import load_catalog
 
@@ -94,6 +99,12 @@ configure_platform_service(
     environment={
         'MLPLATFORM_CATALOG': '/etc/mlplatform/platform.yaml',
         'MLPLATFORM_MLFLOW_SIGNING_KEY': '/etc/mlplatform/mlflow/signing.pem',
+        'MLPLATFORM_WEBHOOK_BIND': '0.0.0.0:10102',
+        'MLPLATFORM_WEBHOOK_HOSTS': 'hub.jupyterhub.svc,hub.jupyterhub.svc.cluster.local',
+        'MLPLATFORM_WEBHOOK_CONFIGURATION': 'mlplatform-workloads',
+        **({'KUBERNETES_SERVICE_HOST': os.environ['KUBERNETES_SERVICE_HOST']} if 'KUBERNETES_SERVICE_HOST' in os.environ else {}),
+        **({'KUBERNETES_SERVICE_PORT': os.environ['KUBERNETES_SERVICE_PORT']} if 'KUBERNETES_SERVICE_PORT' in os.environ else {}),
+        **({'KUBECONFIG': os.environ['KUBECONFIG']} if 'KUBECONFIG' in os.environ else {}),
     },
 )
 """
@@ -289,7 +300,7 @@ def test_cli_writes_every_file_and_says_so(tmp_path, capsys):
     assert main(["render", "--catalog", str(EXAMPLE), "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     expected = sorted(documents(CATALOG))
-    assert expected == ["cluster/admission-policies.yaml", "cluster/hub-rbac.yaml", "helm-values/jupyterhub.yaml",
+    assert expected == ["cluster/admission-policies.yaml", "cluster/admission-webhook.yaml", "cluster/hub-rbac.yaml", "helm-values/jupyterhub.yaml",
                         "helm-values/kuberay-operator.yaml", "helm-values/spark-operator.yaml", "mlflow/auth-config.yaml",
                         "prepull/cpu.yaml", "prepull/gpu-a100.yaml", "prepull/gpu-t4.yaml", "teams/team-nlp.yaml",
                         "teams/team-vision.yaml"]
