@@ -161,7 +161,7 @@ class WebhookHandler(web.RequestHandler):
         actor = await self.actor(request["userInfo"])
         try:
             response = await asyncio.to_thread(self.admission.decide, request, actor)
-        except (AttributeError, TypeError) as e:  # an object no API server would send (a label that is a list)
+        except (AttributeError, TypeError, ValueError, ArithmeticError) as e:  # an object no API server would send
             raise web.HTTPError(400, f"AdmissionReview request: its objects are not Kubernetes objects ({e})") from None
         if not response["allowed"]:
             log.info("refused %s %s %s/%s for %s: %s", request.get("operation"), (request.get("resource") or {})

@@ -26,11 +26,15 @@ def kubeconfig(fake_kube, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def rendered_cluster():
+def rendered_cluster(tmp_path_factory):
     """A fake API server holding what `mlplatform render` writes for helm-values/platform.yaml and the
-    Spark operator chart's RBAC (tests/support/rendered_cluster.py): its RBAC and admission policies apply."""
-    from ..support.rendered_cluster import load_rendered_cluster
+    Spark operator chart's RBAC (tests/support/rendered_cluster.py): its RBAC and admission policies apply,
+    and the platform service's admission webhook answers (tests/support/workload_webhook.py)."""
+    from ..support.rendered_cluster import CATALOG, load_rendered_cluster
+    from ..support.workload_webhook import workload_webhook
 
+    state = tmp_path_factory.mktemp("rendered-cluster")
     with FakeKube() as fake:
         load_rendered_cluster(fake)
-        yield fake
+        with workload_webhook(fake, CATALOG, f"sqlite:///{state / 'platform.sqlite'}", state):
+            yield fake

@@ -19,6 +19,7 @@ from mlplatform.spark.job import SparkJob
 from ..support.authz import authorization_matrix
 from ..support.fake_kube import FakeKube
 from ..support.rendered_cluster import CATALOG, chart_objects, load_rendered_cluster
+from ..support.workload_webhook import workload_webhook
 
 K8S = CATALOG.kubernetes
 A, B = CATALOG.teams["team-vision"].namespace, CATALOG.teams["team-nlp"].namespace
@@ -128,7 +129,8 @@ def authz(request):
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("rbac-matrix")
     with FakeKube() as fake:
         load_rendered_cluster(fake)
         for namespace, name in [(A, "jupyter-alice"), (B, "jupyter-bob")]:
@@ -139,7 +141,8 @@ def cluster():
                    "metadata": {"name": "jupyter-alice-api-token", "namespace": A}})
         fake.seed({**ray_service("serve"), "metadata": {"name": "serve", "namespace": A}})
         fake.seed({**spark_application("job"), "metadata": {"name": "job", "namespace": A}})
-        yield fake
+        with workload_webhook(fake, CATALOG, f"sqlite:///{state / 'platform.sqlite'}", state):
+            yield fake
 
 
 def clients(fake: FakeKube, account: str | None):

@@ -9,8 +9,11 @@ real backends with a token bound to alice's notebook pod, as a pod's projected s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -24,7 +27,9 @@ from mlplatform_core.names import GPU_TYPE_LABEL, USER_LABEL
 
 from hub_config.render.workload_webhook import WEBHOOK_CONFIGURATION
 
+from ..conftest import ARTIFACTS
 from ..support.authz import authorization_matrix
+from ..support.openapi import promised_server_errors
 from ..support.fake_kube import FakeKube
 from ..support.rendered_cluster import CATALOG, chart_objects, load_rendered_cluster
 from ..support.workload_webhook import workload_webhook
@@ -253,3 +258,27 @@ def _response(action) -> _Answer:
         cause = e.__cause__ or e.__context__
         return _Answer(e.status_code, json.dumps({"message": str(cause or e)}))
     return _Answer(201, "{}")
+
+
+WEBHOOK_OPENAPI = Path(__file__).resolve().parents[2] / "extensions" / "mlplatform_service" / "webhook-openapi.yaml"
+
+
+def test_the_webhook_document_promises_no_server_error():
+    assert promised_server_errors(WEBHOOK_OPENAPI) == set()
+
+
+def test_fuzzed_admission_reviews_get_only_documented_answers(cluster, tmp_path):
+    """A bounded schemathesis run (fixed seed) posting AdmissionReviews, well-formed and not, straight to the
+    webhook's port: each answer is a documented one (an AdmissionReview response, or 400), never a 500."""
+    _, stores = cluster
+    report = tmp_path / "schemathesis.xml"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "st"), "run", str(WEBHOOK_OPENAPI), "--url", stores.url,
+         "--tls-verify", "false", "--checks", "status_code_conformance,response_schema_conformance",
+         "--max-examples", "60", "--seed", "1", "--generation-deterministic", "--request-timeout", "30",
+         "--report", "junit", "--report-junit-path", str(report), "--no-color"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "schemathesis-webhook.log").write_text(result.stdout + result.stderr)
+    summary = result.stdout[result.stdout.find("=== FAILURES"):] if "FAILURES" in result.stdout else result.stdout
+    assert result.returncode == 0, summary[-6000:]

@@ -15,6 +15,7 @@ import pytest
 from mlplatform.serving.spec import ray_service, serving_request
 from mlplatform.spark.job import SparkJob
 from mlplatform.spark.spec import spark_application
+from mlplatform_core.names import GPU_TYPE_LABEL
 
 from ..support.authz import authorization_matrix
 from ..support.rendered_cluster import CATALOG
@@ -33,7 +34,8 @@ def authz(request):
 def built_ray_service(gpus: float = 0) -> dict:
     request = serving_request(name="iris", model_uri="models:/iris/1", gpus=gpus)
     return ray_service(request, namespace=A, model_version="1", service_account=K8S.serving_service_account,
-                       image=K8S.images.serving_gpu if gpus else K8S.images.serving, mlflow_token=True)
+                       image=K8S.images.serving_gpu if gpus else K8S.images.serving, mlflow_token=True,
+                       labels={GPU_TYPE_LABEL: "t4"} if gpus else None)  # as the backend labels GPU replicas
 
 
 def built_spark_application() -> dict:

@@ -44,13 +44,13 @@ def _free_port() -> int:
 def workload_webhook(fake: FakeKube, catalog: Catalog, database_url: str, tmp_path: Path) -> Iterator[SimpleNamespace]:
     sessions = connect(database_url)
     ledger = UsageLedger(sessions, lambda: catalog)
+    port = _free_port()
     stores = SimpleNamespace(audit=AuditLog(sessions), ledger=ledger, budgets=Budgets(ledger),
-                             overrides=Overrides(sessions))
+                             overrides=Overrides(sessions), url=f"https://127.0.0.1:{port}")
     admission = WorkloadAdmission(lambda: catalog, stores.audit, stores.budgets, stores.overrides)
     hub = catalog.kubernetes.hub_namespace
     kubeconfig = fake.write_kubeconfig(tmp_path / "hub-kubeconfig", namespace=hub,
                                        token=fake.token_for(service_account=f"{hub}/{HUB_SERVICE_ACCOUNT}"))
-    port = _free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
     handles = {}
