@@ -32,7 +32,8 @@ from .database import Base, write_lock
 
 ACTIONS = ("login", "spawn", "stop", "credentials", "deploy", "redeploy", "delete", "submit", "cancel",
            "promote", "rollback", "budget-refusal", "budget-override")
-OUTCOMES = ("intent", "succeeded", "failed", "refused")
+# admitted: the API server's admission let a write through (it may still fail to store it)
+OUTCOMES = ("intent", "succeeded", "failed", "refused", "admitted")
 GENESIS = "0" * 64  # the prev_hash of the first record ever appended
 FORMATS = ("csv", "jsonl")
 FIELDS = ("seq", "time", "actor", "action", "team", "target", "outcome", "details", "prev_hash", "hash")

@@ -43,7 +43,7 @@ from .overrides import Overrides
 # resource → (ledger kind, key prefix, action per operation)
 KINDS = {
     ("ray.io", "rayservices"): ("model", {"CREATE": "deploy", "UPDATE": "redeploy", "DELETE": "delete"}),
-    ("sparkoperator.k8s.io", "sparkapplications"): ("spark", {"CREATE": "submit", "UPDATE": "resubmit",
+    ("sparkoperator.k8s.io", "sparkapplications"): ("spark", {"CREATE": "submit", "UPDATE": "submit",
                                                               "DELETE": "cancel"}),
 }
 SPARK_FINISHED = {"COMPLETED", "FAILED", "SUBMISSION_FAILED"}  # the operator's terminal application states

@@ -93,6 +93,14 @@ ACTIONS = {
         *SPARK[:2], B, SPARK[2], spark_application("new", B), **DRY),
     "get ConfigMap mlplatform (B)": lambda c, x, r: c.read_namespaced_config_map("mlplatform", B),
     "list pods (all namespaces)": lambda c, x, r: c.list_pod_for_all_namespaces(),
+    # The service (the hub's account) puts its CA into its own webhook configuration; no other may be changed.
+    "patch ValidatingWebhookConfiguration mlplatform-workloads": lambda c, x, r: kubernetes.client.AdmissionregistrationV1Api(
+        c.api_client).patch_validating_webhook_configuration(
+            "mlplatform-workloads", {"metadata": {"labels": {"x": "y"}}}, **DRY),
+    "create ValidatingWebhookConfiguration": lambda c, x, r: kubernetes.client.AdmissionregistrationV1Api(
+        c.api_client).create_validating_webhook_configuration({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "mine"}, "webhooks": []}, **DRY),
     "list resourcequotas (all namespaces)": lambda c, x, r: c.list_resource_quota_for_all_namespaces(),
 }
 
@@ -107,7 +115,8 @@ ALLOWED = {
                                 "get ConfigMap mlplatform (A)"},
     # z2jh's hub rules in each team namespace, and the quota cache's cluster-wide list/watch.
     "hub SA": {"get pod (A)", "list pods (A)", "get Secret (A)", "list events (A)", "create pod (A)", "get pod (B)",
-               "list pods (all namespaces)", "list resourcequotas (all namespaces)"},
+               "list pods (all namespaces)", "list resourcequotas (all namespaces)",
+               "patch ValidatingWebhookConfiguration mlplatform-workloads"},
     "notebook SA, team B": {"get pods/log (B)", "list RayServices (B)", "create SparkApplication (B)"},
     "unauthenticated": set(),
 }
@@ -179,8 +188,8 @@ def test_the_fake_holds_every_rendered_role_and_binding(cluster):
     in the fake, nothing else."""
     stored = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
               for kind in ("roles", "rolebindings", "clusterroles", "clusterrolebindings") for o in cluster.list(kind)}
-    expected = {("ClusterRole", None, "mlplatform-hub-quota-reader"),
-                ("ClusterRoleBinding", None, "mlplatform-hub-quota-reader")}
+    expected = {(kind, None, name) for kind in ("ClusterRole", "ClusterRoleBinding")
+                for name in ("mlplatform-hub-quota-reader", "mlplatform-hub-webhook-ca")}
     for namespace in (A, B):
         for kind in ("Role", "RoleBinding"):
             expected |= {(kind, namespace, "mlplatform-notebook"), (kind, namespace, "mlplatform-hub")}

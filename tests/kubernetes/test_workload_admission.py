@@ -22,7 +22,7 @@ from mlplatform.serving.errors import ServingConflict, ServingError
 from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
 from mlplatform.spark.job import SparkJob
 from mlplatform.spark.kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
-from mlplatform_core.environment import PlatformEnvironment
+from mlplatform_core.contract import PlatformEnvironment
 from mlplatform_core.names import GPU_TYPE_LABEL, USER_LABEL
 
 from hub_config.render.workload_webhook import WEBHOOK_CONFIGURATION
@@ -60,7 +60,8 @@ def cluster(charts, tmp_path, governance_database):
             "name": POD, "namespace": NS, "annotations": {"hub.jupyter.org/username": "alice"},
             "labels": {"component": "singleuser-server"}},
             "spec": {"serviceAccountName": K8S.service_account,
-                     "containers": [{"name": "notebook", "image": K8S.images.notebook}]}})
+                     "containers": [{"name": "notebook", "image": "registry.example.org/mlplatform/notebook:0.1.0",
+                                     "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})
         with workload_webhook(fake, CATALOG, governance_database, tmp_path) as stores:
             yield fake, stores
 
