@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import string
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from . import admission, rbac, resources
+from . import admission, rbac, resources, webhooks
 from .errors import ApiError
 from .rbac import Subject
 from .resources import Resource
@@ -97,6 +99,22 @@ def _error(error: ApiError) -> web.Response:
     return web.json_response(error.status(), status=error.code)
 
 
+def _answer(obj: dict, warnings: list[str], status: int = 200) -> web.Response:
+    response = web.json_response(obj, status=status)
+    for text in warnings:  # what admission webhooks warned, as the API server relays it
+        response.headers.add("Warning", f"299 - {json.dumps(text)}")  # quoted as Go's strconv.Quote
+    return response
+
+
+def _named(body: dict) -> dict:
+    """A generateName is turned into the name before admission, so webhooks see the name that is stored."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict) or meta.get("name") or not meta.get("generateName"):
+        return body
+    suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+    return {**body, "metadata": {**meta, "name": meta["generateName"] + suffix}}
+
+
 class Api:
     def __init__(self, store: Store, token: str | None):
         self.store, self.token = store, token
@@ -104,6 +122,7 @@ class Api:
         self.tokens: dict[str, Subject] = {token: rbac.ADMIN} if token else {}
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
+        self.webhooks = webhooks.Webhooks(store)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -197,32 +216,86 @@ class Api:
                                       "metadata": {"resourceVersion": rv}, "items": items})
         if verb == "watch":
             return await self._watch(request, res, ns, query)
+        content_type = request.headers.get("Content-Type", "")
+        if res is webhooks.CONFIGURATIONS and verb in ("create", "update", "patch"):
+            return self._configuration(target, verb, dry_run, body, content_type)
         if verb == "create":
             if not isinstance(body, dict):
                 raise ApiError.bad_request("the body of a create must be an object")
-            return web.json_response(store.create(res, ns, body, dry_run=dry_run), status=201)
+            body = _named(body)
+            created, warnings = await self._admitted(target, "CREATE", query,
+                                                     lambda dry: store.create(res, ns, body, dry_run=dry))
+            return _answer(created, warnings, 201)
         if verb == "update":
-            return web.json_response(store.update(res, ns, name, body or {}, subresource=sub, dry_run=dry_run))
+            updated, warnings = await self._admitted(target, "UPDATE", query, lambda dry: store.update(
+                res, ns, name, body or {}, subresource=sub, dry_run=dry))
+            return _answer(updated, warnings)
         if verb == "patch":
-            return web.json_response(store.patch(res, ns, name, body, request.headers.get("Content-Type", ""),
-                                                 subresource=sub, dry_run=dry_run))
+            patched, warnings = await self._admitted(target, "UPDATE", query, lambda dry: store.patch(
+                res, ns, name, body, content_type, subresource=sub, dry_run=dry))
+            return _answer(patched, warnings)
         if verb == "delete":
             options = body if isinstance(body, dict) else {}
             grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
             self._preconditions(res, ns, name, options.get("preconditions") or {})
-            gone = store.delete(res, ns, name, grace=None if grace is None else int(grace), dry_run=dry_run)
+            gone, warnings = await self._admitted(target, "DELETE", query, lambda dry: store.delete(
+                res, ns, name, grace=None if grace is None else int(grace), dry_run=dry), options)
             if res.plural in RETURNS_DELETED_OBJECT or res.custom:
-                return web.json_response(gone)
-            return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                                      "details": {"name": name, "group": res.group, "kind": res.plural,
-                                                  "uid": gone["metadata"]["uid"]}})
+                return _answer(gone, warnings)
+            return _answer({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                            "details": {"name": name, "group": res.group, "kind": res.plural,
+                                        "uid": gone["metadata"]["uid"]}}, warnings)
         if verb == "deletecollection":
             items, _ = store.list(res, ns, query.get("labelSelector"), query.get("fieldSelector"))
             for item in items:
-                store.delete(res, item["metadata"].get("namespace"), item["metadata"]["name"], dry_run=dry_run)
+                item_ns, item_name = item["metadata"].get("namespace"), item["metadata"]["name"]
+                await self._admitted(Target(res, item_ns, item_name, None), "DELETE", query,
+                                     lambda dry, n=item_ns, i=item_name: store.delete(res, n, i, dry_run=dry))
             return web.json_response({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                                       "metadata": {}, "items": items})
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}")
+
+    async def _admitted(self, target: Target, operation: str, query: dict, write, options: dict | None = None):
+        """`write(dry_run)` done as the API server does a write: the store validates it and applies the
+        ValidatingAdmissionPolicies, then the validating webhooks that match see the object as it would be
+        stored (a dry run of the write), then it is written. Returns (the write's result, the webhooks' warnings)."""
+        dry_run = query.get("dryRun") == "All"
+        subject = admission.requester.get()
+        hooks = self.webhooks.matching(target.resource, target.subresource, operation) if subject else []
+        if not hooks:
+            return write(dry_run), []
+        res = target.resource
+        old = None if operation == "CREATE" else self.store.get(res, target.namespace, target.name)
+        new = None if operation == "DELETE" else write(True)
+        meta = (new or old)["metadata"]
+        namespace = meta.get("namespace")
+        if res.plural == "namespaces" and operation != "CREATE":
+            namespace = meta["name"]  # a namespace's own requests carry it, as RequestInfo does
+        options = {k: v for k, v in (options or {}).items() if k not in ("apiVersion", "kind")}
+        options.update({k: query[k] for k in ("fieldManager", "fieldValidation", "propagationPolicy") if k in query})
+        if "gracePeriodSeconds" in query:
+            options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
+        if dry_run:
+            options["dryRun"] = ["All"]
+        attributes = webhooks.Attributes(res, target.subresource, operation, meta.get("name", ""), namespace, new,
+                                         old, subject, dry_run, options)
+        warnings = await self.webhooks.admit(hooks, attributes)
+        return write(dry_run), warnings
+
+    def _configuration(self, target: Target, verb: str, dry_run: bool, body, content_type: str) -> web.Response:
+        """A ValidatingWebhookConfiguration is defaulted and checked (webhooks.configuration) before it is stored;
+        no webhook sees it (none may lock its own configuration)."""
+        store, res, name = self.store, target.resource, target.name
+        if verb == "create":
+            if not isinstance(body, dict):
+                raise ApiError.bad_request("the body of a create must be an object")
+            checked = webhooks.configuration(store.create(res, None, body, dry_run=True))
+            return web.json_response(store.create(res, None, checked, dry_run=dry_run), status=201)
+        if verb == "update":
+            candidate = store.update(res, None, name, body or {}, dry_run=True)
+        else:
+            candidate = store.patch(res, None, name, body, content_type, dry_run=True)
+        return web.json_response(store.update(res, None, name, webhooks.configuration(candidate), dry_run=dry_run))
 
     def _preconditions(self, res, ns, name, preconditions: dict) -> None:
         current = self.store.get(res, ns, name)["metadata"]

@@ -27,18 +27,23 @@ CLUSTER_ROLE_BINDINGS = resources.by_name("clusterrolebindings")
 
 @dataclass(frozen=True)
 class Subject:
-    """Who a request comes from, as the authenticator hands it to the authorizer."""
+    """Who a request comes from, as the authenticator hands it to the authorizer (and admission webhooks see it
+    as userInfo). extra: ((key, (values...)), ...), kept a tuple so a Subject stays hashable."""
     user: str
     groups: tuple[str, ...] = ()
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    uid: str = ""
 
     @classmethod
     def user_named(cls, name: str, groups=()) -> Subject:
         return cls(name, (*groups, "system:authenticated"))
 
     @classmethod
-    def service_account(cls, namespace: str, name: str) -> Subject:
+    def service_account(cls, namespace: str, name: str, extra: dict[str, list[str]] | None = None,
+                        uid: str = "") -> Subject:
         return cls(f"system:serviceaccount:{namespace}:{name}",
-                   ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"))
+                   ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+                   tuple(sorted((k, tuple(v)) for k, v in (extra or {}).items())), uid)
 
 
 ANONYMOUS = Subject("system:anonymous", ("system:unauthenticated",))

@@ -44,6 +44,8 @@ RESOURCES = (
              namespaced=False, subresources=("status",)),
     Resource("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
              "ValidatingAdmissionPolicyBinding", namespaced=False),
+    Resource("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+             "ValidatingWebhookConfiguration", namespaced=False),  # checked and called by webhooks.py
     Resource("ray.io", "v1", "rayservices", "RayService", subresources=("status",), custom=True),
     Resource("sparkoperator.k8s.io", "v1beta2", "sparkapplications", "SparkApplication",
              subresources=("status",), custom=True),

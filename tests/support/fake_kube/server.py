@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,19 +94,38 @@ class FakeKube:
 
     # --- who calls: bearer tokens the authorizer (rbac.py) checks -------------------------------------------
     def token_for(self, user: str | None = None, groups: tuple[str, ...] = (), *,
-                  service_account: str | None = None) -> str:
+                  service_account: str | None = None, pod: str | None = None) -> str:
         """A new bearer token for a user (`user=`, `groups=`) or a ServiceAccount (`service_account="ns/name"`,
-        with the groups the API server gives one); its requests are authorized by the stored RBAC objects."""
+        with the groups the API server gives one, and its uid if it is stored); its requests are authorized by
+        the stored RBAC objects. With `pod=`, a token bound to that pod of the account's namespace, as the
+        kubelet mounts one (KEP-1205): admission webhooks see userInfo.extra
+        `authentication.kubernetes.io/pod-name` and `pod-uid` (the stored pod's uid, or a fresh one)."""
         if (user is None) == (service_account is None):
             raise ValueError("token_for: give exactly one of user= or service_account='<namespace>/<name>'")
+        if pod is not None and service_account is None:
+            raise ValueError("token_for: pod= binds a service account's token; give service_account= too")
         if service_account is not None:
             namespace, _, name = service_account.partition("/")
-            subject = Subject.service_account(namespace, name)
+            account = self.get("serviceaccounts", name, namespace)
+            extra = None
+            if pod is not None:
+                bound = self.get("pods", pod, namespace)
+                extra = {"authentication.kubernetes.io/pod-name": [pod],
+                         "authentication.kubernetes.io/pod-uid": [bound["metadata"]["uid"] if bound
+                                                                  else str(uuid.uuid4())]}
+            subject = Subject.service_account(namespace, name, extra, account["metadata"]["uid"] if account else "")
         else:
             subject = Subject.user_named(user, groups)
         token = f"fake-{secrets.token_hex(8)}"
         self._call(self.api.tokens.__setitem__, token, subject)
         return token
+
+    # --- where Services are: the endpoints admission webhooks are called at -------------------------------------
+    def route_service(self, namespace: str, name: str, port: int, address: tuple[str, int]) -> None:
+        """Send what the API server sends to Service `namespace/name` on `port` (a webhook's clientConfig.service)
+        to `address`, e.g. ("127.0.0.1", <a test server's port>); TLS is still checked as `<name>.<namespace>.svc`.
+        An unrouted Service has no endpoints."""
+        self._call(self.api.webhooks.routes.__setitem__, (namespace, name, port), tuple(address))
 
     def _call(self, fn: Callable, *args, **kwargs):
         async def call():
