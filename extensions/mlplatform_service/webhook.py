@@ -95,7 +95,7 @@ class Kubernetes:
     """The service's own API client (the hub pod's service account; a kubeconfig outside a cluster)."""
 
     def __init__(self, kubeconfig: str | None = None):
-        self.kubeconfig = kubeconfig  # None: in-cluster, else $KUBECONFIG
+        self.kubeconfig = kubeconfig  # None: $KUBECONFIG, else the pod's service account
         self._client = None
 
     async def client(self):
@@ -103,13 +103,19 @@ class Kubernetes:
             from kubernetes_asyncio import client, config
 
             configuration = client.Configuration()
-            if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") \
+            # A kubeconfig when one is named (a hub outside a cluster, the tests), else the pod's service account.
+            if self.kubeconfig is None and not os.environ.get("KUBECONFIG") \
                     and Path(config.incluster_config.SERVICE_TOKEN_FILENAME).exists():
                 config.load_incluster_config(client_configuration=configuration)
             else:
                 await config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
             self._client = client.ApiClient(configuration)
         return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def pod(self, namespace: str, name: str) -> dict | None:
         from kubernetes_asyncio import client
@@ -224,12 +230,15 @@ def start_webhook(admission: WorkloadAdmission, *, bind: str, hosts: list[str], 
     log.info("admission webhook on https://%s%s for %s", bind, PATH, ", ".join(hosts))
 
     async def keep_ca_bundle():
-        while True:
-            try:
-                if await kubernetes.ensure_ca_bundle(configuration, ca_pem):
-                    log.info("admission webhook: CA bundle of %s set", configuration)
-            except Exception as e:  # not applied yet, the API server away: the next round tries again
-                log.warning("admission webhook: could not set the CA bundle of %s: %s", configuration, e)
-            await asyncio.sleep(CA_CHECK_SECONDS)
+        try:
+            while True:
+                try:
+                    if await kubernetes.ensure_ca_bundle(configuration, ca_pem):
+                        log.info("admission webhook: CA bundle of %s set", configuration)
+                except Exception as e:  # not applied yet, the API server away: the next round tries again
+                    log.warning("admission webhook: could not set the CA bundle of %s: %s", configuration, e)
+                await asyncio.sleep(CA_CHECK_SECONDS)
+        finally:  # stopped (tests): the client's connections go with it
+            await kubernetes.close()
 
     return server, asyncio.ensure_future(keep_ca_bundle())

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import kubernetes
 import pytest
 import requests
 import yaml
@@ -37,6 +38,8 @@ from mlplatform_core.catalog import parse_catalog
 from hub_config.local.platform import HERE as LOCAL_PLATFORM, REALM_FILE
 from hub_config.render.build import render
 from hub_config.render.pod_security import baseline_problems
+from hub_config.render.workload_webhook import WEBHOOK_CONFIGURATION, WEBHOOK_PORT
+from mlplatform.serving.spec import ray_service, serving_request
 
 from ..support.hub import PASSWORDS, UserSession
 from ..support.image_venv import build_context, install_extra
@@ -93,7 +96,8 @@ def hub_image(tmp_path_factory):
 
 @pytest.fixture
 def cluster(platform, fake_kube, tmp_path, hub_image):
-    for port, what in ((HUB_PORT, "the chart's hub"), (SERVICE_PORT, "the platform service")):
+    for port, what in ((HUB_PORT, "the chart's hub"), (SERVICE_PORT, "the platform service"),
+                       (WEBHOOK_PORT, "the platform service's admission webhook")):
         if not _port_free(port):
             pytest.fail(f"port {port} is taken: {what} listens there")
     sso_port, proxy_api_port, public_port = free_port(), free_port(), free_port()
@@ -217,6 +221,7 @@ def test_the_chart_started_hub_logs_in_spawns_a_gpu_server_in_the_team_namespace
     assert "200 GET /hub/api/users?state=[secret] (jupyterhub-idle-culler@" in cluster.log("hub"), cluster.tail("hub", 80)
     # The platform service runs beside the hub (hub_config/render/jupyterhub.py).
     _the_platform_service_answers(cluster, alice, env)
+    _the_admission_webhook_admits_the_teams_workloads(cluster)
     assert "Traceback" not in cluster.log("hub"), cluster.tail("hub", 80)
 
 
@@ -246,3 +251,29 @@ def _the_platform_service_answers(cluster, alice: UserSession, server_env: dict[
     # Its database: the catalog's default, SQLite on the hub's volume (the PVC at /srv/jupyterhub).
     assert cluster.catalog.platform_service.database_url == "sqlite:////srv/jupyterhub/mlplatform.sqlite"
     assert (cluster.tmp / "volumes" / "hub-0" / "pvc" / "mlplatform.sqlite").stat().st_size > 0
+
+
+def _the_admission_webhook_admits_the_teams_workloads(cluster) -> None:
+    """The service's webhook listens in the pod on the hub Service's extra port; with the hub's service account it
+    puts its CA into the rendered configuration, so the API server (the fake, reaching the Service here) admits a
+    RayService through it, and the service audits the deploy."""
+    fake, hub_ns = cluster.fake, cluster.catalog.kubernetes.hub_namespace
+    configuration = wait(lambda: (lambda c: c if c and all(h["clientConfig"].get("caBundle") for h in c["webhooks"])
+                                  else None)(fake.get("validatingwebhookconfigurations", WEBHOOK_CONFIGURATION)), 60,
+                         lambda: f"the service did not put its CA into the webhook configuration:\n{cluster.tail('hub')}")
+    assert configuration["webhooks"][0]["clientConfig"]["service"] == {
+        "namespace": hub_ns, "name": "hub", "port": WEBHOOK_PORT, "path": "/validate-workloads"}
+    fake.route_service(hub_ns, "hub", WEBHOOK_PORT, ("127.0.0.1", WEBHOOK_PORT))
+    k8s = cluster.catalog.kubernetes
+    token = fake.token_for(service_account=f"{VISION}/{k8s.service_account}")
+    api = kubernetes.client.ApiClient(kubernetes.client.Configuration(
+        host=fake.url, api_key={"authorization": f"Bearer {token}"}))
+    body = ray_service(serving_request(name="iris", model_uri="models:/iris/1"), namespace=VISION, model_version="1",
+                       image=k8s.images.serving, service_account=k8s.serving_service_account, mlflow_token=True)
+    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object("ray.io", "v1", VISION, "rayservices", body)
+    admin = UserSession(cluster.public_url, "admin")
+    admin.login(PASSWORDS["admin"])
+    records = requests.get(f"{cluster.public_url}/services/mlplatform/api/audit?action=deploy",
+                           headers={"Authorization": f"token {admin.new_token()}"}, timeout=10).json()["records"]
+    assert [(r["target"], r["outcome"], r["actor"]) for r in records] == [
+        (f"model:{VISION}/iris", "admitted", f"system:serviceaccount:{VISION}:{k8s.service_account}")]

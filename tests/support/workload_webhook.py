@@ -82,6 +82,7 @@ def workload_webhook(fake: FakeKube, catalog: Catalog, database_url: str, tmp_pa
     finally:
         async def stop():
             handles["task"].cancel()
+            await asyncio.gather(handles["task"], return_exceptions=True)
             handles["server"].stop()
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
