@@ -249,6 +249,18 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
                                                                             "admin": bool(auth_model.get("admin"))})
         return auth_model
 
+    async def check_allowed(self, username, auth_model):
+        """At login: refused (in no team group, not an admin) is audited too, with the groups the realm gave."""
+        allowed = await super().check_allowed(username, auth_model)
+        if not allowed:
+            from .governance import Governance
+
+            groups = (auth_model or {}).get("groups") or []
+            Governance.of(self.config).record("login", actor=username, target=f"user:{username}", outcome="refused",
+                                              details={"groups": sorted(groups), "allowed_groups": sorted(
+                                                  self.allowed_groups)})
+        return allowed
+
     async def update_auth_model(self, auth_model):
         auth_model = await super().update_auth_model(auth_model)
         user_info = auth_model["auth_state"].get(self.user_auth_state_key) or {}

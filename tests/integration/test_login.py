@@ -44,6 +44,12 @@ def test_user_outside_every_team_is_refused_with_a_clear_page(hub, platform):
     assert "<h1>403 : Access denied</h1>" in page.text
     assert "Your account is not in any team of mlplatform-local. Allowed groups: team-vision, team-nlp." in page.text
     assert eve.http.get(f"{eve.hub_url}/hub/spawn").url.endswith("/hub/login?next=%2Fhub%2Fspawn")
+    # The refusal is in the audit log, with the groups she came with.
+    records = requests.get(f"{platform.hub_url}/services/mlplatform/api/audit", timeout=30,
+                           params={"actor": "eve", "action": "login"},
+                           headers={"Authorization": f"token {hub.login('admin').new_token()}"}).json()["records"]
+    assert (records[-1]["target"], records[-1]["outcome"], records[-1]["details"]["groups"]) == (
+        "user:eve", "refused", ["contractors"])
 
     # "Sign in as someone else" ends her SSO session (the provider asks first: there is no ID token hint).
     switch = re.search(r'<a id="mlplatform-switch-account"[^>]*href="([^"]+)"', page.text).group(1)
