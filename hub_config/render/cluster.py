@@ -23,12 +23,13 @@ def hub_cluster_role() -> dict[str, Any]:
             "rules": [{"apiGroups": [""], "resources": ["pods", "resourcequotas"], "verbs": ["list", "watch"]}]}
 
 
-def hub_cluster_role_binding(catalog: Catalog) -> dict[str, Any]:
+def hub_cluster_role_binding(catalog: Catalog, role: str = HUB_QUOTA_READER) -> dict[str, Any]:
+    """The hub's service account bound to the ClusterRole `role` (named after it)."""
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": HUB_QUOTA_READER, "labels": labels()},
+            "metadata": {"name": role, "labels": labels()},
             "subjects": [{"kind": "ServiceAccount", "name": HUB_SERVICE_ACCOUNT,
                           "namespace": catalog.kubernetes.hub_namespace}],
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": HUB_QUOTA_READER}}
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}}
 
 
 def cluster_objects(catalog: Catalog) -> list[dict[str, Any]]:

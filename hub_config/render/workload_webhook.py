@@ -16,7 +16,8 @@ from typing import Any
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.names import TEAM_LABEL
 
-from .common import HUB_SERVICE, HUB_SERVICE_ACCOUNT, labels
+from .cluster import hub_cluster_role_binding
+from .common import HUB_SERVICE, labels
 
 WEBHOOK_CONFIGURATION = "mlplatform-workloads"
 WEBHOOK_PORT = 10102  # the service's HTTPS listener in the hub pod, on the hub Service
@@ -61,13 +62,5 @@ def ca_writer_role() -> dict[str, Any]:
                        "resourceNames": [WEBHOOK_CONFIGURATION], "verbs": ["get", "patch"]}]}
 
 
-def ca_writer_binding(catalog: Catalog) -> dict[str, Any]:
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": CA_WRITER, "labels": labels()},
-            "subjects": [{"kind": "ServiceAccount", "name": HUB_SERVICE_ACCOUNT,
-                          "namespace": catalog.kubernetes.hub_namespace}],
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CA_WRITER}}
-
-
 def webhook_objects(catalog: Catalog) -> list[dict[str, Any]]:
-    return [workload_webhook(catalog), ca_writer_role(), ca_writer_binding(catalog)]
+    return [workload_webhook(catalog), ca_writer_role(), hub_cluster_role_binding(catalog, CA_WRITER)]
