@@ -9,6 +9,7 @@ or by the service's OAuth login cookie (browsers):
     POST api/models/<name>/rollback              {"team"}     back to the previous platform-promoted holder
     GET  api/models/<name>/history?team=T                     succeeded promotions and rollbacks
     GET  api/cards/<sha256>                                   a stored model card (markdown)
+    POST api/activity  {"action", "kind", "name", "team", "details"}   audit a server's local deploy, submit...
     GET  api/audit?since&until&actor&team&action&target&outcome&after_seq&limit   (admins)
     GET  api/audit/export?format=csv|jsonl&<filters>          (admins)
     GET  api/budgets, api/budgets/<team>                      budget status (members: their teams; admins: all)
@@ -44,6 +45,7 @@ from tornado import ioloop, web
 
 from hub_config.mlflow_access.tokens import TokenSigner
 
+from .activity import ActivityHandler
 from .audit_log import AuditLog
 from .budgets import Budgets
 from .cards import CardStore
@@ -235,6 +237,7 @@ def make_app(platform: Platform, prefix: str) -> web.Application:
         (url_path_join(api, r"models/([^/]+)/history"), HistoryHandler),
         (url_path_join(api, r"cards/([0-9a-f]{64})"), CardHandler),
         (url_path_join(api, r"audit/?(export)?"), AuditHandler),
+        (url_path_join(api, r"activity"), ActivityHandler),
         (url_path_join(api, r"budgets/([^/]+)/override"), OverrideHandler),
         *usage_routes(prefix),
         (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),

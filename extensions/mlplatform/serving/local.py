@@ -48,6 +48,11 @@ checked by the hub) before its record is written; its replicas get the reserved 
 CUDA_VISIBLE_DEVICES (shared by its replicas; Ray is told not to choose its own); the reservation is
 adjusted when the application is replaced, put back as it was when a deploy fails, and released
 before the record is deleted.
+
+Audit: once a deploy has been handed to Serve, or a delete done, the backend reports it to the platform
+service (`platform_service.report`: `deploy`, or `redeploy` when the name had a record already; `delete`;
+target `model:<team>/<name>`), which records it as the server's hub user. Best effort: the action stands
+whether or not the report arrives (a warning in the server's log when it does not).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from mlplatform_core.names import DNS_LABEL, MAX_DNS_LABEL
 from mlplatform_core.timestamps import now
 
 from .. import localhost
+from ..platform_service import report
 from .backend import last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
 from .gpu_reservations import HubGpuReservations
@@ -378,12 +384,19 @@ class LocalServing:
 
     # The hub's GPU pool (reservations for GPU replicas); default: the hub of this server's environment.
     hub: HubGpuReservations | None = None
+    # The server's variables for the hub and the platform service (JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN,
+    # JUPYTERHUB_SERVER_NAME, MLPLATFORM_SERVICE_URL); default: this process's environment.
+    environ: Mapping[str, str] | None = None
 
     def __post_init__(self):
         self.head = LocalRayHead(self.config)
         self.apps = self.config.directory / "apps"
         if self.hub is None:
-            self.hub = HubGpuReservations.from_environ(os.environ, self.environment.user)
+            self.hub = HubGpuReservations.from_environ(self._environ, self.environment.user)
+
+    @property
+    def _environ(self) -> Mapping[str, str]:
+        return os.environ if self.environ is None else self.environ
 
     # --- the interface of every backend ----------------------------------------------------------
     def deploy(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
@@ -430,6 +443,11 @@ class LocalServing:
                     with contextlib.suppress(Exception):
                         self._apply()
             raise
+        self._report("redeploy" if previous else "deploy", request.name, {
+            "model_uri": request.model_uri, "model_version": str(model_version),
+            "previous_version": previous["model_version"] if previous else None, "replicas": request.most_replicas,
+            "cpus": request.cpus, "gpus": request.gpus,
+            **({"gpu_type": reservation["gpu_type"]} if reservation else {})})
         return self.status(request.name)
 
     def status(self, name: str) -> dict:
@@ -454,12 +472,14 @@ class LocalServing:
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
         self._own_record(name)  # the name and the directories checked before the lock file is made
         with localhost.locked(self.apps / ".lock"):
-            if self._own_record(name).get("gpu_reservation"):  # still there, still the team's
+            record = self._own_record(name)
+            if record.get("gpu_reservation"):  # still there, still the team's
                 self._hub().release(name)  # first: a refused release deletes nothing
             self._record(name).unlink()
             self._secrets_file(name).unlink(missing_ok=True)
             if self.head.running():
                 self._apply()
+        self._report("delete", name, {"model_version": record.get("model_version")})
         if wait and self.head.running():
             localhost.wait_until(lambda: name not in self._serve_status(), timeout)
         return {"name": name, "backend": "local", "state": "deleted"}
@@ -481,6 +501,11 @@ class LocalServing:
         self.head.stop()
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _report(self, action: str, name: str, details: dict) -> None:
+        """Tell the platform service's audit log (best effort, never raises; nothing outside the platform)."""
+        if self.environment.team:
+            report(action, "model", name, team=self.environment.team, details=details, environ=self._environ)
+
     def _record(self, name: str) -> Path:
         return self.apps / f"{_checked_name(name)}.json"
 

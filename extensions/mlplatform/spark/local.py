@@ -19,6 +19,12 @@ local platform does when it stops (`python -m mlplatform.spark.local_cli stop-al
 GPUs the hub has handed back. A job records the user and the JupyterHub server (JUPYTERHUB_SERVER_NAME,
 "" for the default server) it was submitted from; the hub stops a server's jobs when the server stops
 (`local_cli stop-server`, cancel_all with `user` and `server`).
+
+Audit: a submit that started its supervisor, and a cancel that stopped a running job, are reported to the
+platform service (`platform_service.report`, target `spark:<team>/<app id>`), which records them as the
+server's hub user; best effort, never failing the action. cancel_all reports nothing: the hub runs it when
+it stops a server (its own `stop` record covers it) or when the platform stops, the server's token and the
+service going with them.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from mlplatform_core.timestamps import now
 
 from .. import localhost
 from ..environment import read_environment
+from ..platform_service import report
 from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES,
                       SparkBackendError, UnknownApplicationError, check_tail)
 from .driver_log import job_output
@@ -207,6 +214,9 @@ class LocalSparkBackend:
                 proc.wait()
             shutil.rmtree(app_dir, ignore_errors=True)
             raise
+        self._report("submit", app_id, {"job": job.name, "master": command[2], "executors": job.executors,
+                                        "executor_cores": job.executor_cores, "driver_memory": job.driver_memory,
+                                        "server": env.get(SERVER_NAME_VARIABLE, "")})
         return self.status(app_id)
 
     # -- status ------------------------------------------------------------------------------------
@@ -367,8 +377,14 @@ class LocalSparkBackend:
         current = self.status(app_id)
         if current["state"] in TERMINAL_STATES:
             return current
-        self._cancel({app_id: app_dir})
+        stopped = self._cancel({app_id: app_dir})
+        if stopped:  # not when it ended on its own meanwhile
+            self._report("cancel", app_id, {"job": current["name"], "state_before": current["state"]})
         return self.status(app_id)
+
+    def _report(self, action: str, app_id: str, details: dict) -> None:
+        """Tell the platform service's audit log (best effort, never raises; nothing outside the platform)."""
+        report(action, "spark", app_id, details=details, environ=self.environ)
 
     def cancel_all(self, reason: str | None = None, *, user: str | None = None,
                    server: str | None = None) -> list[str]:
