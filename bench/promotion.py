@@ -31,7 +31,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,13 +39,11 @@ sys.path.insert(0, str(REPO))
 
 from mlflow import MlflowClient  # noqa: E402
 
-from hub_config.local.platform import LocalPlatform, Ports  # noqa: E402
 from mlplatform import registry  # noqa: E402
+from running_platform import alice_on_a_fresh_platform  # noqa: E402
 from tests.support.as_server import act_as  # noqa: E402
-from tests.support.hub import PASSWORDS, UserSession  # noqa: E402
 from tests.support.mlflow_access import platform_token, s3_admin, workspace  # noqa: E402
 from tests.support.mlflow_models import register_model, unique_name  # noqa: E402
-from tests.support.processes import server_process  # noqa: E402
 from tests.support.promotion import caller, engine  # noqa: E402
 
 TEAM = "team-vision"
@@ -89,37 +86,24 @@ def main() -> int:
     args = ap.parse_args()
     n = args.promotions
 
-    with tempfile.TemporaryDirectory(prefix="mlplatform-bench-") as tmp:
-        ports = Ports(hub=args.port_base, sso=args.port_base + 80, mlflow=args.port_base + 500)
-        os.environ.update(MLPLATFORM_SSO_PORT=str(ports.sso), MLPLATFORM_S3_PORT=str(ports.s3),
-                          MLPLATFORM_MLFLOW_PORT=str(ports.mlflow))
-        platform = LocalPlatform(data_dir=Path(tmp), ports=ports)
-        platform.start()
-        try:
-            alice = UserSession(platform.hub_url, "alice")
-            alice.login(PASSWORDS["alice"])
-            assert alice.start(profile="cpu").status_code in (201, 202)
-            alice.wait_ready()
-            os.environ["MLFLOW_TRACKING_TOKEN"] = platform_token(platform)  # this process: the platform identity
-            act_as(Environ(), server_process("alice")[1])
+    with alice_on_a_fresh_platform(args.port_base) as (platform, _, server_env, tmp):
+        os.environ["MLFLOW_TRACKING_TOKEN"] = platform_token(platform)  # this process: the platform identity
+        act_as(Environ(), server_env)
 
-            through_service = two_versions(platform)
-            service = timed(lambda i: registry.promote(through_service, 1 + i % 2), n)
+        through_service = two_versions(platform)
+        service = timed(lambda i: registry.promote(through_service, 1 + i % 2), n)
 
-            in_process = two_versions(platform)
-            promotions = engine(platform, Path(tmp), promotion=platform.load_catalog().promotion)
-            with workspace(TEAM), s3_admin(platform):
-                # The engine in MLflow's default workspace would not see the team's model: bind the team's.
-                promotions.mlflow.workspaces = True
-                local = timed(lambda i: promotions.promote(caller("alice"), TEAM, in_process, 1 + i % 2), n)
+        in_process = two_versions(platform)
+        promotions = engine(platform, tmp, promotion=platform.load_catalog().promotion)
+        with workspace(TEAM), s3_admin(platform):
+            # The engine in MLflow's default workspace would not see the team's model: bind the team's.
+            promotions.mlflow.workspaces = True
+            local = timed(lambda i: promotions.promote(caller("alice"), TEAM, in_process, 1 + i % 2), n)
 
-            direct = two_versions(platform)
-            with workspace(TEAM):
-                client = MlflowClient(platform.mlflow_url)
-                alias = timed(lambda i: client.set_registered_model_alias(direct, "champion", str(1 + i % 2)), n)
-        finally:
-            alice.stop()
-            platform.stop()
+        direct = two_versions(platform)
+        with workspace(TEAM):
+            client = MlflowClient(platform.mlflow_url)
+            alias = timed(lambda i: client.set_registered_model_alias(direct, "champion", str(1 + i % 2)), n)
 
     rows = [row("through the service", service), row("the same engine, in-process", local),
             row("direct MLflow alias move", alias)]

@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,10 +32,9 @@ import requests  # noqa: E402
 
 from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform_core.catalog import load_catalog  # noqa: E402
-from hub_config.local.platform import LocalPlatform, Ports  # noqa: E402
 from hub_config.s3_broker import S3CredentialBroker  # noqa: E402
+from running_platform import alice_on_a_fresh_platform  # noqa: E402
 from tests.support.hub import PASSWORDS, UserSession  # noqa: E402
-from tests.support.processes import server_process  # noqa: E402
 
 
 def timings(fn, n: int) -> list[float]:
@@ -61,76 +59,62 @@ def main() -> int:
     args = ap.parse_args()
     n = args.requests
 
-    with tempfile.TemporaryDirectory(prefix="mlplatform-bench-") as tmp:
-        ports = Ports(hub=args.port_base, sso=args.port_base + 80, mlflow=args.port_base + 500)
-        os.environ.update(MLPLATFORM_SSO_PORT=str(ports.sso), MLPLATFORM_S3_PORT=str(ports.s3),
-                          MLPLATFORM_MLFLOW_PORT=str(ports.mlflow))
-        platform = LocalPlatform(data_dir=Path(tmp), ports=ports)
-        platform.start()
-        try:
-            alice = UserSession(platform.hub_url, "alice")
-            alice.login(PASSWORDS["alice"])
-            admin = UserSession(platform.hub_url, "admin")
-            admin.login(PASSWORDS["admin"])
-            assert alice.start(profile="cpu").status_code in (201, 202)
-            alice.wait_ready()
-            env = server_process("alice")[1]
-            http = requests.Session()
-            http.headers["Authorization"] = f"token {env['JUPYTERHUB_API_TOKEN']}"
-            url = env["MLPLATFORM_CREDENTIALS_URL"]
-            assert http.get(url).status_code == 200  # warm the cache
+    with alice_on_a_fresh_platform(args.port_base) as (platform, _, env, _):
+        admin = UserSession(platform.hub_url, "admin")
+        admin.login(PASSWORDS["admin"])
+        http = requests.Session()
+        http.headers["Authorization"] = f"token {env['JUPYTERHUB_API_TOKEN']}"
+        url = env["MLPLATFORM_CREDENTIALS_URL"]
+        assert http.get(url).status_code == 200  # warm the cache
 
-            rows = [row("vending, cached (hub endpoint)", timings(lambda i: http.get(url).raise_for_status(), n))]
+        rows = [row("vending, cached (hub endpoint)", timings(lambda i: http.get(url).raise_for_status(), n))]
 
-            broker = S3CredentialBroker(load_catalog(DEFAULT_CATALOG))
-            broker.renew_before_seconds = 10**9  # every call renews: STS each time
-            id_token = admin.api("GET", "/users/alice").json()["auth_state"]["id_token"]
+        broker = S3CredentialBroker(load_catalog(DEFAULT_CATALOG))
+        broker.renew_before_seconds = 10**9  # every call renews: STS each time
+        id_token = admin.api("GET", "/users/alice").json()["auth_state"]["id_token"]
 
-            async def token():
-                return id_token
+        async def token():
+            return id_token
 
-            async def uncached(count):
-                out = []
-                for _ in range(count):
-                    t = time.perf_counter()
-                    await broker.credentials("alice", "team-vision", token)
-                    out.append((time.perf_counter() - t) * 1000)
-                return out
+        async def uncached(count):
+            out = []
+            for _ in range(count):
+                t = time.perf_counter()
+                await broker.credentials("alice", "team-vision", token)
+                out.append((time.perf_counter() - t) * 1000)
+            return out
 
-            rows.append(row("vending, uncached (STS call)", asyncio.run(uncached(n))))
-            rows.append(row("credential process (new process)", timings(
-                lambda i: subprocess.run(["mlplatform-aws-credentials"], env=env, check=True, capture_output=True),
-                max(10, n // 10))))
+        rows.append(row("vending, uncached (STS call)", asyncio.run(uncached(n))))
+        rows.append(row("credential process (new process)", timings(
+            lambda i: subprocess.run(["mlplatform-aws-credentials"], env=env, check=True, capture_output=True),
+            max(10, n // 10))))
 
-            keys = json.loads((platform.data_dir / "secrets.json").read_text())
-            static = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
-                                  aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"])
-            # The notebook's own path: boto3 reads AWS_CONFIG_FILE and runs the credential process.
-            os.environ.update({k: env[k] for k in ("PATH", "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
-                                                   "MLPLATFORM_CREDENTIALS_URL", "JUPYTERHUB_API_TOKEN")})
-            brokered = boto3.Session().client("s3")
-            body = os.urandom(1024)
-            brokered.put_object(Bucket="platform", Key="users/alice/bench/warm", Body=body)  # credentials fetched
-            # The same temporary keys handed to boto3 directly: separates the SDK's refresh machinery (none
-            # here) from what the S3 server spends on session credentials (token check, session policy).
-            temp = http.get(url).json()
-            direct = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
-                                  aws_access_key_id=temp["AccessKeyId"], aws_secret_access_key=temp["SecretAccessKey"],
-                                  aws_session_token=temp["SessionToken"])
-            # Alternate the clients (and the objects' first reads) so none gets the warmer server.
-            samples: dict[str, list[float]] = {}
-            clients = [("static keys", static), ("brokered", brokered), ("temporary keys, no broker", direct)]
-            for label, client in clients * 2:
-                samples.setdefault(f"S3 PUT 1 KiB, {label}", []).extend(timings(
-                    lambda i, c=client: c.put_object(Bucket="platform", Key=f"users/alice/bench/{i}", Body=body),
-                    n // 2))
-                samples.setdefault(f"S3 GET 1 KiB, {label}", []).extend(timings(
-                    lambda i, c=client: c.get_object(Bucket="platform", Key=f"users/alice/bench/{i}")["Body"].read(),
-                    n // 2))
-            rows += [row(name, ms) for name, ms in sorted(samples.items())]
-            alice.stop()
-        finally:
-            platform.stop()
+        keys = json.loads((platform.data_dir / "secrets.json").read_text())
+        static = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
+                              aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"])
+        # The notebook's own path: boto3 reads AWS_CONFIG_FILE and runs the credential process.
+        os.environ.update({k: env[k] for k in ("PATH", "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                                               "MLPLATFORM_CREDENTIALS_URL", "JUPYTERHUB_API_TOKEN")})
+        brokered = boto3.Session().client("s3")
+        body = os.urandom(1024)
+        brokered.put_object(Bucket="platform", Key="users/alice/bench/warm", Body=body)  # credentials fetched
+        # The same temporary keys handed to boto3 directly: separates the SDK's refresh machinery (none
+        # here) from what the S3 server spends on session credentials (token check, session policy).
+        temp = http.get(url).json()
+        direct = boto3.client("s3", endpoint_url=platform.s3_url, region_name="us-east-1",
+                              aws_access_key_id=temp["AccessKeyId"], aws_secret_access_key=temp["SecretAccessKey"],
+                              aws_session_token=temp["SessionToken"])
+        # Alternate the clients (and the objects' first reads) so none gets the warmer server.
+        samples: dict[str, list[float]] = {}
+        clients = [("static keys", static), ("brokered", brokered), ("temporary keys, no broker", direct)]
+        for label, client in clients * 2:
+            samples.setdefault(f"S3 PUT 1 KiB, {label}", []).extend(timings(
+                lambda i, c=client: c.put_object(Bucket="platform", Key=f"users/alice/bench/{i}", Body=body),
+                n // 2))
+            samples.setdefault(f"S3 GET 1 KiB, {label}", []).extend(timings(
+                lambda i, c=client: c.get_object(Bucket="platform", Key=f"users/alice/bench/{i}")["Body"].read(),
+                n // 2))
+        rows += [row(name, ms) for name, ms in sorted(samples.items())]
 
     print(f"\n{'measure':<42} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'per s':>8}")
     for name, count, p50, p99, rate in rows:
