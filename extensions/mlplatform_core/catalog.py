@@ -10,6 +10,7 @@ several ports or clusters; an undefined variable without a default is a validati
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
@@ -280,6 +281,13 @@ class Images(_Model):
     external: list[str] = []
 
 
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not a network in CIDR notation such as 10.244.0.0/16 ({e})") from None
+
+
 class KubernetesSettings(_Model):
     """How the platform runs on a cluster (platform.backend: kubernetes); `mlplatform render` reads it."""
 
@@ -299,6 +307,9 @@ class KubernetesSettings(_Model):
     # and <issuer>/keys): MLflow accepts tokens of RayService pods projected for it (mlflow.access).
     service_account_issuer: str | None = None
     service_account_jwks_url: str | None = None
+    # The cluster's pod address ranges (e.g. ["10.244.0.0/16"]): the platform service's admission webhook
+    # port is then closed to pods, open to the API server (a NetworkPolicy cannot name the API server).
+    pod_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = []
     images: Images = Images()
 
 

@@ -27,6 +27,7 @@ environment).
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 from urllib.parse import urlparse
 
@@ -150,8 +151,9 @@ def jupyterhub_values(catalog: Catalog) -> dict[str, Any]:
                 "ingress": [{"ports": [{"protocol": "TCP", "port": PLATFORM_SERVICE_PORT}], "from": [
                     {"podSelector": {"matchLabels": dict(PROXY_POD)}},
                     *(pods_of(team.namespace, NOTEBOOK_POD) for team in catalog.teams.values())]},
-                    # The admission webhook: the API server, which is no pod a selector could name.
-                    {"ports": [{"protocol": "TCP", "port": WEBHOOK_PORT}]}],
+                    # The admission webhook: the API server, which is no pod a selector could name; with the
+                    # cluster's pod ranges known, every address but the pods'.
+                    {"ports": [{"protocol": "TCP", "port": WEBHOOK_PORT}], **_not_from_pods(k8s.pod_cidrs)}],
             },
         },
         "proxy": {
@@ -194,6 +196,15 @@ configure_platform_service(
 {entries}{kubernetes}    }},
 )
 """
+
+
+def _not_from_pods(pod_cidrs: list[str]) -> dict[str, Any]:
+    if not pod_cidrs:
+        return {}
+    blocks = {4: "0.0.0.0/0", 6: "::/0"}
+    versions = sorted({ip_network(c).version for c in pod_cidrs})
+    return {"from": [{"ipBlock": {"cidr": blocks[v], "except": [c for c in pod_cidrs if ip_network(c).version == v]}}
+                     for v in versions]}
 
 
 def _culling_config(catalog: Catalog) -> dict[str, Any]:

@@ -153,6 +153,7 @@ def test_kubernetes_section_defaults_and_team_cpu_memory_quota():
         "service_account": "mlplatform-notebook", "spark_service_account": "mlplatform-spark",
         "serving_service_account": "mlplatform-serving",
         "service_account_issuer": None, "service_account_jwks_url": None,  # RayService pods' tokens for MLflow
+        "pod_cidrs": [],  # unknown: the admission webhook port stays open to every address
         "images": {"hub": "mlplatform/hub:0.1.0", "serving": "mlplatform/ray:0.1.0",
                    "serving_gpu": "mlplatform/ray-gpu:0.1.0", "spark": "mlplatform/spark:0.1.0", "external": []}}
     assert catalog.teams["team-nlp"].quota.model_dump() == {"cpu": None, "memory": None}  # no quota: none rendered

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mlplatform_core.catalog import load_catalog, parse_catalog
@@ -327,3 +328,18 @@ def test_cli_only_writes_the_chosen_folders_and_drops_stale_files(tmp_path):
         "helm-values/jupyterhub.yaml", "helm-values/kuberay-operator.yaml", "helm-values/platform.yaml",
         "helm-values/spark-operator.yaml", "prepull/cpu.yaml", "prepull/gpu-a100.yaml", "prepull/gpu-t4.yaml"]
     assert (tmp_path / "helm-values" / "platform.yaml").read_text() == "the catalog: kept"
+
+
+def test_with_the_clusters_pod_ranges_the_webhook_port_is_closed_to_pods():
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["kubernetes"]["pod_cidrs"] = ["10.244.0.0/16", "fd00:10:244::/56"]
+    values = jupyterhub_values(parse_catalog(data, str(EXAMPLE), environ={}))
+    webhook_rule = values["hub"]["networkPolicy"]["ingress"][-1]
+    assert webhook_rule == {"ports": [{"protocol": "TCP", "port": 10102}], "from": [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16"]}},
+        {"ipBlock": {"cidr": "::/0", "except": ["fd00:10:244::/56"]}}]}
+
+    data["kubernetes"]["pod_cidrs"] = ["10.244.0.1/16"]
+    with pytest.raises(ValueError, match=r"kubernetes.pod_cidrs.0.*'10.244.0.1/16' is not a network in CIDR "
+                                         r"notation such as 10.244.0.0/16"):
+        parse_catalog(data, str(EXAMPLE), environ={})
