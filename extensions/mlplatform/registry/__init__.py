@@ -15,6 +15,8 @@ protected aliases. The service runs this package's pure parts: `gates` (evaluati
 from .api import card_text, evaluate, history, promote, rollback, trail
 from .errors import Conflict, Forbidden, MlflowError, NotFound, PromotionRefused, RegistryError, RollbackRefused
 from .gates import summary
+from .reference import load_reference_data, log_reference_data
 
 __all__ = ["evaluate", "promote", "rollback", "history", "trail", "card_text", "summary", "RegistryError",
-           "NotFound", "Conflict", "Forbidden", "PromotionRefused", "RollbackRefused", "MlflowError"]
+           "NotFound", "Conflict", "Forbidden", "PromotionRefused", "RollbackRefused", "MlflowError",
+           "log_reference_data", "load_reference_data"]
