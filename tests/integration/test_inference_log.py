@@ -359,6 +359,8 @@ def test_an_s3_outage_then_recovery_writes_the_buffered_batches_without_loss(s3_
 def test_a_replica_writes_with_the_environment_contract(s3_server, s3, monkeypatch):
     """What a Serve replica has (FORWARDED_TO_SERVING, and credentials the SDK finds on its own)."""
     url, server_keys = s3_server
+    for leaked in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(leaked, raising=False)  # the SDK's chain must find these keys, not another test's
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", server_keys["s3_access_key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server_keys["s3_secret_key"])
     environ = {"MLPLATFORM_S3_ENDPOINT": url, "AWS_REGION": REGION, "MLPLATFORM_S3_BUCKET": BUCKET,
