@@ -57,11 +57,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -157,41 +153,12 @@ def run(kind: str, records: int, rows: int, client=None, pace: float | None = No
 
 # --- a throwaway SeaweedFS ---------------------------------------------------------------------------
 
-def _free_block(start: int, size: int = 8) -> int:
-    for port in range(start, start + 500, 10):
-        try:
-            for p in range(port, port + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError(f"no {size} free ports from {start}")
-
-
 def seaweedfs_client(stack: ExitStack, port_base: int):
-    from hub_config.catalog import DEFAULT_CATALOG
     from hub_config.local import seaweedfs
-    from mlplatform_core.catalog import load_catalog
+    from tests.support.seaweedfs_server import seaweedfs_server
 
-    port = _free_block(port_base)
-    keys = {"s3_access_key": secrets.token_hex(8), "s3_secret_key": secrets.token_hex(16),
-            "s3_sts_signing_key": secrets.token_urlsafe(32)}
     config_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-seaweedfs-")))
-    seaweedfs.write_config(config_dir, load_catalog(DEFAULT_CATALOG), keys)
-    (config_dir / "data").mkdir()
-    log = stack.enter_context(open(config_dir / "weed.log", "wb"))
-    proc = subprocess.Popen(seaweedfs.weed_command(Path(sys.executable).parent / "weed", config_dir, port),
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def stop():
-        os.killpg(proc.pid, signal.SIGKILL)  # SeaweedFS ignores SIGTERM
-        proc.wait()
-        seaweedfs.remove_sockets(port)
-
-    stack.callback(stop)
-    url = f"http://127.0.0.1:{port}"
-    seaweedfs.ensure_bucket(url, REGION, BUCKET, keys, timeout=60)
+    url, keys = stack.enter_context(seaweedfs_server(config_dir, port_base, REGION, BUCKET))
     return seaweedfs.admin_client(url, REGION, keys)
 
 

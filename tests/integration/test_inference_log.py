@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +15,6 @@ import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -35,11 +31,10 @@ from mlplatform.serving.inference_log import (
     schema,
 )
 
-from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.local import seaweedfs
-from mlplatform_core.catalog import load_catalog
 from mlplatform_core.contract import NotOnPlatformError
 
+from ..support.seaweedfs_server import seaweedfs_server
 from ..support.tcp_proxy import TcpProxy
 
 BUCKET, PREFIX, REGION = "platform", "teams/team-vision/", "us-east-1"
@@ -51,40 +46,11 @@ KEY = re.compile(r"^teams/team-vision/inference-log/(?P<endpoint>[^/]+)/date=(?P
 HOUR = datetime(2026, 3, 10, 9, tzinfo=UTC)
 
 
-def _free_block(start: int, size: int = 8) -> int:
-    for port in range(start, start + 200, 10):
-        try:
-            for p in range(port, port + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError(f"no {size} free ports from {start}")
-
-
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """A SeaweedFS S3 server of its own (admin identity only), with the catalog's bucket: (url, keys)."""
-    port = _free_block(BASE)
-    keys = {"s3_access_key": secrets.token_hex(8), "s3_secret_key": secrets.token_hex(16),
-            "s3_sts_signing_key": secrets.token_urlsafe(32)}
-    config_dir = tmp_path_factory.mktemp("seaweedfs")
-    seaweedfs.write_config(config_dir, load_catalog(DEFAULT_CATALOG), keys)
-    (config_dir / "data").mkdir()
-    weed = Path(sys.executable).parent / "weed"
-    log = open(config_dir / "weed.log", "wb")  # noqa: SIM115 (the server writes to it until the module ends)
-    proc = subprocess.Popen(seaweedfs.weed_command(weed, config_dir, port), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        seaweedfs.ensure_bucket(url, REGION, BUCKET, keys, timeout=60)
-        yield url, keys
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # SeaweedFS ignores SIGTERM
-        proc.wait()
-        log.close()
-        seaweedfs.remove_sockets(port)
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs"), BASE, REGION, BUCKET) as server:
+        yield server
 
 
 @pytest.fixture

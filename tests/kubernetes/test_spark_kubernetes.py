@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,46 +19,19 @@ from mlplatform_core.contract import PlatformEnvironment
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.local import seaweedfs
 
+from ..support.seaweedfs_server import seaweedfs_server
+
 NS, TEAM, BUCKET, PREFIX = "team-vision", "team-vision", "platform", "teams/team-vision/"
 # Clear of the session platform's ports (base … base + 600) and of test_s3_server's (base + 2600 …).
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 3400
 NOW = "2026-01-01T00:00:00Z"
 
 
-def _free_block(start: int, size: int = 8) -> int:
-    for port in range(start, start + 200, 10):
-        try:
-            for p in range(port, port + size):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError(f"no {size} free ports from {start}")
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A SeaweedFS S3 server of its own (admin identity only), with the catalog's bucket."""
-    port = _free_block(BASE)
-    keys = {"s3_access_key": secrets.token_hex(8), "s3_secret_key": secrets.token_hex(16),
-            "s3_sts_signing_key": secrets.token_urlsafe(32)}
-    config_dir = tmp_path_factory.mktemp("seaweedfs")
-    seaweedfs.write_config(config_dir, load_catalog(DEFAULT_CATALOG), keys)
-    (config_dir / "data").mkdir()
-    weed = Path(sys.executable).parent / "weed"
-    log = open(config_dir / "weed.log", "wb")  # noqa: SIM115 (the server writes to it until the module ends)
-    proc = subprocess.Popen(seaweedfs.weed_command(weed, config_dir, port), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        seaweedfs.ensure_bucket(url, "us-east-1", BUCKET, keys, timeout=60)
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs"), BASE, "us-east-1", BUCKET) as (url, keys):
         yield seaweedfs.admin_client(url, "us-east-1", keys)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # SeaweedFS ignores SIGTERM
-        proc.wait()
-        log.close()
-        seaweedfs.remove_sockets(port)
 
 
 def keys(s3, prefix: str = PREFIX) -> list[str]:
