@@ -16,6 +16,7 @@ import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import boto3
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -329,6 +330,9 @@ def test_a_replica_writes_with_the_environment_contract(s3_server, s3, monkeypat
         monkeypatch.delenv(leaked, raising=False)  # the SDK's chain must find these keys, not another test's
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", server_keys["s3_access_key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server_keys["s3_secret_key"])
+    # boto3's default session keeps what it resolved first (as after another test in this process)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", boto3.session.Session(aws_access_key_id="STALE",
+                                                                        aws_secret_access_key="stale"))
     environ = {"MLPLATFORM_S3_ENDPOINT": url, "AWS_REGION": REGION, "MLPLATFORM_S3_BUCKET": BUCKET,
                "MLPLATFORM_S3_TEAM_PREFIX": PREFIX, "MLPLATFORM_TEAM": "team-vision"}
     with InferenceLog(S3Writer.from_environ(environ)) as log:

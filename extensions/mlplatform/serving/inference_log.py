@@ -504,9 +504,10 @@ class S3Writer:
             import boto3
             from botocore.config import Config
 
-            client = boto3.client("s3", endpoint_url=env.s3_endpoint or None, region_name=env.s3_region or None,
-                                  config=Config(retries={"max_attempts": 2, "mode": "standard"},
-                                                connect_timeout=3, read_timeout=20))
+            # A session of its own: boto3's default session keeps the first credentials it resolved.
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=env.s3_endpoint or None, region_name=env.s3_region or None,
+                config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=20))
         return cls(client, env.s3_bucket, env.s3_team_prefix)
 
     def write(self, endpoint: str, first_time: datetime, data: bytes) -> str:
