@@ -106,6 +106,50 @@ class Budget(_Model):
     cost: float | None = Field(None, gt=0)
 
 
+class LiveGates(_Model):
+    """The live gates of safe rollout (shadow → canary → champion): the platform service's rollout controller
+    reads the last `window_seconds` of an endpoint's inference log every `check_every_seconds`, rolls the
+    traffic back to the champion when the candidate breaches the SLO, and lets a promotion through only when
+    every gate passes (mlplatform_service.live_gates). Counts are of logged answers (after
+    `serving.inference_log.sample_rate`)."""
+
+    # The largest per-feature PSI of the live inputs against the candidate's reference data; 0.2 is the
+    # classic "significant shift" level and the founding documents' threshold.
+    max_drift: float = Field(0.2, gt=0)
+    # The candidate's p99 latency may be at most this many times the champion's (below 1 would demand a
+    # faster candidate and roll back an equal one on noise).
+    max_p99_ratio: float = Field(1.5, ge=1)
+    # The SLO: the share of the candidate's answers with HTTP status ≥ 500 (a 4xx is the caller's error).
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    # An absolute bound on the candidate's p99 latency; unset: only the ratio to the champion's.
+    latency_slo_ms: float | None = Field(None, gt=0)
+    # Candidate answers needed before a promotion, and the drift gate's minimum of live rows. Below about
+    # 200 a p99 is the slowest answer or two, and PSI of an unshifted sample comes near 0.2 (about 9/n).
+    min_requests: int = Field(200, ge=20)
+    # How far back the controller looks (a day at most: each check reads the whole window).
+    window_seconds: int = Field(600, ge=60, le=86400)
+    # The controller's period. A rollback must happen within two minutes of a breach: at most 60 s here plus
+    # at most 60 s of `serving.inference_log.flush_seconds` before the breach is in S3.
+    check_every_seconds: int = Field(15, ge=1, le=60)
+    # Candidate answers needed before a rollback (not on 2 slow requests); at most `min_requests`.
+    min_requests_for_rollback: int = Field(20, ge=5)
+
+
+class TeamLiveGates(_Model):
+    """A team's override of `promotion.live_gates`: the keys it sets (the same keys and bounds); each key
+    left unset keeps the platform's value. `latency_slo_ms` cannot be unset for one team once the platform
+    sets it (a team may raise it)."""
+
+    max_drift: float | None = Field(None, gt=0)
+    max_p99_ratio: float | None = Field(None, ge=1)
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+    latency_slo_ms: float | None = Field(None, gt=0)
+    min_requests: int | None = Field(None, ge=20)
+    window_seconds: int | None = Field(None, ge=60, le=86400)
+    check_every_seconds: int | None = Field(None, ge=1, le=60)
+    min_requests_for_rollback: int | None = Field(None, ge=5)
+
+
 class Team(_Model):
     display_name: str | None = None
     group: str  # the Keycloak group, without the leading "/"
@@ -117,6 +161,9 @@ class Team(_Model):
     mlflow_other_teams: Literal["read", "none"] | None = None
     # Unset: no budget (quota alone limits the team).
     budget: Budget | None = None
+    # The team's own live gates of safe rollout: only the keys it sets; the rest are `promotion.live_gates`'s
+    # (a merge, not a replacement: Catalog.live_gates_for).
+    live_gates: TeamLiveGates | None = None
 
 
 class ProfileGpu(_Model):
@@ -213,6 +260,8 @@ class Promotion(_Model):
     model_card_fields: list[str] = ["intended_use", "owner"]
     # Aliases besides `alias` that only the platform service may move (MLflow refuses anyone else).
     protected_aliases: list[str] = []
+    # Shadow → canary → champion: the live gates and the automatic rollback (teams may override keys).
+    live_gates: LiveGates = LiveGates()
 
     @property
     def protected(self) -> list[str]:
@@ -220,15 +269,33 @@ class Promotion(_Model):
         return [self.alias, *(a for a in self.protected_aliases if a != self.alias)]
 
 
+class InferenceLogSettings(_Model):
+    """`serving.inference_log`: how serving replicas in a rollout log sampled requests and answers to the team's
+    S3 prefix (mlplatform.serving.inference_log; the defaults are its DEFAULTS)."""
+
+    # Share of requests logged, chosen by request id (both sides of a mirrored request together).
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    batch_rows: int = Field(1000, ge=1)  # records per Parquet file, at most
+    # A batch is written at least this often; at most 60 s, so a breach reaches the controller in time
+    # (see promotion.live_gates.check_every_seconds).
+    flush_seconds: float = Field(10.0, gt=0, le=60)
+    # What a replica holds while S3 is slow or down (the batch being written included); beyond it records
+    # are dropped and counted.
+    max_buffered_rows: int = Field(20000, ge=1)
+    max_buffered_mb: float = Field(64, gt=0)
+    retention_days: int = Field(30, ge=1)  # hours older than this are deleted
+
+
 class ServingLimits(_Model):
-    """Upper bounds of one served model. The serving API refuses more before anything is deployed; on
-    Kubernetes the team namespace's ResourceQuota is the wall."""
+    """The `serving` section: upper bounds of one served model, and its inference log. The serving API
+    refuses more before anything is deployed; on Kubernetes the team namespace's ResourceQuota is the wall."""
 
     max_replicas: int = Field(16, ge=1)  # fixed replicas, or the autoscaling maximum
     max_cpus_per_replica: float = Field(16, gt=0)
     max_gpus_per_replica: int = Field(8, ge=1)
     # An autoscaled model with no traffic for this long scales down to its minimum replicas.
     idle_downscale_seconds: int = Field(600, ge=10)
+    inference_log: InferenceLogSettings = InferenceLogSettings()
 
 
 class Culling(_Model):
@@ -351,6 +418,17 @@ class Catalog(_Model):
     def team_groups(self) -> list[str]:
         return [team.group for team in self.teams.values()]
 
+    def live_gates_for(self, team: str) -> LiveGates:
+        """`promotion.live_gates` with the keys `teams.<team>.live_gates` sets put over it (a merge: a key the
+        team leaves unset keeps the platform's value). KeyError for a team the catalog does not have."""
+        if team not in self.teams:
+            raise KeyError(f"no team {team!r} in the catalog; teams: {', '.join(self.teams)}")
+        override = self.teams[team].live_gates
+        if override is None:
+            return self.promotion.live_gates
+        return LiveGates.model_validate({**self.promotion.live_gates.model_dump(),
+                                         **override.model_dump(exclude_none=True)})
+
 
 def _expand(value: Any, key_path: str, problems: list[str], environ) -> Any:
     if isinstance(value, dict):
@@ -446,11 +524,31 @@ def _cross_check(m: Catalog) -> list[str]:
     defaults = [name for name, p in m.profiles.items() if p.default]
     if len(defaults) > 1:
         problems.append(f"profiles: {', '.join(defaults)} are all marked default: true; mark at most one")
+    gates = m.promotion.live_gates
+    if gates.min_requests_for_rollback > gates.min_requests:
+        problems.append(_rollback_count_problem("promotion.live_gates", gates, ""))
+    else:  # a team's merged gates (the platform's being right)
+        for name, team in m.teams.items():
+            gates = m.live_gates_for(name)
+            if team.live_gates is not None and gates.min_requests_for_rollback > gates.min_requests:
+                problems.append(_rollback_count_problem(
+                    f"teams.{name}.live_gates", gates,
+                    " (with promotion.live_gates' values for the keys the team does not set)"))
+    log = m.serving.inference_log
+    if log.max_buffered_rows < log.batch_rows:
+        problems.append(f"serving.inference_log.max_buffered_rows: {log.max_buffered_rows} is less than batch_rows "
+                        f"{log.batch_rows}; allowed: at least batch_rows")
     k8s = m.kubernetes
     if bool(k8s.service_account_issuer) != bool(k8s.service_account_jwks_url):
         problems.append("kubernetes.service_account_issuer and kubernetes.service_account_jwks_url: set both "
                         "(the issuer MLflow trusts and where its keys are) or neither")
     return problems
+
+
+def _rollback_count_problem(where: str, gates: LiveGates, merged: str) -> str:
+    return (f"{where}: min_requests_for_rollback {gates.min_requests_for_rollback} is more than min_requests "
+            f"{gates.min_requests}{merged}; allowed: at most min_requests (a rollback must not need more answers "
+            "than a promotion)")
 
 
 def parse_catalog(data: Any, path: str = "<catalog>", environ=None) -> Catalog:

@@ -31,7 +31,8 @@ def test_no_policy_is_an_error_not_an_empty_gate_list():
 def test_bad_policies_say_what_is_allowed(tmp_path):
     with pytest.raises(registry.RegistryError, match=r"^invalid promotion policy: metric_gates\.0\.op: Input should "
                                                      r"be '>=', '>', '<=' or '<'; allowed keys: alias, metric_gates, "
-                                                     r"compare_with_champion, require_signature, model_card_fields, protected_aliases$"):
+                                                     r"compare_with_champion, require_signature, model_card_fields, "
+                                                     r"protected_aliases, live_gates$"):
         resolve_policy(promotion={"metric_gates": [{"metric": "accuracy", "op": "=>", "threshold": 0.9}]})
     with pytest.raises(registry.RegistryError, match="^pass either catalog= or promotion=, not both$"):
         resolve_policy(catalog=load_catalog(DEFAULT_CATALOG), promotion=PLATFORM_PROMOTION)
