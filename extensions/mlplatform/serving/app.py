@@ -31,16 +31,19 @@ import asyncio
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .payload import PayloadError, dumps, jsonable, parse_generate, parse_predict, split_outputs
-from .spec import SECRETS_FILE_VARIABLE
+from .router import Answer, Router
+from .spec import CANDIDATE_DEPLOYMENT, SECRETS_FILE_VARIABLE
 
 log = logging.getLogger("ray.serve")
 
@@ -103,7 +106,10 @@ def _scoring_error(e: Exception) -> HTTPError:
 
 @serve.deployment(name="Model", max_ongoing_requests=64)
 class ModelServer:
-    def __init__(self, model: dict):
+    """One model version. As an endpoint's `Model` deployment it is also the ingress; given a
+    `candidate` (the `Candidate` deployment's handle) it routes by the rollout in its user_config."""
+
+    def __init__(self, model: dict, candidate: DeploymentHandle | None = None, routing: dict | None = None):
         # Credentials for MLflow's artifacts (the local backend keeps them out of the Serve config).
         secrets = os.environ.get(SECRETS_FILE_VARIABLE)
         if secrets and os.path.exists(secrets):
@@ -112,61 +118,74 @@ class ModelServer:
         self.model = load(model)
         log.info("serving %s (version %s, task %s)", self.model.uri, self.model.version, self.model.task)
         self.max_tokens_limit = 4096
+        # routing: the endpoint's name and the candidate's version, for the inference log
+        self.router = Router(candidate, **(routing or {})) if candidate is not None else None
 
     def reconfigure(self, config: dict) -> None:
         self.max_tokens_limit = int(config.get("max_tokens_limit", 4096))
         for method in (self.predict_batch, self.generate_batch):
             method.set_max_batch_size(int(config.get("max_batch_size", 32)))
             method.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.002)))
+        if self.router is not None:
+            self.router.reconfigure(config)
 
     async def __call__(self, request: Request) -> Response:
-        model = self.model
         path = request.url.path
         root = request.scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
         path = "/" + path.strip("/")
+        body = await request.body() if request.method == "POST" else b""
+        if self.router is not None:
+            answer = await self.router.route(self, request.method, path, body, request.headers)
+        else:
+            answer = await self.respond(request.method, path, body)
+        return Response(dumps(answer.doc), status_code=answer.status, media_type="application/json",
+                        headers=answer.headers)
+
+    async def respond(self, method: str, path: str, body: bytes) -> Answer:
+        """The answer of this model to one request (the champion's own, or the candidate's through
+        its handle), timed from here."""
+        model = self.model
+        started = time.perf_counter()
         try:
-            if path in ("/predict", "/generate") and request.method != "POST":
+            if path in ("/predict", "/generate") and method != "POST":
                 raise HTTPError(405, f"{path} takes POST with a JSON body")
             if path == "/predict":
-                frame = parse_predict(await request.body(), model.schema)
-                return self._answer({"predictions": self._raise(await self.predict_batch(frame))}, model)
-            if path == "/generate":
+                frame = parse_predict(body, model.schema)
+                doc = {"predictions": self._raise(await self.predict_batch(frame))}
+            elif path == "/generate":
                 if model.task != "text-generation":
                     raise HTTPError(404, f"/generate is for text-generation models; {model.requested_uri} is a "
                                          f"{model.task} model: use POST /predict")
-                req = parse_generate(await request.body(), self.max_tokens_limit)
-                generations = self._raise(await self.generate_batch(req))
-                return self._answer({"generations": generations}, model)
-            if path in ("/", "/health") and request.method == "GET":
-                return self._answer({"status": "ok", **model.info()}, model)
-            raise HTTPError(404, f"no route {request.method} {path}; routes: POST /predict, "
-                                 "POST /generate (text-generation models), GET /health")
+                req = parse_generate(body, self.max_tokens_limit)
+                doc = {"generations": self._raise(await self.generate_batch(req))}
+            elif path in ("/", "/health") and method == "GET":
+                doc = {"status": "ok", **model.info()}
+                if self.router is not None:
+                    doc["rollout"] = self.router.info()
+            else:
+                raise HTTPError(404, f"no route {method} {path}; routes: POST /predict, "
+                                     "POST /generate (text-generation models), GET /health")
+            status = 200
         except PayloadError as e:
-            return self._error(400, str(e), model)
+            status, doc = 400, {"message": str(e)}
         except HTTPError as e:
-            return self._error(e.status, str(e), model)
+            status, doc = e.status, {"message": str(e)}
         except Exception as e:  # a bug of ours or the model's: still a JSON answer, and the log has it
-            log.exception("%s %s failed", request.method, path)
-            return self._error(500, f"internal error: {type(e).__name__}: {e}", model)
+            log.exception("%s %s failed", method, path)
+            status, doc = 500, {"message": f"internal error: {type(e).__name__}: {e}"}
+        return Answer(status, doc, {"X-Model-Version": model.version}, (time.perf_counter() - started) * 1000)
+
+    def __del__(self):
+        if getattr(self, "router", None) is not None:
+            self.router.close()
 
     @staticmethod
     def _raise(result):
         if isinstance(result, Exception):
             raise result
         return result
-
-    @staticmethod
-    def _answer(doc: dict, model: LoadedModel) -> Response:
-        return Response(dumps(doc), media_type="application/json",
-                        headers={"X-Model-Version": model.version})
-
-    @staticmethod
-    def _error(status: int, message: str, model: LoadedModel | None) -> Response:
-        headers = {"X-Model-Version": model.version} if model else {}
-        return Response(dumps({"message": message}), status_code=status, media_type="application/json",
-                        headers=headers)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def predict_batch(self, frames: list[pd.DataFrame]) -> list:
@@ -232,6 +251,15 @@ def _text(output: Any) -> Any:
     return output
 
 
+MODEL_ARGS = ("model_uri", "model_version", "requested_uri", "task")
+
+
 def build(args: dict):
-    """The application for `args` (see the module docstring)."""
-    return ModelServer.bind({k: args.get(k) for k in ("model_uri", "model_version", "requested_uri", "task")})
+    """The application for `args` (see the module docstring): the model alone, or with a candidate
+    (`args["candidate"]`: its model_uri, model_version, requested_uri) behind it."""
+    champion = {k: args.get(k) for k in MODEL_ARGS}
+    if not args.get("candidate"):
+        return ModelServer.bind(champion)
+    candidate = {**{k: args["candidate"].get(k) for k in MODEL_ARGS}, "task": args.get("task")}
+    routing = {"endpoint": args.get("endpoint") or "", "candidate_version": str(candidate["model_version"])}
+    return ModelServer.bind(champion, ModelServer.options(name=CANDIDATE_DEPLOYMENT).bind(candidate), routing)

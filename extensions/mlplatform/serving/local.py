@@ -58,6 +58,7 @@ whether or not the report arrives (a warning in the server's log when it does no
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import math
 import os
@@ -72,6 +73,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from mlplatform_core.contract import HUB_CREDENTIALS, PlatformEnvironment
@@ -83,7 +85,18 @@ from ..platform_service import report
 from .backend import last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
 from .gpu_reservations import HubGpuReservations
-from .spec import DEPLOYMENT, SECRETS_FILE_VARIABLE, ServingRequest, serve_application, serve_config
+from .rollout import Rollout
+from .spec import (
+    DEPLOYMENT,
+    SECRETS_FILE_VARIABLE,
+    ServingRequest,
+    candidate_of,
+    serve_application,
+    serve_config,
+    with_candidate,
+    with_rollout,
+    without_candidate,
+)
 
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
 # On this machine a replica reaches MLflow and its S3 artifacts with the kernel's credentials, brokered
@@ -484,6 +497,75 @@ class LocalServing:
             localhost.wait_until(lambda: name not in self._serve_status(), timeout)
         return {"name": name, "backend": "local", "state": "deleted"}
 
+    # --- rollout (rollout.py): a candidate beside the champion of an application ---------------------
+    def start_rollout(self, name: str, *, model_version: str, requested_uri: str, rollout: Rollout,
+                      inference_log: Mapping[str, Any]) -> dict:
+        """Serve `model_version` beside the application's champion, routed by `rollout`. The head must
+        have room for both (the candidate is the champion's size). Local GPU replicas are reserved per
+        application in the hub's pool, which has no place for a second set: refused (409)."""
+        def change(record: dict) -> dict:
+            if candidate_of(record["application"]):
+                raise ServingConflict(f"{name!r} already tries version {candidate_of(record['application'])['model_version']}"
+                                      "; promote it or end that rollout first")
+            if record.get("gpu_reservation") or record["request"]["gpus"]:
+                raise ServingConflict(f"{name!r} has GPU replicas: a rollout on the local platform takes CPU "
+                                      "replicas only (on Kubernetes the candidate gets its own GPUs)")
+            self._check_room(record)
+            return with_candidate(record["application"], model_version=model_version, requested_uri=requested_uri,
+                                  rollout=rollout, inference_log=inference_log)
+        return self._change_application(name, change)
+
+    def set_rollout(self, name: str, rollout: Rollout) -> dict:
+        """Another mode or share for the rollout of `name`: the champion's user_config, in place."""
+        def change(record: dict) -> dict:
+            self._rollout_of(name, record)
+            return with_rollout(record["application"], rollout)
+        return self._change_application(name, change)
+
+    def end_rollout(self, name: str, *, promote: bool) -> dict:
+        """Back to one model: the candidate's version with `promote` (the alias has moved), else the champion's."""
+        def change(record: dict) -> dict:
+            candidate = self._rollout_of(name, record)
+            if promote:
+                record["previous_version"], record["model_version"] = record["model_version"], candidate["model_version"]
+            return without_candidate(record["application"], promote=promote)
+        return self._change_application(name, change)
+
+    def in_rollout(self) -> list[tuple[str, str]]:
+        """(team, name) of every application with a candidate, whatever the team (the platform's view)."""
+        if not self.apps.is_dir():
+            return []
+        return sorted((self._team_of(r), r["name"]) for r in self._records() if candidate_of(r["application"]))
+
+    def _rollout_of(self, name: str, record: dict) -> dict:
+        candidate = candidate_of(record["application"])
+        if candidate is None:
+            raise ServingConflict(f"{name!r} has no rollout; start one with a candidate version first")
+        return candidate
+
+    def _change_application(self, name: str, change) -> dict:
+        """Apply `change(record) -> application` to the recorded application and hand every application
+        to Serve; the previous record comes back when Serve refuses. (Rollouts are the platform service's:
+        it audits them, so nothing is reported from here.)"""
+        self._own_record(name)
+        with localhost.locked(self.apps / ".lock"):
+            previous = self._own_record(name)
+            record = copy.deepcopy(previous)
+            record["application"] = change(record)
+            record.update(phase="applied", applied_at=time.time())
+            localhost.write_json(self._record(name), record)
+            try:
+                if not self.head.running():
+                    raise BackendUnavailable("the local Ray head is not running; deploy again to start it")
+                self._apply()
+            except BaseException:
+                localhost.write_json(self._record(name), previous)
+                if self.head.running():
+                    with contextlib.suppress(Exception):
+                        self._apply()
+                raise
+        return self.status(name)
+
     def names(self) -> list[str]:
         """The team's applications."""
         self.head.private(create=False)
@@ -548,11 +630,14 @@ class LocalServing:
         taken = [r["name"] for r in others if self._team_of(r) == team]
         if len(taken) < len(others):
             taken.append(f"{len(others) - len(taken)} application(s) of other teams")
+        if previous and candidate_of(previous["application"]):
+            raise ServingConflict(f"{request.name!r} is trying version {candidate_of(previous['application'])['model_version']}"
+                                  " beside its champion; promote it or end the rollout before deploying another version")
         surge = True
         for resource, have, per_replica in (("CPUs", self.config.cpus, lambda r: r["cpus"]),
                                             ("GPUs", self.config.gpus, lambda r: math.ceil(r["gpus"]))):
             need = per_replica(request.to_dict()) * request.most_replicas
-            used = sum(per_replica(r["request"]) * _most(r["request"]) for r in others)
+            used = sum(per_replica(r["request"]) * _most(r["request"]) * _copies(r) for r in others)
             if need and used + need > have:
                 raise ServingConflict(
                     f"{request.name!r} needs {need:g} {resource} ({request.most_replicas} replica(s)); the local "
@@ -561,6 +646,15 @@ class LocalServing:
             if previous:
                 surge &= used + need + per_replica(previous["request"]) * _most(previous["request"]) <= have
         return surge
+
+    def _check_room(self, record: dict) -> None:
+        """Room on the head for a candidate of `record`'s size beside everything recorded."""
+        need = record["request"]["cpus"] * _most(record["request"])
+        used = sum(r["request"]["cpus"] * _most(r["request"]) * _copies(r) for r in self._records())
+        if used + need > self.config.cpus:
+            raise ServingConflict(f"a candidate of {record['name']!r} needs {need:g} CPUs beside its champion; the "
+                                  f"local Ray head has {self.config.cpus:g}, {used:g} taken. Delete an application "
+                                  "or serve with fewer CPUs per replica")
 
     def _hub(self) -> HubGpuReservations:
         if self.hub is None:
@@ -621,6 +715,7 @@ class LocalServing:
                 "model_uri": request["model_uri"], "model_version": record["model_version"], "url": url,
                 "predict_url": f"{url}/predict", "submitted_at": record["submitted_at"],
                 "owner": record.get("owner", {}), "request": request,
+                "rollout": candidate_of(record["application"]),
                 "replicas": {"running": 0, "target": _most(request) if not request["max_replicas"] else None}}
 
 
@@ -675,6 +770,11 @@ def _serve_state(app: dict, record: dict) -> dict:
         return {"state": state, "message": message, "detail": detail[-4000:], "replicas": counts}
     return {"state": state, "message": last_line(deployment.get("message") or message) if state != "running" else "",
             "replicas": counts}
+
+
+def _copies(record: dict) -> int:
+    """Sets of replicas an application runs: two while a candidate is beside its champion."""
+    return 2 if candidate_of(record["application"]) else 1
 
 
 def _most(request: dict) -> int:

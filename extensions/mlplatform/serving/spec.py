@@ -12,6 +12,7 @@ the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping
@@ -36,9 +37,11 @@ from mlplatform_core.mlflow_token import environment as mlflow_token_environment
 from mlplatform_core.quantities import cpu_quantity
 
 from .errors import InvalidServingRequest
+from .rollout import Rollout
 
 IMPORT_PATH = "mlplatform.serving.app:build"
 DEPLOYMENT = "Model"  # the deployment's name inside every application (app.py)
+CANDIDATE_DEPLOYMENT = "Candidate"  # beside it during a rollout (rollout.py)
 # Where a replica finds the credentials it may need (a 0600 file; never in the Serve config, which the
 # dashboard shows): the local backend writes it, app.py reads it.
 SECRETS_FILE_VARIABLE = "MLPLATFORM_SERVING_SECRETS_FILE"
@@ -246,6 +249,65 @@ def serve_config(applications: list[dict], *, http_host: str | None = None, http
         config["http_options"] = http
     config["applications"] = applications
     return config
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The version a rollout tries beside the champion (`requested_uri`: as the user named it)."""
+
+    model_version: str
+    requested_uri: str
+
+
+# --- rollout: the same application with a candidate beside the champion (rollout.py) ---------------
+
+def with_candidate(app: dict, *, model_version: str, requested_uri: str, rollout: Rollout,
+                   inference_log: Mapping[str, Any]) -> dict:
+    """`app` (serve_application's) with a `Candidate` deployment of the same size serving
+    `model_version` of the same registered model, the champion routing by `rollout`, and the catalog's
+    `inference_log` settings. The candidate is in `args`, so adding it replaces the replicas (with
+    surge: no request dropped); the rollout and the log settings are the champion's user_config."""
+    app = copy.deepcopy(without_candidate(app))
+    champion = app["deployments"][0]
+    name = MODEL_URI.fullmatch(app["args"]["model_uri"])["name"]
+    app["args"]["endpoint"] = app["name"]
+    app["args"]["candidate"] = {"model_uri": f"models:/{name}/{model_version}", "model_version": str(model_version),
+                                "requested_uri": requested_uri}
+    app["deployments"].append({**copy.deepcopy(champion), "name": CANDIDATE_DEPLOYMENT, "max_surge_percent": 100})
+    champion["max_surge_percent"] = 100
+    champion["user_config"]["rollout"] = rollout.to_dict()
+    champion["user_config"]["inference_log"] = dict(inference_log)
+    return app
+
+
+def with_rollout(app: dict, rollout: Rollout) -> dict:
+    """`app` in rollout with other settings: only the champion's user_config changes (in place)."""
+    if candidate_of(app) is None:
+        raise ValueError(f"application {app['name']!r} has no candidate")
+    app = copy.deepcopy(app)
+    app["deployments"][0]["user_config"]["rollout"] = rollout.to_dict()
+    return app
+
+
+def without_candidate(app: dict, *, promote: bool = False) -> dict:
+    """`app` back to one model: the champion's version, or with `promote` the candidate's."""
+    app = copy.deepcopy(app)
+    candidate = app["args"].pop("candidate", None)
+    app["args"].pop("endpoint", None)
+    app["deployments"] = [d for d in app["deployments"] if d["name"] != CANDIDATE_DEPLOYMENT]
+    for key in ("rollout", "inference_log"):
+        app["deployments"][0]["user_config"].pop(key, None)
+    if promote and candidate:
+        app["args"].update(model_uri=candidate["model_uri"], model_version=candidate["model_version"])
+    return app
+
+
+def candidate_of(app: dict) -> dict | None:
+    """The rollout of an application: the candidate's args with the champion's `rollout` settings."""
+    candidate = app.get("args", {}).get("candidate")
+    if not candidate:
+        return None
+    return {**candidate, "rollout": app["deployments"][0]["user_config"].get("rollout")}
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
