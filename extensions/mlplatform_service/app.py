@@ -16,6 +16,9 @@ or by the service's OAuth login cookie (browsers):
     GET, POST {"until", "reason"}, DELETE  api/budgets/<team>/override   an admin's budget override (audited)
     GET  api/usage?since&until&by&step&team                   GPU-hours and cost (members: their teams; admins: all)
     GET  api/usage/digest?week=YYYY-MM-DD&format=csv|md       the weekly digest (members: their teams' rows)
+    GET, POST {"version", "mode", "share", "mirror_rate"}, PATCH {"mode", "share", "mirror_rate"}, DELETE
+         api/rollouts/<team>/<endpoint>                       a rollout: its live report, start, change, abort
+    POST api/rollouts/<team>/<endpoint>/promote  {"server"}   the candidate to @champion behind the live gates
     GET  metrics                                              Prometheus text (tokens with read:metrics)
     GET  usage  (and the prefix itself)                       the usage page (HTML; see usage_web.py)
 
@@ -33,8 +36,10 @@ MLPLATFORM_WEBHOOK_CONFIGURATION its own.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 from datetime import datetime
 from urllib.parse import urlparse
 
@@ -53,6 +58,8 @@ from .database import connect
 from .overrides import Overrides
 from .platform_mlflow import PlatformMlflow
 from .promotion import Promotions
+from .rollout_backends import rollout_backend
+from .rollouts import Rollouts
 from .service_handler import OAuthCallbackHandler, ServiceHandler, authenticated
 from .usage import UsageLedger
 from .usage_web import usage_routes
@@ -108,6 +115,49 @@ class CardHandler(ServiceHandler):
             raise web.HTTPError(404, f"no model card with SHA-256 {digest}")
         self.set_header("Content-Type", "text/markdown; charset=utf-8")
         self.finish(text)
+
+
+class RolloutHandler(ServiceHandler):
+    """A rollout of an endpoint of a team (rollouts.py)."""
+
+    FIELDS = {"post": ("version", "mode", "share", "mirror_rate"), "patch": ("mode", "share", "mirror_rate")}
+
+    @authenticated
+    async def get(self, team: str, name: str):
+        self.reply(await self.run(self.platform.rollouts.report, await self.caller(), team, name))
+
+    @authenticated
+    async def post(self, team: str, name: str):
+        body = self.fields(self.FIELDS["post"])
+        self.reply(await self.run(self.platform.rollouts.start, await self.caller(), team, name, **body), status=201)
+
+    @authenticated
+    async def patch(self, team: str, name: str):
+        body = self.fields(self.FIELDS["patch"])
+        if "mode" not in body:
+            raise web.HTTPError(400, "mode is missing; allowed: shadow, canary, off")
+        self.reply(await self.run(self.platform.rollouts.change, await self.caller(), team, name, **body))
+
+    @authenticated
+    async def delete(self, team: str, name: str):
+        self.reply(await self.run(self.platform.rollouts.abort, await self.caller(), team, name))
+
+    def fields(self, allowed: tuple[str, ...]) -> dict:
+        body = self.body()
+        unknown = sorted(set(body) - set(allowed))
+        if unknown:
+            raise web.HTTPError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+        if self.request.method == "POST" and "version" not in body:
+            raise web.HTTPError(400, "version is missing: the candidate's version of the endpoint's registered model")
+        return body
+
+
+class RolloutPromoteHandler(ServiceHandler):
+    @authenticated
+    async def post(self, team: str, name: str):
+        body = self.body()
+        caller = await self.caller(body.get("server", ""))
+        self.reply(await self.run(self.platform.rollouts.promote, caller, team, name))
 
 
 AUDIT_FILTERS = ("since", "until", "actor", "team", "action", "target", "outcome")
@@ -210,6 +260,19 @@ class Platform:
                                 workspaces=catalog.mlflow.access.mode == "hub-tokens")
         self.promotions = Promotions(catalog=self.catalog, audit=self.audit, cards=self.cards, mlflow=mlflow)
         self.workloads = WorkloadAdmission(self.catalog, self.audit, self.budgets, self.overrides)
+        self.rollouts = Rollouts(catalog=self.catalog, audit=self.audit, promotions=self.promotions,
+                                 backend=rollout_backend(catalog), s3=self.s3)
+
+    @functools.cached_property
+    def _s3_client(self):
+        import boto3
+
+        s3 = self.catalog().storage.s3
+        return boto3.session.Session().client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region)
+
+    def s3(self):
+        """S3 as the service (the SDK's credential chain: the hub pod's identity; locally the platform's)."""
+        return self._s3_client
 
     def catalog(self):
         return cached_catalog(self.catalog_path)
@@ -239,11 +302,27 @@ def make_app(platform: Platform, prefix: str) -> web.Application:
         (url_path_join(api, r"audit/?(export)?"), AuditHandler),
         (url_path_join(api, r"activity"), ActivityHandler),
         (url_path_join(api, r"budgets/([^/]+)/override"), OverrideHandler),
+        (url_path_join(api, r"rollouts/([^/]+)/([^/]+)/promote"), RolloutPromoteHandler),
+        (url_path_join(api, r"rollouts/([^/]+)/([^/]+)"), RolloutHandler),
         *usage_routes(prefix),
         (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
     ]
     return web.Application(routes, hub_auth=hub_auth, platform=platform, xsrf_cookies=True,
                            cookie_secret=os.urandom(32))
+
+
+def start_rollout_controller(platform: Platform) -> None:
+    """The rollout controller's passes (rollouts.check), off the event loop, one at a time, every
+    `promotion.live_gates.check_every_seconds`."""
+    running = threading.Lock()
+
+    def tick():
+        if running.acquire(blocking=False):
+            future = ioloop.IOLoop.current().run_in_executor(None, platform.rollouts.check)
+            future.add_done_callback(lambda _: running.release())
+
+    every = platform.catalog().promotion.live_gates.check_every_seconds
+    ioloop.PeriodicCallback(tick, every * 1000).start()
 
 
 def main() -> None:
@@ -268,6 +347,7 @@ def main() -> None:
                       hosts=os.environ[WEBHOOK_HOSTS].split(","), configuration=os.environ[WEBHOOK_CONFIGURATION])
     platform.apply_retention()
     ioloop.PeriodicCallback(platform.apply_retention, RETENTION_EVERY_MS).start()
+    start_rollout_controller(platform)
     try:
         ioloop.IOLoop.current().start()
     except KeyboardInterrupt:  # the hub (or Ctrl-C on the local platform) stops it

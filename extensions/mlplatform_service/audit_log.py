@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from .database import Base, write_lock
 
 ACTIONS = ("login", "spawn", "stop", "credentials", "deploy", "redeploy", "delete", "submit", "cancel",
-           "promote", "rollback", "budget-refusal", "budget-override")
+           "promote", "rollback", "rollout", "budget-refusal", "budget-override")
 # admitted: the API server's admission let a write through (it may still fail to store it)
 OUTCOMES = ("intent", "succeeded", "failed", "refused", "admitted")
 GENESIS = "0" * 64  # the prev_hash of the first record ever appended

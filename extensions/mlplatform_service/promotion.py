@@ -70,12 +70,17 @@ class Promotions:
         with self._mlflow(team) as client:
             return self._assess(client, policy, name, version, caller)[0]
 
-    def promote(self, caller: Caller, team: str, name: str, version) -> dict:
+    def promote(self, caller: Caller, team: str, name: str, version, *, live_gates: list[dict] | None = None) -> dict:
+        """`live_gates`: gates of a rollout (kind `live`, rollouts.py) the version must pass besides the catalog's."""
         policy = self._policy()
         self._check_team(caller, team, name, "promote", audited=True)
         with self._model(team, name), self._mlflow(team) as client:
             self._settle(client, team, name)
             report, about, mv = self._assess(client, policy, name, version, caller)
+            if live_gates:
+                report["gates"] += live_gates
+                report["failed"] += [g["id"] for g in live_gates if not g["passed"]]
+                report["passed"] = not report["failed"]
             version, alias, previous = report["version"], policy.alias, report["champion_version"]
             details = {"model": name, "version": version, "alias": alias, "previous_version": previous}
             if previous == version:

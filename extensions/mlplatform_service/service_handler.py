@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from mlplatform.mlflow_health import MlflowUnavailable
 from mlplatform.registry.errors import RegistryError
+from mlplatform.serving.errors import ServingError
 from tornado import web
 
 from .identity import caller_of
@@ -92,13 +93,18 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             body = {"message": error.log_message % error.args if error.args else error.log_message}
         elif isinstance(error, RegistryError):
             body = {**error.to_dict(), "error": type(error).__name__}
+        elif isinstance(error, ServingError):  # a rollout's endpoint (rollouts.py)
+            body = {"message": str(error), "error": type(error).__name__}
+            if getattr(error, "problems", None):
+                body["problems"] = [{"field": f, "message": m} for f, m in error.problems]
         elif isinstance(error, (MlflowUnavailable, ValueError)):
             body = {"message": str(error)}
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb):
-        if isinstance(value, RegistryError | MlflowUnavailable | ValueError):
+        if isinstance(value, RegistryError | MlflowUnavailable | ValueError) or \
+                isinstance(value, ServingError) and value.status_code < 500:
             log.warning("%s %s: %s", self.request.method, self.request.path, value)
             return
         super().log_exception(typ, value, tb)
@@ -107,6 +113,8 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, RegistryError):
             status_code = error.status
+        elif isinstance(error, ServingError):
+            status_code = error.status_code
         elif isinstance(error, MlflowUnavailable):
             status_code = 503
         elif isinstance(error, ValueError):

@@ -57,6 +57,10 @@ CALLERS_MLFLOW_IDENTITY = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", 
                            variable("mlflow_tracking_auth"), variable("mlflow_workspace"))
 
 
+# The platform service's S3 keys, "<access key>:<secret key>", for the hub to hand to the service alone.
+SERVICE_S3_KEYS = "MLPLATFORM_SERVICE_S3_KEYS"
+
+
 class PlatformError(RuntimeError):
     pass
 
@@ -68,6 +72,9 @@ SECRETS = {
     "s3_access_key": lambda: secrets.token_hex(10).upper(),
     "s3_secret_key": lambda: secrets.token_urlsafe(30),
     "s3_sts_signing_key": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+    # The platform service's S3 identity: reads the teams' inference logs (the rollout controller).
+    "s3_service_access_key": lambda: secrets.token_hex(10).upper(),
+    "s3_service_secret_key": lambda: secrets.token_urlsafe(30),
 }
 
 
@@ -316,7 +323,8 @@ class LocalPlatform:
         s = self._secrets()
         # The only component that needs them: OAuth with the provider, and auth_state encryption.
         env = {**self.env(), "OAUTH_CLIENT_SECRET": s["client_secret"], "JUPYTERHUB_CRYPT_KEY": s["crypt_key"],
-               "MLPLATFORM_MLFLOW_SIGNING_KEY": str(self.mlflow_signing_key())}
+               "MLPLATFORM_MLFLOW_SIGNING_KEY": str(self.mlflow_signing_key()),
+               SERVICE_S3_KEYS: f"{s['s3_service_access_key']}:{s['s3_service_secret_key']}"}
         return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")], env
 
     # --- helpers ------------------------------------------------------------------------------

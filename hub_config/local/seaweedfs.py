@@ -62,23 +62,37 @@ def iam_config(catalog: Catalog, signing_key: str) -> dict:
     }
 
 
-def s3_config(access_key: str, secret_key: str) -> dict:
-    """The static identities (-s3.config): only the platform's admin, used to create the bucket."""
+def s3_config(access_key: str, secret_key: str, service_keys: tuple[str, str] | None = None,
+              bucket: str | None = None) -> dict:
+    """The static identities (-s3.config): the platform's admin, used to create the bucket; and with
+    `service_keys` the platform service's, which reads the teams' inference logs in `bucket` (rollouts)."""
     admin = {"name": "platform-admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
              "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
-    return {"identities": [admin]}
+    identities = [admin]
+    if service_keys:
+        identities.append({"name": "platform-service",
+                           "credentials": [{"accessKey": service_keys[0], "secretKey": service_keys[1]}],
+                           "actions": [f"Read:{bucket}", f"List:{bucket}"]})
+    return {"identities": identities}
 
 
 def write_config(config_dir: Path, catalog: Catalog, secrets: dict[str, str]) -> None:
     """Write iam.json and s3.json (both hold secrets: mode 0600), read by SeaweedFS only at start."""
     config_dir.mkdir(parents=True, exist_ok=True)
     for name, config in [("iam.json", iam_config(catalog, secrets["s3_sts_signing_key"])),
-                         ("s3.json", s3_config(secrets["s3_access_key"], secrets["s3_secret_key"]))]:
+                         ("s3.json", s3_config(secrets["s3_access_key"], secrets["s3_secret_key"],
+                                               _service_keys(secrets), catalog.storage.s3.bucket))]:
         path = config_dir / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(config, f)
+
+
+def _service_keys(secrets: dict[str, str]) -> tuple[str, str] | None:
+    if secrets.get("s3_service_access_key"):
+        return secrets["s3_service_access_key"], secrets["s3_service_secret_key"]
+    return None
 
 
 def weed_command(weed: Path, config_dir: Path, s3_port: int) -> list[str]:

@@ -71,7 +71,7 @@ def endpoint(platform, s3, tmp_path_factory):
         yield {"app": app, "name": name, "v1": v1.version, "v2": v2, "backend": backend, "url": status["predict_url"]}
 
 
-def register_candidate(tracking_uri: str, name: str, tmp_path) -> str:
+def register_candidate(tracking_uri: str, name: str, tmp_path, experiment: str = "mlplatform-tests") -> str:
     """Version 2: the same answers as version 1 on the usual inputs, 40× slower on a rare one (x1 > 5),
     the regression offline evaluation never sees."""
     from mlflow.models import ModelSignature
@@ -93,10 +93,11 @@ def register_candidate(tracking_uri: str, name: str, tmp_path) -> str:
     """))
     signature = ModelSignature(inputs=Schema([ColSpec("double", "x1"), ColSpec("double", "x2")]),
                                outputs=Schema([ColSpec("long")]))
-    experiment = MlflowClient(tracking_uri).get_experiment_by_name("mlplatform-tests")
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     try:
-        with _use_tracking_uri(tracking_uri), warnings.catch_warnings(), \
-                mlflow.start_run(experiment_id=experiment.experiment_id):
+        with _use_tracking_uri(tracking_uri), warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id):
             warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(name="model", python_model=str(path), signature=signature,
                                            registered_model_name=name, pip_requirements=["mlflow"])

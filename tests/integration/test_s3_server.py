@@ -136,6 +136,23 @@ def test_tokens_not_signed_by_the_provider_are_refused(platform, catalog, hub):
         assert "signature is invalid" in refused.value.response["Error"]["Message"]
 
 
+def test_the_platform_services_identity_reads_the_bucket_and_writes_nothing(platform, catalog, hub):
+    """The rollout controller's S3 identity (seaweedfs.s3_config): it reads every team's inference log."""
+    creds = assume(platform, catalog, id_token(hub, "alice"))
+    alice = s3_client(platform, creds)
+    key = "teams/team-vision/inference-log/iris/date=2026-12-01/hour=10/x.parquet"
+    assert error(alice.put_object, Bucket=BUCKET, Key=key, Body=b"rows") == "ok"
+    secrets = json.loads((platform.data_dir / "secrets.json").read_text())
+    service = s3_client(platform, {"AccessKeyId": secrets["s3_service_access_key"],
+                                   "SecretAccessKey": secrets["s3_service_secret_key"], "SessionToken": None})
+    listed = service.list_objects_v2(Bucket=BUCKET, Prefix="teams/team-vision/inference-log/")
+    assert [o["Key"] for o in listed["Contents"]] == [key]
+    assert service.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"rows"
+    assert put_get(service, "teams/team-vision/forged.parquet")[0] == "AccessDenied"
+    assert error(service.delete_object, Bucket=BUCKET, Key=key) == "AccessDenied"
+    alice.delete_object(Bucket=BUCKET, Key=key)
+
+
 def test_s3_log_holds_no_credentials(platform, catalog, hub):
     token = id_token(hub, "alice")
     creds = assume(platform, catalog, token)
@@ -143,7 +160,8 @@ def test_s3_log_holds_no_credentials(platform, catalog, hub):
     secrets = json.loads((platform.data_dir / "secrets.json").read_text())
     log = (platform.logs / "s3.log").read_text(errors="replace")
     values = {"ID token": token, "secret key": creds["SecretAccessKey"], "session token": creds["SessionToken"],
-              **{name: secrets[name] for name in ("s3_access_key", "s3_secret_key", "s3_sts_signing_key")}}
+              **{name: secrets[name] for name in ("s3_access_key", "s3_secret_key", "s3_sts_signing_key",
+                                                  "s3_service_access_key", "s3_service_secret_key")}}
     assert [name for name, value in values.items() if value in log] == []
 
 

@@ -1,0 +1,91 @@
+"""Where the platform service changes an endpoint's rollout: the serving backend of the platform.
+
+    backend = LocalRollouts.from_environ()        # the local platform: the Ray head's records (serving/local.py)
+    backend.start(team, "iris", model_version="4", requested_uri="models:/iris/4", rollout=..., inference_log=...)
+    backend.change(team, "iris", rollout)         # mode, share: the champion's user_config, in place
+    backend.end(team, "iris", promote=True)       # one model again: the candidate's version, or the champion's
+    backend.status(team, "iris")                  # serving.status's answer (its "rollout": None without one)
+    backend.active()                              # [(team, name, status)] of every endpoint in rollout
+
+On the local platform the service runs as the same OS user as the Ray head, and acts on the team's
+applications through the same records and Serve REST API the notebook's backend uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mlplatform.serving.errors import BackendUnavailable
+from mlplatform.serving.local import LocalRayConfig, LocalServing
+from mlplatform.serving.rollout import Rollout
+from mlplatform_core.catalog import Catalog
+from mlplatform_core.contract import PlatformEnvironment
+
+
+class RolloutBackend(Protocol):
+    def start(self, team: str, name: str, *, model_version: str, requested_uri: str, rollout: Rollout,
+              inference_log: Mapping[str, Any]) -> dict: ...
+
+    def change(self, team: str, name: str, rollout: Rollout) -> dict: ...
+
+    def end(self, team: str, name: str, *, promote: bool) -> dict: ...
+
+    def status(self, team: str, name: str) -> dict: ...
+
+    def active(self) -> list[tuple[str, str, dict]]: ...
+
+
+@dataclass
+class LocalRollouts:
+    config: LocalRayConfig
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> LocalRollouts:
+        return cls(LocalRayConfig.from_environ(os.environ if environ is None else environ))
+
+    def _serving(self, team: str) -> LocalServing:
+        # No hub: the service reserves no GPUs (local rollouts take CPU replicas only).
+        return LocalServing(self.config, environment=PlatformEnvironment(team=team, backend="local"), environ={})
+
+    def start(self, team, name, *, model_version, requested_uri, rollout, inference_log):
+        return self._serving(team).start_rollout(name, model_version=model_version, requested_uri=requested_uri,
+                                                 rollout=rollout, inference_log=inference_log)
+
+    def change(self, team, name, rollout):
+        return self._serving(team).set_rollout(name, rollout)
+
+    def end(self, team, name, *, promote):
+        return self._serving(team).end_rollout(name, promote=promote)
+
+    def status(self, team, name):
+        return self._serving(team).status(name)
+
+    def active(self):
+        return [(team, name, self.status(team, name)) for team, name in self._serving("").in_rollout()]
+
+
+@dataclass
+class NoRollouts:
+    """The Kubernetes backend of rollouts (a RayService's serveConfigV2 patched by the service) is not
+    built yet: every action says so (503), and the controller finds nothing to check."""
+
+    reason: str = ("rollouts on the Kubernetes backend are not available yet (issue 12: the service patching "
+                   "the RayService's serveConfigV2); use the local platform")
+
+    def _refuse(self, *args, **kwargs):
+        raise BackendUnavailable(self.reason)
+
+    start = change = end = status = _refuse
+
+    def active(self):
+        return []
+
+
+def rollout_backend(catalog: Catalog) -> RolloutBackend:
+    """The rollouts' backend of the platform's serving backend."""
+    if catalog.platform.backend == "local":
+        return LocalRollouts.from_environ()
+    return NoRollouts()

@@ -1,0 +1,232 @@
+"""Safe rollout, owned by the platform (issue 12): a candidate version beside an endpoint's champion in
+shadow or canary mode, promoted only when the live gates pass, and rolled back by the controller when
+it breaches the SLO, with the notebook closed.
+
+    rollouts.start(caller, "team-vision", "iris", version="4", mode="shadow")
+    rollouts.change(caller, "team-vision", "iris", mode="canary", share=0.05)
+    rollouts.report(caller, "team-vision", "iris")     # the endpoint's status and the live report
+    rollouts.promote(caller, "team-vision", "iris")    # offline + live gates → @champion, all traffic
+    rollouts.abort(caller, "team-vision", "iris")      # the candidate goes; the champion keeps everything
+    rollouts.check()                                   # the controller's pass, every check_every_seconds
+
+The live numbers come from the endpoint's inference log in the team's S3 prefix (serving/inference_log.py),
+read with the service's own S3 identity; the gates and the SLO from the catalog (`promotion.live_gates`,
+per team `teams.<team>.live_gates`). The window of a rollout starts when it starts, and again when traffic
+comes back to the candidate after a rollback (the rollout's `since`), so old answers never decide.
+
+Audit: `rollout` (details.change: start, change, abort), `promote` (the promotion engine's, with the live
+gates in its report), `rollback` by the controller (actor `platform`, details.automatic, the reason).
+Members of the endpoint's team (and admins) act on its rollout; a refusal is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mlplatform.registry.errors import Conflict, Forbidden, NotFound
+from mlplatform.serving.errors import InvalidServingRequest, ServingConflict
+from mlplatform.serving.inference_log import read_window
+from mlplatform.serving.rollout import Rollout, rollout
+from mlplatform.serving.spec import MODEL_URI
+from mlplatform_core.catalog import Catalog
+
+from . import live_gates
+from .audit_log import AuditLog
+from .promotion import Caller, Promotions
+from .rollout_backends import RolloutBackend
+
+log = logging.getLogger(__name__)
+PLATFORM = "platform"  # the controller's actor in the audit log
+VERSION_DIGITS = 12
+
+
+class Rollouts:
+    def __init__(self, *, catalog: Callable[[], Catalog], audit: AuditLog, promotions: Promotions,
+                 backend: RolloutBackend, s3: Callable[[], Any]):
+        self.catalog, self.audit, self.promotions, self.backend = catalog, audit, promotions, backend
+        self.s3 = s3  # an S3 client of the service's identity (reads the teams' inference logs)
+        self._lock = threading.Lock()  # one change of any rollout at a time (the controller's too)
+
+    # --- what users do ----------------------------------------------------------------------------
+    def start(self, caller: Caller, team: str, name: str, *, version: Any, mode: Any = "shadow", share: Any = None,
+              mirror_rate: Any = 1.0) -> dict:
+        self._check_team(caller, team, name, "start")
+        settings = rollout(mode=mode, share=share, mirror_rate=mirror_rate)
+        version = _version(version)
+        with self._lock:
+            status = self.backend.status(team, name)
+            model = _model_of(status)
+            with self.promotions.mlflow.client(team) as client:  # the version exists, in the team's workspace
+                try:
+                    client.get_model_version(model, version)
+                except Exception as e:
+                    raise NotFound(f"model {model!r} has no version {version} in team {team}'s workspace: "
+                                   f"{getattr(e, 'message', e)}") from None
+            settings = _since_now(settings)
+            status = self.backend.start(team, name, model_version=version, requested_uri=f"models:/{model}/{version}",
+                                        rollout=settings, inference_log=self.catalog().serving.inference_log.model_dump())
+        self._audit("rollout", caller.name, team, name, {"change": "start", "model": model, "candidate_version": version,
+                                                         **_shown(settings)})
+        return status
+
+    def change(self, caller: Caller, team: str, name: str, *, mode: Any, share: Any = None, mirror_rate: Any = 1.0) -> dict:
+        self._check_team(caller, team, name, "change")
+        settings = rollout(mode=mode, share=share, mirror_rate=mirror_rate)
+        with self._lock:
+            current = self._rollout(team, name)
+            before = current["rollout"] or {}
+            # Back from a rollback (or from off): a fresh window, so the old breach does not decide again.
+            since = before.get("since") if before.get("mode") not in (None, "off") else None
+            settings = _since_now(settings) if since is None else Rollout(**{**settings.to_dict(), "since": since})
+            status = self.backend.change(team, name, settings)
+        self._audit("rollout", caller.name, team, name, {"change": "change", "from_mode": before.get("mode"),
+                                                         "candidate_version": current["model_version"],
+                                                         **_shown(settings)})
+        return status
+
+    def abort(self, caller: Caller, team: str, name: str) -> dict:
+        self._check_team(caller, team, name, "abort")
+        with self._lock:
+            current = self._rollout(team, name)
+            status = self.backend.end(team, name, promote=False)
+        self._audit("rollout", caller.name, team, name, {"change": "abort", "candidate_version": current["model_version"]})
+        return status
+
+    def report(self, caller: Caller, team: str, name: str) -> dict:
+        """The endpoint's status and, in rollout, the live report of its window (changes nothing)."""
+        self._check_team(caller, team, name, "read", audited=False)
+        status = self.backend.status(team, name)
+        if not status.get("rollout"):
+            return {"status": status, "live": None}
+        return {"status": status, "live": self._evaluate(team, name, status).as_dict()}
+
+    def promote(self, caller: Caller, team: str, name: str) -> dict:
+        """The candidate becomes the catalog's alias (the promotion engine: offline gates, the model card,
+        the audit), with the live gates besides, then gets all the traffic. Refused (409, the report)
+        while a gate fails or waits for data."""
+        self._check_team(caller, team, name, "promote")
+        with self._lock:
+            status = self.backend.status(team, name)
+            current = self._rollout(team, name, status)
+            model, version = _model_of(status), current["model_version"]
+            live = self._evaluate(team, name, status)
+            gates = [{"id": f"live {g.name}", "kind": "live", "passed": g.passed is True, "message": g.message,
+                      "value": g.as_dict()["value"], "threshold": g.as_dict()["limit"]} for g in live.gates]
+            try:
+                promoted = self.promotions.promote(caller, team, model, version, live_gates=gates)
+            except Conflict as e:  # the alias holds the candidate already (a promotion whose switch failed)
+                if "nothing to promote" not in str(e):
+                    raise
+                promoted = {"action": "promote", "model": model, "team": team, "version": version, "already": True}
+            status = self.backend.end(team, name, promote=True)
+        return {**promoted, "status": status, "live": live.as_dict()}
+
+    # --- the controller ---------------------------------------------------------------------------
+    def check(self, now: datetime | None = None) -> list[dict]:
+        """One pass over every endpoint in shadow or canary: traffic back to the champion (mode off, the
+        reason kept in the rollout) where the candidate breaches the SLO. Answers what it rolled back."""
+        rolled_back = []
+        for team, name, status in self.backend.active():
+            settings = (status.get("rollout") or {}).get("rollout") or {}
+            if settings.get("mode") not in ("shadow", "canary"):
+                continue
+            try:
+                gates = self.catalog().live_gates_for(team)
+                frame = self._window(team, name, settings, gates, now)
+                reason = live_gates.breach(frame, gates, now=now)
+                if reason:
+                    rolled_back.append(self._roll_back(team, name, settings, reason))
+            except Exception:  # one endpoint's trouble never stops the others' checks
+                log.exception("rollout check of %s/%s failed; it runs again at the next pass", team, name)
+        return rolled_back
+
+    def _roll_back(self, team: str, name: str, settings: dict, reason: str) -> dict:
+        with self._lock:
+            status = self.backend.status(team, name)
+            current = (status.get("rollout") or {}).get("rollout") or {}
+            if current.get("mode") not in ("shadow", "canary") or current.get("since") != settings.get("since"):
+                return {}  # changed meanwhile by its team: their choice stands, checked again next pass
+            off = Rollout(mode="off", mirror_rate=current.get("mirror_rate", 1.0), reason=reason,
+                          since=current.get("since"))
+            self.backend.change(team, name, off)
+        details = {"endpoint": name, "model": _model_of(status), "candidate_version": status["rollout"]["model_version"],
+                   "from_mode": current["mode"], "share": current.get("share"), "reason": reason, "automatic": True}
+        self._audit("rollback", PLATFORM, team, name, details)
+        log.warning("rolled %s/%s back to the champion: %s", team, name, reason)
+        return {"team": team, **details}
+
+    # --- steps ------------------------------------------------------------------------------------
+    def _evaluate(self, team: str, name: str, status: dict) -> live_gates.LiveReport:
+        current = status["rollout"]
+        gates = self.catalog().live_gates_for(team)
+        frame = self._window(team, name, current["rollout"], gates, None)
+        return live_gates.evaluate(frame, gates, reference=self._reference(team, current["requested_uri"]),
+                                   candidate_version=current["model_version"])
+
+    def _window(self, team: str, name: str, settings: dict, gates, now: datetime | None):
+        catalog = self.catalog()
+        until = now or datetime.now(UTC)
+        since = until - timedelta(seconds=gates.window_seconds)
+        if settings.get("since"):
+            since = max(since, datetime.fromtimestamp(settings["since"], UTC))
+        s3 = catalog.storage.s3
+        return read_window(self.s3(), s3.bucket, s3.team_prefix.format(team=team, username=""), name, since,
+                           until + timedelta(seconds=1))
+
+    def _reference(self, team: str, model_uri: str):
+        """The candidate's reference data, None when it has none or it cannot be read (the drift gate then waits)."""
+        from mlplatform.registry.reference import load_reference_data
+
+        try:
+            with self.promotions.mlflow.client(team) as client:
+                return load_reference_data(model_uri, client)
+        except Exception as e:
+            log.info("no reference data for %s: %s", model_uri, e)
+            return None
+
+    def _rollout(self, team: str, name: str, status: dict | None = None) -> dict:
+        status = status or self.backend.status(team, name)
+        if not status.get("rollout"):
+            raise ServingConflict(f"{name!r} of team {team} has no rollout; start one with a candidate version")
+        return status["rollout"]
+
+    def _check_team(self, caller: Caller, team: str, name: str, action: str, *, audited: bool = True) -> None:
+        catalog = self.catalog()
+        if team not in catalog.teams:
+            raise NotFound(f"team {team!r} is not a team of the catalog; teams: {', '.join(catalog.teams)}")
+        if caller.admin or team in caller.teams:
+            return
+        refused = Forbidden(f"{caller.name} may not {action} the rollout of {name!r}: the endpoint belongs to team "
+                            f"{team} ({caller.name}'s teams: {', '.join(caller.teams) or 'none'})")
+        if audited:
+            self._audit("rollout", caller.name, team, name, {"change": action, "reason": str(refused)}, "refused")
+        raise refused
+
+    def _audit(self, action: str, actor: str, team: str, name: str, details: dict, outcome: str = "succeeded") -> None:
+        self.audit.append(action, actor=actor, team=team, target=f"model:{team}/{name}", outcome=outcome,
+                          details={"endpoint": name, **details})
+
+
+def _version(value: Any) -> str:
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not (text.isdigit() and len(text) <= VERSION_DIGITS and int(text) > 0):
+        raise InvalidServingRequest([("version", f"{value!r} is not a model version; allowed: a version number "
+                                                 "of the endpoint's registered model, e.g. 4")])
+    return str(int(text))
+
+
+def _model_of(status: dict) -> str:
+    return MODEL_URI.fullmatch(status["model_uri"])["name"]
+
+
+def _since_now(settings: Rollout) -> Rollout:
+    return Rollout(**{**settings.to_dict(), "since": round(time.time(), 3)})
+
+
+def _shown(settings: Rollout) -> dict:
+    return {k: v for k, v in settings.to_dict().items() if k not in ("since", "reason")}

@@ -1,0 +1,173 @@
+"""Safe rollout through the platform service, end to end on the local platform (issue 12): alice's notebook
+serves @champion on the platform's Ray head, starts a candidate in canary through the service, the candidate
+is 40× slower on a rare input, and the service's controller puts the traffic back on the champion by itself
+(audited as the platform, the reason kept); in shadow on ordinary traffic the live gates pass and the
+promotion moves @champion and the endpoint to the candidate. Another team's member is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from mlplatform import registry, serving
+from mlplatform.registry.reference import log_reference_data
+from mlplatform.serving import rollouts
+
+from ..support.authz import authorization_matrix
+from ..support.hub import HubClient
+from ..support.mlflow_access import s3_admin, workspace
+from ..support.mlflow_models import register_model, unique_name
+from ..support.ray_head import fresh_ray_head
+from .test_rollout_local import register_candidate
+
+TEAM = "team-vision"
+CARD = {"version_tags": {"intended_use": "rollout tests"}, "model_tags": {"owner": TEAM}}
+ROLLBACK_WITHIN = 120  # seconds: "rollback triggers within two minutes of SLO breach"
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def authz(request):
+    yield from authorization_matrix(request)
+
+
+@pytest.fixture(scope="module")
+def alice(platform):
+    """alice's running server for the module (the endpoint outlives each test)."""
+    hub = HubClient(platform)
+    _, env = hub.start_server("alice")
+    yield env
+    hub.stop_all()
+
+
+@pytest.fixture(scope="module")
+def endpoint(platform, alice, tmp_path_factory):
+    """@champion (version 1) served by alice's notebook on the platform's Ray head; version 2, the slow-on-rare
+    candidate, registered with its metrics, card fields and reference data."""
+    name = unique_name("roll")
+    with workspace(TEAM), s3_admin(platform):
+        register_model(platform.mlflow_url, name, metrics={"accuracy": 0.95}, experiment=TEAM, **CARD)
+        version = register_candidate(platform.mlflow_url, name, tmp_path_factory.mktemp("candidate"), experiment=TEAM)
+        client = MlflowClient(platform.mlflow_url)
+        mv = client.get_model_version(name, version)
+        client.log_metric(mv.run_id, "accuracy", 0.96)
+        client.set_model_version_tag(name, version, "intended_use", "rollout tests")
+        log_reference_data(ordinary_rows(2000, seed=1), run_id=mv.run_id, client=client)
+    server = {k: v for k, v in alice.items() if k.startswith(("MLPLATFORM_", "MLFLOW_", "AWS_", "JUPYTERHUB_"))}
+    saved = dict(os.environ)
+    os.environ.pop("MLFLOW_TRACKING_TOKEN", None)  # alice's notebook holds her own MLflow identity only
+    os.environ.update(server)
+    app = f"ro-{name.rsplit('-', 1)[1]}"
+    try:
+        with fresh_ray_head(platform.ports.ray, root=platform.ray_dir):
+            registry.promote(name, 1)
+            status = serving.deploy(app, f"models:/{name}@champion", cpus=0.5, wait=True, timeout=240)
+            assert status["state"] == "running", status
+            yield {"app": app, "name": name, "candidate": version, "url": status["predict_url"], "env": alice}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def ordinary_rows(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x1": rng.normal(0.5, 0.3, n), "x2": rng.normal(0.5, 0.3, n)})
+
+
+def send(url: str, requests_: int, *, rare_every: int = 0, seed: int = 0) -> None:
+    """`requests_` requests of two ordinary rows each; every `rare_every`-th one has the rare input."""
+    rows = ordinary_rows(2 * requests_, seed)
+    with requests.Session() as http:
+        for i in range(requests_):
+            body = rows.iloc[2 * i:2 * i + 2].to_dict(orient="records")
+            if rare_every and i % rare_every == 0:
+                body[0]["x1"] = 6.0
+            r = http.post(url, json=body, timeout=30)
+            assert r.status_code == 200, r.text
+
+
+def audit(hub, platform, **filters) -> list[dict]:
+    token = hub.login("admin").new_token()
+    r = requests.get(f"http://127.0.0.1:{platform.ports.service}/services/mlplatform/api/audit", params=filters,
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    r.raise_for_status()
+    return r.json()["records"]
+
+
+def test_a_slow_candidate_in_canary_is_rolled_back_by_the_platform(endpoint, hub, platform):
+    app = endpoint["app"]
+    status = rollouts.start(app, endpoint["candidate"], mode="canary", share=0.5)
+    assert status["rollout"]["model_version"] == endpoint["candidate"]
+    serving.wait_until_settled(app, timeout=240, interval=0.3)
+    started = time.monotonic()
+    send(endpoint["url"], 120, rare_every=5)  # the candidate sleeps 0.2 s on each rare input it answers
+    breached = time.monotonic()
+    while (mode := (settings := rollouts.report(app)["status"]["rollout"]["rollout"])["mode"]) != "off":
+        assert time.monotonic() - breached < ROLLBACK_WITHIN, f"still {mode} after {ROLLBACK_WITHIN} s"
+        time.sleep(1)
+    assert "candidate p99" in settings["reason"] and "the champion's" in settings["reason"], settings
+    sides = {requests.post(endpoint["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30).headers["X-Rollout-Side"]
+             for _ in range(20)}
+    assert sides == {"champion"}
+    [record] = audit(hub, platform, action="rollback", target=f"model:{TEAM}/{app}")
+    assert (record["actor"], record["outcome"], record["details"]["automatic"]) == ("platform", "succeeded", True)
+    assert record["details"]["reason"] == settings["reason"] and record["details"]["from_mode"] == "canary"
+    print(f"rolled back {time.monotonic() - breached:.1f} s after the traffic (started {time.monotonic() - started:.1f} s ago)")
+
+
+def test_in_shadow_the_live_gates_pass_and_promotion_moves_champion_and_traffic(endpoint, hub, platform):
+    app, name = endpoint["app"], endpoint["name"]
+    rollouts.change(app, "shadow")  # back from the rollback: a fresh window
+    with pytest.raises(registry.PromotionRefused) as refused:
+        rollouts.promote(app)
+    waiting = {g["id"] for g in refused.value.report["gates"] if not g["passed"]}
+    assert "live min_requests" in waiting, refused.value.report["gates"]
+
+    send(endpoint["url"], 260, seed=7)  # ordinary traffic, the rows of the reference's distribution
+    deadline = time.monotonic() + 60
+    while (live := rollouts.report(app)["live"])["candidate"]["requests"] < 260:
+        assert time.monotonic() < deadline, live["candidate"]
+        time.sleep(1)
+    assert live["promotable"], [g for g in live["gates"] if not g["passed"]]
+    # The candidate's rule (x1 > 0.5) is not the champion's regression: agreement is shown, not a gate.
+    assert live["agreement"]["pairs"] >= 260 and 0 < live["agreement"]["share"] < 1
+    assert live["drift"]["status"] == "pass" and live["drift"]["score"] <= 0.2
+    done = rollouts.promote(app)
+    assert (done["version"], done["status"]["model_version"], done["status"]["rollout"]) == (
+        endpoint["candidate"], endpoint["candidate"], None)
+    with workspace(TEAM):
+        assert MlflowClient(platform.mlflow_url).get_registered_model(name).aliases["champion"] == endpoint["candidate"]
+    status = serving.wait_until_settled(app, timeout=240, interval=0.3)
+    r = requests.post(endpoint["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30)
+    assert (status["state"], r.headers["X-Model-Version"]) == ("running", endpoint["candidate"])
+    changes = [(r["actor"], r["action"], r["details"].get("change"), r["outcome"])
+               for r in audit(hub, platform, target=f"model:{TEAM}/{app}")]
+    assert ("alice", "rollout", "start", "succeeded") in changes and ("alice", "rollout", "change", "succeeded") in changes
+
+
+def test_only_the_endpoints_team_acts_on_its_rollout(endpoint, hub, platform, authz):
+    _, bob = hub.start_server("bob")
+    service = f"{bob['MLPLATFORM_SERVICE_URL']}/api/rollouts/{TEAM}/{endpoint['app']}"
+    alice = {"Authorization": f"token {endpoint['env']['JUPYTERHUB_API_TOKEN']}"}
+    authz.check("alice's server (team-vision)", "read a rollout", requests.get(service, headers=alice, timeout=60),
+                allowed=True)
+    headers = {"Authorization": f"token {bob['JUPYTERHUB_API_TOKEN']}"}
+    for method, suffix, body, action in (("GET", "", None, "read a rollout"),
+                                         ("POST", "", {"version": "1"}, "start a rollout"),
+                                         ("PATCH", "", {"mode": "off"}, "change a rollout"),
+                                         ("DELETE", "", None, "end a rollout"),
+                                         ("POST", "/promote", {}, "promote a rollout")):
+        r = requests.request(method, service + suffix, json=body, headers=headers, timeout=60)
+        authz.check("bob's server (team-nlp)", action, r, allowed=False)
+        assert "the endpoint belongs to team team-vision" in r.json()["message"]
+    authz.check("no token", "read a rollout", requests.get(service, timeout=30), allowed=False)
+    refused = [(r["details"]["change"], r["outcome"]) for r in audit(hub, platform, actor="bob", action="rollout")
+               if r["target"] == f"model:{TEAM}/{endpoint['app']}"]
+    assert refused == [("start", "refused"), ("change", "refused"), ("abort", "refused"), ("promote", "refused")]
