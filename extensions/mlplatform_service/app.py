@@ -155,8 +155,10 @@ class RolloutHandler(ServiceHandler):
 class RolloutPromoteHandler(ServiceHandler):
     @authenticated
     async def post(self, team: str, name: str):
-        body = self.body()
-        caller = await self.caller(body.get("server", ""))
+        server = self.body().get("server", "")
+        if not isinstance(server, str):
+            raise web.HTTPError(400, f"server is {server!r}; allowed: the name of one of your servers ('' for the default)")
+        caller = await self.caller(server)
         self.reply(await self.run(self.platform.rollouts.promote, caller, team, name))
 
 
