@@ -263,7 +263,7 @@ class Platform:
         self.promotions = Promotions(catalog=self.catalog, audit=self.audit, cards=self.cards, mlflow=mlflow)
         self.workloads = WorkloadAdmission(self.catalog, self.audit, self.budgets, self.overrides)
         self.rollouts = Rollouts(catalog=self.catalog, audit=self.audit, promotions=self.promotions,
-                                 backend=rollout_backend(catalog), s3=self.s3)
+                                 backend=rollout_backend(self.catalog), s3=self.s3)
 
     @functools.cached_property
     def _s3_client(self):

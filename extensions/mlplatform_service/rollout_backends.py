@@ -8,17 +8,20 @@
     backend.active()                              # [(team, name, status)] of every endpoint in rollout
 
 On the local platform the service runs as the same OS user as the Ray head, and acts on the team's
-applications through the same records and Serve REST API the notebook's backend uses.
+applications through the same records and Serve REST API the notebook's backend uses; on Kubernetes it
+patches the team's RayService (serving/kubernetes.py).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mlplatform.serving.errors import BackendUnavailable
+from mlplatform import kube
+from mlplatform.serving.errors import DeploymentNotFound
+from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
 from mlplatform.serving.local import LocalRayConfig, LocalServing
 from mlplatform.serving.rollout import Rollout
 from mlplatform_core.catalog import Catalog
@@ -67,25 +70,46 @@ class LocalRollouts:
         return [(team, name, self.status(team, name)) for team, name in self._serving("").in_rollout()]
 
 
-@dataclass
-class NoRollouts:
-    """The Kubernetes backend of rollouts (a RayService's serveConfigV2 patched by the service) is not
-    built yet: every action says so (503), and the controller finds nothing to check."""
+class KubernetesRollouts:
+    """On a cluster: the team's RayService, patched with the hub pod's service account (its Role in every
+    team namespace lets it get, list and patch RayServices: hub_config/render/teams.py). The API server's
+    admission webhook admits and audits each patch like any other change of the RayService."""
 
-    reason: str = ("rollouts on the Kubernetes backend are not available yet (issue 12: the service patching "
-                   "the RayService's serveConfigV2); use the local platform")
+    def __init__(self, catalog: Callable[[], Catalog], api_client: Any = None):
+        self.catalog, self._client = catalog, api_client
 
-    def _refuse(self, *args, **kwargs):
-        raise BackendUnavailable(self.reason)
+    def _serving(self, team: str) -> KubernetesServing:
+        catalog = self.catalog()
+        if team not in catalog.teams:
+            raise DeploymentNotFound(f"team {team!r} is not a team of the catalog")
+        if self._client is None:  # once: the API client keeps its connections
+            self._client = kube.connect()
+        config = KubernetesServingConfig(namespace=catalog.teams[team].namespace, team=team, user="platform")
+        return KubernetesServing(config, api_client=self._client)
 
-    start = change = end = status = _refuse
+    def start(self, team, name, *, model_version, requested_uri, rollout, inference_log):
+        return self._serving(team).start_rollout(name, model_version=model_version, requested_uri=requested_uri,
+                                                 rollout=rollout, inference_log=inference_log)
+
+    def change(self, team, name, rollout):
+        return self._serving(team).set_rollout(name, rollout)
+
+    def end(self, team, name, *, promote):
+        return self._serving(team).end_rollout(name, promote=promote)
+
+    def status(self, team, name):
+        return self._serving(team).status(name)
 
     def active(self):
-        return []
+        found = []
+        for team in self.catalog().teams:
+            serving = self._serving(team)
+            found += [(team, name, serving.status(name)) for name in serving.in_rollout()]
+        return found
 
 
-def rollout_backend(catalog: Catalog) -> RolloutBackend:
+def rollout_backend(catalog: Callable[[], Catalog]) -> RolloutBackend:
     """The rollouts' backend of the platform's serving backend."""
-    if catalog.platform.backend == "local":
+    if catalog().platform.backend == "local":
         return LocalRollouts.from_environ()
-    return NoRollouts()
+    return KubernetesRollouts(catalog)

@@ -11,8 +11,9 @@ every verb listed, no wildcards, nothing cluster-wide:
   JupyterHub API token is in one (spawners/server_token.py). It cannot create pods or touch another
   namespace. tests/kubernetes/test_rbac_matrix.py checks all of this with the API server's rules.
 - the hub's service account (z2jh's `hub`, in the hub namespace) gets what KubeSpawner uses in a team
-  namespace: the rules of z2jh's own hub Role (jupyterhub/templates/hub/rbac.yaml). What it watches
-  across namespaces for the quota cache is in cluster.py.
+  namespace: the rules of z2jh's own hub Role (jupyterhub/templates/hub/rbac.yaml), and get, list and
+  patch of RayServices for the platform service it runs (a rollout's traffic, controlled by the platform:
+  mlplatform_service/rollouts.py). What it watches across namespaces for the quota cache is in cluster.py.
 """
 
 from __future__ import annotations
@@ -105,12 +106,15 @@ def notebook_role(team_name: str, team: Team) -> dict[str, Any]:
 
 
 def hub_role(team_name: str, team: Team) -> dict[str, Any]:
+    """z2jh's hub Role's rules, and RayService patches for the platform service's rollouts."""
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": _meta(HUB_ROLE, team_name, team),
             "rules": [
                 {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
                  "verbs": ["get", "watch", "list", "create", "delete"]},
                 {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
+                # The platform service (in the hub pod) moves a rollout's traffic: the RayService's serveConfigV2.
+                {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "patch"]},
             ]}
 
 

@@ -113,10 +113,12 @@ ALLOWED = {
     # The Spark operator chart's Role: pods, configmaps, PVCs and services, every verb (the driver runs executors).
     "Spark driver SA, team A": {"get pod (A)", "list pods (A)", "create pod (A)", "patch pod (A)",
                                 "get ConfigMap mlplatform (A)"},
-    # z2jh's hub rules in each team namespace, and the quota cache's cluster-wide list/watch.
+    # z2jh's hub rules in each team namespace, and the quota cache's cluster-wide list/watch; the platform
+    # service's rollouts patch the teams' RayServices (get, list, patch; never create or delete).
     "hub SA": {"get pod (A)", "list pods (A)", "get Secret (A)", "list events (A)", "create pod (A)", "get pod (B)",
                "list pods (all namespaces)", "list resourcequotas (all namespaces)",
-               "patch ValidatingWebhookConfiguration mlplatform-workloads"},
+               "patch ValidatingWebhookConfiguration mlplatform-workloads", "patch RayService (A)",
+               "list RayServices (B)"},
     "notebook SA, team B": {"get pods/log (B)", "list RayServices (B)", "create SparkApplication (B)"},
     "unauthenticated": set(),
 }

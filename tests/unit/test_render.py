@@ -234,7 +234,8 @@ def test_team_namespace_quota_and_notebook_role():
     assert hub_role["rules"] == [  # z2jh's own hub Role, in the team namespace
         {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
          "verbs": ["get", "watch", "list", "create", "delete"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]}]
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
+        {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "patch"]}]
 
 
 def test_gpu_quota_per_resource_is_capped_by_the_total_and_the_per_type_quotas():

@@ -20,6 +20,9 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 from mlplatform_core import images
 from mlplatform_core.catalog import CatalogError
@@ -43,9 +46,13 @@ from .. import kube
 from ..localhost import wait_until
 from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED, last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
-from .spec import ServingRequest, ray_service
+from .rollout import Rollout
+from .spec import ServingRequest, candidate_of, ray_service, with_candidate, with_rollout, without_candidate
 
 SERVE_PORT = 8000
+# Workers of the group at most, per replica of the application (spec.ray_service): its replicas and a surge
+# of new ones while a version rolls out; with a candidate, twice that.
+SURGE_ROOM, ROLLOUT_ROOM = 2, 4
 MANAGED = f"{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}={SERVING_COMPONENT}"
 
 
@@ -178,6 +185,62 @@ class KubernetesServing:
     def url(self, name: str) -> str:
         return f"http://{name}-serve-svc.{self.config.namespace}.svc.cluster.local:{SERVE_PORT}/{name}"
 
+    # --- rollout (rollout.py): a candidate beside the champion, in the same RayService -------------
+    def start_rollout(self, name: str, *, model_version: str, requested_uri: str, rollout: Rollout,
+                      inference_log: Mapping[str, Any]) -> dict:
+        """The candidate's deployment in the application (serveConfigV2, in place) and room for its
+        workers: the worker group's maxReplicas doubles (the autoscaler starts them; the admission
+        webhook charges their GPUs). The cluster's hash leaves replica counts out, so KubeRay keeps
+        the cluster."""
+        def change(service: dict, app: dict) -> tuple[dict, int, dict]:
+            if candidate_of(app):
+                raise ServingConflict(f"{name!r} already tries version {candidate_of(app)['model_version']}; "
+                                      "promote it or end that rollout first")
+            return with_candidate(app, model_version=model_version, requested_uri=requested_uri, rollout=rollout,
+                                  inference_log=inference_log), ROLLOUT_ROOM, {}
+        return self._change_application(name, change)
+
+    def set_rollout(self, name: str, rollout: Rollout) -> dict:
+        """Another mode or share: the champion's user_config in serveConfigV2, applied in place."""
+        def change(service: dict, app: dict) -> tuple[dict, int, dict]:
+            _rollout_of(name, app)
+            return with_rollout(app, rollout), ROLLOUT_ROOM, {}
+        return self._change_application(name, change)
+
+    def end_rollout(self, name: str, *, promote: bool) -> dict:
+        """One model again: the candidate's version with `promote` (the alias has moved), else the champion's."""
+        def change(service: dict, app: dict) -> tuple[dict, int, dict]:
+            candidate = _rollout_of(name, app)
+            annotations = {annotation_key("model-version"): candidate["model_version"],
+                           annotation_key("previous-version"): kube.annotation(service, "model-version")} \
+                if promote else {}
+            return without_candidate(app, promote=promote), SURGE_ROOM, annotations
+        return self._change_application(name, change)
+
+    def in_rollout(self) -> list[str]:
+        """The namespace's applications with a candidate."""
+        return sorted(s["metadata"]["name"] for s in _translated(self.services.list, MANAGED)
+                      if candidate_of(_application(s)))
+
+    def _change_application(self, name: str, change) -> dict:
+        services = self.services
+        found = _translated(services.get, name)
+        if found is None or not _serving(found):
+            raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
+                                     f"applications: {', '.join(self.names()) or 'none'}")
+        app, room, annotations = change(found, _application(found))
+        request = json.loads(kube.annotation(found, "request") or "{}")
+        ops = [{"op": "replace", "path": "/metadata/resourceVersion", "value": found["metadata"]["resourceVersion"]},
+               {"op": "add", "path": "/spec/serveConfigV2", "value": yaml.safe_dump({"applications": [app]},
+                                                                                    sort_keys=False)}]
+        if request:
+            ops.append({"op": "add", "path": "/spec/rayClusterConfig/workerGroupSpecs/0/maxReplicas",
+                        "value": room * _most(request)})
+        if annotations:
+            ops.append({"op": "add", "path": "/metadata/annotations",
+                        "value": {**(found["metadata"].get("annotations") or {}), **annotations}})
+        return self._describe(_translated(services.patch, name, ops))
+
     # --- helpers ---------------------------------------------------------------------------------
     def _create(self, services: kube.CustomObjects, body: dict) -> dict:
         """Create; a failure leaves nothing behind (what this call made is known by its deploy id)."""
@@ -213,7 +276,7 @@ class KubernetesServing:
             "model_version": kube.annotation(service, "model-version"), "url": url, "predict_url": f"{url}/predict",
             "submitted_at": kube.annotation(service, "submitted-at") or meta.get("creationTimestamp"),
             "owner": {"user": kube.annotation(service, "user"), "team": (meta.get("labels") or {}).get(TEAM_LABEL)},
-            "request": request,
+            "request": request, "rollout": candidate_of(_application(service)),
             "replicas": {"running": active.get("readyWorkerReplicas", 0),
                          "target": None if request.get("max_replicas") else request.get("replicas")},
         }
@@ -298,6 +361,23 @@ def _changes(current: dict, body: dict) -> list[dict]:
             ops.append({"op": "add", "path": f"/spec/{key}", "value": value})
     ops += [{"op": "remove", "path": f"/spec/{key}"} for key in spec if key not in body["spec"]]
     return ops
+
+
+def _application(service: dict) -> dict:
+    """The Serve application of a RayService (its serveConfigV2 holds one)."""
+    config = yaml.safe_load((service.get("spec") or {}).get("serveConfigV2") or "") or {}
+    return (config.get("applications") or [{}])[0]
+
+
+def _rollout_of(name: str, app: dict) -> dict:
+    candidate = candidate_of(app)
+    if candidate is None:
+        raise ServingConflict(f"{name!r} has no rollout; start one with a candidate version first")
+    return candidate
+
+
+def _most(request: dict) -> int:
+    return request["max_replicas"] if request.get("max_replicas") is not None else request.get("replicas", 1)
 
 
 def _app_detail(app: dict) -> str:
