@@ -270,7 +270,10 @@ class Platform:
         import boto3
 
         s3 = self.catalog().storage.s3
-        return boto3.session.Session().client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region)
+        from botocore.config import Config
+
+        return boto3.session.Session().client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=Config(
+            retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=20))
 
     def s3(self):
         """S3 as the service (the SDK's credential chain: the hub pod's identity; locally the platform's)."""
@@ -347,8 +350,12 @@ def main() -> None:
     if os.environ.get(WEBHOOK_BIND):  # on Kubernetes: the API server's admission webhook (webhook.py)
         start_webhook(platform.workloads, bind=os.environ[WEBHOOK_BIND],
                       hosts=os.environ[WEBHOOK_HOSTS].split(","), configuration=os.environ[WEBHOOK_CONFIGURATION])
-    platform.apply_retention()
-    ioloop.PeriodicCallback(platform.apply_retention, RETENTION_EVERY_MS).start()
+    def retention():  # off the event loop: the inference logs' retention lists every team's S3 prefix
+        ioloop.IOLoop.current().run_in_executor(None, platform.apply_retention)
+        ioloop.IOLoop.current().run_in_executor(None, platform.rollouts.prune_inference_logs)
+
+    ioloop.IOLoop.current().add_callback(retention)
+    ioloop.PeriodicCallback(retention, RETENTION_EVERY_MS).start()
     start_rollout_controller(platform)
     try:
         ioloop.IOLoop.current().start()

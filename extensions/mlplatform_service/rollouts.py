@@ -5,7 +5,8 @@ it breaches the SLO, with the notebook closed.
     rollouts.start(caller, "team-vision", "iris", version="4", mode="shadow")
     rollouts.change(caller, "team-vision", "iris", mode="canary", share=0.05)
     rollouts.report(caller, "team-vision", "iris")     # the endpoint's status and the live report
-    rollouts.promote(caller, "team-vision", "iris")    # offline + live gates → @champion, all traffic
+    rollouts.promote(caller, "team-vision", "iris")    # offline + live gates → @champion, all traffic; the
+                                                       # drift report kept in the candidate's run (drift/)
     rollouts.abort(caller, "team-vision", "iris")      # the candidate goes; the champion keeps everything
     rollouts.check()                                   # the controller's pass, every check_every_seconds
 
@@ -30,12 +31,12 @@ from typing import Any
 
 from mlplatform.registry.errors import Conflict, Forbidden, NotFound
 from mlplatform.serving.errors import InvalidServingRequest, ServingConflict
-from mlplatform.serving.inference_log import read_window
+from mlplatform.serving.inference_log import prune, read_window
 from mlplatform.serving.rollout import Rollout, rollout
 from mlplatform.serving.spec import MODEL_URI
 from mlplatform_core.catalog import Catalog
 
-from . import live_gates
+from . import drift, live_gates
 from .audit_log import AuditLog
 from .promotion import Caller, Promotions
 from .rollout_backends import RolloutBackend
@@ -124,7 +125,8 @@ class Rollouts:
                     raise
                 promoted = {"action": "promote", "model": model, "team": team, "version": version, "already": True}
             status = self.backend.end(team, name, promote=True)
-        return {**promoted, "status": status, "live": live.as_dict()}
+        return {**promoted, "status": status, "live": live.as_dict(),
+                "drift_report": self._store_drift(team, model, version, live)}
 
     # --- the controller ---------------------------------------------------------------------------
     def check(self, now: datetime | None = None) -> list[dict]:
@@ -160,6 +162,21 @@ class Rollouts:
         log.warning("rolled %s/%s back to the champion: %s", team, name, reason)
         return {"team": team, **details}
 
+    def prune_inference_logs(self, now: datetime | None = None) -> int:
+        """The inference log's retention (`serving.inference_log.retention_days`), every team's prefix: hours
+        older than that are deleted. Run at the service's start and daily; answers how many files went."""
+        catalog = self.catalog()
+        s3, days, deleted = catalog.storage.s3, catalog.serving.inference_log.retention_days, 0
+        for team in catalog.teams:
+            try:
+                deleted += prune(self.s3(), s3.bucket, s3.team_prefix.format(team=team, username=""),
+                                 older_than_days=days, now=now)
+            except Exception:
+                log.exception("the inference log's retention did not run for team %s; it runs again in a day", team)
+        if deleted:
+            log.info("inference log retention: %s files older than %s days removed", deleted, days)
+        return deleted
+
     # --- steps ------------------------------------------------------------------------------------
     def _evaluate(self, team: str, name: str, status: dict) -> live_gates.LiveReport:
         current = status["rollout"]
@@ -177,6 +194,19 @@ class Rollouts:
         s3 = catalog.storage.s3
         return read_window(self.s3(), s3.bucket, s3.team_prefix.format(team=team, username=""), name, since,
                            until + timedelta(seconds=1))
+
+    def _store_drift(self, team: str, model: str, version: str, live: live_gates.LiveReport) -> dict | None:
+        """The drift report the promotion passed, kept as artifacts of the candidate version's run (drift/);
+        best effort: the promotion stands either way, and the answer says where it is or why not."""
+        if live.drift is None:
+            return None
+        try:
+            with self.promotions.mlflow.client(team) as client:
+                run_id = client.get_model_version(model, version).run_id
+                return {"run_id": run_id, **drift.store_report(live.drift, run_id=run_id, client=client)}
+        except Exception as e:
+            log.warning("the drift report of %s/%s version %s was not stored: %s", team, model, version, e)
+            return {"error": f"not stored: {type(e).__name__}: {e}"[:500]}
 
     def _reference(self, team: str, model_uri: str):
         """The candidate's reference data, None when it has none or it cannot be read (the drift gate then waits)."""

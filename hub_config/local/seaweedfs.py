@@ -65,14 +65,15 @@ def iam_config(catalog: Catalog, signing_key: str) -> dict:
 def s3_config(access_key: str, secret_key: str, service_keys: tuple[str, str] | None = None,
               bucket: str | None = None) -> dict:
     """The static identities (-s3.config): the platform's admin, used to create the bucket; and with
-    `service_keys` the platform service's, which reads the teams' inference logs in `bucket` (rollouts)."""
+    `service_keys` the platform service's in `bucket`: it reads the teams' inference logs (rollouts), deletes
+    their old hours (retention) and writes drift reports into the runs of the candidates it promotes."""
     admin = {"name": "platform-admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
              "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
     identities = [admin]
     if service_keys:
         identities.append({"name": "platform-service",
                            "credentials": [{"accessKey": service_keys[0], "secretKey": service_keys[1]}],
-                           "actions": [f"Read:{bucket}", f"List:{bucket}"]})
+                           "actions": [f"Read:{bucket}", f"List:{bucket}", f"Write:{bucket}"]})
     return {"identities": identities}
 
 

@@ -142,8 +142,13 @@ def test_in_shadow_the_live_gates_pass_and_promotion_moves_champion_and_traffic(
     done = rollouts.promote(app)
     assert (done["version"], done["status"]["model_version"], done["status"]["rollout"]) == (
         endpoint["candidate"], endpoint["candidate"], None)
-    with workspace(TEAM):
-        assert MlflowClient(platform.mlflow_url).get_registered_model(name).aliases["champion"] == endpoint["candidate"]
+    with workspace(TEAM), s3_admin(platform):
+        client = MlflowClient(platform.mlflow_url)
+        assert client.get_registered_model(name).aliases["champion"] == endpoint["candidate"]
+        # The drift report the promotion passed, kept in the candidate's run by the service's S3 identity.
+        run_id = client.get_model_version(name, endpoint["candidate"]).run_id
+        assert done["drift_report"] == {"run_id": run_id, "html": "drift/report.html", "json": "drift/report.json"}
+        assert {a.path for a in client.list_artifacts(run_id, "drift")} == {"drift/report.html", "drift/report.json"}
     status = serving.wait_until_settled(app, timeout=240, interval=0.3)
     r = requests.post(endpoint["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30)
     assert (status["state"], r.headers["X-Model-Version"]) == ("running", endpoint["candidate"])

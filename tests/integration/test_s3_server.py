@@ -136,8 +136,9 @@ def test_tokens_not_signed_by_the_provider_are_refused(platform, catalog, hub):
         assert "signature is invalid" in refused.value.response["Error"]["Message"]
 
 
-def test_the_platform_services_identity_reads_the_bucket_and_writes_nothing(platform, catalog, hub):
-    """The rollout controller's S3 identity (seaweedfs.s3_config): it reads every team's inference log."""
+def test_the_platform_services_identity_reaches_the_platform_bucket_only(platform, catalog, hub):
+    """The platform service's S3 identity (seaweedfs.s3_config): it reads every team's inference log, prunes
+    it, writes drift reports; no other bucket, and no bucket administration."""
     creds = assume(platform, catalog, id_token(hub, "alice"))
     alice = s3_client(platform, creds)
     key = "teams/team-vision/inference-log/iris/date=2026-12-01/hour=10/x.parquet"
@@ -148,9 +149,9 @@ def test_the_platform_services_identity_reads_the_bucket_and_writes_nothing(plat
     listed = service.list_objects_v2(Bucket=BUCKET, Prefix="teams/team-vision/inference-log/")
     assert [o["Key"] for o in listed["Contents"]] == [key]
     assert service.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"rows"
-    assert put_get(service, "teams/team-vision/forged.parquet")[0] == "AccessDenied"
-    assert error(service.delete_object, Bucket=BUCKET, Key=key) == "AccessDenied"
-    alice.delete_object(Bucket=BUCKET, Key=key)
+    assert error(service.delete_object, Bucket=BUCKET, Key=key) == "ok"
+    assert error(service.create_bucket, Bucket="service-made") == "AccessDenied"
+    assert error(service.list_objects_v2, Bucket="service-made") in ("AccessDenied", "NoSuchBucket")
 
 
 def test_s3_log_holds_no_credentials(platform, catalog, hub):

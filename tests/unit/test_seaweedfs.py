@@ -34,13 +34,13 @@ def test_the_role_policy_scopes_users_by_token_claims_never_by_session_name():
     assert "${jwt:preferred_username}" in text and "aws:username" not in text
 
 
-def test_s3_config_has_the_admin_identity_and_the_services_reader():
+def test_s3_config_has_the_admin_identity_and_the_services():
     admin = {"name": "platform-admin", "credentials": [{"accessKey": "AK", "secretKey": "SK"}],
              "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
     assert seaweedfs.s3_config("AK", "SK") == {"identities": [admin]}
     assert seaweedfs.s3_config("AK", "SK", ("SAK", "SSK"), "platform") == {"identities": [admin, {
         "name": "platform-service", "credentials": [{"accessKey": "SAK", "secretKey": "SSK"}],
-        "actions": ["Read:platform", "List:platform"]}]}
+        "actions": ["Read:platform", "List:platform", "Write:platform"]}]}
 
 
 def test_every_port_derives_from_the_s3_port():
