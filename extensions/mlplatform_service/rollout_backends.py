@@ -22,7 +22,6 @@ from typing import Any, Protocol
 from mlplatform import kube
 from mlplatform.serving.errors import DeploymentNotFound
 from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
-from mlplatform.serving.local import LocalRayConfig, LocalServing
 from mlplatform.serving.rollout import Rollout
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import PlatformEnvironment
@@ -43,15 +42,20 @@ class RolloutBackend(Protocol):
 
 @dataclass
 class LocalRollouts:
-    config: LocalRayConfig
+    """On the local platform (imported there only: the local backend's modules are not in the hub image)."""
+
+    environ: Mapping[str, str]
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> LocalRollouts:
-        return cls(LocalRayConfig.from_environ(os.environ if environ is None else environ))
+        return cls(dict(os.environ if environ is None else environ))
 
-    def _serving(self, team: str) -> LocalServing:
+    def _serving(self, team: str):
+        from mlplatform.serving.local import LocalRayConfig, LocalServing
+
         # No hub: the service reserves no GPUs (local rollouts take CPU replicas only).
-        return LocalServing(self.config, environment=PlatformEnvironment(team=team, backend="local"), environ={})
+        return LocalServing(LocalRayConfig.from_environ(self.environ),
+                            environment=PlatformEnvironment(team=team, backend="local"), environ={})
 
     def start(self, team, name, *, model_version, requested_uri, rollout, inference_log):
         return self._serving(team).start_rollout(name, model_version=model_version, requested_uri=requested_uri,

@@ -136,8 +136,9 @@ def test_the_hub_extra_names_nothing_of_the_notebook_side_and_the_notebook_extra
     assert declared("hub") & NOTEBOOK_ONLY == set()
     assert declared("notebook") & HUB_ONLY == set()
     # jupyterhub: the hub runs it, the notebook images run `jupyterhub-singleuser`; requests and
-    # boto3: both sides call HTTP APIs and S3 or STS.
-    assert declared("hub") & declared("notebook") == {"jupyterhub", "requests", "boto3"}
+    # boto3: both sides call HTTP APIs and S3 or STS; psutil: both import mlplatform.serving (the
+    # service for rollouts), whose local backend manages processes.
+    assert declared("hub") & declared("notebook") == {"jupyterhub", "requests", "boto3", "psutil"}
 
 
 def test_the_local_extra_is_both_sides_the_mlflow_server_the_renderer_and_seaweedfs():
