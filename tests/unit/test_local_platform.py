@@ -39,7 +39,10 @@ def secrets_in(env: dict[str, str], secrets: dict[str, str]) -> dict[str, list[s
 def test_each_secret_goes_only_to_the_component_that_uses_it(local):
     _, hub = local._hub_command()
     secrets = json.loads((local.data_dir / "secrets.json").read_text())
-    assert secrets_in(hub, secrets) == {"client_secret": ["OAUTH_CLIENT_SECRET"], "crypt_key": ["JUPYTERHUB_CRYPT_KEY"]}
+    # The hub hands the platform service's S3 keys to the service alone (jupyterhub_config.py).
+    assert secrets_in(hub, secrets) == {"client_secret": ["OAUTH_CLIENT_SECRET"], "crypt_key": ["JUPYTERHUB_CRYPT_KEY"],
+                                        "s3_service_access_key": ["MLPLATFORM_SERVICE_S3_KEYS"],
+                                        "s3_service_secret_key": ["MLPLATFORM_SERVICE_S3_KEYS"]}
     assert secrets_in(local._sso_command()[1], secrets) == {"client_secret": ["SSO_CLIENT_SECRET"]}
     assert secrets_in(local._mlflow_command()[1], secrets) == {}
     assert secrets_in(local._s3_command()[1], secrets) == {}  # SeaweedFS reads its keys from 0600 files
