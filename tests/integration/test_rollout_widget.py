@@ -108,6 +108,7 @@ def test_rollout_widget_start_watch_canary_rolled_back_refused_abort(endpoint): 
         assert "rollout ended" in widget.result.value and "one model, no rollout" in widget.endpoint_line.value
         assert widget.sides.value == widget.gates.value == widget.charts.value == ""
         assert not widget.start_button.disabled and widget.abort_button.disabled
+        until(lambda: widget.status["state"] == "running", 120, lambda: widget.endpoint_line.value)  # polled
         answers = {requests.post(endpoint["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30).headers["X-Model-Version"]
                    for _ in range(10)}
         assert answers == {"1"}

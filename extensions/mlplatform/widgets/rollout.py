@@ -29,6 +29,7 @@ from traitlets import Unicode
 
 from .. import registry, serving
 from ..serving import rollouts
+from ..serving.backend import SETTLED_STATES
 from ..serving.spec import MODEL_URI
 from .common import (
     ERROR_COLOR,
@@ -221,7 +222,7 @@ class Rollout(w.VBox):
             self.charts.value = charts_html(list(self.history)) if live else ""
             self.mode = settings.get("mode", "") if current else ""
         self._update_buttons()
-        if current and not self.polls.running("poll") and not self.polls.stopping.is_set():
+        if _watched(status) and not self.polls.running("poll") and not self.polls.stopping.is_set():
             self.polls.start("poll", self._poll, name)
 
     def _sync_fields(self, current: dict | None, settings: dict) -> None:
@@ -236,17 +237,21 @@ class Rollout(w.VBox):
             self.share.value = max(1, min(100, round(settings["share"] * 100)))
 
     def _poll(self, name: str) -> None:
-        """The live report every poll_interval seconds, while `name` is chosen and has a rollout."""
+        """The live report every poll_interval seconds, while `name` is chosen and has a rollout (or has not
+        settled yet: after Abort or Promote, until it runs on one model again)."""
         while self.polls.sleep(self.poll_interval) and name == self.endpoint.value:
             if self.tasks.running(*ACTIONS):  # the action shows its own outcome
                 continue
             try:
                 report = rollouts.report(name)
+            except serving.DeploymentNotFound as e:  # deleted meanwhile: nothing more to watch
+                self.errors.show_error(e)
+                return
             except serving.ServingError as e:  # not answered this time: say so, ask again
                 self.errors.show_error(e)
                 continue
             self._show(name, report)
-            if not report["status"].get("rollout"):
+            if not _watched(report["status"]):
                 return
 
     @property
@@ -345,6 +350,11 @@ class Rollout(w.VBox):
 def _model_name(status: dict) -> str | None:
     match = MODEL_URI.fullmatch(status.get("model_uri") or "")
     return match["name"] if match else None
+
+
+def _watched(status: dict) -> bool:
+    """Whether the panel keeps polling: a rollout runs, or the endpoint is still on its way."""
+    return bool(status.get("rollout")) or status.get("state") not in SETTLED_STATES
 
 
 def _mode_text(settings: dict) -> str:
