@@ -1,12 +1,15 @@
 """Safe rollout through the platform service, end to end on the local platform (issue 12): alice's notebook
-serves @champion on the platform's Ray head, starts a candidate in canary through the service, the candidate
-is 40× slower on a rare input, and the service's controller puts the traffic back on the champion by itself
-(audited as the platform, the reason kept); in shadow on ordinary traffic the live gates pass and the
-promotion moves @champion and the endpoint to the candidate. Another team's member is refused.
+serves @champion on the platform's Ray head. With the Rollout widget, driven as she would in her notebook,
+she starts the candidate in shadow and watches the live panel fill, moves it to canary 50 %; the candidate is
+40× slower on a rare input and the service's controller puts the traffic back on the champion by itself
+(audited as the platform; the widget shows the reason); a promotion is refused while the gates wait; abort.
+Through the Python API, in shadow on ordinary traffic the live gates pass and the promotion moves @champion
+and the endpoint to the candidate (the drift report kept in its run). Another team's member is refused.
 """
 
 from __future__ import annotations
 
+import html
 import os
 import time
 
@@ -19,6 +22,7 @@ from mlflow import MlflowClient
 from mlplatform import registry, serving
 from mlplatform.registry.reference import log_reference_data
 from mlplatform.serving import rollouts
+from mlplatform.widgets import Rollout
 
 from ..support.authz import authorization_matrix
 from ..support.hub import HubClient
@@ -101,30 +105,111 @@ def audit(hub, platform, **filters) -> list[dict]:
     return r.json()["records"]
 
 
-def test_a_slow_candidate_in_canary_is_rolled_back_by_the_platform(endpoint, hub, platform):
-    app = endpoint["app"]
-    status = rollouts.start(app, endpoint["candidate"], mode="canary", share=0.5)
-    assert status["rollout"]["model_version"] == endpoint["candidate"]
-    serving.wait_until_settled(app, timeout=240, interval=0.3)
-    started = time.monotonic()
-    send(endpoint["url"], 120, rare_every=5)  # the candidate sleeps 0.2 s on each rare input it answers
-    breached = time.monotonic()
-    while (mode := (settings := rollouts.report(app)["status"]["rollout"]["rollout"])["mode"]) != "off":
-        assert time.monotonic() - breached < ROLLBACK_WITHIN, f"still {mode} after {ROLLBACK_WITHIN} s"
-        time.sleep(1)
-    assert "candidate p99" in settings["reason"] and "the champion's" in settings["reason"], settings
-    sides = {requests.post(endpoint["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30).headers["X-Rollout-Side"]
-             for _ in range(20)}
-    assert sides == {"champion"}
-    [record] = audit(hub, platform, action="rollback", target=f"model:{TEAM}/{app}")
-    assert (record["actor"], record["outcome"], record["details"]["automatic"]) == ("platform", "succeeded", True)
-    assert record["details"]["reason"] == settings["reason"] and record["details"]["from_mode"] == "canary"
-    print(f"rolled back {time.monotonic() - breached:.1f} s after the traffic (started {time.monotonic() - started:.1f} s ago)")
+def until(predicate, timeout: float, what) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what() if callable(what) else what}"
+        time.sleep(0.2)
+
+
+def test_the_widget_starts_watches_and_aborts_and_the_platform_rolls_a_slow_canary_back(endpoint, hub, platform):
+    app, candidate = endpoint["app"], endpoint["candidate"]
+
+    missing = Rollout("no-such-endpoint", poll_interval=0.5)
+    try:
+        assert missing.wait(60)
+        assert missing.errors.lines[0].startswith("endpoint: 'no-such-endpoint' is not an endpoint of the team"), \
+            missing.errors.lines
+        assert app in missing.errors.lines[0]
+    finally:
+        missing.close()
+
+    widget = Rollout(poll_interval=0.5)
+    try:
+        assert widget.wait(60) and widget.errors.lines == []
+        widget.endpoint.value = app
+        assert widget.wait(60) and widget.errors.lines == [], widget.errors.lines
+        # One model: the candidates are the model's other versions; only Start is possible.
+        assert widget.mode == "" and "answers every request (one model" in widget.endpoint_line.value
+        assert [v for _, v in widget.version.options] == [candidate] and widget.version.value == candidate
+        assert not widget.start_button.disabled
+        assert widget.apply_button.disabled and widget.promote_button.disabled and widget.abort_button.disabled
+
+        # Start in shadow: the live panel fills from the inference log, polled every 0.5 s.
+        widget.mode_choice.value = "shadow"
+        widget.start_button.click()
+        assert widget.wait(60) and widget.errors.lines == [], widget.errors.lines
+        assert widget.mode == "shadow" and "started beside the champion in shadow" in widget.result.value
+        assert widget.start_button.disabled and not widget.abort_button.disabled
+        assert f"candidate version {candidate}" in widget.endpoint_line.value
+        assert "mlp-gate-waiting" in widget.gates.value  # no answers yet: min_requests waits (…)
+        assert serving.wait_until_settled(app, timeout=240, interval=0.3)["state"] == "running"
+        send(endpoint["url"], 30, seed=3)
+        until(lambda: (widget.live or {}).get("candidate", {}).get("requests", 0) >= 30, 60,
+              lambda: widget.live and widget.live["candidate"])
+        sides = widget.sides.value
+        assert f">{candidate}<" in sides and ">1<" in sides and "Agreement:" in sides and "Drift:" in sides
+        assert "mirrored requests answered alike" in sides
+        assert widget.gates.value.count("class='mlp-gate ") == len(widget.live["gates"]) >= 4
+        assert widget.wait_for_reports(2, timeout=30)  # the charts draw a line per side over the polls
+        assert widget.charts.value.count("<svg") == 2 and "mlp-series-candidate" in widget.charts.value
+        assert "<polyline" in widget.charts.value and len(widget.history) >= 2
+        assert widget.rollback.value == ""
+
+        # Canary 50 %, applied in place; the slow-on-rare candidate breaches its p99 bound and the platform
+        # moves the traffic back to the champion by itself: the widget shows why, prominently.
+        widget.mode_choice.value = "canary"
+        widget.share.value = 50
+        widget.apply_button.click()
+        assert widget.wait(60) and widget.errors.lines == [], widget.errors.lines
+        assert widget.mode == "canary" and "50 % of the callers" in widget.endpoint_line.value
+        send(endpoint["url"], 120, rare_every=5)
+        until(lambda: widget.mode == "off", ROLLBACK_WITHIN, lambda: widget.endpoint_line.value)
+        reason = widget.rollback_reason
+        assert "candidate p99" in reason and "the champion's" in reason
+        assert reason == widget.status["rollout"]["rollout"]["reason"]
+        assert "Traffic rolled back to the champion" in widget.rollback.value
+        assert html.escape(reason) in widget.rollback.value and "rolled back" in widget.endpoint_line.value
+        sides = {requests.post(endpoint["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30).headers["X-Rollout-Side"]
+                 for _ in range(20)}
+        assert sides == {"champion"}
+        [record] = audit(hub, platform, action="rollback", target=f"model:{TEAM}/{app}")
+        assert (record["actor"], record["outcome"], record["details"]["automatic"]) == ("platform", "succeeded", True)
+        assert record["details"]["reason"] == reason and record["details"]["from_mode"] == "canary"
+
+        # Shadow again (a fresh window): Promote is refused while the live gates wait, shown as red lines.
+        widget.mode_choice.value = "shadow"
+        widget.apply_button.click()
+        assert widget.wait(60) and widget.errors.lines == [] and widget.mode == "shadow"
+        assert widget.rollback.value == ""
+        widget.promote_button.click()
+        assert widget.wait(130)
+        lines = widget.errors.lines
+        assert lines[0].startswith(f"not promoted: version {candidate} of {endpoint['name']} stays a candidate"), lines
+        assert any(line.startswith("… waiting: live min_requests:") for line in lines), lines
+        assert widget.mode == "shadow"
+
+        # Abort: the candidate goes, the champion answers everything; the live panel empties.
+        widget.abort_button.click()
+        assert widget.wait(60) and widget.errors.lines == [], widget.errors.lines
+        assert widget.mode == "" and widget.status["rollout"] is None
+        assert "rollout ended" in widget.result.value and "one model, no rollout" in widget.endpoint_line.value
+        assert widget.sides.value == widget.gates.value == widget.charts.value == ""
+        assert not widget.start_button.disabled and widget.abort_button.disabled
+        until(lambda: widget.status["state"] == "running", 120, lambda: widget.endpoint_line.value)  # polled
+        answers = {requests.post(endpoint["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30).headers["X-Model-Version"]
+                   for _ in range(10)}
+        assert answers == {"1"}
+    finally:
+        widget.close()
+    assert not widget.polls.running() and not widget.tasks.running()
 
 
 def test_in_shadow_the_live_gates_pass_and_promotion_moves_champion_and_traffic(endpoint, hub, platform):
     app, name = endpoint["app"], endpoint["name"]
-    rollouts.change(app, "shadow")  # back from the rollback: a fresh window
+    status = rollouts.start(app, endpoint["candidate"], mode="shadow")
+    assert (status["rollout"]["model_version"], status["rollout"]["rollout"]["mode"]) == (endpoint["candidate"], "shadow")
+    serving.wait_until_settled(app, timeout=240, interval=0.3)
     with pytest.raises(registry.PromotionRefused) as refused:
         rollouts.promote(app)
     waiting = {g["id"] for g in refused.value.report["gates"] if not g["passed"]}
