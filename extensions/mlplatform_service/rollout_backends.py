@@ -40,8 +40,25 @@ class RolloutBackend(Protocol):
     def active(self) -> list[tuple[str, str, dict]]: ...
 
 
+class _ServingRollouts:
+    """What both backends do: the team's serving backend (`_serving`, theirs) carries out each action."""
+
+    def start(self, team, name, *, model_version, requested_uri, rollout, inference_log):
+        return self._serving(team).start_rollout(name, model_version=model_version, requested_uri=requested_uri,
+                                                 rollout=rollout, inference_log=inference_log)
+
+    def change(self, team, name, rollout):
+        return self._serving(team).set_rollout(name, rollout)
+
+    def end(self, team, name, *, promote):
+        return self._serving(team).end_rollout(name, promote=promote)
+
+    def status(self, team, name):
+        return self._serving(team).status(name)
+
+
 @dataclass
-class LocalRollouts:
+class LocalRollouts(_ServingRollouts):
     """On the local platform (imported there only: the local backend's modules are not in the hub image)."""
 
     environ: Mapping[str, str]
@@ -57,24 +74,11 @@ class LocalRollouts:
         return LocalServing(LocalRayConfig.from_environ(self.environ),
                             environment=PlatformEnvironment(team=team, backend="local"), environ={})
 
-    def start(self, team, name, *, model_version, requested_uri, rollout, inference_log):
-        return self._serving(team).start_rollout(name, model_version=model_version, requested_uri=requested_uri,
-                                                 rollout=rollout, inference_log=inference_log)
-
-    def change(self, team, name, rollout):
-        return self._serving(team).set_rollout(name, rollout)
-
-    def end(self, team, name, *, promote):
-        return self._serving(team).end_rollout(name, promote=promote)
-
-    def status(self, team, name):
-        return self._serving(team).status(name)
-
     def active(self):
         return [(team, name, self.status(team, name)) for team, name in self._serving("").in_rollout()]
 
 
-class KubernetesRollouts:
+class KubernetesRollouts(_ServingRollouts):
     """On a cluster: the team's RayService, patched with the hub pod's service account (its Role in every
     team namespace lets it get, list and patch RayServices: hub_config/render/teams.py). The API server's
     admission webhook admits and audits each patch like any other change of the RayService."""
@@ -90,19 +94,6 @@ class KubernetesRollouts:
             self._client = kube.connect()
         config = KubernetesServingConfig(namespace=catalog.teams[team].namespace, team=team, user="platform")
         return KubernetesServing(config, api_client=self._client)
-
-    def start(self, team, name, *, model_version, requested_uri, rollout, inference_log):
-        return self._serving(team).start_rollout(name, model_version=model_version, requested_uri=requested_uri,
-                                                 rollout=rollout, inference_log=inference_log)
-
-    def change(self, team, name, rollout):
-        return self._serving(team).set_rollout(name, rollout)
-
-    def end(self, team, name, *, promote):
-        return self._serving(team).end_rollout(name, promote=promote)
-
-    def status(self, team, name):
-        return self._serving(team).status(name)
 
     def active(self):
         found = []
