@@ -141,12 +141,12 @@ def test_the_platform_services_identity_reaches_the_platform_bucket_only(platfor
     it, writes drift reports; no other bucket, and no bucket administration."""
     creds = assume(platform, catalog, id_token(hub, "alice"))
     alice = s3_client(platform, creds)
-    key = "teams/team-vision/inference-log/iris/date=2026-12-01/hour=10/x.parquet"
+    key = "teams/team-vision/inference-log/s3-identity-test/date=2026-12-01/hour=10/x.parquet"
     assert error(alice.put_object, Bucket=BUCKET, Key=key, Body=b"rows") == "ok"
     secrets = json.loads((platform.data_dir / "secrets.json").read_text())
     service = s3_client(platform, {"AccessKeyId": secrets["s3_service_access_key"],
                                    "SecretAccessKey": secrets["s3_service_secret_key"], "SessionToken": None})
-    listed = service.list_objects_v2(Bucket=BUCKET, Prefix="teams/team-vision/inference-log/")
+    listed = service.list_objects_v2(Bucket=BUCKET, Prefix="teams/team-vision/inference-log/s3-identity-test/")
     assert [o["Key"] for o in listed["Contents"]] == [key]
     assert service.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"rows"
     assert error(service.delete_object, Bucket=BUCKET, Key=key) == "ok"
