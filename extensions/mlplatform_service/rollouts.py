@@ -52,6 +52,9 @@ class Rollouts:
         self.catalog, self.audit, self.promotions, self.backend = catalog, audit, promotions, backend
         self.s3 = s3  # an S3 client of the service's identity (reads the teams' inference logs)
         self._lock = threading.Lock()  # one change of any rollout at a time (the controller's too)
+        # Reference data per (team, models:/<name>/<version>): a version's is fixed, and the widget polls
+        # the report every few seconds, so it is read from MLflow once.
+        self._references: dict[tuple[str, str], Any] = {}
 
     # --- what users do ----------------------------------------------------------------------------
     def start(self, caller: Caller, team: str, name: str, *, version: Any, mode: Any = "shadow", share: Any = None,
@@ -213,12 +216,16 @@ class Rollouts:
         """The candidate's reference data, None when it has none or it cannot be read (the drift gate then waits)."""
         from mlplatform.registry.reference import load_reference_data
 
+        if (team, model_uri) in self._references:
+            return self._references[(team, model_uri)]
         try:
             with self.promotions.mlflow.client(team) as client:
-                return load_reference_data(model_uri, client)
-        except Exception as e:
+                reference = load_reference_data(model_uri, client)
+        except Exception as e:  # not cached: it may be logged later, or MLflow may be back
             log.info("no reference data for %s: %s", model_uri, e)
             return None
+        self._references[(team, model_uri)] = reference
+        return reference
 
     def _rollout(self, team: str, name: str, status: dict | None = None) -> dict:
         status = status or self.backend.status(team, name)
