@@ -42,7 +42,8 @@ def descendants(pid: int) -> set[int]:
 
 # Which component a process belongs to: the first of its own and its ancestors' command lines that names one.
 ROLES = (("jupyterhub-singleuser", "notebook server"), ("configurable-http-proxy", "proxy"),
-         ("sso_provider.mjs", "sso"), ("mlflow", "mlflow"), ("weed", "s3"), ("bin/jupyterhub", "hub"))
+         ("sso_provider.mjs", "sso"), ("mlplatform-service", "platform service"), ("mlflow", "mlflow"), ("weed", "s3"),
+         ("bin/jupyterhub", "hub"))
 
 
 def role(proc: psutil.Process) -> str | None:
@@ -108,9 +109,12 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
         # The data directory (hub database, secrets, logs, MLflow store, S3 data, homes) is the platform's alone.
         assert tmp_path.stat().st_mode & 0o777 == 0o700
         # Each secret only where it is used: the hub moves its own into its config, so the proxy it starts
-        # (a child, with a copy of the hub's environment) gets neither.
+        # (a child, with a copy of the hub's environment) gets neither; the platform service's S3 identity passes
+        # through the hub to the service alone.
         secrets = json.loads((tmp_path / "secrets.json").read_text())
-        assert secrets_by_role(started, secrets) == {"hub": {"client_secret", "crypt_key"}, "sso": {"client_secret"},
+        service_s3 = {"s3_service_access_key", "s3_service_secret_key"}
+        assert secrets_by_role(started, secrets) == {"hub": {"client_secret", "crypt_key", *service_s3},
+                                                     "platform service": service_s3, "sso": {"client_secret"},
                                                      "mlflow": set(), "s3": set(), "proxy": set(),
                                                      "notebook server": set()}
         server = next(p for p in map(psutil.Process, started) if p.environ().get("JUPYTERHUB_USER") == "alice")
