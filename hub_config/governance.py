@@ -86,6 +86,14 @@ class Governance(Configurable):
     def release(self, key: str) -> None:
         self.stores()[2].release(key)
 
+    def transfer(self, source: str, target: str, *, kind: str, team: str, user: str, gpu_type: str | None, gpus: int,
+                 model: str | None = None) -> None:
+        """`source`'s allocation continues as `target` (a promoted rollout candidate's GPUs, which become the
+        champion's): admitted already, so opened without a budget check; `source` ends."""
+        _, ledger, budgets, _ = self.stores()
+        ledger.open(target, kind=kind, team=team, user=user, gpu_type=gpu_type, gpus=gpus, model=model)
+        budgets.release(source)
+
     # --- the audit log ------------------------------------------------------------------------------
     def record(self, action: str, *, actor: str, target: str, outcome: str, team: str | None = None,
                details: dict | None = None) -> None:

@@ -9,8 +9,8 @@ asks here: the hub's GPU pool (hub_config/gpu_pool.py) takes `count` devices of 
 `serving:<team>/<app>` against the team's quota and the machine's pool, in the same step as spawns
 (no await between the check and the reservation), and answers the devices, or 409 with the numbers.
 A PUT for an application that holds a reservation adjusts it (a refused change keeps the old one);
-DELETE gives it back. The team's budget is checked first (hub_config/governance.py: 409 with the numbers),
-and the reservation is the model's allocation in the usage ledger until DELETE. The team is that of the user's running server `server` ("" the default), and
+DELETE gives it back, and its rollout candidate's (hub_config/rollout_gpu_handler.py). The team's budget
+is checked first (hub_config/governance.py: 409 with the numbers), and the reservation is the model's allocation in the usage ledger until DELETE. The team is that of the user's running server `server` ("" the default), and
 the user must still be in it (groups re-read from the realm as for S3 credentials, at most
 `c.S3CredentialBroker.membership_max_age` old). Served models' reservations outlive servers and hub
 restarts (the pool keeps them in the hub's data directory): they end with their application.
@@ -43,6 +43,11 @@ MAX_BODY = 4096
 
 def reservation_key(team: str, app: str) -> str:
     return f"serving:{team}/{app}"
+
+
+def candidate_key(team: str, app: str) -> str:
+    """The key of a rollout candidate's GPUs (rollout_gpu_handler.py)."""
+    return f"{reservation_key(team, app)}/candidate"
 
 
 def _bad(field: str, value, allowed: str) -> web.HTTPError:
@@ -98,12 +103,15 @@ class GpuReservationsHandler(RunningServerHandler):
         app = _checked_app(app)
         _, spawner = self._running_server(username)
         key = reservation_key(spawner.selection.team, app)
-        if spawner.pool.holder_of(key) is not None:
-            spawner.pool.release(key)
-            governance = spawner.governance
-            governance.release(key)
-            governance.record("delete", actor=username, team=spawner.selection.team, target=key, outcome="succeeded")
-            self.log.info("Released the GPUs of %s (by %s)", key, username)
+        # The endpoint is gone: its rollout candidate's GPUs too (rollout_gpu_handler.py).
+        for held in (key, candidate_key(spawner.selection.team, app)):
+            if spawner.pool.holder_of(held) is not None:
+                spawner.pool.release(held)
+                governance = spawner.governance
+                governance.release(held)
+                governance.record("delete", actor=username, team=spawner.selection.team, target=held,
+                                  outcome="succeeded")
+                self.log.info("Released the GPUs of %s (by %s)", held, username)
         self.set_status(204)
         self.finish()
 

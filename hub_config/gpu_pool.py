@@ -12,8 +12,9 @@ a hub restart. Devices a running server holds stay held until it is gone, even i
 longer lists them.
 
 What survives a hub restart: a server's devices are in its spawner's state (the hub's database) and
-come back through `restore`. Reservations made with `durable=True` — served models (`serving:<team>/<app>`),
-which run on the Ray head, outlive every notebook server and the hub itself — are written to
+come back through `restore`. Reservations made with `durable=True` — served models (`serving:<team>/<app>`, and
+`serving:<team>/<app>/candidate` for a rollout's candidate), which run on the Ray head, outlive every
+notebook server and the hub itself — are written to
 `state_file` (the hub's data directory, atomically, 0600) on every change and read back when the pool
 is made. They are not rebuilt from the Ray head's application records: those are written by notebook
 code, the hub's own file is not. A reservation stays until its application is deleted (an application
@@ -91,6 +92,18 @@ class GpuPool:
         self._allocations[key] = alloc
         if durable or key in self._durable:
             self._durable.add(key)
+            self._save()
+        return alloc
+
+    def transfer(self, source: str, target: str) -> Allocation:
+        """`source`'s devices become `target`'s, whose own are released (a rollout's candidate promoted: its
+        replicas keep their devices). Durable when either was."""
+        alloc = self._allocations.pop(source)
+        durable = source in self._durable or target in self._durable
+        self._durable.discard(source)
+        self._allocations[target] = alloc
+        if durable:
+            self._durable.add(target)
             self._save()
         return alloc
 

@@ -14,6 +14,7 @@ from hub_config.catalog import configured_catalog_path
 from hub_config.culling import configure_culling
 from hub_config.hub import configure_hub
 from hub_config.platform_service import configure_platform_service
+from hub_config.rollout_gpu_handler import grant_rollout_gpus
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 
@@ -64,3 +65,5 @@ configure_platform_service(c, catalog, url=f"http://127.0.0.1:{service_port}", e
     **({"AWS_ACCESS_KEY_ID": service_s3_access_key, "AWS_SECRET_ACCESS_KEY": service_s3_secret_key}
        if service_s3_access_key else {}),
 })
+# It reserves the GPUs of rollout candidates in the hub's local pool with its own token.
+grant_rollout_gpus(c)

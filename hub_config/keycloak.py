@@ -180,12 +180,14 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
         # Not at the top: the handlers import this module.
         from .mlflow_access.handlers import MlflowLoginHandler, MlflowTokenHandler
         from .gpu_handler import GpuReservationsHandler
+        from .rollout_gpu_handler import RolloutGpusHandler
         from .s3_handler import S3CredentialsHandler
 
         return [*super().get_handlers(app), (r"/api/mlplatform/s3-credentials/([^/]+)", S3CredentialsHandler),
                 (r"/api/mlplatform/mlflow-token/([^/]+)", MlflowTokenHandler),
                 (r"/mlplatform/mlflow-login", MlflowLoginHandler),
-                (r"/api/mlplatform/gpu-reservations/([^/]+)/([^/]+)", GpuReservationsHandler)]
+                (r"/api/mlplatform/gpu-reservations/([^/]+)/([^/]+)", GpuReservationsHandler),
+                (r"/api/mlplatform/rollout-gpus/([^/]+)/([^/]+)(?:/([^/]+))?", RolloutGpusHandler)]
 
     async def fresh_id_token(self, user, handler, min_validity: float = 60) -> str:
         """The user's ID token, refreshed with the refresh token when it expires within `min_validity` s.

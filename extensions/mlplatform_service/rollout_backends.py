@@ -68,11 +68,14 @@ class LocalRollouts(_ServingRollouts):
         return cls(dict(os.environ if environ is None else environ))
 
     def _serving(self, team: str):
+        from mlplatform.serving.gpu_reservations import HubRolloutGpus
         from mlplatform.serving.local import LocalRayConfig, LocalServing
 
-        # No hub: the service reserves no GPUs (local rollouts take CPU replicas only).
+        # Candidates' GPUs are reserved in the hub's pool with the service's own token (JupyterHub's variables
+        # of a managed service); no server's hub (environ={}): the service deploys and deletes nothing.
         return LocalServing(LocalRayConfig.from_environ(self.environ),
-                            environment=PlatformEnvironment(team=team, backend="local"), environ={})
+                            environment=PlatformEnvironment(team=team, backend="local"), environ={},
+                            rollout_gpus=HubRolloutGpus.from_environ(self.environ))
 
     def active(self):
         return [(team, name, self.status(team, name)) for team, name in self._serving("").in_rollout()]

@@ -138,3 +138,18 @@ def test_durable_reservations_survive_a_new_pool_and_server_ones_do_not(tmp_path
         restarted.reserve("bob/", Selection("team-nlp", "gpu-a100", "a100", 1))
     restarted.release("serving:team-nlp/chat")
     assert GpuPool(lambda: CATALOG, state_file=state).snapshot().used == {}
+
+
+def test_a_promoted_candidate_keeps_its_devices_and_both_survive_a_hub_restart(tmp_path):
+    state = tmp_path / "gpu-reservations.json"
+    pool = GpuPool(lambda: CATALOG, state_file=state)
+    champion, candidate = "serving:team-vision/iris", "serving:team-vision/iris/candidate"
+    pool.reserve_gpus(champion, "team-vision", "a100", 1, durable=True)
+    pool.reserve_gpus(candidate, "team-vision", "a100", 1, durable=True)
+    restarted = GpuPool(lambda: CATALOG, state_file=state)  # the hub started again mid-rollout
+    assert restarted.holder_of(champion).devices == ("0",) and restarted.holder_of(candidate).devices == ("1",)
+
+    assert restarted.transfer(candidate, champion) == Allocation("team-vision", "a100", ("1",))
+    assert restarted.holder_of(candidate) is None and restarted.snapshot().used == {"team-vision": {"a100": 1}}
+    again = GpuPool(lambda: CATALOG, state_file=state)
+    assert again.holder_of(champion).devices == ("1",) and again.holder_of(candidate) is None

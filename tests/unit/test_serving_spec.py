@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from mlplatform.serving.errors import InvalidServingRequest
+from mlplatform.serving.rollout import Rollout
 from mlplatform.serving.spec import (PodResources, ray_service, serve_application, serve_config,
-                                     serving_request)
+                                     serving_request, with_candidate, without_candidate)
 
 from mlplatform_core.catalog import ServingLimits
 from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
@@ -160,6 +161,29 @@ def test_serve_config_is_accepted_by_ray_serve_schema():
     assert parsed.applications[0].deployments[0].user_config == USER_CONFIG
     assert parsed.applications[0].deployments[0].max_surge_percent == 100
     assert parsed.applications[0].deployments[0].autoscaling_config["downscale_delay_s"] == 600
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic fields
+def test_a_gpu_candidate_has_its_own_devices_and_takes_them_to_the_champion_when_promoted():
+    from ray.serve.schema import ServeDeploySchema
+
+    r = serving_request(name="iris", model_uri="models:/iris@champion", gpus=1)
+    env = {"CUDA_VISIBLE_DEVICES": "1", "MLFLOW_TRACKING_URI": "http://m"}
+    app = with_candidate(serve_application(r, model_version="3", env=env), model_version="4",
+                         requested_uri="models:/iris/4", rollout=Rollout(), inference_log={},
+                         env={"CUDA_VISIBLE_DEVICES": "2"})
+    champion, candidate = app["deployments"]
+    assert app["runtime_env"] == {"env_vars": env} and "runtime_env" not in champion["ray_actor_options"]
+    assert candidate["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1,
+                                              "runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": "2"}}}
+    parsed = ServeDeploySchema.model_validate(serve_config([app]))
+    assert parsed.applications[0].deployments[1].ray_actor_options.runtime_env == {
+        "env_vars": {"CUDA_VISIBLE_DEVICES": "2"}}
+
+    promoted = without_candidate(app, promote=True)
+    assert promoted["runtime_env"] == {"env_vars": {"CUDA_VISIBLE_DEVICES": "2", "MLFLOW_TRACKING_URI": "http://m"}}
+    assert [d["name"] for d in promoted["deployments"]] == ["Model"] and promoted["args"]["model_version"] == "4"
+    assert without_candidate(app)["runtime_env"] == {"env_vars": env}  # aborted: the champion keeps its own
 
 
 def test_replicas_get_the_contract_without_credentials_or_notebook_paths():

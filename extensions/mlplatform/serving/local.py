@@ -47,7 +47,11 @@ replicas) is reserved in it through the hub (gpu_reservations.py: the team's quo
 checked by the hub) before its record is written; its replicas get the reserved devices as
 CUDA_VISIBLE_DEVICES (shared by its replicas; Ray is told not to choose its own); the reservation is
 adjusted when the application is replaced, put back as it was when a deploy fails, and released
-before the record is deleted.
+before the record is deleted. A rollout's candidate of such an application gets devices of its own,
+reserved by the platform service through the hub (`HubRolloutGpus`: the champion's type and count, the
+team's quota, budget and the pool, checked by the hub) before the candidate is handed to Serve, and set
+as the candidate deployment's own CUDA_VISIBLE_DEVICES (its `ray_actor_options.runtime_env`, over the
+application's); a promotion makes them the champion's (the old ones released), an abort releases them.
 
 Audit: once a deploy has been handed to Serve, or a delete done, the backend reports it to the platform
 service (`platform_service.report`: `deploy`, or `redeploy` when the name had a record already; `delete`;
@@ -60,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import logging
 import math
 import os
 import secrets
@@ -84,7 +89,7 @@ from .. import localhost
 from ..platform_service import report
 from .backend import last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
-from .gpu_reservations import HubGpuReservations
+from .gpu_reservations import HubGpuReservations, HubRolloutGpus
 from .rollout import Rollout
 from .spec import (
     DEPLOYMENT,
@@ -98,6 +103,7 @@ from .spec import (
     without_candidate,
 )
 
+log = logging.getLogger(__name__)
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
 # On this machine a replica reaches MLflow and its S3 artifacts with the kernel's credentials, brokered
 # by the hub: the contract's HUB_CREDENTIALS variables go into the application's env, the kernel's
@@ -397,6 +403,8 @@ class LocalServing:
 
     # The hub's GPU pool (reservations for GPU replicas); default: the hub of this server's environment.
     hub: HubGpuReservations | None = None
+    # The platform service's reservations of rollout candidates' GPUs in that pool (rollouts are the service's).
+    rollout_gpus: HubRolloutGpus | None = None
     # The server's variables for the hub and the platform service (JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN,
     # JUPYTERHUB_SERVER_NAME, MLPLATFORM_SERVICE_URL); default: this process's environment.
     environ: Mapping[str, str] | None = None
@@ -501,19 +509,31 @@ class LocalServing:
     def start_rollout(self, name: str, *, model_version: str, requested_uri: str, rollout: Rollout,
                       inference_log: Mapping[str, Any]) -> dict:
         """Serve `model_version` beside the application's champion, routed by `rollout`. The head must
-        have room for both (the candidate is the champion's size). Local GPU replicas are reserved per
-        application in the hub's pool, which has no place for a second set: refused (409)."""
+        have room for both (the candidate is the champion's size); a champion holding GPUs of the hub's
+        pool gets a candidate with devices of its own, reserved first (refused: 409 with the numbers,
+        nothing changed) and given back if Serve refuses the candidate."""
+        reserved = []
+
         def change(record: dict) -> dict:
             if candidate_of(record["application"]):
                 raise ServingConflict(f"{name!r} already tries version {candidate_of(record['application'])['model_version']}"
                                       "; promote it or end that rollout first")
-            if record.get("gpu_reservation") or record["request"]["gpus"]:
-                raise ServingConflict(f"{name!r} has GPU replicas: a rollout on the local platform takes CPU "
-                                      "replicas only (on Kubernetes the candidate gets its own GPUs)")
             self._check_room(record)
+            env = {}
+            if record.get("gpu_reservation"):
+                user = (record.get("owner") or {}).get("user") or ""
+                answer = self._rollout_gpus().reserve(self.environment.team, name, user)
+                reserved.append(answer)
+                record["candidate_gpu_reservation"] = {"gpu_type": answer["gpu_type"], "devices": answer["devices"]}
+                env = _visible_devices(record["candidate_gpu_reservation"])
             return with_candidate(record["application"], model_version=model_version, requested_uri=requested_uri,
-                                  rollout=rollout, inference_log=inference_log)
-        return self._change_application(name, change)
+                                  rollout=rollout, inference_log=inference_log, env=env)
+
+        def undo() -> None:
+            if reserved:
+                with contextlib.suppress(ServingError):  # Serve's refusal is the error to tell
+                    self._rollout_gpus().release(self.environment.team, name)
+        return self._change_application(name, change, undo)
 
     def set_rollout(self, name: str, rollout: Rollout) -> dict:
         """Another mode or share for the rollout of `name`: the champion's user_config, in place."""
@@ -523,13 +543,31 @@ class LocalServing:
         return self._change_application(name, change)
 
     def end_rollout(self, name: str, *, promote: bool) -> dict:
-        """Back to one model: the candidate's version with `promote` (the alias has moved), else the champion's."""
+        """Back to one model: the candidate's version with `promote` (the alias has moved), else the champion's.
+        The candidate's GPUs then become the champion's (its old ones released), or are released: once Serve
+        has the change, so no device is handed on while a replica of this application may still use it."""
+        held = []
+
         def change(record: dict) -> dict:
             candidate = self._rollout_of(name, record)
+            if record.get("candidate_gpu_reservation"):
+                held.append(record.pop("candidate_gpu_reservation"))
+                if promote:
+                    record["gpu_reservation"] = held[0]
             if promote:
                 record["previous_version"], record["model_version"] = record["model_version"], candidate["model_version"]
             return without_candidate(record["application"], promote=promote)
-        return self._change_application(name, change)
+        status = self._change_application(name, change)
+        if held:
+            gpus, team = self._rollout_gpus(), self.environment.team
+            try:
+                if promote:
+                    gpus.promote(team, name, (status.get("owner") or {}).get("user") or "")
+                else:
+                    gpus.release(team, name)
+            except ServingError as e:  # the rollout has ended: the devices stay held (unused) until the delete
+                log.warning("the candidate GPUs of %s/%s stay reserved until the endpoint is deleted: %s", team, name, e)
+        return status
 
     def in_rollout(self) -> list[tuple[str, str]]:
         """(team, name) of every application with a candidate, whatever the team (the platform's view)."""
@@ -543,10 +581,10 @@ class LocalServing:
             raise ServingConflict(f"{name!r} has no rollout; start one with a candidate version first")
         return candidate
 
-    def _change_application(self, name: str, change) -> dict:
+    def _change_application(self, name: str, change, undo=None) -> dict:
         """Apply `change(record) -> application` to the recorded application and hand every application
-        to Serve; the previous record comes back when Serve refuses. (Rollouts are the platform service's:
-        it audits them, so nothing is reported from here.)"""
+        to Serve; the previous record comes back (and `undo()` runs) when Serve refuses. (Rollouts are the
+        platform service's: it audits them, so nothing is reported from here.)"""
         self._own_record(name)
         with localhost.locked(self.apps / ".lock"):
             previous = self._own_record(name)
@@ -563,6 +601,8 @@ class LocalServing:
                 if self.head.running():
                     with contextlib.suppress(Exception):
                         self._apply()
+                if undo:
+                    undo()
                 raise
         return self.status(name)
 
@@ -663,6 +703,13 @@ class LocalServing:
                                      "a server the hub started): deploy or delete from a notebook server, or use "
                                      "gpus=0")
         return self.hub
+
+    def _rollout_gpus(self) -> HubRolloutGpus:
+        if self.rollout_gpus is None:
+            raise BackendUnavailable("the candidate of an application with GPUs is reserved in the hub's GPU pool by "
+                                     "the platform service, and this process has no hub token of the service: "
+                                     "start, promote or end the rollout through mlplatform.serving.rollouts")
+        return self.rollout_gpus
 
     def _reserve_gpus(self, request: ServingRequest, previous: dict | None) -> dict | None:
         """The hub's reservation of the application's GPUs, adjusting what the previous version held (given

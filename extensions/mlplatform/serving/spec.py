@@ -262,18 +262,23 @@ class Candidate:
 # --- rollout: the same application with a candidate beside the champion (rollout.py) ---------------
 
 def with_candidate(app: dict, *, model_version: str, requested_uri: str, rollout: Rollout,
-                   inference_log: Mapping[str, Any]) -> dict:
+                   inference_log: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict:
     """`app` (serve_application's) with a `Candidate` deployment of the same size serving
     `model_version` of the same registered model, the champion routing by `rollout`, and the catalog's
     `inference_log` settings. The candidate is in `args`, so adding it replaces the replicas (with
-    surge: no request dropped); the rollout and the log settings are the champion's user_config."""
+    surge: no request dropped); the rollout and the log settings are the champion's user_config.
+    `env`: the candidate's own variables over the application's (its GPUs: CUDA_VISIBLE_DEVICES), in
+    its `ray_actor_options.runtime_env`, which Serve merges over the application's env_vars."""
     app = copy.deepcopy(without_candidate(app))
     champion = app["deployments"][0]
     name = MODEL_URI.fullmatch(app["args"]["model_uri"])["name"]
     app["args"]["endpoint"] = app["name"]
     app["args"]["candidate"] = {"model_uri": f"models:/{name}/{model_version}", "model_version": str(model_version),
                                 "requested_uri": requested_uri}
-    app["deployments"].append({**copy.deepcopy(champion), "name": CANDIDATE_DEPLOYMENT, "max_surge_percent": 100})
+    candidate = {**copy.deepcopy(champion), "name": CANDIDATE_DEPLOYMENT, "max_surge_percent": 100}
+    if env:
+        candidate["ray_actor_options"]["runtime_env"] = {"env_vars": dict(sorted(env.items()))}
+    app["deployments"].append(candidate)
     champion["max_surge_percent"] = 100
     champion["user_config"]["rollout"] = rollout.to_dict()
     champion["user_config"]["inference_log"] = dict(inference_log)
@@ -290,15 +295,21 @@ def with_rollout(app: dict, rollout: Rollout) -> dict:
 
 
 def without_candidate(app: dict, *, promote: bool = False) -> dict:
-    """`app` back to one model: the champion's version, or with `promote` the candidate's."""
+    """`app` back to one model: the champion's version, or with `promote` the candidate's, with the
+    candidate's own variables (its GPUs) as the application's."""
     app = copy.deepcopy(app)
     candidate = app["args"].pop("candidate", None)
     app["args"].pop("endpoint", None)
+    own = [d["ray_actor_options"].get("runtime_env", {}).get("env_vars", {}) for d in app["deployments"]
+           if d["name"] == CANDIDATE_DEPLOYMENT]
     app["deployments"] = [d for d in app["deployments"] if d["name"] != CANDIDATE_DEPLOYMENT]
     for key in ("rollout", "inference_log"):
         app["deployments"][0]["user_config"].pop(key, None)
     if promote and candidate:
         app["args"].update(model_uri=candidate["model_uri"], model_version=candidate["model_version"])
+        if own and own[0]:
+            env = {**app.get("runtime_env", {}).get("env_vars", {}), **own[0]}
+            app["runtime_env"] = {**app.get("runtime_env", {}), "env_vars": dict(sorted(env.items()))}
     return app
 
 
