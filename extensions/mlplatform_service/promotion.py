@@ -67,14 +67,14 @@ class Promotions:
         """The gate report of one version; changes nothing."""
         policy = self._policy()
         self._check_team(caller, team, name, "evaluate")
-        with self._mlflow(team) as client:
+        with self.guarded_mlflow(team) as client:
             return self._assess(client, policy, name, version, caller)[0]
 
     def promote(self, caller: Caller, team: str, name: str, version, *, live_gates: list[dict] | None = None) -> dict:
         """`live_gates`: gates of a rollout (kind `live`, rollouts.py) the version must pass besides the catalog's."""
         policy = self._policy()
         self._check_team(caller, team, name, "promote", audited=True)
-        with self._model(team, name), self._mlflow(team) as client:
+        with self._model(team, name), self.guarded_mlflow(team) as client:
             self._settle(client, team, name)
             report, about, mv = self._assess(client, policy, name, version, caller)
             if live_gates:
@@ -102,7 +102,7 @@ class Promotions:
         policy = self._policy()
         alias = policy.alias
         self._check_team(caller, team, name, "rollback", audited=True)
-        with self._model(team, name), self._mlflow(team) as client:
+        with self._model(team, name), self.guarded_mlflow(team) as client:
             self._settle(client, team, name)
             current = facts.registered_model(client, name).aliases.get(alias)
             current = None if current is None else str(current)
@@ -128,7 +128,7 @@ class Promotions:
         alias's version, "rollback_to": where a rollback would move it (None: nowhere)}`."""
         alias = self._policy().alias
         self._check_team(caller, team, name, "history", readers=True)
-        with self._model(team, name), self._mlflow(team) as client:
+        with self._model(team, name), self.guarded_mlflow(team) as client:
             holder = facts.registered_model(client, name).aliases.get(alias)  # NotFound for an unknown model
             self._settle(client, team, name)
         holder = None if holder is None else str(holder)
@@ -171,15 +171,17 @@ class Promotions:
             yield
 
     @contextmanager
-    def _mlflow(self, team: str):
+    def guarded_mlflow(self, team: str, unchanged: str = "no alias was moved"):
+        """A client in the team's workspace whose failures say what happened: MLflow gone (503, and what is
+        `unchanged`), not found, error."""
         with self.mlflow.client(team) as client:
             try:
                 yield client
             except (MlflowException, OSError) as e:
                 cause = lost_contact(e)
                 if cause is not None:
-                    raise MlflowUnavailable(f"MLflow at {client.tracking_uri} stopped answering ({cause}); no "
-                                            "alias was moved. Try again when it is back") from e
+                    raise MlflowUnavailable(f"MLflow at {client.tracking_uri} stopped answering ({cause}); "
+                                            f"{unchanged}. Try again when it is back") from e
                 if not isinstance(e, MlflowException):
                     raise
                 if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # e.g. no workspace yet: no server of the team started

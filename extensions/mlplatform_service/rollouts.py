@@ -25,10 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlplatform.registry.errors import Conflict, Forbidden, NotFound
 from mlplatform.serving.errors import InvalidServingRequest, ServingConflict
 from mlplatform.serving.inference_log import prune, read_window
@@ -44,6 +46,7 @@ from .rollout_backends import RolloutBackend
 log = logging.getLogger(__name__)
 PLATFORM = "platform"  # the controller's actor in the audit log
 VERSION_DIGITS = 12
+REFERENCES_KEPT = 32  # candidates' reference data held in memory (each up to 10,000 rows)
 
 
 class Rollouts:
@@ -53,8 +56,8 @@ class Rollouts:
         self.s3 = s3  # an S3 client of the service's identity (reads the teams' inference logs)
         self._lock = threading.Lock()  # one change of any rollout at a time (the controller's too)
         # Reference data per (team, models:/<name>/<version>): a version's is fixed, and the widget polls
-        # the report every few seconds, so it is read from MLflow once.
-        self._references: dict[tuple[str, str], Any] = {}
+        # the report every few seconds, so it is read from MLflow once (the latest REFERENCES_KEPT kept).
+        self._references: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
     # --- what users do ----------------------------------------------------------------------------
     def start(self, caller: Caller, team: str, name: str, *, version: Any, mode: Any = "shadow", share: Any = None,
@@ -65,12 +68,15 @@ class Rollouts:
         with self._lock:
             status = self.backend.status(team, name)
             model = _model_of(status)
-            with self.promotions.mlflow.client(team) as client:  # the version exists, in the team's workspace
+            # The version exists, in the team's workspace; MLflow not answering is a 503, as for promotions.
+            with self.promotions.guarded_mlflow(team, "no rollout was started") as client:
                 try:
                     client.get_model_version(model, version)
-                except Exception as e:
+                except MlflowException as e:
+                    if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
                     raise NotFound(f"model {model!r} has no version {version} in team {team}'s workspace: "
-                                   f"{getattr(e, 'message', e)}") from None
+                                   f"{e.message}") from None
             settings = _since_now(settings)
             status = self.backend.start(team, name, model_version=version, requested_uri=f"models:/{model}/{version}",
                                         rollout=settings, inference_log=self.catalog().serving.inference_log.model_dump())
@@ -216,15 +222,19 @@ class Rollouts:
         """The candidate's reference data, None when it has none or it cannot be read (the drift gate then waits)."""
         from mlplatform.registry.reference import load_reference_data
 
-        if (team, model_uri) in self._references:
-            return self._references[(team, model_uri)]
+        key = (team, model_uri)
+        if key in self._references:
+            self._references.move_to_end(key)
+            return self._references[key]
         try:
             with self.promotions.mlflow.client(team) as client:
                 reference = load_reference_data(model_uri, client)
         except Exception as e:  # not cached: it may be logged later, or MLflow may be back
             log.info("no reference data for %s: %s", model_uri, e)
             return None
-        self._references[(team, model_uri)] = reference
+        self._references[key] = reference
+        while len(self._references) > REFERENCES_KEPT:
+            self._references.popitem(last=False)
         return reference
 
     def _rollout(self, team: str, name: str, status: dict | None = None) -> dict:

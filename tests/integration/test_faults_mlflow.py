@@ -25,7 +25,9 @@ from mlflow import MlflowClient
 from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform import serving
 from mlplatform.mlflow_health import MlflowUnavailable
-from mlplatform_core.catalog import Promotion
+from mlplatform.registry.errors import NotFound
+from mlplatform_core.catalog import Promotion, load_catalog
+from mlplatform_service.rollouts import Rollouts
 from mlplatform_core.contract import CONSTANTS
 
 from ..support.mlflow_models import register_model, unique_name
@@ -153,3 +155,37 @@ def test_stopped_while_a_deploy_resolves_the_model_deploys_nothing(platform, pro
     assert e.value.status_code == 503
     assert ("GET", f"/api/2.0/mlflow/registered-models/get?name={mv.name}") in proxy.requests
     assert not (tmp_path / "ray").exists()  # no record written, no Ray head started
+
+
+class ServingEndpoint:
+    """One endpoint serving `model`@champion, as a serving backend reports it; records rollout starts."""
+
+    def __init__(self, model: str):
+        self.model, self.started = model, []
+
+    def status(self, team, name):
+        return {"name": name, "model_uri": f"models:/{self.model}@champion", "state": "running", "rollout": None}
+
+    def start(self, team, name, **rollout):
+        self.started.append((team, name, rollout))
+        return self.status(team, name)
+
+
+def test_stopped_when_a_rollout_looks_up_its_candidate_starts_nothing(platform, proxy, service, tmp_path):
+    """MLflow gone is a 503 that says so (not "no such version"); a version that is not there is a 404."""
+    name = unique_name("faults-rollout")
+    register_model(platform.mlflow_url, name)
+    endpoint = ServingEndpoint(name)
+    rollouts = Rollouts(catalog=lambda: load_catalog(DEFAULT_CATALOG), audit=service.audit, promotions=service,
+                        backend=endpoint, s3=lambda: None)
+    with pytest.raises(NotFound) as missing:
+        rollouts.start(ALICE, TEAM, "iris", version=2)
+    assert str(missing.value).startswith(f"model {name!r} has no version 2 in team {TEAM}'s workspace: ")
+
+    proxy.stop_before("GET", "/model-versions/get")
+    with pytest.raises(MlflowUnavailable) as gone:
+        rollouts.start(ALICE, TEAM, "iris", version=1)
+    assert str(gone.value) == (f"MLflow at {proxy.url} stopped answering (ConnectionError); no rollout was "
+                               "started. Try again when it is back")
+    assert gone.value.status_code == 503
+    assert endpoint.started == []
