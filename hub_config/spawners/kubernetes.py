@@ -63,6 +63,7 @@ class QuotaExceeded(web.HTTPError):
 
 class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
     _configured: dict | None = None  # the deployment's placement, before the first selection
+    _reservation: str | None = None  # the quota cache's key of this server's reservation ("namespace/pod")
 
     config_dir = Unicode(
         CONFIG_DIR,
@@ -85,11 +86,15 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
 
     def reserve(self, selection: Selection) -> None:
         self.release()
-        self.quota.reserve(f"{self.catalog.teams[selection.team].namespace}/{self.pod_name}", selection)
+        self._reservation = f"{self.catalog.teams[selection.team].namespace}/{self.pod_name}"
+        self.quota.reserve(self._reservation, selection)
 
     def release(self) -> None:
-        if self.selection is not None:
-            self.quota.release(f"{self.catalog.teams[self.selection.team].namespace}/{self.pod_name}")
+        # The key reserve() used, not one derived from `selection`: a spawn the budget refuses has reserved
+        # quota but has no selection yet, and must give the reservation back all the same.
+        key, self._reservation = self._reservation, None
+        if key is not None:
+            self.quota.release(key)
 
     def apply_selection(self, selection: Selection) -> None:
         catalog = self.catalog
