@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from jupyterhub import orm
@@ -52,6 +53,50 @@ def configure_hub(c, catalog: Catalog) -> None:
     c.JupyterHub.extra_user_scopes = {*c.JupyterHub.get("extra_user_scopes", set()),
                                       *(f"{scope}!user" for scope in SERVER_SCOPES)}
     c.Spawner.server_token_scopes = server_token_scopes
+    start_spawner_class_with_the_hub()
+
+
+_started: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
+
+
+def start_spawner_class_with_the_hub() -> None:
+    """Once the hub runs, let its spawner class start what it watches before any spawner exists
+    (`start_with_the_hub(config)`; CatalogKubeSpawner: the quota cache and the usage ledger's reconcile,
+    so a restarted hub closes the intervals of workloads that end before anyone opens a spawn page).
+
+    The hub loads its config file inside its event loop: the start is scheduled there and runs once the
+    config is complete (`c.JupyterHub.spawner_class` may be set after this call). Outside an event loop
+    (`jupyterhub upgrade-db`, a test building a Config) nothing happens; a failed start is a warning in the
+    hub's log and the first spawn page tries again."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+
+    def schedule():
+        task = asyncio.ensure_future(_start_spawner_class())
+        _started.add(task)
+        task.add_done_callback(_started.discard)
+
+    loop.call_soon(schedule)
+
+
+async def _start_spawner_class() -> None:
+    from jupyterhub.app import JupyterHub
+
+    if not JupyterHub.initialized():
+        return  # not a hub's event loop
+    app = JupyterHub.instance()
+    start = getattr(app.spawner_class, "start_with_the_hub", None)
+    if start is None:
+        return
+    try:
+        await start(app.config)
+    except Exception as e:
+        app.log.warning("%s did not start with the hub (%s: %s); it starts with the first spawn page instead",
+                        app.spawner_class.__name__, type(e).__name__, e)
+    else:
+        app.log.info("%s started with the hub", app.spawner_class.__name__)
 
 
 def server_token_scopes(spawner) -> list[str]:

@@ -15,7 +15,10 @@ users racing for the last GPU cannot both pass the check. The API server's quota
 last word: its "exceeded quota" refusal becomes a spawn error (see kubernetes.py).
 
 Started with it: the usage ledger's reconcile with the cached GPU pods (kube_usage.py), so served
-models and Spark jobs, which the notebook creates, are in the ledger too.
+models and Spark jobs, which the notebook creates, are in the ledger too. The hub starts the cache as
+soon as it runs (`start_with_the_hub`, from `configure_hub`), not at the first spawn page: after a hub
+restart the workloads that end are closed in the ledger (and release the budget they hold) whether or
+not anyone opens the hub; a spawn page still starts it when that first start failed.
 
 The cache belongs to the hub process, not to a spawner: `cluster_quota(spawner)` returns the one
 cache per Kubernetes API settings (`k8s_api_host`, `k8s_api_ssl_ca_cert`, `k8s_api_verify_ssl`, what
@@ -163,14 +166,42 @@ class ClusterQuota(LoggingConfigurable):
 
 
 _caches: dict[tuple, ClusterQuota] = {}
+# What KubeSpawner configures its Kubernetes client from: one cache per distinct value of these.
+API_SETTINGS = ("k8s_api_host", "k8s_api_ssl_ca_cert", "k8s_api_verify_ssl")
 
 
 def cluster_quota(spawner) -> ClusterQuota:
     """The hub's cache for the API server `spawner` talks to; the first call makes it (not started)."""
-    key = (spawner.k8s_api_host, spawner.k8s_api_ssl_ca_cert, spawner.k8s_api_verify_ssl)
+    return _cluster_quota(tuple(getattr(spawner, name) for name in API_SETTINGS), spawner.config)
+
+
+def _cluster_quota(key: tuple, config) -> ClusterQuota:
     if key not in _caches:
-        _caches[key] = ClusterQuota(config=spawner.config)  # the hub's config, not the spawner
+        _caches[key] = ClusterQuota(config=config)  # the hub's config, not a spawner
     return _caches[key]
+
+
+async def start_with_the_hub(spawner_class, config) -> ClusterQuota:
+    """Start the cache (and the usage reconcile) of the API server that spawners of `spawner_class` will
+    talk to under the hub's `config`, before any spawner exists; raises what the first load raises."""
+    from kubespawner.clients import load_config
+
+    key = tuple(configured(spawner_class, config, name) for name in API_SETTINGS)
+    # What KubeSpawner's constructor does first: the client's global configuration (kubeconfig or in-cluster).
+    await asyncio.to_thread(load_config, *key)
+    quota = _cluster_quota(key, config)
+    await quota.ready()
+    return quota
+
+
+def configured(cls, config, name: str):
+    """The value trait `name` of `cls` takes from `config`, as traitlets resolves it for an instance
+    (the most derived class's section wins), without making one."""
+    value = cls.class_traits()[name].default()
+    for section in cls.section_names():
+        if section in config and name in config[section]:
+            value = config[section][name]
+    return value
 
 
 async def stop_cluster_quotas() -> None:

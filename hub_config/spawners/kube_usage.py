@@ -21,8 +21,10 @@ allocations are observed (CPU pods are not in the cache), so CPU servers' interv
 
 An interval opened less than `grace` seconds ago is not closed for want of a pod: the spawner admits
 a server before its pod exists. Ledger errors are logged, never raised: a hub without its database
-keeps serving. Budget admission of these workloads is not done here: the notebook creates them, and
-the namespace's ResourceQuota is the wall; the ledger only records what runs.
+keeps serving. Budget admission of these workloads is not done here: the API server sends every write of
+a RayService or SparkApplication to the platform service's admission webhook
+(mlplatform_service/workloads.py), which opens or resizes the allocation under the team's lock; the
+reconcile then keeps it what the pods really hold, and closes it when they are gone.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def _workload(team: str, labels: Mapping, annotations: Mapping) -> tuple[str, di
 class KubeUsage(LoggingConfigurable):
     """The hub's periodic reconcile of the usage ledger with the GPU pods of its quota cache.
 
-    Started with the cache (one per hub process and API server), parented to it: settings come from
-    the hub's config. `pods()` returns the cached pods, or None while the cache cannot be trusted (not
+    Started with the cache (one per hub process and API server; the hub starts it at its own start,
+    kube_quota.start_with_the_hub), parented to it: settings come from the hub's config. `pods()` returns the cached pods, or None while the cache cannot be trusted (not
     loaded, watch given up): then nothing is reconciled, rather than everything closed."""
 
     interval = Float(

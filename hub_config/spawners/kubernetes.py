@@ -48,7 +48,7 @@ from traitlets import Unicode, default
 
 from ..environment import notebook_environment
 from ..profiles import QuotaSnapshot, Selection
-from .kube_quota import ClusterQuota, cluster_quota
+from .kube_quota import ClusterQuota, cluster_quota, start_with_the_hub
 from .profiles_mixin import CatalogProfilesMixin
 from .server_token import env_without_token, token_secret, token_secret_name
 
@@ -79,6 +79,11 @@ class CatalogKubeSpawner(CatalogProfilesMixin, KubeSpawner):
     @property
     def quota(self) -> ClusterQuota:
         return cluster_quota(self)
+
+    @classmethod
+    async def start_with_the_hub(cls, config) -> None:
+        """What the hub starts before any spawner (hub.py): the quota cache and, with it, the usage ledger's reconcile."""
+        await start_with_the_hub(cls, config)
 
     # --- the profile pipeline's backend ---------------------------------------------------------
     def quota_snapshot(self) -> QuotaSnapshot:
