@@ -86,3 +86,20 @@ def test_gpu_requests_reads_requests_or_limits():
                                    {"resources": {"requests": {"nvidia.com/gpu": 1}}}, {}]}}
     assert gpu_requests(pod, {"nvidia.com/gpu"}) == 3
     assert gpu_requests(pod, {"amd.com/gpu"}) == 0
+
+
+def test_the_hubs_start_finds_the_api_settings_its_spawners_will_have():
+    """kube_quota.configured: the value a spawner of the class would take from the hub's config (the most
+    derived class's section wins), so the cache the hub starts is the one its spawners use."""
+    from traitlets.config import Config
+
+    from hub_config.spawners.kube_quota import API_SETTINGS, configured
+    from hub_config.spawners.kubernetes import CatalogKubeSpawner
+
+    assert [configured(CatalogKubeSpawner, Config(), name) for name in API_SETTINGS] == ["", "", None]
+    config = Config({"KubeSpawner": {"k8s_api_host": "https://a:6443", "k8s_api_verify_ssl": False},
+                     "CatalogKubeSpawner": {"k8s_api_host": "https://b:6443"}})
+    assert [configured(CatalogKubeSpawner, config, name) for name in API_SETTINGS] == ["https://b:6443", "", False]
+    only_kubespawner = Config({"KubeSpawner": {"k8s_api_host": "https://a:6443"}})
+    assert configured(CatalogKubeSpawner, only_kubespawner, "k8s_api_host") == "https://a:6443"
+    assert "CatalogKubeSpawner" not in only_kubespawner  # reading the config added no section to it
