@@ -33,3 +33,18 @@ def test_scopes_set_before_configure_hub_are_kept():
     configure_hub(c, CATALOG)
     assert sorted(c.JupyterHub.custom_scopes) == sorted(["custom:other:read", SCOPE, GPU_SCOPE, MLFLOW_SCOPE])
     assert c.JupyterHub.extra_user_scopes == {"access:services", f"{SCOPE}!user", f"{GPU_SCOPE}!user", f"{MLFLOW_SCOPE}!user"}
+
+
+def test_the_rollout_gpu_scope_is_the_platform_services_alone():
+    """Local platform: the service reserves rollout candidates' GPUs (rollout_gpu_handler.py); no user holds it."""
+    from hub_config.platform_service import configure_platform_service
+    from hub_config.rollout_gpu_handler import SCOPE as ROLLOUT_SCOPE, grant_rollout_gpus
+
+    c = Config()
+    configure_hub(c, CATALOG)
+    configure_platform_service(c, CATALOG, url="http://127.0.0.1:18082", environment={})
+    grant_rollout_gpus(c)
+    assert c.JupyterHub.custom_scopes[ROLLOUT_SCOPE]["description"] and SCOPE in c.JupyterHub.custom_scopes
+    [role] = c.JupyterHub.load_roles
+    assert role["services"] == ["mlplatform"] and role["scopes"][-1] == ROLLOUT_SCOPE
+    assert not any(ROLLOUT_SCOPE in scope for scope in c.JupyterHub.extra_user_scopes)
