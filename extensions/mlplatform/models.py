@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from .mlflow_health import require_mlflow
-from .registry.facts import all_versions
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 def list_models(client: MlflowClient | None = None) -> list[dict]:
     """Every registered model with its aliases and versions (newest first), as plain JSON."""
+    # MLflow takes seconds to import: at the first call, not while the notebook server starts.
+    from mlflow.tracking import MlflowClient
+
+    from .registry.facts import all_versions
+
     client = client or MlflowClient()
     require_mlflow(client.tracking_uri)
     models = []

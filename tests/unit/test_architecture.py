@@ -4,6 +4,8 @@ runtime spawner does not import the build-time renderer, and each contract varia
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,14 @@ def test_each_contract_variable_is_named_once(variable):
                if path != contract and variable in string_literals(path)]
     assert spelled == []
     assert sum(names.count(variable) for names in VARIABLES.values()) + (variable in CONSTANTS) == 1
+
+
+def test_the_notebook_server_starts_without_mlflow_ray_or_pyspark():
+    """The server extension's import (every spawn waits for it) leaves the heavy libraries to the first
+    request that needs them: MLflow alone takes seconds to import."""
+    heavy = ("mlflow", "ray", "pyspark", "sklearn", "boto3")
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, mlplatform.extension, mlplatform.handlers; "
+                               f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
