@@ -54,6 +54,10 @@ class CatalogProfilesMixin(LoggingConfigurable):
         return configured_catalog_path()
 
     selection: Selection | None = None
+    # One `stop` record per server life (reset by `start`): LocalProcessSpawner.stop polls until the process is
+    # gone, and JupyterHub polls a server it is about to stop; a poll during `stop` leaves the record to `stop`.
+    _stop_recorded: bool = False
+    _stopping: bool = False
 
     @property
     def catalog(self) -> Catalog:
@@ -187,6 +191,7 @@ class CatalogProfilesMixin(LoggingConfigurable):
             raise
 
     async def start(self):
+        self._stop_recorded = False
         try:
             url = await super().start()
         except BaseException as e:
@@ -206,22 +211,26 @@ class CatalogProfilesMixin(LoggingConfigurable):
             self.log.warning("No MLflow workspace or experiment for team %s: %s", self.selection.team, e)
 
     async def poll(self):
+        selection = self.selection  # LocalProcessSpawner's poll clears the state of a process that has gone
         status = await super().poll()
         if status is not None:
             try:
                 await self.stop_workloads()
             finally:
                 self.end_allocation()  # a server that has exited holds no GPUs
-                self._audit("stop", "succeeded", exit_status=str(status))
+                if not self._stopping:  # it ended on its own
+                    self._record_stop(selection, exit_status=str(status))
         return status
 
     async def stop(self, now=False):
+        selection, self._stopping = self.selection, True
         try:
             await super().stop(now=now)
             await self.stop_workloads()
         finally:
+            self._stopping = False
             self.end_allocation()
-            self._audit("stop", "succeeded")
+            self._record_stop(selection)
 
     def end_allocation(self) -> None:
         """The server holds nothing any more: its quota reservation and its interval in the usage ledger."""
@@ -232,8 +241,13 @@ class CatalogProfilesMixin(LoggingConfigurable):
             except Exception:
                 self.log.exception("Could not close %s in the usage ledger", self.allocation_key)
 
-    def _audit(self, action: str, outcome: str, **details) -> None:
-        selection = self.selection
+    def _record_stop(self, selection: Selection | None, **details) -> None:
+        if not self._stop_recorded:
+            self._stop_recorded = True
+            self._audit("stop", "succeeded", selection, **details)
+
+    def _audit(self, action: str, outcome: str, selection: Selection | None = None, **details) -> None:
+        selection = selection or self.selection
         if selection is not None:
             details = {"profile": selection.profile, "gpu_type": selection.gpu_type, "gpus": selection.gpu_count,
                        **details}

@@ -3,6 +3,7 @@ a catalog whose team-vision may use 3.5 GPU-hours a month (each GPU server holds
 the platform service's database in a temporary file (tests/support/governance.py)."""
 
 import logging
+import subprocess
 from datetime import UTC, datetime
 
 import pytest
@@ -102,3 +103,30 @@ async def test_two_users_racing_for_the_last_budget_get_one_server(catalog_file,
     assert (status.held_gpu_hours, status.budget_gpu_hours) == (2, 3.5)  # never more than the budget
     for s in (alice, dana):
         s.end_allocation()
+
+
+async def test_a_server_life_ends_with_one_stop_record(catalog_file, governance_database, tmp_path):
+    """LocalProcessSpawner.stop polls until the process is gone and JupyterHub polls servers too: each poll that
+    finds the process gone once wrote a `stop` record of its own (three per stop, the last without a team)."""
+    def server(user: str, cmd: list[str]) -> LocalPlatformSpawner:
+        s = LocalPlatformSpawner(user=User(user), catalog_file=catalog_file, data_dir=str(tmp_path),
+                                 log=logging.getLogger("test-spawner"),
+                                 config=Config({"Governance": {"catalog_file": catalog_file}}))
+        s.proc = subprocess.Popen(cmd)  # the server's process, as start() leaves it
+        s.pid = s.proc.pid
+        return s
+
+    cpu = {"team": "team-vision", "profile": "cpu"}
+    alice = server("alice", ["sleep", "60"])  # stopped by the hub
+    await alice._run_apply_user_options(cpu)
+    await alice.stop()
+    assert await alice.poll() is not None
+    bob = server("bob", ["true"])  # ends on its own; the hub finds it gone at a poll
+    await bob._run_apply_user_options(cpu)
+    bob.proc.wait()
+    assert await bob.poll() == 0 and await bob.poll() == 0
+    await bob.stop()
+    fields = {"team": "team-vision", "profile": "cpu", "gpu_type": None, "gpus": 0}
+    assert [(r["action"], r["actor"], r["target"], {"team": r["team"], **r["details"]})
+            for r in AuditLog(connect(governance_database)).query()] == [
+        ("stop", "alice", "server:alice/", fields), ("stop", "bob", "server:bob/", {**fields, "exit_status": "0"})]
