@@ -36,10 +36,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--s3-port", type=int, default=_port("s3", None),
                     help="S3 server with STS (SeaweedFS); its internal ports are port+1 .. port+7 "
                          "(default: hub port + 300, i.e. 18300)")
+    up.add_argument("--no-ray-head", dest="ray_head", action="store_false",
+                    help="do not start the Ray head of model serving now (the first deploy starts it)")
     return p
 
 
-def banner(platform: LocalPlatform) -> str:
+def banner(platform: LocalPlatform, ray_head: bool = False) -> str:
     users = platform.demo_users()
     width = max(len(u["username"]) for u in users)
     lines = [
@@ -50,6 +52,8 @@ def banner(platform: LocalPlatform) -> str:
         f"  MLflow       {platform.mlflow_url}",
         f"  S3 + STS     {platform.s3_url}",
         f"  logs         {platform.logs}",
+        *([f"  Ray Serve    starting in the background on port {platform.ports.ray} (model serving)"]
+          if ray_head else []),
         "",
         "Demo logins (username / password — groups):",
     ]
@@ -85,7 +89,9 @@ def main(argv=None) -> int:
     try:
         print(f"Starting the local platform in {args.data_dir.resolve()} ...", flush=True)
         platform.start()
-        print(banner(platform), flush=True)
+        # Ahead of the first deploy, not in a user's request: the head takes ~15 s to start.
+        ray_head = args.ray_head and platform.start_ray_head()
+        print(banner(platform, ray_head), flush=True)
         while True:
             for name, proc in platform.processes.items():
                 if proc.poll() is not None:

@@ -132,6 +132,8 @@ class LocalPlatform:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     # Seconds from start() until each component answered (bench/startup.py reports them).
     ready_after: dict[str, float] = field(default_factory=dict)
+    # `mlplatform-ray-head start` running in the background (start_ray_head), until the head answers.
+    ray_head_start: subprocess.Popen | None = None
 
     @property
     def hub_url(self) -> str:
@@ -191,8 +193,26 @@ class LocalPlatform:
         and the Ray head, whose folder in /tmp (its sockets, when `ray/` is too long a path) goes too."""
         for name in reversed(list(self.processes)):
             self.stop_component(name, timeout)
+        if self.ray_head_start is not None and self.ray_head_start.poll() is None:
+            self.ray_head_start.kill()  # still waiting for the head: the head's own stop below ends it
+            self.ray_head_start.wait()
         self._notebook_command("mlplatform.spark.local_cli", "stop-all", f"--homes={self.data_dir / 'home'}")
         self._notebook_command("mlplatform.serving.head_cli", "stop", f"--port={self.ports.ray}")
+
+    def start_ray_head(self) -> bool:
+        """Start the Ray head of model serving in the background (the head outlives this command, in a
+        session of its own), so a user's first deploy does not wait the ~15 s of its start. False in a
+        hub-only install, which serves no models."""
+        if importlib.util.find_spec("mlplatform") is None:
+            return False
+        log = open(self.logs / "ray-head-start.log", "ab")
+        try:
+            self.ray_head_start = subprocess.Popen(
+                [sys.executable, "-m", "mlplatform.serving.head_cli", "start", f"--port={self.ports.ray}"],
+                env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        return True
 
     def _notebook_command(self, module: str, *args: str) -> None:
         """Run a command of the notebook package, a subprocess: the hub side does not import it. Skipped

@@ -16,6 +16,8 @@ import psutil
 import pytest
 
 from mlplatform import localhost
+from mlplatform.localhost import wait_until
+from mlplatform.serving.local import LocalRayConfig, LocalRayHead
 from mlplatform.spark import LocalSparkBackend, SparkJob
 from mlplatform.spark.spec import APP_ID_VARIABLE
 
@@ -97,6 +99,9 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
         assert f"JupyterHub   http://127.0.0.1:{BASE}" in output, output
         assert re.search(r"alice / alice-pw +— team-vision", output)
         assert re.search(r"eve +/ eve-pw +— contractors \(in no team: refused\)", output)
+        # The Ray head of model serving starts with the platform, not in a user's first deploy.
+        assert f"Ray Serve    starting in the background on port {BASE + 600}" in output
+        head = LocalRayHead(LocalRayConfig(port=BASE + 600, root=tmp_path / "ray"))
 
         # A user's notebook server is one of the processes Ctrl-C must stop.
         alice = UserSession(f"http://127.0.0.1:{BASE}", "alice")
@@ -117,6 +122,7 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
                                                      "platform service": service_s3, "sso": {"client_secret"},
                                                      "mlflow": set(), "s3": set(), "proxy": set(),
                                                      "notebook server": set()}
+        assert wait_until(head.running, 120), (tmp_path / "logs" / "ray-head-start.log").read_text()
         server = next(p for p in map(psutil.Process, started) if p.environ().get("JUPYTERHUB_USER") == "alice")
         assert server.environ()["MLPLATFORM_RAY_DIR"] == str(tmp_path / "ray")  # the Ray root, in here
 
@@ -129,6 +135,7 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
         assert proc.returncode == 0
         assert "Stopped every process of the local platform." in rest
         assert [pid for pid in started if alive(pid)] == []
+        assert head.processes() == [] and not head.running()
         # ... is stopped with the platform: it keeps no GPU the hub has handed back.
         status = jobs.status(job)
         assert status["state"] == "CANCELLED" and status["message"].endswith("(stopped with the local platform)")
