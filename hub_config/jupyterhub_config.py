@@ -53,14 +53,19 @@ c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
 
-# The platform service (promotion, audit log, usage, budgets), started by the hub; its database in the data directory.
+# The platform service (promotion, audit log, usage, budgets), started by the hub. Its database, which the hub's
+# governance shares: $MLPLATFORM_SERVICE_DATABASE_URL when set (PostgreSQL: postgresql+psycopg://...), else SQLite in
+# the data directory. Taken out of the hub's environment (it may hold a password): the service and the hub's config
+# get it.
 service_port = int(os.environ.get("MLPLATFORM_SERVICE_PORT", hub_port + 82))
+service_database_url = (os.environ.pop("MLPLATFORM_SERVICE_DATABASE_URL", "")
+                        or f"sqlite:///{data_dir / 'platform.sqlite'}")
 configure_platform_service(c, catalog, url=f"http://127.0.0.1:{service_port}", environment={
     # The ports and paths the catalog refers to (managed services get only what is listed here).
     **{name: value for name, value in os.environ.items() if name.startswith("MLPLATFORM_")},
     variable("catalog_path"): catalog.path,
     "MLPLATFORM_MLFLOW_SIGNING_KEY": c.MlflowAccess.signing_key_file,
-    "MLPLATFORM_SERVICE_DATABASE_URL": f"sqlite:///{data_dir / 'platform.sqlite'}",
+    "MLPLATFORM_SERVICE_DATABASE_URL": service_database_url,
     # Its S3 identity (reads the teams' inference logs: hub_config/local/seaweedfs.py)
     **({"AWS_ACCESS_KEY_ID": service_s3_access_key, "AWS_SECRET_ACCESS_KEY": service_s3_secret_key}
        if service_s3_access_key else {}),

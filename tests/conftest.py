@@ -27,8 +27,11 @@ ACCESS_TOKEN_TTL = 8
 def platform(tmp_path_factory):
     """The local platform (dev OIDC provider, MLflow, JupyterHub) started for the whole session."""
     data_dir = tmp_path_factory.mktemp("platform")
+    # The service's database named here: the tests' own MLPLATFORM_SERVICE_DATABASE_URL (support/governance.py, for
+    # spawners made in this process) must not reach a hub started or restarted during a test.
     local = LocalPlatform(data_dir=data_dir, ports=Ports(hub=BASE, sso=BASE + 80, mlflow=BASE + 500),
-                          access_token_ttl=ACCESS_TOKEN_TTL)
+                          access_token_ttl=ACCESS_TOKEN_TTL,
+                          extra_env={"MLPLATFORM_SERVICE_DATABASE_URL": f"sqlite:///{data_dir / 'platform.sqlite'}"})
     # The catalog reads its ports from the environment, here as in `mlplatform-local up`.
     os.environ.update(MLPLATFORM_SSO_PORT=str(local.ports.sso), MLPLATFORM_MLFLOW_PORT=str(local.ports.mlflow),
                       MLPLATFORM_S3_PORT=str(local.ports.s3))
