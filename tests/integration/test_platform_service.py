@@ -153,10 +153,10 @@ def test_the_hub_audits_login_spawn_credentials_and_stop_and_shows_the_budget(hu
                            headers={"Authorization": f"token {admin.new_token()}"}).json()["records"]
     recent = [(r["action"], r["target"], r["outcome"]) for r in records
               if datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp() >= started - 1]
-    assert ("spawn", "server:alice/", "succeeded") in recent
-    assert ("credentials", "server:alice/", "succeeded") in recent
-    assert ("stop", "server:alice/", "succeeded") in recent
-    assert recent.index(("spawn", "server:alice/", "succeeded")) < recent.index(("stop", "server:alice/", "succeeded"))
+    # From this test's spawn on (the window may hold the stop of a server of alice's that a test before stopped).
+    spawned = recent[max(i for i, r in enumerate(recent) if r == ("spawn", "server:alice/", "succeeded")):]
+    assert ("credentials", "server:alice/", "succeeded") in spawned
+    assert spawned.count(("stop", "server:alice/", "succeeded")) == 1  # one stop, however often the hub polled
     assert any(r["action"] == "login" and r["outcome"] == "succeeded" for r in records)
     # No secret in the log: the credential record names when they expire, not what they are.
     credentials = next(r for r in records if r["action"] == "credentials")
