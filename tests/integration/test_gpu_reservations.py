@@ -208,7 +208,8 @@ def test_served_gpus_leave_the_spawn_form_until_the_model_is_deleted(hub, platfo
         local.deploy(serving_request(name="iris", model_uri="models:/iris/1", gpus=1), model_version="1", env={})
         record = localhost.read_json(local.apps / "iris.json")
         assert record["gpu_reservation"] == {"gpu_type": "t4", "devices": ["7"]}
-        assert record["application"]["runtime_env"]["env_vars"]["CUDA_VISIBLE_DEVICES"] == "7"
+        assert record["application"]["deployments"][0]["ray_actor_options"]["runtime_env"]["env_vars"][
+            "CUDA_VISIBLE_DEVICES"] == "7"
         form = spawn_form(hub)
         assert T4_TAKEN in form
         assert ('<option value="a100:4" disabled>A100 ×4 — only 2 of 4 team-vision GPUs free in total</option>'

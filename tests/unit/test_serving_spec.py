@@ -101,11 +101,11 @@ def test_serve_application_fixed_replicas():
         "deployments": [{
             "name": "Model",
             "max_ongoing_requests": 64,
-            "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0},
+            "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0,
+                                  "runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": "http://127.0.0.1:18500"}}},
             "user_config": USER_CONFIG,
             "num_replicas": 2,
         }],
-        "runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": "http://127.0.0.1:18500"}},
     }
 
 
@@ -173,17 +173,18 @@ def test_a_gpu_candidate_has_its_own_devices_and_takes_them_to_the_champion_when
                          requested_uri="models:/iris/4", rollout=Rollout(), inference_log={},
                          env={"CUDA_VISIBLE_DEVICES": "2"})
     champion, candidate = app["deployments"]
-    assert app["runtime_env"] == {"env_vars": env} and "runtime_env" not in champion["ray_actor_options"]
-    assert candidate["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1,
-                                              "runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": "2"}}}
+    # Each deployment carries its whole environment; the application none (Serve builds it in a plain task).
+    assert "runtime_env" not in app and champion["ray_actor_options"]["runtime_env"] == {"env_vars": env}
+    own = {"CUDA_VISIBLE_DEVICES": "2", "MLFLOW_TRACKING_URI": "http://m"}
+    assert candidate["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1, "runtime_env": {"env_vars": own}}
     parsed = ServeDeploySchema.model_validate(serve_config([app]))
-    assert parsed.applications[0].deployments[1].ray_actor_options.runtime_env == {
-        "env_vars": {"CUDA_VISIBLE_DEVICES": "2"}}
+    assert parsed.applications[0].deployments[1].ray_actor_options.runtime_env == {"env_vars": own}
 
     promoted = without_candidate(app, promote=True)
-    assert promoted["runtime_env"] == {"env_vars": {"CUDA_VISIBLE_DEVICES": "2", "MLFLOW_TRACKING_URI": "http://m"}}
+    assert promoted["deployments"][0]["ray_actor_options"]["runtime_env"] == {"env_vars": own}
     assert [d["name"] for d in promoted["deployments"]] == ["Model"] and promoted["args"]["model_version"] == "4"
-    assert without_candidate(app)["runtime_env"] == {"env_vars": env}  # aborted: the champion keeps its own
+    aborted = without_candidate(app)  # the champion keeps its own
+    assert aborted["deployments"][0]["ray_actor_options"]["runtime_env"] == {"env_vars": env}
 
 
 def test_replicas_get_the_contract_without_credentials_or_notebook_paths():

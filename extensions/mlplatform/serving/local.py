@@ -51,7 +51,7 @@ before the record is deleted. A rollout's candidate of such an application gets 
 reserved by the platform service through the hub (`HubRolloutGpus`: the champion's type and count, the
 team's quota, budget and the pool, checked by the hub) before the candidate is handed to Serve, and set
 as the candidate deployment's own CUDA_VISIBLE_DEVICES (its `ray_actor_options.runtime_env`, over the
-application's); a promotion makes them the champion's (the old ones released), an abort releases them.
+champion's); a promotion makes them the champion's (the old ones released), an abort releases them.
 
 Audit: once a deploy has been handed to Serve, or a delete done, the backend reports it to the platform
 service (`platform_service.report`: `deploy`, or `redeploy` when the name had a record already; `delete`;
