@@ -64,11 +64,17 @@ def s3_admin(platform):
     keys = json.loads((platform.data_dir / "secrets.json").read_text())
     wanted = {"AWS_ACCESS_KEY_ID": keys["s3_access_key"], "AWS_SECRET_ACCESS_KEY": keys["s3_secret_key"],
               "MLFLOW_S3_ENDPOINT_URL": platform.s3_url, "AWS_DEFAULT_REGION": "us-east-1"}
+    import boto3
+
     saved = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
+    # MLflow's S3 client comes from boto3's default session, which keeps the first credentials it resolved
+    # (another platform's keys, in a module with a platform of its own): resolve them again, here and after.
+    boto3.DEFAULT_SESSION = None
     try:
         yield
     finally:
+        boto3.DEFAULT_SESSION = None
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
