@@ -50,6 +50,23 @@ def candidate_key(team: str, app: str) -> str:
     return f"{reservation_key(team, app)}/candidate"
 
 
+def json_object(raw: bytes, fields, example: str, described: str) -> dict:
+    """A request's body: a JSON object of at most MAX_BODY bytes with none but `fields` (413 or 400 saying
+    what is wrong, `example` showing one that is right)."""
+    if len(raw) > MAX_BODY:
+        raise web.HTTPError(413, f"the body has {len(raw)} bytes; allowed: at most {MAX_BODY}")
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        raise web.HTTPError(400, f"the body is not JSON; send an object like {example}") from None
+    if not isinstance(body, dict):
+        raise _bad("body", body, described)
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise _bad("body", unknown[0], f"the field{'s' if len(fields) > 1 else ''} {', '.join(fields)}")
+    return body
+
+
 def _bad(field: str, value, allowed: str) -> web.HTTPError:
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     return web.HTTPError(400, f"{field}: {shown} is not allowed; allowed: {allowed}")
@@ -126,19 +143,8 @@ class GpuReservationsHandler(RunningServerHandler):
                                      f"models (scope {needed}); this token or session lacks it")
 
     def _body(self) -> dict:
-        raw = self.request.body or b""
-        if len(raw) > MAX_BODY:
-            raise web.HTTPError(413, f"the body has {len(raw)} bytes; allowed: at most {MAX_BODY}")
-        try:
-            body = json.loads(raw or b"{}")
-        except (ValueError, RecursionError):
-            raise web.HTTPError(400, "the body is not JSON; send an object like {\"count\": 1, \"gpu_type\": \"t4\"}"
-                                ) from None
-        if not isinstance(body, dict):
-            raise _bad("body", body, "a JSON object with count and optionally gpu_type")
-        unknown = sorted(set(body) - set(FIELDS))
-        if unknown:
-            raise _bad("body", unknown[0], f"the fields {', '.join(FIELDS)}")
+        body = json_object(self.request.body or b"", FIELDS, '{"count": 1, "gpu_type": "t4"}',
+                           "a JSON object with count and optionally gpu_type")
         count = body.get("count")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise _bad("count", count, "a whole number of GPUs, at least 1 (release with DELETE)")

@@ -20,21 +20,18 @@ reservation it is kept in the hub's data directory and survives a hub restart (h
 
 from __future__ import annotations
 
-import json
-
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
 from mlplatform_service.budgets import BudgetExceeded
 
-from .gpu_handler import _bad, _checked_app, candidate_key, reservation_key
+from .gpu_handler import _bad, _checked_app, candidate_key, json_object, reservation_key
 from .platform_service import SERVICE
 from .profiles import SelectionError
 
 SCOPE = "custom:mlplatform:rollout-gpus"
 CUSTOM_SCOPES = {SCOPE: {"description": "Reserve the GPUs of served models' rollout candidates in the local pool "
                                         "(the platform service)."}}
-MAX_BODY = 4096
 MAX_USER = 255
 
 
@@ -114,18 +111,7 @@ class RolloutGpusHandler(APIHandler):
         return probe
 
     def _user(self) -> str:
-        raw = self.request.body or b""
-        if len(raw) > MAX_BODY:
-            raise web.HTTPError(413, f"the body has {len(raw)} bytes; allowed: at most {MAX_BODY}")
-        try:
-            body = json.loads(raw or b"{}")
-        except (ValueError, RecursionError):
-            raise web.HTTPError(400, "the body is not JSON; send an object like {\"user\": \"alice\"}") from None
-        if not isinstance(body, dict):
-            raise _bad("body", body, "a JSON object with user")
-        unknown = sorted(set(body) - {"user"})
-        if unknown:
-            raise _bad("body", unknown[0], "the field user")
+        body = json_object(self.request.body or b"", ("user",), '{"user": "alice"}', "a JSON object with user")
         user = body.get("user")
         if not isinstance(user, str) or not 0 < len(user) <= MAX_USER or self.find_user(user) is None:
             raise _bad("user", user, "the name of a user of this hub (whose endpoint it is)")
