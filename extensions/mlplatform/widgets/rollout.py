@@ -72,7 +72,9 @@ class Rollout(w.VBox):
         self.history: deque[dict] = deque(maxlen=history)  # one point per report read: the charts' data
         self.reports = 0  # reports read for the chosen endpoint (polls and actions)
         self._wanted = endpoint
-        self._lock = threading.Lock()  # one report shown at a time (an action's and a poll's may cross)
+        # One report shown at a time (an action's and a poll's may cross), and the candidate choices replaced by
+        # one thread at a time: a read lists them while the browser's choice of another endpoint empties them.
+        self._lock = threading.RLock()
         self._synced: tuple | None = None  # the rollout the mode and share fields were last set from
         self.tasks = Background(self._show_error, self._update_buttons)  # actions and reads: wait() waits for them
         self.polls = Background(self._show_error)  # the live poll, running as long as the rollout: wait() does not
@@ -161,11 +163,11 @@ class Rollout(w.VBox):
         with self._lock:
             self.status, self.live, self.reports, self._synced = None, None, 0, None
             self.history.clear()
+            set_options(self.version, [])
         self.mode = ""
         for panel in (self.endpoint_line, self.result, self.rollback, self.sides, self.gates, self.charts):
             panel.value = ""
         self.errors.clear()
-        set_options(self.version, [])
         self._update_buttons()
         if name:
             self.tasks.start("read", self._read, name, True)
@@ -184,12 +186,14 @@ class Rollout(w.VBox):
         versions = sorted((str(v.version) for v in all_versions(client, model)), key=int, reverse=True)
         serving_version = str(status.get("model_version") or "")
         options = [(version_label(v, aliases), v) for v in versions if v != serving_version]
-        if status.get("name") == self.endpoint.value:
+        with self._lock:
+            if status.get("name") != self.endpoint.value:  # chosen another meanwhile: its own read lists its versions
+                return
             set_options(self.version, options)
             self.versions_note.value = "" if options else (
                 f"<i>{html.escape(model)} has no version but the one served ({serving_version}): register another, "
                 "then Refresh.</i>")
-            self._update_buttons()
+        self._update_buttons()
 
     def _show_share(self, change=None) -> None:
         self.share.layout.display = None if self.mode_choice.value == "canary" else "none"
