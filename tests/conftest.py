@@ -12,6 +12,7 @@ from hub_config.local.platform import LocalPlatform, Ports
 from .support.hub import HubClient
 from .support.mlflow_access import platform_token
 from .support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from .support.ray_head import fresh_ray_head
 
 # jp_fetch and a real jupyter server with the extension, for the REST API tests.
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -19,8 +20,13 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 # Ports of the test platform; a base other than the local platform's, so both can run side by side.
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000"))
+# The Ray port of a notebook's local head in the modules that share one (see `shared_ray_head`).
+SHARED_RAY_PORT = BASE + 600
 # Access tokens expire quickly in tests, so refresh-before-spawn is exercised for real.
 ACCESS_TOKEN_TTL = 8
+# Team membership is read again from the realm after this many seconds (the hub's default is 60), so the
+# test of a user moved out of a team waits less.
+MEMBERSHIP_MAX_AGE = 15
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +37,7 @@ def platform(tmp_path_factory):
     # spawners made in this process) must not reach a hub started or restarted during a test.
     local = LocalPlatform(data_dir=data_dir, ports=Ports(hub=BASE, sso=BASE + 80, mlflow=BASE + 500),
                           access_token_ttl=ACCESS_TOKEN_TTL,
+                          hub_options={"S3CredentialBroker.membership_max_age": MEMBERSHIP_MAX_AGE},
                           extra_env={"MLPLATFORM_SERVICE_DATABASE_URL": f"sqlite:///{data_dir / 'platform.sqlite'}"})
     # The catalog reads its ports from the environment, here as in `mlplatform-local up`.
     os.environ.update(MLPLATFORM_SSO_PORT=str(local.ports.sso), MLPLATFORM_MLFLOW_PORT=str(local.ports.mlflow),
@@ -55,3 +62,12 @@ def hub(platform):
     client = HubClient(platform)
     yield client
     client.stop_all()
+
+
+@pytest.fixture(scope="session")
+def shared_ray_head(platform):
+    """One local Ray head (SHARED_RAY_PORT, the default directory) for the modules that serve on it, each in its
+    turn through support/ray_head.module_on_shared_head: started by the session's first deploy, stopped with
+    no process left at the session's end."""
+    with fresh_ray_head(SHARED_RAY_PORT) as head:
+        yield head

@@ -129,6 +129,8 @@ class LocalPlatform:
     access_token_ttl: int = 300
     id_token_ttl: int = 300
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Hub settings given on its command line, which wins over jupyterhub_config.py (`{"Class.trait": value}`).
+    hub_options: dict[str, object] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     # Seconds from start() until each component answered (bench/startup.py reports them).
     ready_after: dict[str, float] = field(default_factory=dict)
@@ -345,7 +347,8 @@ class LocalPlatform:
         env = {**self.env(), "OAUTH_CLIENT_SECRET": s["client_secret"], "JUPYTERHUB_CRYPT_KEY": s["crypt_key"],
                "MLPLATFORM_MLFLOW_SIGNING_KEY": str(self.mlflow_signing_key()),
                SERVICE_S3_KEYS: f"{s['s3_service_access_key']}:{s['s3_service_secret_key']}"}
-        return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py")], env
+        options = [f"--{name}={value}" for name, value in self.hub_options.items()]
+        return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py"), *options], env
 
     # --- helpers ------------------------------------------------------------------------------
     def _secrets(self) -> dict[str, str]:

@@ -21,9 +21,7 @@ from mlplatform.serving.spec import serving_request
 from mlplatform.spark.spec import APP_ID_VARIABLE
 from mlplatform_core.contract import PlatformEnvironment
 
-from hub_config.s3_broker import S3CredentialBroker
-
-from ..conftest import BASE
+from ..conftest import BASE, MEMBERSHIP_MAX_AGE
 from ..support.authz import authorization_matrix
 from ..support.hub import RealmUsers
 from ..support.ray_head import fresh_ray_head
@@ -111,7 +109,7 @@ def test_a_user_removed_from_the_team_reserves_nothing(hub, platform, authz):
     realm = RealmUsers(platform)
     realm.change("dana", groups=["/team-nlp"])
     try:
-        deadline = time.monotonic() + S3CredentialBroker.membership_max_age.default_value + 30
+        deadline = time.monotonic() + MEMBERSHIP_MAX_AGE + 30
         while True:  # at once, unless another test read dana's groups within the membership bound
             r = call("PUT", url(platform, "dana", "iris"), env["JUPYTERHUB_API_TOKEN"], json={"count": 1})
             if r.status_code != 200 or time.monotonic() > deadline:

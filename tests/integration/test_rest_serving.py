@@ -3,7 +3,8 @@
 A registered scikit-learn model is deployed once for the module, over REST (Ray deploys take ~30 s
 on a 2-core machine): the PUT answers 202, GET shows it running, predict answers over REST, bad
 input is refused with the field, the value and what is allowed and changes nothing, DELETE removes
-it. The module's fixture stops the head and checks that no Ray process is left.
+it. The module serves on the session's shared head (conftest.py), which the session's fixture stops at
+the end, checking that no Ray process is left.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from mlflow import MlflowClient
 from hub_config.catalog import DEFAULT_CATALOG
 from mlplatform import serving
 
-from ..conftest import BASE
+from ..conftest import SHARED_RAY_PORT
 from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
-from ..support.ray_head import fresh_ray_head, local_backend_environ
+from ..support.ray_head import local_backend_environ, module_on_shared_head
 from .rest_fixtures import UNAUTHENTICATED, refused, send
 from .rest_fixtures import api_fixture, server_config_fixture  # noqa: F401  (fixtures api, jp_server_config)
 
-RAY_PORT = BASE + 600
+RAY_PORT = SHARED_RAY_PORT  # the session's shared head (conftest.py)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models
 # What the serving API reads from the environment: the jupyter server runs in this process.
 ENVIRONMENT = ("MLPLATFORM_BACKEND", "MLPLATFORM_RAY_PORT", "MLPLATFORM_RAY_DIR", "MLFLOW_TRACKING_URI",
@@ -32,9 +33,10 @@ ENVIRONMENT = ("MLPLATFORM_BACKEND", "MLPLATFORM_RAY_PORT", "MLPLATFORM_RAY_DIR"
 
 
 @pytest.fixture(scope="module")
-def local_ray(platform):
-    """The local backend's environment for the module, and the head stopped (no process left) at the end."""
-    with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url), unset=ENVIRONMENT) as head:
+def local_ray(shared_ray_head, platform):
+    """The local backend's environment for the module, on the session's shared head."""
+    with module_on_shared_head(shared_ray_head, local_backend_environ(RAY_PORT, platform.mlflow_url),
+                               unset=ENVIRONMENT) as head:
         yield head
 
 

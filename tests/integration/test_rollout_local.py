@@ -31,12 +31,12 @@ from mlplatform.serving.inference_log import read_window
 from mlplatform.serving.rollout import KEY_HEADER, SIDE_HEADER, rollout
 from mlplatform.serving.spec import serving_request
 
-from ..conftest import BASE
+from ..conftest import BASE, SHARED_RAY_PORT
 from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
-from ..support.ray_head import fresh_ray_head, local_backend_environ
+from ..support.ray_head import local_backend_environ, module_on_shared_head
 from ..support.seaweedfs_server import seaweedfs_server
 
-RAY_PORT = BASE + 600
+RAY_PORT = SHARED_RAY_PORT  # the session's shared head (conftest.py)
 S3_BASE = BASE + 3800
 BUCKET, PREFIX, REGION, TEAM = "platform", "teams/team-vision/", "us-east-1", "team-vision"
 LOG = {"flush_seconds": 0.3, "batch_rows": 100}
@@ -50,7 +50,7 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def endpoint(platform, s3, tmp_path_factory):
+def endpoint(platform, s3, shared_ray_head, tmp_path_factory):
     """Version 1 (the champion) of a registered model served as an application of team-vision, its
     replicas writing to the team's S3 prefix; version 2 (the candidate) registered, not served."""
     url, keys, _ = s3
@@ -58,7 +58,8 @@ def endpoint(platform, s3, tmp_path_factory):
     v1 = register_model(platform.mlflow_url, name)
     v2 = register_candidate(platform.mlflow_url, name, tmp_path_factory.mktemp("candidate"))
     app = f"ro-{name.rsplit('-', 1)[1]}"
-    with fresh_ray_head(RAY_PORT, {**local_backend_environ(RAY_PORT, platform.mlflow_url), "MLPLATFORM_TEAM": TEAM}):
+    with module_on_shared_head(shared_ray_head,
+                               {**local_backend_environ(RAY_PORT, platform.mlflow_url), "MLPLATFORM_TEAM": TEAM}):
         backend = serving.backend()
         env = {"MLFLOW_TRACKING_URI": platform.mlflow_url, "MLPLATFORM_TEAM": TEAM, "MLPLATFORM_S3_ENDPOINT": url,
                "AWS_REGION": REGION, "MLPLATFORM_S3_BUCKET": BUCKET, "MLPLATFORM_S3_TEAM_PREFIX": PREFIX}

@@ -20,6 +20,7 @@ import requests
 
 from hub_config.s3_broker import CredentialsUnavailable, S3CredentialBroker
 
+from ..conftest import MEMBERSHIP_MAX_AGE
 from ..support.authz import authorization_matrix
 from ..support.hub import RealmUsers
 from ..support.mlflow_access import admin_api
@@ -144,7 +145,7 @@ def test_a_user_without_a_running_server_is_told_to_start_one(hub, platform, aut
 def test_membership_is_rechecked_and_refresh_failures_are_told_apart(hub, platform, authz):
     """After at most the membership bound: a user moved out of the server's team is refused (403), a
     refused refresh says log in again (401), a bug is a 500, an unresponsive realm a 503."""
-    max_age = S3CredentialBroker.membership_max_age.default_value
+    max_age = MEMBERSHIP_MAX_AGE  # the test platform's (conftest.py)
     started = {name: start(hub, name, **options) for name, options in
                (("alice", {}), ("bob", {}), ("dana", {"team": "team-vision"}), ("admin", {}))}
     servers = {name: env for name, (_, env) in started.items()}

@@ -4,8 +4,9 @@ A registered scikit-learn model is deployed (the head is started by another proc
 kernel that has gone since), answers /predict over HTTP with records and split orient, answers 4xx
 with a message to bad bodies; a new version that cannot load ends `failed` with its error while the
 old one keeps answering; a good new version replaces it while a client keeps sending requests (none
-fails); delete removes the endpoint. A text-generation model answers /generate. The session's
-fixture stops the head and checks that no Ray process is left.
+fails); delete removes the endpoint. A text-generation model answers /generate. The module serves on the
+session's shared head (conftest.py), stopped first so that its deploy starts it; the session's fixture
+stops it at the end and checks that no Ray process is left.
 """
 
 from __future__ import annotations
@@ -30,19 +31,20 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from mlplatform import serving
 
-from ..conftest import BASE
+from ..conftest import SHARED_RAY_PORT
 from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
-from ..support.ray_head import fresh_ray_head, local_backend_environ
+from ..support.ray_head import local_backend_environ, module_on_shared_head
 
-RAY_PORT = BASE + 600
+RAY_PORT = SHARED_RAY_PORT  # the session's shared head (conftest.py)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models from code
 ORDER = ["submitted", "starting", "deploying", "running"]
 
 
 @pytest.fixture(scope="module")
-def local_serving(platform):
-    """The API's environment for the local backend, and the head stopped (no process left) at the end."""
-    with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
+def local_serving(shared_ray_head, platform):
+    """The API's environment for the local backend on the session's shared head."""
+    with module_on_shared_head(shared_ray_head, local_backend_environ(RAY_PORT, platform.mlflow_url),
+                               restart=True) as head:
         yield head
 
 

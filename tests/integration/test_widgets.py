@@ -1,8 +1,9 @@
 """The widgets against the real local backends, driven as a notebook user would: values set on the fields,
 buttons clicked, then the widget's state checked and what reached the backend read back from it —
 PromoteModel against the platform's MLflow (the alias, the audit trail), SubmitSparkJob with the real
-spark-submit, ServeModel with a real Ray head and Ray Serve (one deploy and one redeploy for the module;
-the head is stopped at the end and no Ray process may be left)."""
+spark-submit, ServeModel with a real Ray head and Ray Serve (one deploy and one redeploy for the module, on
+the session's shared head, stopped first so that the deploy starts it; at the session's end no Ray process
+may be left)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ from mlplatform import serving, spark
 from mlplatform.spark.driver_log import LOG4J_RECORD
 from mlplatform.widgets import PromoteModel, ServeModel, SubmitSparkJob
 
-from ..conftest import BASE
+from ..conftest import SHARED_RAY_PORT
 from ..support import mlflow_models
 from ..support.as_server import act_as
 from ..support.mlflow_access import s3_admin, workspace
 from ..support.mlflow_models import SAMPLE_ROWS, unique_name
-from ..support.ray_head import fresh_ray_head, local_backend_environ
+from ..support.ray_head import local_backend_environ, module_on_shared_head
 from ..support.processes import processes_with
 from .test_spark_local import FAILING, LONG, QUICK, write_job
 
-RAY_PORT = BASE + 600  # the platform's Ray port, as in a notebook it starts
+RAY_PORT = SHARED_RAY_PORT  # the session's shared head (conftest.py)
 ORDER = ["submitted", "starting", "deploying", "running"]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models
 
@@ -227,9 +228,10 @@ def test_cancel_stops_every_process_of_the_job(notebooks):
 # --- ServeModel ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ray_head(platform):
-    """The environment of a notebook on the local backend; the head stopped, no process left, at the end."""
-    with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
+def ray_head(shared_ray_head, platform):
+    """The environment of a notebook on the local backend, on the session's shared head."""
+    with module_on_shared_head(shared_ray_head, local_backend_environ(RAY_PORT, platform.mlflow_url),
+                               restart=True) as head:
         yield head
 
 

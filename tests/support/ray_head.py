@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from mlplatform import serving
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead
 
 
@@ -18,25 +20,52 @@ def fresh_ray_head(port: int, environ: Mapping[str, str] | None = None, unset: I
     """The head of MLPLATFORM_RAY_PORT `port` (started by the first deploy), with `environ` set and
     `unset` removed from os.environ meanwhile (the notebook's environment, as the API reads it).
     `root`: its MLPLATFORM_RAY_DIR (the local platform's: `platform.ray_dir`), else the default."""
-    touched = set(environ or {}) | set(unset)
-    saved = {k: os.environ.get(k) for k in touched}
-    for k in unset:
-        os.environ.pop(k, None)
-    os.environ.update(environ or {})
     head = LocalRayHead(LocalRayConfig(port=port, root=root))
     head.stop()  # a head left by an interrupted run
     shutil.rmtree(head.root, ignore_errors=True)
     try:
-        yield head
+        with patched_environ(environ, unset):
+            yield head
     finally:
         head.stop()
         left = head.processes()
         naming = [line for line in _processes() if str(head.root) in line]
         shutil.rmtree(head.root, ignore_errors=True)
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         assert left == [], f"Ray processes left behind: {left}"
         assert naming == [], f"processes still name the head's directory: {naming}"
+
+
+@contextmanager
+def module_on_shared_head(head: LocalRayHead, environ: Mapping[str, str], unset: Iterable[str] = (),
+                          restart: bool = False) -> Iterator[LocalRayHead]:
+    """A test module's turn on the session's shared head (conftest.py's `shared_ray_head`): `environ` set and
+    `unset` removed meanwhile, and every application the module left deleted at its end, so the next module
+    finds the head as empty as a fresh one (a head start costs 20-30 s here). `restart`: the head stopped
+    first, for a module whose first deploy must start it."""
+    if restart:
+        head.stop()
+    with patched_environ(environ, unset):
+        try:
+            yield head
+        finally:
+            for record in sorted((head.root / "apps").glob("*.json")):
+                with contextlib.suppress(serving.DeploymentNotFound):
+                    serving.delete(record.stem)
+
+
+@contextmanager
+def patched_environ(environ: Mapping[str, str] | None = None, unset: Iterable[str] = ()) -> Iterator[None]:
+    """os.environ with `environ` set and `unset` removed, restored afterwards."""
+    touched = set(environ or {}) | set(unset)
+    saved = {k: os.environ.get(k) for k in touched}
+    for k in unset:
+        os.environ.pop(k, None)
+    os.environ.update(environ or {})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def local_backend_environ(port: int, tracking_uri: str) -> dict[str, str]:
