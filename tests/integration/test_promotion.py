@@ -138,7 +138,8 @@ def test_failed_gates_move_no_alias_change_nothing_and_are_audited(mlflow, regis
         "accuracy no worse than @champion: accuracy 0.85 is worse than 0.95 of @champion (version 1; higher is "
         "better); signature present: the model was logged without a signature; log it with "
         "signature=infer_signature(X, y); model card: intended_use: tag 'intended_use' is missing; set it on the "
-        "version or on the registered model")
+        f"""version with MlflowClient().set_model_version_tag({name!r}, '2', 'intended_use', "...") (or on the """
+        "registered model with set_registered_model_tag)")
     assert refused.value.to_dict() == {"message": str(refused.value), "report": report}
 
     assert champion(mlflow, name) == "1"

@@ -71,10 +71,14 @@ def test_every_gate_fails_with_its_values():
              "message": "the model was logged without a signature; log it with signature=infer_signature(X, y)",
              "value": None},
             {"id": "model card: intended_use", "kind": "model_card_field", "passed": False,
-             "message": "tag 'intended_use' is missing; set it on the version or on the registered model",
+             "message": "tag 'intended_use' is missing; set it on the version with "
+                        "MlflowClient().set_model_version_tag('iris', '3', 'intended_use', \"...\") "
+                        "(or on the registered model with set_registered_model_tag)",
              "field": "intended_use", "value": None, "source": None},
             {"id": "model card: owner", "kind": "model_card_field", "passed": False,
-             "message": "tag 'owner' is missing; set it on the version or on the registered model",
+             "message": "tag 'owner' is missing; set it on the version with "
+                        "MlflowClient().set_model_version_tag('iris', '3', 'owner', \"...\") "
+                        "(or on the registered model with set_registered_model_tag)",
              "field": "owner", "value": None, "source": None},
         ],
     }

@@ -40,7 +40,8 @@ def evaluate_gates(policy: Promotion, *, model: str, version: str, metrics: Mapp
                   for metric, sign in directions]
     if policy.require_signature:
         gates.append(_signature_gate(signature, signature_problem))
-    gates += [_card_field_gate(field, version_tags, model_tags) for field in policy.model_card_fields]
+    gates += [_card_field_gate(field, version_tags, model_tags, model, str(version))
+              for field in policy.model_card_fields]
     failed = [g["id"] for g in gates if not g["passed"]]
     return {"model": model, "version": str(version), "alias": policy.alias,
             "champion_version": champion["version"] if champion else None,
@@ -110,15 +111,23 @@ def _signature_gate(signature: Mapping | None, problem: str | None) -> dict:
             "value": {"inputs": len(inputs), "outputs": len(outputs)} if signature else None}
 
 
-def _card_field_gate(field: str, version_tags: Mapping[str, str], model_tags: Mapping[str, str]) -> dict:
+def _card_field_gate(field: str, version_tags: Mapping[str, str], model_tags: Mapping[str, str], model: str,
+                     version: str) -> dict:
     for source, tags in (("version", version_tags), ("registered model", model_tags)):
         value = (tags.get(field) or "").strip()
         if value:
             return {"id": f"model card: {field}", "kind": "model_card_field", "passed": True,
                     "message": f"{field} is set on the {source}", "field": field, "value": value, "source": source}
     return {"id": f"model card: {field}", "kind": "model_card_field", "passed": False,
-            "message": f"tag {field!r} is missing; set it on the version or on the registered model",
+            "message": f"tag {field!r} is missing; set it on the version with {set_tag_code(model, version, field)} "
+                       "(or on the registered model with set_registered_model_tag)",
             "field": field, "value": None, "source": None}
+
+
+def set_tag_code(model: str, version: str, field: str) -> str:
+    """The one line a user runs in the notebook to set a missing model-card tag on the version: the message
+    shows it filled in, because "tag is missing" alone left users looking up MLflow's API."""
+    return f'MlflowClient().set_model_version_tag({model!r}, {version!r}, {field!r}, "...")'
 
 
 def summary(report: Mapping) -> str:

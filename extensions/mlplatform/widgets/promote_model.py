@@ -203,26 +203,18 @@ class PromoteModel(w.VBox):
 
 
 def gates_html(report: dict) -> str:
-    """The gate report as a table: each gate passed or failed, with its values; a missing model card field
-    with the line of code that sets it."""
+    """The gate report as a table: each gate passed or failed, with its values (a missing model card field's
+    message carries the line of code that sets it)."""
     rows = "".join(
         f"<tr><td {CELL}><b style='color:{OK_COLOR if g['passed'] else ERROR_COLOR}'>"
         f"{'✔ pass' if g['passed'] else '✘ FAIL'}</b></td><td {CELL}>{html.escape(g['id'])}</td>"
-        f"<td {CELL}>{html.escape(g['message'])}{_fix(report, g)}</td></tr>" for g in report["gates"])
+        f"<td {CELL}>{html.escape(g['message'])}</td></tr>" for g in report["gates"])
     failed = len(report["failed"])
     verdict = (f"<b style='color:{OK_COLOR}'>every gate passes: version {report['version']} may be promoted</b>"
                if report["passed"] else
                f"<b style='color:{ERROR_COLOR}'>{failed} of {len(report['gates'])} gates fail: "
                f"version {report['version']} cannot be promoted</b>")
     return f"<div>Gates for @{html.escape(report['alias'])}: {verdict}</div><table>{rows}</table>"
-
-
-def _fix(report: dict, gate: dict) -> str:
-    if gate["passed"] or gate["kind"] != "model_card_field":
-        return ""
-    code = (f"MlflowClient().set_model_version_tag({report['model']!r}, {report['version']!r}, "
-            f"{gate['field']!r}, \"...\")")
-    return f"<br>set it with: <code>{html.escape(code)}</code>"
 
 
 def history_html(events: list[dict]) -> str:
