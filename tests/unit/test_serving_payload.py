@@ -3,11 +3,12 @@
 import json
 import warnings
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.utils import _enforce_schema
 from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
@@ -112,9 +113,59 @@ def test_rows_are_cast_to_the_signature_as_mlflow_models_serve_casts_them(wrap):
     pd.testing.assert_frame_equal(_enforce_schema(frame, SCHEMA), _enforce_schema(mlflow_frame, SCHEMA))
 
 
-def test_a_value_mlflow_cannot_cast_is_refused_naming_the_column():
-    rows = [{"length": "a lot", "width": 3.5, "count": 2, "kind": "b"}]
-    with pytest.raises(MlflowException):  # MLflow's scoring server refuses it too
+@pytest.fixture(scope="module")
+def typed_model(tmp_path_factory):
+    """A real pyfunc model with SCHEMA as its signature: its predict enforces the schema as a served one
+    does. Its answer shows the values it was given: the sum of each row's numbers."""
+    class Summing(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> list[float]:
+            return model_input[["length", "width", "count"]].sum(axis=1).tolist()
+
+    path = tmp_path_factory.mktemp("model") / "summing"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's hint to log an input example
+        mlflow.pyfunc.save_model(str(path), python_model=Summing(), signature=ModelSignature(inputs=SCHEMA),
+                                 pip_requirements=[])
+    return mlflow.pyfunc.load_model(str(path))
+
+
+def test_integers_for_float_columns_get_the_answers_of_floats(typed_model):
+    """The issue: `{"dataframe_records": [{"length": 5, ...}]}` got 400 "Failed to enforce schema"
+    (MLflow's predict refuses int64 for a double column unless the rows are cast first, as
+    `mlflow models serve` casts them)."""
+    whole = [{"length": 5, "width": 3, "count": 2, "kind": "b"}, {"length": 6, "width": 2, "count": 1, "kind": "c"}]
+    floats = [{k: float(v) if k in ("length", "width") else v for k, v in row.items()} for row in whole]
+    with pytest.raises(MlflowException, match="Failed to enforce schema"):
+        typed_model.predict(pd.DataFrame.from_records(whole))
+    for body in (whole, {"dataframe_records": whole},
+                 {"dataframe_split": {"columns": list(whole[0]), "data": [list(r.values()) for r in whole]}}):
+        answers = typed_model.predict(parse_predict(json.dumps(body).encode(), SCHEMA))
+        assert answers == typed_model.predict(parse_predict(json.dumps(floats).encode(), SCHEMA))
+        assert answers == [10.0, 9.0]
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"length": "a lot"}, """column 'length', row 1: "a lot" is not a double (the model's signature); allowed: a number"""),
+    ({"width": [1]}, "column 'width', row 1: [1] is not a float (the model's signature); allowed: a number"),
+    ({"count": None}, "column 'count', row 1: null is not a long (the model's signature); allowed: a whole number"),
+    ({"count": "two"}, """column 'count', row 1: "two" is not a long (the model's signature); allowed: a whole number"""),
+])
+def test_a_value_mlflow_cannot_cast_is_refused_naming_column_row_value_and_type(row, message):
+    rows = [{"length": 5.1, "width": 3.5, "count": 2, "kind": "b"}, {"length": 5.1, "width": 3.5, "count": 2, "kind": "b", **row}]
+    with pytest.raises(MlflowException):  # MLflow's scoring server refuses it too (its message names the column only)
         infer_and_parse_data({"dataframe_records": rows}, SCHEMA)
-    with pytest.raises(PayloadError, match="column length"):
+    with pytest.raises(PayloadError) as info:
         parse_predict(json.dumps(rows).encode(), SCHEMA)
+    assert str(info.value) == message
+
+
+def test_a_fraction_for_an_integer_column_is_refused_not_truncated():
+    """`mlflow models serve` casts 2.5 to 2 with astype and scores it; MLflow's schema enforcement (the model's
+    predict given the frame as it is) refuses float → long. Refused here: the answer would be for another row.
+    A whole number written as a float (2.0, as JSON encoders may write it) is still accepted."""
+    rows = [{"length": 5.1, "width": 3.5, "count": 2.0, "kind": "b"}, {"length": 5.1, "width": 3.5, "count": 2.5, "kind": "b"}]
+    assert infer_and_parse_data({"dataframe_records": rows}, SCHEMA)["count"].tolist() == [2, 2]  # truncated
+    with pytest.raises(PayloadError) as info:
+        parse_predict(json.dumps(rows).encode(), SCHEMA)
+    assert str(info.value) == "column 'count', row 1: 2.5 is not a long (the model's signature); allowed: a whole number"
+    assert parse_predict(json.dumps(rows[:1]).encode(), SCHEMA)["count"].tolist() == [2]

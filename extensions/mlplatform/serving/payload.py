@@ -10,7 +10,9 @@ expects them, so one client works against both:
 
 and answers `{"predictions": [...]}`, one entry per row. Given the model's input schema, the rows are
 cast to its column types as `mlflow models serve` casts them (MLflow's own function): an integer for a
-float column is accepted, a value the type cannot take (a word for a float) is refused naming the column. `/generate` (text-generation models)
+float column is accepted, a value the type cannot take (a word for a float) is refused, and so is a
+number the cast would change (2.5 for a long, which `mlflow models serve` truncates to 2 and MLflow's
+schema enforcement refuses), naming the column, the row, the value and the type. `/generate` (text-generation models)
 accepts `{"prompt": "..."}` or `{"prompts": [...]}` with an optional `max_tokens` and answers
 `{"generations": [...]}`, one per prompt.
 
@@ -49,15 +51,98 @@ def _json(body: bytes) -> Any:
 def parse_predict(body: bytes, schema: Any = None) -> pd.DataFrame:
     """The rows of a `/predict` body as a DataFrame, cast to `schema` (an MLflow input schema) if given."""
     frame = _frame(_json(body))
-    if schema is None:
-        return frame
+    return frame if schema is None else cast_to_signature(frame, schema)
+
+
+def cast_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """`frame` cast to `schema` with the function MLflow's scoring server uses for dataframe_records /
+    dataframe_split (an integer for a double becomes a double, which the model's own schema enforcement
+    then accepts), refusing what it cannot cast and what the cast would change (2.5 for a long)."""
     from mlflow.exceptions import MlflowException
     from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
 
-    try:  # what MLflow's scoring server does to dataframe_records / dataframe_split
-        return cast_df_types_according_to_schema(frame, schema)
+    sent = frame.copy()  # the cast replaces the columns of the frame it is given
+    try:
+        cast = cast_df_types_according_to_schema(frame, schema)
     except MlflowException as e:
-        raise PayloadError(e.message) from None
+        raise PayloadError(_first_uncastable(sent, schema) or e.message) from None
+    truncated = _first_truncated(sent, cast, schema)
+    if truncated:
+        raise PayloadError(truncated)
+    return cast
+
+
+def _named_columns(frame: pd.DataFrame, schema: Any) -> list:
+    """The schema's column specs of the columns `frame` has (none for a schema of unnamed tensors)."""
+    if not schema.has_input_names():
+        return []
+    return [spec for spec in schema.inputs if spec.name in frame.columns]
+
+
+def _first_uncastable(sent: pd.DataFrame, schema: Any) -> str | None:
+    """The refusal of the first value MLflow's cast refuses, found with the same function (its own message
+    names only the column): column by column, then value by value in the refused column; None if no
+    single value is refused."""
+    from mlflow.types.schema import Schema
+
+    for spec in _named_columns(sent, schema):
+        one_column = Schema([spec])
+        if _casts(sent[[spec.name]], one_column):
+            continue
+        for row, value in enumerate(sent[spec.name]):
+            if not _casts(pd.DataFrame({spec.name: [value]}), one_column):
+                return _refusal(row, spec, value)
+    return None
+
+
+def _casts(frame: pd.DataFrame, schema: Any) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
+
+    try:
+        cast_df_types_according_to_schema(frame.copy(), schema)
+    except MlflowException:
+        return False
+    return True
+
+
+def _first_truncated(sent: pd.DataFrame, cast: pd.DataFrame, schema: Any) -> str | None:
+    """The refusal of the first number an integer column's cast changed: pandas' astype turns 2.5 into 2,
+    which `mlflow models serve` would score silently; MLflow's schema enforcement refuses float → int."""
+    for spec in _named_columns(sent, schema):
+        if cast[spec.name].dtype.kind not in "iu":
+            continue
+        numbers = pd.to_numeric(sent[spec.name], errors="coerce")
+        changed = numbers.notna() & (numbers != cast[spec.name])
+        if changed.any():
+            row = int(np.argmax(changed.to_numpy()))
+            return _refusal(row, spec, sent[spec.name].iloc[row])
+    return None
+
+
+# What a client may send for each of MLflow's column types, for the refusal's hint.
+ALLOWED_VALUES = {"double": "a number", "float": "a number", "long": "a whole number", "integer": "a whole number",
+                  "boolean": "true or false", "string": "a string", "binary": "a base64-encoded string",
+                  "datetime": "a date-time (ISO 8601)"}
+
+
+def _refusal(row: int, spec: Any, value: Any) -> str:
+    expected = repr(spec.type)  # MLflow's name of the type: double, long, Array(double), ...
+    allowed = ALLOWED_VALUES.get(expected, f"a value of type {expected}")
+    return (f"column {spec.name!r}, row {row}: {_shown(value)} is not a {expected} (the model's signature); "
+            f"allowed: {allowed}")
+
+
+def _shown(value: Any) -> str:
+    """A value as the client sent it, in JSON (NaN is how pandas holds a null)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
 
 
 def _frame(doc: Any) -> pd.DataFrame:
