@@ -433,8 +433,23 @@ def sides_html(live: dict) -> str:
     breaching = (f"<div style='color:{ERROR_COLOR}'>breaching the SLO now: {html.escape(breach)}</div>"
                  if breach else "")
     return (f"<table class='mlp-side-table'><tr><th {CELL}></th>{head}</tr>{body}</table>"
+            f"{mirrored_html(live)}"
             f"<div class='mlp-agreement'>Agreement: {html.escape(agreed)}</div>"
             f"<div class='mlp-drift'>Drift: {html.escape(drifted)}</div>{breaching}")
+
+
+def mirrored_html(live: dict) -> str:
+    """In shadow, how many of the champion's requests reached the candidate: a replica mirrors at most 128 at a
+    time and drops the rest (and the mirror rate may be below 1), so the candidate's numbers may rest on fewer
+    requests than the champion's, which the user should see before trusting them."""
+    served = (live.get("champion") or {}).get("requests") or 0
+    if live.get("mode") != "shadow" or not served:
+        return ""
+    mirrored = (live.get("candidate") or {}).get("requests") or 0
+    note = "" if mirrored >= served else (": the rest were not mirrored (the mirror rate, or the candidate "
+                                          "busy with 128 mirrors per replica)")
+    return (f"<div class='mlp-mirrored'>Mirrored: {mirrored} of the champion's {served} requests "
+            f"({_percent(min(1.0, mirrored / served), 1)}){note}</div>")
 
 
 def live_gates_html(live: dict) -> str:
