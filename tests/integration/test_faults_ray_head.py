@@ -1,7 +1,8 @@
 """The local Ray head killed (every process of it, SIGKILL) under a running application: `status` says
 the head is down and what to do (no traceback), `mlplatform-ray-head status` says stopped, the
 application's record is intact and no start lock is left held; the next deploy starts the head again
-and the application answers. One test: a head start takes about 20 s here."""
+and the application answers. One test on the session's shared head (conftest.py), which it leaves running
+for the modules after it: a head start takes about 20 s here."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import pytest
 from mlplatform import serving
 from mlplatform.localhost import wait_until
 
-from ..conftest import BASE
+from ..conftest import SHARED_RAY_PORT
 from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
-from ..support.ray_head import fresh_ray_head, local_backend_environ
+from ..support.ray_head import local_backend_environ, module_on_shared_head
 
-RAY_PORT = BASE + 2100  # a block of 200 ports of its own (test_serving_local.py has BASE + 600)
+RAY_PORT = SHARED_RAY_PORT
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints when logging models
 
 
@@ -29,8 +30,8 @@ def head_cli(action: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_a_killed_head_is_reported_and_the_next_deploy_brings_the_application_back(platform):
-    with fresh_ray_head(RAY_PORT, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
+def test_a_killed_head_is_reported_and_the_next_deploy_brings_the_application_back(platform, shared_ray_head):
+    with module_on_shared_head(shared_ray_head, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
         mv = register_model(platform.mlflow_url, unique_name("headless"))
         assert serving.deploy("headless", mv.uri, wait=True, timeout=240)["state"] == "running"
         record = json.loads((head.root / "apps" / "headless.json").read_text())
