@@ -22,6 +22,7 @@ from mlplatform.spark import LocalSparkBackend, SparkJob
 from mlplatform.spark.spec import APP_ID_VARIABLE
 
 from ..support.hub import PASSWORDS, UserSession
+from ..support.ray_head import runtime_directory_left
 
 CLI = [str(Path(sys.executable).parent / "mlplatform-local"), "up"]
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 2000
@@ -136,6 +137,7 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
         assert "Stopped every process of the local platform." in rest
         assert [pid for pid in started if alive(pid)] == []
         assert head.processes() == [] and not head.running()
+        assert runtime_directory_left(head) is None  # its sockets' folder in /tmp went with it
         # ... is stopped with the platform: it keeps no GPU the hub has handed back.
         status = jobs.status(job)
         assert status["state"] == "CANCELLED" and status["message"].endswith("(stopped with the local platform)")

@@ -30,9 +30,20 @@ def fresh_ray_head(port: int, environ: Mapping[str, str] | None = None, unset: I
         head.stop()
         left = head.processes()
         naming = [line for line in _processes() if str(head.root) in line]
+        runtime_left = runtime_directory_left(head)
         shutil.rmtree(head.root, ignore_errors=True)
+        shutil.rmtree(head.config.runtime_directory, ignore_errors=True)
         assert left == [], f"Ray processes left behind: {left}"
         assert naming == [], f"processes still name the head's directory: {naming}"
+        assert runtime_left is None, f"the stopped head left its runtime directory in /tmp: {runtime_left}"
+
+
+def runtime_directory_left(head: LocalRayHead) -> Path | None:
+    """The stopped head's own runtime directory in /tmp (its sockets and Ray's session files, when the root is too
+    long a path for them), if still there; None when it is gone or is the root itself (which keeps the
+    applications' records across a head's restarts)."""
+    runtime = head.config.runtime_directory
+    return runtime if runtime != head.root and os.path.lexists(runtime) else None
 
 
 @contextmanager
