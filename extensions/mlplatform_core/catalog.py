@@ -22,6 +22,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from . import images
+from .catalog_gitops import Gitops
 from .names import DNS_LABEL_PATTERN
 from .quantities import parse_cpu, parse_memory
 
@@ -392,6 +393,8 @@ class Catalog(_Model):
     culling: Culling = Culling()
     platform_service: PlatformService = PlatformService()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    # Unset: the notebook applies objects to the Kubernetes API; set: each change is a commit (catalog_gitops.py).
+    gitops: Gitops | None = None
     gpu_types: dict[Slug, GpuType] = {}
     teams: dict[Slug, Team] = Field(min_length=1)
     profiles: dict[Slug, Profile] = Field(min_length=1)

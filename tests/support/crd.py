@@ -20,6 +20,7 @@ CRDS = {
     ("ray.io", "RayCluster"): SCHEMAS / "kuberay" / "ray.io_rayclusters.yaml",
     ("ray.io", "RayJob"): SCHEMAS / "kuberay" / "ray.io_rayjobs.yaml",
     ("sparkoperator.k8s.io", "SparkApplication"): SCHEMAS / "spark-operator" / "sparkoperator.k8s.io_sparkapplications.yaml",
+    ("argoproj.io", "Application"): SCHEMAS / "argo-cd" / "argoproj.io_applications.yaml",
 }
 
 

@@ -91,14 +91,22 @@ class KubernetesServingConfig:
             catalog = environment.catalog()
         except CatalogError as e:
             raise BackendUnavailable(f"cannot read the platform catalog: {e}") from None
-        gpu_name = environment.gpu_type
-        team = catalog.teams.get(config.team)
-        team_types = tuple(t for t, n in team.gpu_quota.per_type.items() if n and t in catalog.gpu_types) \
-            if team is not None else ()
+        return cls.for_catalog(catalog, namespace=config.namespace, team=config.team, user=config.user,
+                               gpu_type=environment.gpu_type)
+
+    @classmethod
+    def for_catalog(cls, catalog, *, namespace: str, team: str, user: str,
+                    gpu_type: str | None = None) -> KubernetesServingConfig:
+        """The settings of `team`'s applications from the catalog (GPU type: `gpu_type`, else the team's only
+        one). Pure: the GitOps and Backstage renderers make the same RayService as deploy() with it."""
+        gpu_name = gpu_type
+        team_spec = catalog.teams.get(team)
+        team_types = tuple(t for t, n in team_spec.gpu_quota.per_type.items() if n and t in catalog.gpu_types) \
+            if team_spec is not None else ()
         if gpu_name is None and len(team_types) == 1:
             gpu_name = team_types[0]
         gpu = catalog.gpu_types.get(gpu_name) if gpu_name else None
-        return cls(namespace=config.namespace, team=config.team, user=config.user, team_gpu_types=team_types,
+        return cls(namespace=namespace, team=team, user=user, team_gpu_types=team_types,
                    image=catalog.kubernetes.images.serving, gpu_image=catalog.kubernetes.images.serving_gpu,
                    service_account=catalog.kubernetes.serving_service_account, gpu_type=gpu_name if gpu else None,
                    gpu_resource=gpu.resource if gpu else "nvidia.com/gpu",
@@ -139,13 +147,7 @@ class KubernetesServing:
         if request.gpus and not c.gpu_type:
             raise InvalidServingRequest([("gpus", gpu_type_problem(request.gpus, c))])
         owner = {"user": c.user, "team": c.team, **(owner or {})}
-        body = ray_service(request, namespace=c.namespace, model_version=model_version, env=env,
-                           image=c.gpu_image if request.gpus else c.image, gpu_resource=c.gpu_resource,
-                           node_selector=dict(c.node_selector), tolerations=[json.loads(t) for t in c.tolerations],
-                           service_account=c.service_account, mlflow_token=c.mlflow_token,
-                           labels={TEAM_LABEL: label_value(owner["team"]),
-                                   USER_LABEL: label_value(owner["user"]),
-                                   **({GPU_TYPE_LABEL: c.gpu_type} if request.gpus else {})})
+        body = self.manifest(request, model_version=model_version, env=env, owner=owner)
         services = self.services
         current = _translated(services.get, request.name)
         body["metadata"]["annotations"].update({
@@ -159,6 +161,19 @@ class KubernetesServing:
             return self._describe(self._create(services, body))
         self._check_owner(current, owner)
         return self._describe(_translated(services.patch, request.name, _changes(current, body)))
+
+    def manifest(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
+                 owner: Mapping[str, str]) -> dict:
+        """The RayService deploy() applies for `request`, before its annotations of this deploy (who, when, the
+        request, the previous version): pure, so GitOps commits and Backstage skeletons are the same object."""
+        c = self.config
+        return ray_service(request, namespace=c.namespace, model_version=model_version, env=env,
+                           image=c.gpu_image if request.gpus else c.image, gpu_resource=c.gpu_resource,
+                           node_selector=dict(c.node_selector), tolerations=[json.loads(t) for t in c.tolerations],
+                           service_account=c.service_account, mlflow_token=c.mlflow_token,
+                           labels={TEAM_LABEL: label_value(owner["team"]),
+                                   USER_LABEL: label_value(owner["user"]),
+                                   **({GPU_TYPE_LABEL: c.gpu_type} if request.gpus else {})})
 
     def status(self, name: str) -> dict:
         found = _translated(self.services.get, name)

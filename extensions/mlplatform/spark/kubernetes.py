@@ -69,6 +69,11 @@ class KubernetesSparkConfig:
             catalog = environment.catalog()
         except CatalogError as e:
             raise SparkBackendError(f"cannot read the platform catalog: {e}") from None
+        return cls.for_catalog(catalog, config)
+
+    @staticmethod
+    def for_catalog(catalog, config: KubernetesSparkConfig) -> KubernetesSparkConfig:
+        """`config` with the catalog's Spark image, drivers' service account and MLflow token setting (pure)."""
         return dataclasses.replace(config, image=catalog.kubernetes.images.spark,
                                    service_account=catalog.kubernetes.spark_service_account,
                                    mlflow_token=mlflow_token.enabled(catalog))
@@ -111,6 +116,15 @@ class KubernetesSparkBackend:
         """A URI the driver reads (s3a://, local://, https://) as it is; else the notebook's file, uploaded at submit."""
         return main_file if _is_uri(main_file) else str(local_main_file(main_file, self.cwd or os.getcwd()))
 
+    def manifest(self, job: SparkJob, *, app_id: str) -> dict[str, Any]:
+        """The SparkApplication submit() creates for `job` (its main file a URI the driver reads), before the
+        annotations of this submission (when, the job as asked): pure, so GitOps commits and Backstage
+        skeletons are the same object."""
+        c = self.config
+        return spark_application(job, app_id=app_id, namespace=c.namespace, image=c.image, user=c.user,
+                                 team=c.team, service_account=c.service_account, environment=self.environment,
+                                 mlflow_token=c.mlflow_token)
+
     def submit(self, job: SparkJob) -> dict[str, Any]:
         c = self.config
         app_id = new_app_id(job.name)
@@ -123,10 +137,7 @@ class KubernetesSparkBackend:
             self._upload(path, uploaded)
             main_uri, source = f"s3a://{c.bucket}/{uploaded}", str(path)
         try:
-            body = spark_application(dataclasses.replace(job, main_file=main_uri), app_id=app_id,
-                                     namespace=c.namespace, image=c.image, user=c.user, team=c.team,
-                                     service_account=c.service_account, environment=self.environment,
-                                     mlflow_token=c.mlflow_token)
+            body = self.manifest(dataclasses.replace(job, main_file=main_uri), app_id=app_id)
             body["metadata"]["annotations"].update({
                 annotation_key("submitted-at"): now(),
                 annotation_key("job"): json.dumps({**job.to_dict(), "main_file": source}),
