@@ -15,7 +15,9 @@ from .admission import SERVER_TOKEN_POLICY, WORKLOAD_POLICY, binding, server_tok
 from .charts import RELEASES, chart_problems
 from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
+from .backstage import backstage_files
 from .common import catalog_document
+from .gitops import argocd_applications, gitops_problems
 from .jupyterhub import jupyterhub_values
 from .mlflow import mlflow_auth_config_map
 from .operators import kuberay_operator_values, spark_operator_values
@@ -25,7 +27,10 @@ from .validation import object_problems
 from .workload_webhook import webhook_objects
 from .writer import dump
 
-OUTPUTS = ("helm-values", "cluster", "prepull", "teams")
+OUTPUTS = ("helm-values", "cluster", "prepull", "teams", "gitops", "backstage")
+# Not core Kubernetes objects: the tests validate them against the Argo CD CRD and Backstage's schemas
+# (tests/unit/test_render_gitops.py, test_render_backstage.py), which are not shipped with the package.
+_NOT_CORE = ("helm-values/", "gitops/", "backstage/")
 
 _EDIT = "Rendered by `mlplatform render` from {catalog}; do not edit: change the catalog and render again."
 HEADERS = {
@@ -57,6 +62,11 @@ HEADERS = {
     "prepull": ["Image pre-pull DaemonSet of one node pool.", _EDIT, "kubectl apply -f prepull/"],
     "mlflow": ["MLflow's auth app settings (auth.ini): MLflow checks the hub's tokens (hub_config/render/mlflow.py).",
                _EDIT, "kubectl apply -f mlflow/ (into MLflow's namespace), then mount it at /etc/mlflow-auth"],
+    "gitops/argocd-applications.yaml": [
+        "Argo CD Applications: each team namespace syncs its directory of the GitOps repository (catalog `gitops`).",
+        _EDIT, "kubectl apply -n {argocd_namespace} -f gitops/"],
+    "backstage": ["A Backstage Software Template of the platform's golden paths (catalog `gitops`).", _EDIT,
+                  "Register backstage/templates/*/template.yaml as catalog locations (the skeleton/ beside each)."],
     "teams": ["A team's namespace (Pod Security: baseline enforced), quota, catalog, RBAC and NetworkPolicies.",
               _EDIT, "kubectl apply -f teams/"],
 }
@@ -64,7 +74,8 @@ HEADERS = {
 
 def _header(key: str, catalog: Catalog) -> str:
     lines = HEADERS[key]
-    return "".join(f"# {line.format(catalog=Path(catalog.path).name, hub_namespace=catalog.kubernetes.hub_namespace)}\n"
+    argocd = catalog.gitops.argocd.namespace if catalog.gitops else ""
+    return "".join(f"# {line.format(catalog=Path(catalog.path).name, hub_namespace=catalog.kubernetes.hub_namespace, argocd_namespace=argocd)}\n"
                    for line in lines)
 
 
@@ -87,19 +98,30 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     document = catalog_document(catalog, for_notebooks=True)  # the same in every team's ConfigMap
     for team in catalog.teams:
         docs[f"teams/{team}.yaml"] = (f"teams.{team}", team_objects(catalog, team, document))
+    if catalog.gitops is not None:
+        docs["gitops/argocd-applications.yaml"] = ("gitops", argocd_applications(catalog))
+        for path, (form, content) in backstage_files(catalog).items():
+            if form == "yaml":
+                docs[f"backstage/{path}"] = ("gitops", [content])
     return docs
+
+
+def skeletons(catalog: Catalog) -> dict[str, str]:
+    """Relative path → the text of a Backstage skeleton (nunjucks, not YAML until Backstage renders it)."""
+    return {f"backstage/{path}": content for path, (form, content) in backstage_files(catalog).items()
+            if form == "text"}
 
 
 def render(catalog: Catalog, charts: dict[str, str | Path] | None = None) -> dict[str, str]:
     """Relative path → file text. Core objects are validated against Kubernetes' schemas (strict). `charts`
     (chart name of RELEASES → an unpacked chart) are rendered with their values as `helm install` would,
     and what they make is validated too: the z2jh values against its schema, every object strictly."""
-    problems = check_catalog(catalog)
+    problems = check_catalog(catalog) + gitops_problems(catalog)
     if problems:
         raise RenderError(catalog.path, problems)
     docs = documents(catalog)
     for path, (source, objects) in docs.items():
-        if not path.startswith("helm-values/"):
+        if not path.startswith(_NOT_CORE):
             for obj in objects:
                 problems += object_problems(source, obj)
     for chart, chart_dir in (charts or {}).items():
@@ -108,5 +130,6 @@ def render(catalog: Catalog, charts: dict[str, str | Path] | None = None) -> dic
         problems += chart_problems(chart_dir, release, values, catalog.kubernetes.hub_namespace)
     if problems:
         raise RenderError(catalog.path, problems)
-    return {path: dump(objects, _header(path if path in HEADERS else path.split("/")[0], catalog))
-            for path, (_, objects) in docs.items()}
+    files = {path: dump(objects, _header(path if path in HEADERS else path.split("/")[0], catalog))
+             for path, (_, objects) in docs.items()}
+    return {**files, **skeletons(catalog)}

@@ -2,8 +2,8 @@
 
 Writing happens only after everything was rendered and validated (build.render). Each file is
 written next to its destination and renamed over it, so a reader never sees half a file; the
-generated folders prepull/ and teams/ lose files that the catalog no longer produces (a removed
-team or GPU type), while helm-values/ keeps files that are not rendered (the catalog lives there).
+generated folders (GENERATED_FOLDERS) lose files that the catalog no longer produces (a removed
+team or GPU type, `gitops` unset), while helm-values/ keeps files that are not rendered (the catalog lives there).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-GENERATED_FOLDERS = ("cluster", "prepull", "teams")
+GENERATED_FOLDERS = ("cluster", "prepull", "teams", "gitops", "backstage")
+NESTED_FOLDERS = ("backstage",)  # templates with their skeleton trees: every file below is rendered
 
 
 class _Dumper(yaml.SafeDumper):
@@ -60,7 +61,8 @@ def write(files: dict[str, str], out: str | Path, only: tuple[str, ...] | None =
         written.append(out / rel)
     for folder in GENERATED_FOLDERS:
         if only is None or folder in only:
-            for stale in sorted((out / folder).glob("*.yaml")):
-                if stale.relative_to(out).as_posix() not in chosen:
+            pattern = "**/*" if folder in NESTED_FOLDERS else "*.yaml"
+            for stale in sorted((out / folder).glob(pattern)):
+                if stale.is_file() and stale.relative_to(out).as_posix() not in chosen:
                     stale.unlink()
     return written
