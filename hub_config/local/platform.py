@@ -1,5 +1,5 @@
-"""The local platform: the dev OIDC provider, MLflow, SeaweedFS (S3 + STS) and JupyterHub as real
-processes on loopback.
+"""The local platform: the dev OIDC provider, MLflow, SeaweedFS (S3 + STS), a Git server (the GitOps
+repository) and JupyterHub as real processes on loopback.
 
 `LocalPlatform` starts each component, waits until it answers, and stops them all (every process
 group it started, then the Spark jobs and the Ray head that notebooks started) on `stop()`.
@@ -12,6 +12,7 @@ Data directory layout (mode 0700: only the platform's OS user may enter it):
     sso/                the provider's signing keys (kept across restarts)
     mlflow/             MLflow's SQLite stores (tracking, auth), artifacts, auth.ini, keys/ (see mlflow.py)
     s3/                 SeaweedFS's iam.json and s3.json (0600, rewritten at each start) and data/
+    git/platform/gitops.git   the GitOps repository (bare; served by git_server.py, made with a first commit)
     home/<user>/        notebook users' homes (local Spark jobs in home/<user>/.mlplatform/spark)
     ray/                the local Ray head's records (MLPLATFORM_RAY_DIR of every notebook; its sockets
                         are in /tmp/mlp-ray-<port> when this path is too long for them)
@@ -20,7 +21,7 @@ Data directory layout (mode 0700: only the platform's OS user may enter it):
 Each secret goes only to the component that uses it: the hub gets the OIDC client secret, the
 auth_state key and the path of its MLflow signing key, the provider the client secret; MLflow gets
 its auth app's random admin password and Flask secret; SeaweedFS reads its keys from its 0600
-config files.
+config files; the Git server gets only the digest of the GitOps token (the platform service commits with it).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from mlplatform_core.contract import variable
 from mlplatform_core.files import write_json
 
 from ..catalog import DEFAULT_CATALOG
-from . import mlflow, seaweedfs
+from . import git_server, mlflow, seaweedfs
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -75,7 +76,18 @@ SECRETS = {
     # The platform service's S3 identity: reads the teams' inference logs (the rollout controller).
     "s3_service_access_key": lambda: secrets.token_hex(10).upper(),
     "s3_service_secret_key": lambda: secrets.token_urlsafe(30),
+    # The platform's credential for its GitOps repository (user GITOPS_USER): the Git server knows its digest.
+    "gitops_token": lambda: secrets.token_urlsafe(32),
 }
+GITOPS_USER = "mlplatform"
+# Who made the GitOps repository's first commit (and commits users' changes, unless the catalog names another).
+GITOPS_IDENTITY = ("mlplatform", "mlplatform@mlplatform.local")
+GITOPS_README = """# The platform's GitOps repository
+
+What users deploy from their notebooks, one file per object, committed by the platform service
+(author: the user; committer: the platform). Argo CD syncs each team's directory into the team's
+namespace. Changes made here by hand are synced too: review them as you would code.
+"""
 
 
 @dataclass
@@ -111,9 +123,14 @@ class Ports:
         """The platform service (started by the hub)."""
         return self.hub + 82
 
+    @property
+    def git(self) -> int:
+        """The Git server of the GitOps repository."""
+        return self.hub + 83
+
     def all(self) -> dict[str, int]:
         return {"hub": self.hub, "proxy API (hub + 1)": self.proxy_api, "hub API (hub + 81)": self.hub_api,
-                "platform service (hub + 82)": self.service,
+                "platform service (hub + 82)": self.service, "Git server (hub + 83)": self.git,
                 "sso": self.sso, "mlflow": self.mlflow,
                 **{name if name == "s3" else f"S3 server's {name} (s3 + {port - self.s3})": port
                    for name, port in seaweedfs.ports(self.s3).items()}}
@@ -155,6 +172,15 @@ class LocalPlatform:
         return f"http://127.0.0.1:{self.ports.s3}"
 
     @property
+    def gitops_url(self) -> str:
+        """The GitOps repository's clone URL (HTTP Basic: GITOPS_USER and `gitops_credentials()`)."""
+        return f"http://127.0.0.1:{self.ports.git}/platform/gitops.git"
+
+    def gitops_credentials(self) -> tuple[str, str]:
+        """(user, token) of the platform's GitOps credential: for the platform service alone."""
+        return GITOPS_USER, self._secrets()["gitops_token"]
+
+    @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
 
@@ -177,13 +203,14 @@ class LocalPlatform:
         try:
             # MLflow is the slowest and needs nothing else: it starts alongside the provider and the hub.
             self._spawn("mlflow", *self._mlflow_command())
+            self._spawn("git", *self._git_command())
             # SeaweedFS fetches the provider's keys only when it validates the first token: no need to wait.
             self._spawn("s3", *self._s3_command())
             self._spawn("sso", *self._sso_command())
             self._ready("sso", started)
             # The hub reads the realm's discovery document when it starts: after the provider.
             self._spawn("hub", *self._hub_command())
-            for name in ("hub", "s3", "mlflow"):
+            for name in ("git", "hub", "s3", "mlflow"):
                 self._ready(name, started)
         except BaseException:
             self.stop()
@@ -253,7 +280,7 @@ class LocalPlatform:
         """Start one stopped component again and wait until it answers (tests simulate outages)."""
         started = time.monotonic()
         commands = {"mlflow": self._mlflow_command, "s3": self._s3_command, "sso": self._sso_command,
-                    "hub": self._hub_command}
+                    "hub": self._hub_command, "git": self._git_command}
         self._spawn(name, *commands[name]())
         self._ready(name, started)
 
@@ -261,7 +288,8 @@ class LocalPlatform:
         url, timeout = {"sso": (f"{self.realm_url}/.well-known/openid-configuration", 30),
                         "hub": (f"{self.hub_url}/hub/api", 90),
                         "s3": (f"{self.s3_url}/healthz", 60),
-                        "mlflow": (f"{self.mlflow_url}/health", 120)}[name]
+                        "mlflow": (f"{self.mlflow_url}/health", 120),
+                        "git": (f"http://127.0.0.1:{self.ports.git}/healthz", 10)}[name]
         self._wait_ready(name, url, timeout, started)
         if name == "s3":
             self._ensure_bucket(started)
@@ -289,6 +317,7 @@ class LocalPlatform:
             "MLPLATFORM_PROXY_API_PORT": str(self.ports.proxy_api),
             "MLPLATFORM_HUB_API_PORT": str(self.ports.hub_api),
             "MLPLATFORM_SERVICE_PORT": str(self.ports.service),
+            "MLPLATFORM_GIT_PORT": str(self.ports.git),
             "MLPLATFORM_CHP": str(self.node_modules / ".bin" / "configurable-http-proxy"),
             **({variable("catalog_path"): str(Path(self.catalog).resolve())} if self.catalog else {}),
             **self.extra_env,
@@ -340,6 +369,14 @@ class LocalPlatform:
         except RuntimeError as e:
             raise PlatformError(f"{e}; the S3 server's log: {self.logs / 's3.log'}\n{self.log_tail('s3')}") from None
         self.ready_after["s3"] = time.monotonic() - started
+
+    def _git_command(self) -> tuple[list[str], dict]:
+        root = self.data_dir / "git"
+        git_server.init_repository(root / "platform" / "gitops.git", files={"README.md": GITOPS_README},
+                                   committer=GITOPS_IDENTITY, message="The platform's GitOps repository")
+        user, token = self.gitops_credentials()
+        cmd, env = git_server.command(root, self.ports.git, {user: token}, python=sys.executable)
+        return cmd, {**self.env(), **env}
 
     def _hub_command(self) -> tuple[list[str], dict]:
         s = self._secrets()

@@ -8,10 +8,12 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from hub_config.local import git_server
 from hub_config.local.platform import LocalPlatform, PlatformError, Ports
 
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 4450  # only the hub port is bound, briefly
@@ -46,12 +48,33 @@ def test_each_secret_goes_only_to_the_component_that_uses_it(local):
     assert secrets_in(local._sso_command()[1], secrets) == {"client_secret": ["SSO_CLIENT_SECRET"]}
     assert secrets_in(local._mlflow_command()[1], secrets) == {}
     assert secrets_in(local._s3_command()[1], secrets) == {}  # SeaweedFS reads its keys from 0600 files
+    assert secrets_in(local._git_command()[1], secrets) == {}  # the Git server knows the GitOps token's digest
     assert secrets_in(local.env(), secrets) == {}
 
 
 def test_notebooks_get_the_ray_root_in_the_data_directory(local):
     _, hub = local._hub_command()
     assert (hub["MLPLATFORM_RAY_DIR"], hub["MLPLATFORM_RAY_PORT"]) == (str(local.data_dir / "ray"), str(BASE + 600))
+
+
+def test_the_git_server_is_a_component_with_the_gitops_repository(local):
+    """Its port follows the hub's (checked free before anything starts); the repository has its first commit on
+    main; the server accepts the platform's GitOps credential, whose token is kept with the other secrets."""
+    assert local.ports.git == BASE + 83 and local.ports.all()["Git server (hub + 83)"] == BASE + 83
+    assert local.gitops_url == f"http://127.0.0.1:{BASE + 83}/platform/gitops.git"
+    cmd, env = local._git_command()
+    assert cmd[1:] == ["-m", "hub_config.local.git_server", f"--root={local.data_dir / 'git'}", f"--port={BASE + 83}"]
+    user, token = local.gitops_credentials()
+    assert (user, token) == ("mlplatform", json.loads((local.data_dir / "secrets.json").read_text())["gitops_token"])
+    assert env["MLPLATFORM_GIT_USERS"] == f"mlplatform:{git_server.token_digest(token)}"
+    assert env["MLPLATFORM_GIT_PORT"] == local.env()["MLPLATFORM_GIT_PORT"] == str(BASE + 83)
+    bare = local.data_dir / "git" / "platform" / "gitops.git"
+    log = subprocess.run(["git", f"--git-dir={bare}", "log", "--format=%an <%ae>|%s", "main"], capture_output=True,
+                         text=True, check=True).stdout
+    assert log == "mlplatform <mlplatform@mlplatform.local>|The platform's GitOps repository\n"
+    head = subprocess.run(["git", f"--git-dir={bare}", "rev-parse", "main"], capture_output=True, text=True).stdout
+    local._git_command()  # a second start keeps the repository as it is
+    assert subprocess.run(["git", f"--git-dir={bare}", "rev-parse", "main"], capture_output=True, text=True).stdout == head
 
 
 def busy(port: int) -> socket.socket:

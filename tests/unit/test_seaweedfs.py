@@ -68,4 +68,4 @@ def test_platform_ports_follow_the_hub_unless_set():
     assert Ports().s3 == 18300
     assert Ports(hub=28000).s3 == 28300
     assert Ports(hub=28000, s3=19000).s3 == 19000
-    assert sorted(Ports().all().values()) == [18000, 18001, 18080, 18081, 18082, *range(18300, 18308), 18500]
+    assert sorted(Ports().all().values()) == [18000, 18001, 18080, 18081, 18082, 18083, *range(18300, 18308), 18500]
