@@ -38,7 +38,8 @@ def _strict(schema):
 
 @lru_cache(maxsize=None)
 def validator(group: str, kind: str, version: str) -> jsonschema.Draft7Validator:
-    crd = yaml.safe_load(CRDS[(group, kind)].read_text())
+    # libyaml's loader: these CRDs are megabytes, four times faster to read than with the pure-Python one.
+    crd = yaml.load(CRDS[(group, kind)].read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     [served] = [v for v in crd["spec"]["versions"] if v["name"] == version]
     return jsonschema.Draft7Validator(_strict(copy.deepcopy(served["schema"]["openAPIV3Schema"])))
 

@@ -11,7 +11,7 @@ from mlplatform_core.catalog import CatalogError, parse_catalog
 from hub_config.render.build import documents, render
 from hub_config.render.checks import RenderError
 from hub_config.render.cli import main
-from hub_config.render.gitops import argocd_applications
+from hub_config.render.gitops import argocd_applications, gitops_problems
 
 from ..support import crd
 
@@ -154,7 +154,8 @@ def test_render_refuses_an_argocd_namespace_of_a_team_and_a_host_of_unknown_pull
         "gitops.provider: unset is not allowed for 'https://git.example.org/ml/deployments.git': its host "
         "'git.example.org' is neither GitHub's nor GitLab's, so the Backstage templates cannot tell which "
         "pull-request action to use; allowed: github, gitlab"]
-    render(catalog_with({**GITOPS, "repository": "https://git.example.org/ml/deployments.git", "provider": "gitlab"}))
+    assert gitops_problems(catalog_with({**GITOPS, "repository": "https://git.example.org/ml/deployments.git",
+                                         "provider": "gitlab"})) == []
 
 
 def test_render_writes_the_applications_and_templates_only_with_gitops_and_drops_them_without(tmp_path):
