@@ -30,6 +30,7 @@ configure_culling(c, catalog)  # the idle culler, a hub-managed service (hub_con
 c.KeycloakOAuthenticator.client_secret = os.environ.pop("OAUTH_CLIENT_SECRET", "")
 c.CryptKeeper.keys = [key for key in os.environ.pop("JUPYTERHUB_CRYPT_KEY", "").split(";") if key]
 service_s3_access_key, _, service_s3_secret_key = os.environ.pop("MLPLATFORM_SERVICE_S3_KEYS", "").partition(":")
+service_gitops_credentials = os.environ.pop("MLPLATFORM_SERVICE_GITOPS_CREDENTIALS", "")
 c.KeycloakOAuthenticator.oauth_callback_url = f"{hub_url}/hub/oauth_callback"
 # The key the hub signs MLflow tokens with (a path: the key stays in its 0600 file).
 c.MlflowAccess.signing_key_file = os.environ.get("MLPLATFORM_MLFLOW_SIGNING_KEY", "")
@@ -69,6 +70,9 @@ configure_platform_service(c, catalog, url=f"http://127.0.0.1:{service_port}", e
     # Its S3 identity (reads the teams' inference logs: hub_config/local/seaweedfs.py)
     **({"AWS_ACCESS_KEY_ID": service_s3_access_key, "AWS_SECRET_ACCESS_KEY": service_s3_secret_key}
        if service_s3_access_key else {}),
+    # Its credential for the GitOps repository (mlplatform_service.gitops.Credentials.from_environ): notebooks never
+    # get it.
+    **({"MLPLATFORM_GITOPS_CREDENTIALS": service_gitops_credentials} if service_gitops_credentials else {}),
 })
 # It reserves the GPUs of rollout candidates in the hub's local pool with its own token.
 grant_rollout_gpus(c)

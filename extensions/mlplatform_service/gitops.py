@@ -41,6 +41,8 @@ import yaml
 # Of the service's environment, git gets only what it needs to reach the server (never the service's secrets).
 PASSED_ENVIRONMENT = ("PATH", "HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
                       "no_proxy", "GIT_SSL_CAINFO", "SSL_CERT_FILE")
+# "<user>:<token>": the platform service's GitOps credential (the hub hands it to the service alone).
+CREDENTIALS_VARIABLE = "MLPLATFORM_GITOPS_CREDENTIALS"
 AUTHENTICATION_FAILED = ("Authentication failed", "could not read Username", "could not read Password",
                          "returned error: 401", "returned error: 403")
 
@@ -57,6 +59,18 @@ class Credentials:
 
     username: str
     token: str = field(repr=False)
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Credentials | None:
+        """The service's credential from $MLPLATFORM_GITOPS_CREDENTIALS (taken out of os.environ, so no
+        process the service starts inherits it); None when unset."""
+        value = (environ if environ is not None else os.environ).pop(CREDENTIALS_VARIABLE, "")
+        if not value:
+            return None
+        username, sep, token = value.partition(":")
+        if not (sep and username and token):
+            raise ValueError(f"${CREDENTIALS_VARIABLE} must be <user>:<token> (the value is not shown)")
+        return cls(username, token)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ def banner(platform: LocalPlatform, ray_head: bool = False) -> str:
         f"  Keycloak-like SSO realm   {platform.realm_url}",
         f"  MLflow       {platform.mlflow_url}",
         f"  S3 + STS     {platform.s3_url}",
+        f"  GitOps repo  {platform.gitops_url} (the platform service commits users' deployments)",
         f"  logs         {platform.logs}",
         *([f"  Ray Serve    starting in the background on port {platform.ports.ray} (model serving)"]
           if ray_head else []),

@@ -19,7 +19,8 @@ Data directory layout (mode 0700: only the platform's OS user may enter it):
     jupyterhub.sqlite   the hub's database
 
 Each secret goes only to the component that uses it: the hub gets the OIDC client secret, the
-auth_state key and the path of its MLflow signing key, the provider the client secret; MLflow gets
+auth_state key and the path of its MLflow signing key (and hands the platform service its S3 keys and
+GitOps credential), the provider the client secret; MLflow gets
 its auth app's random admin password and Flask secret; SeaweedFS reads its keys from its 0600
 config files; the Git server gets only the digest of the GitOps token (the platform service commits with it).
 """
@@ -60,6 +61,8 @@ CALLERS_MLFLOW_IDENTITY = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", 
 
 # The platform service's S3 keys, "<access key>:<secret key>", for the hub to hand to the service alone.
 SERVICE_S3_KEYS = "MLPLATFORM_SERVICE_S3_KEYS"
+# The platform service's GitOps credential, "<user>:<token>", likewise (mlplatform_service.gitops reads it).
+SERVICE_GITOPS_CREDENTIALS = "MLPLATFORM_SERVICE_GITOPS_CREDENTIALS"
 
 
 class PlatformError(RuntimeError):
@@ -383,7 +386,8 @@ class LocalPlatform:
         # The only component that needs them: OAuth with the provider, and auth_state encryption.
         env = {**self.env(), "OAUTH_CLIENT_SECRET": s["client_secret"], "JUPYTERHUB_CRYPT_KEY": s["crypt_key"],
                "MLPLATFORM_MLFLOW_SIGNING_KEY": str(self.mlflow_signing_key()),
-               SERVICE_S3_KEYS: f"{s['s3_service_access_key']}:{s['s3_service_secret_key']}"}
+               SERVICE_S3_KEYS: f"{s['s3_service_access_key']}:{s['s3_service_secret_key']}",
+               SERVICE_GITOPS_CREDENTIALS: ":".join(self.gitops_credentials())}
         options = [f"--{name}={value}" for name, value in self.hub_options.items()]
         return [str(BIN / "jupyterhub"), "-f", str(HERE.parent / "jupyterhub_config.py"), *options], env
 

@@ -46,7 +46,7 @@ def descendants(pid: int) -> set[int]:
 # Which component a process belongs to: the first of its own and its ancestors' command lines that names one.
 ROLES = (("jupyterhub-singleuser", "notebook server"), ("configurable-http-proxy", "proxy"),
          ("sso_provider.mjs", "sso"), ("mlplatform-service", "platform service"), ("mlflow", "mlflow"), ("weed", "s3"),
-         ("bin/jupyterhub", "hub"))
+         ("hub_config.local.git_server", "git"), ("bin/jupyterhub", "hub"))
 
 
 def role(proc: psutil.Process) -> str | None:
@@ -98,6 +98,7 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
         while "Press Ctrl-C" not in output and time.monotonic() < deadline and proc.poll() is None:
             output += proc.stdout.readline()
         assert f"JupyterHub   http://127.0.0.1:{BASE}" in output, output
+        assert f"GitOps repo  http://127.0.0.1:{BASE + 83}/platform/gitops.git" in output
         assert re.search(r"alice / alice-pw +— team-vision", output)
         assert re.search(r"eve +/ eve-pw +— contractors \(in no team: refused\)", output)
         # The Ray head of model serving starts with the platform, not in a user's first deploy.
@@ -116,12 +117,12 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
         assert tmp_path.stat().st_mode & 0o777 == 0o700
         # Each secret only where it is used: the hub moves its own into its config, so the proxy it starts
         # (a child, with a copy of the hub's environment) gets neither; the platform service's S3 identity passes
-        # through the hub to the service alone.
+        # through the hub to the service alone, and so does its GitOps credential.
         secrets = json.loads((tmp_path / "secrets.json").read_text())
-        service_s3 = {"s3_service_access_key", "s3_service_secret_key"}
-        assert secrets_by_role(started, secrets) == {"hub": {"client_secret", "crypt_key", *service_s3},
-                                                     "platform service": service_s3, "sso": {"client_secret"},
-                                                     "mlflow": set(), "s3": set(), "proxy": set(),
+        service = {"s3_service_access_key", "s3_service_secret_key", "gitops_token"}
+        assert secrets_by_role(started, secrets) == {"hub": {"client_secret", "crypt_key", *service},
+                                                     "platform service": service, "sso": {"client_secret"},
+                                                     "mlflow": set(), "s3": set(), "git": set(), "proxy": set(),
                                                      "notebook server": set()}
         assert wait_until(head.running, 120), (tmp_path / "logs" / "ray-head-start.log").read_text()
         server = next(p for p in map(psutil.Process, started) if p.environ().get("JUPYTERHUB_USER") == "alice")
@@ -143,7 +144,7 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
         assert status["state"] == "CANCELLED" and status["message"].endswith("(stopped with the local platform)")
         assert localhost.tagged(APP_ID_VARIABLE, job) == {}
         job = None
-        for port in (BASE, BASE + 1, BASE + 81, BASE + 80, BASE + 500, *range(BASE + 300, BASE + 308)):
+        for port in (BASE, BASE + 1, BASE + 81, BASE + 80, BASE + 83, BASE + 500, *range(BASE + 300, BASE + 308)):
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
     finally:

@@ -1,10 +1,13 @@
 """No secret or token value reaches any log the platform writes."""
 
+import base64
 import json
 import subprocess
 import sys
 
+import pytest
 import requests
+from mlplatform_service.gitops import Credentials, GitOpsRefused, GitOpsRepository, Identity
 
 from ..support.hub import PASSWORDS
 from ..support.processes import server_process
@@ -33,6 +36,16 @@ def test_logs_hold_no_tokens_passwords_or_keys(hub, platform):
     # A notebook's S3 calls through the credential process, one allowed and one denied.
     subprocess.run([sys.executable, "-c", S3_CALLS], env=env, check=True, timeout=120)
     auth_state = admin.api("GET", "/users/alice").json()["auth_state"]
+    # The platform's GitOps commit through its Git server, and a clone with a wrong token.
+    user, token = platform.gitops_credentials()
+    platform_identity = Identity("mlplatform", "mlplatform@mlplatform.local")
+    gitops = GitOpsRepository(platform.gitops_url, "main", Credentials(user, token), platform_identity,
+                              platform.data_dir / "service-gitops")
+    gitops.write("teams/vision/serving/logs-test.yaml", {"kind": "RayService"}, author=Identity("Alice", "alice@x.org"),
+                 message="a commit for the logs test")
+    with pytest.raises(GitOpsRefused):
+        GitOpsRepository(platform.gitops_url, "main", Credentials(user, "wrong-token"), platform_identity,
+                         platform.data_dir / "wrong-gitops").read("README.md")
     alice.stop()
     alice.logout()
 
@@ -52,11 +65,15 @@ def test_logs_hold_no_tokens_passwords_or_keys(hub, platform):
         "S3 session token": s3["SessionToken"],
         "S3 admin secret key": secrets["s3_secret_key"],
         "STS signing key": secrets["s3_sts_signing_key"],
+        "GitOps token": token,
+        "GitOps Basic credential": base64.b64encode(f"{user}:{token}".encode()).decode(),
+        "wrong GitOps token": "wrong-token",
         **{f"password of {name}": password for name, password in PASSWORDS.items()},
         "wrong password": "wrong-password",
     }
     logs = {path.name: path.read_text(errors="replace") for path in platform.logs.glob("*.log")}
-    assert set(logs) == {"sso.log", "mlflow.log", "hub.log", "s3.log"}
+    assert set(logs) == {"sso.log", "mlflow.log", "hub.log", "s3.log", "git.log"}
+    assert "200 POST /platform/gitops.git/git-receive-pack user=mlplatform" in logs["git.log"]
     assert "login ok for user \"alice\"" in logs["sso.log"]  # the logs are the real ones, and they are written
     leaks = [f"{what} in {name}" for what, value in values.items() for name, text in logs.items() if value in text]
     assert leaks == []

@@ -44,7 +44,8 @@ def test_each_secret_goes_only_to_the_component_that_uses_it(local):
     # The hub hands the platform service's S3 keys to the service alone (jupyterhub_config.py).
     assert secrets_in(hub, secrets) == {"client_secret": ["OAUTH_CLIENT_SECRET"], "crypt_key": ["JUPYTERHUB_CRYPT_KEY"],
                                         "s3_service_access_key": ["MLPLATFORM_SERVICE_S3_KEYS"],
-                                        "s3_service_secret_key": ["MLPLATFORM_SERVICE_S3_KEYS"]}
+                                        "s3_service_secret_key": ["MLPLATFORM_SERVICE_S3_KEYS"],
+                                        "gitops_token": ["MLPLATFORM_SERVICE_GITOPS_CREDENTIALS"]}
     assert secrets_in(local._sso_command()[1], secrets) == {"client_secret": ["SSO_CLIENT_SECRET"]}
     assert secrets_in(local._mlflow_command()[1], secrets) == {}
     assert secrets_in(local._s3_command()[1], secrets) == {}  # SeaweedFS reads its keys from 0600 files
