@@ -181,8 +181,7 @@ class Gitops(_Model):
     @classmethod
     def _repository(cls, v: str) -> str:
         url = urlparse(v)
-        if _SCP_LIKE.fullmatch(v) or (url.scheme in ("https", "http", "ssh") and url.hostname
-                                      and url.path.strip("/").count("/") >= 1):
+        if _SCP_LIKE.fullmatch(v) or (url.scheme in ("https", "http", "ssh") and url.hostname and url.path.strip("/")):
             return v
         raise ValueError("not a Git repository URL; allowed: https://host/owner/repo.git, "
                          "ssh://git@host/owner/repo.git or git@host:owner/repo.git")

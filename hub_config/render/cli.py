@@ -33,8 +33,9 @@ def parser() -> argparse.ArgumentParser:
     r = commands.add_parser(
         "render", help="render Helm values, team namespaces and pre-pull DaemonSets from the catalog",
         description="Writes OUT/helm-values/ (jupyterhub, kuberay-operator, spark-operator), "
-                    "OUT/cluster/hub-rbac.yaml, OUT/teams/<team>.yaml and OUT/prepull/<pool>.yaml. Everything is "
-                    "validated before anything is written.")
+                    "OUT/cluster/hub-rbac.yaml, OUT/teams/<team>.yaml and OUT/prepull/<pool>.yaml; with the catalog's "
+                    "gitops section also OUT/gitops/argocd-applications.yaml and OUT/backstage/templates/. Everything "
+                    "is validated before anything is written.")
     r.add_argument("--catalog", required=True, help="the platform catalog (platform.yaml, backend: kubernetes)")
     r.add_argument("--out", required=True, help="folder to write into (created if missing)")
     r.add_argument("--only", type=_only, help=f"write only these folders: {','.join(OUTPUTS)}")

@@ -87,6 +87,11 @@ def gitops_problems(catalog: Catalog) -> list[str]:
         whose = f"team {owners[namespace]}'s" if namespace in owners else "the hub's"
         problems.append(f"gitops.argocd.namespace: {namespace!r} is not allowed: it is {whose} namespace; allowed: "
                         "the namespace Argo CD runs in, e.g. 'argocd' (Applications there are Argo CD's to manage)")
+    host, path = gitops.host_and_path
+    if "/" not in path:
+        problems.append(f"gitops.repository: {gitops.repository!r} is not allowed here: the Backstage templates' "
+                        f"pull-request actions name a repository by owner and name; allowed: e.g. "
+                        f"'https://{host}/<owner>/{path or '<repo>'}.git'")
     if gitops.pull_request_provider is None:
         problems.append(f"gitops.provider: unset is not allowed for {gitops.repository!r}: its host "
                         f"{gitops.host_and_path[0]!r} is neither GitHub's nor GitLab's, so the Backstage templates "

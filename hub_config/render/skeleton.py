@@ -34,8 +34,13 @@ class SkeletonError(ValueError):
 
 
 def nunjucks_yaml(obj: Any, stand_ins: list[StandIn]) -> str:
-    """`obj` as YAML text with each stand-in replaced by its `${{ }}` expression."""
-    return "\n".join(_Emitter(stand_ins).block(obj, 0)) + "\n"
+    """`obj` as YAML text with each stand-in replaced by its `${{ }}` expression. SkeletonError when a stand-in
+    would stay in the text (it sat somewhere the emitter does not template)."""
+    text = "\n".join(_Emitter(stand_ins).block(obj, 0)) + "\n"
+    left = [s.value for s in stand_ins if str(s.value) in text]
+    if left:
+        raise SkeletonError(f"stand-ins left in the skeleton: {', '.join(map(repr, left))}")
+    return text
 
 
 class _Emitter:

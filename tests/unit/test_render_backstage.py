@@ -8,6 +8,7 @@ import yaml
 from hub_config.render.backstage import (backstage_files, model_component, ray_service_manifest,
                                          spark_application_manifest)
 from hub_config.render.build import render
+from hub_config.render.skeleton import SkeletonError, StandIn, nunjucks_yaml
 
 from ..support import backstage, crd
 from .test_render_gitops import CATALOG, GITOPS, catalog_with
@@ -117,3 +118,13 @@ def test_the_templates_rendered_files_are_the_templates_and_their_skeletons():
     skeleton = "backstage/templates/spark-job/skeleton/teams/${{values.team}}/spark/${{values.name}}.yaml"
     assert files[skeleton] == FILES[skeleton.removeprefix("backstage/")][1]
     assert files[skeleton].startswith("apiVersion: sparkoperator.k8s.io/v1beta2\nkind: SparkApplication\n")
+
+
+def test_a_stand_in_the_skeleton_cannot_template_is_an_error_not_a_literal():
+    with pytest.raises(SkeletonError, match="the key 'xnamex' holds a stand-in"):
+        nunjucks_yaml({"labels": {"xnamex": "v"}}, [StandIn("xnamex", "values.name")])
+    with pytest.raises(SkeletonError, match="holds the number stand-in 70001 inside a string"):
+        nunjucks_yaml({"cpu": "70001m"}, [StandIn(70001, "values.replicas")])
+    assert nunjucks_yaml({"a": ["/xnamex", 140002, {}]}, [StandIn("xnamex", "values.name"),
+                                                         StandIn(70001, "values.replicas")]) == (
+        'a:\n  - ${{ ("/" + values.name) | dump }}\n  - ${{ values.replicas * 2 }}\n  - {}\n')

@@ -182,3 +182,22 @@ def test_render_writes_the_applications_and_templates_only_with_gitops_and_drops
     assert main(["render", "--catalog", str(EXAMPLE), "--out", str(tmp_path / "out")]) == 0
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and
                 p.relative_to(tmp_path / "out").parts[0] in ("gitops", "backstage")]
+
+
+def test_a_repository_without_an_owner_is_a_catalog_but_no_backstage_template():
+    catalog = catalog_with({**GITOPS, "repository": "http://127.0.0.1:18700/deployments.git", "provider": "github"})
+    assert catalog.gitops.host_and_path == ("127.0.0.1", "deployments")
+    assert gitops_problems(catalog) == [
+        "gitops.repository: 'http://127.0.0.1:18700/deployments.git' is not allowed here: the Backstage templates' "
+        "pull-request actions name a repository by owner and name; allowed: e.g. "
+        "'https://127.0.0.1/<owner>/deployments.git'"]
+
+
+def test_the_example_catalogs_commented_gitops_section_is_a_valid_one():
+    commented = EXAMPLE.read_text().split("# gitops:\n", 1)[1]
+    section = yaml.safe_load("gitops:\n" + "\n".join(line.removeprefix("# ") for line in commented.splitlines()))
+    assert section["gitops"] == {**GITOPS, "mode": "direct", "review_branch_prefix": "mlplatform",
+                                 "paths": {**GITOPS["paths"], "catalog_info": "catalog-info/{team}/{name}.yaml"},
+                                 "argocd": {"namespace": "argocd", "project": "default", "sync_policy": {
+                                     "automated": True, "prune": True, "self_heal": True}}}
+    assert catalog_with(section["gitops"]).gitops == catalog_with({**GITOPS, "mode": "direct"}).gitops
