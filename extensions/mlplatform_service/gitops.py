@@ -173,6 +173,8 @@ class GitOpsRepository:
     def _commit(self, path: str, change: Callable[[Path], None], *, author: Identity, message: str,
                 branch: str | None) -> Commit:
         path, target = _relative(path), branch or self.branch
+        if not message.strip():
+            raise ValueError(f"the commit of {path} needs a message: what changed and why")
         with self._locked():
             start = self._checkout(target)
             try:

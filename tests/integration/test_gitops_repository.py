@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from mlplatform_service.gitops import (Commit, Credentials, GitOpsConflict, GitOpsNotFound, GitOpsRefused,
-                                       GitOpsRepository, Identity)
+from mlplatform_service.gitops import (Commit, Credentials, GitOpsConflict, GitOpsError, GitOpsNotFound,
+                                       GitOpsRefused, GitOpsRepository, Identity)
 
 from hub_config.local import git_server
 
@@ -200,25 +200,33 @@ def test_two_users_writing_the_same_file_at_once_lose_nothing(server, repo, tmp_
         assert not conflicts  # the lock serializes them: the second builds on the first
 
 
-def test_a_change_overtaken_by_one_of_the_same_file_is_a_conflict(server, repo, tmp_path):
-    """Bob pushes while the server still takes Alice's push of the same file (its hook holds each for a
-    second): the server refuses Bob's ref update, his change does not rebase onto hers, he is told whose
-    commit it met, and his clone is back at the remote branch."""
+@pytest.mark.parametrize("bobs", ["same-file", "another-file"])
+def test_a_push_overtaken_while_the_server_takes_another(server, repo, tmp_path, bobs):
+    """Bob pushes while the server still takes Alice's push (its hook holds each for a second), so the server
+    refuses Bob's ref update: his change of another file is rebased onto hers and lands; his change of the
+    same file is a conflict that names her commit, and his clone is back at the remote branch."""
     alice, bob = writer(server, repo, tmp_path, "alice"), writer(server, repo, tmp_path, "bob")
+    bobs_path = PATH if bobs == "same-file" else "teams/vision/serving/rose.yaml"
     reject_pushes(server, repo, "sleep 1")  # exits 0: each push lands after a second
     first = threading.Thread(target=lambda: alice.write(PATH, ray_service("iris", 2), author=ALICE,
                                                         message="Scale to 2"))
     first.start()
     time.sleep(0.3)
     try:
-        with pytest.raises(GitOpsConflict) as conflict:
-            bob.write(PATH, ray_service("iris", 5), author=BOB, message="Scale to 5")
+        result = concurrently(lambda: bob.write(bobs_path, ray_service("rose", 5), author=BOB, message="Scale to 5"))[0]
     finally:
         first.join(30)
-    theirs = server.git(repo, "rev-parse", "--short", "main").strip()
-    assert str(conflict.value) == (f"{PATH} in main of {server.url}/{repo}.git was changed by someone else while this "
-                                   f"change was being committed ({theirs} by Alice Liddell: Scale to 2); nothing was "
-                                   "committed: look at the current version and try again")
+    theirs = server.git(repo, "log", "--format=%h", "--author=Alice", "main").strip()
+    if bobs == "another-file":
+        assert server.git(repo, "log", "--format=%H %s", "main~2..main").splitlines() == [
+            f"{result.sha} Scale to 5", f"{server.git(repo, 'rev-parse', theirs).strip()} Scale to 2"]
+        assert committed(server, repo, "main", bobs_path) == ray_service("rose", 5)
+        assert committed(server, repo, "main", PATH) == ray_service("iris", 2)
+        return
+    assert isinstance(result, GitOpsConflict), result
+    assert str(result) == (f"{PATH} in main of {server.url}/{repo}.git was changed by someone else while this change "
+                           f"was being committed ({theirs} by Alice Liddell: Scale to 2); nothing was committed: look "
+                           "at the current version and try again")
     assert committed(server, repo, "main", PATH) == ray_service("iris", 2)
     clone = ["git", "-C", str(tmp_path / "bob")]
     assert subprocess.run([*clone, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() == theirs
@@ -267,6 +275,17 @@ def test_wrong_credentials_are_refused_without_the_token_anywhere(server, repo, 
     for secret in (wrong, TOKEN, base64.b64encode(f"{USER}:{wrong}".encode()).decode(),
                    base64.b64encode(f"{USER}:{TOKEN}".encode()).decode()):
         assert secret not in log and secret not in repr(refused.value)
+
+
+def test_an_unreachable_server_is_named(tmp_path):
+    gitops = GitOpsRepository(f"http://127.0.0.1:{PORT + 2}/platform/gitops.git", "main", Credentials(USER, TOKEN),
+                              PLATFORM, tmp_path / "clone")
+    with pytest.raises(GitOpsError) as e:
+        gitops.write(PATH, ray_service("iris"), author=ALICE, message="Deploy iris")
+    assert str(e.value).startswith(f"could not fetch main at http://127.0.0.1:{PORT + 2}/platform/gitops.git: fatal: "
+                                   f"unable to access 'http://127.0.0.1:{PORT + 2}/platform/gitops.git/': Failed to "
+                                   f"connect to 127.0.0.1 port {PORT + 2}")
+    assert str(e.value).endswith("; nothing was committed") and not isinstance(e.value, GitOpsRefused)
 
 
 def test_the_server_asks_for_credentials(server, repo):
