@@ -167,7 +167,12 @@ class GitOpsRepository:
             ref = f"refs/remotes/origin/{branch}"
             if not self._git("ls-tree", "--name-only", ref, "--", path).stdout.strip():
                 return None
-            return yaml.safe_load(self._git("show", f"{ref}:{path}").stdout)
+            text = self._git("show", f"{ref}:{path}").stdout
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise GitOpsError(f"{path} in {branch} of {self.url} is not YAML ({e.problem}, line "
+                              f"{e.problem_mark.line + 1 if e.problem_mark else '?'}): fix or remove it in Git") from None
 
     # --- one change ---------------------------------------------------------------------------------
     def _commit(self, path: str, change: Callable[[Path], None], *, author: Identity, message: str,

@@ -28,6 +28,7 @@ PLATFORM = Identity("mlplatform", "mlplatform@example.org")
 ALICE = Identity("Alice Liddell", "alice@example.org")
 BOB = Identity("Bob Builder", "bob@example.org")
 PATH = "teams/vision/serving/iris.yaml"
+README = "GitOps: what users deploy: one file per object\n"  # not YAML
 
 
 def ray_service(name: str, replicas: int = 1) -> dict:
@@ -77,7 +78,7 @@ def server(tmp_path_factory):
 def repo(server, request):
     """A fresh bare repository (its first commit on main) for this test, named after it."""
     name = request.node.name.replace("[", "-").replace("]", "")
-    git_server.init_repository(server.bare(name), files={"README.md": "GitOps\n"}, committer=("mlplatform", "p@x.org"),
+    git_server.init_repository(server.bare(name), files={"README.md": README}, committer=("mlplatform", "p@x.org"),
                                message="The platform's GitOps repository")
     return name
 
@@ -113,6 +114,8 @@ def test_write_commits_the_object_as_the_user_and_pushes_it(server, repo, tmp_pa
         + " mlplatform: The platform's GitOps repository"]
     assert gitops.read(PATH) == ray_service("iris", replicas=3)
     assert gitops.read("teams/vision/serving/none.yaml") is None
+    with pytest.raises(GitOpsError, match=f"^README.md in main of {server.url}/{repo}.git is not YAML "):
+        gitops.read("README.md")
 
 
 def test_remove_deletes_the_file(server, repo, tmp_path):
