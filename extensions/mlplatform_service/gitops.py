@@ -171,8 +171,10 @@ class GitOpsRepository:
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise GitOpsError(f"{path} in {branch} of {self.url} is not YAML ({e.problem}, line "
-                              f"{e.problem_mark.line + 1 if e.problem_mark else '?'}): fix or remove it in Git") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark else ""
+            raise GitOpsError(f"{path} in {branch} of {self.url} is not YAML ({getattr(e, 'problem', None) or e}"
+                              f"{where}): fix or remove it in Git") from None
 
     # --- one change ---------------------------------------------------------------------------------
     def _commit(self, path: str, change: Callable[[Path], None], *, author: Identity, message: str,
