@@ -29,6 +29,14 @@ ACCESS_TOKEN_TTL = 8
 MEMBERSHIP_MAX_AGE = 15
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Remember each phase's outcome so the browser's page fixture can screenshot a failed test.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):
     """The local platform (dev OIDC provider, MLflow, JupyterHub) started for the whole session."""

@@ -5,12 +5,17 @@ she starts the candidate in shadow and watches the live panel fill, moves it to 
 (audited as the platform; the widget shows the reason); a promotion is refused while the gates wait; abort.
 Through the Python API, in shadow on ordinary traffic the live gates pass and the promotion moves @champion
 and the endpoint to the candidate (the drift report kept in its run). Another team's member is refused.
+
+The browser test (JupyterLab in headless Chromium: alice runs `Rollout()`, sees the live panel fill, clicks
+Abort) is here rather than in tests/browser so that it uses this module's endpoint: an endpoint of its own
+costs a Ray head start, a deploy and a candidate start (about 70 s here).
 """
 
 from __future__ import annotations
 
 import html
 import os
+import re
 import time
 
 import numpy as np
@@ -18,14 +23,17 @@ import pandas as pd
 import pytest
 import requests
 from mlflow import MlflowClient
+from playwright.async_api import expect
 
 from mlplatform import registry, serving
 from mlplatform.registry.reference import log_reference_data
 from mlplatform.serving import rollouts
 from mlplatform.widgets import Rollout
 
+from ..browser.lab import SPAWN_TIMEOUT, run_in_new_notebook
 from ..support.authz import authorization_matrix
-from ..support.hub import HubClient
+from ..support.browser import browser, page, shot  # noqa: F401  (fixtures of the browser test below)
+from ..support.hub import PASSWORDS, HubClient
 from ..support.mlflow_access import s3_admin, workspace
 from ..support.mlflow_models import register_model, unique_name
 from ..support.ray_head import fresh_ray_head
@@ -203,6 +211,83 @@ def test_the_widget_starts_watches_and_aborts_and_the_platform_rolls_a_slow_cana
     finally:
         widget.close()
     assert not widget.polls.running() and not widget.tasks.running()
+
+
+BROWSER_CELL = "from mlplatform.widgets import Rollout\nwidget = Rollout(poll_interval=1)\nwidget\n"
+
+
+@pytest.fixture
+def in_shadow(endpoint):
+    """The endpoint with its candidate in shadow, running, and some traffic in its inference log."""
+    status = rollouts.start(endpoint["app"], endpoint["candidate"], mode="shadow")
+    assert status["rollout"]["model_version"] == endpoint["candidate"]
+    assert serving.wait_until_settled(endpoint["app"], timeout=240, interval=0.3)["state"] == "running"
+    send(endpoint["url"], 20, seed=5)
+    yield endpoint
+    if serving.status(endpoint["app"]).get("rollout"):  # the test failed before Abort
+        rollouts.abort(endpoint["app"])
+
+
+async def login_with_a_running_server(page, platform, user: str) -> None:  # noqa: F811
+    """lab.sso_login's steps for a user whose server runs already: the hub's callback sends the browser
+    straight to the server (/user/<name>/...), not to a /hub/ page."""
+    await page.goto("/hub/login")
+    await page.click("a:has-text('Sign in with Keycloak')")
+    await page.wait_for_selector("#kc-form-login input[name=username]")
+    await page.fill("#kc-form-login input[name=username]", user)
+    await page.fill("#kc-form-login input[name=password]", PASSWORDS[user])
+    await page.click("#kc-login")
+    await page.wait_for_url(re.compile(rf"^{re.escape(platform.hub_url)}/(hub|user)/"))
+    await page.wait_for_load_state()
+
+
+@pytest.mark.browser
+async def test_rollout_widget_shows_the_live_panel_and_aborts_in_the_browser(page, shot, platform,  # noqa: F811
+                                                                             in_shadow):
+    app, name, candidate = in_shadow["app"], in_shadow["name"], in_shadow["candidate"]
+    await login_with_a_running_server(page, platform, "alice")
+    await page.goto("/user/alice/lab?reset")  # the launcher, whatever her workspace had open
+    await page.wait_for_selector(".jp-LauncherCard", timeout=SPAWN_TIMEOUT)
+    await run_in_new_notebook(page, BROWSER_CELL)
+    widget = page.locator(".mlp-rollout")
+    await expect(widget).to_be_visible(timeout=60_000)
+
+    await widget.locator(".mlp-endpoint select").select_option(label=f"{app} — {name}", timeout=60_000)
+    status = widget.locator(".mlp-rollout-status")
+    await expect(status).to_contain_text(f"candidate version {candidate}", timeout=60_000)
+    await expect(status).to_contain_text("shadow")
+
+    # The live panel: both sides side by side with the traffic sent, each gate as a row, the two charts.
+    sides = widget.locator(".mlp-sides")
+    await expect(sides.locator("tr.mlp-side-requests td").nth(2)).to_have_text(re.compile(r"^[1-9]\d*$"),
+                                                                                 timeout=60_000)
+    await expect(sides).to_contain_text("Agreement:")
+    await expect(sides).to_contain_text("Drift:")
+    gates = widget.locator(".mlp-gates tr.mlp-gate")
+    await expect(gates.first).to_be_visible()
+    assert await gates.count() >= 4
+    await expect(widget.locator(".mlp-gates")).to_contain_text("min_requests")
+    await expect(widget.locator(".mlp-charts svg.mlp-chart")).to_have_count(2)
+    await expect(widget.locator(".mlp-charts polyline.mlp-series-champion").first).to_be_attached(timeout=30_000)
+    await expect(widget.locator("button.mlp-abort")).to_be_enabled()
+    await expect(widget.locator(".mlp-errors")).to_have_text("")
+    await shot("rollout_widget_live")
+    await widget.locator(".mlp-charts").scroll_into_view_if_needed()
+    await shot("rollout_widget_charts")
+
+    await widget.locator("button.mlp-abort").click()
+    await expect(widget.locator(".mlp-result")).to_contain_text("rollout ended", timeout=120_000)
+    await expect(status).to_contain_text("one model, no rollout")
+    await expect(status).to_contain_text("(running)", timeout=120_000)  # polled until the endpoint settles
+    await expect(gates).to_have_count(0)
+    await expect(widget.locator("button.mlp-start")).to_be_enabled()
+    await expect(widget.locator(".mlp-errors")).to_have_text("")
+    await shot("rollout_widget_aborted")
+
+    assert serving.status(app)["rollout"] is None
+    answers = {requests.post(in_shadow["url"], json=[{"x1": 0.1, "x2": 1.0}], timeout=30).headers["X-Model-Version"]
+               for _ in range(10)}
+    assert answers == {"1"}
 
 
 def test_in_shadow_the_live_gates_pass_and_promotion_moves_champion_and_traffic(endpoint, hub, platform):
