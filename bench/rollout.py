@@ -18,8 +18,9 @@ champion and candidate are the same fast model and the numbers show routing and 
      `serving.inference_log` (every request, both sides, Parquet to SeaweedFS); "off" is a champion
      user_config without `inference_log` (the router then opens no log): no API makes that, so the bench
      writes it into the application's record (LocalServing._change_application, a pure edit of the
-     application) — a mode change in place, no replica restarts. Configurations alternate within each
-     of `--runs` runs; medians, with the spread of requests/s.
+     application) — a mode change in place, no replica restarts. Each of `--runs` runs measures every
+     configuration, in an order of its own (none always follows the same one), after `--settle` seconds of
+     load on the new settings; medians, with the spread of requests/s. `--skip-rollback`: part 1 only.
   2. Time from SLO breach to traffic back on the champion: version 3, the slow-on-rare candidate of
      tests/integration/test_rollout_local.py (40× slower when x1 > 5), in canary 50 %; the platform
      service's controller (`Rollouts.check()` with the LocalRollouts backend, an S3 client of SeaweedFS,
@@ -264,6 +265,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rollback-limit", type=float, default=240.0, help="seconds a breach run may take")
     parser.add_argument("--skip-throughput", action="store_true", help="part 2 only")
+    parser.add_argument("--skip-rollback", action="store_true", help="part 1 only")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds of load after each change before it is "
+                        "measured (the previous settings' work, e.g. a closing inference log, done first)")
     args = parser.parse_args()
 
     catalog = load_catalog(DEFAULT_CATALOG)
@@ -318,12 +322,14 @@ def main() -> None:
                 load(urls["single"], body, args.connections, 2)  # warm-up of both applications
                 load(routed, body, args.connections, 2)
                 for i in range(args.runs):
-                    for label, settings, logging in CONFIGS:
+                    # Each run in another order: a configuration is not always measured after the same one.
+                    for label, settings, logging in random.Random(i).sample(CONFIGS, len(CONFIGS)):
                         url = urls["single"] if settings is None else routed
                         closed = 0
                         if settings is not None:
                             configure(backend, "routed", routed, settings, log_defaults if logging else None)
                             closed += after_change(url, body, args.connections)  # and the new settings' first requests
+                            load(url, body, args.connections, args.settle)
                         for attempt in range(3):
                             before = log_counts(url) if settings is not None else {}
                             try:
@@ -341,26 +347,27 @@ def main() -> None:
                         results[label].append(result)
                         print(f"run {i + 1}: {label}: {result['rps']:.0f} req/s", file=sys.stderr)
 
-            # part 2: a new candidate (the slow one) in canary, rolled back by the controller
-            backend.end_rollout("routed", promote=False)
-            settle(backend, "routed", 1)
-            backend.start_rollout("routed", model_version=slow, requested_uri=f"models:/{name}/{slow}",
-                                  rollout=Rollout(mode="off"), inference_log=log_defaults)
-            settle(backend, "routed", 2)
-            wait_for_prediction(routed, body)
-            rollouts = Rollouts(catalog=lambda: catalog, audit=AuditLog(connect(f"sqlite:///{tmp / 'audit.db'}")),
-                                promotions=None, backend=LocalRollouts.from_environ({"MLPLATFORM_RAY_PORT": str(config.port)}),
-                                s3=lambda: s3)
             settings = {"catalog defaults": (default_check, log_defaults["flush_seconds"]),
                         "fast": (FAST["check"], FAST["flush"])}
             breaches: dict[str, list[dict]] = {k: [] for k in settings}
-            for i in range(args.runs):
-                for label, (every, flush) in settings.items():
-                    run = rollback_run(backend, rollouts, "routed", routed, every, {**log_defaults, "flush_seconds": flush},
-                                       args.rollback_limit)
-                    breaches[label].append(run)
-                    print(f"run {i + 1}: {label}: breach → champion {run['breach_to_champion']} s "
-                          f"({run['requests']} requests, {run['failed']} failed)", file=sys.stderr)
+            if not args.skip_rollback:
+                # part 2: a new candidate (the slow one) in canary, rolled back by the controller
+                backend.end_rollout("routed", promote=False)
+                settle(backend, "routed", 1)
+                backend.start_rollout("routed", model_version=slow, requested_uri=f"models:/{name}/{slow}",
+                                      rollout=Rollout(mode="off"), inference_log=log_defaults)
+                settle(backend, "routed", 2)
+                wait_for_prediction(routed, body)
+                rollouts = Rollouts(catalog=lambda: catalog, audit=AuditLog(connect(f"sqlite:///{tmp / 'audit.db'}")),
+                                    promotions=None, backend=LocalRollouts.from_environ({"MLPLATFORM_RAY_PORT": str(config.port)}),
+                                    s3=lambda: s3)
+                for i in range(args.runs):
+                    for label, (every, flush) in settings.items():
+                        run = rollback_run(backend, rollouts, "routed", routed, every, {**log_defaults, "flush_seconds": flush},
+                                           args.rollback_limit)
+                        breaches[label].append(run)
+                        print(f"run {i + 1}: {label}: breach → champion {run['breach_to_champion']} s "
+                              f"({run['requests']} requests, {run['failed']} failed)", file=sys.stderr)
 
         report(args, results, breaches, settings, head)
     finally:
@@ -402,6 +409,8 @@ def report(args, results, breaches, settings, head) -> None:
               f"{MAX_MIRRORS} in flight): {skipped}; load-client connections closed by the ingress after a "
               f"change of the rollout (before measuring; the load retried): {closed}\n")
 
+    if args.skip_rollback:
+        return
     rows = []
     for label, (every, flush) in settings.items():
         runs = breaches[label]
