@@ -20,8 +20,9 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 # Ports of the test platform; a base other than the local platform's, so both can run side by side.
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000"))
-# The Ray port of a notebook's local head in the modules that share one (see `shared_ray_head`).
-SHARED_RAY_PORT = BASE + 600
+# The Ray port of a notebook's local head in the modules that share one (see `shared_ray_head`): 200 ports of its
+# own, not the platform's (BASE + 600), whose head other modules start while the shared one runs.
+SHARED_RAY_PORT = BASE + 4000
 # Access tokens expire quickly in tests, so refresh-before-spawn is exercised for real.
 ACCESS_TOKEN_TTL = 8
 # Team membership is read again from the realm after this many seconds (the hub's default is 60), so the
