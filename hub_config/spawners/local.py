@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from mlplatform_core.aws import AWS_CONFIG
 from mlplatform_core.catalog import cached_catalog
 from traitlets import Float, Unicode, default
 
 from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
 from ..profiles import QuotaSnapshot, Selection
+from .local_tools import TERMINAL_SHELL_ARG, server_path, write_aws_config
 from .profiles_mixin import CatalogProfilesMixin
 
 
@@ -136,9 +136,7 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
 
     def get_args(self):
         args = super().get_args()
-        # The terminal gets the server's environment as the kernel does: the default login shell would run
-        # /etc/profile, which resets PATH to the system's and hides the venv (`aws: command not found`).
-        args.append("--ServerApp.terminado_settings=shell_command=/bin/bash")
+        args.append(TERMINAL_SHELL_ARG)  # terminals keep the server's PATH (local_tools.py says why)
         if os.geteuid() == 0:
             # Servers run as the hub's user; in a root container (CI, a dev VM) that is root.
             args.append("--ServerApp.allow_root=True")
@@ -146,9 +144,12 @@ class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
 
     def get_env(self):
         env = super().get_env()
+        # The venv's tools (aws, mlflow, ray) for the server's kernels and terminals, as its Python is the venv's.
+        env["PATH"] = server_path(env.get("PATH"))
         if self.selection is not None:
+            aws_config = write_aws_config(self.data_dir)  # names the venv's credential process by absolute path
             env.update(notebook_environment(self.catalog, self.user.name, self.selection,
-                                            hub_api_url=self.hub.api_url, aws_config_file=str(AWS_CONFIG),
+                                            hub_api_url=self.hub.api_url, aws_config_file=str(aws_config),
                                             server_name=self.name, service_url=self.platform_service_url))
             # An empty value hides every GPU from a CPU profile on a machine that has some.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)

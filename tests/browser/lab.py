@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -70,13 +71,33 @@ async def run_in_new_notebook(page, code: str) -> str:
 
 
 async def run_in_new_terminal(page, command: str) -> None:
-    """Open a terminal from the launcher and type `command` into its shell (its output is drawn on a canvas:
-    check what the command did, not what it printed)."""
-    await page.goto(page.url.split("?")[0].split("/lab")[0] + "/lab?reset")  # the launcher, not the open notebook
+    """Open a terminal from the launcher and type `command` into its shell. The terminal draws on a canvas; its
+    screen-reader mode (a JupyterLab setting, turned on here) also writes the rows as text: `terminal_text`."""
+    base = page.url.split("?")[0].split("/lab")[0]
+    await screen_reader_terminals(page, base)
+    await page.goto(base + "/lab?reset")  # the launcher (not the open notebook), with the setting loaded
     await page.wait_for_selector(".jp-LauncherCard[data-category='Other']", timeout=SPAWN_TIMEOUT)
     await page.click(".jp-LauncherCard[data-category='Other'][title*='terminal']")
     await page.wait_for_selector(".jp-Terminal .xterm-helper-textarea", state="attached", timeout=60_000)
     await page.wait_for_timeout(2000)  # the shell's prompt
+    await type_in_terminal(page, command)
+
+
+async def type_in_terminal(page, command: str) -> None:
     await page.click(".jp-Terminal")
     await page.keyboard.type(command)
     await page.keyboard.press("Enter")
+
+
+def terminal_text(page):
+    """The open terminal's visible rows as text (a locator: `expect(...).to_contain_text(...)`)."""
+    return page.locator(".jp-Terminal .xterm-accessibility-tree")
+
+
+async def screen_reader_terminals(page, server_url: str) -> None:
+    """The user's JupyterLab setting `screenReaderMode` of terminals, through the server's settings API."""
+    xsrf = next(c["value"] for c in await page.context.cookies(server_url + "/") if c["name"] == "_xsrf")
+    answer = await page.request.put(f"{server_url}/lab/api/settings/@jupyterlab/terminal-extension:plugin",
+                                    data=json.dumps({"raw": json.dumps({"screenReaderMode": True})}),
+                                    headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"})
+    assert answer.status == 204, (answer.status, await answer.text())

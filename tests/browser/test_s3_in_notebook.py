@@ -1,6 +1,6 @@
 """S3 from a notebook cell with nothing configured: brokered credentials work on the user's prefix and
 the S3 server answers AccessDenied on another user's prefix; the AWS CLI in a JupyterLab terminal works
-as the notebook does (a login shell used to reset PATH: `aws: command not found`)."""
+as the notebook does (a login shell used to reset PATH: `aws: command not found`), and shows its output."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import time
 import boto3
 import pytest
 
-from .lab import SPAWN_TIMEOUT, run_in_new_notebook, run_in_new_terminal, sso_login
+from playwright.async_api import expect
+
+from .lab import SPAWN_TIMEOUT, run_in_new_notebook, run_in_new_terminal, sso_login, terminal_text, type_in_terminal
 
 pytestmark = pytest.mark.browser
 
@@ -56,3 +58,13 @@ async def test_notebook_reads_and_writes_its_prefix_and_is_denied_elsewhere(page
         time.sleep(1)
     await shot("terminal_aws_cli")
     assert admin.get_object(Bucket="platform", Key="users/bob/terminal.txt")["Body"].read() == b"from-a-terminal\n"
+    # What the user sees: the listing, also with a PATH without the venv (the AWS config names the credential
+    # process by absolute path; it used to fail with `No such file or directory: 'mlplatform-aws-credentials'`).
+    await type_in_terminal(page, "clear; aws s3 ls s3://platform/users/bob/ && echo listed-$((40+2))")
+    await expect(terminal_text(page)).to_contain_text("listed-42", timeout=90_000)
+    await expect(terminal_text(page)).to_contain_text("terminal.txt")
+    await type_in_terminal(page, 'clear; env PATH=/usr/bin:/bin "$(command -v aws)" s3 ls s3://platform/users/bob/'
+                                 " && echo listed-$((50+2))")
+    await expect(terminal_text(page)).to_contain_text("listed-52", timeout=90_000)
+    await shot("terminal_aws_cli_listing")
+    await expect(terminal_text(page)).to_contain_text("terminal.txt")

@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 from traitlets.config import Config
-from mlplatform_core.aws import AWS_CONFIG
 
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.spawners.local import LocalPlatformSpawner
@@ -48,7 +47,8 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
     }
     assert env["MLFLOW_TRACKING_URI"] == platform.mlflow_url
     assert (env["MLFLOW_TRACKING_AUTH"], env["MLFLOW_WORKSPACE"]) == ("mlplatform", "team-vision")
-    assert env["AWS_CONFIG_FILE"] == str(AWS_CONFIG) and "AWS_ACCESS_KEY_ID" not in env
+    # The local servers' AWS config names the venv's credential process by absolute path (spawners/local_tools.py).
+    assert env["AWS_CONFIG_FILE"] == str(platform.data_dir / "aws_config") and "AWS_ACCESS_KEY_ID" not in env
     assert (env["MEM_LIMIT"], env["CPU_LIMIT"]) == (str(32 * 2**30), "8.0")
     assert cwd == platform.data_dir / "home" / "alice" and env["HOME"] == str(cwd)
 

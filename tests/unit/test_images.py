@@ -104,3 +104,16 @@ def test_the_build_context_leaves_out_local_state_but_keeps_the_package():
     assert leaked == []
     needed = ["setup.cfg", "pyproject.toml", "README.md", "hub_config", "extensions"]
     assert [name for name in needed if any(fnmatch(name, p) for p in patterns)] == []
+
+
+@pytest.mark.parametrize("dockerfile", [p for p in DOCKERFILES if p.parent.name.startswith("notebook")],
+                         ids=lambda p: p.parent.name)
+def test_a_login_shell_of_the_notebook_image_finds_the_aws_cli_and_the_credential_process(dockerfile):
+    # On Kubernetes a JupyterLab terminal is jupyter_server's default, a login shell, whose /etc/profile (Debian's)
+    # sets PATH=/usr/local/bin:/usr/bin:/bin:…; the ConfigMap's AWS config names `mlplatform-aws-credentials`
+    # (looked up on PATH). The official Python image's pip puts console scripts in /usr/local/bin: the test holds
+    # while the images install with it, into no venv and with no PATH of their own.
+    steps = instructions(dockerfile)
+    assert [args for i, args in steps if i == "FROM"][-1].startswith("python:3.11"), dockerfile
+    assert not [args for i, args in steps if i == "ENV" and re.search(r"\bPATH=", args)], dockerfile
+    assert not [args for i, args in steps if i == "RUN" and re.search(r"\bvenv\b|--user\b|--prefix\b", args)]
