@@ -58,8 +58,20 @@ def test_the_notebook_package_does_not_import_the_hub():
     assert offenders("mlplatform", lambda _, name: top(name) == "hub_config") == []
 
 
+# The one exception: the renderer's Backstage skeletons are made by the notebook's own RayService and
+# SparkApplication builders, so that a template gives the very object the notebook applies. The hub's image
+# holds them already (the platform service acts through mlplatform.serving); they belong in the core package,
+# and the exception goes when they move there.
+BUILDERS = ("mlplatform.serving.kubernetes", "mlplatform.serving.spec", "mlplatform.spark.kubernetes",
+            "mlplatform.spark.job")
+
+
 def test_the_hub_does_not_import_the_notebook_package():
-    assert offenders("hub_config", lambda _, name: top(name) == "mlplatform") == []
+    def forbidden(module: str, name: str) -> bool:
+        builder = any(name == b or name.startswith(f"{b}.") for b in BUILDERS)
+        return top(name) == "mlplatform" and not (module == "hub_config.render.backstage" and builder)
+
+    assert offenders("hub_config", forbidden) == []
 
 
 def test_the_core_imports_neither_side():
