@@ -8,6 +8,9 @@ PostgreSQL, `BEGIN IMMEDIATE` (the database's write lock) on SQLite.
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 from sqlalchemy import Engine, String, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -26,7 +29,16 @@ class Lock(Base):
 def connect(url: str) -> sessionmaker[Session]:
     """A session factory on `url`, with every table of the service created."""
     engine = _engine(url)
-    Base.metadata.create_all(engine)
+    with engine.connect() as connection:
+        # On SQLite the tables are made in a transaction that holds the write lock from its start: a deferred
+        # one reads the schema first, and its upgrade to a writer fails at once ("database is locked", no busy
+        # wait) when another process (the hub, the service) made a table meanwhile.
+        connection.info["begin"] = "BEGIN IMMEDIATE"
+        try:
+            Base.metadata.create_all(connection)
+            connection.commit()
+        finally:
+            connection.info.pop("begin", None)
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -35,7 +47,7 @@ def _engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own BEGIN is deferred and late; SQLAlchemy's documented recipe takes over.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(conn.info.get("begin", "BEGIN")))
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -43,9 +55,22 @@ def _engine(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # transactions begin where the "begin" event says
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+    _wal(cursor)  # readers do not wait for the writer
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _wal(cursor, attempts: int = 100) -> None:
+    """Switch to WAL (kept in the file). A new database's switch needs an exclusive lock, for which SQLite does
+    not wait (no busy handler): processes starting together on a new file retry it for a few seconds."""
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def write_lock(session: Session, name: str) -> None:
