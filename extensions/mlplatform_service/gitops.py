@@ -25,7 +25,6 @@ from a thread (`asyncio.to_thread`) in the service's event loop.
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import posixpath
 import subprocess
@@ -37,6 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
+from mlplatform.localhost import locked
 
 # Of the service's environment, git gets only what it needs to reach the server (never the service's secrets).
 PASSED_ENVIRONMENT = ("PATH", "HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
@@ -265,9 +265,7 @@ class GitOpsRepository:
     def _locked(self) -> Iterator[None]:
         """One change at a time per working clone: flock serializes the threads of this process (each opens the
         file anew) and other processes sharing the clone."""
-        self.workdir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.workdir.with_name(self.workdir.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.workdir.with_name(self.workdir.name + ".lock")):
             if not self._cloned:
                 self._init_clone()
             yield

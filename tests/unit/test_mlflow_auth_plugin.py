@@ -8,40 +8,31 @@ import base64
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import requests
 
 from mlplatform.mlflow_auth import HubBearerAuth, HubTokenAuthProvider, HubTokenCache, MlflowTokenUnavailable
 
+from ..support.json_handler import JsonHandler
 
-class Hub(BaseHTTPRequestHandler):
+
+class Hub(JsonHandler):
     lifetime = 2.0
     refuse = False
     issued: list[str] = []
     valid_from = 0  # MLflow accepts tokens issued from this one on (earlier ones: "revoked")
 
-    def log_message(self, *args):
-        pass
-
     def do_GET(self):
         if self.path.startswith("/mlflow"):
             good = {f"Bearer {token}" for token in self.issued[self.valid_from:]}
-            return self._answer(200 if self.headers.get("Authorization") in good else 401, {})
+            return self.answer(200 if self.headers.get("Authorization") in good else 401, {})
         if self.headers.get("Authorization") != "token server-token" or self.refuse:
-            return self._answer(403, {"message": "alice is no longer a member of team team-vision"})
+            return self.answer(403, {"message": "alice is no longer a member of team team-vision"})
         token = f"token-{len(self.issued)}"
         self.issued.append(token)
-        self._answer(200, {"token": token, "expires_at": time.time() + self.lifetime})
-
-    def _answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.answer(200, {"token": token, "expires_at": time.time() + self.lifetime})
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ reports from the registry's own `evaluate_gates`, a refused promotion as the ser
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -22,6 +21,8 @@ from mlplatform.registry import PromotionRefused, RollbackRefused
 from mlplatform.registry.gates import evaluate_gates
 from mlplatform.widgets import PromoteModel
 from mlplatform_service.trail import rollback_target
+
+from ..support.json_handler import JsonHandler
 
 # MLflow's SQLite store uses a SQLAlchemy loader that SQLAlchemy deprecates: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -67,24 +68,15 @@ class PlatformService:
 def service(monkeypatch):
     played = PlatformService()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def reply(self):
-            status, body = played.answer(self.command, urlparse(self.path).path)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.answer(*played.answer(self.command, urlparse(self.path).path))
 
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.reply()
 
         do_GET = reply
-
-        def log_message(self, *args):  # quiet: pytest shows failures, not every request
-            pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
