@@ -19,13 +19,16 @@ or by the service's OAuth login cookie (browsers):
     GET, POST {"version", "mode", "share", "mirror_rate"}, PATCH {"mode", "share", "mirror_rate"}, DELETE
          api/rollouts/<team>/<endpoint>                       a rollout: its live report, start, change, abort
     POST api/rollouts/<team>/<endpoint>/promote  {"server"}   the candidate to @champion behind the live gates
+    GET, PUT {"object", "message"}, DELETE {"message"}
+         api/gitops/<team>/<kind>/<name>                      GitOps mode: the committed object; commit it; remove it
     GET  metrics                                              Prometheus text (tokens with read:metrics)
     GET  usage  (and the prefix itself)                       the usage page (HTML; see usage_web.py)
 
 Settings come from the environment the hub gives it: MLPLATFORM_CATALOG, MLPLATFORM_MLFLOW_SIGNING_KEY
 (the hub's key file: the service mints the platform identity's MLflow tokens), and optionally
 MLPLATFORM_SERVICE_DATABASE_URL (else the catalog's `platform_service.database_url`) and
-MLPLATFORM_SERVICE_BIND_URL (where to listen, else JUPYTERHUB_SERVICE_URL); JupyterHub's own
+MLPLATFORM_SERVICE_BIND_URL (where to listen, else JUPYTERHUB_SERVICE_URL), MLPLATFORM_GITOPS_CREDENTIALS
+(GitOps mode: the repository's `<user>:<token>`, read once and taken out of the environment); JupyterHub's own
 JUPYTERHUB_SERVICE_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_API_TOKEN, JUPYTERHUB_API_URL.
 
 On Kubernetes it also answers the API server's admission webhook for the teams' RayServices and
@@ -36,11 +39,15 @@ MLPLATFORM_WEBHOOK_CONFIGURATION its own.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth
@@ -55,6 +62,8 @@ from .audit_log import AuditLog
 from .budgets import Budgets
 from .cards import CardStore
 from .database import connect
+from .gitops import Credentials, GitOpsRepository, Identity
+from .gitops_changes import GitOpsChanges
 from .overrides import Overrides
 from .platform_mlflow import PlatformMlflow
 from .promotion import Promotions
@@ -149,6 +158,35 @@ class RolloutHandler(ServiceHandler):
             raise web.HTTPError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
         if self.request.method == "POST" and "version" not in body:
             raise web.HTTPError(400, "version is missing: the candidate's version of the endpoint's registered model")
+        return body
+
+
+class GitOpsHandler(ServiceHandler):
+    """An object of a team in the GitOps repository (gitops_changes.py)."""
+
+    @authenticated
+    async def get(self, team: str, kind: str, name: str):
+        self.reply(await self.run(self.platform.gitops.get, await self.caller(), team, kind, name))
+
+    @authenticated
+    async def put(self, team: str, kind: str, name: str):
+        body = self.known(("object", "message"))
+        if "object" not in body:
+            raise web.HTTPError(400, "object is missing: the RayService or SparkApplication to commit")
+        self.reply(await self.run(self.platform.gitops.put, await self.caller(), team, kind, name, body["object"],
+                                  body.get("message", "")), status=201)
+
+    @authenticated
+    async def delete(self, team: str, kind: str, name: str):
+        body = self.known(("message",))
+        self.reply(await self.run(self.platform.gitops.delete, await self.caller(), team, kind, name,
+                                  body.get("message", "")))
+
+    def known(self, allowed: tuple[str, ...]) -> dict:
+        body = self.body()
+        unknown = sorted(set(body) - set(allowed))
+        if unknown:
+            raise web.HTTPError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
         return body
 
 
@@ -264,6 +302,24 @@ class Platform:
         self.workloads = WorkloadAdmission(self.catalog, self.audit, self.budgets, self.overrides)
         self.rollouts = Rollouts(catalog=self.catalog, audit=self.audit, promotions=self.promotions,
                                  backend=rollout_backend(self.catalog), s3=self.s3)
+        self._gitops_credentials = Credentials.from_environ()
+        self._gitops_repositories: dict[tuple, GitOpsRepository] = {}
+        self.gitops = GitOpsChanges(catalog=self.catalog, audit=self.audit, workloads=self.workloads,
+                                    repository=self.gitops_repository)
+
+    def gitops_repository(self) -> GitOpsRepository:
+        """The writer of the catalog's GitOps repository: one working clone per repository and branch, in a
+        directory of this process's own (removed when it exits)."""
+        gitops = self.catalog().gitops
+        key = (gitops.repository, gitops.branch, gitops.committer, gitops.commit_url)
+        if key not in self._gitops_repositories:
+            workdir = Path(tempfile.mkdtemp(prefix="mlplatform-gitops-"))
+            atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+            self._gitops_repositories[key] = GitOpsRepository(
+                gitops.repository, gitops.branch, self._gitops_credentials,
+                Identity(gitops.committer.name, gitops.committer.email), workdir / "clone",
+                commit_url=gitops.commit_url)
+        return self._gitops_repositories[key]
 
     @functools.cached_property
     def _s3_client(self):
@@ -309,6 +365,7 @@ def make_app(platform: Platform, prefix: str) -> web.Application:
         (url_path_join(api, r"budgets/([^/]+)/override"), OverrideHandler),
         (url_path_join(api, r"rollouts/([^/]+)/([^/]+)/promote"), RolloutPromoteHandler),
         (url_path_join(api, r"rollouts/([^/]+)/([^/]+)"), RolloutHandler),
+        (url_path_join(api, r"gitops/([^/]+)/([^/]+)/([^/]+)"), GitOpsHandler),
         *usage_routes(prefix),
         (url_path_join(prefix, "oauth_callback"), OAuthCallbackHandler),
     ]

@@ -7,6 +7,7 @@ object the Kubernetes backend would apply, pushed to the platform's GitOps repos
                         message="Deploy iris (model iris/4)")
     repo.remove("teams/vision/serving/iris.yaml", author=..., message="Delete iris")
     repo.read("teams/vision/serving/iris.yaml")     # the object Git holds, or None
+    repo.file("teams/vision/serving/iris.yaml")     # (that object, the last commit that changed the file)
 
 The author of each commit is the user, the committer the platform. Only the platform service holds the
 repository's credentials: they reach git through its environment (an `Authorization` header for this
@@ -43,6 +44,7 @@ PASSED_ENVIRONMENT = ("PATH", "HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "
                       "no_proxy", "GIT_SSL_CAINFO", "SSL_CERT_FILE")
 # "<user>:<token>": the platform service's GitOps credential (the hub hands it to the service alone).
 CREDENTIALS_VARIABLE = "MLPLATFORM_GITOPS_CREDENTIALS"
+CHANGES = {"A": "added", "M": "modified", "D": "removed"}  # `git status --porcelain`'s index column
 AUTHENTICATION_FAILED = ("Authentication failed", "could not read Username", "could not read Password",
                          "returned error: 401", "returned error: 403")
 
@@ -81,6 +83,13 @@ class Commit:
     author: Identity
     message: str
     url: str | None = None  # the commit's web page, when the repository has one (`commit_url`)
+    change: str = "modified"  # what the commit did to the file: added, modified, unchanged, removed
+    time: str | None = None  # the committer's time, ISO 8601
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sha": self.sha, "short": self.sha[:7], "branch": self.branch, "path": self.path,
+                "author": self.author.name, "message": self.message, "url": self.url, "change": self.change,
+                "time": self.time}
 
 
 class GitOpsError(RuntimeError):
@@ -140,16 +149,22 @@ class GitOpsRepository:
 
     # --- the API ------------------------------------------------------------------------------------
     def write(self, path: str, document: dict[str, Any], *, author: Identity, message: str,
-              branch: str | None = None) -> Commit:
+              branch: str | None = None, keep: tuple[str, str] | None = None) -> Commit:
         """Commit `document` as YAML to `path` and push it to `branch` (default: the repository's; a branch
         missing on the server starts from the repository's). Writing what the file already holds is a commit
-        too (a redeploy is recorded)."""
+        too (a redeploy is recorded). `keep`: (path, text) of a file the same commit adds when it is missing
+        (one that keeps a directory in Git when its last object is removed)."""
         text = to_yaml(document)
+        kept = _relative(keep[0]) if keep else None
 
         def change(file: Path) -> None:
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(text)
-        return self._commit(path, change, author=author, message=message, branch=branch)
+            if kept and not (self.workdir / kept).exists():
+                (self.workdir / kept).parent.mkdir(parents=True, exist_ok=True)
+                (self.workdir / kept).write_text(keep[1])
+        return self._commit(path, change, author=author, message=message, branch=branch,
+                            also=(kept,) if kept else ())
 
     def remove(self, path: str, *, author: Identity, message: str, branch: str | None = None) -> Commit:
         """Commit the removal of `path` (Argo CD prunes the object); GitOpsNotFound when Git has no such file."""
@@ -161,15 +176,28 @@ class GitOpsRepository:
 
     def read(self, path: str, branch: str | None = None) -> dict[str, Any] | None:
         """The document at `path` in the server's `branch` now, or None when there is no such file."""
+        return self.file(path, branch)[0]
+
+    def file(self, path: str, branch: str | None = None) -> tuple[dict[str, Any] | None, Commit | None]:
+        """(the document at `path` in the server's `branch` now or None, the last commit that changed the file
+        or None): a removed file is (None, the commit that removed it)."""
         path, branch = _relative(path), branch or self.branch
         with self._locked():
             self._fetch(branch, required=True)
             ref = f"refs/remotes/origin/{branch}"
-            if not self._git("ls-tree", "--name-only", ref, "--", path).stdout.strip():
-                return None
-            text = self._git("show", f"{ref}:{path}").stdout
+            text = self._git("show", f"{ref}:{path}").stdout \
+                if self._git("ls-tree", "--name-only", ref, "--", path).stdout.strip() else None
+            last = self._git("log", "-1", "--format=%H%x00%an%x00%ae%x00%cI%x00%B", ref, "--", path).stdout
+        commit = None
+        if last.strip():
+            sha, name, email, time, message = last.split("\0", 4)
+            commit = Commit(sha=sha, branch=branch, path=path, author=Identity(name, email), message=message.strip(),
+                            url=self.commit_url.format(sha=sha) if self.commit_url else None,
+                            change="modified" if text is not None else "removed", time=time)
+        if text is None:
+            return None, commit
         try:
-            return yaml.safe_load(text)
+            return yaml.safe_load(text), commit
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f", line {mark.line + 1}" if mark else ""
@@ -178,7 +206,7 @@ class GitOpsRepository:
 
     # --- one change ---------------------------------------------------------------------------------
     def _commit(self, path: str, change: Callable[[Path], None], *, author: Identity, message: str,
-                branch: str | None) -> Commit:
+                branch: str | None, also: tuple[str, ...] = ()) -> Commit:
         path, target = _relative(path), branch or self.branch
         if not message.strip():
             raise ValueError(f"the commit of {path} needs a message: what changed and why")
@@ -186,7 +214,8 @@ class GitOpsRepository:
             start = self._checkout(target)
             try:
                 change(self.workdir / path)
-                self._git("add", "--all", "--", path)
+                self._git("add", "--all", "--", path, *also)
+                status = self._git("status", "--porcelain", "--", path).stdout[:1]
                 self._git("commit", "--quiet", "--allow-empty", "--no-verify", "--file=-", input=message,
                           env={"GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email})
                 self._push(path, target)
@@ -194,9 +223,10 @@ class GitOpsRepository:
                 with suppress(GitOpsError):  # the error that stopped the change is the one to report
                     self._restore(target, start)
                 raise
-            sha = self._git("rev-parse", "HEAD").stdout.strip()
+            sha, time = self._git("log", "-1", "--format=%H %cI", "HEAD").stdout.split()
         url = self.commit_url.format(sha=sha) if self.commit_url else None
-        return Commit(sha=sha, branch=target, path=path, author=author, message=message, url=url)
+        return Commit(sha=sha, branch=target, path=path, author=author, message=message, url=url,
+                      change=CHANGES.get(status, "unchanged"), time=time)
 
     def _push(self, path: str, target: str) -> None:
         for _ in range(self.attempts):

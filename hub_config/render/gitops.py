@@ -57,7 +57,9 @@ def argocd_application(catalog: Catalog, team: str) -> dict[str, Any]:
     policy = gitops.argocd.sync_policy
     sync: dict[str, Any] = {}
     if policy.automated:
-        sync["automated"] = {"prune": policy.prune, "selfHeal": policy.self_heal}
+        # allowEmpty: a team's last model deleted from Git is pruned too (automated sync otherwise refuses to
+        # prune every resource of an Application: "auto-sync will wipe out all resources").
+        sync["automated"] = {"prune": policy.prune, "selfHeal": policy.self_heal, "allowEmpty": policy.prune}
     if policy.sync_options:
         sync["syncOptions"] = list(policy.sync_options)
     sync["retry"] = copy.deepcopy(RETRY)

@@ -10,7 +10,6 @@ import secrets
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,8 @@ from mlplatform_service.gitops import (Commit, Credentials, GitOpsConflict, GitO
 
 from hub_config.local import git_server
 
+from ..support.git_server import git_server as running_git_server
+
 PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 6200
 REPO = Path(__file__).parent.parent.parent
 USER, TOKEN = "platform", secrets.token_urlsafe(32)
@@ -28,7 +29,6 @@ PLATFORM = Identity("mlplatform", "mlplatform@example.org")
 ALICE = Identity("Alice Liddell", "alice@example.org")
 BOB = Identity("Bob Builder", "bob@example.org")
 PATH = "teams/vision/serving/iris.yaml"
-README = "GitOps: what users deploy: one file per object\n"  # not YAML
 
 
 def ray_service(name: str, replicas: int = 1) -> dict:
@@ -38,48 +38,17 @@ def ray_service(name: str, replicas: int = 1) -> dict:
                      "rayClusterConfig": {"workerGroupSpecs": [{"groupName": "gpu", "replicas": replicas}]}}}
 
 
-@dataclass
-class Server:
-    root: Path
-    log: Path
-    url: str
-
-    def bare(self, name: str) -> Path:
-        return self.root / "platform" / f"{name}.git"
-
-    def git(self, name: str, *args: str) -> str:
-        return subprocess.run(["git", f"--git-dir={self.bare(name)}", *args], capture_output=True, text=True,
-                              check=True).stdout
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("git")
-    log = root.parent / "git-server.log"
-    cmd, env = git_server.command(root, PORT, {USER: TOKEN})
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{PORT}/healthz", timeout=1).raise_for_status()
-                break
-            except requests.RequestException:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-        yield Server(root, log, f"http://127.0.0.1:{PORT}/platform")
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with running_git_server(tmp_path_factory.mktemp("git"), PORT, {USER: TOKEN}) as running:
+        yield running
 
 
 @pytest.fixture
 def repo(server, request):
     """A fresh bare repository (its first commit on main) for this test, named after it."""
     name = request.node.name.replace("[", "-").replace("]", "")
-    git_server.init_repository(server.bare(name), files={"README.md": README}, committer=("mlplatform", "p@x.org"),
-                               message="The platform's GitOps repository")
+    server.new_repository(name)
     return name
 
 
@@ -96,9 +65,13 @@ def test_write_commits_the_object_as_the_user_and_pushes_it(server, repo, tmp_pa
     gitops = writer(server, repo, tmp_path, commit_url="https://git.example.org/deploy/commit/{sha}")
     commit = gitops.write(PATH, ray_service("iris"), author=ALICE, message="Deploy iris (model iris/4)\n\nfor a demo")
     head = server.git(repo, "rev-parse", "main").strip()
+    time = server.git(repo, "log", "-1", "--format=%cI", "main").strip()
     assert commit == Commit(sha=head, branch="main", path=PATH, author=ALICE,
                             message="Deploy iris (model iris/4)\n\nfor a demo",
-                            url=f"https://git.example.org/deploy/commit/{head}")
+                            url=f"https://git.example.org/deploy/commit/{head}", change="added", time=time)
+    assert gitops.file(PATH) == (ray_service("iris"), Commit(
+        sha=head, branch="main", path=PATH, author=ALICE, message="Deploy iris (model iris/4)\n\nfor a demo",
+        url=f"https://git.example.org/deploy/commit/{head}", change="modified", time=time))
     assert committed(server, repo, "main", PATH) == ray_service("iris")
     assert server.git(repo, "show", f"main:{PATH}").startswith("apiVersion: ray.io/v1\nkind: RayService\n")
     assert server.git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%B", "main").strip() == (
@@ -122,13 +95,27 @@ def test_remove_deletes_the_file(server, repo, tmp_path):
     gitops = writer(server, repo, tmp_path)
     gitops.write(PATH, ray_service("iris"), author=ALICE, message="Deploy iris")
     gone = gitops.remove(PATH, author=BOB, message="Delete iris")
+    assert gone.change == "removed"
     assert server.git(repo, "ls-tree", "-r", "--name-only", "main").split() == ["README.md"]
+    assert gitops.file(PATH) == (None, gone)  # the file's last commit is its removal
     assert server.git(repo, "log", "-1", "--format=%H|%an|%cn|%s", "main").strip() == (
         f"{gone.sha}|Bob Builder|mlplatform|Delete iris")
     assert gitops.read(PATH) is None
     with pytest.raises(GitOpsNotFound, match=f"^{PATH} is not in main of .*: nothing to remove$"):
         gitops.remove(PATH, author=BOB, message="Delete iris again")
     assert server.git(repo, "rev-parse", "main").strip() == gone.sha
+
+
+def test_a_kept_file_is_added_once_with_the_first_object(server, repo, tmp_path):
+    gitops = writer(server, repo, tmp_path)
+    keep = ("teams/vision/README.md", "# vision\n")
+    first = gitops.write(PATH, ray_service("iris"), author=ALICE, message="Deploy iris", keep=keep)
+    assert server.git(repo, "show", f"{first.sha}:teams/vision/README.md") == "# vision\n"
+    second = gitops.write(PATH, ray_service("iris", 2), author=ALICE, message="Scale iris",
+                          keep=("teams/vision/README.md", "another text"))
+    assert server.git(repo, "diff", "--name-only", first.sha, second.sha).split() == [PATH]
+    gitops.remove(PATH, author=BOB, message="Delete iris")
+    assert server.git(repo, "ls-tree", "-r", "--name-only", "main").split() == ["README.md", "teams/vision/README.md"]
 
 
 def test_a_change_of_another_branch_starts_from_the_repositorys(server, repo, tmp_path):

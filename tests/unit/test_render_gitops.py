@@ -54,7 +54,7 @@ def test_one_application_per_team_namespace_syncing_the_teams_directory():
                        "directory": {"include": "{serving/*.yaml,spark/*.yaml}", "recurse": True}},
             "destination": {"server": "https://kubernetes.default.svc", "namespace": "team-vision"},
             "syncPolicy": {
-                "automated": {"prune": True, "selfHeal": True},
+                "automated": {"prune": True, "selfHeal": True, "allowEmpty": True},
                 "syncOptions": ["CreateNamespace=false", "PrunePropagationPolicy=foreground",
                                 "FailOnSharedResource=true", "ServerSideApply=true"],
                 "retry": {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "5m"}},

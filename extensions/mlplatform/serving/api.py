@@ -54,9 +54,14 @@ def _backend(platform: PlatformEnvironment, ray_config) -> ServingBackend:
 
         return LocalServing(ray_config, environment=platform)
     if platform.backend == "kubernetes":  # imported here: the Kubernetes client is slow to import
+        from ..gitops import GitOps, GitOpsRefused
         from .kubernetes import KubernetesServing, KubernetesServingConfig
 
-        return KubernetesServing(KubernetesServingConfig.for_environment(platform))
+        try:
+            gitops = GitOps.for_environment(platform)
+        except GitOpsRefused as e:
+            raise BackendUnavailable(str(e)) from None
+        return KubernetesServing(KubernetesServingConfig.for_environment(platform), gitops=gitops)
     raise BackendUnavailable(f"MLPLATFORM_BACKEND is {platform.backend!r}; allowed: {', '.join(map(repr, BACKENDS))}")
 
 

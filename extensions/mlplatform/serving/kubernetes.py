@@ -12,6 +12,11 @@ UNHEALTHY, DELETING). Warning events of the RayService and its cluster (a quota 
 pod, say) become the message while it is not running.
 
 Endpoint: KubeRay's serve service `<name>-serve-svc` (port 8000), route `/<name>`.
+
+GitOps mode (the catalog's `gitops`; mlplatform/gitops.py): deploy() sends the same RayService to the platform
+service, which commits it to the team's file; delete() has the file removed. Argo CD applies the change; until
+the cluster holds the committed object (its deploy id), status() says the commit is waiting for Argo CD to sync,
+and then follows KubeRay's status as above.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from mlplatform_core.names import (
 from mlplatform_core.timestamps import now
 
 from .. import kube
+from ..gitops import GitOps, GitOpsRefused, waiting_message
 from ..localhost import wait_until
 from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED, last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
@@ -121,9 +127,10 @@ class KubernetesServing:
 
     backend = "kubernetes"
 
-    def __init__(self, config: KubernetesServingConfig, api_client=None):
+    def __init__(self, config: KubernetesServingConfig, api_client=None, gitops: GitOps | None = None):
         self.config = config
         self._client = api_client
+        self.gitops = gitops  # GitOps mode: changes are commits (mlplatform/gitops.py)
 
     @property
     def services(self) -> kube.CustomObjects:
@@ -157,9 +164,17 @@ class KubernetesServing:
             annotation_key("deploy-id"): uuid.uuid4().hex,
             annotation_key("previous-version"): kube.annotation(current, "model-version") if current else "",
         })
+        if current is not None:
+            self._check_owner(current, owner)
+        if self.gitops is not None:
+            why = f"{request.model_uri} (version {model_version}), " + \
+                (f"{request.min_replicas}-{request.max_replicas} replicas" if request.max_replicas
+                 else f"{request.replicas} replica(s)") + (f" with {request.gpus:g} GPU(s) each" if request.gpus else "")
+            answer = _committed(self.gitops.commit, "serving", request.name, body, message=why)
+            keeps = f" (version {kube.annotation(current, 'model-version')} keeps answering)" if current else ""
+            return {**self._describe(body), "message": waiting_message(answer, keeps=keeps), "commit": answer["commit"]}
         if current is None:
             return self._describe(self._create(services, body))
-        self._check_owner(current, owner)
         return self._describe(_translated(services.patch, request.name, _changes(current, body)))
 
     def manifest(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
@@ -177,14 +192,43 @@ class KubernetesServing:
 
     def status(self, name: str) -> dict:
         found = _translated(self.services.get, name)
-        if found is None or not _serving(found):
+        if found is not None and not _serving(found):
+            found = None
+        if self.gitops is not None:
+            return self._gitops_status(name, found)
+        if found is None:
             raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
                                      f"applications: {', '.join(self.names()) or 'none'}")
         return self._describe(found, events=True)
 
+    def _gitops_status(self, name: str, found: dict | None) -> dict:
+        """The cluster's object once it is the committed one; before, the commit waiting for Argo CD."""
+        record = _committed(self.gitops.committed, "serving", name)
+        committed, commit = record.get("object"), record.get("commit")
+        if committed is None and found is None:
+            raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace} nor "
+                                     f"in Git ({record.get('path')}); applications: {', '.join(self.names()) or 'none'}")
+        if committed is None:
+            if commit is None:  # in the cluster, never in Git: made before GitOps mode, or by hand
+                return self._describe(found, events=True)
+            return {**self._describe(found), "state": DELETING, "commit": commit,
+                    "message": f"removed from Git in {commit['short']}: waiting for Argo CD to prune it"}
+        if found is None or kube.annotation(found, "deploy-id") != kube.annotation(committed, "deploy-id"):
+            keeps = f" (version {kube.annotation(found, 'model-version')} keeps answering)" if found else ""
+            return {**self._describe(committed), "commit": commit, "message": waiting_message(record, keeps=keeps)}
+        return {**self._describe(found, events=True), "commit": commit}
+
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
         services = self.services
         found = _translated(services.get, name)
+        if self.gitops is not None:
+            answer = _committed(self.gitops.remove, "serving", name, message="deleted from the notebook")
+            commit = answer["commit"]
+            if wait and not wait_until(lambda: _translated(services.get, name) is None, timeout):
+                return {"name": name, "backend": self.backend, "state": DELETING, "commit": commit,
+                        "message": f"removed from Git in {commit['short']}: waiting for {answer['waiting_for']}"}
+            return {"name": name, "backend": self.backend, "state": "deleted" if wait else DELETING, "commit": commit,
+                    "message": f"removed from Git in {commit['short']}"}
         if found is None or not _serving(found):
             raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
                                      f"applications: {', '.join(self.names()) or 'none'}")
@@ -402,6 +446,18 @@ def _app_detail(app: dict) -> str:
 
 def _serving(obj: dict) -> bool:
     return kube.managed(obj, **{COMPONENT_LABEL: SERVING_COMPONENT})
+
+
+def _committed(call, *args, **kwargs) -> dict:
+    """A call of the platform service's GitOps API, its refusal as the serving API's error."""
+    try:
+        return call(*args, **kwargs)
+    except GitOpsRefused as refused:
+        error = {400: lambda m: InvalidServingRequest([("object", m)]), 404: DeploymentNotFound,
+                 409: ServingConflict, 503: BackendUnavailable}.get(refused.status, ServingError)(str(refused))
+        if type(error) is ServingError:
+            error.status_code = refused.status
+        raise error from None
 
 
 def _serving_error(error: kube.KubeError) -> ServingError:

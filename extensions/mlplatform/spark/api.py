@@ -45,9 +45,15 @@ def _make(platform: PlatformEnvironment, environ: dict[str, str] | None) -> Spar
     if platform.backend == "local":
         return LocalSparkBackend(environ=environ, user=platform.user or None)
     if platform.backend == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
+        from ..gitops import GitOps, GitOpsRefused
         from .kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
 
-        return KubernetesSparkBackend(KubernetesSparkConfig.for_environment(platform), environment=platform)
+        try:
+            gitops = GitOps.for_environment(platform, environ)
+        except GitOpsRefused as e:
+            raise SparkBackendError(str(e)) from None
+        return KubernetesSparkBackend(KubernetesSparkConfig.for_environment(platform), environment=platform,
+                                      gitops=gitops)
     raise SparkBackendError(f"MLPLATFORM_BACKEND is {platform.backend!r}; allowed: {', '.join(map(repr, BACKENDS))}")
 
 

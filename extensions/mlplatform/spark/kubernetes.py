@@ -6,6 +6,11 @@ with the notebook's own S3 credentials) and creates the SparkApplication that ru
 operator's `status.applicationState.state`; logs() reads the driver pod's log; cancel() deletes
 the SparkApplication (the operator then removes its pods), so afterwards the application is gone
 from applications(); applications() lists the user's by label.
+
+GitOps mode (the catalog's `gitops`; mlplatform/gitops.py): submit() sends the same SparkApplication to the
+platform service, which commits it to the team's file (one per application id); cancel() has the file removed
+(Argo CD prunes the application, the operator stops its pods). Until Argo CD has applied a commit, status()
+says it is waiting for the sync.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mlplatform_core.names import APP_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, 
 from mlplatform_core.timestamps import now
 
 from .. import kube
+from ..gitops import GitOps, GitOpsRefused, waiting_message
 from .backend import (CANCELLED, COMPLETED, FAILED, MAX_TAIL, RUNNING, SUBMITTED, TERMINAL_STATES,
                       SparkBackendError, UnknownApplicationError, check_tail)
 from .driver_log import job_output
@@ -88,10 +94,11 @@ class KubernetesSparkBackend:
     name = "kubernetes"
 
     def __init__(self, config: KubernetesSparkConfig, *, environment: PlatformEnvironment | None = None,
-                 api_client=None, s3=None, cwd: str | Path | None = None):
+                 api_client=None, s3=None, cwd: str | Path | None = None, gitops: GitOps | None = None):
         self.config = config
         self.environment = environment or PlatformEnvironment()
         self._client, self._s3, self.cwd = api_client, s3, cwd
+        self.gitops = gitops  # GitOps mode: submits and cancels are commits (mlplatform/gitops.py)
 
     # --- clients -------------------------------------------------------------------------------
     def _api(self):
@@ -142,6 +149,10 @@ class KubernetesSparkBackend:
                 annotation_key("submitted-at"): now(),
                 annotation_key("job"): json.dumps({**job.to_dict(), "main_file": source}),
             })
+            if self.gitops is not None:
+                answer = _gitops(self.gitops.commit, "spark", app_id, body,
+                                 message=f"{job.name}: {source}, {job.executors} executor(s)")
+                return {**self._describe(body), "message": waiting_message(answer), "commit": answer["commit"]}
             created = self._create(body)
         except BaseException:
             if uploaded:
@@ -175,17 +186,30 @@ class KubernetesSparkBackend:
     # --- status --------------------------------------------------------------------------------
     def _get(self, app_id: str) -> dict:
         found = _translated(self.applications_api.get, app_id) if is_app_id(app_id) else None
+        if found is None and self.gitops is not None and is_app_id(app_id):
+            found = self._committed(app_id)
         if found is None or kube.annotation(found, "user") != self.config.user:
             raise UnknownApplicationError(f"No Spark application {app_id!r} of {self.config.user} in namespace "
                                           f"{self.config.namespace}. "
                                           f"Recent ones: {', '.join(self._ids()[:5]) or 'none'}")
         return found
 
+    def _committed(self, app_id: str) -> dict | None:
+        """GitOps mode: the application as committed, while Argo CD has not applied it (its status says so)."""
+        record = _gitops(self.gitops.committed, "spark", app_id)
+        if record.get("object") is None:
+            return None
+        return {**record["object"], "status": {}, "gitops": {"commit": record["commit"],
+                                                             "message": waiting_message(record)}}
+
     def _ids(self) -> list[str]:
         return [a["app_id"] for a in self.applications()]
 
     def status(self, app_id: str) -> dict[str, Any]:
-        return self._describe(self._get(app_id))
+        app = self._get(app_id)
+        if "gitops" in app:
+            return {**self._describe(app), **app["gitops"]}
+        return self._describe(app)
 
     def applications(self) -> list[dict[str, Any]]:
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{USER_LABEL}={label_value(self.config.user)}"
@@ -262,6 +286,12 @@ class KubernetesSparkBackend:
         current = self._describe(app)
         if current["state"] in TERMINAL_STATES:
             return current
+        if self.gitops is not None:
+            answer = _gitops(self.gitops.remove, "spark", app_id, message=f"cancelled from the notebook at {now()}")
+            commit = answer["commit"]
+            return {**current, "state": CANCELLED, "ui_url": None, "finished_at": now(), "commit": commit,
+                    "message": f"removed from Git in {commit['short']}: waiting for {answer['waiting_for']} (the "
+                               "operator then stops the driver and executors)"}
         _translated(self.applications_api.delete, app_id)
         return {**current, "state": CANCELLED, "message": f"cancelled at {now()}", "ui_url": None,
                 "finished_at": now()}
@@ -282,6 +312,15 @@ def _ui_url(driver: dict, namespace: str) -> str | None:
     if driver.get("webUIAddress"):
         return f"http://{driver['webUIAddress']}"
     return None
+
+
+def _gitops(call, *args, **kwargs) -> dict:
+    """A call of the platform service's GitOps API; its refusal as the backend's error (the service's reason)."""
+    try:
+        return call(*args, **kwargs)
+    except GitOpsRefused as refused:
+        raise SparkBackendError(f"the platform service did not commit the change ({refused.status}): {refused}") \
+            from None
 
 
 def _backend_error(error: kube.KubeError) -> SparkBackendError:
