@@ -55,6 +55,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,7 +151,8 @@ class ArgoCd:
     HTTP Basic, handed to git as an extra header through GIT_CONFIG_* variables, never on a command line.
     rules: the ClusterRole's rules (RULES; STANDARD_RULES is Argo CD's standard install); the ClusterRole and its
     binding are created in the fake unless they exist. kinds: (apiVersion, kind) looked at for pruning besides
-    the kinds in Git. workdir: where git's cache lives (default: a temporary directory, removed by close())."""
+    the kinds in Git. workdir: where git's cache lives (default: a temporary directory, removed by close(), or
+    when the object is collected or the process ends)."""
 
     def __init__(self, fake: FakeKube, applications: list[dict], repository: str | Path | None = None,
                  credentials: tuple[str, str] | None = None, *, rules: list[dict] | None = None,
@@ -162,8 +164,10 @@ class ArgoCd:
         self.credentials = credentials
         self.kinds = tuple(kinds)
         self.project_permits_any_namespace = project_permits_any_namespace
-        self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="argocd-"))
+        # A workdir of its own goes with close(), or when the object is collected or the process ends.
+        self._remove_workdir = weakref.finalize(self, shutil.rmtree, str(self.workdir), True) if workdir is None \
+            else None
         self.status: dict[str, dict] = {}
         self.last_error: BaseException | None = None
         self.passes = 0
@@ -197,8 +201,8 @@ class ArgoCd:
 
     def close(self) -> None:
         self._http.close()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._remove_workdir is not None:
+            self._remove_workdir()
 
     def __enter__(self) -> ArgoCd:  # noqa: PYI034
         return self
