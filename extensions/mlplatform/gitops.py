@@ -45,11 +45,12 @@ class GitOps:
     token: str = field(repr=False)
 
     @classmethod
-    def for_environment(cls, environment: PlatformEnvironment,
-                        environ: Mapping[str, str] | None = None) -> GitOps | None:
+    def for_environment(cls, environment: PlatformEnvironment, environ: Mapping[str, str] | None = None, *,
+                        required: bool = True) -> GitOps | None:
         """The team's GitOps mode, from the environment contract and its catalog; None when the catalog has
         no `gitops` section (or there is no catalog). In GitOps mode without the platform service to commit
-        through, GitOpsRefused: nothing may reach the cluster outside Git."""
+        through: GitOpsRefused when `required` (Kubernetes: nothing may reach the cluster outside Git), else
+        None (the local backend outside a server the hub started: Git is its record, not its source)."""
         if not environment.catalog_path:
             return None
         try:
@@ -61,6 +62,8 @@ class GitOps:
         env = os.environ if environ is None else environ
         token = env.get(TOKEN_VARIABLE, "")
         if not environment.service_url or not token or not environment.team:
+            if not required:
+                return None
             raise GitOpsRefused(503, f"the platform is in GitOps mode: changes are commits made by the platform "
                                      f"service, reached with {variable('service_url')}, {variable('team')} and "
                                      "JUPYTERHUB_API_TOKEN, which this server lacks (a server the platform's hub "

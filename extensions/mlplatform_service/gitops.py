@@ -180,10 +180,13 @@ class GitOpsRepository:
 
     def file(self, path: str, branch: str | None = None) -> tuple[dict[str, Any] | None, Commit | None]:
         """(the document at `path` in the server's `branch` now or None, the last commit that changed the file
-        or None): a removed file is (None, the commit that removed it)."""
+        or None): a removed file is (None, the commit that removed it). A `branch` the server does not have yet
+        (a review branch before its first change) reads as the repository's branch, where it would start."""
         path, branch = _relative(path), branch or self.branch
         with self._locked():
-            self._fetch(branch, required=True)
+            if branch == self.branch or not self._fetch(branch, required=False):
+                branch = self.branch
+                self._fetch(branch, required=True)
             ref = f"refs/remotes/origin/{branch}"
             text = self._git("show", f"{ref}:{path}").stdout \
                 if self._git("ls-tree", "--name-only", ref, "--", path).stdout.strip() else None

@@ -2,6 +2,9 @@
 registered model → Deploy → "running" → Send test request → the prediction in the widget; then the
 endpoint the widget shows answers an HTTP client of the test, and Delete removes it.
 
+The local catalog is in GitOps mode: the widget shows the commit of the deploy and of the delete, and the
+platform's Git server holds them (read from its bare repository with git).
+
 The notebook's kernel starts the platform's Ray head (MLPLATFORM_RAY_PORT, set by the platform for every
 server); the test stops it at the end and checks that no Ray process is left.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 import requests
@@ -27,6 +31,11 @@ pytestmark = pytest.mark.browser
 
 CELL = "from mlplatform.widgets import ServeModel\nwidget = ServeModel(poll_interval=0.5)\nwidget\n"
 DEPLOY_TIMEOUT = 400_000  # ms: the Ray head starts first, then a replica loads the model, on 2 shared cores
+
+
+def git(platform, *args: str) -> str:
+    bare = platform.data_dir / "git" / "platform" / "gitops.git"
+    return subprocess.run(["git", f"--git-dir={bare}", *args], capture_output=True, text=True, check=True).stdout
 
 
 @pytest.fixture
@@ -68,6 +77,14 @@ async def test_serve_widget_deploys_and_answers_in_the_browser(page, shot, platf
     await shot("serve_widget_deploying")
     await expect(status).to_contain_text("running", timeout=DEPLOY_TIMEOUT)
     await expect(widget.locator(".mlp-errors")).to_have_text("")
+    # GitOps: the deploy is a commit of the RayService, by alice, on the platform's Git server.
+    path = f"teams/team-vision/serving/{app}.yaml"
+    commit = widget.locator(".mlp-commit")
+    await expect(commit).to_contain_text(re.compile(rf"^Git: commit [0-9a-f]{{7}} on main \({re.escape(path)}\) — "
+                                                    rf"Deploy RayService team-vision/{app}$"))
+    sha = git(platform, "log", "-1", "--format=%H|%an", "main", "--", path).strip()
+    assert sha.endswith("|alice") and sha[:7] in await commit.inner_text()
+    await shot("serve_widget_commit")
     url = await widget.locator(".mlp-endpoint a").get_attribute("href")
     assert url == f"http://127.0.0.1:{platform.ports.ray + 2}/{app}"
 
@@ -87,5 +104,7 @@ async def test_serve_widget_deploys_and_answers_in_the_browser(page, shot, platf
     await widget.locator("button.mlp-delete").click()
     await expect(status).to_contain_text("deleted", timeout=120_000)
     await expect(widget.locator("button.mlp-send")).to_be_disabled()
+    await expect(commit).to_contain_text(f"Delete RayService team-vision/{app}")
+    assert path not in git(platform, "ls-tree", "-r", "--name-only", "main").split()
     assert requests.post(f"{url}/predict", json=SAMPLE_ROWS, timeout=30).status_code == 404
     await shot("serve_widget_deleted")

@@ -5,6 +5,7 @@ with `git show`, never through the writer."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -121,8 +122,12 @@ def test_a_kept_file_is_added_once_with_the_first_object(server, repo, tmp_path)
 def test_a_change_of_another_branch_starts_from_the_repositorys(server, repo, tmp_path):
     """A review branch (the catalog's `mode: review`) that the server does not have yet starts at main."""
     gitops = writer(server, repo, tmp_path)
+    on_main = gitops.write(PATH, ray_service("iris", 3), author=BOB, message="Deploy iris")
+    assert gitops.file(PATH, "mlplatform/vision/iris") == (ray_service("iris", 3), dataclasses.replace(
+        on_main, change="modified"))  # not there yet: main's, where it will start
     commit = gitops.write(PATH, ray_service("iris"), author=ALICE, message="Deploy iris", branch="mlplatform/vision/iris")
     assert commit.branch == "mlplatform/vision/iris"
+    assert gitops.file(PATH, "mlplatform/vision/iris")[1].sha == commit.sha
     assert server.git(repo, "rev-parse", "mlplatform/vision/iris^").strip() == server.git(repo, "rev-parse", "main").strip()
     assert committed(server, repo, "mlplatform/vision/iris", PATH) == ray_service("iris")
     gitops.write(PATH, ray_service("iris", 2), author=ALICE, message="Scale iris", branch="mlplatform/vision/iris")

@@ -46,11 +46,11 @@ def git(tmp_path_factory):
 
 
 class Setup:
-    def __init__(self, git, fake, tmp_path, name: str):
+    def __init__(self, git, fake, tmp_path, name: str, mode: str = "direct"):
         self.git, self.fake, self.name = git, fake, name
         url = git.new_repository(name)
         self.catalog = CATALOG.model_copy(update={"gitops": Gitops(
-            repository=url, committer=GitIdentity(name="mlplatform", email="mlplatform@example.org"))})
+            repository=url, committer=GitIdentity(name="mlplatform", email="mlplatform@example.org"), mode=mode)})
         repository = GitOpsRepository(url, "main", Credentials(USER, TOKEN),
                                       Identity("mlplatform", "mlplatform@example.org"), tmp_path / "clone")
         self.service = gitops_service(self.catalog, f"sqlite:///{tmp_path / 'platform.sqlite'}", repository)
@@ -74,7 +74,9 @@ class Setup:
 
 @pytest.fixture
 def setup(git, fake_kube, kubeconfig, tmp_path, request):
-    return Setup(git, fake_kube, tmp_path, request.node.name.replace("[", "-").replace("]", ""))
+    mode = request.node.get_closest_marker("gitops_mode")
+    return Setup(git, fake_kube, tmp_path, request.node.name.replace("[", "-").replace("]", ""),
+                 mode=mode.args[0] if mode else "direct")
 
 
 def request(**kwargs):
@@ -133,6 +135,23 @@ def test_a_redeploy_is_a_new_commit_and_the_running_version_answers_until_synced
     assert setup.log() == ["alice|Redeploy RayService team-vision/iris", "alice|Deploy RayService team-vision/iris"]
     setup.argocd.sync()
     assert setup.fake.get("rayservices", "iris", NS)["metadata"]["annotations"]["mlplatform.io/model-version"] == "4"
+
+
+@pytest.mark.gitops_mode("review")
+def test_in_review_mode_the_change_waits_on_its_branch_until_merged(setup):
+    alice = setup.serving()
+    answer = deploy(alice)
+    branch = "mlplatform/team-vision/serving/iris"
+    assert answer["commit"]["branch"] == branch
+    assert answer["message"] == (f"committed {answer['commit']['short']} to {branch}: waiting for someone to merge "
+                                 f"{branch} into main, then Argo CD to sync it")
+    assert PATH not in setup.files()
+    setup.argocd.sync()
+    assert setup.fake.get("rayservices", "iris", NS) is None
+    assert alice.status("iris")["message"] == answer["message"]
+    setup.git.git(setup.name, "update-ref", "refs/heads/main", f"refs/heads/{branch}")  # the reviewer merges
+    setup.argocd.sync()
+    assert setup.fake.get("rayservices", "iris", NS)["spec"] == setup.committed()["spec"]
 
 
 def test_delete_removes_the_file_and_argo_cd_prunes_the_object(setup):

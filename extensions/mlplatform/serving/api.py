@@ -52,7 +52,9 @@ def _backend(platform: PlatformEnvironment, ray_config) -> ServingBackend:
     if platform.backend == "local":
         from .local import LocalServing
 
-        return LocalServing(ray_config, environment=platform)
+        from ..gitops import GitOps
+
+        return LocalServing(ray_config, environment=platform, gitops=GitOps.for_environment(platform, required=False))
     if platform.backend == "kubernetes":  # imported here: the Kubernetes client is slow to import
         from ..gitops import GitOps, GitOpsRefused
         from .kubernetes import KubernetesServing, KubernetesServingConfig

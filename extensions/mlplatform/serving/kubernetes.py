@@ -48,10 +48,11 @@ from mlplatform_core.names import (
 from mlplatform_core.timestamps import now
 
 from .. import kube
-from ..gitops import GitOps, GitOpsRefused, waiting_message
+from ..gitops import GitOps, waiting_message
 from ..localhost import wait_until
 from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED, last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
+from .gitops import committed as _committed, deploy_message
 from .rollout import Rollout
 from .spec import ServingRequest, candidate_of, ray_service, with_candidate, with_rollout, without_candidate
 
@@ -154,23 +155,15 @@ class KubernetesServing:
         if request.gpus and not c.gpu_type:
             raise InvalidServingRequest([("gpus", gpu_type_problem(request.gpus, c))])
         owner = {"user": c.user, "team": c.team, **(owner or {})}
-        body = self.manifest(request, model_version=model_version, env=env, owner=owner)
         services = self.services
         current = _translated(services.get, request.name)
-        body["metadata"]["annotations"].update({
-            annotation_key("request"): json.dumps(request.to_dict(), sort_keys=True),
-            annotation_key("user"): owner["user"],
-            annotation_key("submitted-at"): now(),
-            annotation_key("deploy-id"): uuid.uuid4().hex,
-            annotation_key("previous-version"): kube.annotation(current, "model-version") if current else "",
-        })
+        body = self.deploy_object(request, model_version=model_version, env=env, owner=owner,
+                                  previous_version=kube.annotation(current, "model-version") if current else "")
         if current is not None:
             self._check_owner(current, owner)
         if self.gitops is not None:
-            why = f"{request.model_uri} (version {model_version}), " + \
-                (f"{request.min_replicas}-{request.max_replicas} replicas" if request.max_replicas
-                 else f"{request.replicas} replica(s)") + (f" with {request.gpus:g} GPU(s) each" if request.gpus else "")
-            answer = _committed(self.gitops.commit, "serving", request.name, body, message=why)
+            answer = _committed(self.gitops.commit, "serving", request.name, body,
+                                message=deploy_message(request, model_version))
             keeps = f" (version {kube.annotation(current, 'model-version')} keeps answering)" if current else ""
             return {**self._describe(body), "message": waiting_message(answer, keeps=keeps), "commit": answer["commit"]}
         if current is None:
@@ -189,6 +182,20 @@ class KubernetesServing:
                            labels={TEAM_LABEL: label_value(owner["team"]),
                                    USER_LABEL: label_value(owner["user"]),
                                    **({GPU_TYPE_LABEL: c.gpu_type} if request.gpus else {})})
+
+    def deploy_object(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
+                      owner: Mapping[str, str], previous_version: str = "") -> dict:
+        """The RayService deploy() applies or commits: the manifest with this deploy's annotations (the request,
+        who, when, a fresh deploy id, the version it replaces)."""
+        body = self.manifest(request, model_version=model_version, env=env, owner=owner)
+        body["metadata"]["annotations"].update({
+            annotation_key("request"): json.dumps(request.to_dict(), sort_keys=True),
+            annotation_key("user"): owner["user"],
+            annotation_key("submitted-at"): now(),
+            annotation_key("deploy-id"): uuid.uuid4().hex,
+            annotation_key("previous-version"): previous_version,
+        })
+        return body
 
     def status(self, name: str) -> dict:
         found = _translated(self.services.get, name)
@@ -446,18 +453,6 @@ def _app_detail(app: dict) -> str:
 
 def _serving(obj: dict) -> bool:
     return kube.managed(obj, **{COMPONENT_LABEL: SERVING_COMPONENT})
-
-
-def _committed(call, *args, **kwargs) -> dict:
-    """A call of the platform service's GitOps API, its refusal as the serving API's error."""
-    try:
-        return call(*args, **kwargs)
-    except GitOpsRefused as refused:
-        error = {400: lambda m: InvalidServingRequest([("object", m)]), 404: DeploymentNotFound,
-                 409: ServingConflict, 503: BackendUnavailable}.get(refused.status, ServingError)(str(refused))
-        if type(error) is ServingError:
-            error.status_code = refused.status
-        raise error from None
 
 
 def _serving_error(error: kube.KubeError) -> ServingError:

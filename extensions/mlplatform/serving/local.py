@@ -86,9 +86,11 @@ from mlplatform_core.names import DNS_LABEL, MAX_DNS_LABEL
 from mlplatform_core.timestamps import now
 
 from .. import localhost
+from ..gitops import GitOps
 from ..platform_service import report
 from .backend import last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
+from .gitops import committed, deploy_message
 from .gpu_reservations import HubGpuReservations, HubRolloutGpus
 from .rollout import Rollout
 from .spec import (
@@ -408,6 +410,9 @@ class LocalServing:
     # The server's variables for the hub and the platform service (JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN,
     # JUPYTERHUB_SERVER_NAME, MLPLATFORM_SERVICE_URL); default: this process's environment.
     environ: Mapping[str, str] | None = None
+    # GitOps mode (the catalog's `gitops`): each deploy and delete is first a commit of the RayService the
+    # Kubernetes backend would apply, through the platform service; a refused commit deploys nothing.
+    gitops: GitOps | None = None
 
     def __post_init__(self):
         self.head = LocalRayHead(self.config)
@@ -435,6 +440,11 @@ class LocalServing:
             previous = localhost.read_json(self._record(request.name))
             surge = self._check(request, previous, owner)
             reservation = self._reserve_gpus(request, previous)  # the hub's pool: before anything is written
+            try:
+                commit = self._commit(request, model_version=model_version, env=env, owner=owner, previous=previous)
+            except BaseException:
+                self._restore_gpus(request.name, reservation, previous)
+                raise
             env = {**env, **self.environment.variables(HUB_CREDENTIALS), **_visible_devices(reservation)}
             if secrets:
                 path = self._secrets_file(request.name)
@@ -452,8 +462,9 @@ class LocalServing:
                 self._apply()
                 record.update(phase="applied", applied_at=time.time())
                 localhost.write_json(self._record(request.name), record)
-        except BaseException:
+        except BaseException as failure:
             self._restore_gpus(request.name, reservation, previous)
+            self._uncommit(request.name, commit, failure)
             with localhost.locked(self.apps / ".lock"):  # nothing half-done: the previous state comes back
                 if previous:
                     localhost.write_json(self._record(request.name), previous)
@@ -469,7 +480,8 @@ class LocalServing:
             "previous_version": previous["model_version"] if previous else None, "replicas": request.most_replicas,
             "cpus": request.cpus, "gpus": request.gpus,
             **({"gpu_type": reservation["gpu_type"]} if reservation else {})})
-        return self.status(request.name)
+        status = self.status(request.name)
+        return {**status, "commit": commit["commit"]} if commit else status
 
     def status(self, name: str) -> dict:
         record = self._own_record(name)
@@ -494,8 +506,9 @@ class LocalServing:
         self._own_record(name)  # the name and the directories checked before the lock file is made
         with localhost.locked(self.apps / ".lock"):
             record = self._own_record(name)
+            removal = self._commit_removal(name)  # first: a refused commit deletes nothing
             if record.get("gpu_reservation"):  # still there, still the team's
-                self._hub().release(name)  # first: a refused release deletes nothing
+                self._hub().release(name)  # a refused release deletes nothing
             self._record(name).unlink()
             self._secrets_file(name).unlink(missing_ok=True)
             if self.head.running():
@@ -503,7 +516,8 @@ class LocalServing:
         self._report("delete", name, {"model_version": record.get("model_version")})
         if wait and self.head.running():
             localhost.wait_until(lambda: name not in self._serve_status(), timeout)
-        return {"name": name, "backend": "local", "state": "deleted"}
+        return {"name": name, "backend": "local", "state": "deleted",
+                **({"commit": removal["commit"]} if removal else {})}
 
     # --- rollout (rollout.py): a candidate beside the champion of an application ---------------------
     def start_rollout(self, name: str, *, model_version: str, requested_uri: str, rollout: Rollout,
@@ -621,6 +635,49 @@ class LocalServing:
     def shutdown(self) -> None:
         """Stop the head (applications stay recorded: the next deploy brings them back)."""
         self.head.stop()
+
+    # --- GitOps mode: Git records what the local head serves ---------------------------------------
+    def _commit(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
+                owner: Mapping[str, str], previous: dict | None) -> dict | None:
+        """Commit the RayService the Kubernetes backend would apply for this deploy (None outside GitOps mode).
+        What Git held before is kept in the answer (`before`): a deploy that fails after the commit puts it back."""
+        if self.gitops is None:
+            return None
+        from .kubernetes import KubernetesServing, KubernetesServingConfig  # the Kubernetes client: GitOps only
+
+        catalog, team = self.environment.catalog(), owner.get("team") or self.environment.team
+        config = KubernetesServingConfig.for_catalog(catalog, namespace=catalog.teams[team].namespace, team=team,
+                                                     user=owner["user"], gpu_type=self.environment.gpu_type)
+        document = KubernetesServing(config).deploy_object(
+            request, model_version=model_version, env=env, owner={"user": owner["user"], "team": team},
+            previous_version=previous["model_version"] if previous else "")
+        before = committed(self.gitops.committed, "serving", request.name).get("object")
+        answer = committed(self.gitops.commit, "serving", request.name, document,
+                           message=deploy_message(request, model_version))
+        return {**answer, "before": before}
+
+    def _uncommit(self, name: str, commit: dict | None, failure: BaseException) -> None:
+        """After a failed deploy, Git back to what it held (best effort: the failure is what the caller sees)."""
+        if commit is None:
+            return
+        why = f"the local deploy of {commit['commit']['short']} failed: {type(failure).__name__}: {failure}"[:500]
+        try:
+            if commit["before"] is None:
+                self.gitops.remove("serving", name, message=why)
+            else:
+                self.gitops.commit("serving", name, commit["before"], message=why)
+        except Exception:
+            log.warning("GitOps: could not put %s back after its failed deploy; Git holds %s", name,
+                        commit["commit"]["sha"], exc_info=True)
+
+    def _commit_removal(self, name: str) -> dict | None:
+        """Commit the removal of `name`'s file (None outside GitOps mode, or when Git never had it)."""
+        if self.gitops is None:
+            return None
+        try:
+            return committed(self.gitops.remove, "serving", name, message="deleted from the notebook")
+        except DeploymentNotFound:  # deployed before GitOps mode: nothing in Git to remove
+            return None
 
     # --- helpers ---------------------------------------------------------------------------------
     def _report(self, action: str, name: str, details: dict) -> None:

@@ -43,7 +43,10 @@ def _cached(platform: PlatformEnvironment) -> SparkBackend:
 
 def _make(platform: PlatformEnvironment, environ: dict[str, str] | None) -> SparkBackend:
     if platform.backend == "local":
-        return LocalSparkBackend(environ=environ, user=platform.user or None)
+        from ..gitops import GitOps
+
+        return LocalSparkBackend(environ=environ, user=platform.user or None,
+                                 gitops=GitOps.for_environment(platform, environ, required=False))
     if platform.backend == "kubernetes":  # imported here: the Kubernetes client is slow to import and unused locally
         from ..gitops import GitOps, GitOpsRefused
         from .kubernetes import KubernetesSparkBackend, KubernetesSparkConfig

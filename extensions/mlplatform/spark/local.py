@@ -29,8 +29,10 @@ service going with them.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -46,6 +48,7 @@ from mlplatform_core.timestamps import now
 
 from .. import localhost
 from ..environment import read_environment
+from ..gitops import GitOps, GitOpsRefused
 from ..platform_service import report
 from .backend import (CANCELLED, COMPLETED, FAILED, RUNNING, SUBMITTED, TERMINAL_STATES,
                       SparkBackendError, UnknownApplicationError, check_tail)
@@ -122,9 +125,13 @@ class LocalSparkBackend:
 
     def __init__(self, state_dir: str | Path | None = None, *, user: str | None = None,
                  spark_submit: str | Path | None = None, environ: dict[str, str] | None = None,
-                 cwd: str | Path | None = None, cancel_grace: float = 10.0):
+                 cwd: str | Path | None = None, cancel_grace: float = 10.0, gitops: GitOps | None = None):
         self._state_dir = Path(state_dir) if state_dir else None
         self.environ = environ
+        # GitOps mode (the catalog's `gitops`): each submit and cancel is first a commit of the SparkApplication
+        # the Kubernetes backend would create (its main file `local://` on this machine); a refused commit runs
+        # nothing.
+        self.gitops = gitops
         self.user = user or read_environment(environ).acting_user
         self.spark_submit = Path(spark_submit) if spark_submit else default_spark_submit()
         self.cwd = cwd
@@ -181,6 +188,11 @@ class LocalSparkBackend:
         ui_port = _free_port() if ui_enabled and "spark.ui.port" not in job.conf else None
         command = self.command(job, main_file, ui_port)
         app_id, app_dir = self._new_app_dir(job.name)
+        try:
+            commit = self._commit(job, app_id, main_file)
+        except BaseException:
+            shutil.rmtree(app_dir, ignore_errors=True)
+            raise
         env.update({
             "SPARK_HOME": str(spark_submit.parent.parent),  # the Spark of this spark-submit, not another
             "SPARK_LOCAL_IP": "127.0.0.1",  # driver, block manager and UI on loopback only
@@ -213,11 +225,48 @@ class LocalSparkBackend:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             shutil.rmtree(app_dir, ignore_errors=True)
+            if commit:  # Git back to what it held (best effort: the failure is what the caller sees)
+                self._commit_removal(app_id, "the local submit failed")
             raise
         self._report("submit", app_id, {"job": job.name, "master": command[2], "executors": job.executors,
                                         "executor_cores": job.executor_cores, "driver_memory": job.driver_memory,
                                         "server": env.get(SERVER_NAME_VARIABLE, "")})
-        return self.status(app_id)
+        status = self.status(app_id)
+        return {**status, "commit": commit["commit"]} if commit else status
+
+    def _commit(self, job: SparkJob, app_id: str, main_file: Path) -> dict | None:
+        """Commit the SparkApplication the Kubernetes backend would create for `job` (None outside GitOps mode)."""
+        if self.gitops is None:
+            return None
+        from .kubernetes import KubernetesSparkBackend, KubernetesSparkConfig  # the Kubernetes client: GitOps only
+
+        environment = read_environment(self.environ)
+        catalog, team = environment.catalog(), environment.team
+        config = KubernetesSparkConfig.for_catalog(catalog, KubernetesSparkConfig(
+            namespace=catalog.teams[team].namespace, team=team, user=self.user, bucket=catalog.storage.s3.bucket,
+            team_prefix=environment.s3_team_prefix))
+        document = KubernetesSparkBackend(config, environment=environment).manifest(
+            dataclasses.replace(job, main_file=f"local://{main_file}"), app_id=app_id)
+        document["metadata"]["annotations"].update({"mlplatform.io/submitted-at": now(),
+                                                    "mlplatform.io/job": json.dumps(job.to_dict())})
+        try:
+            return self.gitops.commit("spark", app_id, document,
+                                      message=f"{job.name}: {main_file}, {job.executors} executor(s) on this machine")
+        except GitOpsRefused as refused:
+            raise SparkBackendError(f"the platform service did not commit the job ({refused.status}): {refused}; "
+                                    "nothing was started") from None
+
+    def _commit_removal(self, app_id: str, why: str) -> dict | None:
+        """Commit the removal of the application's file (None outside GitOps mode or when Git has none)."""
+        if self.gitops is None:
+            return None
+        try:
+            return self.gitops.remove("spark", app_id, message=why)
+        except GitOpsRefused as refused:
+            if refused.status == 404:
+                return None
+            raise SparkBackendError(f"the platform service did not commit the cancel ({refused.status}): "
+                                    f"{refused}; the job keeps running") from None
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -377,10 +426,12 @@ class LocalSparkBackend:
         current = self.status(app_id)
         if current["state"] in TERMINAL_STATES:
             return current
+        removal = self._commit_removal(app_id, f"cancelled from the notebook at {now()}")
         stopped = self._cancel({app_id: app_dir})
         if stopped:  # not when it ended on its own meanwhile
             self._report("cancel", app_id, {"job": current["name"], "state_before": current["state"]})
-        return self.status(app_id)
+        status = self.status(app_id)
+        return {**status, "commit": removal["commit"]} if removal else status
 
     def _report(self, action: str, app_id: str, details: dict) -> None:
         """Tell the platform service's audit log (best effort, never raises; nothing outside the platform)."""

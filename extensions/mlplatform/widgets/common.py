@@ -57,6 +57,28 @@ def link(url: str) -> str:
     return f'<a href="{url}" target="_blank" rel="noopener" style="color:#1565c0">{url}</a>'
 
 
+class CommitLine(w.HTML):
+    """GitOps mode: the last commit a deploy, delete, submit or cancel made (its link when the repository has a web
+    UI); empty outside GitOps mode. CSS class mlp-commit."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_class("mlp-commit")
+        self.sha = ""
+
+    def show(self, commit: dict | None) -> None:
+        if not commit:
+            self.sha, self.value = "", ""
+            return
+        short = html.escape(commit.get("short") or commit.get("sha", "")[:7])
+        sha = (f'<a href="{html.escape(commit["url"], quote=True)}" target="_blank" rel="noopener" '
+               f'style="color:#1565c0"><code>{short}</code></a>') if commit.get("url") else f"<code>{short}</code>"
+        subject = html.escape((commit.get("message") or "").splitlines()[0] if commit.get("message") else "")
+        self.sha = commit.get("sha", "")
+        self.value = (f"Git: commit {sha} on <code>{html.escape(commit.get('branch', ''))}</code> "
+                      f"({html.escape(commit.get('path', ''))}){' — ' + subject if subject else ''}")
+
+
 class ErrorLines(w.HTML):
     """Red lines inside a widget; `lines` holds the plain text (what tests and callers read)."""
 

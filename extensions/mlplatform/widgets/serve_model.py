@@ -27,6 +27,7 @@ from .common import (
     LABEL,
     WIDE,
     Background,
+    CommitLine,
     ErrorLines,
     close_tree,
     dns_label,
@@ -87,6 +88,7 @@ class ServeModel(w.VBox):
         self.delete_button = w.Button(description="Delete", button_style="danger", icon="trash", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=len(STEPS), description="Status", style=LABEL)
         self.status_line = w.HTML()
+        self.commit_line = CommitLine()  # GitOps mode: the commit of the last deploy or delete
         self.endpoint = w.HTML()
         self.errors = ErrorLines()
         self.request_box = w.Textarea(description="Test rows (JSON)", placeholder='[{"column": 1.0}]',
@@ -112,7 +114,7 @@ class ServeModel(w.VBox):
             w.HBox([f["autoscale"], f["replicas"], f["min_replicas"], f["max_replicas"]]),
             f["cpus"], f["gpus"], f["max_batch_size"], self.problems,
             w.HBox([self.deploy_button, self.delete_button]), w.HBox([self.progress, self.status_line]),
-            self.endpoint, self.errors, self.request_box, self.max_tokens, self.send_button, self.answer,
+            self.commit_line, self.endpoint, self.errors, self.request_box, self.max_tokens, self.send_button, self.answer,
         ], **kwargs)
         self.add_class("mlp-serve-model")
 
@@ -217,6 +219,7 @@ class ServeModel(w.VBox):
         self.errors.clear()
         self.answer.value = ""
         self.deployed = request["name"]
+        self.commit_line.show(None)
         self._show_status({"state": serving.SUBMITTED, "message": "handing the request to the serving backend"})
         self.tasks.start("deploy", self._deploy, request)
 
@@ -247,6 +250,8 @@ class ServeModel(w.VBox):
                 else:  # the previous deployment of this name stays
                     self._show_status(status)
                 return
+            if outcome.get("status", {}).get("commit"):  # GitOps mode: the deploy's commit
+                self.commit_line.show(outcome["status"]["commit"])
             if unanswered is not None:
                 self.errors.show_error(unanswered)
             elif status is not None:
@@ -279,6 +284,8 @@ class ServeModel(w.VBox):
         if status.get("message"):
             detail.append(html.escape(status["message"]))
         self.status_line.value = " — ".join(detail)
+        if status.get("commit"):  # GitOps mode on Kubernetes: the commit the cluster is (or is waiting to be) at
+            self.commit_line.show(status["commit"])
         self.url = status.get("url", "") if state == serving.RUNNING else ""
         self.endpoint.value = (f"Endpoint: {link(self.url)} — <code>POST {self.url}/predict</code>"
                                if self.url else "")
@@ -362,13 +369,15 @@ class ServeModel(w.VBox):
     def _delete(self, name: str) -> None:
         self._show_status({"state": serving.DELETING, "message": f"removing {name}"})
         try:
-            serving.delete(name, wait=True)
+            deleted = serving.delete(name, wait=True)
         except serving.DeploymentNotFound:
             self.deployed = None
             self._show_status({"state": "", "message": ""})
             raise
         self.deployed, self.last_answer, self.answer.value = None, None, ""
-        self._show_status({"state": "deleted", "message": f"{name} no longer answers"})
+        self.commit_line.show(deleted.get("commit"))
+        self._show_status({**deleted, "state": deleted.get("state", "deleted"),
+                           "message": deleted.get("message") or f"{name} no longer answers"})
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:

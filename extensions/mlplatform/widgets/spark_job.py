@@ -23,7 +23,7 @@ from .. import spark
 from ..spark.backend import TERMINAL_STATES
 from ..spark.job import SparkJob, SparkJobError
 from .budget import BudgetLine
-from .common import LABEL, WIDE, Background, ErrorLines, close_tree, link, on_click, pre
+from .common import LABEL, WIDE, Background, CommitLine, ErrorLines, close_tree, link, on_click, pre
 
 FIELDS = ("name", "main_file", "arguments", "executors", "executor_cores", "executor_memory", "driver_memory",
           "conf")
@@ -65,6 +65,7 @@ class SubmitSparkJob(w.VBox):
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=len(STEPS) + 1, description="State", style=LABEL)
         self.status_line = w.HTML()
+        self.commit_line = CommitLine()  # GitOps mode: the commit of the submit or cancel
         self.ui_link = w.HTML()
         self.errors = ErrorLines()
         self.output = w.HTML()
@@ -83,7 +84,7 @@ class SubmitSparkJob(w.VBox):
             f["name"], f["main_file"], f["arguments"], w.HBox([f["executors"], f["executor_cores"]]),
             w.HBox([f["executor_memory"], f["driver_memory"]]), f["conf"], self.problems,
             w.HBox([self.submit_button, self.cancel_button]), w.HBox([self.progress, self.status_line]),
-            self.ui_link, self.errors, self.output, self.spark_log,
+            self.commit_line, self.ui_link, self.errors, self.output, self.spark_log,
         ], **kwargs)
         self.add_class("mlp-spark-job")
         self._touched: set[str] = set()  # fields edited so far: an empty one not yet edited is not an error yet
@@ -162,6 +163,7 @@ class SubmitSparkJob(w.VBox):
         self.app_id, self.ui_link.value = "", ""
         self.log_text = self.output_text = self.output.value = self.driver_log.value = ""
         self.spark_log.layout.display = "none"
+        self.commit_line.show(None)
         self._show({"state": "", "message": "submitting"})
         self.tasks.start("job", self._follow, job)
 
@@ -191,6 +193,8 @@ class SubmitSparkJob(w.VBox):
         if status.get("message"):
             parts.append(html.escape(status["message"]))
         self.status_line.value = " — ".join(parts)
+        if status.get("commit"):  # GitOps mode: the submit's or cancel's commit
+            self.commit_line.show(status["commit"])
         ui = status.get("ui_url")
         self.ui_link.value = f"Spark UI: {link(ui)}" if ui and state == spark.RUNNING else ""
         if status.get("error"):
