@@ -91,9 +91,15 @@ def test_a_local_spark_submit_and_cancel_from_a_server_are_in_the_audit_log(hub,
     assert "did not record" not in done.stderr  # no audit gap
     records = audit(env["MLPLATFORM_SERVICE_URL"], hub.login("admin").new_token(),
                     target=f"spark:{TEAM}/{cancelled['app_id']}")
-    assert [(r["actor"], r["action"], r["team"], r["outcome"]) for r in records] == [
-        ("alice", "submit", TEAM, "succeeded"), ("alice", "cancel", TEAM, "succeeded")]
+    # The local catalog is in GitOps mode: each action is first the platform service's commit (via gitops), then
+    # the server's report of what its local backend did (via local).
+    assert [(r["actor"], r["action"], r["team"], r["outcome"], r["details"]["via"]) for r in records] == [
+        ("alice", "submit", TEAM, "succeeded", "gitops"), ("alice", "submit", TEAM, "succeeded", "local"),
+        ("alice", "cancel", TEAM, "succeeded", "gitops"), ("alice", "cancel", TEAM, "succeeded", "local")]
     assert all(datetime.fromisoformat(r["time"]) >= started.replace(microsecond=0)
                for r in records)
-    assert records[0]["details"] == {"job": "audited", "master": "local[1]", "executors": 1, "executor_cores": 1,
+    assert records[1]["details"] == {"job": "audited", "master": "local[1]", "executors": 1, "executor_cores": 1,
                                      "driver_memory": "1g", "server": "", **SOURCE}
+    path = f"teams/{TEAM}/spark/{cancelled['app_id']}.yaml"
+    assert (records[0]["details"]["path"], records[2]["details"]["change"]) == (path, "removed")
+    assert cancelled["commit"]["sha"] == records[2]["details"]["commit"]
