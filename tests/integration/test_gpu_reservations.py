@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from mlplatform import localhost
+from mlplatform.gitops import GitOps
 from mlplatform.serving.errors import BackendUnavailable, ServingConflict
 from mlplatform.serving.gpu_reservations import HubGpuReservations
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead, LocalServing
@@ -163,11 +165,13 @@ def test_a_body_over_the_limit_is_413(hub, platform):
     assert (r.status_code, r.json()["message"]) == (413, "the body has 5000 bytes; allowed: at most 4096")
 
 
-def serving_of(env, root, **config) -> LocalServing:
-    """The local serving backend as alice's server builds it: her environment, her hub."""
+def serving_of(env, root, gitops: bool = False, **config) -> LocalServing:
+    """The local serving backend as alice's server builds it: her environment, her hub (and with `gitops`, the
+    platform service's GitOps changes, as serving.backend() gives it in the local catalog's GitOps mode)."""
+    environment = PlatformEnvironment.from_environ(env)
     return LocalServing(LocalRayConfig(port=RAY_PORT, root=root, num_cpus=4, num_gpus=2, **config),
-                        environment=PlatformEnvironment.from_environ(env),
-                        hub=HubGpuReservations.from_environ(env, env["MLPLATFORM_USER"]))
+                        environment=environment, hub=HubGpuReservations.from_environ(env, env["MLPLATFORM_USER"]),
+                        gitops=GitOps.for_environment(environment, env) if gitops else None)
 
 
 def test_a_gpu_deploy_beyond_the_quota_is_refused_and_deploys_nothing(hub, tmp_path):
@@ -194,6 +198,32 @@ def test_a_failed_deploy_gives_its_gpus_back(hub, tmp_path):
             local.deploy(serving_request(name="iris", model_uri="models:/iris/1", gpus=1), model_version="1", env={})
     assert local.names() == []
     assert T4_FREE in spawn_form(hub)
+
+
+def test_in_gitops_mode_a_failed_gpu_deploy_puts_git_back(hub, platform, tmp_path):
+    """The commit names the GPU type the hub's pool reserved (the service's admission needs it); the local start
+    fails after it, so a second commit removes the file again, and the GPUs go back."""
+    _, env = start(hub, "alice", profile="gpu-t4", gpu_type="t4", gpu_count=1)
+    local = serving_of(env, tmp_path / "ray", gitops=True)
+    path = "teams/team-vision/serving/iris-gitops.yaml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", RAY_PORT))
+        with pytest.raises(BackendUnavailable, match=f"port {RAY_PORT} .* is in use"):
+            local.deploy(serving_request(name="iris-gitops", model_uri="models:/iris/1", gpus=1), model_version="1",
+                         env={})
+    log = git(platform, "log", "--format=%an|%s", "-2", "main", "--", path).splitlines()
+    assert log == ["alice|Delete RayService team-vision/iris-gitops", "alice|Deploy RayService team-vision/iris-gitops"]
+    first = git(platform, "log", "-1", "--skip=1", "--format=%H", "main", "--", path).strip()
+    deployed = yaml.safe_load(git(platform, "show", f"{first}:{path}"))
+    worker = deployed["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
+    assert worker["metadata"]["labels"]["mlplatform.io/gpu-type"] == "t4"
+    assert "the local deploy of" in git(platform, "log", "-1", "--format=%B", "main", "--", path)
+    assert local.names() == [] and T4_FREE in spawn_form(hub)
+
+
+def git(platform, *args: str) -> str:
+    bare = platform.data_dir / "git" / "platform" / "gitops.git"
+    return subprocess.run(["git", f"--git-dir={bare}", *args], capture_output=True, text=True, check=True).stdout
 
 
 def test_served_gpus_leave_the_spawn_form_until_the_model_is_deleted(hub, platform, tmp_path):

@@ -441,7 +441,8 @@ class LocalServing:
             surge = self._check(request, previous, owner)
             reservation = self._reserve_gpus(request, previous)  # the hub's pool: before anything is written
             try:
-                commit = self._commit(request, model_version=model_version, env=env, owner=owner, previous=previous)
+                commit = self._commit(request, model_version=model_version, env=env, owner=owner, previous=previous,
+                                      gpu_type=reservation["gpu_type"] if reservation else None)
             except BaseException:
                 self._restore_gpus(request.name, reservation, previous)
                 raise
@@ -638,16 +639,17 @@ class LocalServing:
 
     # --- GitOps mode: Git records what the local head serves ---------------------------------------
     def _commit(self, request: ServingRequest, *, model_version: str, env: Mapping[str, str],
-                owner: Mapping[str, str], previous: dict | None) -> dict | None:
-        """Commit the RayService the Kubernetes backend would apply for this deploy (None outside GitOps mode).
-        What Git held before is kept in the answer (`before`): a deploy that fails after the commit puts it back."""
+                owner: Mapping[str, str], previous: dict | None, gpu_type: str | None) -> dict | None:
+        """Commit the RayService the Kubernetes backend would apply for this deploy (None outside GitOps mode), its
+        GPUs of `gpu_type` (the type the hub's pool reserved). What Git held before is kept in the answer
+        (`before`): a deploy that fails after the commit puts it back."""
         if self.gitops is None:
             return None
         from .kubernetes import KubernetesServing, KubernetesServingConfig  # the Kubernetes client: GitOps only
 
         catalog, team = self.environment.catalog(), owner.get("team") or self.environment.team
         config = KubernetesServingConfig.for_catalog(catalog, namespace=catalog.teams[team].namespace, team=team,
-                                                     user=owner["user"], gpu_type=self.environment.gpu_type)
+                                                     user=owner["user"], gpu_type=gpu_type or self.environment.gpu_type)
         document = KubernetesServing(config).deploy_object(
             request, model_version=model_version, env=env, owner={"user": owner["user"], "team": team},
             previous_version=previous["model_version"] if previous else "")
