@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlplatform_core.names import annotation_key
 from mlplatform_core.timestamps import now
 
 from .. import localhost
@@ -247,8 +248,8 @@ class LocalSparkBackend:
             team_prefix=environment.s3_team_prefix))
         document = KubernetesSparkBackend(config, environment=environment).manifest(
             dataclasses.replace(job, main_file=f"local://{main_file}"), app_id=app_id)
-        document["metadata"]["annotations"].update({"mlplatform.io/submitted-at": now(),
-                                                    "mlplatform.io/job": json.dumps(job.to_dict())})
+        document["metadata"]["annotations"].update({annotation_key("submitted-at"): now(),
+                                                    annotation_key("job"): json.dumps(job.to_dict())})
         try:
             return self.gitops.commit("spark", app_id, document,
                                       message=f"{job.name}: {main_file}, {job.executors} executor(s) on this machine")
