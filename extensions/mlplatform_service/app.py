@@ -300,8 +300,11 @@ class Platform:
                                 workspaces=catalog.mlflow.access.mode == "hub-tokens")
         self.promotions = Promotions(catalog=self.catalog, audit=self.audit, cards=self.cards, mlflow=mlflow)
         self.workloads = WorkloadAdmission(self.catalog, self.audit, self.budgets, self.overrides)
+        # GitOps mode on Kubernetes: a rollout's changes are commits through the service's GitOps writer (called
+        # only then, so `gitops_repository`'s state below is set by the time it is).
         self.rollouts = Rollouts(catalog=self.catalog, audit=self.audit, promotions=self.promotions,
-                                 backend=rollout_backend(self.catalog), s3=self.s3)
+                                 backend=rollout_backend(self.catalog, repository=self.gitops_repository,
+                                                         admission=self.workloads), s3=self.s3)
         self._gitops_credentials = Credentials.from_environ()
         self._gitops_repositories: dict[tuple, GitOpsRepository] = {}
         self.gitops = GitOpsChanges(catalog=self.catalog, audit=self.audit, workloads=self.workloads,

@@ -149,15 +149,24 @@ class GitOpsRepository:
 
     # --- the API ------------------------------------------------------------------------------------
     def write(self, path: str, document: dict[str, Any], *, author: Identity, message: str,
-              branch: str | None = None, keep: tuple[str, str] | None = None) -> Commit:
+              branch: str | None = None, keep: tuple[str, str] | None = None, expected: str | None = None) -> Commit:
         """Commit `document` as YAML to `path` and push it to `branch` (default: the repository's; a branch
         missing on the server starts from the repository's). Writing what the file already holds is a commit
         too (a redeploy is recorded). `keep`: (path, text) of a file the same commit adds when it is missing
-        (one that keeps a directory in Git when its last object is removed)."""
+        (one that keeps a directory in Git when its last object is removed). `expected`: the sha of the file's
+        last commit that `document` was made from (file()'s): a commit that changed the file since makes it a
+        GitOpsConflict, so a read-modify-write never overwrites someone's change."""
         text = to_yaml(document)
         kept = _relative(keep[0]) if keep else None
+        target = branch or self.branch
 
         def change(file: Path) -> None:
+            if expected is not None:
+                last = self._git("log", "-1", "--format=%H %h by %an: %s", "HEAD", "--", _relative(path)).stdout
+                if last.split(" ", 1)[0] != expected:
+                    raise GitOpsConflict(path, f"{path} in {target} of {self.url} was changed by someone else since "
+                                               f"it was read ({last.split(' ', 1)[-1].strip() or 'removed'}); nothing "
+                                               "was committed: look at the current version and try again")
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(text)
             if kept and not (self.workdir / kept).exists():

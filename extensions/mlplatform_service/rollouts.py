@@ -16,7 +16,10 @@ per team `teams.<team>.live_gates`). The window of a rollout starts when it star
 comes back to the candidate after a rollback (the rollout's `since`), so old answers never decide.
 
 Audit: `rollout` (details.change: start, change, abort), `promote` (the promotion engine's, with the live
-gates in its report), `rollback` by the controller (actor `platform`, details.automatic, the reason).
+gates in its report), `rollback` by the controller (actor `platform`, details.automatic, the reason). In GitOps
+mode on Kubernetes each change is a commit (rollout_backends.py), authored by the caller (`platform` for the
+controller): its sha is the record's details.commit, and a promotion's commit gets a `rollout` record of its own
+(details.change: promote) after the promotion engine's.
 Members of the endpoint's team (and admins) act on its rollout; a refusal is audited.
 """
 
@@ -79,9 +82,10 @@ class Rollouts:
                                    f"{e.message}") from None
             settings = _since_now(settings)
             status = self.backend.start(team, name, model_version=version, requested_uri=f"models:/{model}/{version}",
-                                        rollout=settings, inference_log=self.catalog().serving.inference_log.model_dump())
+                                        rollout=settings, inference_log=self.catalog().serving.inference_log.model_dump(),
+                                        actor=caller.name)
         self._audit("rollout", caller.name, team, name, {"change": "start", "model": model, "candidate_version": version,
-                                                         **_shown(settings)})
+                                                         **_shown(settings), **_commit(status)})
         return status
 
     def change(self, caller: Caller, team: str, name: str, *, mode: Any, share: Any = None, mirror_rate: Any = 1.0) -> dict:
@@ -93,18 +97,19 @@ class Rollouts:
             # Back from a rollback (or from off): a fresh window, so the old breach does not decide again.
             since = before.get("since") if before.get("mode") not in (None, "off") else None
             settings = _since_now(settings) if since is None else Rollout(**{**settings.to_dict(), "since": since})
-            status = self.backend.change(team, name, settings)
+            status = self.backend.change(team, name, settings, actor=caller.name)
         self._audit("rollout", caller.name, team, name, {"change": "change", "from_mode": before.get("mode"),
                                                          "candidate_version": current["model_version"],
-                                                         **_shown(settings)})
+                                                         **_shown(settings), **_commit(status)})
         return status
 
     def abort(self, caller: Caller, team: str, name: str) -> dict:
         self._check_team(caller, team, name, "abort")
         with self._lock:
             current = self._rollout(team, name)
-            status = self.backend.end(team, name, promote=False)
-        self._audit("rollout", caller.name, team, name, {"change": "abort", "candidate_version": current["model_version"]})
+            status = self.backend.end(team, name, promote=False, actor=caller.name)
+        self._audit("rollout", caller.name, team, name, {"change": "abort", "candidate_version": current["model_version"],
+                                                         **_commit(status)})
         return status
 
     def report(self, caller: Caller, team: str, name: str) -> dict:
@@ -133,7 +138,10 @@ class Rollouts:
                 if "nothing to promote" not in str(e):
                     raise
                 promoted = {"action": "promote", "model": model, "team": team, "version": version, "already": True}
-            status = self.backend.end(team, name, promote=True)
+            status = self.backend.end(team, name, promote=True, actor=caller.name)
+        if _commit(status):  # GitOps mode: the promotion's own record precedes the commit that moves the traffic
+            self._audit("rollout", caller.name, team, name, {"change": "promote", "candidate_version": version,
+                                                             **_commit(status)})
         return {**promoted, "status": status, "live": live.as_dict(),
                 "drift_report": self._store_drift(team, model, version, live)}
 
@@ -164,9 +172,10 @@ class Rollouts:
                 return {}  # changed meanwhile by its team: their choice stands, checked again next pass
             off = Rollout(mode="off", mirror_rate=current.get("mirror_rate", 1.0), reason=reason,
                           since=current.get("since"))
-            self.backend.change(team, name, off)
+            changed = self.backend.change(team, name, off, actor=PLATFORM)
         details = {"endpoint": name, "model": _model_of(status), "candidate_version": status["rollout"]["model_version"],
-                   "from_mode": current["mode"], "share": current.get("share"), "reason": reason, "automatic": True}
+                   "from_mode": current["mode"], "share": current.get("share"), "reason": reason, "automatic": True,
+                   **_commit(changed)}
         self._audit("rollback", PLATFORM, team, name, details)
         log.warning("rolled %s/%s back to the champion: %s", team, name, reason)
         return {"team": team, **details}
@@ -274,6 +283,12 @@ def _model_of(status: dict) -> str:
 
 def _since_now(settings: Rollout) -> Rollout:
     return Rollout(**{**settings.to_dict(), "since": round(time.time(), 3)})
+
+
+def _commit(status: dict) -> dict:
+    """The audit's `commit` (its sha) when the backend committed the change to Git (GitOps mode), else nothing."""
+    commit = status.get("commit") if isinstance(status, dict) else None
+    return {"commit": commit["sha"]} if isinstance(commit, dict) and commit.get("sha") else {}
 
 
 def _shown(settings: Rollout) -> dict:

@@ -16,14 +16,17 @@ Endpoint: KubeRay's serve service `<name>-serve-svc` (port 8000), route `/<name>
 GitOps mode (the catalog's `gitops`; mlplatform/gitops.py): deploy() sends the same RayService to the platform
 service, which commits it to the team's file; delete() has the file removed. Argo CD applies the change; until
 the cluster holds the committed object (its deploy id), status() says the commit is waiting for Argo CD to sync,
-and then follows KubeRay's status as above.
+and then follows KubeRay's status as above. A rollout's changes (start_rollout, set_rollout, end_rollout) patch
+the RayService in direct mode; in GitOps mode the platform service commits the very same change to the team's file
+instead (`rollout_patch` applied to the object Git holds: mlplatform_service/rollout_backends.py).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,54 +261,38 @@ class KubernetesServing:
         workers: the worker group's maxReplicas doubles (the autoscaler starts them; the admission
         webhook charges their GPUs). The cluster's hash leaves replica counts out, so KubeRay keeps
         the cluster."""
-        def change(service: dict, app: dict) -> tuple[dict, int, dict]:
-            if candidate_of(app):
-                raise ServingConflict(f"{name!r} already tries version {candidate_of(app)['model_version']}; "
-                                      "promote it or end that rollout first")
-            return with_candidate(app, model_version=model_version, requested_uri=requested_uri, rollout=rollout,
-                                  inference_log=inference_log), ROLLOUT_ROOM, {}
-        return self._change_application(name, change)
+        return self._change_application(name, start_change(name, model_version=model_version,
+                                                           requested_uri=requested_uri, rollout=rollout,
+                                                           inference_log=inference_log))
 
     def set_rollout(self, name: str, rollout: Rollout) -> dict:
         """Another mode or share: the champion's user_config in serveConfigV2, applied in place."""
-        def change(service: dict, app: dict) -> tuple[dict, int, dict]:
-            _rollout_of(name, app)
-            return with_rollout(app, rollout), ROLLOUT_ROOM, {}
-        return self._change_application(name, change)
+        return self._change_application(name, set_change(name, rollout))
 
     def end_rollout(self, name: str, *, promote: bool) -> dict:
         """One model again: the candidate's version with `promote` (the alias has moved), else the champion's."""
-        def change(service: dict, app: dict) -> tuple[dict, int, dict]:
-            candidate = _rollout_of(name, app)
-            annotations = {annotation_key("model-version"): candidate["model_version"],
-                           annotation_key("previous-version"): kube.annotation(service, "model-version")} \
-                if promote else {}
-            return without_candidate(app, promote=promote), SURGE_ROOM, annotations
-        return self._change_application(name, change)
+        return self._change_application(name, end_change(name, promote=promote))
 
     def in_rollout(self) -> list[str]:
         """The namespace's applications with a candidate."""
         return sorted(s["metadata"]["name"] for s in _translated(self.services.list, MANAGED)
                       if candidate_of(_application(s)))
 
-    def _change_application(self, name: str, change) -> dict:
+    def _change_application(self, name: str, change: RolloutChange) -> dict:
+        """The change as a JSON patch of the cluster's RayService; its resourceVersion makes the patch fail (409)
+        when the RayService changed since it was read."""
         services = self.services
         found = _translated(services.get, name)
         if found is None or not _serving(found):
             raise DeploymentNotFound(f"no serving application {name!r} in namespace {self.config.namespace}; "
                                      f"applications: {', '.join(self.names()) or 'none'}")
-        app, room, annotations = change(found, _application(found))
-        request = json.loads(kube.annotation(found, "request") or "{}")
         ops = [{"op": "replace", "path": "/metadata/resourceVersion", "value": found["metadata"]["resourceVersion"]},
-               {"op": "add", "path": "/spec/serveConfigV2", "value": yaml.safe_dump({"applications": [app]},
-                                                                                    sort_keys=False)}]
-        if request:
-            ops.append({"op": "add", "path": "/spec/rayClusterConfig/workerGroupSpecs/0/maxReplicas",
-                        "value": room * _most(request)})
-        if annotations:
-            ops.append({"op": "add", "path": "/metadata/annotations",
-                        "value": {**(found["metadata"].get("annotations") or {}), **annotations}})
+               *rollout_patch(found, change)]
         return self._describe(_translated(services.patch, name, ops))
+
+    def describe(self, service: dict) -> dict:
+        """What status() answers for `service` (a RayService read or about to be committed), without its events."""
+        return self._describe(service)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _create(self, services: kube.CustomObjects, body: dict) -> dict:
@@ -368,6 +355,78 @@ def gpu_type_problem(gpus: float, config: KubernetesServingConfig) -> str:
     return (f"{gpus:g} GPU(s) per replica need a GPU type, and none is known for team {config.team} (the platform "
             f"catalog gives it no per-type GPU quota: teams.{config.team}.gpu_quota.per_type); deploy with gpus=0, "
             "or ask the platform team for a GPU quota")
+
+
+# --- what a rollout changes in a RayService (pure: the patch path above and the GitOps commit path share it) ---
+# A change: (the RayService, its Serve application) -> (the new application, the worker group's room per replica,
+# annotations to set). It raises ServingConflict when the RayService is not in the state it needs.
+RolloutChange = Callable[[dict, dict], tuple[dict, int, dict]]
+
+
+def start_change(name: str, *, model_version: str, requested_uri: str, rollout: Rollout,
+                 inference_log: Mapping[str, Any]) -> RolloutChange:
+    """A candidate `model_version` beside the champion, routed by `rollout`; room for its workers."""
+    def change(service: dict, app: dict) -> tuple[dict, int, dict]:
+        if candidate_of(app):
+            raise ServingConflict(f"{name!r} already tries version {candidate_of(app)['model_version']}; "
+                                  "promote it or end that rollout first")
+        return with_candidate(app, model_version=model_version, requested_uri=requested_uri, rollout=rollout,
+                              inference_log=inference_log), ROLLOUT_ROOM, {}
+    return change
+
+
+def set_change(name: str, rollout: Rollout) -> RolloutChange:
+    """Other rollout settings (mode, share): the champion's user_config."""
+    def change(service: dict, app: dict) -> tuple[dict, int, dict]:
+        _rollout_of(name, app)
+        return with_rollout(app, rollout), ROLLOUT_ROOM, {}
+    return change
+
+
+def end_change(name: str, *, promote: bool) -> RolloutChange:
+    """One model again: the candidate's version with `promote` (recorded in the annotations), else the champion's."""
+    def change(service: dict, app: dict) -> tuple[dict, int, dict]:
+        candidate = _rollout_of(name, app)
+        annotations = {annotation_key("model-version"): candidate["model_version"],
+                       annotation_key("previous-version"): kube.annotation(service, "model-version")} \
+            if promote else {}
+        return without_candidate(app, promote=promote), SURGE_ROOM, annotations
+    return change
+
+
+def rollout_patch(service: dict, change: RolloutChange) -> list[dict]:
+    """What `change` does to `service`, as JSON-patch `add` operations relative to it: serveConfigV2, the worker
+    group's maxReplicas (room × the request's most replicas) and the annotations. Pure: the direct path sends
+    them to the API server, GitOps mode applies them to the RayService Git holds (`patched`) and commits that."""
+    app, room, annotations = change(service, _application(service))
+    request = json.loads(kube.annotation(service, "request") or "{}")
+    ops = [{"op": "add", "path": "/spec/serveConfigV2",
+            "value": yaml.safe_dump({"applications": [app]}, sort_keys=False)}]
+    if request:
+        ops.append({"op": "add", "path": "/spec/rayClusterConfig/workerGroupSpecs/0/maxReplicas",
+                    "value": room * _most(request)})
+    if annotations:
+        ops.append({"op": "add", "path": "/metadata/annotations",
+                    "value": {**(service["metadata"].get("annotations") or {}), **annotations}})
+    return ops
+
+
+def patched(document: dict, ops: list[dict]) -> dict:
+    """A copy of `document` with JSON-patch `add` operations (RFC 6902) applied, as the API server applies them."""
+    result = copy.deepcopy(document)
+    for op in ops:
+        if op.get("op") != "add":
+            raise ValueError(f"{op.get('op')!r} is not an operation patched() applies; allowed: add")
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        target = result
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        value = copy.deepcopy(op["value"])
+        if isinstance(target, list):
+            target.insert(len(target) if last == "-" else int(last), value)
+        else:
+            target[last] = value
+    return result
 
 
 def _state(service: dict) -> tuple[str, str, str]:
