@@ -3,8 +3,9 @@
 Unset, nothing changes: the notebook applies objects straight to the Kubernetes API. Set, every deploy,
 delete and submit becomes a commit of the very object the Kubernetes backend would apply, to the file
 `paths.<kind>` names for the team, and `mlplatform render` writes one Argo CD `Application` per team
-namespace that syncs the team's directory (hub_config/render/gitops.py) and Backstage templates that
-write the same files (hub_config/render/backstage.py). The methods below are the one spelling of file
+namespace that syncs the team's directory, each in an `AppProject` of the team's own unless `argocd.project`
+names one (hub_config/render/gitops.py), and Backstage templates that write the same files
+(hub_config/render/backstage.py). The methods below are the one spelling of file
 paths, review branches and commit links that every writer uses.
 """
 
@@ -152,7 +153,12 @@ class ArgoCdSyncPolicy(_Model):
 
 class ArgoCd(_Model):
     namespace: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] = "argocd"  # where Argo CD runs (its Applications)
-    project: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] = "default"  # the AppProject of every team's Application
+    # The AppProject of every team's Application. Unset: `mlplatform render` writes one per team
+    # (`mlplatform-<team>`) permitting only the GitOps repository, the team's namespace and RayServices and
+    # SparkApplications, so a file in one team's directory can reach neither another team's namespace nor any
+    # other kind. A name (e.g. Argo CD's `default`, which permits every namespace and kind): every Application
+    # uses that project, which is the cluster's to define; nothing of it is rendered.
+    project: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = None
     sync_policy: ArgoCdSyncPolicy = ArgoCdSyncPolicy()
 
 

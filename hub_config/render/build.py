@@ -17,7 +17,7 @@ from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
 from .backstage import backstage_files
 from .common import catalog_document
-from .gitops import argocd_applications, gitops_problems
+from .gitops import argocd_applications, argocd_projects, gitops_problems
 from .jupyterhub import jupyterhub_values
 from .mlflow import mlflow_auth_config_map
 from .operators import kuberay_operator_values, spark_operator_values
@@ -64,7 +64,8 @@ HEADERS = {
                _EDIT, "kubectl apply -f mlflow/ (into MLflow's namespace), then mount it at /etc/mlflow-auth"],
     "gitops/argocd-applications.yaml": [
         "Argo CD Applications: each team namespace syncs its directory of the GitOps repository (catalog `gitops`).",
-        _EDIT, "kubectl apply -n {argocd_namespace} -f gitops/"],
+        "First each team's AppProject (unless gitops.argocd.project names one): only the team's namespace, only",
+        "RayServices and SparkApplications.", _EDIT, "kubectl apply -n {argocd_namespace} -f gitops/"],
     "backstage": ["A Backstage Software Template of the platform's golden paths (catalog `gitops`).", _EDIT,
                   "Register backstage/templates/*/template.yaml as catalog locations (the skeleton/ beside each)."],
     "teams": ["A team's namespace (Pod Security: baseline enforced), quota, catalog, RBAC and NetworkPolicies.",
@@ -99,7 +100,8 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     for team in catalog.teams:
         docs[f"teams/{team}.yaml"] = (f"teams.{team}", team_objects(catalog, team, document))
     if catalog.gitops is not None:
-        docs["gitops/argocd-applications.yaml"] = ("gitops", argocd_applications(catalog))
+        # The projects first: an Application is applied after the project it names (kubectl applies in order).
+        docs["gitops/argocd-applications.yaml"] = ("gitops", argocd_projects(catalog) + argocd_applications(catalog))
         for path, (form, content) in backstage_files(catalog).items():
             if form == "yaml":
                 docs[f"backstage/{path}"] = ("gitops", [content])

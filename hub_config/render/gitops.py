@@ -3,6 +3,15 @@
 Each Application reads the team's directory of the GitOps repository (Gitops.team_directory) at `gitops.branch`,
 only the files of the kinds' path templates (`directory.include`), into the team's namespace and nowhere else.
 
+The walls, decided: each Application is in an `AppProject` of its team's own (`mlplatform-<team>`, rendered here
+unless `gitops.argocd.project` names one) that permits only the GitOps repository, the team's namespace on the
+cluster Argo CD runs in, and RayServices and SparkApplications; nothing cluster-scoped. Argo CD checks every
+object of a sync against it before applying anything, so a file in one team's directory (one merged from a
+reviewed Backstage pull request, which the platform service never saw) naming another team's namespace, or of
+another kind (a RoleBinding, a Secret), fails the team's sync: "namespace ... is not permitted in project ...",
+"resource ... is not permitted in project ...". Argo CD's `default` project, by contrast, permits every
+namespace and kind.
+
 RBAC, decided: nothing is rendered for Argo CD's application controller. Argo CD's standard install binds it to a
 ClusterRole that may manage every resource, RayServices and SparkApplications included; the render's admission
 policies check what an object holds, not who sends it, and the platform service's admission webhook charges an
@@ -33,8 +42,17 @@ IN_CLUSTER = "https://kubernetes.default.svc"  # Argo CD's name for the cluster 
 RETRY = {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "5m"}}
 
 
+# What a team's files may hold (the objects users make from the notebook, KINDS), all namespaced.
+PERMITTED_KINDS = (("ray.io", "RayService"), ("sparkoperator.k8s.io", "SparkApplication"))
+
+
 def application_name(team: str) -> str:
     return f"mlplatform-{team}"
+
+
+def project_name(catalog: Catalog, team: str) -> str:
+    """The AppProject of the team's Application: the catalog's `gitops.argocd.project`, else the team's own."""
+    return catalog.gitops.argocd.project or f"mlplatform-{team}"
 
 
 def directory_source(gitops: Gitops, *, team: str, namespace: str) -> dict[str, Any]:
@@ -69,7 +87,7 @@ def argocd_application(catalog: Catalog, team: str) -> dict[str, Any]:
         "metadata": {"name": application_name(team), "namespace": gitops.argocd.namespace,
                      "labels": labels(**{TEAM_LABEL: team})},
         "spec": {
-            "project": gitops.argocd.project,
+            "project": project_name(catalog, team),
             "source": directory_source(gitops, team=team, namespace=namespace),
             "destination": {"server": IN_CLUSTER, "namespace": namespace},
             "syncPolicy": sync,
@@ -99,6 +117,35 @@ def gitops_problems(catalog: Catalog) -> list[str]:
                         f"{gitops.host_and_path[0]!r} is neither GitHub's nor GitLab's, so the Backstage templates "
                         "cannot tell which pull-request action to use; allowed: github, gitlab")
     return problems
+
+
+def argocd_project(catalog: Catalog, team: str) -> dict[str, Any]:
+    """The team's AppProject: its Application may sync only the GitOps repository, into the team's namespace, and
+    only RayServices and SparkApplications (an empty clusterResourceWhitelist: nothing cluster-scoped)."""
+    gitops = catalog.gitops
+    namespace = catalog.teams[team].namespace
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "AppProject",
+        "metadata": {"name": project_name(catalog, team), "namespace": gitops.argocd.namespace,
+                     "labels": labels(**{TEAM_LABEL: team})},
+        "spec": {
+            # At most 63 + 63 characters of names: within the CRD's 255.
+            "description": f"Team {team}: RayServices and SparkApplications from the GitOps repository, into "
+                           f"namespace {namespace} only (rendered by mlplatform)",
+            "sourceRepos": [gitops.repository],
+            "destinations": [{"server": IN_CLUSTER, "namespace": namespace}],
+            "clusterResourceWhitelist": [],
+            "namespaceResourceWhitelist": [{"group": group, "kind": kind} for group, kind in PERMITTED_KINDS],
+        },
+    }
+
+
+def argocd_projects(catalog: Catalog) -> list[dict[str, Any]]:
+    """One AppProject per team; none without `gitops` or when `gitops.argocd.project` names the project."""
+    if catalog.gitops is None or catalog.gitops.argocd.project is not None:
+        return []
+    return [argocd_project(catalog, team) for team in catalog.teams]
 
 
 def argocd_applications(catalog: Catalog) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The Argo CD stand-in (tests/support/argocd.py) against the fake API server: the Applications `mlplatform render`
 writes, a real bare Git repository, the team's files applied with the controller's identity (RBAC and the CRD
-schemas apply), refusals in the status, pruning, the project's namespace, and the local Git server over HTTP."""
+schemas apply), refusals in the status, pruning, the project's namespace, the rendered AppProjects (a team's
+namespace and the platform's kinds only), and the local Git server over HTTP."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from mlplatform.spark.spec import spark_application
 
 from mlplatform_core.catalog import parse_catalog
 from hub_config.local import git_server
-from hub_config.render.gitops import argocd_application, argocd_applications
+from hub_config.render.gitops import argocd_application, argocd_applications, argocd_projects
 
-from ..support.argocd import TRACKING, ArgoCd, glob_regex
+from ..support.argocd import STANDARD_RULES, TRACKING, ArgoCd, glob_regex
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "helm-values" / "platform.yaml"
@@ -280,7 +281,8 @@ def test_a_file_of_another_namespace_fails_the_sync_and_nothing_is_applied(argoc
     assert (status["sync"], status["phase"], status["revision"]) == ("OutOfSync", "Failed", sha)
     assert status["message"] == "one or more synchronization tasks are not valid"
     assert [(r["name"], r["status"], r["message"]) for r in status["resources"]] == [
-        ("iris", "OutOfSync", ""), ("sneaky", "SyncFailed", "namespace team-nlp is not permitted in project 'default'"),
+        ("iris", "OutOfSync", ""),
+        ("sneaky", "SyncFailed", "namespace team-nlp is not permitted in project 'mlplatform-team-vision'"),
         ("wordcount-3f9a1c2e", "OutOfSync", "")]
 
     # Without a namespace, a file's object goes to the Application's destination.
@@ -291,14 +293,82 @@ def test_a_file_of_another_namespace_fails_the_sync_and_nothing_is_applied(argoc
 
 
 def test_argocds_default_project_would_apply_another_namespace(cluster, repo):
-    """What the render's `project: default` does in a real Argo CD: a team's file naming another team's namespace
-    is applied there (the render writes no AppProject restricting destinations)."""
+    """What a catalog naming Argo CD's `default` project (`gitops.argocd.project: default`) gets in a real Argo CD:
+    a team's file naming another team's namespace is applied there (no AppProject is rendered then)."""
+    named = catalog(argocd={"project": "default"})
+    assert argocd_projects(named) == [] and argocd_application(named, NS)["spec"]["project"] == "default"
     repo.commit_files({"teams/team-vision/serving/sneaky.yaml": dump(ray_service("sneaky", OTHER))})
-    with ArgoCd(cluster, [argocd_application(CATALOG, NS)], repository=repo.path,
+    with ArgoCd(cluster, [argocd_application(named, NS)], repository=repo.path,
                 project_permits_any_namespace=True) as argocd:
         assert argocd.sync()[APP]["sync"] == "Synced"
     assert cluster.get("rayservices", "sneaky", OTHER)["metadata"]["annotations"][TRACKING] == \
         f"{APP}:ray.io/RayService:{OTHER}/sneaky"
+
+
+def test_the_rendered_projects_keep_a_teams_files_to_its_namespace_and_the_platforms_kinds(cluster, repo):
+    """The render's AppProjects, read as Argo CD reads them, with Argo CD's standard install (its controller may
+    write anything anywhere): a file in team-vision's directory (merged from a reviewed pull request the platform
+    service never saw) naming team-nlp's namespace, or of a kind other than RayService and SparkApplication
+    (namespaced or cluster-scoped), fails the team's sync before anything is applied."""
+    with ArgoCd(cluster, argocd_applications(CATALOG), repository=repo.path, projects=argocd_projects(CATALOG),
+                rules=STANDARD_RULES) as argocd:
+        assert argocd.sync()[APP]["sync"] == "Synced"  # the team's own kinds, in its namespace
+        assert cluster.get("rayservices", "iris", NS) and cluster.get("sparkapplications", "wordcount-3f9a1c2e", NS)
+
+        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "mine-now", "namespace": NS},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+                   "subjects": [{"kind": "User", "name": "mallory"}]}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "stringData": {"a": "b"}}
+        cluster_wide = {**binding, "kind": "ClusterRoleBinding", "metadata": {"name": "mine-everywhere"}}
+        sha = repo.commit_files({
+            "teams/team-vision/serving/sneaky.yaml": dump(ray_service("sneaky", OTHER)),
+            "teams/team-vision/serving/binding.yaml": dump(binding),
+            "teams/team-vision/spark/secret.yaml": dump(secret),
+            "teams/team-vision/spark/cluster.yaml": dump(cluster_wide),
+            "teams/team-vision/serving/cats.yaml": dump(ray_service("cats"))}, "A reviewed pull request")
+        status = argocd.sync()[APP]
+        assert (status["sync"], status["phase"], status["revision"]) == ("OutOfSync", "Failed", sha)
+        assert status["message"] == "one or more synchronization tasks are not valid"
+        project = "mlplatform-team-vision"
+        assert sorted((r["kind"], r["name"], r["status"], r["message"]) for r in status["resources"]) == [
+            ("ClusterRoleBinding", "mine-everywhere", "SyncFailed",
+             f"resource rbac.authorization.k8s.io:ClusterRoleBinding is not permitted in project {project}"),
+            ("RayService", "cats", "OutOfSync", ""),
+            ("RayService", "iris", "OutOfSync", ""),
+            ("RayService", "sneaky", "SyncFailed", f"namespace team-nlp is not permitted in project '{project}'"),
+            ("RoleBinding", "mine-now", "SyncFailed",
+             f"resource rbac.authorization.k8s.io:RoleBinding is not permitted in project {project}"),
+            ("Secret", "creds", "SyncFailed", f"resource :Secret is not permitted in project {project}"),
+            ("SparkApplication", "wordcount-3f9a1c2e", "OutOfSync", "")]
+        # Nothing of the commit is applied, not even the team's own new RayService.
+        assert [r["metadata"]["name"] for r in cluster.list("rayservices")] == ["iris"]
+        assert cluster.get("rolebindings", "mine-now", NS) is None and cluster.get("secrets", "creds", NS) is None
+        assert cluster.get("clusterrolebindings", "mine-everywhere") is None
+        # The other team's Application is untouched by team-vision's files.
+        assert cluster.list("rayservices", OTHER) == []
+
+        repo.commit_files({f"teams/team-vision/{f}": None for f in ("serving/sneaky.yaml", "serving/binding.yaml",
+                                                                     "spark/secret.yaml", "spark/cluster.yaml")})
+        assert argocd.sync()[APP]["sync"] == "Synced" and cluster.get("rayservices", "cats", NS)
+
+    # An Application outside its project's repository or destination, or in a project that is not there, is not
+    # synced at all (Argo CD's InvalidSpecError).
+    vision = argocd_application(CATALOG, NS)
+    elsewhere = {**vision, "spec": {**vision["spec"], "destination": {**vision["spec"]["destination"],
+                                                                      "namespace": OTHER}}}
+    other_repo = copy.deepcopy(vision)
+    other_repo["spec"]["source"]["repoURL"] = "https://git.example.org/someone/else.git"
+    for app, message in [
+            (elsewhere, "application destination server 'https://kubernetes.default.svc' and namespace 'team-nlp' do "
+                        "not match any of the allowed destinations in project 'mlplatform-team-vision'"),
+            (other_repo, "application repo https://git.example.org/someone/else.git is not permitted in project "
+                         "'mlplatform-team-vision'"),
+            (vision, "Application referencing project mlplatform-team-vision which does not exist")]:
+        projects = argocd_projects(CATALOG)[1:] if app is vision else argocd_projects(CATALOG)
+        with ArgoCd(cluster, [app], repository=repo.path, projects=projects) as argocd:
+            assert argocd.sync()[APP] == {"sync": "Unknown", "revision": None, "phase": None, "message": message,
+                                          "resources": []}
 
 
 def test_an_object_another_application_tracks_is_not_taken_over(argocd, cluster):

@@ -33,9 +33,16 @@ What Argo CD does and this does too (argo-cd reposerver `findManifests`, gitops-
   `retry.limit` times (without the backoff's waits), then left ("Failed sync attempt to <sha>: ..."); without
   `selfHeal`, a revision synced once is not synced again when the cluster drifts.
 
-The project: the render writes no AppProject; Argo CD's `default` one permits every namespace. By default this
-stand-in plays a project permitting only each Application's destination namespace (namespaced resources only),
-what "into the team's namespace and nowhere else" needs; `project_permits_any_namespace=True` plays `default`.
+The project: `projects=argocd_projects(catalog)` reads the AppProjects the render writes, as Argo CD does (argo-cd
+AppProject IsSourcePermitted, IsDestinationPermitted, IsGroupKindNamePermitted; controller validateSyncPermissions):
+an Application whose project is not there, whose repoURL is not in `sourceRepos` or whose destination is not in
+`destinations` is not synced at all (its spec error is the status message); in a sync, an object of a kind the
+project does not permit (`namespaceResourceWhitelist`: unset all, [] none; `clusterResourceWhitelist`: unset or
+[] none; the blacklists) is "resource <group>:<Kind> is not permitted in project <p>", one in a namespace not in
+`destinations` "namespace <ns> is not permitted in project '<p>'", and the sync fails as above. Patterns are
+globs (no '!' deny patterns); repository URLs are compared without case, a trailing '/' or '.git'.
+Without `projects` this stand-in plays a project permitting only each Application's destination namespace
+(namespaced resources only, any kind); `project_permits_any_namespace=True` plays Argo CD's `default`.
 
 Not here: sync waves and hooks, health assessment, the dry run's client-side schema check, jsonnet, Helm and
 Kustomize sources, multiple sources, managedFields, the Application's status written back to the API server.
@@ -46,6 +53,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import fnmatch
 import hashlib
 import os
 import posixpath
@@ -142,6 +150,40 @@ def _body(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in NOT_THE_BODY}
 
 
+def _in_list(items: list[dict], group: str, kind: str, name: str) -> bool:
+    """A group/kind (and, where an item has one, name) in a project's list (filepath.Match patterns)."""
+    return any(fnmatch.fnmatchcase(kind, item.get("kind", "")) and fnmatch.fnmatchcase(group, item.get("group", ""))
+               and fnmatch.fnmatchcase(name, item.get("name") or "*") for item in items)
+
+
+def _kind_permitted(spec: dict, group: str, kind: str, name: str, *, namespaced: bool) -> bool:
+    """AppProject IsGroupKindNamePermitted: namespaced kinds are all permitted without a whitelist (none with an
+    empty one); cluster-scoped ones only those a non-empty whitelist names."""
+    if namespaced:
+        whitelist = spec.get("namespaceResourceWhitelist")
+        listed = whitelist is None or _in_list(whitelist, group, kind, "")
+        return listed and not _in_list(spec.get("namespaceResourceBlacklist") or [], group, kind, "")
+    listed = _in_list(spec.get("clusterResourceWhitelist") or [], group, kind, name)
+    return listed and not _in_list(spec.get("clusterResourceBlacklist") or [], group, kind, name)
+
+
+def _destination_permitted(spec: dict, destination: dict, namespace: str) -> bool:
+    """AppProject isDestinationMatched (without deny patterns): the server (or name) and the namespace match."""
+    for item in spec.get("destinations") or []:
+        server = destination.get("server") and glob_regex(item.get("server") or "").fullmatch(destination["server"])
+        named = destination.get("name") and glob_regex(item.get("name") or "").fullmatch(destination["name"])
+        if (server or named) and glob_regex(item.get("namespace") or "").fullmatch(namespace):
+            return True
+    return False
+
+
+def _url_matches(pattern: str, url: str) -> bool:
+    """AppProject IsSourcePermitted, simplified: '*', or the same URL but for case, a trailing '/' and '.git'."""
+    def normal(u: str) -> str:
+        return u.lower().rstrip("/").removesuffix(".git")
+    return pattern == "*" or normal(pattern) == normal(url)
+
+
 class ArgoCd:
     """Argo CD's application controller for `applications` (the dicts `argocd_application` returns), applying to
     `fake` as `system:serviceaccount:argocd:argocd-application-controller`.
@@ -150,20 +192,22 @@ class ArgoCd:
     or the path of a bare repository; None: each Application's repoURL itself. credentials: (user, token) for
     HTTP Basic, handed to git as an extra header through GIT_CONFIG_* variables, never on a command line.
     rules: the ClusterRole's rules (RULES; STANDARD_RULES is Argo CD's standard install); the ClusterRole and its
-    binding are created in the fake unless they exist. kinds: (apiVersion, kind) looked at for pruning besides
-    the kinds in Git. workdir: where git's cache lives (default: a temporary directory, removed by close(), or
-    when the object is collected or the process ends)."""
+    binding are created in the fake unless they exist. projects: the AppProjects (the dicts `argocd_project`
+    returns) the Applications' spec.project names; None: the project played as the module says. kinds:
+    (apiVersion, kind) looked at for pruning besides the kinds in Git. workdir: where git's cache lives
+    (default: a temporary directory, removed by close(), or when the object is collected or the process ends)."""
 
     def __init__(self, fake: FakeKube, applications: list[dict], repository: str | Path | None = None,
                  credentials: tuple[str, str] | None = None, *, rules: list[dict] | None = None,
                  kinds: tuple[tuple[str, str], ...] = KINDS, project_permits_any_namespace: bool = False,
-                 workdir: str | Path | None = None):
+                 projects: list[dict] | None = None, workdir: str | Path | None = None):
         self.fake = fake
         self.applications = [copy.deepcopy(a) for a in applications]
         self.repository = str(repository) if repository is not None else None
         self.credentials = credentials
         self.kinds = tuple(kinds)
         self.project_permits_any_namespace = project_permits_any_namespace
+        self.projects = None if projects is None else {p["metadata"]["name"]: copy.deepcopy(p) for p in projects}
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="argocd-"))
         # A workdir of its own goes with close(), or when the object is collected or the process ends.
         self._remove_workdir = weakref.finalize(self, shutil.rmtree, str(self.workdir), True) if workdir is None \
@@ -366,6 +410,10 @@ class ArgoCd:
         policy = spec.get("syncPolicy") or {}
         automated = policy.get("automated")
         previous = self.status.get(name, {})
+        invalid = self._invalid_spec(app)
+        if invalid:  # Argo CD's InvalidSpecError: neither refreshed nor synced
+            return {"sync": "Unknown", "revision": previous.get("revision"), "phase": previous.get("phase"),
+                    "message": invalid, "resources": previous.get("resources", [])}
         try:
             sha, target = self._target(app, fetched)
         except GenerationError as error:
@@ -419,7 +467,6 @@ class ArgoCd:
         another Application's tracking), then the tracked objects Git no longer has (to prune)."""
         name = app["metadata"]["name"]
         destination = app["spec"]["destination"].get("namespace")
-        project = app["spec"].get("project", "default")
         shared_fails = "FailOnSharedResource=true" in ((app["spec"].get("syncPolicy") or {}).get("syncOptions") or [])
         plan, seen = [], {}
         for file, doc in target:
@@ -434,12 +481,10 @@ class ArgoCd:
                            "is not served")
             elif resource["namespaced"]:
                 meta["namespace"] = meta.get("namespace") or destination
-                if meta["namespace"] != destination and not self.project_permits_any_namespace:
-                    problem = f"namespace {meta['namespace']} is not permitted in project '{project}'"
+                problem = self._not_permitted(app, group, obj["kind"], meta["namespace"], meta.get("name"))
             else:
                 meta.pop("namespace", None)
-                if not self.project_permits_any_namespace:
-                    problem = f"resource {group}:{obj['kind']} is not permitted in project {project}"
+                problem = self._not_permitted(app, group, obj["kind"], None, meta.get("name"))
             item = {"file": file, "object": obj, "resource": resource, "problem": problem, "live": None,
                     "group": group, "kind": obj["kind"], "namespace": meta.get("namespace"),
                     "name": meta.get("name")}
@@ -471,6 +516,46 @@ class ArgoCd:
                 plan.append({"file": None, "object": None, "resource": resource, "problem": None, "live": live,
                              "group": key[0], "kind": kind, "namespace": key[2], "name": key[3]})
         return plan
+
+    # --- the project -------------------------------------------------------------------------------------------
+    def _invalid_spec(self, app: dict) -> str | None:
+        """Why the Application's project does not take it (argo-cd ValidatePermissions), or None."""
+        if self.projects is None:
+            return None
+        spec = app["spec"]
+        name = spec.get("project", "default")
+        project = self.projects.get(name)
+        if project is None:
+            return f"Application referencing project {name} which does not exist"
+        url = spec["source"]["repoURL"]
+        if not any(_url_matches(pattern, url) for pattern in project["spec"].get("sourceRepos") or []):
+            return f"application repo {url} is not permitted in project '{name}'"
+        destination = spec["destination"]
+        if not _destination_permitted(project["spec"], destination, destination.get("namespace", "")):
+            return (f"application destination server '{destination.get('server', '')}' and namespace "
+                    f"'{destination.get('namespace', '')}' do not match any of the allowed destinations in project "
+                    f"'{name}'")
+        return None
+
+    def _not_permitted(self, app: dict, group: str, kind: str, namespace: str | None, name: str | None) -> str | None:
+        """Why the project refuses an object (namespace None: cluster-scoped), or None (controller
+        validateSyncPermissions: the kind first, then the namespace)."""
+        spec = app["spec"]
+        project = spec.get("project", "default")
+        if self.projects is None:  # the project this stand-in plays without projects (the module's docstring)
+            if self.project_permits_any_namespace:
+                return None
+            if namespace is None:
+                return f"resource {group}:{kind} is not permitted in project {project}"
+            if namespace != spec["destination"].get("namespace"):
+                return f"namespace {namespace} is not permitted in project '{project}'"
+            return None
+        rules = self.projects[project]["spec"]
+        if not _kind_permitted(rules, group, kind, name or "", namespaced=namespace is not None):
+            return f"resource {group}:{kind} is not permitted in project {project}"
+        if namespace is not None and not _destination_permitted(rules, spec["destination"], namespace):
+            return f"namespace {namespace} is not permitted in project '{project}'"
+        return None
 
     def _wanted(self, app_name: str, obj: dict) -> tuple[dict, dict]:
         meta = obj["metadata"]

@@ -1,4 +1,5 @@
-"""Validate custom resources against the upstream CRDs in ../shared/schemas, in strict mode.
+"""Validate custom resources against the upstream CRDs in ../shared/schemas (and those vendored in tests/data,
+each with a README naming its source), in strict mode.
 
 Strict: every object schema that lists `properties` (and does not preserve unknown fields) gets
 `additionalProperties: false`, so a misspelled or unknown field is an error, as the API server's
@@ -15,12 +16,14 @@ import jsonschema
 import yaml
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
+DATA = Path(__file__).resolve().parents[1] / "data"  # vendored upstream CRDs
 CRDS = {
     ("ray.io", "RayService"): SCHEMAS / "kuberay" / "ray.io_rayservices.yaml",
     ("ray.io", "RayCluster"): SCHEMAS / "kuberay" / "ray.io_rayclusters.yaml",
     ("ray.io", "RayJob"): SCHEMAS / "kuberay" / "ray.io_rayjobs.yaml",
     ("sparkoperator.k8s.io", "SparkApplication"): SCHEMAS / "spark-operator" / "sparkoperator.k8s.io_sparkapplications.yaml",
     ("argoproj.io", "Application"): SCHEMAS / "argo-cd" / "argoproj.io_applications.yaml",
+    ("argoproj.io", "AppProject"): DATA / "argo-cd" / "argoproj.io_appprojects.yaml",
 }
 
 

@@ -1,7 +1,10 @@
-"""The catalog's `gitops` section and the Argo CD Applications `mlplatform render` makes of it: whole documents,
-refusals that name the key, the value and what is allowed, and validation against the Argo CD CRD."""
+"""The catalog's `gitops` section and the Argo CD AppProjects and Applications `mlplatform render` makes of it:
+whole documents, refusals that name the key, the value and what is allowed, and validation against the Argo CD
+CRDs."""
 
 import copy
+import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from mlplatform_core.catalog import CatalogError, parse_catalog
 from hub_config.render.build import documents, render
 from hub_config.render.checks import RenderError
 from hub_config.render.cli import main
-from hub_config.render.gitops import argocd_applications, gitops_problems
+from hub_config.render.gitops import argocd_applications, argocd_projects, gitops_problems
 
 from ..support import crd
 
@@ -47,7 +50,7 @@ def test_one_application_per_team_namespace_syncing_the_teams_directory():
         "metadata": {"name": "mlplatform-team-vision", "namespace": "argocd",
                      "labels": {**MANAGED, "mlplatform.io/team": "team-vision"}},
         "spec": {
-            "project": "default",
+            "project": "mlplatform-team-vision",  # the team's own AppProject (below)
             "source": {"repoURL": "https://github.com/example/ml-deployments.git", "targetRevision": "main",
                        "path": "teams/team-vision",
                        # only the kinds' files: anything else in the directory is never applied
@@ -63,8 +66,44 @@ def test_one_application_per_team_namespace_syncing_the_teams_directory():
     }
     assert nlp["spec"]["destination"]["namespace"] == "team-nlp"
     assert nlp["spec"]["source"]["path"] == "teams/team-nlp"
+    assert nlp["spec"]["project"] == "mlplatform-team-nlp"
     for application in (vision, nlp):
         assert crd.errors(application) == []
+
+
+def test_one_appproject_per_team_permitting_only_the_repository_its_namespace_and_the_platforms_kinds():
+    """Argo CD's `default` project permits every namespace and kind: a file in team-vision's directory naming
+    team-nlp's namespace, or a RoleBinding, would be applied. Each team's project permits neither."""
+    vision, nlp = argocd_projects(CATALOG)
+    assert vision == {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {"name": "mlplatform-team-vision", "namespace": "argocd",
+                     "labels": {**MANAGED, "mlplatform.io/team": "team-vision"}},
+        "spec": {
+            "description": "Team team-vision: RayServices and SparkApplications from the GitOps repository, into "
+                           "namespace team-vision only (rendered by mlplatform)",
+            "sourceRepos": ["https://github.com/example/ml-deployments.git"],
+            "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "team-vision"}],
+            "clusterResourceWhitelist": [],  # empty: no cluster-scoped kind at all
+            "namespaceResourceWhitelist": [{"group": "ray.io", "kind": "RayService"},
+                                           {"group": "sparkoperator.k8s.io", "kind": "SparkApplication"}],
+        },
+    }
+    assert nlp["metadata"]["name"] == "mlplatform-team-nlp"
+    assert nlp["spec"]["destinations"] == [{"server": "https://kubernetes.default.svc", "namespace": "team-nlp"}]
+    # Each Application is in its team's project, with the project's repository and destination.
+    for project, application in zip((vision, nlp), argocd_applications(CATALOG)):
+        assert crd.errors(project) == []
+        assert application["spec"]["project"] == project["metadata"]["name"]
+        assert application["metadata"]["namespace"] == project["metadata"]["namespace"]
+        assert project["spec"]["sourceRepos"] == [application["spec"]["source"]["repoURL"]]
+        assert project["spec"]["destinations"] == [application["spec"]["destination"]]
+
+    # The longest names a catalog allows still fit the CRD's description (at most 255 characters).
+    team = CATALOG.teams["team-vision"].model_copy(update={"namespace": "n" * 63})
+    [project] = argocd_projects(CATALOG.model_copy(update={"teams": {"t" * 63: team}}))
+    assert crd.errors(project) == []
 
 
 def test_one_directory_per_team_a_manual_sync_and_another_project_and_namespace():
@@ -75,6 +114,10 @@ def test_one_directory_per_team_a_manual_sync_and_another_project_and_namespace(
     [vision, _] = argocd_applications(catalog)
     assert vision["metadata"]["namespace"] == "gitops"
     assert vision["spec"]["project"] == "ml-teams"
+    # A project named in the catalog is the cluster's: none is rendered, every Application uses it.
+    assert argocd_projects(catalog) == []
+    assert [app["kind"] for app in documents(catalog)["gitops/argocd-applications.yaml"][1]] == ["Application"] * 2
+    assert {app["spec"]["project"] for app in argocd_applications(catalog)} == {"ml-teams"}
     assert vision["spec"]["source"] == {
         "repoURL": "https://github.com/example/ml-deployments.git", "targetRevision": "main", "path": "team-vision",
         "directory": {"include": "{*.rayservice.yaml,*.spark.yaml}"}}
@@ -83,11 +126,23 @@ def test_one_directory_per_team_a_manual_sync_and_another_project_and_namespace(
     assert crd.errors(vision) == []
 
 
+def test_the_vendored_appproject_crd_is_upstreams_byte_for_byte():
+    folder = ROOT / "tests" / "data" / "argo-cd"
+    [recorded] = re.findall(r"sha256: `([0-9a-f]{64})`", (folder / "README.md").read_text())
+    assert hashlib.sha256((folder / "argoproj.io_appprojects.yaml").read_bytes()).hexdigest() == recorded
+
+
 def test_the_strict_crd_refuses_a_misspelled_field():
     [vision, _] = argocd_applications(CATALOG)
     vision["spec"]["syncPolicy"]["automated"]["selfheal"] = True
     assert crd.errors(vision) == ["spec.syncPolicy.automated: Additional properties are not allowed "
                                   "('selfheal' was unexpected)"]
+    [project, _] = argocd_projects(CATALOG)
+    project["spec"]["namespaceResourceWhiteList"] = project["spec"].pop("namespaceResourceWhitelist")
+    project["spec"]["description"] = "x" * 256
+    assert crd.errors(project) == ["spec.description: 'xxx...' is too long".replace("xxx...", "x" * 256),
+                                   "spec: Additional properties are not allowed ('namespaceResourceWhiteList' was "
+                                   "unexpected)"]
 
 
 def test_paths_branches_and_links_have_one_spelling():
@@ -134,6 +189,7 @@ def test_paths_branches_and_links_have_one_spelling():
      "gitops.argocd.sync_policy.sync_options: ['prune last'] is not allowed: 'prune last' is not an Argo CD sync "
      "option; allowed: Key=Value"),
     ({"argocd": {"namespace": "Argo_CD"}}, "gitops.argocd.namespace: 'Argo_CD' is not allowed: must be a DNS label"),
+    ({"argocd": {"project": "ML_Teams"}}, "gitops.argocd.project: 'ML_Teams' is not allowed: must be a DNS label"),
     ({"argocd": {"auto_sync": True}},
      "gitops.argocd.auto_sync: unknown key 'auto_sync'; allowed keys: namespace, project, sync_policy"),
 ])
@@ -173,9 +229,14 @@ def test_render_writes_the_applications_and_templates_only_with_gitops_and_drops
     text = (tmp_path / "out" / "gitops" / "argocd-applications.yaml").read_text()
     assert text.startswith(
         "# Argo CD Applications: each team namespace syncs its directory of the GitOps repository (catalog `gitops`).\n"
+        "# First each team's AppProject (unless gitops.argocd.project names one): only the team's namespace, only\n"
+        "# RayServices and SparkApplications.\n"
         "# Rendered by `mlplatform render` from with-gitops.yaml; do not edit: change the catalog and render again.\n"
-        "# kubectl apply -n argocd -f gitops/\n---\napiVersion: argoproj.io/v1alpha1\nkind: Application\n")
-    assert list(yaml.safe_load_all(text)) == argocd_applications(catalog_with())
+        "# kubectl apply -n argocd -f gitops/\n---\napiVersion: argoproj.io/v1alpha1\nkind: AppProject\n")
+    # One file, the projects first: `kubectl apply -f gitops/` makes each project before the Application naming it.
+    rendered = list(yaml.safe_load_all(text))
+    assert rendered == argocd_projects(catalog_with()) + argocd_applications(catalog_with())
+    assert [d["kind"] for d in rendered] == ["AppProject", "AppProject", "Application", "Application"]
 
     # Without gitops: nothing of it is rendered, and an earlier render's files go.
     assert not any(path.startswith(("gitops/", "backstage/")) for path in documents(catalog_with(None)))
@@ -200,4 +261,7 @@ def test_the_example_catalogs_commented_gitops_section_is_a_valid_one():
                                  "paths": {**GITOPS["paths"], "catalog_info": "catalog-info/{team}/{name}.yaml"},
                                  "argocd": {"namespace": "argocd", "project": "default", "sync_policy": {
                                      "automated": True, "prune": True, "self_heal": True}}}
-    assert catalog_with(section["gitops"]).gitops == catalog_with({**GITOPS, "mode": "direct"}).gitops
+    # The defaults, but for the example's `project: default` (the catalog's default, unset, renders a project per
+    # team).
+    assert catalog_with(section["gitops"]).gitops == \
+        catalog_with({**GITOPS, "mode": "direct", "argocd": {"project": "default"}}).gitops
