@@ -23,6 +23,7 @@ from mlplatform_core.catalog import load_catalog
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.spawners.kube_quota import quota_snapshot
 
+from ..support.catalogs import direct_mode_catalog, direct_mode_data
 from ..support.fake_kube import ApiError
 
 NS, TEAM, USER = "team-vision", "team-vision", "alice"
@@ -68,7 +69,7 @@ def operator_running(fake_kube, generation: int = 1, workers: int = 2):
 
 def test_backend_is_chosen_from_the_environment_and_the_catalog(kubeconfig):
     chosen = serving.backend({"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_NAMESPACE": NS, "MLPLATFORM_TEAM": TEAM,
-                              "MLPLATFORM_USER": USER, "MLPLATFORM_CATALOG": str(DEFAULT_CATALOG),
+                              "MLPLATFORM_USER": USER, "MLPLATFORM_CATALOG": str(direct_mode_catalog()),
                               "MLPLATFORM_GPU_TYPE": "a100"})
     assert isinstance(chosen, KubernetesServing)
     assert chosen.config == KubernetesServingConfig(
@@ -278,7 +279,7 @@ def test_gpu_replicas_without_a_gpu_type_are_refused_before_any_call(fake_kube, 
     """A CPU server of a team with several GPU types cannot tell which type its GPU replicas would be:
     unlabelled GPUs would slip past the per-type quota, so the deploy is refused, naming the types."""
     fake_kube.namespace(NS)
-    backend = environment_backend(DEFAULT_CATALOG)  # no MLPLATFORM_GPU_TYPE: a server without GPUs
+    backend = environment_backend(direct_mode_catalog())  # no MLPLATFORM_GPU_TYPE: a server without GPUs
     assert (backend.config.gpu_type, backend.config.team_gpu_types) == (None, ("a100", "t4"))
     fake_kube.clear_requests()
     with pytest.raises(InvalidServingRequest) as caught:
@@ -305,7 +306,7 @@ def test_gpu_replicas_without_a_gpu_type_are_refused_before_any_call(fake_kube, 
 
 
 def test_a_team_with_one_gpu_type_serves_on_it_from_a_cpu_server(fake_kube, kubeconfig, tmp_path):
-    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data = direct_mode_data()
     data["teams"][TEAM]["gpu_quota"] = {"total": 2, "per_type": {"t4": 2, "a100": 0}}
     catalog = tmp_path / "platform.yaml"
     catalog.write_text(yaml.safe_dump(data))
@@ -341,4 +342,4 @@ def test_replicas_reach_mlflow_with_a_token_projected_for_it(fake_kube, kubeconf
         assert (env["MLFLOW_TRACKING_AUTH"], env["MLPLATFORM_MLFLOW_TOKEN_FILE"]) == (
             "mlplatform", "/var/run/secrets/mlflow/token")
     # An MLflow without access control (the local catalog names no issuer): nothing mounted.
-    assert not environment_backend(DEFAULT_CATALOG).config.mlflow_token
+    assert not environment_backend(direct_mode_catalog()).config.mlflow_token

@@ -19,6 +19,7 @@ from mlplatform_core.contract import PlatformEnvironment
 from hub_config.catalog import DEFAULT_CATALOG
 from hub_config.local import seaweedfs
 
+from ..support.catalogs import direct_mode_catalog
 from ..support.seaweedfs_server import seaweedfs_server
 
 NS, TEAM, BUCKET, PREFIX = "team-vision", "team-vision", "platform", "teams/team-vision/"
@@ -61,7 +62,7 @@ def job(**kwargs) -> SparkJob:
 def test_backend_is_chosen_from_the_environment_and_the_catalog():
     env = {"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_NAMESPACE": NS, "MLPLATFORM_TEAM": TEAM,
            "MLPLATFORM_USER": "alice", "MLPLATFORM_S3_BUCKET": BUCKET, "MLPLATFORM_S3_TEAM_PREFIX": PREFIX,
-           "MLPLATFORM_S3_ENDPOINT": "http://s3.example:8333", "MLPLATFORM_CATALOG": str(DEFAULT_CATALOG)}
+           "MLPLATFORM_S3_ENDPOINT": "http://s3.example:8333", "MLPLATFORM_CATALOG": str(direct_mode_catalog())}
     chosen = spark.backend(env)
     assert isinstance(chosen, KubernetesSparkBackend)
     assert chosen.config == KubernetesSparkConfig(namespace=NS, team=TEAM, user="alice", bucket=BUCKET,
