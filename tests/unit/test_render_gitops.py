@@ -259,9 +259,7 @@ def test_the_example_catalogs_commented_gitops_section_is_a_valid_one():
     section = yaml.safe_load("gitops:\n" + "\n".join(line.removeprefix("# ") for line in commented.splitlines()))
     assert section["gitops"] == {**GITOPS, "mode": "direct", "review_branch_prefix": "mlplatform",
                                  "paths": {**GITOPS["paths"], "catalog_info": "catalog-info/{team}/{name}.yaml"},
-                                 "argocd": {"namespace": "argocd", "project": "default", "sync_policy": {
+                                 "argocd": {"namespace": "argocd", "sync_policy": {
                                      "automated": True, "prune": True, "self_heal": True}}}
-    # The defaults, but for the example's `project: default` (the catalog's default, unset, renders a project per
-    # team).
-    assert catalog_with(section["gitops"]).gitops == \
-        catalog_with({**GITOPS, "mode": "direct", "argocd": {"project": "default"}}).gitops
+    # The defaults: no project named, so an AppProject per team is rendered.
+    assert catalog_with(section["gitops"]).gitops == catalog_with({**GITOPS, "mode": "direct"}).gitops
