@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 import yaml
 from mlplatform.localhost import locked
+from mlplatform_core.names import label_value
 
 # Of the service's environment, git gets only what it needs to reach the server (never the service's secrets).
 PASSED_ENVIRONMENT = ("PATH", "HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
@@ -90,6 +91,17 @@ class Commit:
         return {"sha": self.sha, "short": self.sha[:7], "branch": self.branch, "path": self.path,
                 "author": self.author.name, "message": self.message, "url": self.url, "change": self.change,
                 "time": self.time}
+
+
+def author(user: str, committer_email: str) -> Identity:
+    """The author of a user's commit: the hub user, at the platform committer's e-mail domain."""
+    return Identity(user, f"{label_value(user)}@{committer_email.rpartition('@')[2]}")
+
+
+def commit_message(subject: str, why: str, *, user: str, team: str, kind: str) -> str:
+    """What and why, then trailers naming the user, the team and the kind (git interpret-trailers reads them)."""
+    trailers = f"Mlplatform-User: {user}\nMlplatform-Team: {team}\nMlplatform-Kind: {kind}"
+    return "\n\n".join(filter(None, [subject, why, trailers]))
 
 
 class GitOpsError(RuntimeError):

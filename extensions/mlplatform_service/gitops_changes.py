@@ -35,7 +35,8 @@ from mlplatform_core.catalog_gitops import KINDS
 from mlplatform_core.names import DNS_LABEL, MANAGED_BY, MANAGED_BY_LABEL, TEAM_LABEL, USER_LABEL, label_value
 
 from .audit_log import AuditLog
-from .gitops import GitOpsConflict, GitOpsError, GitOpsNotFound, GitOpsRefused, GitOpsRepository, Identity
+from .gitops import (GitOpsConflict, GitOpsError, GitOpsNotFound, GitOpsRefused, GitOpsRepository, author,
+                     commit_message)
 from .promotion import Caller
 from .workloads import Actor, WorkloadAdmission
 
@@ -189,13 +190,10 @@ class GitOpsChanges:
     # --- committing -------------------------------------------------------------------------------
     def _commit(self, action: str, caller: Caller, team: str, kind: str, name: str, why: str, change):
         spec, gitops = SPEC[kind], self.catalog().gitops
-        domain = gitops.committer.email.rpartition("@")[2]
-        author = Identity(caller.name, f"{label_value(caller.name)}@{domain}")
-        subject = f"{action.capitalize()} {spec.kind} {team}/{name}"
-        text = "\n\n".join(filter(None, [subject, why, f"Mlplatform-User: {caller.name}\nMlplatform-Team: {team}\n"
-                                                        f"Mlplatform-Kind: {kind}"]))
+        text = commit_message(f"{action.capitalize()} {spec.kind} {team}/{name}", why, user=caller.name, team=team,
+                              kind=kind)
         try:
-            commit = self._git(lambda repo: change(repo, author, text))
+            commit = self._git(lambda repo: change(repo, author(caller.name, gitops.committer.email), text))
         except (Conflict, Unavailable) as failed:
             self._audit(action, caller, team, kind, name, "failed", {"reason": str(failed)})
             raise

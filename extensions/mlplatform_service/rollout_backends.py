@@ -52,9 +52,9 @@ from mlplatform.serving.kubernetes import (KubernetesServing, KubernetesServingC
 from mlplatform.serving.rollout import Rollout
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import PlatformEnvironment
-from mlplatform_core.names import annotation_key, label_value
+from mlplatform_core.names import annotation_key
 
-from .gitops import Commit, GitOpsConflict, GitOpsError, GitOpsRefused, GitOpsRepository, Identity
+from .gitops import Commit, GitOpsConflict, GitOpsError, GitOpsRefused, GitOpsRepository, author, commit_message
 from .workloads import Actor, WorkloadAdmission
 
 PLATFORM = "platform"  # who acts when no user does: the rollout controller
@@ -196,7 +196,7 @@ class KubernetesRollouts(_ServingRollouts):
         gitops, namespace = catalog.gitops, catalog.teams[team].namespace
         path = gitops.path("serving", team=team, namespace=namespace, name=name)
         repository = self.repository()
-        author = Identity(actor, f"{label_value(actor)}@{gitops.committer.email.rpartition('@')[2]}")
+        by = author(actor, gitops.committer.email)
         for attempt in range(ATTEMPTS):
             document, last = _git(lambda: repository.file(path, gitops.branch))
             if document is None:
@@ -209,10 +209,9 @@ class KubernetesRollouts(_ServingRollouts):
             updated["metadata"].setdefault("annotations", {})[annotation_key("deploy-id")] = uuid.uuid4().hex
             self._admit(name, actor, updated, document)
             title = f"Rollout {name}: {subject(serving.describe(document))}"
-            message = "\n\n".join(filter(None, [title, why, f"Mlplatform-User: {actor}\nMlplatform-Team: {team}\n"
-                                                              "Mlplatform-Kind: serving"]))
+            message = commit_message(title, why, user=actor, team=team, kind="serving")
             try:
-                commit: Commit = _git(lambda: repository.write(path, updated, author=author, message=message,
+                commit: Commit = _git(lambda: repository.write(path, updated, author=by, message=message,
                                                                branch=gitops.branch, expected=last.sha), retry=True)
                 break
             except GitOpsConflict as conflict:  # someone's commit changed the file since it was read
@@ -228,8 +227,8 @@ class KubernetesRollouts(_ServingRollouts):
             return
         review = self.admission.decide({
             "uid": "gitops-rollout", "dryRun": True, "operation": "UPDATE", "name": name,
-            "namespace": updated["metadata"].get("namespace"), "resource": {"group": "ray.io", "resource": "rayservices"},
-            "object": updated, "oldObject": document,
+            "namespace": updated["metadata"].get("namespace"),
+            "resource": {"group": "ray.io", "resource": "rayservices"}, "object": updated, "oldObject": document,
         }, Actor(actor, hub_user=False))  # Argo CD applies it: the object's user label is charged
         if not review.get("allowed"):
             status = review.get("status") or {}
