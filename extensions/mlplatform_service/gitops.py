@@ -46,6 +46,7 @@ PASSED_ENVIRONMENT = ("PATH", "HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "
 # "<user>:<token>": the platform service's GitOps credential (the hub hands it to the service alone).
 CREDENTIALS_VARIABLE = "MLPLATFORM_GITOPS_CREDENTIALS"
 CHANGES = {"A": "added", "M": "modified", "D": "removed"}  # `git status --porcelain`'s index column
+AUTH_FAILED = "authentication failed"  # GitOpsRefused.reason when the server refuses the platform's credential
 AUTHENTICATION_FAILED = ("Authentication failed", "could not read Username", "could not read Password",
                          "returned error: 401", "returned error: 403")
 
@@ -124,6 +125,16 @@ class GitOpsRefused(GitOpsError):
 
 class GitOpsNotFound(GitOpsError, LookupError):
     pass
+
+
+def http_status(error: GitOpsError) -> int:
+    """The status a change's failure answers: 404 no such file, 409 a conflict or a push the server refused (its
+    reason says why), 503 the server unreachable or refusing the platform's own credential."""
+    if isinstance(error, GitOpsNotFound):
+        return 404
+    if isinstance(error, GitOpsConflict) or isinstance(error, GitOpsRefused) and error.reason != AUTH_FAILED:
+        return 409
+    return 503
 
 
 def to_yaml(document: dict[str, Any]) -> str:
@@ -350,7 +361,7 @@ class GitOpsRepository:
     def _failure(self, operation: str, result: subprocess.CompletedProcess) -> GitOpsError:
         stderr = result.stderr.strip()
         if any(marker in stderr for marker in AUTHENTICATION_FAILED):
-            reason = "authentication failed"
+            reason = AUTH_FAILED
             return GitOpsRefused(reason, f"the Git server at {self.url} refused the platform's GitOps credential "
                                          f"({reason}) on {operation}; nothing was committed: a platform administrator "
                                          "must renew the credential")

@@ -35,8 +35,7 @@ from mlplatform_core.catalog_gitops import KINDS
 from mlplatform_core.names import DNS_LABEL, MANAGED_BY, MANAGED_BY_LABEL, TEAM_LABEL, USER_LABEL, label_value
 
 from .audit_log import AuditLog
-from .gitops import (GitOpsConflict, GitOpsError, GitOpsNotFound, GitOpsRefused, GitOpsRepository, author,
-                     commit_message)
+from .gitops import GitOpsError, GitOpsNotFound, GitOpsRepository, author, commit_message, http_status
 from .promotion import Caller
 from .workloads import Actor, WorkloadAdmission
 
@@ -208,14 +207,8 @@ class GitOpsChanges:
             return operation(self.repository())
         except GitOpsNotFound:
             raise
-        except GitOpsConflict as e:
-            raise Conflict(str(e)) from None
-        except GitOpsRefused as e:
-            if e.reason == "authentication failed":
-                raise Unavailable(str(e)) from None
-            raise Conflict(str(e)) from None
         except GitOpsError as e:
-            raise Unavailable(str(e)) from None
+            raise (Conflict if http_status(e) == 409 else Unavailable)(str(e)) from None
 
     def _answer(self, action: str, kind: str, team: str, name: str, commit, *, removed: bool = False) -> dict[str, Any]:
         return {"action": action, "kind": kind, "team": team, "name": name, "mode": self.catalog().gitops.mode,

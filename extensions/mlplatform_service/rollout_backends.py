@@ -54,7 +54,7 @@ from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import PlatformEnvironment
 from mlplatform_core.names import annotation_key
 
-from .gitops import Commit, GitOpsConflict, GitOpsError, GitOpsRefused, GitOpsRepository, author, commit_message
+from .gitops import Commit, GitOpsConflict, GitOpsError, GitOpsRepository, author, commit_message, http_status
 from .workloads import Actor, WorkloadAdmission
 
 PLATFORM = "platform"  # who acts when no user does: the rollout controller
@@ -245,16 +245,10 @@ def _git(operation: Callable[[], Any], *, retry: bool = False) -> Any:
     caller's to handle."""
     try:
         return operation()
-    except GitOpsConflict as e:
-        if retry:
-            raise
-        raise ServingConflict(str(e)) from None
-    except GitOpsRefused as e:
-        if e.reason == "authentication failed":
-            raise BackendUnavailable(str(e)) from None
-        raise ServingConflict(str(e)) from None
     except GitOpsError as e:
-        raise BackendUnavailable(str(e)) from None
+        if retry and isinstance(e, GitOpsConflict):
+            raise
+        raise {404: DeploymentNotFound, 409: ServingConflict}.get(http_status(e), BackendUnavailable)(str(e)) from None
 
 
 def _settings(rollout: Rollout) -> str:

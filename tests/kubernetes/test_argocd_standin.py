@@ -9,11 +9,9 @@ import copy
 import os
 import secrets
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 from mlplatform.serving import spec
 from mlplatform.spark import SparkJob
@@ -24,6 +22,7 @@ from hub_config.local import git_server
 from hub_config.render.gitops import argocd_application, argocd_applications, argocd_projects
 
 from ..support.argocd import STANDARD_RULES, TRACKING, ArgoCd, glob_regex
+from ..support.git_server import git_server as running_git_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "helm-values" / "platform.yaml"
@@ -386,25 +385,9 @@ def test_an_object_another_application_tracks_is_not_taken_over(argocd, cluster)
 @pytest.fixture(scope="module")
 def git_http(tmp_path_factory):
     """The local platform's Git server (git http-backend behind HTTP Basic)."""
-    root = tmp_path_factory.mktemp("git")
     token = secrets.token_urlsafe(16)
-    cmd, env = git_server.command(root, PORT, {"argocd": token})
-    log = root.parent / "git-server.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{PORT}/healthz", timeout=1).raise_for_status()
-                break
-            except requests.RequestException:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-        yield root, f"http://127.0.0.1:{PORT}/platform/deployments.git", token
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with running_git_server(tmp_path_factory.mktemp("git"), PORT, {"argocd": token}) as server:
+        yield server.root, f"{server.url}/deployments.git", token
 
 
 def test_running_syncs_commits_fetched_over_http_with_credentials(cluster, git_http):
