@@ -381,10 +381,15 @@ def start_rollout_controller(platform: Platform) -> None:
     `promotion.live_gates.check_every_seconds`."""
     running = threading.Lock()
 
+    def done(future) -> None:
+        running.release()
+        if not future.cancelled() and future.exception() is not None:  # else lost in the executor: say it
+            log.error("the rollout controller's pass failed; it runs again in %s s", every,
+                      exc_info=future.exception())
+
     def tick():
         if running.acquire(blocking=False):
-            future = ioloop.IOLoop.current().run_in_executor(None, platform.rollouts.check)
-            future.add_done_callback(lambda _: running.release())
+            ioloop.IOLoop.current().run_in_executor(None, platform.rollouts.check).add_done_callback(done)
 
     every = platform.catalog().promotion.live_gates.check_every_seconds
     ioloop.PeriodicCallback(tick, every * 1000).start()

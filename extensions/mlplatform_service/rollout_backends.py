@@ -38,6 +38,7 @@ a redeploy in direct mode does.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -57,6 +58,7 @@ from mlplatform_core.names import annotation_key
 from .gitops import Commit, GitOpsConflict, GitOpsError, GitOpsRepository, author, commit_message, http_status
 from .workloads import Actor, WorkloadAdmission
 
+log = logging.getLogger(__name__)
 PLATFORM = "platform"  # who acts when no user does: the rollout controller
 ATTEMPTS = 3  # reads of the RayService from Git while others' commits keep changing its file
 
@@ -115,7 +117,7 @@ class LocalRollouts(_ServingRollouts):
                             rollout_gpus=HubRolloutGpus.from_environ(self.environ))
 
     def active(self):
-        return [(team, name, self.status(team, name)) for team, name in self._serving("").in_rollout()]
+        return _statuses(self.status, self._serving("").in_rollout())
 
 
 class KubernetesRollouts(_ServingRollouts):
@@ -141,11 +143,8 @@ class KubernetesRollouts(_ServingRollouts):
         return KubernetesServing(config, api_client=self._client)
 
     def active(self):
-        found = []
-        for team in self.catalog().teams:
-            serving = self._serving(team)
-            found += [(team, name, serving.status(name)) for name in serving.in_rollout()]
-        return found
+        return _statuses(self.status, [(team, name) for team in self.catalog().teams
+                                       for name in self._serving(team).in_rollout()])
 
     # --- GitOps mode: the changes as commits --------------------------------------------------------
     def start(self, team, name, *, model_version, requested_uri, rollout, inference_log, actor=PLATFORM):
@@ -237,6 +236,19 @@ class KubernetesRollouts(_ServingRollouts):
             refused = ServingConflict(text) if status.get("code") == 409 else ServingError(text)
             refused.status_code = status.get("code") or 403
             raise refused
+
+
+def _statuses(status: Callable[[str, str], dict], endpoints: list[tuple[str, str]]) -> list[tuple[str, str, dict]]:
+    """(team, name, status) of each endpoint in rollout; one whose status cannot be read is logged and left out, so
+    it never keeps the controller from the others (it is tried again at the next pass)."""
+    found = []
+    for team, name in endpoints:
+        try:
+            found.append((team, name, status(team, name)))
+        except Exception:
+            log.exception("the status of %s/%s, in rollout, could not be read; its rollout is checked at the next "
+                          "pass", team, name)
+    return found
 
 
 def _git(operation: Callable[[], Any], *, retry: bool = False) -> Any:
