@@ -57,7 +57,8 @@ from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED, 
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
 from .gitops import committed as _committed, deploy_message
 from .rollout import Rollout
-from .spec import ServingRequest, candidate_of, ray_service, with_candidate, with_rollout, without_candidate
+from .spec import (ServingRequest, candidate_of, ray_service, with_candidate, with_inference_log, with_rollout,
+                   without_candidate)
 
 SERVE_PORT = 8000
 # Workers of the group at most, per replica of the application (spec.ray_service): its replicas and a surge
@@ -269,6 +270,10 @@ class KubernetesServing:
         """Another mode or share: the champion's user_config in serveConfigV2, applied in place."""
         return self._change_application(name, set_change(name, rollout))
 
+    def set_inference_log(self, name: str, inference_log: Mapping[str, Any] | None) -> dict:
+        """The rollout's inference log on with these settings, or off (None): the champion's user_config, in place."""
+        return self._change_application(name, log_change(name, inference_log))
+
     def end_rollout(self, name: str, *, promote: bool) -> dict:
         """One model again: the candidate's version with `promote` (the alias has moved), else the champion's."""
         return self._change_application(name, end_change(name, promote=promote))
@@ -380,6 +385,14 @@ def set_change(name: str, rollout: Rollout) -> RolloutChange:
     def change(service: dict, app: dict) -> tuple[dict, int, dict]:
         _rollout_of(name, app)
         return with_rollout(app, rollout), ROLLOUT_ROOM, {}
+    return change
+
+
+def log_change(name: str, inference_log: Mapping[str, Any] | None) -> RolloutChange:
+    """Other inference-log settings (None: off): the champion's user_config."""
+    def change(service: dict, app: dict) -> tuple[dict, int, dict]:
+        _rollout_of(name, app)
+        return with_inference_log(app, inference_log), ROLLOUT_ROOM, {}
     return change
 
 

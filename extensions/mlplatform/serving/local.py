@@ -101,6 +101,7 @@ from .spec import (
     serve_application,
     serve_config,
     with_candidate,
+    with_inference_log,
     with_rollout,
     without_candidate,
 )
@@ -555,6 +556,13 @@ class LocalServing:
         def change(record: dict) -> dict:
             self._rollout_of(name, record)
             return with_rollout(record["application"], rollout)
+        return self._change_application(name, change)
+
+    def set_inference_log(self, name: str, inference_log: Mapping[str, Any] | None) -> dict:
+        """The rollout's inference log on with these settings, or off (None): the champion's user_config, in place."""
+        def change(record: dict) -> dict:
+            self._rollout_of(name, record)
+            return with_inference_log(record["application"], inference_log)
         return self._change_application(name, change)
 
     def end_rollout(self, name: str, *, promote: bool) -> dict:

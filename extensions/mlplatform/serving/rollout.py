@@ -87,6 +87,27 @@ def rollout(*, mode: Any = "shadow", share: Any = None, mirror_rate: Any = 1.0, 
                    since=None if since is None else float(since))
 
 
+def log_switch(*, enabled: Any = None, sample_rate: Any = None) -> tuple[bool | None, float | None]:
+    """A change of a rollout's inference log, validated: (`enabled`, `sample_rate`), None where it stays as it is.
+    `sample_rate`: the share of requests logged, above 0 and at most 1 (a log that records nothing is `enabled`
+    false). Every problem at once (InvalidServingRequest: the field, the value, what is allowed)."""
+    problems: list[tuple[str, str]] = []
+    if enabled is not None and not isinstance(enabled, bool):
+        problems.append(("enabled", f"{enabled!r} is not a switch; allowed: true (log on) or false (log off)"))
+    if sample_rate is not None and not (_fraction(sample_rate) and sample_rate > 0):
+        problems.append(("sample_rate", f"{sample_rate!r} is not a sample rate; allowed: a number above 0, at most 1 "
+                                        "(e.g. 0.1 logs 10 % of the requests; to log none, enabled: false)"))
+    elif sample_rate is not None and enabled is False:
+        problems.append(("sample_rate", f"{sample_rate!r} given with enabled false; allowed: a sample rate only for a "
+                                        "log that is on"))
+    if enabled is None and sample_rate is None:
+        problems.append(("enabled", "neither enabled nor sample_rate given; allowed: enabled true or false, "
+                                    "sample_rate above 0 and at most 1, or both"))
+    if problems:
+        raise InvalidServingRequest(problems)
+    return enabled, None if sample_rate is None else float(sample_rate)
+
+
 def from_config(config: dict | None) -> Rollout | None:
     """The settings a replica finds in its user_config (None: no rollout)."""
     return rollout(**config) if config else None

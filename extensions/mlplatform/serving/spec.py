@@ -298,6 +298,20 @@ def with_rollout(app: dict, rollout: Rollout) -> dict:
     return app
 
 
+def with_inference_log(app: dict, inference_log: Mapping[str, Any] | None) -> dict:
+    """`app` in rollout with other inference-log settings (None: no log): only the champion's user_config changes,
+    so the replicas apply it in place (the router opens the new log and closes the old one, which writes its
+    last records)."""
+    if candidate_of(app) is None:
+        raise ValueError(f"application {app['name']!r} has no candidate")
+    app = copy.deepcopy(app)
+    user_config = app["deployments"][0]["user_config"]
+    user_config.pop("inference_log", None)
+    if inference_log is not None:
+        user_config["inference_log"] = dict(inference_log)
+    return app
+
+
 def without_candidate(app: dict, *, promote: bool = False) -> dict:
     """`app` back to one model: the champion's version, or with `promote` the candidate's, with the
     candidate's variables (its GPUs) as the champion's."""
@@ -321,11 +335,13 @@ def _env_vars(deployment: dict) -> dict[str, str]:
 
 
 def candidate_of(app: dict) -> dict | None:
-    """The rollout of an application: the candidate's args with the champion's `rollout` settings."""
+    """The rollout of an application: the candidate's args with the champion's `rollout` and `inference_log`
+    settings (None: the log is off)."""
     candidate = app.get("args", {}).get("candidate")
     if not candidate:
         return None
-    return {**candidate, "rollout": app["deployments"][0]["user_config"].get("rollout")}
+    user_config = app["deployments"][0]["user_config"]
+    return {**candidate, "rollout": user_config.get("rollout"), "inference_log": user_config.get("inference_log")}
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
