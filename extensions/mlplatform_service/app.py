@@ -19,6 +19,7 @@ or by the service's OAuth login cookie (browsers):
     GET, POST {"version", "mode", "share", "mirror_rate"}, PATCH {"mode", "share", "mirror_rate"}, DELETE
          api/rollouts/<team>/<endpoint>                       a rollout: its live report, start, change, abort
     POST api/rollouts/<team>/<endpoint>/promote  {"server"}   the candidate to @champion behind the live gates
+    PUT  api/rollouts/<team>/<endpoint>/inference-log  {"enabled", "sample_rate"}   the rollout's inference log
     GET, PUT {"object", "message"}, DELETE {"message"}
          api/gitops/<team>/<kind>/<name>                      GitOps mode: the committed object; commit it; remove it
     GET  metrics                                              Prometheus text (tokens with read:metrics)
@@ -188,6 +189,18 @@ class GitOpsHandler(ServiceHandler):
         if unknown:
             raise web.HTTPError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
         return body
+
+
+class RolloutLogHandler(ServiceHandler):
+    """A rollout's inference log: on or off, its sample rate (rollouts.set_inference_log)."""
+
+    @authenticated
+    async def put(self, team: str, name: str):
+        body = self.body()
+        unknown = sorted(set(body) - {"enabled", "sample_rate"})
+        if unknown:
+            raise web.HTTPError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: enabled, sample_rate")
+        self.reply(await self.run(self.platform.rollouts.set_inference_log, await self.caller(), team, name, **body))
 
 
 class RolloutPromoteHandler(ServiceHandler):
@@ -367,6 +380,7 @@ def make_app(platform: Platform, prefix: str) -> web.Application:
         (url_path_join(api, r"activity"), ActivityHandler),
         (url_path_join(api, r"budgets/([^/]+)/override"), OverrideHandler),
         (url_path_join(api, r"rollouts/([^/]+)/([^/]+)/promote"), RolloutPromoteHandler),
+        (url_path_join(api, r"rollouts/([^/]+)/([^/]+)/inference-log"), RolloutLogHandler),
         (url_path_join(api, r"rollouts/([^/]+)/([^/]+)"), RolloutHandler),
         (url_path_join(api, r"gitops/([^/]+)/([^/]+)/([^/]+)"), GitOpsHandler),
         *usage_routes(prefix),

@@ -49,7 +49,7 @@ from mlplatform import kube
 from mlplatform.gitops import waiting_message
 from mlplatform.serving.errors import BackendUnavailable, DeploymentNotFound, ServingConflict, ServingError
 from mlplatform.serving.kubernetes import (KubernetesServing, KubernetesServingConfig, RolloutChange, end_change,
-                                           patched, rollout_patch, set_change, start_change)
+                                           log_change, patched, rollout_patch, set_change, start_change)
 from mlplatform.serving.rollout import Rollout
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import PlatformEnvironment
@@ -72,7 +72,12 @@ class RolloutBackend(Protocol):
 
     def change(self, team: str, name: str, rollout: Rollout, *, actor: str = PLATFORM) -> dict: ...
 
+    def set_inference_log(self, team: str, name: str, inference_log: Mapping[str, Any] | None, *,
+                          actor: str = PLATFORM) -> dict: ...
+
     def end(self, team: str, name: str, *, promote: bool, actor: str = PLATFORM) -> dict: ...
+
+    def last_commit(self, team: str, name: str) -> dict | None: ...
 
     def status(self, team: str, name: str) -> dict: ...
 
@@ -89,11 +94,17 @@ class _ServingRollouts:
     def change(self, team, name, rollout, *, actor=PLATFORM):
         return self._serving(team).set_rollout(name, rollout)
 
+    def set_inference_log(self, team, name, inference_log, *, actor=PLATFORM):
+        return self._serving(team).set_inference_log(name, inference_log)
+
     def end(self, team, name, *, promote, actor=PLATFORM):
         return self._serving(team).end_rollout(name, promote=promote)
 
     def status(self, team, name):
         return self._serving(team).status(name)
+
+    def last_commit(self, team, name):
+        return None  # changes are commits in GitOps mode on Kubernetes only
 
 
 @dataclass
@@ -167,6 +178,23 @@ class KubernetesRollouts(_ServingRollouts):
             rolled_back = "rolled back: " if actor == PLATFORM and rollout.reason else ""
             return f"{rolled_back}candidate version {candidate} off, version {champion} answers everything"
         return self._commit(team, name, set_change(name, rollout), actor, subject, why=rollout.reason or "")
+
+    def set_inference_log(self, team, name, inference_log, *, actor=PLATFORM):
+        if not self._gitops():
+            return super().set_inference_log(team, name, inference_log)
+        return self._commit(team, name, log_change(name, inference_log), actor,
+                            lambda before: _log_settings(inference_log))
+
+    def last_commit(self, team, name):
+        """GitOps mode: the last commit of the endpoint's file (Commit.as_dict()), None outside GitOps mode or when
+        Git has no such file."""
+        if self.catalog().gitops is None or self.repository is None:
+            return None
+        catalog = self.catalog()
+        gitops = catalog.gitops
+        path = gitops.path("serving", team=team, namespace=catalog.teams[team].namespace, name=name)
+        _, last = _git(lambda: self.repository().file(path, gitops.branch))
+        return last.as_dict() if last else None
 
     def end(self, team, name, *, promote, actor=PLATFORM):
         if not self._gitops():
@@ -268,6 +296,14 @@ def _settings(rollout: Rollout) -> str:
     if rollout.mode == "canary":
         return f"canary, {rollout.share * 100:g}% of requests"
     return rollout.mode if rollout.mirror_rate >= 1 else f"{rollout.mode}, {rollout.mirror_rate * 100:g}% mirrored"
+
+
+def _log_settings(inference_log: Mapping[str, Any] | None) -> str:
+    """'inference log off', 'inference log on, 10% of requests sampled'."""
+    if inference_log is None:
+        return "inference log off"
+    rate = float(inference_log.get("sample_rate", 1.0))
+    return "inference log on" + ("" if rate >= 1 else f", {rate * 100:g}% of requests sampled")
 
 
 def rollout_backend(catalog: Callable[[], Catalog], *, repository: Callable[[], GitOpsRepository] | None = None,

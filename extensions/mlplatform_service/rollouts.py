@@ -8,6 +8,7 @@ it breaches the SLO, with the notebook closed.
     rollouts.promote(caller, "team-vision", "iris")    # offline + live gates → @champion, all traffic; the
                                                        # drift report kept in the candidate's run (drift/)
     rollouts.abort(caller, "team-vision", "iris")      # the candidate goes; the champion keeps everything
+    rollouts.set_inference_log(caller, "team-vision", "iris", sample_rate=0.1)   # or enabled=False / True
     rollouts.check()                                   # the controller's pass, every check_every_seconds
 
 The live numbers come from the endpoint's inference log in the team's S3 prefix (serving/inference_log.py),
@@ -15,7 +16,12 @@ read with the service's own S3 identity; the gates and the SLO from the catalog 
 per team `teams.<team>.live_gates`). The window of a rollout starts when it starts, and again when traffic
 comes back to the candidate after a rollback (the rollout's `since`), so old answers never decide.
 
-Audit: `rollout` (details.change: start, change, abort), `promote` (the promotion engine's, with the live
+The inference log is the live gates' only evidence, so it cannot be switched off while the candidate gets traffic
+(shadow or canary: 409 naming `enabled`; mode off or abort first), and shadow or canary cannot be chosen while it is
+off (409 naming `mode`): otherwise a breaching candidate would never be rolled back, and a promotion would wait for
+data forever. Its sample rate may change at any time (fewer records: the gates wait longer for `min_requests`).
+
+Audit: `rollout` (details.change: start, change, inference_log, abort), `promote` (the promotion engine's, with the live
 gates in its report), `rollback` by the controller (actor `platform`, details.automatic, the reason). In GitOps
 mode on Kubernetes each change is a commit (rollout_backends.py), authored by the caller (`platform` for the
 controller): its sha is the record's details.commit, and a promotion's commit gets a `rollout` record of its own
@@ -37,7 +43,7 @@ from mlflow.exceptions import MlflowException
 from mlplatform.registry.errors import Conflict, Forbidden, NotFound
 from mlplatform.serving.errors import InvalidServingRequest, ServingConflict
 from mlplatform.serving.inference_log import prune, read_window
-from mlplatform.serving.rollout import Rollout, rollout
+from mlplatform.serving.rollout import Rollout, log_switch, rollout
 from mlplatform.serving.spec import MODEL_URI
 from mlplatform_core.catalog import Catalog
 
@@ -50,6 +56,9 @@ log = logging.getLogger(__name__)
 PLATFORM = "platform"  # the controller's actor in the audit log
 VERSION_DIGITS = 12
 REFERENCES_KEPT = 32  # candidates' reference data held in memory (each up to 10,000 rows)
+LIVE_MODES = ("shadow", "canary")  # the candidate gets traffic: the controller reads the inference log
+# How a refusal names each action ("bob may not <verb> the rollout of 'iris'").
+VERBS = {"inference_log": "switch the inference log of"}
 
 
 class Rollouts:
@@ -61,6 +70,9 @@ class Rollouts:
         # Reference data per (team, models:/<name>/<version>): a version's is fixed, and the widget polls
         # the report every few seconds, so it is read from MLflow once (the latest REFERENCES_KEPT kept).
         self._references: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        # GitOps mode: the last commit of each endpoint's rollout (its steps' answers; after a restart, Git's), for
+        # the report: the widget links it. Endpoints are few; an entry is a small dict.
+        self._commits: dict[tuple[str, str], dict | None] = {}
 
     # --- what users do ----------------------------------------------------------------------------
     def start(self, caller: Caller, team: str, name: str, *, version: Any, mode: Any = "shadow", share: Any = None,
@@ -84,6 +96,7 @@ class Rollouts:
             status = self.backend.start(team, name, model_version=version, requested_uri=f"models:/{model}/{version}",
                                         rollout=settings, inference_log=self.catalog().serving.inference_log.model_dump(),
                                         actor=caller.name)
+        self._remember(team, name, status)
         self._audit("rollout", caller.name, team, name, {"change": "start", "model": model, "candidate_version": version,
                                                          **_shown(settings), **_commit(status)})
         return status
@@ -94,20 +107,65 @@ class Rollouts:
         with self._lock:
             current = self._rollout(team, name)
             before = current["rollout"] or {}
+            if settings.mode in LIVE_MODES and current.get("inference_log") is None:
+                raise ServingConflict(
+                    f"mode {settings.mode!r} refused: the inference log of {name!r} is off (enabled: false), and the "
+                    "live gates and the automatic rollback read it; switch it on first "
+                    "(rollouts.inference_log(name, enabled=True)); nothing was changed")
             # Back from a rollback (or from off): a fresh window, so the old breach does not decide again.
             since = before.get("since") if before.get("mode") not in (None, "off") else None
             settings = _since_now(settings) if since is None else Rollout(**{**settings.to_dict(), "since": since})
             status = self.backend.change(team, name, settings, actor=caller.name)
+        self._remember(team, name, status)
         self._audit("rollout", caller.name, team, name, {"change": "change", "from_mode": before.get("mode"),
                                                          "candidate_version": current["model_version"],
                                                          **_shown(settings), **_commit(status)})
         return status
+
+    def set_inference_log(self, caller: Caller, team: str, name: str, *, enabled: Any = None,
+                          sample_rate: Any = None) -> dict:
+        """The rollout's inference log on or off, or another sample rate: a change of the champion's user_config,
+        applied in place (no request dropped). On again: the settings it had, else the catalog's
+        `serving.inference_log`. Off is refused while the candidate gets traffic (the module's docstring)."""
+        self._check_team(caller, team, name, "inference_log")
+        enabled, sample_rate = log_switch(enabled=enabled, sample_rate=sample_rate)
+        with self._lock:
+            current = self._rollout(team, name)
+            before, mode = current.get("inference_log"), (current.get("rollout") or {}).get("mode")
+            settings = self._log_settings(name, mode, before, enabled, sample_rate)
+            status = self.backend.set_inference_log(team, name, settings, actor=caller.name)
+        self._remember(team, name, status)
+        self._audit("rollout", caller.name, team, name, {
+            "change": "inference_log", "candidate_version": current["model_version"], "enabled": settings is not None,
+            "sample_rate": settings["sample_rate"] if settings else None, "was_enabled": before is not None,
+            **_commit(status)})
+        return status
+
+    def _log_settings(self, name: str, mode: str | None, before: dict | None, enabled: bool | None,
+                      sample_rate: float | None) -> dict | None:
+        """The inference log's settings after a change (None: off), or ServingConflict."""
+        if enabled is False:
+            if mode in LIVE_MODES:
+                raise ServingConflict(
+                    f"enabled: false refused: {name!r} is in {mode}, and the live gates and the automatic rollback "
+                    "read its inference log (without records a breaching candidate is never rolled back and a "
+                    "promotion waits for data); set the mode off (rollouts.change(name, 'off')) or abort the rollout "
+                    "first; a lower sample_rate (above 0, at most 1) logs less; nothing was changed")
+            return None
+        if before is None and enabled is None:
+            raise ServingConflict(f"sample_rate {sample_rate} refused: the inference log of {name!r} is off; switch "
+                                  "it on with enabled: true (and this sample_rate); nothing was changed")
+        settings = dict(before or self.catalog().serving.inference_log.model_dump())
+        if sample_rate is not None:
+            settings["sample_rate"] = sample_rate
+        return settings
 
     def abort(self, caller: Caller, team: str, name: str) -> dict:
         self._check_team(caller, team, name, "abort")
         with self._lock:
             current = self._rollout(team, name)
             status = self.backend.end(team, name, promote=False, actor=caller.name)
+        self._remember(team, name, status)
         self._audit("rollout", caller.name, team, name, {"change": "abort", "candidate_version": current["model_version"],
                                                          **_commit(status)})
         return status
@@ -116,9 +174,10 @@ class Rollouts:
         """The endpoint's status and, in rollout, the live report of its window (changes nothing)."""
         self._check_team(caller, team, name, "read", audited=False)
         status = self.backend.status(team, name)
+        commit = self._last_commit(team, name)
         if not status.get("rollout"):
-            return {"status": status, "live": None}
-        return {"status": status, "live": self._evaluate(team, name, status).as_dict()}
+            return {"status": status, "live": None, "commit": commit}
+        return {"status": status, "live": self._evaluate(team, name, status).as_dict(), "commit": commit}
 
     def promote(self, caller: Caller, team: str, name: str) -> dict:
         """The candidate becomes the catalog's alias (the promotion engine: offline gates, the model card,
@@ -139,6 +198,7 @@ class Rollouts:
                     raise
                 promoted = {"action": "promote", "model": model, "team": team, "version": version, "already": True}
             status = self.backend.end(team, name, promote=True, actor=caller.name)
+        self._remember(team, name, status)
         if _commit(status):  # GitOps mode: the promotion's own record precedes the commit that moves the traffic
             self._audit("rollout", caller.name, team, name, {"change": "promote", "candidate_version": version,
                                                              **_commit(status)})
@@ -173,6 +233,7 @@ class Rollouts:
             off = Rollout(mode="off", mirror_rate=current.get("mirror_rate", 1.0), reason=reason,
                           since=current.get("since"))
             changed = self.backend.change(team, name, off, actor=PLATFORM)
+        self._remember(team, name, changed)
         details = {"endpoint": name, "model": _model_of(status), "candidate_version": status["rollout"]["model_version"],
                    "from_mode": current["mode"], "share": current.get("share"), "reason": reason, "automatic": True,
                    **_commit(changed)}
@@ -246,6 +307,23 @@ class Rollouts:
             self._references.popitem(last=False)
         return reference
 
+    def _remember(self, team: str, name: str, status: dict) -> None:
+        """A step's commit (GitOps mode), the report's `commit` from now on."""
+        if isinstance(status, dict) and status.get("commit"):
+            self._commits[(team, name)] = status["commit"]
+
+    def _last_commit(self, team: str, name: str) -> dict | None:
+        """The last commit of the endpoint's rollout: a step's, else (the service restarted) the last of its file in
+        Git, read once; None outside GitOps mode, or when Git cannot be read now (the report still answers)."""
+        key = (team, name)
+        if key not in self._commits:
+            try:
+                self._commits[key] = self.backend.last_commit(team, name)
+            except Exception as e:
+                log.warning("the last commit of %s/%s was not read from Git: %s", team, name, e)
+                return None
+        return self._commits[key]
+
     def _rollout(self, team: str, name: str, status: dict | None = None) -> dict:
         status = status or self.backend.status(team, name)
         if not status.get("rollout"):
@@ -258,7 +336,8 @@ class Rollouts:
             raise NotFound(f"team {team!r} is not a team of the catalog; teams: {', '.join(catalog.teams)}")
         if caller.admin or team in caller.teams:
             return
-        refused = Forbidden(f"{caller.name} may not {action} the rollout of {name!r}: the endpoint belongs to team "
+        refused = Forbidden(f"{caller.name} may not {VERBS.get(action, action + ' the rollout of')} {name!r}: the "
+                            f"endpoint belongs to team "
                             f"{team} ({caller.name}'s teams: {', '.join(caller.teams) or 'none'})")
         if audited:
             self._audit("rollout", caller.name, team, name, {"change": action, "reason": str(refused)}, "refused")

@@ -6,6 +6,7 @@
     rollouts.report("iris")["live"]["gates"]               # live numbers of both sides and the gates
     rollouts.promote("iris")                               # version 4 becomes @champion with all traffic
     rollouts.abort("iris")                                 # version 4 goes; the champion keeps everything
+    rollouts.inference_log("iris", sample_rate=0.1)        # log 10 % of the requests (enabled=False: off, in mode off)
 
 The endpoint is one of the server's team (MLPLATFORM_TEAM). The service checks every input (400 naming
 the field), the team (403), moves traffic back to the champion by itself when the candidate breaches the
@@ -47,8 +48,18 @@ def change(name: str, mode: str, *, share: float | None = None, mirror_rate: flo
     return _call("PATCH", name, json={"mode": mode, "share": share, "mirror_rate": mirror_rate})
 
 
+def inference_log(name: str, *, enabled: bool | None = None, sample_rate: float | None = None) -> dict[str, Any]:
+    """Switch the rollout's inference log on or off, or set its sample rate (above 0, at most 1), in place: no request
+    dropped. The live gates and the automatic rollback read the log, so the service refuses to switch it off while
+    the candidate is in shadow or canary (ServingConflict: change the mode to "off", or abort, first). Answers the
+    endpoint's status (`["rollout"]["inference_log"]`: the settings, None when off)."""
+    body = {k: v for k, v in (("enabled", enabled), ("sample_rate", sample_rate)) if v is not None}
+    return _call("PUT", name, "/inference-log", json=body)
+
+
 def report(name: str) -> dict[str, Any]:
-    """{"status": the endpoint's status, "live": the live report (None without a rollout)}."""
+    """{"status": the endpoint's status, "live": the live report (None without a rollout), "commit": in GitOps mode
+    the last commit of the rollout (its `url` when the repository has a web UI), else None}."""
     return _call("GET", name)
 
 
