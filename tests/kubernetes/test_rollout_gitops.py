@@ -214,6 +214,27 @@ def test_abort_is_a_commit_and_the_champion_answers_alone(setup):
         rollouts.abort(BOB, TEAM, "iris")
 
 
+def test_the_inference_log_switch_is_a_commit_and_the_report_carries_the_last_one(setup, monkeypatch):
+    deployed(setup)
+    rollouts = platform_rollouts(setup)
+    started = rollouts.start(BOB, TEAM, "iris", version=4, mode="shadow")
+    synced(setup, 2)
+    monkeypatch.setattr(Rollouts, "_evaluate", lambda *args: SimpleNamespace(as_dict=lambda: {}))  # no S3 here
+    assert rollouts.report(BOB, TEAM, "iris")["commit"] == started["commit"]  # the widget links it
+
+    changed = rollouts.set_inference_log(BOB, TEAM, "iris", sample_rate=0.1)
+    committed = setup.committed()
+    assert application(committed)["deployments"][0]["user_config"]["inference_log"] == {**LOG, "sample_rate": 0.1}
+    assert setup.log()[0] == "bob|Rollout iris: inference log on, 10% of requests sampled"
+    [record] = [r for r in setup.service.audit.query(action="rollout") if r["details"]["change"] == "inference_log"]
+    assert (record["actor"], record["details"]["commit"]) == ("bob", changed["commit"]["sha"])
+    assert rollouts.report(BOB, TEAM, "iris")["commit"] == changed["commit"]
+    # The service restarted: the last commit of the endpoint's file, read from Git.
+    commit = platform_rollouts(setup).report(BOB, TEAM, "iris")["commit"]
+    assert (commit["sha"], commit["message"].splitlines()[0], commit["author"]) == (
+        changed["commit"]["sha"], "Rollout iris: inference log on, 10% of requests sampled", "bob")
+
+
 def test_without_gitops_a_rollout_patch_would_be_put_back_by_self_heal(setup):
     """Why the changes are commits: the direct path's patch of a RayService Argo CD manages does not last."""
     first = deployed(setup)
