@@ -77,13 +77,32 @@ def load(config: dict) -> LoadedModel:
     """Load `config["model_uri"]` with mlflow.pyfunc (MLFLOW_TRACKING_URI from the environment)."""
     import mlflow.pyfunc
 
-    model = mlflow.pyfunc.load_model(config["model_uri"])
+    # suppress_warnings: MLflow's check of the model's pip requirements against this environment scans
+    # every installed distribution (4 s of a 10 s replica start here); it runs only when the load fails.
+    try:
+        model = mlflow.pyfunc.load_model(config["model_uri"], suppress_warnings=True)
+    except Exception:
+        _warn_requirement_mismatches(config["model_uri"])
+        raise
     flavors = model.metadata.flavors
     declared = flavors.get("transformers", {}).get("task") or (model.metadata.metadata or {}).get("task")
     task = config.get("task") or ("text-generation" if declared in TEXT_GENERATION_TASKS else "predict")
     return LoadedModel(uri=config["model_uri"], version=str(config.get("model_version", "")),
                        requested_uri=config.get("requested_uri") or config["model_uri"], task=task,
                        pyfunc=model, transformers="transformers" in flavors)
+
+
+def _warn_requirement_mismatches(model_uri: str) -> None:
+    """Log how the model's pip requirements differ from this environment (why a load may fail)."""
+    try:
+        from mlflow.pyfunc import get_model_dependencies
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        with open(get_model_dependencies(model_uri, format="pip")) as f:
+            requirements = [line.strip() for line in f if line.strip() and not line.startswith(("#", "-"))]
+        warn_dependency_requirement_mismatches(requirements)
+    except Exception:  # noqa: BLE001 — best effort: the load's own error is the one to tell
+        log.debug("could not compare the requirements of %s", model_uri, exc_info=True)
 
 
 class HTTPError(Exception):

@@ -1,0 +1,355 @@
+"""Where the seconds of a deploy go: `serving.deploy()` → first successful POST /predict, phase by phase.
+
+    .venv/bin/python bench/deploy_steps.py --port-base 57000 --runs 5
+
+Starts an MLflow server (as bench/serving.py does) and registers the tests' small scikit-learn model,
+starts the local Ray head as `mlplatform-local up` does (`LocalRayHead.ensure()`, timing when GCS, the
+dashboard and Serve's REST API first answer), then deploys the model `--runs + 1` times, each under a new
+name, deleting it afterwards: the first deploy after the head's start, then warm ones. Each deploy is
+timed by phase:
+
+  client      the API's own steps, timed by wrapping them in this process: require_mlflow (health
+              probe), resolve (registry lookup), head.ensure, the Serve config PUT (`_apply`), the
+              status read that deploy() answers with
+  controller  from the PUT to the controller's "Adding 1 replica" (app build task, deployment
+              registration), from Serve's controller log under the head's session directory
+  replica     worker process: when the replica's process started (its /proc start time: before the
+              deploy means a pre-started worker was reused); "replica init": from the replica's first log
+              line to the app's "serving ..." line (imports + secrets + mlflow.pyfunc.load_model)
+  running     when `serving.status()` (polled every 0.05 s here) first says running
+  answer      the first successful POST /predict (polled every 0.05 s)
+
+`--imports` also times, in fresh processes, what a replica's initialisation costs alone: importing the
+app module, `mlflow.pyfunc`, and loading the model from MLflow.
+
+Everything started is stopped at the end. Findings: see the report of issue 13 (and the table printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from serving import start_mlflow_server, stop  # noqa: E402  (bench/serving.py)
+
+from mlplatform import serving  # noqa: E402
+from mlplatform.serving import api, local  # noqa: E402
+from mlplatform.serving.local import LocalRayConfig, LocalRayHead  # noqa: E402
+
+from tests.support.mlflow_models import SAMPLE_ROWS, register_model, unique_name  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+BOOT = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+LOG_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+
+
+# --- timing helpers ---------------------------------------------------------------------------------
+
+class Clock:
+    """Wall-clock marks of one deploy (time.time(), to compare with Ray's log lines)."""
+
+    def __init__(self):
+        self.marks: dict[str, float] = {}
+        self.spans: dict[str, float] = {}
+
+    def wrap(self, owner, attribute: str, label: str):
+        original = getattr(owner, attribute)
+
+        def timed(*args, **kwargs):
+            started = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.spans[label] = self.spans.get(label, 0.0) + time.time() - started
+                self.marks.setdefault(f"{label} start", started)
+                self.marks[f"{label} end"] = time.time()
+        setattr(owner, attribute, timed)
+        return lambda: setattr(owner, attribute, original)
+
+
+def process_start(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return BOOT + int(fields[19]) / TICKS
+
+
+def log_time(line: str) -> float | None:
+    match = LOG_TIME.search(line)
+    if not match:
+        return None
+    return datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def serve_logs(head: LocalRayHead) -> Path:
+    return head.config.ray_directory / "session_latest" / "logs" / "serve"
+
+
+def controller_marks(head: LocalRayHead, app: str) -> dict[str, float]:
+    """Times of the controller's lines about `app`: replica added, started (and its pid)."""
+    marks: dict[str, float] = {}
+    for path in serve_logs(head).glob("controller_*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if f"app='{app}'" not in line and f"'{app}'" not in line:
+                continue
+            t = log_time(line)
+            if t is None:
+                continue
+            if "Adding 1 replica" in line:
+                marks.setdefault("replica added", t)
+            elif "started successfully" in line:
+                marks.setdefault("replica started", t)
+                pid = re.search(r"PID: (\d+)", line)
+                if pid:
+                    marks["pid"] = int(pid[1])
+            elif "Deploying new app" in line or "Building application" in line:
+                marks.setdefault("app build", t)
+            elif "Imported and built app" in line:
+                marks.setdefault("app built", t)
+    return marks
+
+
+def replica_marks(head: LocalRayHead, app: str) -> dict[str, float]:
+    marks: dict[str, float] = {}
+    for path in serve_logs(head).glob(f"replica_{app}_Model_*.log"):
+        lines = path.read_text(errors="replace").splitlines()
+        times = [t for t in map(log_time, lines) if t]
+        if times:
+            marks.setdefault("replica first log", min(times))
+        for line in lines:
+            if "serving models:/" in line and log_time(line):
+                marks.setdefault("model loaded", log_time(line))
+    return marks
+
+
+# --- one deploy ---------------------------------------------------------------------------------------
+
+def deploy_once(head: LocalRayHead, name: str, model_uri: str, body: bytes) -> dict[str, float]:
+    clock = Clock()
+    undo = [clock.wrap(api, "require_mlflow", "mlflow probe"), clock.wrap(api, "resolve", "registry lookup"),
+            clock.wrap(LocalRayHead, "ensure", "head.ensure"), clock.wrap(local.LocalServing, "_apply", "config PUT"),
+            clock.wrap(local.LocalServing, "status", "status read")]
+    seen: dict[str, float] = {}
+    stop_polls = threading.Event()
+
+    def poll_status():
+        while not stop_polls.is_set():
+            try:
+                state = serving.status(name)["state"]
+                seen.setdefault(state, time.time())
+            except Exception:  # noqa: BLE001 — not there yet
+                pass
+            time.sleep(0.05)
+
+    started = time.time()
+    try:
+        status = serving.deploy(name, model_uri)
+    finally:
+        for u in undo:
+            u()
+    returned = time.time()
+    poller = threading.Thread(target=poll_status, daemon=True)
+    poller.start()
+    url = status["predict_url"]
+    answered = None
+    while time.time() - started < 180:
+        try:
+            if requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10).ok:
+                answered = time.time()
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    localhost_wait(lambda: "running" in seen, 30)
+    stop_polls.set()
+    poller.join()
+    if answered is None:
+        raise TimeoutError(f"{name} did not answer within 180 s")
+    marks = {**controller_marks(head, name), **replica_marks(head, name)}
+    pid_start = process_start(int(marks["pid"])) if "pid" in marks else None
+    put = clock.marks.get("config PUT start", started)
+    row = {
+        "client: mlflow probe": clock.spans.get("mlflow probe", 0),
+        "client: registry lookup": clock.spans.get("registry lookup", 0),
+        "client: head.ensure": clock.spans.get("head.ensure", 0),
+        "client: config PUT": clock.spans.get("config PUT", 0),
+        "client: status read": clock.spans.get("status read", 0),
+        "client: deploy() returned": returned - started,
+        "controller: PUT → replica added": marks.get("replica added", float("nan")) - put,
+        "replica: added → first log": marks.get("replica first log", float("nan")) - marks.get("replica added", float("nan")),
+        "replica: first log → model loaded": marks.get("model loaded", float("nan")) - marks.get("replica first log", float("nan")),
+        "replica: loaded → started (controller)": marks.get("replica started", float("nan")) - marks.get("model loaded", float("nan")),
+        "replica process reused (1) / new (0)": float(pid_start is not None and pid_start < put),
+        "status says running (from start)": seen.get("running", float("nan")) - started,
+        "first answer (from start)": answered - started,
+    }
+    serving.delete(name)
+    return row
+
+
+def localhost_wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def head_start(head: LocalRayHead) -> dict[str, float]:
+    """`ensure()` with a thread noting when GCS, the dashboard and the Serve REST API first answer."""
+    import socket
+
+    seen: dict[str, float] = {}
+    done = threading.Event()
+    c = head.config
+
+    def watch():
+        while not done.is_set():
+            if "GCS port open" not in seen:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", c.port)) == 0:
+                        seen["GCS port open"] = time.time()
+            if "dashboard answers" not in seen:
+                try:
+                    if requests.get(f"{c.dashboard_url}/api/version", timeout=1).status_code < 500:
+                        seen["dashboard answers"] = time.time()
+                except requests.RequestException:
+                    pass
+            time.sleep(0.1)
+
+    started = time.time()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    head.ensure()
+    seen["Serve REST answers (ensure returned)"] = time.time()
+    done.set()
+    watcher.join()
+    return {f"head: {k}": v - started for k, v in seen.items()}
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+# --- a replica's initialisation, alone --------------------------------------------------------------
+
+IMPORT_PROBE = """
+import time, sys, json
+t0 = time.perf_counter()
+import ray.serve
+t1 = time.perf_counter()
+import mlplatform.serving.app
+t2 = time.perf_counter()
+import mlflow.pyfunc
+t3 = time.perf_counter()
+m = mlflow.pyfunc.load_model(sys.argv[1])
+t4 = time.perf_counter()
+m.predict(__import__('pandas').DataFrame([{"x1": 0.1, "x2": 1.0}]))
+t5 = time.perf_counter()
+print(json.dumps({"import ray.serve": t1 - t0, "import mlplatform.serving.app (after ray.serve)": t2 - t1,
+                  "import mlflow.pyfunc (after the app)": t3 - t2, "load_model": t4 - t3, "first predict": t5 - t4}))
+"""
+
+
+def import_costs(model_uri: str, runs: int) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    for _ in range(runs):
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, model_uri], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONPATH": str(REPO / "extensions")}).stdout
+        total = time.perf_counter() - started
+        for k, v in {**json.loads(out.strip().splitlines()[-1]), "whole process": total}.items():
+            results.setdefault(k, []).append(v)
+    return results
+
+
+def table(title: str, rows: list[dict[str, float]]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    print(f"\n{title}")
+    width = max(len(k) for k in keys)
+    print(f"| {'phase'.ljust(width)} | median s | min | max | runs |")
+    print(f"|{'-' * (width + 2)}|----------|-----|-----|------|")
+    for k in keys:
+        values = [r[k] for r in rows if k in r and r[k] == r[k]]
+        if values:
+            print(f"| {k.ljust(width)} | {statistics.median(values):8.2f} | {min(values):.2f} | {max(values):.2f} | "
+                  f"{len(values)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port-base", type=int, default=57000, help="MLflow: base + 500, the Ray head: base + 600 ..")
+    parser.add_argument("--runs", type=int, default=5, help="warm deploys (after the first one)")
+    parser.add_argument("--imports", type=int, default=0, help="also time a replica's imports and load alone, N times")
+    parser.add_argument("--keep-head", action="store_true", help="reuse a running head (no head start timing)")
+    args = parser.parse_args()
+
+    mlflow_url = f"http://127.0.0.1:{args.port_base + 500}"
+    os.environ.update(MLPLATFORM_BACKEND="local", MLPLATFORM_RAY_PORT=str(args.port_base + 600),
+                      MLFLOW_TRACKING_URI=mlflow_url)
+    head = LocalRayHead(LocalRayConfig.from_environ())
+    body = json.dumps({"dataframe_records": SAMPLE_ROWS[:1]}).encode()
+    tmp = Path(tempfile.mkdtemp(prefix="mlplatform-bench-steps-"))
+    tracking = None
+    try:
+        head.stop()
+        shutil.rmtree(head.root, ignore_errors=True)
+        tracking = start_mlflow_server(args.port_base + 500, tmp / "mlflow")
+        model = register_model(mlflow_url, unique_name("steps"))
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
+        if args.imports:
+            table(f"a replica's initialisation alone (fresh processes, {args.imports} runs)",
+                  _columns(import_costs(model.uri, args.imports)))
+        start = head_start(head)
+        idle = rss_mb(head.processes()), len(head.processes())
+        first = deploy_once(head, "steps-first", model.uri, body)
+        table("head start", [start])
+        table("first deploy after the head's start", [first])
+        warm = [deploy_once(head, f"steps-{i}", model.uri, body) for i in range(args.runs)]
+        table(f"deploys on a started head (median of {args.runs})", warm)
+        print(f"\nRay: idle after start {idle[0]:.0f} MB RSS in {idle[1]} processes; after the deploys "
+              f"{rss_mb(head.processes()):.0f} MB in {len(head.processes())} processes")
+        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    finally:
+        head.stop()
+        shutil.rmtree(head.root, ignore_errors=True)
+        stop(tracking)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if head.processes():
+            print(f"processes left: {head.processes()}", file=sys.stderr)
+
+
+def _columns(results: dict[str, list[float]]) -> list[dict[str, float]]:
+    n = len(next(iter(results.values())))
+    return [{k: v[i] for k, v in results.items()} for i in range(n)]
+
+
+if __name__ == "__main__":
+    main()
