@@ -37,7 +37,15 @@ def test_records_and_split_orient(body):
     (b"[]", "no rows: the list of records is empty"),
     (b'[{"x1": 1}, 3]', "record 1 is a number; each record must be an object"),
     (b'"rows"', "unsupported body: a string; send JSON records"),
-    (b'{"inputs": [[1, 2]]}', "unsupported body: an object with keys ['inputs']; send JSON records"),
+    (b'{"inputs": [[1, 2]], "dataframe_records": []}',
+     "unsupported body: an object with keys ['dataframe_records', 'inputs']; send JSON records"),
+    (b'{"inputs": 3}', 'inputs is a number; send {"inputs": {"column": [values], ...}}'),
+    (b'{"instances": []}', "no rows: instances is an empty list"),
+    (b'{"inputs": {}}', "inputs is an empty object"),
+    (b'{"inputs": {"x1": [1, 2], "x2": [3]}}',
+     "inputs columns must be lists of the same length (one value per row); got x1: a list of 2, x2: a list of 1"),
+    (b'{"inputs": {"x1": [], "x2": []}}', "no rows: the columns of inputs are empty"),
+    (b'{"instances": [[1, 2], [3]]}', "the rows of instances have [1, 2] values; each row must have one value"),
     (b'{"columns": ["x1", "x2"], "data": [[1, 2], [3]]}',
      "data[1] has 1 values; each row must be a list of 2 values (one per column: x1, x2)"),
     (b'{"columns": ["x1"], "data": []}', "split orient needs 'data', a non-empty list of rows; got a list"),
@@ -169,3 +177,42 @@ def test_a_fraction_for_an_integer_column_is_refused_not_truncated():
         parse_predict(json.dumps(rows).encode(), SCHEMA)
     assert str(info.value) == "column 'count', row 1: 2.5 is not a long (the model's signature); allowed: a whole number"
     assert parse_predict(json.dumps(rows[:1]).encode(), SCHEMA)["count"].tolist() == [2]
+
+
+# TF-serving bodies, as `mlflow models serve` takes them (pyfunc/scoring_server: infer_and_parse_data, then the
+# model's schema enforcement turns the result into the frame the model scores).
+TF_BODIES = [
+    {"inputs": {"length": [5, 6.5], "width": [3, 2], "count": [2, 1], "kind": ["b", "c"]}},
+    {"instances": {"length": [5, 6.5], "width": [3, 2], "count": [2, 1], "kind": ["b", "c"]}},
+    {"inputs": {"length": 5, "width": 3, "count": 2, "kind": "b"}},
+    {"instances": [{"length": 5, "width": 3, "count": 2, "kind": "b"}, {"length": 6.5, "width": 2, "count": 1, "kind": "c"}]},
+    {"inputs": [{"length": 5, "width": 3, "count": 2, "kind": "b"}]},
+]
+
+
+@pytest.mark.parametrize("body", TF_BODIES, ids=lambda b: f"{next(iter(b))}-{type(b[next(iter(b))]).__name__}")
+def test_inputs_and_instances_give_the_frame_mlflow_models_serve_scores(body, typed_model):
+    frame = parse_predict(json.dumps(body).encode(), SCHEMA)
+    mlflow_frame = _enforce_schema(infer_and_parse_data(body, SCHEMA), SCHEMA)
+    pd.testing.assert_frame_equal(_enforce_schema(frame, SCHEMA), mlflow_frame, check_dtype=True)
+    assert typed_model.predict(frame) == typed_model.predict(mlflow_frame)
+
+
+def test_inputs_without_a_schema_and_unnamed_rows():
+    pd.testing.assert_frame_equal(parse_predict(b'{"inputs": {"x1": [0.1, 0.9], "x2": [1.0, 0.1]}}'), EXPECTED)
+    pd.testing.assert_frame_equal(parse_predict(json.dumps({"instances": ROWS}).encode()), EXPECTED)
+    # Rows without names: columns 0, 1 (as MLflow makes them), which a model with named inputs refuses.
+    unnamed = parse_predict(b'{"instances": [[0.1, 1.0], [0.9, 0.1]]}', SCHEMA)
+    assert list(unnamed.columns) == [0, 1]
+    with pytest.raises(MlflowException, match="Model is missing inputs"):
+        _enforce_schema(unnamed, SCHEMA)
+
+
+def test_inputs_values_the_signature_cannot_take_are_refused():
+    body = {"inputs": {"length": [5.1, "a lot"], "width": [3.5, 3.5], "count": [2, 2], "kind": ["b", "b"]}}
+    with pytest.raises(MlflowException):  # MLflow refuses it too
+        infer_and_parse_data(body, SCHEMA)
+    with pytest.raises(PayloadError) as info:
+        parse_predict(json.dumps(body).encode(), SCHEMA)
+    assert str(info.value) == ("""column 'length', row 1: "a lot" is not a double (the model's signature); """
+                               "allowed: a number")

@@ -7,6 +7,11 @@ expects them, so one client works against both:
     {"dataframe_records": [{"x": 1.0, "y": 2.0}, ...]}
     {"columns": ["x", "y"], "data": [[1.0, 2.0], ...]}             split (as DataFrame.to_json(orient="split"))
     {"dataframe_split": {"columns": ["x", "y"], "data": [[1.0, 2.0], ...]}}
+    {"inputs": {"x": [1.0, ...], "y": [2.0, ...]}}                 columns (TF serving, as MLflow takes it)
+    {"inputs": {"x": 1.0, "y": 2.0}}                               one row
+    {"instances": [{"x": 1.0, "y": 2.0}, ...]}                     records (`inputs` takes these too)
+    {"instances": [[1.0, 2.0], ...]}                               unnamed rows (columns 0, 1, ...: only a
+                                                                   model without column names takes them)
 
 and answers `{"predictions": [...]}`, one entry per row. Given the model's input schema, the rows are
 cast to its column types as `mlflow models serve` casts them (MLflow's own function): an integer for a
@@ -31,7 +36,9 @@ import pandas as pd
 
 FORMATS = ('JSON records ([{"column": value, ...}, ...]) or pandas split orient '
            '({"columns": [...], "data": [[...], ...]}), optionally wrapped as '
-           '{"dataframe_records": ...} / {"dataframe_split": ...}')
+           '{"dataframe_records": ...} / {"dataframe_split": ...}, or {"inputs": ...} / {"instances": ...} '
+           '(columns {"column": [values]} or records)')
+TF_KEYS = ("inputs", "instances")
 DEFAULT_MAX_TOKENS = 128
 
 
@@ -152,6 +159,8 @@ def _frame(doc: Any) -> pd.DataFrame:
         doc = doc["dataframe_split"]
         if not isinstance(doc, dict):
             raise PayloadError(f"dataframe_split must be an object with columns and data; got {_kind(doc)}")
+    elif isinstance(doc, dict) and len(doc) == 1 and set(doc) & set(TF_KEYS):
+        return _tf_serving(*next(iter(doc.items())))
     if isinstance(doc, list):
         return _records(doc)
     if isinstance(doc, dict) and ("columns" in doc or "data" in doc):
@@ -168,6 +177,37 @@ def _records(rows: list) -> pd.DataFrame:
             raise PayloadError(f"record {i} is {_kind(row)}; each record must be an object "
                                '{"column": value, ...}')
     return pd.DataFrame.from_records(rows)
+
+
+def _tf_serving(key: str, value: Any) -> pd.DataFrame:
+    """`{"inputs": ...}` / `{"instances": ...}` as `mlflow models serve` turns them into the DataFrame a
+    column-signature model scores (parse_tf_serving_input, then pyfunc's schema enforcement): an object of
+    columns → one row per position, of scalars → one row; a list of objects → records; a list of lists →
+    unnamed columns 0, 1, ... The cast to the signature comes after, as for the other formats."""
+    if isinstance(value, dict):
+        if not value:
+            raise PayloadError(f"{key} is an empty object; send {{\"{key}\": {{\"column\": [values], ...}}}}")
+        if all(not isinstance(v, (list, dict)) for v in value.values()):
+            return pd.DataFrame([value])  # one row, as MLflow reads an object of scalars
+        lengths = {name: len(v) if isinstance(v, list) else None for name, v in value.items()}
+        if None in lengths.values() or len(set(lengths.values())) != 1:
+            shown = ", ".join(f"{n}: {'a list of %d' % k if k is not None else _kind(value[n])}"
+                              for n, k in lengths.items())
+            raise PayloadError(f"{key} columns must be lists of the same length (one value per row); got {shown}")
+        if not next(iter(lengths.values())):
+            raise PayloadError(f"no rows: the columns of {key} are empty")
+        return pd.DataFrame(value)
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        return _records(value)
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+        if len({len(row) for row in value}) != 1:
+            raise PayloadError(f"the rows of {key} have {sorted({len(row) for row in value})} values; "
+                               "each row must have one value per column")
+        return pd.DataFrame(value)  # columns 0, 1, ...: a model with named inputs refuses them, as MLflow does
+    if isinstance(value, list) and not value:
+        raise PayloadError(f"no rows: {key} is an empty list")
+    raise PayloadError(f"{key} is {_kind(value)}; send {{\"{key}\": {{\"column\": [values], ...}}}} or "
+                       f"{{\"{key}\": [{{\"column\": value, ...}}, ...]}}")
 
 
 def _split(doc: dict) -> pd.DataFrame:
