@@ -6,11 +6,16 @@ opens the spawn page again and again:
 
   cache (CatalogKubeSpawner)   the page reads the ResourceQuota + GPU pod reflectors (one list + one
                                watch each for the whole hub, started by the first page)
-  list per page                what a hand-written options_form hook would do: list ResourceQuotas
-                               and GPU pods of all namespaces from the API server on each render
+  plain hook                   the best simple alternative: a hand-written options_form hook that lists
+                               ResourceQuotas and GPU pods of all namespaces on each render, both at once,
+                               as raw JSON (no typed objects), with one API client reused across renders
+                               and closed at the end. It is measured first, before the cache exists, so
+                               no watch of the cache runs meanwhile.
 
-Printed: p50/p99 render latency and Kubernetes API calls per render (watches excluded: they are
-long-lived streams, not per render). Objects are seeded without schema validation, to save time.
+Printed: min / p50 / p99 render latency over the renders, and Kubernetes API calls per render (watches
+excluded: they are long-lived streams, not per render). Objects are seeded without schema validation,
+to save time. The fake API server runs in this process (as the hub's own API client does), so the
+listing's cost includes the server's side of it; a real API server's would be on another machine.
 
     .venv/bin/python bench/spawn_page.py --teams 200 --servers 2000 --renders 200
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -32,8 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kubernetes_asyncio import client  # noqa: E402
-from kubespawner.clients import shared_client  # noqa: E402
+from kubernetes_asyncio import client, config  # noqa: E402
 
 from mlplatform_core.catalog import load_catalog  # noqa: E402
 from hub_config.spawners.kube_quota import quota_snapshot, stop_cluster_quotas  # noqa: E402
@@ -86,21 +91,39 @@ async def render_cached(spawner: CatalogKubeSpawner) -> str:
     return await spawner.get_options_form()
 
 
-async def render_listing(spawner: CatalogKubeSpawner) -> str:
-    api = shared_client("CoreV1Api")
-    quotas = await api.list_resource_quota_for_all_namespaces()
-    pods = await api.list_pod_for_all_namespaces(label_selector=GPU_TYPE_LABEL)
-    serialize = client.ApiClient().sanitize_for_serialization
-    snapshot = quota_snapshot(spawner.catalog, serialize(quotas.items), serialize(pods.items), {})
-    spawner.quota_snapshot = lambda: snapshot  # this render's view
-    try:
-        return spawner._render_options_form()
-    finally:
-        del spawner.quota_snapshot
+class PlainHook:
+    """A hand-written options_form hook at its best: raw JSON lists, one client, both lists at once."""
+
+    def __init__(self, kubeconfig: Path):
+        self.kubeconfig = kubeconfig
+        self.api_client: client.ApiClient | None = None
+
+    async def __call__(self, spawner: CatalogKubeSpawner) -> str:
+        if self.api_client is None:
+            configuration = client.Configuration()
+            await config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
+            self.api_client = client.ApiClient(configuration)
+        api = client.CoreV1Api(self.api_client)
+        # _preload_content=False: the response as it came, parsed as JSON; no typed objects
+        quotas, pods = await asyncio.gather(
+            api.list_resource_quota_for_all_namespaces(_preload_content=False),
+            api.list_pod_for_all_namespaces(label_selector=GPU_TYPE_LABEL, _preload_content=False))
+        quotas, pods = json.loads(await quotas.read())["items"], json.loads(await pods.read())["items"]
+        snapshot = quota_snapshot(spawner.catalog, quotas, pods, {})
+        spawner.quota_snapshot = lambda: snapshot  # this render's view
+        try:
+            return spawner._render_options_form()
+        finally:
+            del spawner.quota_snapshot
+
+    async def close(self) -> None:
+        if self.api_client is not None:
+            await self.api_client.close()
+            self.api_client = None
 
 
 async def measure(fake: FakeKube, render, spawner, renders: int) -> tuple[list[float], float]:
-    await render(spawner)  # warm-up (the cache's first load)
+    await render(spawner)  # warm-up (the cache's first load; the hook's client)
     fake.clear_requests()
     times = []
     for _ in range(renders):
@@ -131,20 +154,25 @@ async def main() -> None:
         # The hub's usage reconcile (hub_config/spawners/kube_usage.py) writes here, not to a cluster's path.
         os.environ["MLPLATFORM_SERVICE_DATABASE_URL"] = f"sqlite:///{Path(tmp) / 'platform.sqlite'}"
         spawner = CatalogKubeSpawner(_mock=True, user=User(), catalog_file=str(catalog_file))
+        hook = PlainHook(Path(tmp) / "kubeconfig")
         try:
-            rows = [("cache (CatalogKubeSpawner)", *await measure(fake, render_cached, spawner, args.renders)),
-                    ("list per page", *await measure(fake, render_listing, spawner, args.renders))]
+            # The hook first: the cache's watches start with its first page and would run meanwhile.
+            listed = await measure(fake, hook, spawner, args.renders)
+            await hook.close()
+            cached = await measure(fake, render_cached, spawner, args.renders)
+            rows = [("cache (CatalogKubeSpawner)", *cached), ("plain hook (raw JSON lists)", *listed)]
         finally:
+            await hook.close()
             await stop_cluster_quotas()
             undo()
 
     print(f"\nSpawn page, {args.teams} teams, {args.servers} running servers, {args.renders} renders, "
           f"user in {len(USER_TEAMS)} teams")
-    print(f"{'approach':<28}{'p50 ms':>10}{'p99 ms':>10}{'API calls/render':>18}")
+    print(f"{'approach':<30}{'min ms':>10}{'p50 ms':>10}{'p99 ms':>10}{'API calls/render':>18}")
     for name, times, calls in rows:
-        print(f"{name:<28}{p(times, 50):>10.2f}{p(times, 99):>10.2f}{calls:>18.1f}")
+        print(f"{name:<30}{min(times):>10.2f}{p(times, 50):>10.2f}{p(times, 99):>10.2f}{calls:>18.1f}")
     (_, cached, _), (_, listed, _) = rows
-    print(f"\nlist per page / cache: p50 {p(listed, 50) / p(cached, 50):.1f}×, "
+    print(f"\nplain hook / cache: p50 {p(listed, 50) / p(cached, 50):.1f}×, "
           f"p99 {p(listed, 99) / p(cached, 99):.1f}×")
 
 
