@@ -1,8 +1,8 @@
 """Rollout: try a new version of a served model beside its champion (shadow → canary → champion), live.
 
     from mlplatform.widgets import Rollout
-    Rollout()            # choose the endpoint and the candidate version, Start (shadow); watch; Apply canary 10 %;
-                         # Promote once every gate shows ✔, or Abort
+    Rollout()            # choose the endpoint and the candidate version, Start (shadow, the share of requests
+                         # mirrored: Mirrored %); watch; Apply canary 10 %; Promote once every gate shows ✔, or Abort
     Rollout("iris")      # the same, the endpoint chosen
 
 Every action calls `mlplatform.serving.rollouts` (the platform service) in a background thread. While the
@@ -10,7 +10,8 @@ endpoint has a rollout, its live report is read every `poll_interval` seconds an
 side (version, requests, rate, p50, p99, error rate), agreement, drift, each gate (✔ passed, ✘ failed,
 … waiting for data), and two small charts of the last polls (p99 and request rate per side). When the
 platform moved the traffic back to the champion by itself (the candidate breached the SLO), a red banner
-says why; Apply shadow or canary to try again on a fresh window, or Abort.
+says why; Apply shadow or canary to try again on a fresh window, or Abort. In GitOps mode (Kubernetes with the
+catalog's `gitops`) each step is a commit by the platform service: the widget shows the last one, linked.
 
 The widget decides nothing: the service checks every input, refuses another team, refuses a promotion while
 a gate fails or waits (its gates shown as red lines), and rolls back with the notebook closed.
@@ -37,6 +38,7 @@ from .common import (
     OK_COLOR,
     WIDE,
     Background,
+    CommitLine,
     ErrorLines,
     close_tree,
     lines_html,
@@ -91,6 +93,11 @@ class Rollout(w.VBox):
                                                                            "candidate"])
         self.share = w.IntSlider(value=10, min=1, max=100, step=1, description="Canary share %", style=LABEL,
                                  layout=w.Layout(width="32em"), continuous_update=False)
+        # Shadow's sample of the requests sent on to the candidate (the rollout's mirror_rate): less load on it.
+        self.mirror = w.IntSlider(value=100, min=1, max=100, step=1, description="Mirrored %", style=LABEL,
+                                  layout=w.Layout(width="32em"), continuous_update=False,
+                                  tooltip="the share of the requests shadow also sends to the candidate")
+        self.commit_line = CommitLine()  # GitOps mode: the rollout's last commit
         self.start_button = w.Button(description="Start", icon="play", button_style="primary", disabled=True,
                                      layout=w.Layout(**FIT))
         self.apply_button = w.Button(description="Apply", icon="sliders", button_style="info", disabled=True,
@@ -108,7 +115,7 @@ class Rollout(w.VBox):
         self.charts = w.HTML()
         self.live_panel = w.VBox([self.rollback, self.sides, self.gates, self.charts])
         for widget, css in ((self.endpoint, "mlp-endpoint"), (self.version, "mlp-version"),
-                            (self.mode_choice, "mlp-mode"), (self.share, "mlp-share"),
+                            (self.mode_choice, "mlp-mode"), (self.share, "mlp-share"), (self.mirror, "mlp-mirror"),
                             (self.endpoint_line, "mlp-rollout-status"), (self.start_button, "mlp-start"),
                             (self.apply_button, "mlp-apply"), (self.promote_button, "mlp-promote"),
                             (self.abort_button, "mlp-abort"), (self.errors, "mlp-errors"), (self.result, "mlp-result"),
@@ -117,8 +124,8 @@ class Rollout(w.VBox):
             widget.add_class(css)
         super().__init__([
             w.HTML("<b>Roll out a model version</b> — shadow → canary → champion, behind the platform's live gates"),
-            w.HBox([self.endpoint, self.refresh_button]), self.endpoint_line, self.version, self.versions_note,
-            self.mode_choice, self.share,
+            w.HBox([self.endpoint, self.refresh_button]), self.endpoint_line, self.commit_line, self.version,
+            self.versions_note, self.mode_choice, self.share, self.mirror,
             w.HBox([self.start_button, self.apply_button, self.promote_button, self.abort_button]),
             self.errors, self.result, self.live_panel,
         ], **kwargs)
@@ -167,6 +174,7 @@ class Rollout(w.VBox):
         self.mode = ""
         for panel in (self.endpoint_line, self.result, self.rollback, self.sides, self.gates, self.charts):
             panel.value = ""
+        self.commit_line.show(None)
         self.errors.clear()
         self._update_buttons()
         if name:
@@ -196,7 +204,9 @@ class Rollout(w.VBox):
         self._update_buttons()
 
     def _show_share(self, change=None) -> None:
-        self.share.layout.display = None if self.mode_choice.value == "canary" else "none"
+        canary = self.mode_choice.value == "canary"
+        self.share.layout.display = None if canary else "none"
+        self.mirror.layout.display = "none" if canary else None
 
     # --- reading and showing -----------------------------------------------------------------------------
     def _read(self, name: str, versions: bool = False) -> dict:
@@ -220,6 +230,7 @@ class Rollout(w.VBox):
                 self.history.append(_point(live))
             self._sync_fields(current, settings)
             self.endpoint_line.value = status_html(status)
+            self.commit_line.show(report.get("commit"))
             self.rollback.value = rollback_html(current)
             self.sides.value = sides_html(live) if live else ""
             self.gates.value = live_gates_html(live) if live else ""
@@ -230,8 +241,10 @@ class Rollout(w.VBox):
             self.polls.start("poll", self._poll, name)
 
     def _sync_fields(self, current: dict | None, settings: dict) -> None:
-        """Mode and share as the rollout has them, once per rollout change (the user's edits stay meanwhile)."""
-        key = (current or {}).get("model_version"), settings.get("mode"), settings.get("share")
+        """Mode, share and mirror rate as the rollout has them, once per rollout change (the user's edits stay
+        meanwhile)."""
+        key = (current or {}).get("model_version"), settings.get("mode"), settings.get("share"), \
+            settings.get("mirror_rate")
         if current is None or key == self._synced:
             return
         self._synced = key
@@ -239,6 +252,8 @@ class Rollout(w.VBox):
             self.mode_choice.value = settings["mode"]
         if settings.get("mode") == "canary" and settings.get("share"):
             self.share.value = max(1, min(100, round(settings["share"] * 100)))
+        if settings.get("mode") == "shadow" and settings.get("mirror_rate") is not None:
+            self.mirror.value = max(1, min(100, round(settings["mirror_rate"] * 100)))
 
     def _poll(self, name: str) -> None:
         """The live report every poll_interval seconds, while `name` is chosen and has a rollout (or has not
@@ -276,7 +291,8 @@ class Rollout(w.VBox):
     # --- actions ---------------------------------------------------------------------------------------
     def _settings(self) -> dict:
         mode = self.mode_choice.value
-        return {"mode": mode, "share": self.share.value / 100 if mode == "canary" else None}
+        return {"mode": mode, "share": self.share.value / 100 if mode == "canary" else None,
+                "mirror_rate": self.mirror.value / 100 if mode == "shadow" else 1.0}
 
     def _act(self, action: str, fn, *args) -> None:
         name = self.endpoint.value
@@ -364,6 +380,8 @@ def _watched(status: dict) -> bool:
 def _mode_text(settings: dict) -> str:
     if settings.get("mode") == "canary":
         return f"canary, {_percent(settings.get('share'))} of the callers answered by the candidate"
+    if settings.get("mode") == "shadow" and (settings.get("mirror_rate") or 0) < 1:
+        return f"shadow, {_percent(settings.get('mirror_rate'))} of the requests mirrored to the candidate"
     return settings.get("mode") or "?"
 
 
@@ -397,9 +415,23 @@ def status_html(status: dict) -> str:
     since = settings.get("since")
     when = f", since {datetime.fromtimestamp(since).strftime('%H:%M:%S')}" if since else ""
     mode = settings.get("mode")
+    rate = settings.get("mirror_rate", 1.0)
     doing = ("gets no traffic: rolled back" if mode == "off" else _mode_text(settings) if mode == "canary"
-             else "shadow: every request mirrored to it, callers get the champion's answers")
-    return f"{line}; candidate version {html.escape(str(current.get('model_version')))} — {html.escape(doing)}{when}"
+             else "shadow: every request mirrored to it, callers get the champion's answers" if rate >= 1
+             else f"shadow: {_percent(rate)} of the requests mirrored to it, callers get the champion's answers")
+    return (f"{line}; candidate version {html.escape(str(current.get('model_version')))} — {html.escape(doing)}{when}"
+            f"{html.escape(_log_text(current))}")
+
+
+def _log_text(current: dict) -> str:
+    """The rollout's inference log, when it is not the usual (on, every request): the live gates' evidence."""
+    if "inference_log" not in current:  # a service that does not say
+        return ""
+    settings = current["inference_log"]
+    if settings is None:
+        return "; inference log off (the live gates have no evidence)"
+    rate = settings.get("sample_rate", 1.0)
+    return "" if rate >= 1 else f"; inference log samples {_percent(rate)} of the requests"
 
 
 def rollback_html(current: dict | None) -> str:
