@@ -15,10 +15,10 @@ champion and candidate are the same fast model and the numbers show routing and 
        shadow          every request also sent to the candidate (mirror_rate 1), callers get the champion's
        canary 5 %      5 % of the requests answered by the candidate
      shadow and canary each with the inference log off and on. "On" is the catalog's
-     `serving.inference_log` (every request, both sides, Parquet to SeaweedFS); "off" is a champion
-     user_config without `inference_log` (the router then opens no log): no API makes that, so the bench
-     writes it into the application's record (LocalServing._change_application, a pure edit of the
-     application) — a mode change in place, no replica restarts. Each of `--runs` runs measures every
+     `serving.inference_log` (every request, both sides, Parquet to SeaweedFS); "off" is the serving
+     backend's `set_inference_log(name, None)` (the router then opens no log), a change in place like the
+     mode's, no replica restarts. (The bench drives the serving backend itself: the platform service would
+     refuse the log off in shadow or canary, where its live gates need the records.) Each of `--runs` runs measures every
      configuration, in an order of its own (none always follows the same one), after `--settle` seconds of
      load on the new settings; medians, with the spread of requests/s. `--skip-rollback`: part 1 only.
   2. Time from SLO breach to traffic back on the champion: version 3, the slow-on-rare candidate of
@@ -62,7 +62,7 @@ from hub_config.local import seaweedfs  # noqa: E402
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead, LocalServing  # noqa: E402
 from mlplatform.serving.rollout import SIDE_HEADER, Rollout  # noqa: E402
 from mlplatform.serving.router import MAX_MIRRORS  # noqa: E402
-from mlplatform.serving.spec import serving_request, with_rollout  # noqa: E402
+from mlplatform.serving.spec import serving_request  # noqa: E402
 from mlplatform_core.catalog import load_catalog  # noqa: E402
 from mlplatform_core.contract import PlatformEnvironment  # noqa: E402
 from mlplatform_service.audit_log import AuditLog  # noqa: E402
@@ -99,15 +99,9 @@ def health(url: str) -> dict:
 def configure(backend: LocalServing, app: str, url: str, settings: Rollout, log: dict | None) -> None:
     """The rollout `settings` and the inference log (`log`; None: no `inference_log` key) as the champion's
     user_config, applied in place; returns once the champion's replica runs with them."""
-    def change(record: dict) -> dict:
-        application = with_rollout(record["application"], settings)
-        user_config = application["deployments"][0]["user_config"]
-        user_config.pop("inference_log", None)
-        if log is not None:
-            user_config["inference_log"] = dict(log)
-        return application
-
-    backend._change_application(app, change)
+    if (backend.status(app)["rollout"] or {}).get("inference_log") != log:  # each change reloads the proxy
+        backend.set_inference_log(app, log)
+    backend.set_rollout(app, settings)
     deadline = time.monotonic() + 120
     while True:
         info = health(url).get("rollout") or {}
