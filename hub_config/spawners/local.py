@@ -37,8 +37,42 @@ from ..profiles import QuotaSnapshot, Selection
 from .local_tools import TERMINAL_SHELL_ARG, server_path, write_aws_config
 from .profiles_mixin import CatalogProfilesMixin
 
+# How often start() checks whether the new server listens yet (a refused local connection costs ~0.1 ms).
+LISTEN_POLL_INTERVAL = 0.05
 
-class LocalPlatformSpawner(CatalogProfilesMixin, SimpleLocalProcessSpawner):
+
+class ListeningLocalProcessSpawner(SimpleLocalProcessSpawner):
+    """`start` returns once the server's process listens on its port, or fails as soon as the process exits.
+
+    JupyterHub asks a started server whether it is up with an exponential backoff with full jitter (waits
+    drawn from 0..0.2 s, 0..0.4 s, ... up to 0..5 s): a server that listened after 4 s was seen up to 3 s
+    later, and one that exited while starting only after `http_timeout`. Checked here every 50 ms, the
+    hub's first check finds the server answering. The wait counts against `start_timeout`."""
+
+    async def start(self):
+        ip, port = await super().start()
+        await self._until_listening(ip, port)
+        return ip, port
+
+    async def _until_listening(self, ip: str, port: int) -> None:
+        while not await _listens(ip, port):
+            status = self.proc.poll()
+            if status is not None:
+                raise RuntimeError(f"The server of {self._log_name} exited with code {status} while starting; "
+                                   "its output is in the hub's log")
+            await asyncio.sleep(LISTEN_POLL_INTERVAL)
+
+
+async def _listens(ip: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(ip, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+class LocalPlatformSpawner(CatalogProfilesMixin, ListeningLocalProcessSpawner):
     _pools: ClassVar[dict[str, GpuPool]] = {}
     _jobs_stopped = False  # this server's Spark jobs were stopped since it last started
 

@@ -4,9 +4,9 @@ A spawner that mixes this in provides three things: `quota_snapshot()` (GPUs in 
 `reserve(selection)` / `release()` (hold GPUs for this server, atomically with the quota check), and
 `apply_selection(selection)` (turn the chosen profile into its own settings). The mixin renders the
 spawn form, reads it back into user options, and re-validates user options from the form and the
-REST API alike in JupyterHub's `apply_user_options` hook. It prepares the team's MLflow experiment
-in JupyterHub's pre-spawn step (`run_pre_spawn_hook`, before `start`; a configured
-`c.Spawner.pre_spawn_hook` runs after it), and gives GPUs back when the pre-spawn step or `start`
+REST API alike in JupyterHub's `apply_user_options` hook. It makes the team's MLflow experiment from
+JupyterHub's pre-spawn step (`run_pre_spawn_hook`) on, while the server starts (`start` returns once both
+are done; a configured `c.Spawner.pre_spawn_hook` runs after the experiment exists), and gives GPUs back when the pre-spawn step or `start`
 fails, and once the server is gone (`poll`, `stop`) — after `stop_workloads()`, which stops what the
 server started that outlives it (the local spawner's Spark jobs), so no GPU is handed on while in use.
 """
@@ -58,6 +58,8 @@ class CatalogProfilesMixin(LoggingConfigurable):
     # gone, and JupyterHub polls a server it is about to stop; a poll during `stop` leaves the record to `stop`.
     _stop_recorded: bool = False
     _stopping: bool = False
+    # The team's experiment being made (from run_pre_spawn_hook), awaited by `start`.
+    _experiment: asyncio.Future | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -179,14 +181,20 @@ class CatalogProfilesMixin(LoggingConfigurable):
 
     # --- the server's life: GPUs are held from apply_user_options until the server is gone --------
     async def run_pre_spawn_hook(self):
-        """The team's experiment, then the configured `pre_spawn_hook` (JupyterHub calls this before `start`)."""
+        """Start making the team's experiment, then run the configured `pre_spawn_hook` once it exists
+        (JupyterHub calls this before `start`). Without a configured hook the experiment is made while the
+        server starts (a fresh team's takes ~10 MLflow requests, seconds on a busy machine)."""
         try:
+            self._experiment = None
             if self.selection is not None:
-                await self._ensure_team_experiment()
+                self._experiment = asyncio.ensure_future(self._ensure_team_experiment())
+                if self.pre_spawn_hook:  # a deployment's hook may rely on the experiment
+                    await self._experiment
             result = super().run_pre_spawn_hook()
             if inspect.isawaitable(result):
                 await result
         except BaseException:
+            self._cancel_experiment()
             self.end_allocation()
             raise
 
@@ -194,12 +202,19 @@ class CatalogProfilesMixin(LoggingConfigurable):
         self._stop_recorded = False
         try:
             url = await super().start()
+            if self._experiment is not None:  # the server is started once its team's experiment exists too
+                await self._experiment
         except BaseException as e:
+            self._cancel_experiment()
             self.end_allocation()
             self._audit("spawn", "failed", error=f"{type(e).__name__}: {e}")
             raise
         self._audit("spawn", "succeeded")
         return url
+
+    def _cancel_experiment(self) -> None:
+        if self._experiment is not None and not self._experiment.done():
+            self._experiment.cancel()  # its MLflow requests finish in their thread; nobody waits for them
 
     async def _ensure_team_experiment(self) -> None:
         """The team's MLflow workspace, roles and experiment (mlflow_access/provisioning.py)."""
