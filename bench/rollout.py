@@ -18,9 +18,10 @@ champion and candidate are the same fast model and the numbers show routing and 
      `serving.inference_log` (every request, both sides, Parquet to SeaweedFS); "off" is the serving
      backend's `set_inference_log(name, None)` (the router then opens no log), a change in place like the
      mode's, no replica restarts. (The bench drives the serving backend itself: the platform service would
-     refuse the log off in shadow or canary, where its live gates need the records.) Each of `--runs` runs measures every
-     configuration, in an order of its own (none always follows the same one), after `--settle` seconds of
-     load on the new settings; medians, with the spread of requests/s. `--skip-rollback`: part 1 only.
+     refuse the log off in shadow or canary, where its live gates need the records.) Each of `--runs` runs
+     measures every configuration, in an order of its own (none always follows the same one), after
+     `--settle` seconds of load on the new settings; medians, with the spread of requests/s.
+     `--skip-rollback`: part 1 only.
   2. Time from SLO breach to traffic back on the champion: version 3, the slow-on-rare candidate of
      tests/integration/test_rollout_local.py (40× slower when x1 > 5), in canary 50 %; the platform
      service's controller (`Rollouts.check()` with the LocalRollouts backend, an S3 client of SeaweedFS,
