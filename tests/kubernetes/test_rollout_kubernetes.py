@@ -77,6 +77,13 @@ def test_the_service_moves_a_rollout_through_the_rayservice_in_place(cluster, tm
     changed = fake.get("rayservices", "iris", NS)
     assert application(fake)["deployments"][0]["user_config"]["rollout"]["share"] == 0.05
     assert without(changed) == without(started) and application(fake)["args"] == app["args"]  # in place
+    # The inference log's sample rate, then the log off: the champion's user_config too, in place.
+    logged = rollouts.set_inference_log(TEAM, "iris", {**LOG, "sample_rate": 0.2})
+    assert logged["rollout"]["inference_log"] == application(fake)["deployments"][0]["user_config"]["inference_log"] \
+        == {**LOG, "sample_rate": 0.2}
+    assert rollouts.set_inference_log(TEAM, "iris", None)["rollout"]["inference_log"] is None
+    assert "inference_log" not in application(fake)["deployments"][0]["user_config"]
+    assert without(fake.get("rayservices", "iris", NS)) == without(started)
     with pytest.raises(ServingConflict, match="already tries version 2"):
         rollouts.start(TEAM, "iris", model_version="3", requested_uri="models:/iris/3",
                        rollout=rollout(mode="shadow"), inference_log=LOG)
@@ -94,7 +101,7 @@ def test_the_service_moves_a_rollout_through_the_rayservice_in_place(cluster, tm
     with pytest.raises(ServingConflict, match="has no rollout"):
         rollouts.change(TEAM, "iris", rollout(mode="off"))
     redeploys = [r for r in records(stores, action="redeploy") if r["target"] == f"model:{TEAM}/iris"]
-    assert len(redeploys) == 3 and {r["actor"] for r in redeploys} == {f"system:serviceaccount:{K8S.hub_namespace}:hub"}
+    assert len(redeploys) == 5 and {r["actor"] for r in redeploys} == {f"system:serviceaccount:{K8S.hub_namespace}:hub"}
 
 
 def test_the_hub_patches_rayservices_of_team_namespaces_only(cluster, tmp_path, authz):
