@@ -152,12 +152,24 @@ def tail_text(path: Path, lines: int = 20) -> str:
 
 
 # --- polling -----------------------------------------------------------------------------------
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> bool:
-    """Call `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2,
+               first: float | None = None) -> bool:
+    """Call `predicate` until it holds (True) or `timeout` seconds pass (False). `first`: the first
+    wait, growing by a tenth each time up to `interval` (what happens within seconds is seen at once)."""
     deadline = time.monotonic() + timeout
+    waits = poll_intervals(interval, first)
     while True:
         if predicate():
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(interval)
+        time.sleep(next(waits))
+
+
+def poll_intervals(interval: float, first: float | None = None) -> Iterator[float]:
+    """Waits between polls: `first`, growing by a tenth each time up to `interval` (from 0.1 to 1 s:
+    24 polls in 10 s); only `interval` without `first`."""
+    wait = interval if first is None else min(first, interval)
+    while True:
+        yield wait
+        wait = min(interval, wait * 1.1)

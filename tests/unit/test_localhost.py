@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,18 @@ def test_concurrent_writers_never_clash_and_readers_never_see_half_a_file(tmp_pa
     assert final["n"] == WRITES - 1 and final["writer"] in range(WRITERS)
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind
     assert path.stat().st_mode & 0o777 == 0o600  # state files are private by default
+
+
+def test_polls_are_fast_at_first_then_at_most_every_interval():
+    waits = localhost.poll_intervals(1.0, first=0.1)
+    seen = [next(waits) for _ in range(30)]
+    assert seen[0] == 0.1 and all(a <= b for a, b in zip(seen, seen[1:])) and seen[-1] == 1.0
+    assert sum(seen[:10]) < 2  # ten polls in the first two seconds: a replica ready in 3 s is seen at once
+    plain = localhost.poll_intervals(0.5)
+    assert [next(plain) for _ in range(3)] == [0.5, 0.5, 0.5]
+
+
+def test_wait_until_with_a_first_wait_notices_within_a_fraction_of_the_interval():
+    started = time.monotonic()
+    assert localhost.wait_until(lambda: time.monotonic() - started > 0.3, 5, interval=2.0, first=0.05)
+    assert time.monotonic() - started < 0.6  # with only interval=2.0: 2 s

@@ -109,7 +109,8 @@ def deployments() -> list[dict[str, Any]]:
 
 
 def wait_until_settled(name: str, timeout: float = 300.0, interval: float = 1.0) -> dict[str, Any]:
-    """Poll until the application runs or failed; the last status when `timeout` passes."""
+    """Poll until the application runs or failed (every 0.1 s at first, then less often, up to every
+    `interval` seconds); the last status when `timeout` passes."""
     latest: dict[str, Any] = {}
 
     def settled() -> bool:
@@ -117,7 +118,7 @@ def wait_until_settled(name: str, timeout: float = 300.0, interval: float = 1.0)
         latest.update(status(name))
         return latest["state"] in SETTLED_STATES
 
-    wait_until(settled, timeout, interval)
+    wait_until(settled, timeout, interval, first=min(0.1, interval))  # fast at first: a replica may be up in seconds
     return latest
 
 

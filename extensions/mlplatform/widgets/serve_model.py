@@ -13,12 +13,14 @@ from __future__ import annotations
 import html
 import json
 import threading
+import time
 
 import ipywidgets as w
 import requests
 from traitlets import Unicode
 
 from .. import serving
+from ..localhost import poll_intervals
 from ..models import list_models
 from ..serving.backend import SETTLED_STATES
 from ..serving.spec import MODEL_URI
@@ -39,6 +41,9 @@ from .common import (
 )
 
 STEPS = (serving.SUBMITTED, serving.STARTING, serving.DEPLOYING, serving.RUNNING)
+# How each state of a deploy reads in its list of steps (when it was first seen, from the click).
+STEP_LABELS = {serving.SUBMITTED: "submitted", serving.STARTING: "Ray head starting",
+               serving.DEPLOYING: "replica starting", serving.RUNNING: "running", serving.FAILED: "failed"}
 TEXT_GENERATION = "text-generation"
 EXAMPLE_ROWS = 5  # at most this many rows of a logged input example prefill the test request
 # An example value per MLflow column type, to prefill the test request from the model's signature.
@@ -48,14 +53,19 @@ EXAMPLE_VALUES = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean
 
 class ServeModel(w.VBox):
     """The serving golden path as a form. `client`: the MlflowClient models are listed from (default:
-    MLFLOW_TRACKING_URI's); `poll_interval`: seconds between status polls. `close()` stops the polls."""
+    MLFLOW_TRACKING_URI's); `poll_interval`: the most seconds between status polls (every 0.1 s at first,
+    then less often); `clock`: seconds for the steps' durations (time.monotonic). `close()` stops the polls."""
 
     state = Unicode("", help="submitted, starting, deploying, running, failed, deleting, deleted; '' before")
     url = Unicode("", help="the endpoint, once running")
 
-    def __init__(self, *, client=None, poll_interval: float = 1.0, max_tokens: int = 64, **kwargs):
+    def __init__(self, *, client=None, poll_interval: float = 1.0, max_tokens: int = 64, clock=time.monotonic,
+                 **kwargs):
         self._client = client
         self.poll_interval = poll_interval
+        self._clock = clock
+        self.steps: list[tuple[str, float]] = []  # the last deploy's steps: (label, seconds from the click)
+        self._deploy_started: float | None = None
         self.deployed: str | None = None  # the application this widget deployed: test requests go there
         self.task = "predict"
         self.last_answer = None
@@ -88,6 +98,7 @@ class ServeModel(w.VBox):
         self.delete_button = w.Button(description="Delete", button_style="danger", icon="trash", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=len(STEPS), description="Status", style=LABEL)
         self.status_line = w.HTML()
+        self.steps_line = w.HTML()
         self.commit_line = CommitLine()  # GitOps mode: the commit of the last deploy or delete
         self.endpoint = w.HTML()
         self.errors = ErrorLines()
@@ -102,7 +113,8 @@ class ServeModel(w.VBox):
         # CSS classes name the parts for the browser tests (and for anyone styling the widget).
         for widget, css in ((self.model, "mlp-model"), (self.version, "mlp-version"), (self.fields["name"], "mlp-name"),
                             (self.deploy_button, "mlp-deploy"), (self.delete_button, "mlp-delete"),
-                            (self.status_line, "mlp-status"), (self.endpoint, "mlp-endpoint"),
+                            (self.status_line, "mlp-status"), (self.steps_line, "mlp-steps"),
+                            (self.endpoint, "mlp-endpoint"),
                             (self.request_box, "mlp-request"), (self.send_button, "mlp-send"),
                             (self.answer, "mlp-answer"), (self.errors, "mlp-errors"), (self.problems, "mlp-problems")):
             widget.add_class(css)
@@ -114,7 +126,8 @@ class ServeModel(w.VBox):
             w.HBox([f["autoscale"], f["replicas"], f["min_replicas"], f["max_replicas"]]),
             f["cpus"], f["gpus"], f["max_batch_size"], self.problems,
             w.HBox([self.deploy_button, self.delete_button]), w.HBox([self.progress, self.status_line]),
-            self.commit_line, self.endpoint, self.errors, self.request_box, self.max_tokens, self.send_button, self.answer,
+            self.steps_line, self.commit_line, self.endpoint, self.errors, self.request_box, self.max_tokens,
+            self.send_button, self.answer,
         ], **kwargs)
         self.add_class("mlp-serve-model")
 
@@ -220,6 +233,8 @@ class ServeModel(w.VBox):
         self.answer.value = ""
         self.deployed = request["name"]
         self.commit_line.show(None)
+        self._deploy_started, self.steps = self._clock(), []
+        self._step(STEP_LABELS[serving.SUBMITTED])
         self._show_status({"state": serving.SUBMITTED, "message": "handing the request to the serving backend"})
         self.tasks.start("deploy", self._deploy, request)
 
@@ -233,9 +248,14 @@ class ServeModel(w.VBox):
                 outcome["status"] = serving.deploy(**request)
             except Exception as e:  # noqa: BLE001 — shown below
                 outcome["error"] = e
+                return
+            if outcome["status"].get("commit"):  # GitOps mode: committed before it was handed on
+                self._step("committed")
+            self._step("config sent")  # deploy() has handed the application to the backend
 
         caller = threading.Thread(target=call, name="mlplatform-widget-deploy-call", daemon=True)
         caller.start()
+        waits = poll_intervals(self.poll_interval, first=min(0.1, self.poll_interval))
         while True:
             done = not caller.is_alive()
             try:
@@ -256,12 +276,21 @@ class ServeModel(w.VBox):
                 self.errors.show_error(unanswered)
             elif status is not None:
                 self._show_status(status)
+                # Until deploy() returns, a status may still be the previous deployment's.
+                if status["state"] in STEP_LABELS and ("status" in outcome or status["state"] == serving.STARTING):
+                    self._step(STEP_LABELS[status["state"]])
             if done and (status is None or status["state"] in SETTLED_STATES):
                 if status is not None and status["state"] == serving.RUNNING:
                     self._learn_model(status)
                 return
-            if not self.tasks.sleep(self.poll_interval):
+            if not self.tasks.sleep(next(waits)):
                 return
+
+    def _step(self, label: str) -> None:
+        """Note `label` as a step of the deploy (the first time it is seen) and show the steps."""
+        if self._deploy_started is not None and label not in dict(self.steps):
+            self.steps.append((label, self._clock() - self._deploy_started))
+            self.steps_line.value = steps_html(self.steps)
 
     def _status(self, name: str) -> dict | None:
         try:
@@ -388,3 +417,8 @@ class ServeModel(w.VBox):
         """Stop the polls and close the widget (the deployment keeps running)."""
         self.tasks.stop()
         close_tree(self)
+
+
+def steps_html(steps: list[tuple[str, float]]) -> str:
+    """The steps of a deploy, each with the seconds since Deploy was clicked: "submitted · 0.0 s → …"."""
+    return "<small>" + " → ".join(f"{html.escape(label)} · {seconds:.1f} s" for label, seconds in steps) + "</small>"
