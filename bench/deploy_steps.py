@@ -3,8 +3,8 @@
     .venv/bin/python bench/deploy_steps.py --port-base 57000 --runs 5
 
 Starts an MLflow server (as bench/serving.py does) and registers the tests' small scikit-learn model,
-starts the local Ray head as `mlplatform-local up` does (`LocalRayHead.ensure()`, timing when GCS, the
-dashboard and Serve's REST API first answer), then deploys the model `--runs + 1` times, each under a new
+starts the local Ray head as `mlplatform-local up` does (`mlplatform-ray-head start`: `LocalRayHead.ensure()`
+then Serve's start; timing when GCS, the dashboard and Serve's REST API first answer), then deploys the model `--runs + 1` times, each under a new
 name, deleting it afterwards: the first deploy after the head's start, then warm ones. Each deploy is
 timed by phase:
 
@@ -120,23 +120,10 @@ def controller_marks(head: LocalRayHead, app: str) -> dict[str, float]:
                 pid = re.search(r"PID: (\d+)", line)
                 if pid:
                     marks["pid"] = int(pid[1])
-            elif "Deploying new app" in line or "Building application" in line:
+            elif "Importing and building app" in line:
                 marks.setdefault("app build", t)
             elif "Imported and built app" in line:
                 marks.setdefault("app built", t)
-    return marks
-
-
-def replica_marks(head: LocalRayHead, app: str) -> dict[str, float]:
-    marks: dict[str, float] = {}
-    for path in serve_logs(head).glob(f"replica_{app}_Model_*.log"):
-        lines = path.read_text(errors="replace").splitlines()
-        times = [t for t in map(log_time, lines) if t]
-        if times:
-            marks.setdefault("replica first log", min(times))
-        for line in lines:
-            if "serving models:/" in line and log_time(line):
-                marks.setdefault("model loaded", log_time(line))
     return marks
 
 
@@ -183,9 +170,10 @@ def deploy_once(head: LocalRayHead, name: str, model_uri: str, body: bytes) -> d
     poller.join()
     if answered is None:
         raise TimeoutError(f"{name} did not answer within 180 s")
-    marks = {**controller_marks(head, name), **replica_marks(head, name)}
+    marks = controller_marks(head, name)
     pid_start = process_start(int(marks["pid"])) if "pid" in marks else None
     put = clock.marks.get("config PUT start", started)
+    nan = float("nan")
     row = {
         "client: mlflow probe": clock.spans.get("mlflow probe", 0),
         "client: registry lookup": clock.spans.get("registry lookup", 0),
@@ -193,11 +181,13 @@ def deploy_once(head: LocalRayHead, name: str, model_uri: str, body: bytes) -> d
         "client: config PUT": clock.spans.get("config PUT", 0),
         "client: status read": clock.spans.get("status read", 0),
         "client: deploy() returned": returned - started,
-        "controller: PUT → replica added": marks.get("replica added", float("nan")) - put,
-        "replica: added → first log": marks.get("replica first log", float("nan")) - marks.get("replica added", float("nan")),
-        "replica: first log → model loaded": marks.get("model loaded", float("nan")) - marks.get("replica first log", float("nan")),
-        "replica: loaded → started (controller)": marks.get("replica started", float("nan")) - marks.get("model loaded", float("nan")),
+        "controller: PUT → app build starts": marks.get("app build", nan) - put,
+        "controller: app build (import in a worker)": marks.get("app built", nan) - marks.get("app build", nan),
+        "controller: built → replica added": marks.get("replica added", nan) - marks.get("app built", nan),
+        "replica: added → its process started": (pid_start or nan) - marks.get("replica added", nan),
+        "replica: process start → ready (imports, load)": marks.get("replica started", nan) - (pid_start or nan),
         "replica process reused (1) / new (0)": float(pid_start is not None and pid_start < put),
+        "controller: replica ready (from start)": marks.get("replica started", nan) - started,
         "status says running (from start)": seen.get("running", float("nan")) - started,
         "first answer (from start)": answered - started,
     }
@@ -241,6 +231,8 @@ def head_start(head: LocalRayHead) -> dict[str, float]:
     watcher.start()
     head.ensure()
     seen["Serve REST answers (ensure returned)"] = time.time()
+    local.LocalServing(head.config).start_serve()  # as `mlplatform-ray-head start` does
+    seen["Serve controller and proxy up"] = time.time()
     done.set()
     watcher.join()
     return {f"head: {k}": v - started for k, v in seen.items()}

@@ -125,6 +125,10 @@ def test_up_prints_url_and_logins_and_ctrl_c_stops_every_process(tmp_path, tmp_p
                                                      "mlflow": set(), "s3": set(), "git": set(), "proxy": set(),
                                                      "notebook server": set()}
         assert wait_until(head.running, 120), (tmp_path / "logs" / "ray-head-start.log").read_text()
+        # Serve's controller is started with the head, not by the first deploy (9 s of it).
+        serve_started = lambda: head.session().get(  # noqa: E731
+            f"{head.config.dashboard_url}/api/serve/applications/", timeout=10).json()["controller_info"]
+        assert wait_until(serve_started, 120), (tmp_path / "logs" / "ray-head-start.log").read_text()
         server = next(p for p in map(psutil.Process, started) if p.environ().get("JUPYTERHUB_USER") == "alice")
         assert server.environ()["MLPLATFORM_RAY_DIR"] == str(tmp_path / "ray")  # the Ray root, in here
 

@@ -271,6 +271,11 @@ def test_deploy_steps_through_the_states_to_running_with_the_endpoint(served):
     assert (widget.progress.value, widget.progress.bar_style) == (4, "success")
     assert "version 1, replicas 1/1" in widget.status_line.value and widget.errors.lines == []
     assert not widget.send_button.disabled and not widget.delete_button.disabled
+    # Each step with the seconds since the click, in the order they happened.
+    labels, seconds = [s[0] for s in widget.steps], [s[1] for s in widget.steps]
+    assert labels == ["submitted", "Ray head starting", "config sent", "replica starting", "running"], widget.steps
+    assert seconds == sorted(seconds) and seconds[0] == 0
+    assert f"running · {seconds[-1]:.1f} s" in widget.steps_line.value
 
 
 def test_send_test_request_prefilled_from_the_signature(served):
@@ -320,6 +325,7 @@ def test_redeploy_another_version_from_the_widget(served, platform):
     widget.deploy_button.click()
     assert widget.wait(300)
     assert distinct(served["states"])[-1] == "running" and "deploying" in served["states"], served["states"]
+    assert [s[0] for s in widget.steps] == ["submitted", "config sent", "replica starting", "running"], widget.steps
     assert serving.status(app)["model_version"] == "2" and "version 2" in widget.status_line.value
     r = requests.post(f"{widget.url}/predict", json=SAMPLE_ROWS, timeout=30)
     assert r.json() == {"predictions": [0, 1]} and r.headers["X-Model-Version"] == "2"

@@ -1,7 +1,8 @@
 """`mlplatform-ray-head start|stop|status [--port N]`: the local Ray head of model serving, from a shell.
 
-Notebooks start the head on their first deploy; the local platform stops it with the rest of the
-platform through this command, so the hub side never imports the notebook package.
+Notebooks start the head on their first deploy; the local platform starts it in the background at its
+start, and stops it with the rest of the platform, through this command, so the hub side never imports the
+notebook package. `start` also starts Serve (its controller and proxy) with every recorded application.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import requests
+
 from .errors import BackendUnavailable
-from .local import LocalRayConfig, LocalRayHead
+from .local import LocalRayConfig, LocalRayHead, LocalServing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "stop":
             head.stop()
-        elif args.action == "start":
-            head.ensure()
-    except BackendUnavailable as e:  # e.g. a directory another user owns: say so, no traceback
+        elif args.action == "start" and head.ensure():
+            LocalServing(config).start_serve()  # Serve up before the first deploy, which then only adds its app
+    except (BackendUnavailable, requests.RequestException) as e:  # e.g. a directory another user owns: say so
         print(f"mlplatform-ray-head: {e}", file=sys.stderr)
         return 1
     running = head.running()
