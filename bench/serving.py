@@ -1,22 +1,34 @@
-"""Serving benchmark: the platform's Ray Serve path against `mlflow models serve`, same model, same client.
+"""Serving benchmark: the platform's Ray Serve path against `mlflow models serve` at its best, same model, same client.
 
-    .venv/bin/python bench/serving.py --port-base 36000 --runs 3 --duration 10 --connections 8
+    .venv/bin/python bench/serving.py --port-base 58000 --runs 3 --duration 10 --connections 8
 
 Starts an MLflow server (SQLite, `--workers 1`, as the local platform does), registers the small
 scikit-learn model of the tests (tests/support/mlflow_models.py; with its signature, as promotion
-requires), then measures:
+requires), then, in each of `--runs` runs:
 
-  (a) deploy → first successful prediction: `mlplatform.serving.deploy()` with no Ray head running
-      (cold: the head starts too) and with the head warm (a second application); for
-      `mlflow models serve`, from starting the process
-  (b) requests/s and p50/p99 latency of the Ray Serve endpoint's /predict
-  (c) the same for `mlflow models serve`
+  Ray, cold       stop the Ray head, `mlplatform.serving.deploy()` with batching (`--max-batch-size`):
+                  deploy → first successful prediction, the head starting too (a user's first deploy)
+  Ray, warm       a second application with `max_batch_size=1` (no batching), the head up
+  mlflow -w N     `mlflow models serve -w N` for each of `--mlflow-workers` (default 1, 2, 4): process
+                  start → first successful prediction; then its load run; then it is stopped
+  load runs       Ray with batching, Ray without, each mlflow worker count: requests/s, p50/p99 and
+                  requests per CPU-second of the server's own processes
 
-The load client is the same for both: `--connections` keep-alive HTTP/1.1 connections, each sending
-one row (`{"dataframe_records": [...]}`, a body both servers accept) as soon as the previous answer
-came, for `--duration` seconds; runs alternate between the two servers. CPU time of each server's
-processes during a run gives requests per CPU-second, the per-core comparison. Everything started is
-stopped at the end (also on errors and Ctrl-C).
+CPU-seconds are utime + stime from /proc over the load run, of every process of the server:
+`mlflow models serve` = its process group (the mlflow CLI, the uvicorn master and its workers); Ray = every
+process of the head (GCS, raylet, dashboard, Serve controller, proxy, HAProxy, replicas) except the
+replica of the other application, which idles meanwhile. The Ray breakdown by process kind is printed
+too (stderr), so it shows where the CPU goes. The load client is the same for every server:
+`--connections` keep-alive HTTP/1.1 connections, each sending one row (`{"dataframe_records": [...]}`,
+a body both accept) as soon as the previous answer came, for `--duration` seconds; it runs on the same
+machine, and its own CPU is shown (it competes with the servers for cores on a small machine).
+
+The best mlflow configuration is the one with the most requests per CPU-second (median over runs); the
+ratio rows compare against it, and against the fastest mlflow in requests/s. Each figure is the median
+over runs with the spread (min–max). Both servers enforce the model's signature: a body with a word for a
+float column must get 400 from each, checked in every run. The goal line (≥ 2× requests per CPU-second
+over the best mlflow, p99 ≤ 30 ms) says plainly whether it is met. Everything started is stopped at the
+end (also on errors and Ctrl-C).
 """
 
 from __future__ import annotations
@@ -51,22 +63,33 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # --- the load client ---------------------------------------------------------------------------------
 
 async def _connection(host: str, port: int, request: bytes, until: float, latencies: list, errors: list) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+    reader = writer = None
     try:
         while time.perf_counter() < until:
             start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            await reader.readexactly(length)
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError) as e:  # the server closed the connection: a failure
+                errors.append(type(e).__name__)
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+                await asyncio.sleep(0.01)
+                continue
             if status == 200:
                 latencies.append(time.perf_counter() - start)
             else:
                 errors.append(status)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 def load(url: str, body: bytes, connections: int, duration: float) -> dict:
@@ -115,11 +138,39 @@ def group_pids(pgid: int) -> list[int]:
     return found
 
 
+def process_kind(pid: int) -> str:
+    """What a process of a server is, from its command line (Ray names its worker processes ray::<actor>)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    first = argv[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split()[0]  # ray::ServeReplica:<app>:<deployment>, ray::ProxyActor, ...
+    name = Path(first).name
+    if name.startswith("python"):  # a Python program: name it by its script or module
+        script = next((a.decode(errors="replace") for a in argv[1:] if a and not a.startswith(b"-")), "")
+        return Path(script).name or name
+    return name
+
+
+def cpu_by_kind(pids: list[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pid in pids:
+        kind = process_kind(pid)
+        out[kind] = out.get(kind, 0.0) + cpu_seconds([pid])
+    return out
+
+
 def measured(url: str, body: bytes, pids, args) -> dict:
-    before = cpu_seconds(pids())
+    before, client_before = cpu_by_kind(pids()), time.process_time()
     result = load(url, body, args.connections, args.duration)
-    result["cpu_s"] = cpu_seconds(pids()) - before
+    after, result["client_cpu_s"] = cpu_by_kind(pids()), time.process_time() - client_before
+    # Processes that ended during the run are lost with their CPU; a server's processes do not end.
+    result["by_kind"] = {k: after[k] - before.get(k, 0.0) for k in after}
+    result["cpu_s"] = sum(result["by_kind"].values())
     result["per_cpu_s"] = result["requests"] / result["cpu_s"] if result["cpu_s"] else float("nan")
+    result["cores"] = result["cpu_s"] / args.duration
     return result
 
 
@@ -153,10 +204,10 @@ def start_mlflow_server(port: int, data: Path) -> subprocess.Popen:
     raise TimeoutError("the MLflow server did not start")
 
 
-def start_mlflow_serve(model_uri: str, port: int, log: Path) -> subprocess.Popen:
+def start_mlflow_serve(model_uri: str, port: int, workers: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # it runs uvicorn from the venv
     return subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env=env, stdout=open(log, "wb"),
+                             "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)], env=env, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -173,20 +224,34 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 # --- the benchmark -----------------------------------------------------------------------------------
 
+# A word for a float column: the signature refuses it (MLflow's cast fails), so both servers must answer 400.
+BAD_BODY = json.dumps({"dataframe_records": [{"x1": "a lot", "x2": 1.0}]}).encode()
+
+
+def bad_body_status(url: str) -> int:
+    return requests.post(url, data=BAD_BODY, headers={"Content-Type": "application/json"}, timeout=30).status_code
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """The median, and min–max when there is more than one run."""
+    median = fmt.format(statistics.median(values))
+    return median if len(values) < 2 else f"{median} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port-base", type=int, default=36000, help="MLflow: base + 500, mlflow models serve: "
-                        "base + 510, the Ray head: base + 600 .. base + 799")
+    parser.add_argument("--port-base", type=int, default=58000, help="MLflow: base + 500, mlflow models serve: "
+                        "base + 510 + N (N workers), the Ray head: base + 600 .. base + 799")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per run")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per run and server")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--unsigned", action="store_true", help="register the model without a signature")
-    parser.add_argument("--max-batch-size", type=int, default=32, help="of the Ray deployment (1: no batching)")
+    parser.add_argument("--mlflow-workers", default="1,2,4", help="worker counts of mlflow models serve")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="of the batching Ray deployment")
     parser.add_argument("--no-fast-ingress", action="store_true", help="Ray's Python proxy instead of HAProxy")
     args = parser.parse_args()
+    worker_counts = [int(w) for w in args.mlflow_workers.split(",")]
 
     mlflow_url = f"http://127.0.0.1:{args.port_base + 500}"
-    serve_port = args.port_base + 510
     os.environ.update(MLPLATFORM_BACKEND="local", MLPLATFORM_RAY_PORT=str(args.port_base + 600),
                       MLFLOW_TRACKING_URI=mlflow_url, MLPLATFORM_RAY_FAST_INGRESS="0" if args.no_fast_ingress else "1")
     head = LocalRayHead(LocalRayConfig.from_environ())
@@ -194,65 +259,105 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mlplatform-bench-serving-"))
     tracking = mlflow_serve = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    batched, unbatched = f"Ray, batching ({args.max_batch_size})", "Ray, no batching"
+    configs = [batched, unbatched] + [f"mlflow -w {w}" for w in worker_counts]
+    results: dict[str, list[dict]] = {c: [] for c in configs}
     try:
         head.stop()
         shutil.rmtree(head.root, ignore_errors=True)
         tracking = start_mlflow_server(args.port_base + 500, tmp / "mlflow")
         name = unique_name("bench")
-        model = register_model(mlflow_url, name, signature=not args.unsigned)
+        model = register_model(mlflow_url, name, signature=True)
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_url  # MLflow unsets it when it restores its global URI
-        print(f"model {model.uri} ({'no signature' if args.unsigned else 'with signature'}); "
-              f"{args.runs} runs × {args.duration:g} s, {args.connections} connections, one row per request",
-              file=sys.stderr)
+        print(f"model {model.uri} (with signature); {args.runs} runs × {args.duration:g} s per server, "
+              f"{args.connections} connections, one row per request", file=sys.stderr)
 
-        started = time.monotonic()
-        status = serving.deploy("bench", model.uri, max_batch_size=args.max_batch_size)
-        cold = time.monotonic() - started + wait_for_prediction(status["predict_url"], body)
-        started = time.monotonic()
-        warm_status = serving.deploy("bench-warm", model.uri, max_batch_size=args.max_batch_size)
-        warm = time.monotonic() - started + wait_for_prediction(warm_status["predict_url"], body)
-        serving.delete("bench-warm")
-
-        started = time.monotonic()
-        mlflow_serve = start_mlflow_serve(model.uri, serve_port, tmp / "mlflow-serve.log")
-        serve_url = f"http://127.0.0.1:{serve_port}/invocations"
-        mlflow_start = time.monotonic() - started + wait_for_prediction(serve_url, body)
-        print(f"deploy → first prediction: Ray cold {cold:.1f} s, warm {warm:.1f} s; "
-              f"mlflow models serve {mlflow_start:.1f} s", file=sys.stderr)
-
-        load(status["predict_url"], body, args.connections, 2)  # warm-up of both paths
-        load(serve_url, body, args.connections, 2)
-        ray_runs, mlflow_runs = [], []
         for i in range(args.runs):
-            ray_runs.append(measured(status["predict_url"], body, head.processes, args))
-            mlflow_runs.append(measured(serve_url, body, lambda: group_pids(mlflow_serve.pid), args))
-            print(f"run {i + 1}: Ray {ray_runs[-1]['rps']:.0f} req/s, mlflow {mlflow_runs[-1]['rps']:.0f} req/s",
-                  file=sys.stderr)
+            head.stop()  # every run's first deploy is a cold one: the head starts too
+            started = time.monotonic()
+            status = serving.deploy("bench-b", model.uri, max_batch_size=args.max_batch_size)
+            cold = time.monotonic() - started + wait_for_prediction(status["predict_url"], body)
+            started = time.monotonic()
+            status_nb = serving.deploy("bench-nb", model.uri, max_batch_size=1)
+            warm = time.monotonic() - started + wait_for_prediction(status_nb["predict_url"], body)
 
-        def median(runs, key):
-            return statistics.median(r[key] for r in runs)
+            def ray_pids(other_app):
+                return lambda: [pid for pid in head.processes() if f":{other_app}:" not in process_kind(pid)]
 
-        rows = [
-            ("deploy → first prediction (s)", f"{cold:.1f} cold / {warm:.1f} warm", f"{mlflow_start:.1f}",
-             f"{warm / mlflow_start:.2f} (warm)"),
-        ]
+            runs = []  # alternate the order of the servers from run to run
+            for label, url, app, other in ((batched, status["predict_url"], "bench-b", "bench-nb"),
+                                           (unbatched, status_nb["predict_url"], "bench-nb", "bench-b")):
+                runs.append((label, url, ray_pids(other), {"start_s": cold if app == "bench-b" else warm}))
+            for label, url, pids, extra in (runs if i % 2 == 0 else runs[::-1]):
+                load(url, body, args.connections, 2)  # warm-up
+                result = measured(url, body, pids, args)
+                results[label].append({**result, **extra, "bad_status": bad_body_status(url)})
+                print(f"run {i + 1} {label}: {result['rps']:.0f} req/s, {result['per_cpu_s']:.0f} req/CPU-s, "
+                      f"CPU by process: " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                      sorted(result["by_kind"].items(), key=lambda kv: -kv[1])
+                                                      if v >= 0.05), file=sys.stderr)
+            serving.delete("bench-nb")
+            serving.delete("bench-b")
+            head.stop()  # the mlflow runs get the cores without an idle Ray head
+
+            for w in (worker_counts if i % 2 == 0 else worker_counts[::-1]):
+                port = args.port_base + 510 + w
+                started = time.monotonic()
+                mlflow_serve = start_mlflow_serve(model.uri, port, w, tmp / f"mlflow-serve-{w}.log")
+                url = f"http://127.0.0.1:{port}/invocations"
+                start_s = time.monotonic() - started + wait_for_prediction(url, body)
+                load(url, body, args.connections, 2)  # warm-up
+                result = measured(url, body, lambda: group_pids(mlflow_serve.pid), args)
+                results[f"mlflow -w {w}"].append({**result, "start_s": start_s, "bad_status": bad_body_status(url)})
+                print(f"run {i + 1} mlflow -w {w}: {result['rps']:.0f} req/s, {result['per_cpu_s']:.0f} req/CPU-s, "
+                      f"CPU {result['cpu_s']:.1f} s", file=sys.stderr)
+                stop(mlflow_serve)
+                mlflow_serve = None
+
+        def values(config, key):
+            return [r[key] for r in results[config]]
+
+        def med(config, key):
+            return statistics.median(values(config, key))
+
+        rows = [("deploy/start → first prediction (s)",
+                 *[spread(values(c, "start_s"), "{:.1f}") + (" cold" if c == batched else " warm" if c == unbatched
+                                                             else "") for c in configs])]
         for label, key, fmt in (("requests/s", "rps", "{:.0f}"), ("p50 latency (ms)", "p50_ms", "{:.1f}"),
                                 ("p99 latency (ms)", "p99_ms", "{:.1f}"),
-                                ("requests per CPU-second", "per_cpu_s", "{:.0f}")):
-            a, b = median(ray_runs, key), median(mlflow_runs, key)
-            rows.append((label, fmt.format(a), fmt.format(b), f"{a / b:.2f}"))
-        errors = (sum(r["errors"] for r in ray_runs), sum(r["errors"] for r in mlflow_runs))
-        rows.append(("failed requests (all runs)", str(errors[0]), str(errors[1]), ""))
-        rows.append(("req/s of each run", ", ".join(f"{r['rps']:.0f}" for r in ray_runs),
-                     ", ".join(f"{r['rps']:.0f}" for r in mlflow_runs), ""))
-        header = ("", "Ray Serve (mlplatform, local)", "mlflow models serve", "ratio Ray / mlflow")
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+                                ("requests per CPU-second", "per_cpu_s", "{:.0f}"),
+                                ("server CPU (cores busy)", "cores", "{:.2f}"),
+                                ("load client CPU-s per run", "client_cpu_s", "{:.1f}")):
+            rows.append((label, *[spread(values(c, key), fmt) for c in configs]))
+        rows.append(("failed requests (all runs)", *[str(sum(values(c, "errors"))) for c in configs]))
+        rows.append(("bad body → HTTP status", *[",".join(sorted({str(v) for v in values(c, "bad_status")}))
+                                                 for c in configs]))
+        header = ("", *configs)
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
         print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for row in rows:
             print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
-        print(f"\n{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; median of {args.runs} runs; "
-              f"Ray fast ingress (HAProxy): {head.config.fast_ingress}, max batch size {args.max_batch_size}")
+
+        mlflows = configs[2:]
+        best = max(mlflows, key=lambda c: med(c, "per_cpu_s"))
+        fastest = max(mlflows, key=lambda c: med(c, "rps"))
+        print(f"\nbest mlflow per CPU-second: {best}; fastest mlflow in requests/s: {fastest}")
+        for ray in (batched, unbatched):
+            print(f"{ray} / {best}: requests per CPU-second {med(ray, 'per_cpu_s') / med(best, 'per_cpu_s'):.2f}×, "
+                  f"requests/s {med(ray, 'rps') / med(best, 'rps'):.2f}×"
+                  + (f"; / {fastest}: requests/s {med(ray, 'rps') / med(fastest, 'rps'):.2f}×" if fastest != best else ""))
+        print(f"deploy → first prediction / {best} start: cold {med(batched, 'start_s') / med(best, 'start_s'):.1f}×, "
+              f"warm {med(unbatched, 'start_s') / med(best, 'start_s'):.1f}×")
+        signature_ok = all(v == 400 for c in configs for v in values(c, "bad_status"))
+        for ray in (batched, unbatched):
+            ratio = med(ray, "per_cpu_s") / med(best, "per_cpu_s")
+            met = ratio >= 2 and med(ray, "p99_ms") <= 30 and signature_ok
+            print(f"goal (≥ 2× requests per CPU-second over {best}, p99 ≤ 30 ms, signature enforced) for {ray}: "
+                  f"{'met' if met else 'NOT met'} ({ratio:.2f}×, p99 {med(ray, 'p99_ms'):.1f} ms, "
+                  f"bad body refused by all: {signature_ok})")
+        print(f"\n{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; median (min–max) of "
+              f"{args.runs} runs; Ray fast ingress (HAProxy): {head.config.fast_ingress}")
     finally:
         stop(mlflow_serve)
         head.stop()
