@@ -185,6 +185,17 @@ def test_the_widget_starts_watches_and_aborts_and_the_platform_rolls_a_slow_cana
         assert (record["actor"], record["outcome"], record["details"]["automatic"]) == ("platform", "succeeded", True)
         assert record["details"]["reason"] == reason and record["details"]["from_mode"] == "canary"
 
+        # The inference log may go off now that the candidate gets nothing (in place, audited); shadow is then refused
+        # until it is on again, with the settings it had.
+        assert rollouts.inference_log(app, enabled=False)["rollout"]["inference_log"] is None
+        with pytest.raises(serving.ServingConflict, match="the inference log of .* is off"):
+            rollouts.change(app, "shadow")
+        assert rollouts.inference_log(app, enabled=True)["rollout"]["inference_log"]["sample_rate"] == 1.0
+        switched = [r["details"]["enabled"] for r in audit(hub, platform, action="rollout",
+                                                           target=f"model:{TEAM}/{app}")
+                    if r["details"].get("change") == "inference_log"]
+        assert switched == [False, True]
+
         # Shadow again (a fresh window): Promote is refused while the live gates wait, shown as red lines.
         widget.mode_choice.value = "shadow"
         widget.apply_button.click()
@@ -256,6 +267,7 @@ async def test_rollout_widget_shows_the_live_panel_and_aborts_in_the_browser(pag
     status = widget.locator(".mlp-rollout-status")
     await expect(status).to_contain_text(f"candidate version {candidate}", timeout=60_000)
     await expect(status).to_contain_text("shadow")
+    await expect(widget.locator(".mlp-mirror")).to_be_visible()  # shadow's mirrored share, settable for Apply
 
     # The live panel: both sides side by side with the traffic sent, each gate as a row, the two charts.
     sides = widget.locator(".mlp-sides")
@@ -290,11 +302,21 @@ async def test_rollout_widget_shows_the_live_panel_and_aborts_in_the_browser(pag
     assert answers == {"1"}
 
 
-def test_in_shadow_the_live_gates_pass_and_promotion_moves_champion_and_traffic(endpoint, hub, platform):
+def test_in_shadow_the_live_gates_pass_and_promotion_moves_champion_and_traffic(endpoint, hub, platform, authz):
     app, name = endpoint["app"], endpoint["name"]
     status = rollouts.start(app, endpoint["candidate"], mode="shadow")
     assert (status["rollout"]["model_version"], status["rollout"]["rollout"]["mode"]) == (endpoint["candidate"], "shadow")
     serving.wait_until_settled(app, timeout=240, interval=0.3)
+    # The team's member sets the inference log's sample rate (the same as before: every request logged); off is
+    # refused while the live gates read it.
+    url = f"{endpoint['env']['MLPLATFORM_SERVICE_URL']}/api/rollouts/{TEAM}/{app}/inference-log"
+    alice = {"Authorization": f"token {endpoint['env']['JUPYTERHUB_API_TOKEN']}"}
+    authz.check("alice's server (team-vision)", "switch a rollout's inference log",
+                requests.put(url, json={"sample_rate": 1}, headers=alice, timeout=60), allowed=True)
+    off = requests.put(url, json={"enabled": False}, headers=alice, timeout=60)
+    assert off.status_code == 409 and off.json()["message"].startswith(f"enabled: false refused: {app!r} is in shadow")
+    bad = requests.put(url, json={"sample_rate": 2}, headers=alice, timeout=60)
+    assert (bad.status_code, bad.json()["problems"][0]["field"]) == (400, "sample_rate")
     with pytest.raises(registry.PromotionRefused) as refused:
         rollouts.promote(app)
     waiting = {g["id"] for g in refused.value.report["gates"] if not g["passed"]}
@@ -337,12 +359,15 @@ def test_only_the_endpoints_team_acts_on_its_rollout(endpoint, hub, platform, au
     for method, suffix, body, action in (("GET", "", None, "read a rollout"),
                                          ("POST", "", {"version": "1"}, "start a rollout"),
                                          ("PATCH", "", {"mode": "off"}, "change a rollout"),
+                                         ("PUT", "/inference-log", {"enabled": False},
+                                          "switch a rollout's inference log"),
                                          ("DELETE", "", None, "end a rollout"),
                                          ("POST", "/promote", {}, "promote a rollout")):
         r = requests.request(method, service + suffix, json=body, headers=headers, timeout=60)
         authz.check("bob's server (team-nlp)", action, r, allowed=False)
-        assert "the endpoint belongs to team team-vision" in r.json()["message"]
+        assert "the endpoint belongs to team team-vision" in r.json()["message"], r.json()
     authz.check("no token", "read a rollout", requests.get(service, timeout=30), allowed=False)
     refused = [(r["details"]["change"], r["outcome"]) for r in audit(hub, platform, actor="bob", action="rollout")
                if r["target"] == f"model:{TEAM}/{endpoint['app']}"]
-    assert refused == [("start", "refused"), ("change", "refused"), ("abort", "refused"), ("promote", "refused")]
+    assert refused == [("start", "refused"), ("change", "refused"), ("inference_log", "refused"), ("abort", "refused"),
+                       ("promote", "refused")]
