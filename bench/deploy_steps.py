@@ -92,6 +92,15 @@ def process_start(pid: int) -> float | None:
     return BOOT + int(fields[19]) / TICKS
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of `pid` so far (the cost of its start on an idle machine; not its wait)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def log_time(line: str) -> float | None:
     match = LOG_TIME.search(line)
     if not match:
@@ -172,6 +181,7 @@ def deploy_once(head: LocalRayHead, name: str, model_uri: str, body: bytes) -> d
         raise TimeoutError(f"{name} did not answer within 180 s")
     marks = controller_marks(head, name)
     pid_start = process_start(int(marks["pid"])) if "pid" in marks else None
+    replica_cpu = cpu_seconds(int(marks["pid"])) if "pid" in marks else None
     put = clock.marks.get("config PUT start", started)
     nan = float("nan")
     row = {
@@ -186,6 +196,7 @@ def deploy_once(head: LocalRayHead, name: str, model_uri: str, body: bytes) -> d
         "controller: built → replica added": marks.get("replica added", nan) - marks.get("app built", nan),
         "replica: added → its process started": (pid_start or nan) - marks.get("replica added", nan),
         "replica: process start → ready (imports, load)": marks.get("replica started", nan) - (pid_start or nan),
+        "replica: CPU seconds until it answered (load-independent)": replica_cpu if replica_cpu is not None else nan,
         "replica process reused (1) / new (0)": float(pid_start is not None and pid_start < put),
         "controller: replica ready (from start)": marks.get("replica started", nan) - started,
         "status says running (from start)": seen.get("running", float("nan")) - started,
@@ -253,20 +264,22 @@ def rss_mb(pids: list[int]) -> float:
 # --- a replica's initialisation, alone --------------------------------------------------------------
 
 IMPORT_PROBE = """
-import time, sys, json
-t0 = time.perf_counter()
+import os, sys, json
+cpu = lambda: sum(os.times()[:2])  # CPU seconds: what a step costs on an idle machine, whatever the load now
+marks = [("start", cpu())]
+import ray
+marks.append(("import ray (a worker's own start)", cpu()))
 import ray.serve
-t1 = time.perf_counter()
+marks.append(("import ray.serve", cpu()))
 import mlplatform.serving.app
-t2 = time.perf_counter()
+marks.append(("import mlplatform.serving.app (after ray.serve)", cpu()))
 import mlflow.pyfunc
-t3 = time.perf_counter()
-m = mlflow.pyfunc.load_model(sys.argv[1])
-t4 = time.perf_counter()
+marks.append(("import mlflow.pyfunc (after the app)", cpu()))
+m = mlflow.pyfunc.load_model(sys.argv[1], suppress_warnings=True)
+marks.append(("load_model (downloads, imports the flavor, unpickles)", cpu()))
 m.predict(__import__('pandas').DataFrame([{"x1": 0.1, "x2": 1.0}]))
-t5 = time.perf_counter()
-print(json.dumps({"import ray.serve": t1 - t0, "import mlplatform.serving.app (after ray.serve)": t2 - t1,
-                  "import mlflow.pyfunc (after the app)": t3 - t2, "load_model": t4 - t3, "first predict": t5 - t4}))
+marks.append(("first predict", cpu()))
+print(json.dumps({b[0]: b[1] - a[1] for a, b in zip(marks, marks[1:])}))
 """
 
 
@@ -277,7 +290,7 @@ def import_costs(model_uri: str, runs: int) -> dict[str, list[float]]:
         out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, model_uri], capture_output=True, text=True,
                              check=True, env={**os.environ, "PYTHONPATH": str(REPO / "extensions")}).stdout
         total = time.perf_counter() - started
-        for k, v in {**json.loads(out.strip().splitlines()[-1]), "whole process": total}.items():
+        for k, v in {**json.loads(out.strip().splitlines()[-1]), "whole process (wall, under the load now)": total}.items():
             results.setdefault(k, []).append(v)
     return results
 
@@ -317,7 +330,7 @@ def main() -> None:
         model = register_model(mlflow_url, unique_name("steps"))
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
         if args.imports:
-            table(f"a replica's initialisation alone (fresh processes, {args.imports} runs)",
+            table(f"a replica's initialisation alone: CPU seconds (fresh processes, {args.imports} runs)",
                   _columns(import_costs(model.uri, args.imports)))
         start = head_start(head)
         idle = rss_mb(head.processes()), len(head.processes())
