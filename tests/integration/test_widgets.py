@@ -259,7 +259,7 @@ def served(ray_head, platform):
 def test_deploy_steps_through_the_states_to_running_with_the_endpoint(served):
     widget, app = served["widget"], served["app"]
     assert served["finished"], widget.status_line.value
-    assert app == f"iris-{served['name'].rsplit('-', 1)[1]}"  # the default name: the model's, as a DNS label
+    assert app == f"iris-{served['name'].rsplit('-', 1)[1]}", widget.errors.lines  # the model's name, as a DNS label
     states = distinct(served["states"])
     assert states == [s for s in ORDER if s in states] and states[-1] == "running", (states, widget.errors.lines)
     assert {"submitted", "starting", "deploying"} <= set(states)  # this deploy started the head

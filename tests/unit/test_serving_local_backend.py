@@ -76,11 +76,10 @@ def test_head_command_uses_its_own_ports_and_directory():
     found = options(cmd)
     assert found["temp-dir"] == "/tmp/mlp-ray-26600/ray" and found["num-cpus"] == "4"
     assert found["dashboard-host"] == found["node-ip-address"] == "127.0.0.1"
-    ports = [int(v) for k, v in found.items() if k.endswith("port") and k != "ray-client-server-port"]
-    assert len(ports) == 10 and all(26600 <= p < 26800 for p in ports)
-    # Lean: only what serving needs (no Ray Client server, autoscaler monitor or log monitor).
-    assert found["ray-client-server-port"] == "0" and found["include-log-monitor"] == "false"
-    assert "--no-monitor" in cmd
+    ports = [int(v) for k, v in found.items() if k.endswith("port")]
+    assert len(ports) == 11 and all(26600 <= p < 26800 for p in ports)
+    # Lean: only what serving needs (no autoscaler monitor or log monitor).
+    assert found["include-log-monitor"] == "false" and "--no-monitor" in cmd
     deep = LocalRayHead(LocalRayConfig(port=26600, root="/tmp/pytest-of-root/pytest-1/platform0/ray"))
     assert options(deep.command())["temp-dir"] == "/tmp/mlp-ray-26600/ray"
 

@@ -123,8 +123,7 @@ class LocalRayConfig:
     """Where the local head listens and lives. Every port is on 127.0.0.1 and derived from `port`:
 
         port       GCS                      port + 1   dashboard (Serve REST API)
-        port + 2   Serve HTTP (endpoints)   port + 4 .. port + 11   Ray's and HAProxy's own ports
-        (port + 3: unused, once the Ray Client server's)
+        port + 2   Serve HTTP (endpoints)   port + 3 .. port + 11   Ray's and HAProxy's own ports
         port + 20 .. port + 119   Ray workers   port + 120 .. port + 199   replicas' direct ingress
     """
 
@@ -312,10 +311,10 @@ class LocalRayHead:
                 f"--port={p}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={c.dashboard_port}", f"--temp-dir={c.ray_directory}", f"--num-cpus={c.cpus}",
                 f"--object-store-memory={c.object_store_bytes}",
-                # Lean, for one machine: no Ray Client server, autoscaler monitor or log monitor (nothing
-                # here is a Ray driver or adds nodes; every process writes its own log files): 3
-                # processes and ~260 MB fewer.
-                "--ray-client-server-port=0", "--no-monitor", "--include-log-monitor=false",
+                f"--ray-client-server-port={p + 3}",  # Ray starts it whatever is said (a port is required)
+                # Lean, for one machine: no autoscaler monitor or log monitor (nothing here adds nodes or
+                # is a Ray driver reading workers' output; every process writes its own log files).
+                "--no-monitor", "--include-log-monitor=false",
                 f"--node-manager-port={p + 4}", f"--object-manager-port={p + 5}", f"--metrics-export-port={p + 6}",
                 f"--dashboard-agent-listen-port={p + 7}", f"--dashboard-agent-grpc-port={p + 8}",
                 f"--runtime-env-agent-port={p + 9}", f"--min-worker-port={p + 20}", f"--max-worker-port={p + 119}"]
