@@ -22,7 +22,38 @@ timed by phase:
 `--imports` also times, in fresh processes, what a replica's initialisation costs alone: importing the
 app module, `mlflow.pyfunc`, and loading the model from MLflow.
 
-Everything started is stopped at the end. Findings: see the report of issue 13 (and the table printed).
+Everything started is stopped at the end.
+
+Findings (issue 13, 2026-12-03; 2 cores shared with other sessions, load average 7-19, so wall seconds
+are 2-4x what an idle machine shows; CPU seconds do not depend on the load):
+
+  * The client side is small: MLflow probe 0.01 s, registry lookup 0.1-0.2 s, the Serve config PUT
+    0.05-0.1 s on a started Serve (9.3 s when the PUT had to start Serve's controller and proxy: now done
+    by `mlplatform-ray-head start`, i.e. at platform start), deploy() returns in 0.4-1.1 s.
+  * Serve's controller: PUT → app build 0.02 s; the build itself runs in a new worker (Serve's build task
+    has max_calls=1, so no worker is ever reused for it): import ray + ray.serve + the app ≈ 2.5 s CPU,
+    4-8 s wall here; built → replica added 0.2 s.
+  * The replica is a new worker process (Ray starts it together with the build's, so it is up before the
+    replica is added) that then spends ≈ 9 s CPU: import ray 0.8, ray.serve 1.5, the app 0.2,
+    mlflow.pyfunc 1.5, load_model 4.9 (import sklearn 1.8, skops.io 2.3 — MLflow 3 saves sklearn models
+    with skops, whose import scans sklearn's public types —, artifact download 0.2), first predict 0.03.
+    MLflow's check of the model's requirements against the environment was 0.7 s CPU of it (now skipped,
+    run only when a load fails).
+  * Serve reports the replica RUNNING within 0.1 s of its constructor's end; `status()` then says
+    running within one poll (0.1 s at first now, was 1 s), and the first POST /predict answers 0.1-0.6 s
+    after (HAProxy learning the replica).
+  * So the floor of a deploy with a fresh replica process is ≈ 12 s CPU on 2 cores (build and replica
+    partly in parallel): ~7-9 s on an idle machine, 20-40 s under this load. The ≤ 5 s goal needs a replica
+    that does not import ray.serve, MLflow, sklearn and skops afresh: a warm, pre-imported worker. Tried:
+    Ray's RAY_preload_python_modules (every Python worker imports the list before taking work) — it applies
+    to Serve's controller and proxies too, Serve's start timed out under load (HAProxyManager killed), and
+    each system actor would carry MLflow and sklearn. Left: a warm spare for replicas only (e.g. a
+    `worker_process_setup_hook` in the deployments' runtime_env plus Ray's worker prestart, with the same
+    runtime_env for every application so the pool matches), weighed against the head's memory.
+  * The head: GCS 2.4 s, dashboard 18 s, Serve REST 31 s (load 7); ~1.0-1.3 GB in 11 processes idle, of
+    which `ray start --block` itself (a waiting Python process) ~210 MB, Serve's controller, proxy and
+    HAProxy manager ~210 MB each. The autoscaler monitor (~85 MB) and the log monitor (~80 MB) are no longer
+    started.
 """
 
 from __future__ import annotations
