@@ -10,7 +10,8 @@ kernel (or another user's) finds it by its dashboard port and uses it. Nothing h
 That REST API takes the whole set of applications at once. The set lives on disk, one record per
 application (`<root>/apps/<name>.json`, written under a file lock): a deploy writes its record and
 PUTs every record, a delete removes its record and PUTs the rest. So concurrent kernels never drop
-each other's applications, and after a head restart the next deploy brings every application back.
+each other's applications, and after a head restart the next deploy brings every application back (the
+local platform's start does it at once: `mlplatform-ray-head start` starts Serve with every record).
 
 Files under the root (`MLPLATFORM_RAY_DIR`: the local platform's `<data dir>/ray`; else
 /tmp/mlp-ray-<port>):
