@@ -32,7 +32,8 @@ def alice_on_a_fresh_platform(port_base: int) -> Iterator[tuple[LocalPlatform, U
             alice.login(PASSWORDS["alice"])
             assert alice.start(profile="cpu").status_code in (201, 202)
             alice.wait_ready()
-            yield platform, alice, server_process("alice")[1], Path(tmp)
+            # This platform's alice: other platforms on the machine (other sessions' tests) have an alice too.
+            yield platform, alice, server_process("alice", platform.ports.hub_api)[1], Path(tmp)
         finally:
             alice.stop()
             platform.stop()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 
-def server_process(username: str) -> tuple[int, dict[str, str], Path]:
-    """(pid, environment, working directory) of `username`'s running single-user server."""
+def server_process(username: str, hub_api_port: int | None = None) -> tuple[int, dict[str, str], Path]:
+    """(pid, environment, working directory) of `username`'s running single-user server; with `hub_api_port`,
+    only a server of that hub (another platform on the machine may have a user of the same name)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -18,9 +20,11 @@ def server_process(username: str) -> tuple[int, dict[str, str], Path]:
         except OSError:
             continue
         env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-        if env.get("JUPYTERHUB_USER") == username:
+        if env.get("JUPYTERHUB_USER") == username and (
+                hub_api_port is None or urlparse(env.get("JUPYTERHUB_API_URL", "")).port == hub_api_port):
             return int(proc.name), env, Path(proc / "cwd").resolve()
-    raise LookupError(f"no single-user server process of {username}")
+    raise LookupError(f"no single-user server process of {username}"
+                      + (f" for the hub API on port {hub_api_port}" if hub_api_port else ""))
 
 
 def processes_with(app_id: str) -> list[str]:
