@@ -34,7 +34,7 @@ from traitlets import Float, Unicode, default
 from ..environment import notebook_environment
 from ..gpu_pool import Allocation, GpuPool
 from ..profiles import QuotaSnapshot, Selection
-from .local_tools import TERMINAL_SHELL_ARG, server_path, write_aws_config
+from .local_tools import NO_LANGUAGE_SERVER_SEARCH_ARG, TERMINAL_SHELL_ARG, server_path, write_aws_config
 from .profiles_mixin import CatalogProfilesMixin
 
 # How often start() checks whether the new server listens yet (a refused local connection costs ~0.1 ms).
@@ -108,8 +108,9 @@ class LocalPlatformSpawner(CatalogProfilesMixin, ListeningLocalProcessSpawner):
 
     @default("cmd")
     def _default_cmd(self):
-        # The single-user server of the hub's own environment, so the bundle is importable there.
-        return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+        # The single-user server of the hub's own environment, so the bundle is importable there; ours starts
+        # no Node.js process (mlplatform/singleuser.py).
+        return [str(Path(sys.executable).parent / "mlplatform-jupyterhub-singleuser")]
 
     @property
     def pool(self) -> GpuPool:
@@ -171,6 +172,7 @@ class LocalPlatformSpawner(CatalogProfilesMixin, ListeningLocalProcessSpawner):
     def get_args(self):
         args = super().get_args()
         args.append(TERMINAL_SHELL_ARG)  # terminals keep the server's PATH (local_tools.py says why)
+        args.append(NO_LANGUAGE_SERVER_SEARCH_ARG)
         if os.geteuid() == 0:
             # Servers run as the hub's user; in a root container (CI, a dev VM) that is root.
             args.append("--ServerApp.allow_root=True")

@@ -25,6 +25,10 @@ VENV_BIN = Path(sys.executable).parent  # not resolved: a venv's python is a lin
 # shell would need a profile file of ours in every home; not being a login shell needs nothing.
 TERMINAL_SHELL_ARG = "--ServerApp.terminado_settings=shell_command=/bin/bash"
 
+# jupyter-lsp looks for ~20 language servers on each start, while the first page loads (~0.35 s of CPU); the
+# platform's venv has none. A user who installs one starts their own server, or the platform sets this back.
+NO_LANGUAGE_SERVER_SEARCH_ARG = "--LanguageServerManager.autodetect=False"
+
 
 def server_path(path: str | None) -> str:
     """PATH with the venv's bin/ first, unless it is on PATH already."""

@@ -1,5 +1,6 @@
 """Spawning through the real hub: GPU profiles, the environment contract, quota refusals, races."""
 
+import json
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,12 @@ def test_gpu_profile_from_the_form_gets_devices_and_the_environment_contract(hub
 
     # JupyterLab asks nothing about Jupyter news and checks for no update (the package's settings overrides).
     # (JupyterLab applies overrides to the schema's defaults, from which the browser composes the settings.)
-    assert alice.http.get(f"{alice.hub_url}/user/alice/lab").status_code == 200  # the server's OAuth with the hub
+    lab = alice.http.get(f"{alice.hub_url}/user/alice/lab")  # the server's OAuth with the hub
+    assert lab.status_code == 200
+    # Nor does each page load check whether JupyterLab needs a rebuild (that ran node and yarn on the server).
+    page_config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
+                                       lab.text, re.S).group(1))
+    assert (page_config["buildCheck"], page_config["buildAvailable"]) == (False, False)
     answer = alice.http.get(f"{alice.hub_url}/user/alice/lab/api/settings/"
                             "@jupyterlab/apputils-extension:notification")
     assert answer.status_code == 200, (answer.status_code, answer.text[:300])

@@ -100,6 +100,9 @@ import json, sys
 from pathlib import Path
 path = Path(sys.prefix, "share/jupyter/lab/settings/overrides.d/mlplatform.json")
 assert json.loads(path.read_text())["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+""", "JupyterLab's page config of the package (no build check at each page load)": """
+from jupyterlab_server.config import get_static_page_config
+assert get_static_page_config(level="all")["buildCheck"] is False
 """},
         "commands": [
             ("jupyterhub-singleuser --help", ["jupyterhub-singleuser", "--help"], 0, "--help-all"),
