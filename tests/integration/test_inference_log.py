@@ -375,7 +375,9 @@ def test_input_frame_rebuilds_the_feature_columns_once_per_request(s3):
               json.dumps({"columns": ["x", "y"], "data": [[5.0, 6], [7.5, 8]]}),
               json.dumps({"dataframe_split": {"columns": ["x", "y"], "data": [[9.0, 10]]}}),
               pd.DataFrame({"x": [11.0], "y": [12]}),  # serialised by the log's thread
-              json.dumps({"prompt": "hello"}), "not json"]  # not rows: left out
+              json.dumps({"inputs": {"x": [13.0, 15.5], "y": [14, 16]}}),  # as mlflow models serve takes them
+              json.dumps({"instances": [{"x": 17.0, "y": 18}]}),
+              json.dumps({"prompt": "hello"}), "not json", json.dumps({"inputs": {"x": [1.0], "y": []}})]
     with InferenceLog(S3Writer(s3, BUCKET, PREFIX)) as log:
         for i, body in enumerate(bodies):
             log.record(record(i, HOUR + timedelta(seconds=i), inputs=body, mode="shadow"))
@@ -384,10 +386,11 @@ def test_input_frame_rebuilds_the_feature_columns_once_per_request(s3):
         assert not log.record("not a record")  # never raises
         assert log.record(record(50, HOUR, side="sideways"))  # accepted (no checks on the response path) …
         assert log.record(record(51, HOUR, latency_ms="slow"))  # … and left out of its batch, alone
-    assert (log.written, log.invalid, log.dropped) == (14, 3, 3)
+    assert (log.written, log.invalid, log.dropped) == (20, 3, 3)
 
     df = read_window(s3, BUCKET, PREFIX, "iris", HOUR, HOUR + timedelta(hours=1))
-    expected = pd.DataFrame({"x": [1.0, 3.5, 1.0, 3.5, 5.0, 7.5, 9.0, 11.0], "y": [2, 4, 2, 4, 6, 8, 10, 12]})
+    expected = pd.DataFrame({"x": [1.0, 3.5, 1.0, 3.5, 5.0, 7.5, 9.0, 11.0, 13.0, 15.5, 17.0],
+                             "y": [2, 4, 2, 4, 6, 8, 10, 12, 14, 16, 18]})
     pd.testing.assert_frame_equal(input_frame(df), expected)
     pd.testing.assert_frame_equal(input_frame(df, side="candidate"), expected)
     assert input_frame(df.iloc[0:0]).empty

@@ -593,7 +593,15 @@ def read_window(client: Any, bucket: str, prefix: str, endpoint: str, since: dat
 
 
 def _rows_of(doc: Any) -> list[dict]:
-    """The rows of one /predict body (records or split orient, bare or wrapped); [] for anything else."""
+    """The rows of one /predict body (records or split orient, bare or wrapped; `inputs`/`instances` as
+    /predict reads them); [] for anything else."""
+    if isinstance(doc, dict) and len(doc) == 1 and set(doc) & {"inputs", "instances"}:
+        from .payload import PayloadError, tf_serving_frame
+
+        try:
+            return tf_serving_frame(*next(iter(doc.items()))).to_dict("records")
+        except PayloadError:
+            return []
     if isinstance(doc, dict) and len(doc) == 1:
         if "dataframe_records" in doc:
             doc = doc["dataframe_records"]

@@ -160,7 +160,7 @@ def _frame(doc: Any) -> pd.DataFrame:
         if not isinstance(doc, dict):
             raise PayloadError(f"dataframe_split must be an object with columns and data; got {_kind(doc)}")
     elif isinstance(doc, dict) and len(doc) == 1 and set(doc) & set(TF_KEYS):
-        return _tf_serving(*next(iter(doc.items())))
+        return tf_serving_frame(*next(iter(doc.items())))
     if isinstance(doc, list):
         return _records(doc)
     if isinstance(doc, dict) and ("columns" in doc or "data" in doc):
@@ -179,7 +179,7 @@ def _records(rows: list) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
-def _tf_serving(key: str, value: Any) -> pd.DataFrame:
+def tf_serving_frame(key: str, value: Any) -> pd.DataFrame:
     """`{"inputs": ...}` / `{"instances": ...}` as `mlflow models serve` turns them into the DataFrame a
     column-signature model scores (parse_tf_serving_input, then pyfunc's schema enforcement): an object of
     columns → one row per position, of scalars → one row; a list of objects → records; a list of lists →
