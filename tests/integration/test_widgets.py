@@ -274,7 +274,7 @@ def test_deploy_steps_through_the_states_to_running_with_the_endpoint(served):
     # Each step with the seconds since the click, in the order they happened.
     labels, seconds = [s[0] for s in widget.steps], [s[1] for s in widget.steps]
     assert labels == ["submitted", "Ray head starting", "config sent", "replica starting", "running"], widget.steps
-    assert seconds == sorted(seconds) and seconds[0] == 0
+    assert seconds == sorted(seconds) and seconds[0] < 0.5
     assert f"running · {seconds[-1]:.1f} s" in widget.steps_line.value
 
 
