@@ -28,11 +28,10 @@ sys.path.insert(0, str(REPO))
 
 import mlflow.pyfunc  # noqa: E402
 import mlflow.sklearn  # noqa: E402
-import pandas as pd  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from mlflow.pyfunc import scoring_server  # noqa: E402
 
-from mlplatform.serving.payload import dumps, parse_predict, split_outputs  # noqa: E402
+from mlplatform.serving.payload import cast_together, dumps, parse_predict, split_outputs  # noqa: E402
 from tests.support.mlflow_models import FEATURES, SAMPLE_ROWS, TRAINING, train  # noqa: E402
 
 
@@ -66,14 +65,15 @@ def main() -> None:
     def replica(k: int):
         """What the replica does for k requests scored together (app.py's predict_batch)."""
         def run():
-            frames = [parse_predict(body, schema) for _ in range(k)]
-            joined = frames[0] if k == 1 else pd.concat(frames, ignore_index=True)
+            frames = [parse_predict(body) for _ in range(k)]
+            joined, _ = cast_together(frames, schema)  # one cast per batch
             return [dumps({"predictions": rows}) for rows in split_outputs(pyfunc.predict(joined), [1] * k)]
         return run
 
     measures = [("mlflow scoring_server.invocations", lambda: scoring_server.invocations(
                     body.decode(), "application/json", pyfunc, schema), 1),
                 ("replica: parse_predict (with the cast)", lambda: parse_predict(body, schema), 1),
+                ("replica: parse_predict (no cast)", lambda: parse_predict(body), 1),
                 ("replica: pyfunc.predict of one row", lambda: pyfunc.predict(frame), 1)]
     measures += [(f"replica: the whole work, batches of {k}", replica(k), k) for k in (1, 4, 8, 32)]
     print(f"{'per request':<44}{'CPU ms':>8}")

@@ -41,7 +41,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .payload import PayloadError, dumps, jsonable, parse_generate, parse_predict, split_outputs
+from .payload import (PayloadError, cast_together, dumps, jsonable, layout, parse_generate, parse_predict,
+                      split_outputs)
 from .router import Answer, Router
 from .spec import CANDIDATE_DEPLOYMENT, SECRETS_FILE_VARIABLE
 
@@ -171,7 +172,7 @@ class ModelServer:
             if path in ("/predict", "/generate") and method != "POST":
                 raise HTTPError(405, f"{path} takes POST with a JSON body")
             if path == "/predict":
-                frame = parse_predict(body, model.schema)
+                frame = parse_predict(body)  # cast to the signature per batch, in predict_batch
                 doc = {"predictions": self._raise(await self.predict_batch(frame))}
             elif path == "/generate":
                 if model.task != "text-generation":
@@ -208,19 +209,28 @@ class ModelServer:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def predict_batch(self, frames: list[pd.DataFrame]) -> list:
-        """Score the rows of many requests with one call per column layout; a request whose rows
-        break the shared call is scored alone, so one bad request never fails the others."""
-        model = self.model
+        """Cast to the signature and score the rows of many requests with one call per layout (columns
+        and dtypes); a request with a refused value gets its own 400, and one whose rows break the shared
+        predict is scored alone, so one bad request never fails the others."""
+        model, schema = self.model, self.model.schema
         results: list = [None] * len(frames)
         groups: dict[tuple, list[int]] = {}
         for i, frame in enumerate(frames):
-            groups.setdefault(tuple(map(str, frame.columns)), []).append(i)
+            groups.setdefault(layout(frame), []).append(i)
         for members in groups.values():
-            try:
-                parts = [frames[i] for i in members]
+            parts = [frames[i] for i in members]
+            if schema is None:
                 joined = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+            else:
+                joined, refusals = cast_together(parts, schema)
+                for i, refusal in zip(members, refusals):
+                    results[i] = refusal
+                members = [i for i, refusal in zip(members, refusals) if refusal is None]
+                if not members:
+                    continue
+            try:
                 outputs = await asyncio.to_thread(model.pyfunc.predict, joined)
-                for i, rows in zip(members, split_outputs(outputs, [len(p) for p in parts])):
+                for i, rows in zip(members, split_outputs(outputs, [len(frames[i]) for i in members])):
                     results[i] = rows
             except Exception as e:
                 if len(members) == 1:
@@ -228,10 +238,11 @@ class ModelServer:
                     continue
                 for i in members:
                     try:
-                        outputs = await asyncio.to_thread(model.pyfunc.predict, frames[i])
+                        single = frames[i] if schema is None else cast_together([frames[i]], schema)[0]
+                        outputs = await asyncio.to_thread(model.pyfunc.predict, single)
                         results[i] = split_outputs(outputs, [len(frames[i])])[0]
-                    except Exception as single:
-                        results[i] = _scoring_error(single)
+                    except Exception as alone:
+                        results[i] = _scoring_error(alone)
         return results
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)

@@ -79,6 +79,35 @@ def cast_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
     return cast
 
 
+def layout(frame: pd.DataFrame) -> tuple:
+    """The columns and dtypes of a parsed frame: frames of one layout concatenate without changing a value."""
+    return tuple((str(name), str(dtype)) for name, dtype in frame.dtypes.items())
+
+
+def cast_together(frames: list[pd.DataFrame], schema: Any) -> tuple[pd.DataFrame | None, list[PayloadError | None]]:
+    """`frames` (requests of one `layout`) concatenated and cast to `schema` in one call (the cast costs
+    about as much for 32 rows as for one). If that cast refuses a value, each frame is cast alone, so only
+    the requests with a refused value get their refusal, naming their own row. Returns the joined cast frame
+    of the accepted frames (None if none) and, per frame, its refusal (None: accepted, in the joined frame)."""
+    joined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    try:
+        return cast_to_signature(joined, schema), [None] * len(frames)
+    except PayloadError as e:
+        if len(frames) == 1:
+            return None, [e]
+    refusals: list[PayloadError | None] = []
+    accepted = []
+    for frame in frames:
+        try:
+            accepted.append(cast_to_signature(frame, schema))
+            refusals.append(None)
+        except PayloadError as e:
+            refusals.append(e)
+    if not accepted:
+        return None, refusals
+    return accepted[0] if len(accepted) == 1 else pd.concat(accepted, ignore_index=True), refusals
+
+
 def _named_columns(frame: pd.DataFrame, schema: Any) -> list:
     """The schema's column specs of the columns `frame` has (none for a schema of unnamed tensors)."""
     if not schema.has_input_names():
