@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from hub_config.local.platform import LocalPlatform, Ports  # noqa: E402
 from tests.support.hub import PASSWORDS, HubClient  # noqa: E402
+from tests.support.spark_jobs import WORDCOUNT  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 # As in tests/browser: Debian's chromium, no sandbox (containers), no background traffic.
@@ -183,18 +184,6 @@ def spawn_section(platform: LocalPlatform, browser, r: dict[str, float]) -> None
 
 # --- spark -------------------------------------------------------------------------------------------------
 
-WORDCOUNT = """
-    import sys
-    from pyspark.sql import SparkSession
-
-    source, target = sys.argv[1], sys.argv[2]
-    spark = SparkSession.builder.getOrCreate()
-    words = spark.sparkContext.textFile(source).flatMap(str.split)
-    counts = words.map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b)
-    counts.map(lambda kv: f"{kv[0]}\\t{kv[1]}").saveAsTextFile(target)
-    print("distinct words:", counts.count())
-    spark.stop()
-"""
 SPARK_JOB = {"executors": 2, "driver_memory": "512m"}  # local[2] on a 2-core machine
 
 

@@ -19,21 +19,10 @@ from mlplatform import spark
 from mlplatform.spark import LocalSparkBackend
 
 from ..support.processes import processes_with
+from ..support.spark_jobs import WORDCOUNT
 
 SMALL = {"driver_memory": "512m"}  # two or three JVMs at a time on a 2-core test machine
 
-WORDCOUNT = """
-    import sys
-    from pyspark.sql import SparkSession
-
-    source, target = sys.argv[1], sys.argv[2]
-    spark = SparkSession.builder.getOrCreate()
-    words = spark.sparkContext.textFile(source).flatMap(str.split)
-    counts = words.map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b)
-    counts.map(lambda kv: f"{kv[0]}\\t{kv[1]}").saveAsTextFile(target)
-    print("distinct words:", counts.count())
-    spark.stop()
-"""
 
 FAILING = """
     from pyspark.sql import SparkSession
