@@ -188,10 +188,10 @@ class KubernetesRollouts(_ServingRollouts):
     def last_commit(self, team, name):
         """GitOps mode: the last commit of the endpoint's file (Commit.as_dict()), None outside GitOps mode or when
         Git has no such file."""
-        if self.catalog().gitops is None or self.repository is None:
-            return None
         catalog = self.catalog()
         gitops = catalog.gitops
+        if gitops is None or self.repository is None:
+            return None
         path = gitops.path("serving", team=team, namespace=catalog.teams[team].namespace, name=name)
         _, last = _git(lambda: self.repository().file(path, gitops.branch))
         return last.as_dict() if last else None

@@ -41,8 +41,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .payload import (PayloadError, cast_together, dumps, jsonable, layout, parse_generate, parse_predict,
-                      split_outputs)
+from .payload import (PayloadError, cast_together, concatenated, dumps, jsonable, layout, parse_generate,
+                      parse_predict, split_outputs)
 from .router import Answer, Router
 from .spec import CANDIDATE_DEPLOYMENT, SECRETS_FILE_VARIABLE
 
@@ -220,7 +220,7 @@ class ModelServer:
         for members in groups.values():
             parts = [frames[i] for i in members]
             if schema is None:
-                joined = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+                joined = concatenated(parts)
             else:
                 joined, refusals = cast_together(parts, schema)
                 for i, refusal in zip(members, refusals):

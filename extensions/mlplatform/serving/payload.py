@@ -84,14 +84,18 @@ def layout(frame: pd.DataFrame) -> tuple:
     return tuple((str(name), str(dtype)) for name, dtype in frame.dtypes.items())
 
 
+def concatenated(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of `frames` (of one `layout`) as one frame; a single frame as it is (no copy)."""
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def cast_together(frames: list[pd.DataFrame], schema: Any) -> tuple[pd.DataFrame | None, list[PayloadError | None]]:
     """`frames` (requests of one `layout`) concatenated and cast to `schema` in one call (the cast costs
     about as much for 32 rows as for one). If that cast refuses a value, each frame is cast alone, so only
     the requests with a refused value get their refusal, naming their own row. Returns the joined cast frame
     of the accepted frames (None if none) and, per frame, its refusal (None: accepted, in the joined frame)."""
-    joined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     try:
-        return cast_to_signature(joined, schema), [None] * len(frames)
+        return cast_to_signature(concatenated(frames), schema), [None] * len(frames)
     except PayloadError as e:
         if len(frames) == 1:
             return None, [e]
@@ -105,7 +109,7 @@ def cast_together(frames: list[pd.DataFrame], schema: Any) -> tuple[pd.DataFrame
             refusals.append(e)
     if not accepted:
         return None, refusals
-    return accepted[0] if len(accepted) == 1 else pd.concat(accepted, ignore_index=True), refusals
+    return concatenated(accepted), refusals
 
 
 def _named_columns(frame: pd.DataFrame, schema: Any) -> list:
