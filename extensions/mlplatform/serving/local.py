@@ -64,17 +64,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import logging
 import math
 import os
-import secrets
-import shutil
-import signal
-import socket
-import stat
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +85,7 @@ from .backend import last_line
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
 from .gitops import committed, deploy_message
 from .gpu_reservations import HubGpuReservations, HubRolloutGpus
+from .ray_head import LocalRayConfig, LocalRayHead
 from .rollout import Rollout
 from .spec import (
     DEPLOYMENT,
@@ -108,296 +101,10 @@ from .spec import (
 )
 
 log = logging.getLogger(__name__)
-HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
 # On this machine a replica reaches MLflow and its S3 artifacts with the kernel's credentials, brokered
 # by the hub: the contract's HUB_CREDENTIALS variables go into the application's env, the kernel's
 # tokens into the 0600 secrets file.
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-# What the head keeps of the environment of the kernel that starts it: no user's identity or token.
-HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
-# The longest root that can hold Ray's and HAProxy's unix sockets (see the module docstring).
-MAX_RUNTIME_DIR = 25
-
-
-@dataclass(frozen=True)
-class LocalRayConfig:
-    """Where the local head listens and lives. Every port is on 127.0.0.1 and derived from `port`:
-
-        port       GCS                      port + 1   dashboard (Serve REST API)
-        port + 2   Serve HTTP (endpoints)   port + 3 .. port + 11   Ray's and HAProxy's own ports
-        port + 20 .. port + 119   Ray workers   port + 120 .. port + 199   replicas' direct ingress
-    """
-
-    port: int = 18600
-    root: Path | None = None
-    num_cpus: int | None = None  # logical CPUs of the head; unset: 4 per core (a served model mostly waits)
-    num_gpus: int | None = None  # unset: Ray counts the machine's GPUs
-    object_store_bytes: int = 200 * 2**20
-    fast_ingress: bool = True  # HAProxy in front of the replicas (Ray 2.60 feature flags, NOTES)
-    start_timeout: float = 120.0
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> LocalRayConfig:
-        """MLPLATFORM_RAY_PORT, MLPLATFORM_RAY_DIR, MLPLATFORM_RAY_NUM_CPUS, MLPLATFORM_RAY_NUM_GPUS,
-        MLPLATFORM_RAY_FAST_INGRESS (0 turns the HAProxy ingress off)."""
-        env = os.environ if environ is None else environ
-        return cls(port=int(env.get("MLPLATFORM_RAY_PORT") or cls.port),
-                   root=Path(env["MLPLATFORM_RAY_DIR"]) if env.get("MLPLATFORM_RAY_DIR") else None,
-                   num_cpus=int(env["MLPLATFORM_RAY_NUM_CPUS"]) if env.get("MLPLATFORM_RAY_NUM_CPUS") else None,
-                   num_gpus=int(env["MLPLATFORM_RAY_NUM_GPUS"]) if env.get("MLPLATFORM_RAY_NUM_GPUS") else None,
-                   fast_ingress=env.get("MLPLATFORM_RAY_FAST_INGRESS", "1") != "0")
-
-    @property
-    def directory(self) -> Path:
-        """The root: the head's and the applications' records."""
-        return Path(self.root) if self.root else Path(f"/tmp/mlp-ray-{self.port}")
-
-    @property
-    def runtime_directory(self) -> Path:
-        """Ray's temporary directory (sessions, logs, sockets) and HAProxy's: the root if short enough
-        for their socket paths, else a short one of the port's."""
-        short = Path(f"/tmp/mlp-ray-{self.port}")
-        return self.directory if len(str(self.directory)) <= MAX_RUNTIME_DIR else short
-
-    @property
-    def ray_directory(self) -> Path:
-        """Ray's `--temp-dir`."""
-        return self.runtime_directory / "ray"
-
-    @property
-    def haproxy_directory(self) -> Path:
-        """HAProxy's files; Serve adds a 56-character node id below, and HAProxy's socket paths may
-        have at most 97 characters."""
-        return self.runtime_directory / "hap"
-
-    @property
-    def dashboard_port(self) -> int:
-        return self.port + 1
-
-    @property
-    def http_port(self) -> int:
-        return self.port + 2
-
-    @property
-    def cpus(self) -> int:
-        return self.num_cpus or 4 * (os.cpu_count() or 1)
-
-    @property
-    def gpus(self) -> int:
-        """GPUs of the head: `num_gpus`, else this machine's NVIDIA devices, all of which Ray sees (the
-        head does not inherit the starting kernel's CUDA_VISIBLE_DEVICES)."""
-        if self.num_gpus is not None:
-            return self.num_gpus
-        return len(list(Path("/dev").glob("nvidia[0-9]*")))
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-
-class LocalRayHead:
-    """Start, find and stop the local Ray head."""
-
-    def __init__(self, config: LocalRayConfig):
-        self.config = config
-        self.root = config.directory
-        self.http = requests.Session()
-
-    def private(self, *, create: bool = True) -> None:
-        """Check the root and the runtime directory, those that exist: only this user's are used. With
-        `create`, the root is made (0700) if missing; the runtime directory is made when the head starts."""
-        _private_directory(self.root, create)
-        runtime = self.config.runtime_directory
-        if runtime != self.root:
-            try:
-                _private_directory(runtime, False)
-            except BackendUnavailable:
-                if not self._stale(runtime):
-                    raise
-                shutil.rmtree(runtime)  # left by a crashed run: made afresh (0700) when the head starts
-
-    def _stale(self, runtime: Path) -> bool:
-        """Whether `runtime` is this user's own directory (not a link) that no head uses any more."""
-        st = os.lstat(runtime)
-        return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not self.processes()
-                and not self.running())
-
-    @property
-    def token_path(self) -> Path:
-        return self.root / "auth_token"
-
-    def session(self) -> requests.Session:
-        """An HTTP session for the dashboard, with the head's token."""
-        token = self.token_path.read_text().strip() if self.token_path.exists() else ""
-        if token and self.http.headers.get("Authorization") != f"Bearer {token}":
-            self.http.headers["Authorization"] = f"Bearer {token}"
-        return self.http
-
-    def running(self) -> bool:
-        try:
-            return self.session().get(f"{self.config.dashboard_url}/api/version", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def starting(self) -> bool:
-        """Another process is starting the head right now."""
-        self.private(create=False)
-        if not self.root.exists():
-            return False
-        with open(self.root / "start.lock", "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-        return False
-
-    def ensure(self) -> bool:
-        """Start the head unless it runs; True when this call started it."""
-        self.private()
-        if self.running():
-            return False
-        with localhost.locked(self.root / "start.lock"):
-            if self.running():
-                return False
-            pid = self._head_pid()
-            if pid and self._wait_ready(pid, self.config.start_timeout):
-                return False  # a start begun by a kernel that has gone since
-            self.stop()
-            self._start()
-            return True
-
-    def _start(self) -> None:
-        c = self.config
-        self._check_ports()
-        _private_directory(c.runtime_directory, True)
-        if c.fast_ingress:
-            c.haproxy_directory.mkdir(mode=0o700, exist_ok=True)
-        if not self.token_path.exists():
-            localhost.write_text(self.token_path, secrets.token_hex(32), mode=0o600)
-        log = open(self.root / "head.log", "ab")
-        try:
-            proc = subprocess.Popen(self.command(), env=self.environment(), cwd=self.root, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            log.close()
-        localhost.write_json(self.root / "head.json", {"pid": proc.pid, "pgid": proc.pid, "port": c.port,
-                                              "started_at": now()})
-        if not self._wait_ready(proc.pid, c.start_timeout):
-            tail = localhost.tail_text(self.root / "head.log")
-            self.stop()
-            raise BackendUnavailable(f"the local Ray head did not start within {c.start_timeout:.0f} s; "
-                                     f"its log: {self.root / 'head.log'}\n{tail}")
-
-    def _wait_ready(self, pid: int, timeout: float) -> bool:
-        """Whether the head `pid` answers on Serve's REST API within `timeout` (False once it died)."""
-        def serve_answers() -> bool:
-            try:
-                return self.session().get(f"{self.config.dashboard_url}/api/serve/applications/", timeout=5).ok
-            except requests.RequestException:
-                return False
-
-        return localhost.wait_until(lambda: not localhost.running(pid) or serve_answers(), timeout, interval=0.5) \
-            and localhost.running(pid)
-
-    def command(self) -> list[str]:
-        c, p = self.config, self.config.port
-        ray = Path(sys.executable).parent / "ray"
-        cmd = [str(ray)] if ray.exists() else [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
-        cmd += ["start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-                f"--port={p}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={c.dashboard_port}", f"--temp-dir={c.ray_directory}", f"--num-cpus={c.cpus}",
-                f"--object-store-memory={c.object_store_bytes}",
-                f"--ray-client-server-port={p + 3}",  # Ray starts it whatever is said (a port is required)
-                # Lean, for one machine: no autoscaler monitor or log monitor (nothing here adds nodes or
-                # is a Ray driver reading workers' output; every process writes its own log files).
-                "--no-monitor", "--include-log-monitor=false",
-                f"--node-manager-port={p + 4}", f"--object-manager-port={p + 5}", f"--metrics-export-port={p + 6}",
-                f"--dashboard-agent-listen-port={p + 7}", f"--dashboard-agent-grpc-port={p + 8}",
-                f"--runtime-env-agent-port={p + 9}", f"--min-worker-port={p + 20}", f"--max-worker-port={p + 119}"]
-        if c.num_gpus is not None:
-            cmd.append(f"--num-gpus={c.num_gpus}")
-        return cmd
-
-    def environment(self) -> dict[str, str]:
-        c, p = self.config, self.config.port
-        env = {k: os.environ[k] for k in HEAD_ENV if k in os.environ}
-        # Replicas find `mlplatform-aws-credentials` (the AWS credential_process) and the venv's tools.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
-        env.update({HEAD_MARKER_VAR: str(self.root), "RAY_USAGE_STATS_ENABLED": "0",
-                    # Ray listens on every interface for some ports (GCS, raylet, agents): with token
-                    # authentication, only holders of the token (a 0600 file here) can use them.
-                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path),
-                    # Serve's fallback proxy ports default to 8500 / 9500.
-                    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(p + 12),
-                    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(p + 13)})
-        if c.fast_ingress:
-            haproxy = c.haproxy_directory
-            env.update({
-                # HAProxy forwards straight to a server inside each replica: no Python proxy on the path.
-                "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-                "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
-                # Its files default to /tmp/haproxy-serve, shared by every Ray on the machine.
-                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
-                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
-                "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
-                "RAY_SERVE_HAPROXY_STATS_PORT": str(p + 10),
-                "RAY_SERVE_HAPROXY_METRICS_PORT": str(p + 11),
-                "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(p + 120),
-                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(p + 159),
-                "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(p + 160),
-                "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(p + 199),
-                # A stopped replica's port is held back this long (default 30 s per restart).
-                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
-            })
-        return env
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the head and every process it started: its process group, then any process still
-        carrying its marker variable (identified one by one, never by name)."""
-        self.private(create=False)  # never signal what another user's head.json names
-        info = localhost.read_json(self.root / "head.json")
-        if info:
-            localhost.signal_group(info["pgid"], signal.SIGTERM)
-            if not localhost.wait_until(lambda: not localhost.group_alive(info["pgid"]), timeout / 2):
-                localhost.signal_group(info["pgid"], signal.SIGKILL)
-                localhost.wait_until(lambda: not localhost.group_alive(info["pgid"]), timeout / 2)
-        for pid in self.processes():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        localhost.wait_until(lambda: not self.processes(), timeout)
-        (self.root / "head.json").unlink(missing_ok=True)
-        runtime = self.config.runtime_directory
-        if runtime != self.root and not self.processes():  # the head's sockets and Ray's session files
-            shutil.rmtree(runtime, ignore_errors=True)
-
-    def processes(self) -> list[int]:
-        """Ids of the live processes belonging to this head."""
-        return [pid for pid, start in localhost.tagged(HEAD_MARKER_VAR, str(self.root)).items()
-                if localhost.running(pid, start)]
-
-    def _head_pid(self) -> int | None:
-        info = localhost.read_json(self.root / "head.json")
-        return info["pid"] if info and localhost.running(info["pid"]) else None
-
-    def _check_ports(self) -> None:
-        c = self.config
-        for name, port in (("GCS", c.port), ("dashboard", c.dashboard_port), ("Serve HTTP", c.http_port)):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    raise BackendUnavailable(f"port {port} ({name} of the local Ray head) is in use by another "
-                                             "program; set MLPLATFORM_RAY_PORT to a free range of 200 ports") from None
 
 
 @dataclass
@@ -849,16 +556,6 @@ def _visible_devices(reservation: dict | None) -> dict[str, str]:
     if not reservation:
         return {}
     return {"CUDA_VISIBLE_DEVICES": ",".join(reservation["devices"]), "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
-
-
-def _private_directory(path: Path, create: bool) -> None:
-    """localhost.private_directory for the head's directories (if `path` exists, unless `create`)."""
-    if create or os.path.lexists(path):
-        try:
-            localhost.private_directory(path, create=create)
-        except localhost.UnsafeDirectory as e:
-            raise BackendUnavailable(f"the local Ray head's directory: {e} (MLPLATFORM_RAY_DIR sets the root)"
-                                     ) from None
 
 
 def _checked_name(name: str) -> str:
