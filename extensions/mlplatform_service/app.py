@@ -321,7 +321,7 @@ class Platform:
         self._gitops_credentials = Credentials.from_environ()
         self._gitops_repositories: dict[tuple, GitOpsRepository] = {}
         self.gitops = GitOpsChanges(catalog=self.catalog, audit=self.audit, workloads=self.workloads,
-                                    repository=self.gitops_repository)
+                                    repository=self.gitops_repository, on_commit=self.rollouts.committed)
 
     def gitops_repository(self) -> GitOpsRepository:
         """The writer of the catalog's GitOps repository: one working clone per repository and branch, in a

@@ -74,8 +74,10 @@ class Unavailable(RegistryError):
 
 class GitOpsChanges:
     def __init__(self, *, catalog: Callable[[], Catalog], audit: AuditLog, workloads: WorkloadAdmission,
-                 repository: Callable[[], GitOpsRepository]):
+                 repository: Callable[[], GitOpsRepository],
+                 on_commit: Callable[[str, str, str, dict[str, Any]], None] | None = None):
         self.catalog, self.audit, self.workloads, self.repository = catalog, audit, workloads, repository
+        self.on_commit = on_commit  # (team, kind, name, the commit's dict) after each commit: what else follows Git
 
     # --- the API ----------------------------------------------------------------------------------
     def get(self, caller: Caller, team: str, kind: str, name: str) -> dict[str, Any]:
@@ -198,6 +200,8 @@ class GitOpsChanges:
             raise
         self._audit(action, caller, team, kind, name, "succeeded", {
             "commit": commit.sha, "branch": commit.branch, "path": commit.path, "change": commit.change})
+        if self.on_commit is not None:
+            self.on_commit(team, kind, name, commit.as_dict())
         return commit
 
     def _git(self, operation):

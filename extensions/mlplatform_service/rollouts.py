@@ -312,6 +312,12 @@ class Rollouts:
         if isinstance(status, dict) and status.get("commit"):
             self._commits[(team, name)] = status["commit"]
 
+    def committed(self, team: str, kind: str, name: str, commit: dict) -> None:
+        """A commit of the endpoint's file through the service's GitOps changes (a redeploy, a delete): the report's
+        `commit` from now on. (A commit pushed to Git by other means is seen after the service's restart.)"""
+        if kind == "serving":
+            self._commits[(team, name)] = commit
+
     def _last_commit(self, team: str, name: str) -> dict | None:
         """The last commit of the endpoint's rollout: a step's, else (the service restarted) the last of its file in
         Git, read once; None outside GitOps mode, or when Git cannot be read now (the report still answers)."""

@@ -235,6 +235,21 @@ def test_the_inference_log_switch_is_a_commit_and_the_report_carries_the_last_on
         changed["commit"]["sha"], "Rollout iris: inference log on, 10% of requests sampled", "bob")
 
 
+def test_a_redeploy_through_the_services_gitops_changes_is_the_reports_commit_then(setup, monkeypatch):
+    """The report's commit follows the endpoint's file: a redeploy (the service's GitOps changes, as Platform wires
+    them to Rollouts.committed) replaces the rollout step's commit, not only after the service's restart."""
+    deployed(setup)
+    rollouts = platform_rollouts(setup)
+    monkeypatch.setattr(setup.service.changes, "on_commit", rollouts.committed)
+    started = rollouts.start(BOB, TEAM, "iris", version=4, mode="shadow")
+    monkeypatch.setattr(Rollouts, "_evaluate", lambda *args: SimpleNamespace(as_dict=lambda: {}))  # no S3 here
+    assert rollouts.report(BOB, TEAM, "iris")["commit"] == started["commit"]
+
+    redeployed = deploy(setup.serving(), "5")
+    assert redeployed["commit"]["sha"] != started["commit"]["sha"]
+    assert rollouts.report(BOB, TEAM, "iris")["commit"]["sha"] == redeployed["commit"]["sha"]
+
+
 def test_without_gitops_a_rollout_patch_would_be_put_back_by_self_heal(setup):
     """Why the changes are commits: the direct path's patch of a RayService Argo CD manages does not last."""
     first = deployed(setup)
