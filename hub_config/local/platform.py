@@ -38,7 +38,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,8 +274,10 @@ class LocalPlatform:
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
-        # Children that outlived their parent (a notebook server, the proxy) go too.
+        # Children that outlived their parent (a notebook server) go too.
         _signal_group(proc, signal.SIGKILL)
+        if name == "hub":
+            stop_orphan_proxy(self.data_dir / "proxy.pid")
         if name == "s3":
             seaweedfs.remove_sockets(self.ports.s3)
 
@@ -460,6 +462,21 @@ class LocalPlatform:
         if not (self.node_modules / ".bin" / "configurable-http-proxy").exists():
             raise PlatformError(f"npm packages are missing in {self.node_modules}: run `npm ci` in {REPO} "
                                 "(scripts/install does it)")
+
+
+def stop_orphan_proxy(pid_file: Path) -> None:
+    """JupyterHub starts configurable-http-proxy in a session of its own and stops it when it exits cleanly; a hub
+    killed (SIGKILL after the stop's timeout, or a crash) leaves it running and holding the hub's port. The proxy's
+    pid file (c.ConfigurableHTTPProxy.pid_file) names it: killed if that process is still the proxy."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"configurable-http-proxy" in command:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

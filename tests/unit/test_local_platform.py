@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,38 @@ def test_components_start_with_sigint_not_ignored_even_when_the_launcher_ignores
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the launcher's own setting is back
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_stopping_a_killed_hub_stops_the_proxy_it_started_in_its_own_session(local):
+    """JupyterHub starts configurable-http-proxy with start_new_session: a hub that has to be killed leaves it holding
+    the hub's port unless stop_component finds it by its pid file."""
+    pid_file = local.data_dir / "proxy.pid"
+    hub = subprocess.Popen(["bash", "-c", f'setsid bash -c "exec -a configurable-http-proxy sleep 300" & '
+                                          f'echo $! > {pid_file}; exec sleep 300'], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not _proxy_named(pid_file) and time.monotonic() < deadline:  # bash has exec'd it
+        time.sleep(0.05)
+    proxy = int(pid_file.read_text())
+    assert os.getsid(proxy) != os.getsid(hub.pid)  # out of the hub's process group: its SIGKILL misses it
+
+    local.processes["hub"] = hub
+    local.stop_component("hub", timeout=1)
+    deadline = time.monotonic() + 10
+    while _alive(proxy) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(proxy) and not pid_file.exists()
+
+
+def _proxy_named(pid_file: Path) -> bool:
+    try:
+        return Path(f"/proc/{int(pid_file.read_text())}/cmdline").read_bytes().startswith(b"configurable-http-proxy")
+    except (OSError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent (init reaps the orphaned proxy)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
