@@ -54,6 +54,7 @@ def configure_hub(c, catalog: Catalog) -> None:
                                       *(f"{scope}!user" for scope in SERVER_SCOPES)}
     c.Spawner.server_token_scopes = server_token_scopes
     start_spawner_class_with_the_hub()
+    warm_up_with_the_hub()
 
 
 _started: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
@@ -79,6 +80,38 @@ def start_spawner_class_with_the_hub() -> None:
         task.add_done_callback(_started.discard)
 
     loop.call_soon(schedule)
+
+
+def warm_up_with_the_hub() -> None:
+    """Once the hub runs, warm what the first login and spawn page would otherwise make while a user waits
+    (hub_config/warm_up.py); scheduled like `start_spawner_class_with_the_hub`, nothing outside a hub."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+
+    def schedule():
+        task = asyncio.ensure_future(_warm_up())
+        _started.add(task)
+        task.add_done_callback(_started.discard)
+
+    loop.call_soon(schedule)
+
+
+async def _warm_up() -> None:
+    from jupyterhub.app import JupyterHub
+
+    from .warm_up import warm_up
+
+    if not JupyterHub.initialized():
+        return
+    app = JupyterHub.instance()
+    try:
+        done = await warm_up(app)
+    except Exception as e:  # never the hub's problem: the first user pays, as without it
+        app.log.warning("Warm-up failed: %s: %s", type(e).__name__, e)
+    else:
+        app.log.info("Warmed up for the first login: %s", ", ".join(done) or "nothing")
 
 
 async def _start_spawner_class() -> None:

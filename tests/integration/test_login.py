@@ -107,3 +107,13 @@ def test_expired_access_token_is_refreshed_before_spawn(hub, platform):
     # The refreshed token is good — unless the start itself outlasted a token's life (a loaded machine).
     if time.monotonic() - started < ACCESS_TOKEN_TTL - 1:
         assert userinfo(platform, after["access_token"]) == 200
+
+
+def test_the_hub_warms_the_first_login_once_it_runs(platform):
+    """hub_config/warm_up.py: the login page, the spawn pages' templates, the catalog and the governance database
+    are made at the hub's start, not while the first user waits (the unit test says what each step does)."""
+    deadline = time.monotonic() + 60
+    while "Warmed up for the first login" not in (log := (platform.logs / "hub.log").read_text(errors="replace")):
+        assert time.monotonic() < deadline, "the hub logged no warm-up"
+        time.sleep(0.5)
+    assert "Warmed up for the first login: login page, templates, catalog, governance" in log
