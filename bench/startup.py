@@ -15,7 +15,10 @@ Each run starts a fresh LocalPlatform (temp data dir, own ports) and measures, b
              hub API reports it ready           (this bench polls every 0.2 s)
              /lab: OAuth with the hub → 200     the server's OAuth with the hub, the page itself
              browser: JupyterLab → launcher     scripts, settings, extensions until the launcher is drawn
-           then the server's stop.
+           then the server's stop. `CPU s <phase>: <part>` rows: CPU seconds each part used in the login, from Start
+           to ready and from ready to the launcher (this bench's Chromium, the hub, the provider, the proxy, the
+           user's server): wall-clock figures follow the machine's load, these much less. Then the same user
+           starts a server again in the same browser (its cache warm, as for a returning user): Start → launcher.
   spark    the same word count (a generated text) through the platform's local Spark backend
            (`mlplatform.spark`'s LocalSparkBackend: submit → COMPLETED, its status polled every 0.1 s) and
            with a bare `spark-submit` of the same script, arguments, master and driver memory; their ratio.
@@ -131,6 +134,39 @@ def spawn_breakdown(marks: dict[str, float], clicked: float, ready: float) -> di
     return {name: at[b] - at[a] for name, a, b in steps if a in at and b in at}
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (0 for one that is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def spawn_cpu(platform: LocalPlatform) -> dict[str, float]:
+    """CPU seconds so far of what a login and a spawn keep busy: the hub's processes by part (hub_part), the OIDC
+    provider, and this bench's headless Chromium (every process of it). On a shared machine the wall-clock
+    figures depend on the load; these do much less. Processes that ended meanwhile are not counted."""
+    tree = children_of()
+    parts: dict[str, float] = {}
+    for pid in descendants(platform.processes["hub"].pid, tree):
+        part = hub_part(pid)
+        part = "server" if part.startswith("server of") else part
+        parts[part] = parts.get(part, 0.0) + cpu_seconds(pid)
+    parts["OIDC provider"] = sum(cpu_seconds(pid) for pid in descendants(platform.processes["sso"].pid, tree))
+    parts["browser"] = sum(cpu_seconds(pid) for pid in descendants(os.getpid(), tree) if "chromium" in cmdline(pid))
+    return parts
+
+
+def cpu_rows(phase: str, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    rows = {f"  CPU s {phase}: {part}": after.get(part, 0.0) - before.get(part, 0.0)
+            for part in ("browser", "hub", "OIDC provider", "proxy", "server")}
+    return {name: value for name, value in rows.items() if value > 0 or "server" not in name}
+
+
 def spawn_section(platform: LocalPlatform, browser, r: dict[str, float]) -> None:
     context = browser.new_context(base_url=platform.hub_url)
     try:
@@ -149,6 +185,7 @@ def spawn_section(platform: LocalPlatform, browser, r: dict[str, float]) -> None
             assert resp.ok, f"hub API: {resp.status} {resp.text()[:200]}"
             return resp.json()
 
+        cpu = spawn_cpu(platform)
         t = time.perf_counter()
         page.goto("/hub/login")
         page.click("a:has-text('Sign in with Keycloak')")
@@ -157,6 +194,8 @@ def spawn_section(platform: LocalPlatform, browser, r: dict[str, float]) -> None
         page.click("#kc-login")
         page.wait_for_selector("#spawn_form input[name=profile]")
         r["login → spawn form"] = time.perf_counter() - t
+        cpu, before = spawn_cpu(platform), cpu
+        r.update(cpu_rows("login", before, cpu))
 
         page.check(f"#spawn_form input[name=profile][value='{PROFILE}']")
         clicked, t = time.time(), time.perf_counter()
@@ -164,20 +203,42 @@ def spawn_section(platform: LocalPlatform, browser, r: dict[str, float]) -> None
         poll("server ready in the hub API", lambda: (user_model()["servers"].get("") or {}).get("ready"), 120)
         ready = time.time()
         r["Start → server ready (hub API)"] = time.perf_counter() - t
+        cpu, before = spawn_cpu(platform), cpu
+        r.update(cpu_rows("Start → ready", before, cpu))
         r.update(spawn_breakdown(log_marks(platform.logs / "hub.log", USER, clicked), clicked, ready))
         poll(f"/user/{USER}/lab 200", lambda: api.get(f"/user/{USER}/lab").status == 200, 60)
         r[f"Start → /user/{USER}/lab 200"] = time.perf_counter() - t
         page.wait_for_url(re.compile(rf"/user/{USER}/lab"), timeout=120_000)
         page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
         r["Start → JupyterLab launcher shown"] = time.perf_counter() - t
+        cpu, before = spawn_cpu(platform), cpu
+        r.update(cpu_rows("ready → launcher", before, cpu))
         r["  /lab: OAuth with the hub → 200"] = r[f"Start → /user/{USER}/lab 200"] - r["Start → server ready (hub API)"]
         r["  browser: JupyterLab → launcher"] = r["Start → JupyterLab launcher shown"] - r[f"Start → /user/{USER}/lab 200"]
 
-        t = time.perf_counter()
-        resp = api.delete(f"/hub/api/users/{USER}/server", headers=hub_headers())
-        assert resp.status in (202, 204), f"stop: {resp.status} {resp.text()[:200]}"
-        poll("server stopped", lambda: not user_model()["servers"], 60)
-        r["server stop"] = time.perf_counter() - t
+        def stop() -> float:
+            t = time.perf_counter()
+            resp = api.delete(f"/hub/api/users/{USER}/server", headers=hub_headers())
+            assert resp.status in (202, 204), f"stop: {resp.status} {resp.text()[:200]}"
+            poll("server stopped", lambda: not user_model()["servers"], 60)
+            return time.perf_counter() - t
+
+        r["server stop"] = stop()
+
+        # The same user starts a server again in the same browser: what a returning user sees. The figures above
+        # are a first visit (a new browser profile: JupyterLab's ~5 MB of scripts fetched and compiled afresh);
+        # here the browser's cache holds them (same URLs: /user/<name>/static/...).
+        page.goto("/hub/spawn")
+        page.check(f"#spawn_form input[name=profile][value='{PROFILE}']")
+        cpu, t = spawn_cpu(platform), time.perf_counter()
+        page.click("#spawn_form button[type=submit]")
+        page.wait_for_url(re.compile(rf"/user/{USER}/lab"), timeout=120_000)
+        page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
+        r["Start → launcher again (browser cache warm)"] = time.perf_counter() - t
+        cpu, before = spawn_cpu(platform), cpu
+        r["  CPU s again: browser"] = cpu["browser"] - before.get("browser", 0.0)
+        r["  CPU s again: server"] = cpu.get("server", 0.0) - before.get("server", 0.0)
+        stop()
     finally:
         context.close()
 

@@ -6,6 +6,11 @@ JupyterLab reads yarn's configuration when its server extension is imported (`no
 build and extension-install commands. A platform's server builds nothing (the package's page config:
 buildAvailable false) and its extension manager is PyPI's: it takes what JupyterLab takes where Node.js is
 not installed, yarn's default registry. Everything else is jupyterhub-singleuser's own.
+
+JupyterLab's own plugins all stay enabled (the page config disables none): with 14 of them disabled (debugger,
+table of contents, extension and plugin managers, viewers, ...) a cold first load of /lab took 5.35 instead of
+5.74 CPU-seconds of Chromium, within the noise, and two notebook plugins failed to activate. The browser's time
+is JupyterLab's ~5 MB of scripts compiled afresh (a browser whose cache holds them needs about half the CPU).
 """
 
 from __future__ import annotations
