@@ -35,6 +35,9 @@ def test_a_killed_head_is_reported_and_the_next_deploy_brings_the_application_ba
         mv = register_model(platform.mlflow_url, unique_name("headless"))
         assert serving.deploy("headless", mv.uri, wait=True, timeout=240)["state"] == "running"
         record = json.loads((head.root / "apps" / "headless.json").read_text())
+        # The deploy took over the warm spare, and the next one starts in the background: killed once it runs
+        # (a process Ray is spawning at the kill may linger until it finds its raylet gone).
+        assert wait_until(lambda: (serving.backend().spare() or {}).get("status") == "RUNNING", 240)
 
         for pid in head.processes():
             os.kill(pid, signal.SIGKILL)

@@ -29,7 +29,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-from mlplatform import serving
+from mlplatform import localhost, serving
 
 from ..conftest import SHARED_RAY_PORT
 from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
@@ -244,6 +244,62 @@ def test_text_generation_model_answers_generate(local_serving, platform, tmp_pat
     finally:
         if app in serving.backend().names():
             serving.delete(app)
+
+
+def serve_replicas(local_serving, serve_name: str) -> list[int]:
+    """Pids of the replicas Serve runs for its application `serve_name`."""
+    apps = local_serving.session().get(f"{local_serving.config.dashboard_url}/api/serve/applications/",
+                                       timeout=30).json()["applications"]
+    deployment = ((apps.get(serve_name) or {}).get("deployments") or {}).get("Model") or {}
+    return [r["pid"] for r in deployment.get("replicas") or [] if r.get("state") == "RUNNING"]
+
+
+def test_a_new_endpoint_takes_over_the_warm_spare(iris, local_serving, platform, tmp_path):
+    """A deploy of a new name runs on the warm spare's replica, a process started before the deploy with
+    Serve, MLflow and scikit-learn imported; the next spare follows once it runs. A new version of that
+    endpoint goes the usual way (new replicas, surge); a model that cannot load fails as on a new replica."""
+    backend = serving.backend()
+    assert localhost.wait_until(lambda: (backend.spare() or {}).get("status") == "RUNNING", 240), backend.spare()
+    spare = backend.spare()
+    assert len(spare["pids"]) == 1
+    app = f"warm-{iris['app'].rsplit('-', 1)[1]}"
+    started = time.monotonic()
+    status = serving.deploy(app, iris["v1"].uri, wait=True, timeout=120)
+    took = time.monotonic() - started
+    assert status["state"] == "running", status
+    assert serving.predict(app, SAMPLE_ROWS) == [0, 1]
+    serve_name = spare["application"]["name"]
+    record = json.loads((local_serving.root / "apps" / f"{app}.json").read_text())
+    assert record["application"]["name"] == serve_name and record["application"]["route_prefix"] == f"/{app}"
+    assert serve_replicas(local_serving, serve_name) == spare["pids"]  # the process existed before the deploy
+    assert took < 30, f"a deploy on the warm spare took {took:.1f} s"
+    assert requests.get(f"{status['url'].rsplit('/', 1)[0]}/{serve_name}/health", timeout=30).status_code == 404
+    # The next spare, in the background.
+    assert localhost.wait_until(lambda: (backend.spare() or {}).get("status") == "RUNNING", 240), backend.spare()
+    assert backend.spare()["application"]["name"] != serve_name
+
+    v2 = register_model(platform.mlflow_url, iris["name"])
+    with Client(status["predict_url"]) as client:
+        status = serving.deploy(app, v2.uri, wait=True, timeout=180)
+        client.wait_for(v2.version)
+    assert status["state"] == "running" and status["model_version"] == v2.version, status
+    assert {s for s, _ in client.answers} == {200}, Counter(client.answers)
+    record = json.loads((local_serving.root / "apps" / f"{app}.json").read_text())
+    assert record["application"]["name"] == serve_name and record["application"]["args"]["model_version"] == v2.version
+    assert serve_replicas(local_serving, serve_name) != spare["pids"]
+    serving.delete(app)
+    assert serve_name not in local_serving.session().get(
+        f"{local_serving.config.dashboard_url}/api/serve/applications/", timeout=30).json()["applications"]
+
+    broken = unique_name("broken")
+    register_code_model(platform.mlflow_url, broken, tmp_path, BROKEN_MODEL)
+    assert localhost.wait_until(lambda: (backend.spare() or {}).get("status") == "RUNNING", 240), backend.spare()
+    bad = f"bad-{iris['app'].rsplit('-', 1)[1]}"
+    serving.deploy(bad, f"models:/{broken}/1")
+    status = serving.wait_until_settled(bad, timeout=240, interval=0.5)
+    assert status["state"] == "failed" and "weights file is corrupt (test model)" in status["detail"], status
+    serving.delete(bad)
+    assert bad not in serving.backend().names()
 
 
 def test_delete_removes_the_endpoint(iris):

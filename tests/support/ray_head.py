@@ -60,6 +60,8 @@ def module_on_shared_head(head: LocalRayHead, environ: Mapping[str, str], unset:
             yield head
         finally:
             for record in sorted((head.root / "apps").glob("*.json")):
+                if record.stem.startswith("_"):  # _spare.json: the warm spare, not an application (local.py)
+                    continue
                 with contextlib.suppress(serving.DeploymentNotFound):
                     serving.delete(record.stem)
 

@@ -7,8 +7,9 @@ import yaml
 
 from mlplatform.serving.errors import InvalidServingRequest
 from mlplatform.serving.rollout import Rollout
-from mlplatform.serving.spec import (PodResources, ray_service, serve_application, serve_config,
-                                     serving_request, with_candidate, without_candidate)
+from mlplatform.serving.spec import (SPARE_PREFIX, PodResources, candidate_of, model_args, ray_service,
+                                     serve_application, serve_config, serving_request, settled, spare_application,
+                                     taken_over, with_candidate, without_candidate)
 
 from mlplatform_core.catalog import ServingLimits
 from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
@@ -301,3 +302,44 @@ def test_an_invalid_ray_service_is_rejected():
         "spec.rayClusterConfig.headGroupSpec: Additional properties are not allowed ('gpus' was unexpected)",
         "spec.rayClusterConfig.workerGroupSpecs.0.replicas: '2' is not of type 'integer'",
     ]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic fields
+def test_a_deploy_on_the_warm_spare_changes_nothing_that_makes_serve_build_or_restart():
+    """Serve's own rules (Ray 2.60): the same code version (import path, args, runtime_env) means no app build
+    task; the same actor options mean no new replica; the route prefix and the user_config reconfigure it."""
+    from ray.serve._private.deploy_utils import get_app_code_version
+    from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
+
+    spare = spare_application(f"{SPARE_PREFIX}0a1b2c3d")
+    assert spare["name"] == spare["route_prefix"][1:] and not spare["name"].replace("-", "").isalnum()
+    r = serving_request(name="iris", model_uri="models:/iris@champion", replicas=2, max_batch_size=8)
+    env = {"MLFLOW_TRACKING_URI": "http://m", "MLPLATFORM_SERVING_SECRETS_FILE": "/r/apps/iris.secrets"}
+    app = taken_over(spare, r, model_version="3", env=env)
+    assert app["name"] == spare["name"] and app["route_prefix"] == "/iris"
+    schemas = [ServeApplicationSchema.model_validate(a) for a in (spare, app)]
+    assert get_app_code_version(schemas[0]) == get_app_code_version(schemas[1])
+    deployment = app["deployments"][0]
+    assert deployment["ray_actor_options"] == spare["deployments"][0]["ray_actor_options"]  # no runtime_env
+    assert deployment["num_replicas"] == 2 and deployment["user_config"] == {
+        "max_batch_size": 8, "batch_wait_timeout_s": 0.002, "max_tokens_limit": 4096, "model": ARGS, "env": env}
+    assert model_args(app) == ARGS and candidate_of(app) is None
+    ServeDeploySchema.model_validate(serve_config([spare_application(f"{SPARE_PREFIX}ffff0000"), app]))
+    # What a spare is not used for: other CPUs or GPUs per replica are another actor; autoscaling.
+    for other in ({"cpus": 2}, {"gpus": 1}, {"cpus": 0.5}, {"min_replicas": 1, "max_replicas": 2}):
+        assert taken_over(spare, serving_request(name="iris", model_uri="models:/iris/3", **other), model_version="3",
+                          env=env) is None
+
+
+def test_a_taken_over_spare_goes_back_to_the_usual_form_for_a_new_version_or_a_rollout():
+    spare = spare_application(f"{SPARE_PREFIX}0a1b2c3d")
+    r = serving_request(name="iris", model_uri="models:/iris@champion")
+    env = {"MLFLOW_TRACKING_URI": "http://m"}
+    app = taken_over(spare, r, model_version="3", env=env)
+    usual = serve_application(r, model_version="3", env=env)
+    assert settled(app) == {**usual, "name": spare["name"]}
+    assert settled(usual) == usual
+    tried = with_candidate(app, model_version="4", requested_uri="models:/iris/4", rollout=Rollout(), inference_log={})
+    assert tried["name"] == spare["name"] and tried["args"]["model_uri"] == "models:/iris/3"
+    assert candidate_of(tried)["model_version"] == "4" and "model" not in tried["deployments"][0]["user_config"]
+    assert without_candidate(tried)["args"] == ARGS

@@ -20,6 +20,12 @@ Routes, under the application's route prefix (`/<name>`):
     POST /generate   text-generation models: {"prompt" | "prompts", "max_tokens"} → {"generations": [...]}
     GET  /health     {"status": "ok", "model_uri": ..., "model_version": ..., "task": ...}
 
+A warm spare (the local backend's, local.py) runs this deployment without a model (`args`: `{"spare": true}`):
+its replica imports what serving a model takes (PRELOAD) and answers 503 until it is taken over: the deployment's
+`user_config` then carries the model (`model`: the args above) and the replica's environment (`env`: what the
+application's runtime_env would hold, the secrets file's path among it), and `reconfigure` sets the environment,
+reads the secrets and loads the model, in the process that was already running.
+
 Bad requests get a 4xx with `{"message": ...}`. A new model version is new `args`: Serve replaces
 the replicas by a rolling update that starts the new ones first (`max_surge_percent`), so the old
 version answers until the new one is ready, and keeps answering if the new one fails to load.
@@ -49,6 +55,10 @@ from .spec import CANDIDATE_DEPLOYMENT, SECRETS_FILE_VARIABLE
 log = logging.getLogger("ray.serve")
 
 TEXT_GENERATION_TASKS = {"text-generation", "llm/v1/completions"}
+# What a spare imports while it waits: MLflow's pyfunc loader and, for the platform's usual model (MLflow 3 saves
+# scikit-learn models with skops), the sklearn flavor and skops.io, whose import scans sklearn's public types.
+# About 5 CPU-seconds of a fresh replica's start, and ~150 MB of its memory.
+PRELOAD = ("mlflow.pyfunc", "mlflow.sklearn", "sklearn", "skops.io")
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,17 @@ class ModelServer:
     """One model version. As an endpoint's `Model` deployment it is also the ingress; given a
     `candidate` (the `Candidate` deployment's handle) it routes by the rollout in its user_config."""
 
-    def __init__(self, model: dict, candidate: DeploymentHandle | None = None, routing: dict | None = None):
+    def __init__(self, model: dict | None, candidate: DeploymentHandle | None = None, routing: dict | None = None):
+        self.model: LoadedModel | None = None
+        self.max_tokens_limit = 4096
+        if model and model.get("model_uri"):
+            self._load(model)
+        else:  # a spare: the model comes with the user_config that takes it over (reconfigure)
+            _preload()
+        # routing: the endpoint's name and the candidate's version, for the inference log
+        self.router = Router(candidate, **(routing or {})) if candidate is not None else None
+
+    def _load(self, model: dict) -> None:
         # Credentials for MLflow's artifacts (the local backend keeps them out of the Serve config).
         secrets = os.environ.get(SECRETS_FILE_VARIABLE)
         if secrets and os.path.exists(secrets):
@@ -137,11 +157,17 @@ class ModelServer:
                 os.environ.update(json.load(f))
         self.model = load(model)
         log.info("serving %s (version %s, task %s)", self.model.uri, self.model.version, self.model.task)
-        self.max_tokens_limit = 4096
-        # routing: the endpoint's name and the candidate's version, for the inference log
-        self.router = Router(candidate, **(routing or {})) if candidate is not None else None
 
     def reconfigure(self, config: dict) -> None:
+        model = config.get("model")
+        if model and self.model is not None and self.model.uri != model.get("model_uri"):
+            # Never a second model (nor a second team's credentials) in one process: Serve starts a new replica.
+            raise RuntimeError(f"this replica serves {self.model.uri}; {model.get('model_uri')} needs a new one")
+        if model and self.model is None:
+            started = time.perf_counter()
+            os.environ.update(config.get("env") or {})  # what a runtime_env would have set
+            self._load(model)  # an error here fails the replica: Serve says why in the deployment's status
+            log.info("took over as %s in %.2f s", model.get("model_uri"), time.perf_counter() - started)
         self.max_tokens_limit = int(config.get("max_tokens_limit", 4096))
         for method in (self.predict_batch, self.generate_batch):
             method.set_max_batch_size(int(config.get("max_batch_size", 32)))
@@ -168,6 +194,8 @@ class ModelServer:
         its handle), timed from here."""
         model = self.model
         started = time.perf_counter()
+        if model is None:
+            return Answer(503, {"message": "this replica has no model yet (a spare waiting to be deployed)"}, {}, 0.0)
         try:
             if path in ("/predict", "/generate") and method != "POST":
                 raise HTTPError(405, f"{path} takes POST with a JSON body")
@@ -270,6 +298,18 @@ class ModelServer:
         return results
 
 
+def _preload() -> None:
+    started = time.perf_counter()
+    import importlib
+
+    for module in PRELOAD:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # not installed here: the models that need it cannot load either
+            log.info("spare: %s is not installed", module)
+    log.info("spare: imported %s in %.2f s", ", ".join(PRELOAD), time.perf_counter() - started)
+
+
 def _text(output: Any) -> Any:
     """One generation as text: pipelines answer strings or {"generated_text": ...}."""
     if isinstance(output, list) and len(output) == 1:
@@ -287,6 +327,8 @@ MODEL_ARGS = ("model_uri", "model_version", "requested_uri", "task")
 def build(args: dict):
     """The application for `args` (see the module docstring): the model alone, or with a candidate
     (`args["candidate"]`: its model_uri, model_version, requested_uri) behind it."""
+    if args.get("spare"):
+        return ModelServer.bind(None)
     champion = {k: args.get(k) for k in MODEL_ARGS}
     if not args.get("candidate"):
         return ModelServer.bind(champion)

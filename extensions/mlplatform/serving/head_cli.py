@@ -2,7 +2,8 @@
 
 Notebooks start the head on their first deploy; the local platform starts it in the background at its
 start, and stops it with the rest of the platform, through this command, so the hub side never imports the
-notebook package. `start` also starts Serve (its controller and proxy) with every recorded application.
+notebook package. `start` also starts Serve (its controller and proxy) with every recorded application and
+the warm spare (local.py), whose replica is then ready for the first deploy some seconds later.
 """
 
 from __future__ import annotations

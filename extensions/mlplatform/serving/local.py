@@ -54,6 +54,31 @@ team's quota, budget and the pool, checked by the hub) before the candidate is h
 as the candidate deployment's own CUDA_VISIBLE_DEVICES (its `ray_actor_options.runtime_env`, over the
 champion's); a promotion makes them the champion's (the old ones released), an abort releases them.
 
+The warm spare (issue 13: deploy → first answer in seconds, not the ~10 CPU-seconds of a fresh replica's imports):
+beside the recorded applications the head runs one spare application (`apps/_spare.json`, never an endpoint's
+record: `_` is not in a DNS label; Serve name and route `spare.<hex>`, spec.spare_application), whose one replica
+has imported Ray Serve, MLflow's pyfunc, scikit-learn and skops and waits without a model. A deploy of a new name
+that fits it (the spare's CPUs, no GPUs — a replica's CPUs and GPUs are its actor's, which Serve cannot change in
+place —, a fixed number of replicas: the first is the spare's, more start as usual) takes it over: its record's
+application is the spare's Serve application with the endpoint's route
+(`/<name>`), size and batching, and the model and the environment in the user_config (spec.taken_over); Serve
+applies that in place — no app build task (the code version, import path + args + runtime_env, is unchanged),
+no new process — and the replica loads the model in `reconfigure` (app.py): deploy() → first answer ~1.2 s, ~0.8
+CPU-s (bench/deploy_steps.py; ~14-29 s and ~17 CPU-s with a new replica). The spare's record goes with the
+take-over, and the deploying process starts the next spare in the background once the deployed application
+is running (or failed), so the new spare's ~12 CPU-seconds of start never compete with the deploy's own; any
+later apply (a deploy, a delete, the platform's start) also starts one when none is recorded and the head has
+room for it (its CPU beside every application's). So an endpoint's Serve application may be named `spare.<hex>`:
+the record's `application.name` is what Serve knows, the record's `name` the endpoint; a later deploy of the
+same name (a new version) or a rollout keeps that Serve name and moves the model back into `args`
+(spec.settled), so Serve replaces the replicas with surge as for any application. A spare never serves two
+teams or two models: once taken over it is the endpoint's for good (deleted with it), and it holds no
+credential before that. Alternatives weighed (see bench/deploy_steps.py): Ray's worker prestart with a
+`worker_process_setup_hook` (workers are started per job and runtime_env, Serve's replicas are actors the
+controller creates with each application's own runtime_env, and the build task would still take a fresh
+worker: ~2.5 CPU-s) and RAY_preload_python_modules (loads Serve's controller and proxies too). Set
+MLPLATFORM_RAY_WARM_SPARE=0 to run without a spare (its replica: ~340 MB RSS while idle).
+
 Audit: once a deploy has been handed to Serve, or a delete done, the backend reports it to the platform
 service (`platform_service.report`: `deploy`, or `redeploy` when the name had a record already; `delete`;
 target `model:<team>/<name>`), which records it as the server's hub user. Best effort: the action stands
@@ -96,6 +121,10 @@ from .spec import (
     serve_config,
     with_candidate,
     with_inference_log,
+    SPARE_PREFIX,
+    settled,
+    spare_application,
+    taken_over,
     with_rollout,
     without_candidate,
 )
@@ -125,6 +154,8 @@ class LocalServing:
     # GitOps mode (the catalog's `gitops`): each deploy and delete is first a commit of the RayService the
     # Kubernetes backend would apply, through the platform service; a refused commit deploys nothing.
     gitops: GitOps | None = None
+    # The warm spare (module docstring); MLPLATFORM_RAY_WARM_SPARE=0 turns it off.
+    warm_spare: bool = field(default_factory=lambda: os.environ.get("MLPLATFORM_RAY_WARM_SPARE", "1") != "0")
 
     def __post_init__(self):
         self.head = LocalRayHead(self.config)
@@ -163,7 +194,15 @@ class LocalServing:
                 path = self._secrets_file(request.name)
                 localhost.write_json(path, dict(secrets), mode=0o600)
                 env[SECRETS_FILE_VARIABLE] = str(path)
-            app = serve_application(request, model_version=model_version, env=env, surge=surge)
+            spare = None if previous or reservation or request.gpus else self._live_spare()
+            app = spare and taken_over(spare["application"], request, model_version=model_version, env=env)
+            if app:
+                self._spare_record().unlink()
+            else:
+                spare = None
+                app = serve_application(request, model_version=model_version, env=env, surge=surge)
+                if previous:  # the Serve application keeps its name (a taken-over spare's); new args replace it
+                    app["name"] = previous["application"]["name"]
             record = {"name": request.name, "request": request.to_dict(), "model_version": str(model_version),
                       "previous_version": previous["model_version"] if previous else None,
                       "application": app, "owner": owner, "phase": "submitted", "submitted_at": now(),
@@ -172,10 +211,12 @@ class LocalServing:
         try:
             self.head.ensure()
             with localhost.locked(self.apps / ".lock"):
-                self._apply()
+                self._apply(new_spare=spare is None)
                 record.update(phase="applied", applied_at=time.time())
                 localhost.write_json(self._record(request.name), record)
         except BaseException as failure:
+            # A spare this deploy took over is not put back (Serve may have handed it the model and the team's
+            # credentials): the apply below drops it with the record and starts a new one.
             self._restore_gpus(request.name, reservation, previous)
             self._uncommit(request.name, commit, failure)
             with localhost.locked(self.apps / ".lock"):  # nothing half-done: the previous state comes back
@@ -193,6 +234,8 @@ class LocalServing:
             "previous_version": previous["model_version"] if previous else None, "replicas": request.most_replicas,
             "cpus": request.cpus, "gpus": request.gpus,
             **({"gpu_type": reservation["gpu_type"]} if reservation else {})})
+        if spare and self.warm_spare:
+            self._replenish_later(request.name)
         status = self.status(request.name)
         return {**status, "commit": commit["commit"]} if commit else status
 
@@ -207,7 +250,7 @@ class LocalServing:
             return {**result, "state": "failed",
                     "message": "the local Ray head is not running (stopped, or the machine restarted); "
                                "deploy again to start it and bring back every application"}
-        app = self._serve_status().get(name)
+        app = self._serve_status().get(record["application"]["name"])
         if app is None:
             if record["phase"] == "submitted" or time.time() - record.get("applied_at", 0) < 60:
                 return {**result, "state": "deploying", "message": "handing the application to Ray Serve"}
@@ -228,7 +271,8 @@ class LocalServing:
                 self._apply()
         self._report("delete", name, {"model_version": record.get("model_version")})
         if wait and self.head.running():
-            localhost.wait_until(lambda: name not in self._serve_status(), timeout)
+            serve_name = record["application"]["name"]
+            localhost.wait_until(lambda: serve_name not in self._serve_status(), timeout)
         return {"name": name, "backend": "local", "state": "deleted",
                 **({"commit": removal["commit"]} if removal else {})}
 
@@ -341,10 +385,67 @@ class LocalServing:
         return self.status(name)
 
     def start_serve(self) -> None:
-        """Hand every recorded application to Serve (none: an empty set). After a head's start this starts
-        Serve's controller and proxy (9 s of the first deploy here) and brings back what was served before."""
+        """Hand every recorded application to Serve (none: an empty set), and the warm spare. After a head's
+        start this starts Serve's controller and proxy (9 s of the first deploy here), brings back what was
+        served before and starts a new spare (the one recorded before the restart is replaced)."""
         with localhost.locked(self.apps / ".lock"):
+            self._spare_record().unlink(missing_ok=True)
             self._apply()
+
+    # --- the warm spare (module docstring) -----------------------------------------------------------
+    def _spare_record(self) -> Path:
+        return self.apps / "_spare.json"
+
+    def _live_spare(self) -> dict | None:
+        """The recorded spare, if Serve runs it (starting or running, not failed) and it may be used."""
+        spare = localhost.read_json(self._spare_record()) if self.warm_spare else None
+        if spare is None:
+            return None
+        try:
+            app = self._serve_status().get(spare["application"]["name"])
+        except BackendUnavailable:  # no head: a deploy starts it, and a spare with it
+            return None
+        return spare if app and app.get("status") in ("RUNNING", "DEPLOYING") else None
+
+    def spare(self) -> dict | None:
+        """The recorded spare (`application`, `created_at`) with Serve's state of it, or None."""
+        spare = localhost.read_json(self._spare_record()) if self.apps.is_dir() else None
+        if spare is None:
+            return None
+        try:
+            app = self._serve_status().get(spare["application"]["name"]) or {}
+        except BackendUnavailable:
+            app = {}
+        replicas = ((app.get("deployments") or {}).get(DEPLOYMENT) or {}).get("replicas") or []
+        return {**spare, "status": app.get("status"), "pids": [r.get("pid") for r in replicas if r.get("pid")]}
+
+    def _replenish_later(self, name: str) -> None:
+        """Start the next spare in the background once `name` is running or failed (at most two minutes):
+        its start's CPU would slow the take-over's load on a small machine."""
+        import threading
+
+        serving = LocalServing(self.config, self.environment, hub=self.hub, rollout_gpus=self.rollout_gpus,
+                               environ=self.environ, gitops=self.gitops, warm_spare=self.warm_spare)
+
+        def replenish():
+            try:
+                localhost.wait_until(lambda: serving.status(name)["state"] in ("running", "failed"), 120, interval=0.5)
+            except ServingError:
+                pass
+            try:
+                serving.replenish()
+            except Exception:  # noqa: BLE001 — best effort: the next deploy or delete starts one
+                log.warning("could not start the next warm spare", exc_info=True)
+
+        threading.Thread(target=replenish, name="mlplatform-warm-spare", daemon=True).start()
+
+    def replenish(self) -> None:
+        """Start a spare if none is recorded and the head runs."""
+        if not self.warm_spare or self._spare_record().exists() or not self.head.running():
+            return
+        with localhost.locked(self.apps / ".lock"):
+            if not self._spare_record().exists():
+                self._apply()
 
     def names(self) -> list[str]:
         """The team's applications."""
@@ -521,9 +622,19 @@ class LocalServing:
             else:
                 self.hub.release(name)
 
-    def _apply(self) -> None:
-        """PUT every recorded application (the REST API replaces the whole set)."""
-        apps = [r["application"] for r in self._records()]
+    def _apply(self, *, new_spare: bool = True) -> None:
+        """PUT every recorded application (the REST API replaces the whole set), and the warm spare when the
+        head has room for its CPU beside them (`new_spare`: record a new one if there is none)."""
+        records = self._records()
+        apps = [r["application"] for r in records]
+        spare = localhost.read_json(self._spare_record()) if self.warm_spare else None
+        if spare is None and new_spare and self.warm_spare:
+            spare = {"application": spare_application(f"{SPARE_PREFIX}{os.urandom(4).hex()}"), "created_at": now()}
+            localhost.write_json(self._spare_record(), spare)
+        if spare is not None:
+            used = sum(r["request"]["cpus"] * _most(r["request"]) * _copies(r) for r in records)
+            if used + spare["application"]["deployments"][0]["ray_actor_options"]["num_cpus"] <= self.config.cpus:
+                apps.append(spare["application"])
         body = serve_config(apps, http_host="127.0.0.1", http_port=self.config.http_port)
         r = self.head.session().put(f"{self.config.dashboard_url}/api/serve/applications/", json=body, timeout=60)
         if not r.ok:

@@ -5,6 +5,7 @@ dicts out, no I/O.
     app = serve_application(request, model_version="3", env=environment.variables(FORWARDED_TO_SERVING))
     serve_config([app], http_port=18602)                         # the local backend PUTs this
     ray_service(request, namespace="team-vision", model_version="3", env=...)   # ray.io/v1, Kubernetes
+    taken_over(spare_application("spare.0a1b2c3d"), request, model_version="3", env=...)  # the local warm spare
 
 `serving_request` checks every input and raises `InvalidServingRequest` listing each problem with
 the field, the value and what is allowed.
@@ -243,6 +244,62 @@ def serve_application(request: ServingRequest, *, model_version: str, env: Mappi
     return app
 
 
+# --- the local backend's warm spare: a replica started before it is needed (local.py) -------------------
+
+# Serve names and routes of spares: "spare.<hex>" is never a DNS label, so never an endpoint's name or route.
+SPARE_PREFIX = "spare."
+SPARE_ARGS = {"spare": True}  # no model: the replica imports what loading one takes, and waits
+
+
+def spare_application(serve_name: str, *, cpus: float = 1.0) -> dict:
+    """A Serve application of the generic deployment without a model, under `serve_name` (SPARE_PREFIX...): its
+    one replica imports Serve, MLflow's pyfunc and scikit-learn's loaders, then waits to be taken over."""
+    return {"name": serve_name, "route_prefix": f"/{serve_name}", "import_path": IMPORT_PATH,
+            "args": dict(SPARE_ARGS),
+            "deployments": [{"name": DEPLOYMENT, "max_ongoing_requests": 64, "num_replicas": 1,
+                             "ray_actor_options": {"num_cpus": cpus, "num_gpus": 0}, "user_config": {}}]}
+
+
+def taken_over(spare: dict, request: ServingRequest, *, model_version: str, env: Mapping[str, str]) -> dict | None:
+    """`request` served by the running replica of `spare` (spare_application's): the spare's Serve application
+    with the request's route (`/<name>`), size and batching, and the model and the environment in the deployment's
+    user_config, where the replica loads it (`reconfigure`). Serve applies all of that in place: the code version
+    (import_path, args, the application's runtime_env) and the replica's ray_actor_options stay the spare's, so
+    there is no build task and no new process; a new route prefix and user_config only reconfigure the replica.
+    None when the request cannot run on the spare: other CPUs or GPUs per replica (a new actor), or autoscaling
+    (from a fixed count to autoscaling in place is not tried here: such a deploy starts its own replicas)."""
+    if request.autoscaling:
+        return None
+    app = serve_application(request, model_version=model_version)
+    deployment, own = app["deployments"][0], spare["deployments"][0]
+    if deployment["ray_actor_options"] != own["ray_actor_options"]:
+        return None
+    deployment["user_config"]["model"] = app["args"]
+    deployment["user_config"]["env"] = dict(sorted(env.items()))
+    return {**app, "name": spare["name"], "import_path": spare["import_path"], "args": copy.deepcopy(spare["args"])}
+
+
+def settled(app: dict) -> dict:
+    """`app` with its model in `args` and its environment in the deployment's runtime_env, as serve_application
+    makes it (a taken-over spare's moved there; others unchanged). A change of the model (a new version, a
+    rollout's candidate) starts from this: new args, new replicas, the old ones answering meanwhile."""
+    user_config = app["deployments"][0].get("user_config") or {}
+    if "model" not in user_config:
+        return app
+    app = copy.deepcopy(app)
+    champion = app["deployments"][0]
+    app["args"] = champion["user_config"].pop("model")
+    env = champion["user_config"].pop("env", None)
+    if env:
+        champion["ray_actor_options"]["runtime_env"] = {"env_vars": dict(sorted(env.items()))}
+    return app
+
+
+def model_args(app: dict) -> dict:
+    """The champion's model of `app` (its args, or a taken-over spare's user_config)."""
+    return (app["deployments"][0].get("user_config") or {}).get("model") or app["args"]
+
+
 def serve_config(applications: list[dict], *, http_host: str | None = None, http_port: int | None = None,
                  proxy_location: str = "HeadOnly") -> dict:
     """A whole Serve config (the body of `PUT /api/serve/applications/`, `serve deploy`'s file)."""
@@ -272,7 +329,7 @@ def with_candidate(app: dict, *, model_version: str, requested_uri: str, rollout
     surge: no request dropped); the rollout and the log settings are the champion's user_config.
     `env`: the candidate's own variables over the champion's (its GPUs: CUDA_VISIBLE_DEVICES), in its
     `ray_actor_options.runtime_env`."""
-    app = copy.deepcopy(without_candidate(app))
+    app = copy.deepcopy(without_candidate(settled(app)))
     champion = app["deployments"][0]
     name = MODEL_URI.fullmatch(app["args"]["model_uri"])["name"]
     app["args"]["endpoint"] = app["name"]
