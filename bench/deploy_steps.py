@@ -5,8 +5,9 @@
 Starts an MLflow server (as bench/serving.py does) and registers the tests' small scikit-learn model,
 starts the local Ray head as `mlplatform-local up` does (`mlplatform-ray-head start`: `LocalRayHead.ensure()`
 then Serve's start; timing when GCS, the dashboard and Serve's REST API first answer), then deploys the model `--runs + 1` times, each under a new
-name, deleting it afterwards: the first deploy right after Serve's start (the warm spare still starting),
-then deploys on a started head, each once the warm spare runs (local.py; the wait is reported; with
+name, deleting it afterwards: the first deploy once `mlplatform-ray-head start` would have returned (Serve
+started and the warm spare running: what the local platform's start does in the background), then deploys on
+a started head, each once the warm spare runs (local.py; the wait is reported; with
 MLPLATFORM_RAY_WARM_SPARE=0 every deploy starts its own replica, as before issue 13). Each deploy is timed
 by phase:
 
@@ -118,7 +119,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from serving import start_mlflow_server, stop  # noqa: E402  (bench/serving.py)
 
 from mlplatform import serving  # noqa: E402
-from mlplatform.serving import api, local  # noqa: E402
+from mlplatform.serving import api, head_cli, local  # noqa: E402
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead  # noqa: E402
 
 from tests.support.mlflow_models import SAMPLE_ROWS, register_model, unique_name  # noqa: E402
@@ -347,8 +348,11 @@ def head_start(head: LocalRayHead) -> dict[str, float]:
     watcher.start()
     head.ensure()
     seen["Serve REST answers (ensure returned)"] = time.time()
-    local.LocalServing(head.config).start_serve()  # as `mlplatform-ray-head start` does
+    serving = local.LocalServing(head.config)
+    serving.start_serve()  # as `mlplatform-ray-head start` does, which then waits for the spare (head_cli)
     seen["Serve controller and proxy up"] = time.time()
+    if serving.warm_spare and serving.wait_for_spare(head_cli.SPARE_WAIT):
+        seen["the warm spare runs (`mlplatform-ray-head start` returns)"] = time.time()
     done.set()
     watcher.join()
     return {f"head: {k}": v - started for k, v in seen.items()}

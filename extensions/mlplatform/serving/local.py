@@ -122,7 +122,6 @@ from .spec import (
     with_candidate,
     with_inference_log,
     SPARE_PREFIX,
-    settled,
     spare_application,
     taken_over,
     with_rollout,
@@ -418,6 +417,15 @@ class LocalServing:
             app = {}
         replicas = ((app.get("deployments") or {}).get(DEPLOYMENT) or {}).get("replicas") or []
         return {**spare, "status": app.get("status"), "pids": [r.get("pid") for r in replicas if r.get("pid")]}
+
+    def wait_for_spare(self, timeout: float) -> bool:
+        """Whether the spare's replica runs, waiting up to `timeout` seconds while Serve starts it (False at once
+        without a spare: turned off, or no room on the head; False when its start failed)."""
+        def started() -> bool:
+            spare = self.spare()
+            return spare is None or spare["status"] in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY")
+        localhost.wait_until(started, timeout, interval=0.5)
+        return (self.spare() or {}).get("status") == "RUNNING"
 
     def _replenish_later(self, name: str) -> None:
         """Start the next spare in the background once `name` is running or failed (at most two minutes):
