@@ -142,6 +142,7 @@ def test_predict_with_records_and_split_orient(iris):
     # Unnamed rows: MLflow's scoring server takes the body and the signature refuses it, as here.
     ("POST", "predict", b'{"instances": [[1, 2]]}', 400, "Model is missing inputs ['x1', 'x2']"),
     ("POST", "predict", b'{"inputs": 3}', 400, "inputs is a number"),
+    ("POST", "predict", b'{"inputs": {"x1": [0.1], "x2": [1.0]}, "params": "fast"}', 400, "params is a string"),
     ("GET", "predict", None, 405, "/predict takes POST with a JSON body"),
     ("POST", "generate", b'{"prompt": "hi"}', 404, "/generate is for text-generation models"),
     ("GET", "nothing-here", None, 404, "no route GET /nothing-here"),

@@ -7,6 +7,7 @@ import asyncio
 import json
 from types import SimpleNamespace
 
+import mlflow.pyfunc
 import mlflow.sklearn
 import mlflow.utils.proto_json_utils
 import pytest
@@ -109,3 +110,26 @@ def test_a_number_the_cast_would_change_is_refused_in_a_batch_too(tmp_path):
     got = answers(replica(tmp_path / "model"), [whole, fraction, whole])
     assert [a.status for a in got] == [200, 400, 200]
     assert got[1].doc["message"].startswith("column 'n', row 0: 2.5 is not a long")
+
+
+class Scaled(mlflow.pyfunc.PythonModel):
+    """x1 × the `scale` inference parameter (default 1): a model whose signature has a params schema."""
+
+    def predict(self, context, model_input, params=None):
+        return (model_input["x1"] * (params or {}).get("scale", 1.0)).tolist()
+
+
+def test_params_reach_the_model_and_a_batch_mixes_none_of_them(tmp_path):
+    """`params` beside the data, as `mlflow models serve` takes them: requests with different params in one batch are
+    scored apart; a value the params schema refuses is the client's 400, the others still answered."""
+    frame = TRAINING[FEATURES]
+    mlflow.pyfunc.save_model(tmp_path / "model", python_model=Scaled(), signature=infer_signature(
+        frame, [0.0] * len(frame), params={"scale": 1.0}))
+    rows = [{"x1": 0.5, "x2": 1.0}]
+    bodies = [json.dumps({"dataframe_records": rows, **extra}).encode()
+              for extra in ({}, {"params": {"scale": 2.0}}, {"params": {"scale": 3.0}}, {"params": {"scale": "big"}},
+                            {"params": {"scale": 2.0}})]
+    got = answers(replica(tmp_path / "model"), bodies)
+    assert [(a.status, a.doc.get("predictions")) for a in got] == [
+        (200, [0.5]), (200, [1.0]), (200, [1.5]), (400, None), (200, [1.0])]
+    assert "scale" in got[3].doc["message"]

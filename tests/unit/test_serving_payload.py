@@ -10,9 +10,10 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.utils import _enforce_schema
-from mlflow.pyfunc.scoring_server import infer_and_parse_data
+from mlflow.pyfunc.scoring_server import _split_data_and_params, infer_and_parse_data
 
-from mlplatform.serving.payload import PayloadError, jsonable, parse_generate, parse_predict, split_outputs
+from mlplatform.serving.payload import (PayloadError, jsonable, parse_generate, parse_predict, parse_predict_request,
+                                        split_outputs)
 
 ROWS = [{"x1": 0.1, "x2": 1.0}, {"x1": 0.9, "x2": 0.1}]
 EXPECTED = pd.DataFrame({"x1": [0.1, 0.9], "x2": [1.0, 0.1]})
@@ -216,3 +217,33 @@ def test_inputs_values_the_signature_cannot_take_are_refused():
         parse_predict(json.dumps(body).encode(), SCHEMA)
     assert str(info.value) == ("""column 'length', row 1: "a lot" is not a double (the model's signature); """
                                "allowed: a number")
+
+
+@pytest.mark.parametrize("body", [
+    {"dataframe_records": ROWS, "params": {"scale": 2}},
+    {"dataframe_split": {"columns": ["x1", "x2"], "data": [[0.1, 1.0], [0.9, 0.1]]}, "params": {"scale": 2}},
+    {"inputs": {"x1": [0.1, 0.9], "x2": [1.0, 0.1]}, "params": {"scale": 2}},
+    {"instances": ROWS, "params": {"scale": 2}},
+], ids=lambda b: next(iter(b)))
+def test_params_beside_the_data_as_mlflow_models_serve_splits_them(body):
+    frame, params = parse_predict_request(json.dumps(body).encode())
+    pd.testing.assert_frame_equal(frame, EXPECTED)
+    assert params == _split_data_and_params(json.dumps(body))[1] == {"scale": 2}
+    assert parse_predict_request(json.dumps({k: v for k, v in body.items() if k != "params"}).encode())[1] is None
+
+
+def test_params_that_are_not_an_object_are_refused():
+    with pytest.raises(PayloadError) as info:
+        parse_predict_request(json.dumps({"dataframe_records": ROWS, "params": [2]}).encode())
+    assert str(info.value) == 'params is a list; send the inference parameters as an object {"name": value, ...} ' \
+                              "beside the data"
+
+
+def test_the_inference_log_reads_the_rows_of_a_body_with_params():
+    """The drift gate's live inputs (inference_log.input_frame) are the rows, whatever params came beside them."""
+    from mlplatform.serving.inference_log import input_frame
+
+    logged = pd.DataFrame({"request_id": ["a", "b"], "side": ["champion", "champion"], "inputs": [
+        json.dumps({"dataframe_records": ROWS[:1], "params": {"scale": 2}}),
+        json.dumps({"inputs": {"x1": [0.9], "x2": [0.1]}, "params": {"scale": 2}})]})
+    pd.testing.assert_frame_equal(input_frame(logged), EXPECTED)

@@ -16,7 +16,7 @@ and how it batches from the deployment's `user_config` (changed in place, withou
 
 Routes, under the application's route prefix (`/<name>`):
 
-    POST /predict    JSON records or pandas split orient → {"predictions": [...]}
+    POST /predict    JSON records or pandas split orient, optional "params" → {"predictions": [...]}
     POST /generate   text-generation models: {"prompt" | "prompts", "max_tokens"} → {"generations": [...]}
     GET  /health     {"status": "ok", "model_uri": ..., "model_version": ..., "task": ...}
 
@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .payload import (PayloadError, cast_together, concatenated, dumps, jsonable, layout, parse_generate,
-                      parse_predict, split_outputs)
+                      parse_predict_request, split_outputs)
 from .router import Answer, Router
 from .spec import CANDIDATE_DEPLOYMENT, SECRETS_FILE_VARIABLE
 
@@ -200,8 +200,8 @@ class ModelServer:
             if path in ("/predict", "/generate") and method != "POST":
                 raise HTTPError(405, f"{path} takes POST with a JSON body")
             if path == "/predict":
-                frame = parse_predict(body)  # cast to the signature per batch, in predict_batch
-                doc = {"predictions": self._raise(await self.predict_batch(frame))}
+                request = parse_predict_request(body)  # cast to the signature per batch, in predict_batch
+                doc = {"predictions": self._raise(await self.predict_batch(request))}
             elif path == "/generate":
                 if model.task != "text-generation":
                     raise HTTPError(404, f"/generate is for text-generation models; {model.requested_uri} is a "
@@ -236,16 +236,20 @@ class ModelServer:
         return result
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def predict_batch(self, frames: list[pd.DataFrame]) -> list:
-        """Cast to the signature and score the rows of many requests with one call per layout (columns
-        and dtypes); a request with a refused value gets its own 400, and one whose rows break the shared
-        predict is scored alone, so one bad request never fails the others."""
+    async def predict_batch(self, requests: list[tuple[pd.DataFrame, dict | None]]) -> list:
+        """Cast to the signature and score the rows of many requests (each its rows and params) with one
+        call per layout (columns and dtypes) and params; a request with a refused value gets its own 400,
+        and one whose rows break the shared predict is scored alone, so one bad request never fails the
+        others."""
         model, schema = self.model, self.model.schema
+        frames = [frame for frame, _ in requests]
         results: list = [None] * len(frames)
         groups: dict[tuple, list[int]] = {}
-        for i, frame in enumerate(frames):
-            groups.setdefault(layout(frame), []).append(i)
+        for i, (frame, params) in enumerate(requests):
+            key = json.dumps(params, sort_keys=True, default=str) if params is not None else None
+            groups.setdefault((layout(frame), key), []).append(i)
         for members in groups.values():
+            params = requests[members[0]][1]
             parts = [frames[i] for i in members]
             if schema is None:
                 joined = concatenated(parts)
@@ -257,7 +261,7 @@ class ModelServer:
                 if not members:
                     continue
             try:
-                outputs = await asyncio.to_thread(model.pyfunc.predict, joined)
+                outputs = await asyncio.to_thread(model.pyfunc.predict, joined, params=params)
                 for i, rows in zip(members, split_outputs(outputs, [len(frames[i]) for i in members])):
                     results[i] = rows
             except Exception as e:
@@ -267,7 +271,7 @@ class ModelServer:
                 for i in members:
                     try:
                         single = frames[i] if schema is None else cast_together([frames[i]], schema)[0]
-                        outputs = await asyncio.to_thread(model.pyfunc.predict, single)
+                        outputs = await asyncio.to_thread(model.pyfunc.predict, single, params=params)
                         results[i] = split_outputs(outputs, [len(frames[i])])[0]
                     except Exception as alone:
                         results[i] = _scoring_error(alone)

@@ -594,7 +594,9 @@ def read_window(client: Any, bucket: str, prefix: str, endpoint: str, since: dat
 
 def _rows_of(doc: Any) -> list[dict]:
     """The rows of one /predict body (records or split orient, bare or wrapped; `inputs`/`instances` as
-    /predict reads them); [] for anything else."""
+    /predict reads them, its `params` aside); [] for anything else."""
+    if isinstance(doc, dict) and "params" in doc:
+        doc = {key: value for key, value in doc.items() if key != "params"}
     if isinstance(doc, dict) and len(doc) == 1 and set(doc) & {"inputs", "instances"}:
         from .payload import PayloadError, tf_serving_frame
 

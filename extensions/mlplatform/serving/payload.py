@@ -57,8 +57,22 @@ def _json(body: bytes) -> Any:
 
 def parse_predict(body: bytes, schema: Any = None) -> pd.DataFrame:
     """The rows of a `/predict` body as a DataFrame, cast to `schema` (an MLflow input schema) if given."""
-    frame = _frame(_json(body))
+    frame = parse_predict_request(body)[0]
     return frame if schema is None else cast_to_signature(frame, schema)
+
+
+def parse_predict_request(body: bytes) -> tuple[pd.DataFrame, dict | None]:
+    """A `/predict` body's rows and its `params` (the model's inference parameters, beside the data as
+    `mlflow models serve` takes them: checked against the model's params schema by its predict; None: none)."""
+    doc = _json(body)
+    params = None
+    if isinstance(doc, dict) and "params" in doc:
+        doc = dict(doc)
+        params = doc.pop("params")
+        if not isinstance(params, dict):
+            raise PayloadError(f'params is {_kind(params)}; send the inference parameters as an object '
+                               '{"name": value, ...} beside the data')
+    return _frame(doc), params
 
 
 def cast_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
