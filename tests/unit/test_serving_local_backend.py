@@ -72,7 +72,12 @@ def options(cmd: list[str]) -> dict[str, str]:
 def test_head_command_uses_its_own_ports_and_directory():
     head = LocalRayHead(LocalRayConfig(port=26600, num_cpus=4))
     cmd = head.command()
-    assert cmd[1:5] == ["start", "--head", "--block", "--disable-usage-stats"]
+    # `ray start` exits once the head runs (no --block, no waiting process); the launcher keeps the
+    # dashboard to Serve's module and starts no Ray Client server (ray_head.LAUNCHER).
+    assert cmd[1] == "-c" and cmd[3:6] == ["start", "--head", "--disable-usage-stats"] and "--block" not in cmd
+    assert "modules = 'ServeHead'" in cmd[2] and "start_ray_client_server = lambda self: None" in cmd[2]
+    assert "modules = 'JobHead,ServeHead'" in LocalRayHead(LocalRayConfig(port=26600, dashboard_modules="JobHead")
+                                                        ).command()[2]
     found = options(cmd)
     assert found["temp-dir"] == "/tmp/mlp-ray-26600/ray" and found["num-cpus"] == "4"
     assert found["dashboard-host"] == found["node-ip-address"] == "127.0.0.1"

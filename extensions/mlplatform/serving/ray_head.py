@@ -1,7 +1,9 @@
 """The local Ray head of model serving: its ports, directories, start, stop and readiness.
 
-`ray start --head --block` in its own process group, with its own temporary directory and fixed loopback
-ports; see local.py's docstring for the files under its root and who may use them.
+`ray start --head` (no --block: it starts the head's processes and exits, see LAUNCHER) in a process
+group of its own, which the head's processes keep (the group is the head: head.json's pgid), with its own
+temporary directory and fixed loopback ports; see local.py's docstring for the files under its root and
+who may use them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import requests
 from mlplatform_core.timestamps import now
 
@@ -31,6 +34,32 @@ HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process o
 HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 # The longest root that can hold Ray's and HAProxy's unix sockets (see the module docstring).
 MAX_RUNTIME_DIR = 25
+# The dashboard modules the head loads (each of Ray's is a process of its own, ~95 MB RSS): Serve's REST
+# API alone, what local.py uses. All of Ray's (job submission, nodes, actors, logs and metrics pages of
+# the dashboard's UI) cost ~0.8 GB RSS more, 8 processes (measured, 2026-12-03):
+# MLPLATFORM_RAY_DASHBOARD_MODULES=all loads them, or a comma-separated list of module class names.
+DASHBOARD_MODULES = "ServeHead"
+
+# `ray start` with two changes, made in this process before the head's processes start (Ray 2.60 has
+# no option for either): the dashboard loads only DASHBOARD_MODULES (--modules-to-load, an option of
+# dashboard.py that `ray start` does not pass on), and no Ray Client server starts (`ray start` starts one
+# whatever is said, ~90 MB RSS; nothing here is a Ray Client: applications go through the REST API).
+# Without --block, `ray start` exits once the head runs: the waiting process (~210 MB RSS) is gone.
+LAUNCHER = """
+import sys
+from ray._private import node, ray_constants, services
+modules = {modules!r}
+start_ray_process = services.start_ray_process
+def start_lean(command, process_type, *args, **kwargs):
+    if process_type == ray_constants.PROCESS_TYPE_DASHBOARD and modules:
+        command = [*command, "--modules-to-load=" + modules]
+    return start_ray_process(command, process_type, *args, **kwargs)
+services.start_ray_process = start_lean
+node.Node.start_ray_client_server = lambda self: None
+sys.argv[0] = "ray"
+from ray.scripts.scripts import main
+main()
+"""
 
 
 @dataclass(frozen=True)
@@ -49,17 +78,19 @@ class LocalRayConfig:
     object_store_bytes: int = 200 * 2**20
     fast_ingress: bool = True  # HAProxy in front of the replicas (Ray 2.60 feature flags, NOTES)
     start_timeout: float = 120.0
+    dashboard_modules: str = DASHBOARD_MODULES  # "" or "all": every module of Ray's dashboard
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> LocalRayConfig:
         """MLPLATFORM_RAY_PORT, MLPLATFORM_RAY_DIR, MLPLATFORM_RAY_NUM_CPUS, MLPLATFORM_RAY_NUM_GPUS,
-        MLPLATFORM_RAY_FAST_INGRESS (0 turns the HAProxy ingress off)."""
+        MLPLATFORM_RAY_FAST_INGRESS (0 turns the HAProxy ingress off), MLPLATFORM_RAY_DASHBOARD_MODULES."""
         env = os.environ if environ is None else environ
         return cls(port=int(env.get("MLPLATFORM_RAY_PORT") or cls.port),
                    root=Path(env["MLPLATFORM_RAY_DIR"]) if env.get("MLPLATFORM_RAY_DIR") else None,
                    num_cpus=int(env["MLPLATFORM_RAY_NUM_CPUS"]) if env.get("MLPLATFORM_RAY_NUM_CPUS") else None,
                    num_gpus=int(env["MLPLATFORM_RAY_NUM_GPUS"]) if env.get("MLPLATFORM_RAY_NUM_GPUS") else None,
-                   fast_ingress=env.get("MLPLATFORM_RAY_FAST_INGRESS", "1") != "0")
+                   fast_ingress=env.get("MLPLATFORM_RAY_FAST_INGRESS", "1") != "0",
+                   dashboard_modules=env.get("MLPLATFORM_RAY_DASHBOARD_MODULES", DASHBOARD_MODULES))
 
     @property
     def directory(self) -> Path:
@@ -153,7 +184,8 @@ class LocalRayHead:
 
     def running(self) -> bool:
         try:
-            return self.session().get(f"{self.config.dashboard_url}/api/version", timeout=2).status_code == 200
+            # Serve's module's version route (/api/version is the job module's, not loaded by default).
+            return self.session().get(f"{self.config.dashboard_url}/api/ray/version", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
@@ -178,8 +210,8 @@ class LocalRayHead:
         with localhost.locked(self.root / "start.lock"):
             if self.running():
                 return False
-            pid = self._head_pid()
-            if pid and self._wait_ready(pid, self.config.start_timeout):
+            pgid = self._head_group()
+            if pgid and self._wait_ready(pgid, self.config.start_timeout):
                 return False  # a start begun by a kernel that has gone since
             self.stop()
             self._start()
@@ -199,34 +231,48 @@ class LocalRayHead:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
+        # The group outlives `ray start`: GCS, raylet, dashboard and agents stay in it (workers are the
+        # raylet's children, in sessions of their own); stop() signals it, then what carries the marker.
         localhost.write_json(self.root / "head.json", {"pid": proc.pid, "pgid": proc.pid, "port": c.port,
                                               "started_at": now()})
-        if not self._wait_ready(proc.pid, c.start_timeout):
-            tail = localhost.tail_text(self.root / "head.log")
-            self.stop()
-            raise BackendUnavailable(f"the local Ray head did not start within {c.start_timeout:.0f} s; "
-                                     f"its log: {self.root / 'head.log'}\n{tail}")
+        try:
+            code = proc.wait(c.start_timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code == 0 and self._wait_ready(proc.pid, c.start_timeout):
+            # `ray start` is gone: head.json's pid becomes the head's GCS server, a process of the group.
+            gcs = _group_member(proc.pid, "gcs_server")
+            localhost.write_json(self.root / "head.json", {"pid": gcs or proc.pid, "pgid": proc.pid, "port": c.port,
+                                                  "started_at": now()})
+            return
+        tail = localhost.tail_text(self.root / "head.log")
+        self.stop()
+        proc.wait()
+        what = f"`ray start` exited with code {code}" if code else f"did not start within {c.start_timeout:.0f} s"
+        raise BackendUnavailable(f"the local Ray head {what}; its log: {self.root / 'head.log'}\n{tail}")
 
-    def _wait_ready(self, pid: int, timeout: float) -> bool:
-        """Whether the head `pid` answers on Serve's REST API within `timeout` (False once it died)."""
+    def _wait_ready(self, pgid: int, timeout: float) -> bool:
+        """Whether the head (process group `pgid`) answers on Serve's REST API within `timeout` (False
+        once the group is gone)."""
         def serve_answers() -> bool:
             try:
                 return self.session().get(f"{self.config.dashboard_url}/api/serve/applications/", timeout=5).ok
             except requests.RequestException:
                 return False
 
-        return localhost.wait_until(lambda: not localhost.running(pid) or serve_answers(), timeout, interval=0.5) \
-            and localhost.running(pid)
+        return localhost.wait_until(lambda: not localhost.group_alive(pgid) or serve_answers(), timeout,
+                                    interval=0.5) and localhost.group_alive(pgid)
 
     def command(self) -> list[str]:
         c, p = self.config, self.config.port
-        ray = Path(sys.executable).parent / "ray"
-        cmd = [str(ray)] if ray.exists() else [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
-        cmd += ["start", "--head", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+        modules = "" if c.dashboard_modules in ("", "all") else ",".join(
+            sorted({*c.dashboard_modules.split(","), "ServeHead"} - {""}))  # local.py's REST API is Serve's
+        cmd = [sys.executable, "-c", LAUNCHER.format(modules=modules)]
+        cmd += ["start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
                 f"--port={p}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={c.dashboard_port}", f"--temp-dir={c.ray_directory}", f"--num-cpus={c.cpus}",
                 f"--object-store-memory={c.object_store_bytes}",
-                f"--ray-client-server-port={p + 3}",  # Ray starts it whatever is said (a port is required)
+                f"--ray-client-server-port={p + 3}",  # unused: LAUNCHER starts no Ray Client server
                 # Lean, for one machine: no autoscaler monitor or log monitor (nothing here adds nodes or
                 # is a Ray driver reading workers' output; every process writes its own log files).
                 "--no-monitor", "--include-log-monitor=false",
@@ -278,29 +324,43 @@ class LocalRayHead:
         """Stop the head and every process it started: its process group, then any process still
         carrying its marker variable (identified one by one, never by name)."""
         self.private(create=False)  # never signal what another user's head.json names
+        # Found before the kill: one whose parent dies first is no descendant of the head's afterwards, and
+        # one exiting (a zombie whose threads still run) no longer shows its environment.
+        known = _create_times(self.processes())
         info = localhost.read_json(self.root / "head.json")
         if info:
             localhost.signal_group(info["pgid"], signal.SIGTERM)
             if not localhost.wait_until(lambda: not localhost.group_alive(info["pgid"]), timeout / 2):
                 localhost.signal_group(info["pgid"], signal.SIGKILL)
                 localhost.wait_until(lambda: not localhost.group_alive(info["pgid"]), timeout / 2)
-        for pid in self.processes():
+        def left() -> list[int]:
+            return sorted({*self.processes(), *(pid for pid, start in known.items() if localhost.running(pid, start))})
+
+        for pid in left():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        localhost.wait_until(lambda: not self.processes(), timeout)
+        localhost.wait_until(lambda: not left(), timeout)
         (self.root / "head.json").unlink(missing_ok=True)
         runtime = self.config.runtime_directory
         if runtime != self.root and not self.processes():  # the head's sockets and Ray's session files
             shutil.rmtree(runtime, ignore_errors=True)
 
     def processes(self) -> list[int]:
-        """Ids of the live processes belonging to this head."""
-        return [pid for pid, start in localhost.tagged(HEAD_MARKER_VAR, str(self.root)).items()
-                if localhost.running(pid, start)]
+        """Ids of the live processes belonging to this head: those carrying its marker and their
+        descendants (Ray's setproctitle overwrites the start of the environment of its agents and
+        dashboard modules, where the marker may be)."""
+        found: set[int] = set()
+        for pid, start in localhost.tagged(HEAD_MARKER_VAR, str(self.root)).items():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                proc = psutil.Process(pid)
+                if proc.create_time() == start:
+                    found.add(pid)
+                    found.update(child.pid for child in proc.children(recursive=True))
+        return sorted(pid for pid in found if localhost.running(pid))
 
-    def _head_pid(self) -> int | None:
+    def _head_group(self) -> int | None:
         info = localhost.read_json(self.root / "head.json")
-        return info["pid"] if info and localhost.running(info["pid"]) else None
+        return info["pgid"] if info and localhost.group_alive(info["pgid"]) else None
 
     def _check_ports(self) -> None:
         c = self.config
@@ -312,6 +372,23 @@ class LocalRayHead:
                 except OSError:
                     raise BackendUnavailable(f"port {port} ({name} of the local Ray head) is in use by another "
                                              "program; set MLPLATFORM_RAY_PORT to a free range of 200 ports") from None
+
+def _create_times(pids: list[int]) -> dict[int, float]:
+    times = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times[pid] = psutil.Process(pid).create_time()
+    return times
+
+
+def _group_member(pgid: int, name: str) -> int | None:
+    """A live process named `name` in process group `pgid`."""
+    for proc in psutil.process_iter(["name"]):
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if proc.info["name"] == name and os.getpgid(proc.pid) == pgid and localhost.running(proc.pid):
+                return proc.pid
+    return None
+
 
 def _private_directory(path: Path, create: bool) -> None:
     """localhost.private_directory for the head's directories (if `path` exists, unless `create`)."""
