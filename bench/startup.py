@@ -313,11 +313,13 @@ DEPLOY = textwrap.dedent("""
     assert status["state"] == "running", status
 """)
 # The first marker found in a Ray process's command line names its kind (agents before the dashboard).
-RAY_KINDS = (("gcs_server", "GCS"), ("raylet", "raylet"), ("dashboard/agent.py", "dashboard agent"),
-             ("runtime_env/agent", "runtime env agent"), ("dashboard", "dashboard"),
-             ("ServeController", "Serve controller"), ("ProxyActor", "Serve proxy"), ("haproxy", "HAProxy"),
-             ("ServeReplica", "Serve replica"), ("ray::IDLE", "idle worker"), ("log_monitor", "log monitor"),
-             ("monitor.py", "monitor"))
+RAY_KINDS = (("gcs_server", "GCS"), ("raylet", "raylet"), ("ray::DashboardAgent", "dashboard agent"),
+             ("dashboard/agent.py", "dashboard agent"), ("ray::RuntimeEnvAgent", "runtime env agent"),
+             ("runtime_env/agent", "runtime env agent"), ("ray-dashboard-", "dashboard module"),
+             ("dashboard", "dashboard"), ("ServeController", "Serve controller"), ("ProxyActor", "Serve proxy"),
+             ("HAProxyManager", "Serve HAProxy manager"), ("haproxy", "HAProxy"),
+             ("ServeReplica:spare.", "Serve warm spare"), ("ServeReplica", "Serve replica"),
+             ("ray::IDLE", "idle worker"), ("log_monitor", "log monitor"), ("monitor.py", "monitor"))
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
