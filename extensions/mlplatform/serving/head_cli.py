@@ -10,6 +10,7 @@ the warm spare (local.py), and returns once the spare's replica runs (at most SP
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import requests
@@ -27,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = LocalRayConfig.from_environ()
     if args.port is not None:
-        config = LocalRayConfig(port=args.port, root=config.root, num_cpus=config.num_cpus,
-                                num_gpus=config.num_gpus, fast_ingress=config.fast_ingress)
+        config = dataclasses.replace(config, port=args.port)
     head = LocalRayHead(config)
     try:
         if args.action == "stop":

@@ -1,6 +1,6 @@
 """The local serving backend: a Ray head on this machine, Serve applications on it.
 
-The head is started on first use (`ray start --head --block`, its own process group) with its own
+The head is started on first use (`ray start --head`, its own process group: ray_head.py) with its own
 temporary directory and fixed loopback ports, and outlives the kernel that started it: a later
 kernel (or another user's) finds it by its dashboard port and uses it. Nothing here calls
 `ray.init`: applications are declared through the dashboard's Serve REST API (`PUT
