@@ -277,7 +277,7 @@ class LocalPlatform:
         # Children that outlived their parent (a notebook server) go too.
         _signal_group(proc, signal.SIGKILL)
         if name == "hub":
-            stop_orphan_proxy(self.data_dir / "proxy.pid")
+            stop_hub_orphans(self.data_dir / "proxy.pid", self.ports.hub_api)
         if name == "s3":
             seaweedfs.remove_sockets(self.ports.s3)
 
@@ -464,19 +464,25 @@ class LocalPlatform:
                                 "(scripts/install does it)")
 
 
-def stop_orphan_proxy(pid_file: Path) -> None:
-    """JupyterHub starts configurable-http-proxy in a session of its own and stops it when it exits cleanly; a hub
-    killed (SIGKILL after the stop's timeout, or a crash) leaves it running and holding the hub's port. The proxy's
-    pid file (c.ConfigurableHTTPProxy.pid_file) names it: killed if that process is still the proxy."""
-    try:
+def stop_hub_orphans(pid_file: Path, hub_api_port: int) -> None:
+    """JupyterHub starts configurable-http-proxy, its managed services (the idle culler, the platform service) and
+    local notebook servers in sessions of their own, and stops them when it exits cleanly; a hub killed (SIGKILL after
+    the stop's timeout, or a crash) leaves them running and holding their ports. The proxy is found by its pid file
+    (c.ConfigurableHTTPProxy.pid_file; killed if that process is still the proxy), the others by this hub's API URL
+    in their environment (JUPYTERHUB_API_URL: another platform's processes have another port)."""
+    with suppress(OSError, ValueError):
         pid = int(pid_file.read_text().strip())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"configurable-http-proxy" in command:
-        with suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+        if b"configurable-http-proxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
+    marker = f"JUPYTERHUB_API_URL=http://127.0.0.1:{hub_api_port}/".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with suppress(OSError):  # gone meanwhile, or another user's
+            if any(entry.startswith(marker) for entry in (proc / "environ").read_bytes().split(b"\0")):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

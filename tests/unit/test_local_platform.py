@@ -153,12 +153,15 @@ def test_components_start_with_sigint_not_ignored_even_when_the_launcher_ignores
         signal.signal(signal.SIGINT, previous)
 
 
-def test_stopping_a_killed_hub_stops_the_proxy_it_started_in_its_own_session(local):
-    """JupyterHub starts configurable-http-proxy with start_new_session: a hub that has to be killed leaves it holding
-    the hub's port unless stop_component finds it by its pid file."""
+def test_stopping_a_killed_hub_stops_the_proxy_and_services_it_started_in_sessions_of_their_own(local):
+    """JupyterHub starts configurable-http-proxy and its managed services with start_new_session: a hub that has to be
+    killed leaves them holding their ports unless stop_component finds them (the proxy by its pid file, a service by
+    this hub's API URL in its environment; another platform's service is left alone)."""
     pid_file = local.data_dir / "proxy.pid"
     hub = subprocess.Popen(["bash", "-c", f'setsid bash -c "exec -a configurable-http-proxy sleep 300" & '
                                           f'echo $! > {pid_file}; exec sleep 300'], start_new_session=True)
+    service, other = (subprocess.Popen(["sleep", "300"], start_new_session=True, env={
+        **os.environ, "JUPYTERHUB_API_URL": f"http://127.0.0.1:{port}/hub/api"}) for port in (local.ports.hub_api, 1))
     deadline = time.monotonic() + 10
     while not _proxy_named(pid_file) and time.monotonic() < deadline:  # bash has exec'd it
         time.sleep(0.05)
@@ -166,11 +169,17 @@ def test_stopping_a_killed_hub_stops_the_proxy_it_started_in_its_own_session(loc
     assert os.getsid(proxy) != os.getsid(hub.pid)  # out of the hub's process group: its SIGKILL misses it
 
     local.processes["hub"] = hub
-    local.stop_component("hub", timeout=1)
-    deadline = time.monotonic() + 10
-    while _alive(proxy) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(proxy) and not pid_file.exists()
+    try:
+        local.stop_component("hub", timeout=1)
+        assert service.wait(10) == -9 and other.poll() is None
+        deadline = time.monotonic() + 10
+        while _alive(proxy) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(proxy) and not pid_file.exists()
+    finally:
+        for left in (service, other):
+            left.kill()
+            left.wait()
 
 
 def _proxy_named(pid_file: Path) -> bool:
