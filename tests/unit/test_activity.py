@@ -241,7 +241,7 @@ def test_local_serving_reports_deploy_redeploy_and_delete(tmp_path, reports, mon
     local = LocalServing(LocalRayConfig(port=9, root=tmp_path / "ray", num_cpus=4, num_gpus=0),
                          environment=PlatformEnvironment(user="alice", team="team-vision"), environ=environ)
     monkeypatch.setattr(local.head, "ensure", lambda: False)  # no Ray: the head "runs", Serve takes anything
-    monkeypatch.setattr(local, "_apply", lambda: None)
+    monkeypatch.setattr(local, "_apply", lambda **_: None)
     local.deploy(serving_request(name="iris", model_uri="models:/iris/1"), model_version="1", env={})
     local.deploy(serving_request(name="iris", model_uri="models:/iris/2", replicas=2), model_version="2", env={})
     local.delete("iris", wait=False)
