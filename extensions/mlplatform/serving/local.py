@@ -115,15 +115,15 @@ from .rollout import Rollout
 from .spec import (
     DEPLOYMENT,
     SECRETS_FILE_VARIABLE,
+    SPARE_PREFIX,
     ServingRequest,
     candidate_of,
     serve_application,
     serve_config,
-    with_candidate,
-    with_inference_log,
-    SPARE_PREFIX,
     spare_application,
     taken_over,
+    with_candidate,
+    with_inference_log,
     with_rollout,
     without_candidate,
 )
