@@ -51,7 +51,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mlplatform import serving  # noqa: E402
+from mlplatform import localhost, serving  # noqa: E402
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead, LocalServing  # noqa: E402
 
 from tests.support.mlflow_models import SAMPLE_ROWS, register_model, unique_name  # noqa: E402
@@ -282,7 +282,8 @@ def main() -> None:
             warm = time.monotonic() - started + wait_for_prediction(status_nb["predict_url"], body)
             # The next warm spare starts after a deploy (~6 CPU-s of imports): measured load waits for it, as on a
             # platform whose last deploy was not seconds ago.
-            LocalServing(head.config).wait_for_spare(180)
+            spare = LocalServing(head.config).spare  # recorded by the deploy's background thread once bench-nb runs
+            localhost.wait_until(lambda: (spare() or {}).get("status") == "RUNNING", 180, interval=0.5)
 
             def ray_pids(other_app):
                 return lambda: [pid for pid in head.processes() if f":{other_app}:" not in process_kind(pid)]
