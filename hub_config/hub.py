@@ -69,29 +69,25 @@ def start_spawner_class_with_the_hub() -> None:
     config is complete (`c.JupyterHub.spawner_class` may be set after this call). Outside an event loop
     (`jupyterhub upgrade-db`, a test building a Config) nothing happens; a failed start is a warning in the
     hub's log and the first spawn page tries again."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-
-    def schedule():
-        task = asyncio.ensure_future(_start_spawner_class())
-        _started.add(task)
-        task.add_done_callback(_started.discard)
-
-    loop.call_soon(schedule)
+    _once_the_hub_runs(_start_spawner_class)
 
 
 def warm_up_with_the_hub() -> None:
     """Once the hub runs, warm what the first login and spawn page would otherwise make while a user waits
     (hub_config/warm_up.py); scheduled like `start_spawner_class_with_the_hub`, nothing outside a hub."""
+    _once_the_hub_runs(_warm_up)
+
+
+def _once_the_hub_runs(start) -> None:
+    """Schedule the coroutine function `start` in the hub's event loop (the config is loaded inside it), kept
+    referenced until it ends; nothing outside an event loop."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
 
     def schedule():
-        task = asyncio.ensure_future(_warm_up())
+        task = asyncio.ensure_future(start())
         _started.add(task)
         task.add_done_callback(_started.discard)
 
