@@ -19,7 +19,9 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 # Ports of the test platform; a base other than the local platform's, so both can run side by side.
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000"))
+# Every test's ports stay below Linux's ephemeral range (32768-60999), where Ray and every client connection
+# pick theirs: a port there may be taken for a moment by anything (tests/unit/test_test_ports.py).
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800"))
 # The Ray port of a notebook's local head in the modules that share one (see `shared_ray_head`): 200 ports of its
 # own, not the platform's (BASE + 600), whose head other modules start while the shared one runs.
 SHARED_RAY_PORT = BASE + 4000

@@ -8,11 +8,6 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from mlflow.artifacts import download_artifacts
-from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
-from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 from mlplatform_core.catalog import Catalog
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -62,6 +57,13 @@ def s3_download(credentials: dict):
     credential-process answer: AccessKeyId, SecretAccessKey, SessionToken). `runs:/` and `models:/` URIs
     are resolved through MLflow first; what is not in S3 is read with MLflow's own client."""
     def download(uri: str, dst: str) -> str:
+        # MLflow imported when first used (~120 MB the idle service does without; the same below).
+        from mlflow.artifacts import download_artifacts
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+        from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+        from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
         if uri.startswith("runs:/"):
             uri = RunsArtifactRepository.get_underlying_uri(uri)
         elif uri.startswith("models:/"):

@@ -14,8 +14,6 @@ import time
 from contextlib import contextmanager
 
 from hub_config.mlflow_access.tokens import TokenSigner
-from mlflow import MlflowClient
-from mlflow.utils.workspace_context import clear_server_request_workspace, set_server_request_workspace
 
 TOKEN_LIFETIME = 300.0
 
@@ -29,6 +27,10 @@ class PlatformMlflow:
     @contextmanager
     def client(self, team: str):
         """An MlflowClient acting as the platform in `team`'s workspace (for the duration of the block)."""
+        # MLflow imported at first use: the idle service does without its ~120 MB.
+        from mlflow import MlflowClient
+        from mlflow.utils.workspace_context import clear_server_request_workspace, set_server_request_workspace
+
         self._fresh_token()
         if self.workspaces:
             set_server_request_workspace(team)

@@ -25,11 +25,9 @@ import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlplatform.mlflow_health import MlflowUnavailable, lost_contact
-from mlplatform.registry import facts
 from mlplatform.registry.card import render_card
 from mlplatform.registry.errors import Conflict, Forbidden, MlflowError, NotFound, PromotionRefused, RollbackRefused
 from mlplatform.registry.gates import evaluate_gates
@@ -40,6 +38,9 @@ from .audit_log import AuditLog
 from .cards import CardStore
 from .platform_mlflow import PlatformMlflow
 from .trail import events, model_target, open_intents, rollback_target
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 ALL = 10**9  # every record of one model (a few per promotion)
@@ -102,6 +103,8 @@ class Promotions:
         policy = self._policy()
         alias = policy.alias
         self._check_team(caller, team, name, "rollback", audited=True)
+        from mlplatform.registry import facts  # imports MLflow: at first use (platform_mlflow.py)
+
         with self._model(team, name), self.guarded_mlflow(team) as client:
             self._settle(client, team, name)
             current = facts.registered_model(client, name).aliases.get(alias)
@@ -128,6 +131,8 @@ class Promotions:
         alias's version, "rollback_to": where a rollback would move it (None: nowhere)}`."""
         alias = self._policy().alias
         self._check_team(caller, team, name, "history", readers=True)
+        from mlplatform.registry import facts  # imports MLflow: at first use (platform_mlflow.py)
+
         with self._model(team, name), self.guarded_mlflow(team) as client:
             holder = facts.registered_model(client, name).aliases.get(alias)  # NotFound for an unknown model
             self._settle(client, team, name)
@@ -174,6 +179,8 @@ class Promotions:
     def guarded_mlflow(self, team: str, unchanged: str = "no alias was moved"):
         """A client in the team's workspace whose failures say what happened: MLflow gone (503, and what is
         `unchanged`), not found, error."""
+        from mlflow.exceptions import MlflowException  # at first use (platform_mlflow.py)
+
         with self.mlflow.client(team) as client:
             try:
                 yield client
@@ -191,6 +198,8 @@ class Promotions:
 
     def _assess(self, client: MlflowClient, policy: Promotion, name: str, version, caller: Caller):
         """(gate report, version facts, model version): reads only."""
+        from mlplatform.registry import facts  # imports MLflow: at first use (platform_mlflow.py)
+
         model = facts.registered_model(client, name)
         mv = facts.model_version(client, name, version)
         about = facts.version_facts(client, mv, model.tags, caller.download)

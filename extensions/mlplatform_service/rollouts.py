@@ -39,7 +39,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlflow.exceptions import MlflowException
 from mlplatform.registry.errors import Conflict, Forbidden, NotFound
 from mlplatform.serving.errors import InvalidServingRequest, ServingConflict
 from mlplatform.serving.inference_log import prune, read_window
@@ -77,6 +76,8 @@ class Rollouts:
     # --- what users do ----------------------------------------------------------------------------
     def start(self, caller: Caller, team: str, name: str, *, version: Any, mode: Any = "shadow", share: Any = None,
               mirror_rate: Any = 1.0) -> dict:
+        from mlflow.exceptions import MlflowException  # at first use (platform_mlflow.py)
+
         self._check_team(caller, team, name, "start")
         settings = rollout(mode=mode, share=share, mirror_rate=mirror_rate)
         version = _version(version)

@@ -23,7 +23,7 @@ from hub_config.local import git_server
 
 from ..support.git_server import git_server as running_git_server
 
-PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 6200
+PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 6200
 REPO = Path(__file__).parent.parent.parent
 USER, TOKEN = "platform", secrets.token_urlsafe(32)
 PLATFORM = Identity("mlplatform", "mlplatform@example.org")

@@ -41,7 +41,7 @@ from ..support.tcp_proxy import TcpProxy
 BUCKET, PREFIX, REGION = "platform", "teams/team-vision/", "us-east-1"
 # A block of its own: clear of the session platform's ports (base … base + 800), the other S3 servers
 # (base + 2600 …, base + 3400 …) and the Ray heads; +800 … +899 is free in sessions whose base is 1000 apart.
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 3800
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 3800
 KEY = re.compile(r"^teams/team-vision/inference-log/(?P<endpoint>[^/]+)/date=(?P<date>\d{4}-\d\d-\d\d)/"
                  r"hour=(?P<hour>\d\d)/\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{32}\.parquet$")
 HOUR = datetime(2026, 3, 10, 9, tzinfo=UTC)

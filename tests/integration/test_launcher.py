@@ -26,7 +26,7 @@ from ..support.hub import PASSWORDS, UserSession
 from ..support.ray_head import runtime_directory_left
 
 CLI = [str(Path(sys.executable).parent / "mlplatform-local"), "up"]
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 2000
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 2000
 
 
 def descendants(pid: int) -> set[int]:

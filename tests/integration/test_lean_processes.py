@@ -21,7 +21,7 @@ from mlplatform.serving.spec import serve_config
 
 from ..support.ray_head import fresh_ray_head
 
-PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 6700  # … + 6899
+PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 6700  # … + 6899
 
 
 def cmdline(pid: int) -> str:

@@ -23,7 +23,7 @@ from ..support.seaweedfs_server import seaweedfs_server
 BUCKET, PREFIX, REGION = "platform", "teams/team-vision/", "us-east-1"
 # A block of its own: clear of the session platform's (base … base + 800), the other S3 servers (base + 2600,
 # + 3400, + 3800 …) and the Ray heads (… base + 4399); + 4600 … + 4799.
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 4600
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 4600
 # 300 mirrored requests, one every 2 s, across an hour boundary (two partitions).
 START = datetime(2026, 3, 10, 9, 52, tzinfo=UTC)
 

@@ -18,7 +18,7 @@ from mlplatform import localhost
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead
 from mlplatform.serving.spec import serve_config
 
-PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 4200  # … + 4399
+PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 4200  # … + 4399
 
 
 def head_cli(action: str, env: dict[str, str]) -> subprocess.CompletedProcess:

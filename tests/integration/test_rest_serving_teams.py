@@ -24,7 +24,7 @@ from ..support.authz import authorization_matrix
 from .rest_fixtures import server_config_fixture  # noqa: F401  (fixture jp_server_config)
 
 # Nothing listens here during these tests: the head counts as not running.
-RAY_PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 920
+RAY_PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 920
 ALICE = PlatformEnvironment(user="alice", team="team-vision", backend="local")
 BOB = PlatformEnvironment(user="bob", team="team-nlp", backend="local")
 

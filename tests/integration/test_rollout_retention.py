@@ -18,7 +18,7 @@ from ..support.seaweedfs_server import seaweedfs_server
 
 CATALOG = load_catalog(DEFAULT_CATALOG, environ={})
 S3 = CATALOG.storage.s3
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 4800  # clear of the other S3 servers
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 4800  # clear of the other S3 servers
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 
 

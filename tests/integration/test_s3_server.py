@@ -21,7 +21,7 @@ from ..support.hub import HubClient
 
 # The short-lived platform's ports: clear of the session's, the launcher test's (+2000) and those of
 # sessions whose base is 1000 or 3000 apart; under the ephemeral range (32768) for the default base.
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 2600
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 2600
 BUCKET = "platform"
 
 

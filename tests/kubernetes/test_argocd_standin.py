@@ -30,7 +30,7 @@ GITOPS = {"repository": "https://git.example.org/platform/deployments.git", "bra
           "committer": {"name": "mlplatform", "email": "mlplatform@example.org"}}
 NS, OTHER = "team-vision", "team-nlp"
 APP = "mlplatform-team-vision"
-PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 6310
+PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 6310
 LABELS = {"mlplatform.io/team": NS, "mlplatform.io/user": "alice"}
 
 

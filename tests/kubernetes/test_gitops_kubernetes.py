@@ -31,7 +31,7 @@ from ..support.gitops_service import InProcessGitOps, caller, gitops_service
 from ..support.rendered_cluster import CATALOG
 from .test_serving_kubernetes import operator_running
 
-PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 6220
+PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 6220
 USER, TOKEN = "platform", secrets.token_urlsafe(32)
 TEAM = "team-vision"
 NS = CATALOG.teams[TEAM].namespace

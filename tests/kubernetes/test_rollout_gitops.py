@@ -23,7 +23,7 @@ from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingCo
 from mlplatform.serving.rollout import Rollout
 from mlplatform_service import rollouts as rollouts_module
 from mlplatform_service.gitops import GitOpsConflict, Identity
-from mlplatform_service.rollout_backends import KubernetesRollouts
+from mlplatform_service.kubernetes_rollouts import KubernetesRollouts
 from mlplatform_service.rollouts import Rollouts
 
 from ..support.git_server import git_server
@@ -32,7 +32,7 @@ from ..support.rendered_cluster import CATALOG
 from .test_gitops_kubernetes import NS, PATH, TEAM, TOKEN, USER, Setup, deploy
 from .test_serving_kubernetes import operator_running
 
-PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 6400
+PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 6400
 LOG = CATALOG.serving.inference_log.model_dump()
 APP = "mlplatform-team-vision"  # the team's Argo CD Application
 BOB = caller("bob", TEAM)  # a member of alice's team: acts on the rollout of her endpoint

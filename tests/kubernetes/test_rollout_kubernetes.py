@@ -16,7 +16,7 @@ import yaml
 from mlplatform.serving.errors import ServingConflict
 from mlplatform.serving.rollout import rollout
 
-from mlplatform_service.rollout_backends import KubernetesRollouts
+from mlplatform_service.kubernetes_rollouts import KubernetesRollouts
 
 from ..support.authz import authorization_matrix
 from ..support.rendered_cluster import CATALOG

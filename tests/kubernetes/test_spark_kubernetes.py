@@ -24,7 +24,7 @@ from ..support.seaweedfs_server import seaweedfs_server
 
 NS, TEAM, BUCKET, PREFIX = "team-vision", "team-vision", "platform", "teams/team-vision/"
 # Clear of the session platform's ports (base … base + 600) and of test_s3_server's (base + 2600 …).
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 3400
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 3400
 NOW = "2026-01-01T00:00:00Z"
 
 

@@ -123,3 +123,14 @@ def test_the_notebook_server_starts_without_mlflow_ray_or_pyspark():
                                f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
         capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
+
+
+def test_the_platform_service_starts_without_mlflow_or_the_kubernetes_client():
+    """The service imports MLflow at its first promotion, rollout or artifact read, and the Kubernetes client only
+    on Kubernetes (issue 13: the idle local platform's memory; the two were ~190 of its ~295 MB)."""
+    heavy = ("mlflow", "kubernetes", "kubernetes_asyncio", "pandas")
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, mlplatform_service.app; "
+                               f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []

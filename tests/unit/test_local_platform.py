@@ -17,7 +17,7 @@ import pytest
 from hub_config.local import git_server
 from hub_config.local.platform import LocalPlatform, PlatformError, Ports
 
-BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 4450  # only the hub port is bound, briefly
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 4450  # only the hub port is bound, briefly
 
 
 @pytest.fixture

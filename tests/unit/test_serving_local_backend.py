@@ -20,7 +20,7 @@ from mlplatform.serving.local import LocalRayConfig, LocalRayHead, LocalServing
 from mlplatform.serving.spec import serving_request
 
 # Nothing listens here during these tests: the head counts as not running.
-PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "28000")) + 900
+PORT = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 900
 VISION = PlatformEnvironment(user="alice", team="team-vision")
 NLP = PlatformEnvironment(user="bob", team="team-nlp")
 
@@ -324,3 +324,46 @@ def test_a_stale_runtime_directory_is_made_afresh_and_stop_removes_it(tmp_path):
         if runtime.is_symlink():
             runtime.unlink()
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_running_once_the_ingress_routes_the_prefix(local, monkeypatch):
+    """Serve reports an application RUNNING before its HTTP ingress (HAProxy, reloaded after) routes the prefix,
+    when a request would get the ingress's 404 (CI saw it after a spare's take-over): deploying until then."""
+    import http.server
+    import threading
+
+    from mlplatform.serving.spec import DEPLOYMENT, serve_application
+
+    record(local, "iris")
+    saved = json.loads((local.apps / "iris.json").read_text())
+    app = serve_application(serving_request(name="iris", model_uri="models:/iris/1"), model_version="1")
+    (local.apps / "iris.json").write_text(json.dumps({**saved, "application": app}))
+    monkeypatch.setattr(local.head, "running", lambda: True)
+    monkeypatch.setattr(local, "_serve_status", lambda: {app["name"]: {
+        "status": "RUNNING", "deployed_app_config": {"args": app["args"]},
+        "deployments": {DEPLOYMENT: {"replicas": [{"state": "RUNNING"}], "target_num_replicas": 1}}}})
+    routes = {"/other": "other"}
+
+    class Ingress(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(routes if self.path == "/-/routes" else {}).encode()
+            self.send_response(200 if self.path == "/-/routes" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    ingress = http.server.ThreadingHTTPServer(("127.0.0.1", PORT + 2), Ingress)
+    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    try:
+        status = local.status("iris")
+        assert (status["state"], status["message"]) == (
+            "deploying", "waiting for Ray Serve's HTTP ingress to route /iris")
+        routes["/iris"] = app["name"]
+        assert local.status("iris")["state"] == "running"
+    finally:
+        ingress.shutdown()
+        ingress.server_close()
+    assert local.status("iris")["state"] == "deploying"  # no ingress answering

@@ -255,7 +255,13 @@ class LocalServing:
                 return {**result, "state": "deploying", "message": "handing the application to Ray Serve"}
             return {**result, "state": "failed", "message": "the application is missing on the local Ray head "
                                                             "(the head restarted?); deploy again"}
-        return {**result, **_serve_state(app, record)}
+        state = _serve_state(app, record)
+        if state["state"] == "running" and not self._routed(record["application"]):
+            # Serve says running before its ingress (HAProxy reloads) routes a new prefix: a taken-over spare's
+            # new route, a first deploy's. Until then a request would get the ingress's 404.
+            state = {**state, "state": "deploying",
+                     "message": f"waiting for Ray Serve's HTTP ingress to route {record['application']['route_prefix']}"}
+        return {**result, **state}
 
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
         self._own_record(name)  # the name and the directories checked before the lock file is made
@@ -657,6 +663,14 @@ class LocalServing:
         except (requests.RequestException, ValueError) as e:
             raise BackendUnavailable(f"the local Ray head did not tell the applications' states ({url}): {e}; "
                                      f"its logs: {self.config.ray_directory / 'session_latest' / 'logs'}") from None
+
+    def _routed(self, application: dict) -> bool:
+        """Whether Serve's HTTP ingress routes the application's prefix to it (its `/-/routes`)."""
+        try:
+            r = requests.get(f"{self.config.http_url}/-/routes", timeout=10)  # no token: not the dashboard
+            return r.ok and r.json().get(application["route_prefix"]) == application["name"]
+        except (requests.RequestException, ValueError, AttributeError):  # not up yet; not JSON; not an object
+            return False
 
     def _describe(self, record: dict) -> dict:
         request = record["request"]
