@@ -11,6 +11,7 @@ stops it at the end and checks that no Ray process is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -301,6 +302,24 @@ def test_a_new_endpoint_takes_over_the_warm_spare(iris, local_serving, platform,
     assert status["state"] == "failed" and "weights file is corrupt (test model)" in status["detail"], status
     serving.delete(bad)
     assert bad not in serving.backend().names()
+
+
+def test_deploys_of_other_endpoints_drop_no_request(iris):
+    """Each deploy and delete on the head changes Serve's routes (the ingress reloads its config): an endpoint
+    under load meanwhile answers every request — through a spare's take-over, the next spare's start, a delete."""
+    backend = serving.backend()
+    assert localhost.wait_until(lambda: (backend.spare() or {}).get("status") == "RUNNING", 240), backend.spare()
+    other = f"other-{iris['app'].rsplit('-', 1)[1]}"
+    clients = [Client(serving.status(iris["app"])["predict_url"]) for _ in range(4)]
+    with contextlib.ExitStack() as loaded:
+        for client in clients:
+            loaded.enter_context(client)
+        assert serving.deploy(other, iris["v1"].uri, wait=True, timeout=120)["state"] == "running"
+        assert localhost.wait_until(lambda: (backend.spare() or {}).get("status") == "RUNNING", 240), backend.spare()
+        serving.delete(other)
+        time.sleep(2)
+    answers = Counter(status for client in clients for status, _ in client.answers)
+    assert set(answers) == {200}, answers
 
 
 def test_delete_removes_the_endpoint(iris):
