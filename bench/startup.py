@@ -188,7 +188,6 @@ def spawn_section(platform: LocalPlatform, browser, r: dict[str, float]) -> None
         cpu = spawn_cpu(platform)
         t = time.perf_counter()
         page.goto("/hub/login")
-        page.click("a:has-text('Sign in with Keycloak')")
         page.fill("#kc-form-login input[name=username]", USER)
         page.fill("#kc-form-login input[name=password]", PASSWORDS[USER])
         page.click("#kc-login")

@@ -106,6 +106,12 @@ class KeycloakOAuthenticator(GenericOAuthenticator):
     def _default_post_logout_redirect_uri(self):
         return self.oauth_callback_url.replace("/oauth_callback", "/login")
 
+    @default("auto_login")
+    def _default_auto_login(self):
+        # One identity provider: /hub/login goes straight to it, not to a page with one button (issue 13: a page
+        # fewer between the hub and the spawn form). After a logout the provider's login form is what shows.
+        return True
+
     @default("username_claim")
     def _default_username_claim(self):
         return "preferred_username"

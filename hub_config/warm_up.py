@@ -4,8 +4,9 @@ Each of these is made on first use and then kept for the hub's life; a user who 
 waited for all of them (the local platform's bench: ~0.5 s of the login → spawn form figure on a quiet machine,
 more on a busy one):
 
-- the login page's templates and the content hashes of its static files (`?v=<sha>` in every page's links:
-  tornado reads and hashes each file on first use), by one GET of the hub's own login page;
+- the page templates and the content hashes of their static files (`?v=<sha>` in every page's links: tornado
+  reads and hashes each file on first use), by one GET of the hub's own error page (`/hub/error/404`, the page
+  the proxy shows: the login page itself only redirects to the provider, auto_login);
 - the spawn and spawn-pending pages' templates (JupyterHub's and the profile form's);
 - the catalog as the spawner reads it (`cached_catalog`: YAML parsed and validated);
 - the governance database's connections (the login's audit record, the form's budget lines): engine, tables,
@@ -21,7 +22,7 @@ import time
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-# How long the warm-up waits for the hub to answer its own login page (it starts listening late in its start).
+# How long the warm-up waits for the hub to answer its own error page (it starts listening late in its start).
 WAIT_FOR_HUB = 120.0
 TEMPLATES = ("login.html", "spawn.html", "spawn_pending.html", "not_running.html", "home.html")
 
@@ -29,15 +30,15 @@ TEMPLATES = ("login.html", "spawn.html", "spawn_pending.html", "not_running.html
 async def warm_up(app) -> list[str]:
     """Warm what the first login and spawn page need; the steps done, in order (for the log and the tests)."""
     done: list[str] = []
-    if await _login_page(app):
-        done.append("login page")
+    if await _error_page(app):
+        done.append("error page")
     if _templates(app):
         done.append("templates")
     done.extend(await asyncio.to_thread(_stores, app))
     return done
 
 
-async def _login_page(app) -> bool:
+async def _error_page(app) -> bool:
     client = AsyncHTTPClient()
     error: Exception = TimeoutError(f"the hub did not answer within {WAIT_FOR_HUB:.0f} s")
     deadline = time.monotonic() + WAIT_FOR_HUB
@@ -46,7 +47,7 @@ async def _login_page(app) -> bool:
             await asyncio.sleep(0.2)  # the hub is still initializing
             continue
         try:  # the hub's own address: no proxy route needed
-            await client.fetch(app.hub.url.rstrip("/") + "/login", request_timeout=10, follow_redirects=False)
+            await client.fetch(app.hub.url.rstrip("/") + "/error/404", request_timeout=10, follow_redirects=False)
             return True
         except HTTPClientError as e:
             if e.code != 599:  # an answer (a redirect, an error page) warmed what it used
@@ -55,7 +56,7 @@ async def _login_page(app) -> bool:
         except OSError as e:  # not listening yet
             error = e
         await asyncio.sleep(0.2)
-    return _debug(app, "login page", error)
+    return _debug(app, "error page", error)
 
 
 def _templates(app) -> bool:

@@ -14,11 +14,8 @@ SPAWN_TIMEOUT = 120_000  # ms: a notebook server on 2 shared cores
 
 
 async def sso_login(page, user: str, shot=None) -> None:
-    """Hub login page → "Sign in with Keycloak" → the provider's form → back to the hub."""
+    """Hub login page → (auto_login) the provider's form → back to the hub."""
     await page.goto("/hub/login")
-    if shot:
-        await shot("hub_login")
-    await page.click("a:has-text('Sign in with Keycloak')")
     await page.wait_for_selector("#kc-form-login input[name=username]")
     if shot:
         await shot("provider_login_form")

@@ -43,7 +43,8 @@ def test_user_outside_every_team_is_refused_with_a_clear_page(hub, platform):
     assert page.status_code == 403
     assert "<h1>403 : Access denied</h1>" in page.text
     assert "Your account is not in any team of mlplatform-local. Allowed groups: team-vision, team-nlp." in page.text
-    assert eve.http.get(f"{eve.hub_url}/hub/spawn").url.endswith("/hub/login?next=%2Fhub%2Fspawn")
+    refused = eve.http.get(f"{eve.hub_url}/hub/spawn", allow_redirects=False)
+    assert refused.headers["Location"].endswith("/hub/login?next=%2Fhub%2Fspawn")
     # The refusal is in the audit log, with the groups she came with.
     records = requests.get(f"{platform.hub_url}/services/mlplatform/api/audit", timeout=30,
                            params={"actor": "eve", "action": "login"},
@@ -57,8 +58,14 @@ def test_user_outside_every_team_is_refused_with_a_clear_page(hub, platform):
     assert confirm.url.startswith(f"{platform.realm_url}/protocol/openid-connect/logout?client_id=jupyterhub&")
     assert 'id="kc-logout"' in confirm.text and "f.submit()" not in confirm.text
     done = submit_logout_form(eve, confirm)
-    assert done.url == f"{platform.hub_url}/hub/login"
-    assert 'name="password"' in eve.http.get(f"{platform.hub_url}/hub/oauth_login").text
+    assert_login_form_after_logout(done, platform)
+
+
+def assert_login_form_after_logout(done, platform):
+    """Back at the hub's login page, which (auto_login) goes on to the provider: its form, asking again."""
+    hops = [r.url for r in done.history]
+    assert f"{platform.hub_url}/hub/login" in hops and f"{platform.hub_url}/hub/oauth_login" in hops, hops
+    assert done.url.startswith(f"{platform.realm_url}/") and 'name="password"' in done.text, done.url
 
 
 def submit_logout_form(session, page):
@@ -78,7 +85,7 @@ def test_logout_ends_the_sso_session_too(hub, platform):
     # ...where, as in Keycloak, a hinted logout needs no click: the page submits itself (run here by hand).
     assert "f.submit()" in page.text
     done = submit_logout_form(alice, page)
-    assert done.url == f"{platform.hub_url}/hub/login"
+    assert_login_form_after_logout(done, platform)
     # Logging in again shows the provider's form: the SSO session is gone, not just the hub cookie.
     again = alice.http.get(f"{platform.hub_url}/hub/oauth_login")
     assert again.url.startswith(f"{platform.realm_url}/login-actions/authenticate/")
@@ -110,10 +117,10 @@ def test_expired_access_token_is_refreshed_before_spawn(hub, platform):
 
 
 def test_the_hub_warms_the_first_login_once_it_runs(platform):
-    """hub_config/warm_up.py: the login page, the spawn pages' templates, the catalog and the governance database
+    """hub_config/warm_up.py: the hub's pages and their static files' hashes, the spawn pages' templates, the catalog and the governance database
     are made at the hub's start, not while the first user waits (the unit test says what each step does)."""
     deadline = time.monotonic() + 60
     while "Warmed up for the first login" not in (log := (platform.logs / "hub.log").read_text(errors="replace")):
         assert time.monotonic() < deadline, "the hub logged no warm-up"
         time.sleep(0.5)
-    assert "Warmed up for the first login: login page, templates, catalog, governance" in log
+    assert "Warmed up for the first login: error page, templates, catalog, governance" in log

@@ -243,7 +243,6 @@ async def login_with_a_running_server(page, platform, user: str) -> None:  # noq
     """lab.sso_login's steps for a user whose server runs already: the hub's callback sends the browser
     straight to the server (/user/<name>/...), not to a /hub/ page."""
     await page.goto("/hub/login")
-    await page.click("a:has-text('Sign in with Keycloak')")
     await page.wait_for_selector("#kc-form-login input[name=username]")
     await page.fill("#kc-form-login input[name=username]", user)
     await page.fill("#kc-form-login input[name=password]", PASSWORDS[user])

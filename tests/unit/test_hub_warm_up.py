@@ -37,13 +37,13 @@ def fake_hub(port: int, *, listening_late: bool = False) -> SimpleNamespace:
 async def test_the_first_login_and_spawn_page_find_everything_made(governance_database):
     seen = []
 
-    class Login(web.RequestHandler):
+    class ErrorPage(web.RequestHandler):
         def get(self):
             seen.append(self.request.path)
-            self.write("login")
+            self.write("error page")
 
     port = free_port()
-    server = HTTPServer(web.Application([(r"/hub/login", Login)]))
+    server = HTTPServer(web.Application([(r"/hub/error/404", ErrorPage)]))
     server.listen(port, "127.0.0.1")
     Governance._instances.clear()
     profile_templates.cache.clear()
@@ -52,8 +52,8 @@ async def test_the_first_login_and_spawn_page_find_everything_made(governance_da
         done = await warm.warm_up(app)
     finally:
         server.stop()
-    assert done == ["login page", "templates", "catalog", "governance"]
-    assert seen == ["/hub/login"]  # the hub's own login page, once: its templates and static hashes are made
+    assert done == ["error page", "templates", "catalog", "governance"]
+    assert seen == ["/hub/error/404"]  # the hub's own error page, once: its templates and static hashes are made
     cached = {key[1] for key in app.tornado_settings["jinja2_env"].cache}
     assert set(warm.TEMPLATES) <= cached
     assert any(key[1] == "spawn_form.html" for key in profile_templates.cache)
