@@ -202,7 +202,8 @@ def test_status_survives_a_kernel_restart(tmp_path, monkeypatch):
     final = wait_for(LocalSparkBackend(), app_id, {"COMPLETED", "FAILED"})
     assert final["state"] == "COMPLETED"
     assert final["job"]["main_file"] == str(main)
-    assert f"sum: 5050 app: {app_id}" in spark.logs(app_id, tail=400)["text"]
+    assert f"sum: 5050 app: {app_id}" in spark.logs(app_id, tail=400)["text"].splitlines()  # a whole line
+    assert f"sum: 5050 app: {app_id}" in spark.output(app_id)["text"].splitlines()
     assert (home / ".mlplatform" / "spark" / app_id / "exit.json").exists()
     # And once more after another "restart".
     assert LocalSparkBackend(home / ".mlplatform" / "spark").status(app_id) == final

@@ -265,3 +265,29 @@ def test_stop_server_stops_only_the_jobs_of_that_users_server(tmp_path, main_fil
     finally:
         for app_id in jobs.values():
             default.cancel(app_id)
+
+
+INTERLEAVED = """
+import sys, time
+for piece in ("sum:", " ", "5050", " ", "app:", " ", "x"):  # what an unbuffered print() writes, piece by piece
+    sys.stdout.write(piece); sys.stdout.flush(); time.sleep(0.05)
+    sys.stderr.write("26/12/03 INFO DAGScheduler: a log4j line\\n"); sys.stderr.flush()
+sys.stdout.write("\\n"); sys.stdout.flush()
+sys.stdout.write("no newline at the end"); sys.stdout.flush()
+"""
+
+
+def test_the_driver_log_keeps_the_programs_lines_whole(tmp_path):
+    """The supervisor (runner.py) copies the program's stdout into the driver log line by line, so Spark's log4j
+    lines on stderr (the same file) never split a print; output.log keeps the stdout as it came."""
+    from mlplatform.spark.local import RUNNER
+
+    log = tmp_path / "driver.log"
+    with open(log, "ab") as out:
+        subprocess.run([sys.executable, str(RUNNER), str(tmp_path), "--", sys.executable, "-c", INTERLEAVED],
+                       stdout=out, stderr=subprocess.STDOUT, check=True, timeout=60)
+    lines = log.read_text().splitlines()
+    assert lines.count("26/12/03 INFO DAGScheduler: a log4j line") == 7
+    assert "sum: 5050 app: x" in lines and lines[-1] == "no newline at the end", lines
+    assert (tmp_path / "output.log").read_text() == "sum: 5050 app: x\nno newline at the end"
+    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == 0

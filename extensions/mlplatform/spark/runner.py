@@ -23,6 +23,8 @@ import threading
 
 from mlplatform_core.timestamps import now
 
+MAX_PARTIAL_LINE = 1 << 16  # bytes of a line without its newline held back from the driver log (a progress bar's \r)
+
 
 def main(argv: list[str]) -> int:
     app_dir, separator, *command = argv
@@ -49,12 +51,21 @@ def main(argv: list[str]) -> int:
 
 
 def _copy_output(fd: int, app_dir: str) -> None:
-    """spark-submit's stdout to the driver log (this process's stdout) and to output.log, as it comes."""
+    """spark-submit's stdout to output.log as it comes, and to the driver log (this process's stdout) in whole
+    lines: an unbuffered print is one write per piece (PySpark's driver runs unbuffered), and Spark's log4j lines
+    on stderr, in the same file, would land between the pieces ("sum:" <a log4j line> " 5050")."""
+    pending = b""
     with open(os.path.join(app_dir, "output.log"), "ab") as output:
         while chunk := os.read(fd, 1 << 16):
-            os.write(1, chunk)
             output.write(chunk)
             output.flush()
+            pending += chunk
+            end = pending.rfind(b"\n") + 1 or (len(pending) if len(pending) > MAX_PARTIAL_LINE else 0)
+            if end:
+                os.write(1, pending[:end])
+                pending = pending[end:]
+    if pending:
+        os.write(1, pending)
 
 
 if __name__ == "__main__":
