@@ -4,7 +4,7 @@
 
 Starts an MLflow server (as bench/serving.py does) and registers the tests' small scikit-learn model,
 starts the local Ray head as `mlplatform-local up` does (`mlplatform-ray-head start`: `LocalRayHead.ensure()`
-then Serve's start; timing when GCS, the dashboard and Serve's REST API first answer), then deploys the model `--runs + 1` times, each under a new
+then Serve's start; timing when GCS and Serve's REST API first answer), then deploys the model `--runs + 1` times, each under a new
 name, deleting it afterwards: the first deploy once `mlplatform-ray-head start` would have returned (Serve
 started and the warm spare running: what the local platform's start does in the background), then deploys on
 a started head, each once the warm spare runs (local.py; the wait is reported; with
@@ -91,7 +91,7 @@ machine shows; CPU seconds do not depend on the load):
   * The head: GCS 2.4 s, dashboard 18 s, Serve REST 31 s (load 7); ~1.0-1.3 GB in 11 processes idle, of
     which `ray start --block` itself (a waiting Python process) ~210 MB, Serve's controller, proxy and
     HAProxy manager ~210 MB each. The autoscaler monitor (~85 MB) and the log monitor (~80 MB) are no longer
-    started.
+    started; neither is Ray's dashboard (serve_api.py's actor serves Serve's REST API instead).
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def localhost_wait(predicate, timeout: float) -> bool:
 
 
 def head_start(head: LocalRayHead) -> dict[str, float]:
-    """`ensure()` with a thread noting when GCS, the dashboard and the Serve REST API first answer."""
+    """`ensure()` with a thread noting when GCS and the Serve REST API (serve_api.py's actor) first answer."""
     import socket
 
     seen: dict[str, float] = {}
@@ -335,10 +335,10 @@ def head_start(head: LocalRayHead) -> dict[str, float]:
                 with socket.socket() as s:
                     if s.connect_ex(("127.0.0.1", c.port)) == 0:
                         seen["GCS port open"] = time.time()
-            if "dashboard answers" not in seen:
+            if "Serve REST API listens" not in seen:
                 try:
-                    if requests.get(f"{c.dashboard_url}/api/version", timeout=1).status_code < 500:
-                        seen["dashboard answers"] = time.time()
+                    if requests.get(f"{c.dashboard_url}/api/ray/version", timeout=1).status_code < 500:
+                        seen["Serve REST API listens"] = time.time()
                 except requests.RequestException:
                     pass
             time.sleep(0.1)

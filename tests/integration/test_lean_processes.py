@@ -1,19 +1,22 @@
 """The local platform's idle memory: no process that only waits for another, and none of Ray's dashboard
-modules that serving does not use (README's memory figures; bench/startup.py --sections memory).
+(README's memory figures; bench/startup.py --sections memory).
 
-The Ray head starts with `ray start` (no --block: it exits once the head runs) and only Serve's dashboard
-module; no Ray Client server. Its processes are found even where Ray's setproctitle overwrote the marker
-in their environment (the agents', the dashboard modules'), and stop() leaves none of them. MLflow is the
-one uvicorn process, not `mlflow server` waiting on it.
+The Ray head starts with `ray start` (no --block: it exits once the head runs), without Ray's dashboard and
+without a Ray Client server; Serve's REST API is serve_api.py's actor, which answers only with the head's token
+and refuses a bad config naming the field. The head's processes are found even where Ray's setproctitle
+overwrote the marker in their environment (the agents', the actors'), and stop() leaves none of them. MLflow
+is the one uvicorn process, not `mlflow server` waiting on it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from pathlib import Path
 
 import psutil
+import requests
 
 from mlplatform import localhost
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead
@@ -31,17 +34,17 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def test_the_head_runs_no_waiting_ray_start_no_client_server_and_only_serves_dashboard_module(tmp_path):
+def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tmp_path):
     with fresh_ray_head(PORT, root=tmp_path / "ray") as head:
         assert head.ensure()
         config = head.config
-        r = head.session().put(f"{config.dashboard_url}/api/serve/applications/", timeout=60,
+        applications = f"{config.dashboard_url}/api/serve/applications/"
+        r = head.session().put(applications, timeout=60,
                                json=serve_config([], http_host="127.0.0.1", http_port=config.http_port))
         assert r.ok, r.text
-        assert localhost.wait_until(lambda: "ServeController" in " ".join(map(cmdline, head.processes())), 60)
         info = localhost.read_json(head.root / "head.json")
         # `ray start` (the group's first process) has exited; the head is its process group (GCS, raylet,
-        # dashboard, agents), and head.json's pid its GCS server.
+        # agents), and head.json's pid its GCS server.
         assert not localhost.running(info["pgid"]) and localhost.group_alive(info["pgid"])
         assert psutil.Process(info["pid"]).name() == "gcs_server" and _pgid(info["pid"]) == info["pgid"]
         group = {p.pid for p in psutil.process_iter() if _pgid(p.pid) == info["pgid"]}
@@ -51,22 +54,52 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_only_serves_das
         commands = {pid: cmdline(pid) for pid in pids}
         assert not [c for c in commands.values() if "ray start" in c or "scripts.scripts" in c or "--block" in c]
         assert not [c for c in commands.values() if "ray.util.client.server" in c]
-        modules = sorted(c.split()[0] for c in commands.values() if c.startswith("ray-dashboard-"))
-        assert modules == ["ray-dashboard-ServeHead-0"], modules
+        assert not [c for c in commands.values() if "dashboard.py" in c or c.startswith("ray-dashboard-")]
         # Every process of the group and below the raylet is the head's, though setproctitle overwrote the
-        # marker in the environment of the agents and the dashboard's module.
+        # marker in the environment of the agents and the actors.
         assert {pid for pid in group | below if localhost.running(pid)} <= set(pids)
-        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= {c.strip() for c in commands.values()}
-        assert head.running()  # Serve's module answers its version route (/api/version is the job module's)
+        names = {c.strip() for c in commands.values()}
+        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::ServeController", "ray::ServeApi"} <= names
+        assert head.running()  # the API's version route
+
+        # Serve's REST API: on loopback only, the head's token or nothing.
+        api = next(pid for pid, c in commands.items() if c.strip() == "ray::ServeApi")
+        assert [c.laddr.ip for c in psutil.Process(api).net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == config.dashboard_port] == ["127.0.0.1"]
+        assert requests.get(applications, timeout=10).status_code == 401
+        assert requests.get(applications, headers={"Authorization": "Bearer " + "0" * 64}, timeout=10).status_code == 401
+        assert head.session().get(f"{config.dashboard_url}/api/jobs/", timeout=10).status_code == 404
+        # A bad config is refused naming the field, and changes nothing.
+        refused = head.session().put(applications, timeout=60, json={"applications": [{"name": "x", "route_prefix": 5}]})
+        assert refused.status_code == 400 and "applications.0.import_path" in refused.text, refused.text
+        assert head.session().put(applications, data="{", timeout=10).status_code == 400
+        assert head.session().put(applications, json=[], timeout=10).status_code == 400
+        assert head.session().get(applications, timeout=30).json()["applications"] == {}
+
+        # Ray restarts the API's actor if it dies.
+        os.kill(api, signal.SIGKILL)
+        assert localhost.wait_until(head.running, 60)
+        assert head.session().get(applications, timeout=30).json()["applications"] == {}
         head.stop()
         assert [pid for pid in pids if localhost.running(pid)] == []
         assert not localhost.group_alive(info["pgid"])
 
 
-def test_all_of_rays_dashboard_modules_when_asked():
+def test_rays_dashboard_serves_the_api_when_asked(tmp_path):
+    """MLPLATFORM_RAY_DASHBOARD_MODULES: Ray's dashboard (for its UI) with the modules named and Serve's."""
     config = LocalRayConfig.from_environ({"MLPLATFORM_RAY_PORT": str(PORT), "MLPLATFORM_RAY_DASHBOARD_MODULES": "all"})
-    assert config.dashboard_modules == "all"
-    assert "modules = ''" in LocalRayHead(config).command()[2]
+    assert config.dashboard_modules == "all" and "dashboard, modules = True, ''" in LocalRayHead(config).command()[2]
+    with fresh_ray_head(PORT, {"MLPLATFORM_RAY_DASHBOARD_MODULES": "ServeHead"}, root=tmp_path / "ray") as head:
+        head = LocalRayHead(LocalRayConfig.from_environ({**os.environ, "MLPLATFORM_RAY_PORT": str(PORT),
+                                                         "MLPLATFORM_RAY_DIR": str(head.root)}))
+        assert head.ensure()
+        r = head.session().put(f"{head.config.dashboard_url}/api/serve/applications/", timeout=60,
+                               json=serve_config([], http_host="127.0.0.1", http_port=head.config.http_port))
+        assert r.ok, r.text
+        commands = [cmdline(pid) for pid in head.processes()]
+        assert [c.split()[0] for c in commands if c.startswith("ray-dashboard-")] == ["ray-dashboard-ServeHead-0"]
+        assert "ray::ServeApi" not in {c.strip() for c in commands}
+        assert head.running()
 
 
 def test_mlflow_is_one_process(platform):

@@ -72,17 +72,20 @@ def options(cmd: list[str]) -> dict[str, str]:
 def test_head_command_uses_its_own_ports_and_directory():
     head = LocalRayHead(LocalRayConfig(port=26600, num_cpus=4))
     cmd = head.command()
-    # `ray start` exits once the head runs (no --block, no waiting process); the launcher keeps the
-    # dashboard to Serve's module and starts no Ray Client server (ray_head.LAUNCHER).
+    # `ray start` exits once the head runs (no --block, no waiting process); the launcher starts no dashboard
+    # (serve_api.py's actor serves Serve's REST API) and no Ray Client server (ray_head.LAUNCHER).
     assert cmd[1] == "-c" and cmd[3:6] == ["start", "--head", "--disable-usage-stats"] and "--block" not in cmd
-    assert "modules = 'ServeHead'" in cmd[2] and "start_ray_client_server = lambda self: None" in cmd[2]
-    assert "modules = 'JobHead,ServeHead'" in LocalRayHead(LocalRayConfig(port=26600, dashboard_modules="JobHead")
-                                                        ).command()[2]
+    assert "dashboard, modules = False, ''" in cmd[2] and "start_ray_client_server = lambda self: None" in cmd[2]
+    assert "--include-dashboard=false" in cmd and not any(arg.startswith("--dashboard-port") for arg in cmd)
+    # Ray's dashboard when asked for: the modules named, and Serve's, whose REST API local.py uses.
+    with_jobs = LocalRayHead(LocalRayConfig(port=26600, dashboard_modules="JobHead")).command()
+    assert "dashboard, modules = True, 'JobHead,ServeHead'" in with_jobs[2]
+    assert options(with_jobs)["dashboard-host"] == "127.0.0.1" and options(with_jobs)["dashboard-port"] == "26601"
     found = options(cmd)
     assert found["temp-dir"] == "/tmp/mlp-ray-26600/ray" and found["num-cpus"] == "4"
-    assert found["dashboard-host"] == found["node-ip-address"] == "127.0.0.1"
+    assert found["node-ip-address"] == "127.0.0.1"
     ports = [int(v) for k, v in found.items() if k.endswith("port")]
-    assert len(ports) == 11 and all(26600 <= p < 26800 for p in ports)
+    assert len(ports) == 10 and all(26600 <= p < 26800 for p in ports)
     # Lean: only what serving needs (no autoscaler monitor or log monitor).
     assert found["include-log-monitor"] == "false" and "--no-monitor" in cmd
     deep = LocalRayHead(LocalRayConfig(port=26600, root="/tmp/pytest-of-root/pytest-1/platform0/ray"))

@@ -2,10 +2,10 @@
 
 The head is started on first use (`ray start --head`, its own process group: ray_head.py) with its own
 temporary directory and fixed loopback ports, and outlives the kernel that started it: a later
-kernel (or another user's) finds it by its dashboard port and uses it. Nothing here calls
-`ray.init`: applications are declared through the dashboard's Serve REST API (`PUT
-/api/serve/applications/`, what `serve deploy` does), so a kernel never becomes a Ray driver and the
-`ray_current_cluster` pitfalls do not arise.
+kernel (or another user's) finds it by the port of Serve's REST API and uses it. Nothing here calls
+`ray.init`: applications are declared through Serve's REST API (`PUT /api/serve/applications/`, what
+`serve deploy` does; served by serve_api.py's actor, or by Ray's dashboard when asked for), so a kernel
+never becomes a Ray driver and the `ray_current_cluster` pitfalls do not arise.
 
 That REST API takes the whole set of applications at once. The set lives on disk, one record per
 application (`<root>/apps/<name>.json`, written under a file lock): a deploy writes its record and
@@ -20,7 +20,7 @@ Files under the root (`MLPLATFORM_RAY_DIR`: the local platform's `<data dir>/ray
     auth_token            the head's Ray authentication token (mode 0600)
     apps/<name>.json      the record of an application (its name checked first: a DNS label)
     apps/<name>.secrets   credentials a replica needs (mode 0600; never in the Serve config, which
-                          the dashboard shows to anyone on this machine)
+                          Serve's REST API shows to any holder of the head's token)
 and under the runtime directory (the root when it is at most 25 characters long, else
 /tmp/mlp-ray-<port>: unix socket paths have at most 107 characters (HAProxy's 97), of which Ray
 adds up to 70 below it and Serve's HAProxy 72):
@@ -667,7 +667,7 @@ class LocalServing:
     def _routed(self, application: dict) -> bool:
         """Whether Serve's HTTP ingress routes the application's prefix to it (its `/-/routes`)."""
         try:
-            r = requests.get(f"{self.config.http_url}/-/routes", timeout=10)  # no token: not the dashboard
+            r = requests.get(f"{self.config.http_url}/-/routes", timeout=10)  # no token: the ingress, not the REST API
             return r.ok and r.json().get(application["route_prefix"]) == application["name"]
         except (requests.RequestException, ValueError, AttributeError):  # not up yet; not JSON; not an object
             return False

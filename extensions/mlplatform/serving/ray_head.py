@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -28,27 +29,33 @@ from mlplatform_core.timestamps import now
 
 from .. import localhost
 from .errors import BackendUnavailable
+from .spec import serve_config
 
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
 # What the head keeps of the environment of the kernel that starts it: no user's identity or token.
 HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 # The longest root that can hold Ray's and HAProxy's unix sockets (see the module docstring).
 MAX_RUNTIME_DIR = 25
-# The dashboard modules the head loads (each of Ray's is a process of its own, ~95 MB RSS): Serve's REST
-# API alone, what local.py uses. All of Ray's (job submission, nodes, actors, logs and metrics pages of
-# the dashboard's UI) cost ~0.8 GB RSS more, 8 processes (measured, 2026-12-03):
-# MLPLATFORM_RAY_DASHBOARD_MODULES=all loads them, or a comma-separated list of module class names.
-DASHBOARD_MODULES = "ServeHead"
+# Ray's dashboard is off: Serve's REST API, all local.py uses of it, is served by a detached actor of ours
+# (serve_api.py; ~0.4 GB RSS less than the dashboard with only its Serve module). For its UI (nodes, jobs,
+# logs, metrics), MLPLATFORM_RAY_DASHBOARD_MODULES=all starts Ray's dashboard with all its modules (~1.2 GB
+# RSS, 9 processes, measured 2026-12-03), or a comma-separated list of module class names; Serve's module
+# then serves the REST API on the same port instead of the actor.
+DASHBOARD_MODULES = ""
 
-# `ray start` with two changes, made in this process before the head's processes start (Ray 2.60 has
-# no option for either): the dashboard loads only DASHBOARD_MODULES (--modules-to-load, an option of
-# dashboard.py that `ray start` does not pass on), and no Ray Client server starts (`ray start` starts one
-# whatever is said, ~90 MB RSS; nothing here is a Ray Client: applications go through the REST API).
+# `ray start` with three changes, made in this process before the head's processes start (Ray 2.60 has
+# no option for any): no dashboard process unless asked for (`--include-dashboard=false` still starts one,
+# ~170 MB RSS, for modules nothing here uses; without it Ray runs as when its dashboard fails to start);
+# a dashboard loads only the modules asked for (--modules-to-load, an option of dashboard.py that
+# `ray start` does not pass on); and no Ray Client server starts (`ray start` starts one whatever is
+# said, ~90 MB RSS; nothing here is a Ray Client: applications go through the REST API).
 # Without --block, `ray start` exits once the head runs: the waiting process (~210 MB RSS) is gone.
 LAUNCHER = """
 import sys
 from ray._private import node, ray_constants, services
-modules = {modules!r}
+dashboard, modules = {dashboard!r}, {modules!r}
+if not dashboard:
+    services.start_api_server = lambda *args, **kwargs: (None, None)
 start_ray_process = services.start_ray_process
 def start_lean(command, process_type, *args, **kwargs):
     if process_type == ray_constants.PROCESS_TYPE_DASHBOARD and modules:
@@ -61,12 +68,19 @@ from ray.scripts.scripts import main
 main()
 """
 
+# Run by _start_serve_api (by reference, so that the actor's class is serve_api.ServeApi, not __main__'s).
+SERVE_API_LAUNCHER = """
+import json, sys
+from mlplatform.serving.serve_api import start_head_api
+start_head_api(**json.loads(sys.argv[1]))
+"""
+
 
 @dataclass(frozen=True)
 class LocalRayConfig:
     """Where the local head listens and lives. Every port is on 127.0.0.1 and derived from `port`:
 
-        port       GCS                      port + 1   dashboard (Serve REST API)
+        port       GCS                      port + 1   Serve's REST API (serve_api.py, or Ray's dashboard)
         port + 2   Serve HTTP (endpoints)   port + 3 .. port + 11   Ray's and HAProxy's own ports
         port + 20 .. port + 119   Ray workers   port + 120 .. port + 199   replicas' direct ingress
     """
@@ -78,7 +92,7 @@ class LocalRayConfig:
     object_store_bytes: int = 200 * 2**20
     fast_ingress: bool = True  # HAProxy in front of the replicas (Ray 2.60 feature flags, NOTES)
     start_timeout: float = 120.0
-    dashboard_modules: str = DASHBOARD_MODULES  # "" or "all": every module of Ray's dashboard
+    dashboard_modules: str = DASHBOARD_MODULES  # "": no Ray dashboard; "all": all its modules; or a list
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> LocalRayConfig:
@@ -114,6 +128,11 @@ class LocalRayConfig:
         """HAProxy's files; Serve adds a 56-character node id below, and HAProxy's socket paths may
         have at most 97 characters."""
         return self.runtime_directory / "hap"
+
+    @property
+    def ray_dashboard(self) -> bool:
+        """Whether Ray's dashboard runs (and serves Serve's REST API) rather than serve_api.py's actor."""
+        return bool(self.dashboard_modules)
 
     @property
     def dashboard_port(self) -> int:
@@ -239,6 +258,8 @@ class LocalRayHead:
             code = proc.wait(c.start_timeout)
         except subprocess.TimeoutExpired:
             code = None
+        if code == 0 and not c.ray_dashboard:
+            code = self._start_serve_api()
         if code == 0 and self._wait_ready(proc.pid, c.start_timeout):
             # `ray start` is gone: head.json's pid becomes the head's GCS server, a process of the group.
             gcs = _group_member(proc.pid, "gcs_server")
@@ -250,6 +271,20 @@ class LocalRayHead:
         proc.wait()
         what = f"`ray start` exited with code {code}" if code else f"did not start within {c.start_timeout:.0f} s"
         raise BackendUnavailable(f"the local Ray head {what}; its log: {self.root / 'head.log'}\n{tail}")
+
+    def _start_serve_api(self) -> int | None:
+        """Start Serve and serve_api.py's actor (a Ray driver that exits once both run); its exit code."""
+        c = self.config
+        arguments = {"gcs_address": f"127.0.0.1:{c.port}", "api_port": c.dashboard_port,
+                     "token_path": str(self.token_path),
+                     "serve_config": serve_config([], http_host="127.0.0.1", http_port=c.http_port)}
+        with open(self.root / "head.log", "ab") as log:
+            try:
+                return subprocess.run([sys.executable, "-c", SERVE_API_LAUNCHER, json.dumps(arguments)],
+                                      env=self.environment(), cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, timeout=c.start_timeout).returncode
+            except subprocess.TimeoutExpired:
+                return None
 
     def _wait_ready(self, pgid: int, timeout: float) -> bool:
         """Whether the head (process group `pgid`) answers on Serve's REST API within `timeout` (False
@@ -267,10 +302,13 @@ class LocalRayHead:
         c, p = self.config, self.config.port
         modules = "" if c.dashboard_modules in ("", "all") else ",".join(
             sorted({*c.dashboard_modules.split(","), "ServeHead"} - {""}))  # local.py's REST API is Serve's
-        cmd = [sys.executable, "-c", LAUNCHER.format(modules=modules)]
-        cmd += ["start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-                f"--port={p}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={c.dashboard_port}", f"--temp-dir={c.ray_directory}", f"--num-cpus={c.cpus}",
+        cmd = [sys.executable, "-c", LAUNCHER.format(dashboard=c.ray_dashboard, modules=modules)]
+        cmd += ["start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--port={p}"]
+        if c.ray_dashboard:
+            cmd += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={c.dashboard_port}"]
+        else:
+            cmd += ["--include-dashboard=false"]
+        cmd += [f"--temp-dir={c.ray_directory}", f"--num-cpus={c.cpus}",
                 f"--object-store-memory={c.object_store_bytes}",
                 f"--ray-client-server-port={p + 3}",  # unused: LAUNCHER starts no Ray Client server
                 # Lean, for one machine: no autoscaler monitor or log monitor (nothing here adds nodes or

@@ -43,8 +43,8 @@ from .rollout import Rollout
 IMPORT_PATH = "mlplatform.serving.app:build"
 DEPLOYMENT = "Model"  # the deployment's name inside every application (app.py)
 CANDIDATE_DEPLOYMENT = "Candidate"  # beside it during a rollout (rollout.py)
-# Where a replica finds the credentials it may need (a 0600 file; never in the Serve config, which the
-# dashboard shows): the local backend writes it, app.py reads it.
+# Where a replica finds the credentials it may need (a 0600 file; never in the Serve config, which Serve's
+# REST API shows): the local backend writes it, app.py reads it.
 SECRETS_FILE_VARIABLE = "MLPLATFORM_SERVING_SECRETS_FILE"
 RAY_VERSION = "2.60.0"
 DEFAULT_IMAGE = images.SERVING
