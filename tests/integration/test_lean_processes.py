@@ -11,12 +11,15 @@ is the one uvicorn process, not `mlflow server` waiting on it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 from pathlib import Path
 
 import psutil
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlplatform import localhost
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead
@@ -76,6 +79,8 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
         assert head.session().put(applications, json=[], timeout=10).status_code == 400
         assert head.session().get(applications, timeout=30).json()["applications"] == {}
 
+        fuzz_the_api(head)
+
         # Ray restarts the API's actor if it dies.
         os.kill(api, signal.SIGKILL)
         assert localhost.wait_until(head.running, 60)
@@ -83,6 +88,44 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
         head.stop()
         assert [pid for pid in pids if localhost.running(pid)] == []
         assert not localhost.group_alive(info["pgid"])
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                    max_leaves=12)
+# Bodies that get past JSON and reach Serve's schema: its own field names with any values.
+FIELDS = st.sampled_from(["name", "route_prefix", "import_path", "args", "deployments", "runtime_env",
+                          "http_options", "proxy_location", "applications", "logging_config", "num_replicas"])
+CONFIGS = st.fixed_dictionaries({"applications": st.lists(st.dictionaries(FIELDS, JSON, max_size=4), max_size=2)},
+                                optional={"proxy_location": JSON, "http_options": JSON, "logging_config": JSON})
+PATHS = st.sampled_from(["/api/serve/applications/", "/api/serve/applications", "/api/ray/version", "/",
+                         "/api/serve/applications/?api_type=x", "/api/jobs/"]) | st.text(max_size=20).map(lambda t: "/" + t)
+
+
+def fuzz_the_api(head: LocalRayHead) -> None:
+    """Any method, path, token and body: an answer the API documents (200, 400, 401, 404), never a server error,
+    and the API still up. A config that is valid (an empty set) is applied; the set is empty again after."""
+    url, token = head.config.dashboard_url, head.session().headers["Authorization"]
+
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(method=st.sampled_from(["GET", "PUT", "POST", "DELETE"]), path=PATHS,
+           authorization=st.sampled_from([token, "", "Bearer", "Bearer x", token.lower(), token + "0"]),
+           body=st.one_of(CONFIGS, JSON.map(json.dumps), st.binary(max_size=40)))
+    def answers(method, path, authorization, body):
+        headers = {"Authorization": authorization} if authorization else {}
+        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        r = requests.request(method, url + path, headers=headers, data=data, timeout=60)
+        allowed = {200, 400, 401, 404} if method in ("GET", "PUT") else {401, 501}  # http.server: 501 no method
+        assert r.status_code in allowed, (method, path, r.status_code, r.text[:500])
+        if authorization != token:
+            assert r.status_code in (401, 501)
+
+    answers()
+    assert head.running()
+    applications = f"{url}/api/serve/applications/"
+    assert head.session().put(applications, timeout=60, json=serve_config(
+        [], http_host="127.0.0.1", http_port=head.config.http_port)).ok
+    assert head.session().get(applications, timeout=30).json()["applications"] == {}
 
 
 def test_rays_dashboard_serves_the_api_when_asked(tmp_path):
