@@ -29,7 +29,6 @@ from mlplatform_core.timestamps import now
 
 from .. import localhost
 from .errors import BackendUnavailable
-from .spec import serve_config
 
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
 # What the head keeps of the environment of the kernel that starts it: no user's identity or token.
@@ -250,7 +249,7 @@ class LocalRayHead:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
-        # The group outlives `ray start`: GCS, raylet, dashboard and agents stay in it (workers are the
+        # The group outlives `ray start`: GCS, raylet and agents stay in it (workers, actors among them, are the
         # raylet's children, in sessions of their own); stop() signals it, then what carries the marker.
         localhost.write_json(self.root / "head.json", {"pid": proc.pid, "pgid": proc.pid, "port": c.port,
                                               "started_at": now()})
@@ -258,26 +257,30 @@ class LocalRayHead:
             code = proc.wait(c.start_timeout)
         except subprocess.TimeoutExpired:
             code = None
-        if code == 0 and not c.ray_dashboard:
-            code = self._start_serve_api()
-        if code == 0 and self._wait_ready(proc.pid, c.start_timeout):
+        timeout = f"within {c.start_timeout:.0f} s"
+        if code != 0:
+            what = f"`ray start` exited with code {code}" if code is not None else f"did not start {timeout}"
+        elif not c.ray_dashboard and (api := self._start_serve_api()) != 0:
+            detail = f"exit code {api}" if api is not None else timeout
+            what = f"did not start Serve's REST API (serve_api.py; {detail})"
+        elif self._wait_ready(proc.pid, c.start_timeout):
             # `ray start` is gone: head.json's pid becomes the head's GCS server, a process of the group.
             gcs = _group_member(proc.pid, "gcs_server")
             localhost.write_json(self.root / "head.json", {"pid": gcs or proc.pid, "pgid": proc.pid, "port": c.port,
                                                   "started_at": now()})
             return
+        else:
+            what = f"did not answer on Serve's REST API {timeout}"
         tail = localhost.tail_text(self.root / "head.log")
         self.stop()
         proc.wait()
-        what = f"`ray start` exited with code {code}" if code else f"did not start within {c.start_timeout:.0f} s"
         raise BackendUnavailable(f"the local Ray head {what}; its log: {self.root / 'head.log'}\n{tail}")
 
     def _start_serve_api(self) -> int | None:
-        """Start Serve and serve_api.py's actor (a Ray driver that exits once both run); its exit code."""
+        """Start serve_api.py's actor (from a Ray driver that exits once it runs); the driver's exit code."""
         c = self.config
         arguments = {"gcs_address": f"127.0.0.1:{c.port}", "api_port": c.dashboard_port,
-                     "token_path": str(self.token_path),
-                     "serve_config": serve_config([], http_host="127.0.0.1", http_port=c.http_port)}
+                     "token_path": str(self.token_path)}
         with open(self.root / "head.log", "ab") as log:
             try:
                 return subprocess.run([sys.executable, "-c", SERVE_API_LAUNCHER, json.dumps(arguments)],

@@ -5,11 +5,13 @@ set, `GET` of the same path for their states, and `GET /api/ray/version` to tell
 serves these from its dashboard: three processes here (the dashboard, its forkserver and its Serve module,
 ~490 MB RSS). This module serves the same three routes, with the same semantics, from one detached actor of
 the head (`ServeApi`: 0 CPUs, restarted by Ray if it dies, ~200 MB RSS, most of it Ray Serve's imports,
-which a handle to Serve's controller needs).
+which a handle to Serve's controller needs); DELETE of the same path is `serve shutdown`, as there. Ray's
+`serve status`, `serve deploy` and `serve shutdown` work against it (`-a http://127.0.0.1:<Ray + 1>`, with
+RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH naming the head's token).
 
 Every request needs the head's token (`Authorization: Bearer …`, the 0600 file Ray's own token
 authentication reads); the server listens on 127.0.0.1 only. `start_head_api` (run once by ray_head.py after
-`ray start`, in a process of its own that exits) starts Serve with the local HTTP options and the actor.
+`ray start`, in a process of its own that exits) starts the actor.
 With MLPLATFORM_RAY_DASHBOARD_MODULES set, Ray's dashboard runs instead and its Serve module answers.
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 import ray
 
 ACTOR_NAME = "mlplatform-serve-api"
+NAMESPACE = "mlplatform"  # the actor's; Serve's own actors are in "serve"
 APPLICATIONS = "/api/serve/applications/"
 VERSION = "/api/ray/version"
 MAX_BODY = 16 * 2**20
@@ -66,19 +69,27 @@ class ServeApi:
         return ray.get(controller.get_serve_instance_details.remote(), timeout=30)
 
     def apply(self, body: dict) -> None:
-        """Validate `body` as a whole Serve config (pydantic's ValidationError names each bad field) and hand
-        it to the controller, as Ray's dashboard does."""
+        """Validate `body` as a whole Serve config (pydantic's ValidationError names each bad field), start Serve
+        with its options if it does not run, and hand the config to the controller, as Ray's dashboard does."""
+        from ray.serve._private.api import serve_start
         from ray.serve.schema import ServeDeploySchema
 
         config = ServeDeploySchema.model_validate(body)
-        controller = self.controller()
-        if controller is None:
-            raise LookupError("Ray Serve does not run on this head (its controller is gone); restart the head: "
-                              "mlplatform-ray-head start")
-        with self.lock:
+        with self.lock:  # serve_start is not thread-safe
+            client = serve_start(http_options=config.http_options.model_dump(), proxy_location=config.proxy_location,
+                                 grpc_options=config.grpc_options.model_dump(),
+                                 global_logging_config=config.logging_config,
+                                 controller_options=config.controller_options)
             if config.logging_config:
-                controller.reconfigure_global_logging_config.remote(config.logging_config)
-            ray.get(controller.apply_config.remote(config), timeout=60)
+                client.update_global_logging_config(config.logging_config)
+            client.deploy_apps(config)
+
+    def shutdown(self) -> None:
+        """`serve shutdown`: every application and Serve's own actors go (the next PUT starts Serve again)."""
+        from ray import serve
+
+        with self.lock:
+            serve.shutdown()
 
 
 def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
@@ -109,6 +120,13 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
                 return self._reply(400, "the body must be a JSON object (a Serve config)")
             self._call(lambda: (api.apply(body), self._reply(200, {})))
 
+        def do_DELETE(self) -> None:
+            if not self._authorized():
+                return
+            if self.path != APPLICATIONS:
+                return self._reply(404, f"no route {self.path}")
+            self._call(lambda: (api.shutdown(), self._reply(200, {})))
+
         def _authorized(self) -> bool:
             if api.authorized(self.headers.get("Authorization")):
                 return True
@@ -124,8 +142,6 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
                 self._reply(503, f"Ray Serve's controller did not answer: {e}")
             except ValueError as e:  # pydantic's ValidationError: the config's bad fields
                 self._reply(400, str(e))
-            except LookupError as e:
-                self._reply(503, str(e))
 
         def _reply(self, status: int, payload: dict | str) -> None:
             """JSON data, or an error as plain text (as Ray's dashboard answers)."""
@@ -149,18 +165,13 @@ def _task_error(error: Exception) -> str:
     return "\n".join(line for line in lines[1:] if line.strip()) or ANSI.sub("", str(error))
 
 
-def start_head_api(*, gcs_address: str, api_port: int, token_path: str, serve_config: dict) -> None:
-    """Start Serve with `serve_config`'s HTTP options and proxy location, and the API actor, once the head runs;
-    the calling process is a Ray driver until it returns (the actor and Serve are detached)."""
-    from ray.serve._private.api import serve_start
-    from ray.serve._private.constants import SERVE_NAMESPACE
-
-    ray.init(address=gcs_address, namespace=SERVE_NAMESPACE, log_to_driver=False, logging_level="WARNING")
+def start_head_api(*, gcs_address: str, api_port: int, token_path: str) -> None:
+    """Start the API's actor once the head runs (Serve starts with the first PUT, as with Ray's dashboard); the
+    calling process is a Ray driver until it returns (the actor is detached)."""
+    ray.init(address=gcs_address, namespace=NAMESPACE, log_to_driver=False, logging_level="WARNING")
     try:
-        serve_start(http_options=serve_config.get("http_options"), proxy_location=serve_config.get("proxy_location"))
-        actor = ray.remote(ServeApi).options(name=ACTOR_NAME, namespace=SERVE_NAMESPACE, lifetime="detached",
+        actor = ray.remote(ServeApi).options(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached",
                                              get_if_exists=True, num_cpus=0, max_restarts=-1)
         ray.get(actor.remote(api_port, token_path).ready.remote(), timeout=60)
     finally:
         ray.shutdown()
-
