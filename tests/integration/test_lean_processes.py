@@ -10,6 +10,7 @@ is the one uvicorn process, not `mlflow server` waiting on it.
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import json
 import os
@@ -79,6 +80,7 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
         assert refused.status_code == 400 and "applications.0.import_path" in refused.text, refused.text
         assert head.session().put(applications, data="{", timeout=10).status_code == 400
         assert head.session().put(applications, json=[], timeout=10).status_code == 400
+        assert _put_with_length(config.dashboard_port, head.session().headers["Authorization"], "x") == 400
         assert head.session().get(applications, timeout=30).json()["applications"] == {}
 
         fuzz_the_api(head)
@@ -168,6 +170,19 @@ def test_mlflow_is_one_process(platform):
     proc = psutil.Process(mlflow.pid)
     assert proc.children(recursive=True) == []
     assert "uvicorn" in " ".join(proc.cmdline()) and "mlflow.server" in " ".join(proc.cmdline())
+
+
+def _put_with_length(port: int, authorization: str, length: str) -> int:
+    """The status of a PUT whose Content-Length header is `length` (requests always sets its own)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("PUT", "/api/serve/applications/")
+        connection.putheader("Authorization", authorization)
+        connection.putheader("Content-Length", length)
+        connection.endheaders(b"{}")
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def _ray_binary(name: str) -> Path:

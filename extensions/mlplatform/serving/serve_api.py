@@ -3,7 +3,7 @@
 local.py declares applications the way `serve deploy` does: `PUT /api/serve/applications/` with the whole
 set, `GET` of the same path for their states, and `GET /api/ray/version` to tell whether the head runs. Ray
 serves these from its dashboard: three processes here (the dashboard, its forkserver and its Serve module,
-~490 MB RSS). This module serves the same three routes, with the same semantics, from one detached actor of
+~490 MB RSS). This module serves the same routes, with the same semantics, from one detached actor of
 the head (`ServeApi`: 0 CPUs, restarted by Ray if it dies, ~200 MB RSS, most of it Ray Serve's imports,
 which a handle to Serve's controller needs); DELETE of the same path is `serve shutdown`, as there. Ray's
 `serve status`, `serve deploy` and `serve shutdown` work against it (`-a http://127.0.0.1:<Ray + 1>`, with
@@ -109,7 +109,8 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
                 return
             if self.path != APPLICATIONS:
                 return self._reply(404, f"no route {self.path}")
-            length = int(self.headers.get("Content-Length") or 0)
+            length = self.headers.get("Content-Length", "")
+            length = int(length) if length.isdecimal() else 0
             if not 0 < length <= MAX_BODY:
                 return self._reply(400, f"a JSON body of 1 to {MAX_BODY} bytes is needed")
             try:
