@@ -10,6 +10,7 @@ is the one uvicorn process, not `mlflow server` waiting on it.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import importlib.util
 import json
@@ -152,9 +153,8 @@ def test_rays_dashboard_serves_the_api_when_asked(tmp_path):
     """MLPLATFORM_RAY_DASHBOARD_MODULES: Ray's dashboard (for its UI) with the modules named and Serve's."""
     config = LocalRayConfig.from_environ({"MLPLATFORM_RAY_PORT": str(PORT), "MLPLATFORM_RAY_DASHBOARD_MODULES": "all"})
     assert config.dashboard_modules == "all" and "dashboard, modules = True, ''" in LocalRayHead(config).command()[2]
-    with fresh_ray_head(PORT, {"MLPLATFORM_RAY_DASHBOARD_MODULES": "ServeHead"}, root=tmp_path / "ray") as head:
-        head = LocalRayHead(LocalRayConfig.from_environ({**os.environ, "MLPLATFORM_RAY_PORT": str(PORT),
-                                                         "MLPLATFORM_RAY_DIR": str(head.root)}))
+    with fresh_ray_head(PORT, root=tmp_path / "ray") as fresh:
+        head = LocalRayHead(dataclasses.replace(fresh.config, dashboard_modules="ServeHead"))
         assert head.ensure()
         r = head.session().put(f"{head.config.dashboard_url}/api/serve/applications/", timeout=60,
                                json=serve_config([], http_host="127.0.0.1", http_port=head.config.http_port))

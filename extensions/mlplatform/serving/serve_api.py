@@ -100,7 +100,7 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
             if self.path == VERSION:
                 self._reply(200, {"ray_version": ray.__version__})
             elif self.path.partition("?")[0] == APPLICATIONS:
-                self._call(lambda: self._reply(200, api.details()))
+                self._call(api.details)
             else:
                 self._reply(404, f"no route {self.path}")
 
@@ -119,14 +119,14 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
                 return self._reply(400, f"the body is not JSON: {e}")
             if not isinstance(body, dict):
                 return self._reply(400, "the body must be a JSON object (a Serve config)")
-            self._call(lambda: (api.apply(body), self._reply(200, {})))
+            self._call(lambda: api.apply(body))
 
         def do_DELETE(self) -> None:
             if not self._authorized():
                 return
             if self.path != APPLICATIONS:
                 return self._reply(404, f"no route {self.path}")
-            self._call(lambda: (api.shutdown(), self._reply(200, {})))
+            self._call(api.shutdown)
 
         def _authorized(self) -> bool:
             if api.authorized(self.headers.get("Authorization")):
@@ -135,8 +135,9 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
             return False
 
         def _call(self, action) -> None:
+            """Answer with what `action` returns (an empty object for None), or its error."""
             try:
-                action()
+                self._reply(200, action() or {})
             except ray.exceptions.RayTaskError as e:  # the controller refused the config
                 self._reply(400, _task_error(e))
             except ray.exceptions.RayError as e:
@@ -162,8 +163,8 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
 
 def _task_error(error: Exception) -> str:
     """A task's error without the actor's header line (pid, actor id) and terminal colours."""
-    lines = ANSI.sub("", str(error)).splitlines()
-    return "\n".join(line for line in lines[1:] if line.strip()) or ANSI.sub("", str(error))
+    text = ANSI.sub("", str(error))
+    return "\n".join(line for line in text.splitlines()[1:] if line.strip()) or text
 
 
 def start_head_api(*, gcs_address: str, api_port: int, token_path: str) -> None:
