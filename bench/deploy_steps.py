@@ -91,7 +91,7 @@ machine shows; CPU seconds do not depend on the load):
   * The head: GCS 2.4 s, dashboard 18 s, Serve REST 31 s (load 7); ~1.0-1.3 GB in 11 processes idle, of
     which `ray start --block` itself (a waiting Python process) ~210 MB, Serve's controller, proxy and
     HAProxy manager ~210 MB each. The autoscaler monitor (~85 MB) and the log monitor (~80 MB) are no longer
-    started; neither is Ray's dashboard (serve_api.py's actor serves Serve's REST API instead).
+    started; neither is Ray's dashboard (Serve's controller serves Serve's REST API instead, serve_api.py).
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def localhost_wait(predicate, timeout: float) -> bool:
 
 
 def head_start(head: LocalRayHead) -> dict[str, float]:
-    """`ensure()` with a thread noting when GCS and the Serve REST API (serve_api.py's actor) first answer."""
+    """`ensure()` with a thread noting when GCS and the Serve REST API (served by Serve's controller) first answer."""
     import socket
 
     seen: dict[str, float] = {}

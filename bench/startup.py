@@ -316,7 +316,7 @@ RAY_KINDS = (("gcs_server", "GCS"), ("raylet", "raylet"), ("ray::DashboardAgent"
              ("dashboard/agent.py", "dashboard agent"), ("ray::RuntimeEnvAgent", "runtime env agent"),
              ("runtime_env/agent", "runtime env agent"), ("ray-dashboard-", "dashboard module"),
              ("dashboard", "dashboard"), ("ServeController", "Serve controller"), ("ProxyActor", "Serve proxy"),
-             ("HAProxyManager", "Serve HAProxy manager"), ("haproxy", "HAProxy"), ("ServeApi", "Serve REST API"),
+             ("HAProxyManager", "Serve HAProxy manager"), ("haproxy", "HAProxy"),
              ("ServeReplica:spare.", "Serve warm spare"), ("ServeReplica", "Serve replica"),
              ("ray::IDLE", "idle worker"), ("log_monitor", "log monitor"), ("monitor.py", "monitor"))
 

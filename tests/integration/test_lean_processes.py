@@ -2,8 +2,8 @@
 (README's memory figures; bench/startup.py --sections memory).
 
 The Ray head starts with `ray start` (no --block: it exits once the head runs), without Ray's dashboard and
-without a Ray Client server; Serve's REST API is serve_api.py's actor, which answers only with the head's token
-and refuses a bad config naming the field. The head's processes are found even where Ray's setproctitle
+without a Ray Client server; Serve's REST API is served by Serve's controller (serve_api.py), answers only with
+the head's token and refuses a bad config naming the field. The head's processes are found even where Ray's setproctitle
 overwrote the marker in their environment (the agents', the actors'), and stop() leaves none of them. MLflow
 is the one uvicorn process, not `mlflow server` waiting on it.
 """
@@ -66,11 +66,11 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
         # marker in the environment of the agents and the actors.
         assert {pid for pid in group | below if localhost.running(pid)} <= set(pids)
         names = {c.strip() for c in commands.values()}
-        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::ServeController", "ray::ServeApi"} <= names
+        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::ServeController"} <= names
         assert head.running()  # the API's version route
 
-        # Serve's REST API: on loopback only, the head's token or nothing.
-        api = next(pid for pid, c in commands.items() if c.strip() == "ray::ServeApi")
+        # Serve's REST API: in Serve's controller, on loopback only, the head's token or nothing.
+        api = next(pid for pid, c in commands.items() if c.strip() == "ray::ServeController")
         assert [c.laddr.ip for c in psutil.Process(api).net_connections("tcp")
                 if c.status == psutil.CONN_LISTEN and c.laddr.port == config.dashboard_port] == ["127.0.0.1"]
         assert requests.get(applications, timeout=10).status_code == 401
@@ -86,23 +86,24 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
 
         fuzz_the_api(head)
 
-        # Ray's Serve CLI works against it: `serve deploy`, `serve status`, `serve shutdown` (Serve starts again
-        # with the next PUT).
+        # Ray's Serve CLI works against it: `serve deploy`, `serve status`, `serve shutdown` (every application
+        # goes; Serve's own actors stay, the API among them).
         cli = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(head.token_path)}
         config_file = tmp_path / "serve.yaml"
-        config_file.write_text(json.dumps(serve_config([], http_host="127.0.0.1", http_port=config.http_port)))
+        broken = {"name": "broken", "route_prefix": "/broken", "import_path": "no_such_module:app"}
+        config_file.write_text(json.dumps(serve_config([broken], http_host="127.0.0.1", http_port=config.http_port)))
         for command in (["deploy", str(config_file)], ["status"], ["shutdown", "-y"]):
             done = subprocess.run([str(Path(sys.executable).parent / "serve"), *command, "-a", config.dashboard_url],
                                   env=cli, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, (command, done.stdout, done.stderr[-3000:])
             if command == ["status"]:
-                assert "applications: {}" in done.stdout
-        assert localhost.wait_until(lambda: "ray::ServeController" not in {cmdline(p).strip() for p in head.processes()}, 60)
+                assert "broken:" in done.stdout, done.stdout
+        assert localhost.wait_until(lambda: head.session().get(applications, timeout=30).json()["applications"] == {}, 60)
         assert head.session().put(applications, timeout=120, json=serve_config(
             [], http_host="127.0.0.1", http_port=config.http_port)).ok
-        assert "ray::ServeController" in {cmdline(p).strip() for p in head.processes()}
+        assert localhost.running(api)
 
-        # Ray restarts the API's actor if it dies.
+        # Ray restarts Serve's controller if it dies, and the API with it.
         os.kill(api, signal.SIGKILL)
         assert localhost.wait_until(head.running, 60)
         assert head.session().get(applications, timeout=30).json()["applications"] == {}
@@ -161,8 +162,8 @@ def test_rays_dashboard_serves_the_api_when_asked(tmp_path):
         assert r.ok, r.text
         commands = [cmdline(pid) for pid in head.processes()]
         assert [c.split()[0] for c in commands if c.startswith("ray-dashboard-")] == ["ray-dashboard-ServeHead-0"]
-        assert "ray::ServeApi" not in {c.strip() for c in commands}
         assert head.running()
+        assert "RAY_SERVE_CONTROLLER_CALLBACK_IMPORT_PATH" not in head.environment()
 
 
 def test_mlflow_is_one_process(platform):

@@ -73,7 +73,7 @@ def test_head_command_uses_its_own_ports_and_directory():
     head = LocalRayHead(LocalRayConfig(port=26600, num_cpus=4))
     cmd = head.command()
     # `ray start` exits once the head runs (no --block, no waiting process); the launcher starts no dashboard
-    # (serve_api.py's actor serves Serve's REST API) and no Ray Client server (ray_head.LAUNCHER).
+    # (Serve's controller serves Serve's REST API, serve_api.py) and no Ray Client server (ray_head.LAUNCHER).
     assert cmd[1] == "-c" and cmd[3:6] == ["start", "--head", "--disable-usage-stats"] and "--block" not in cmd
     assert "dashboard, modules = False, ''" in cmd[2] and "start_ray_client_server = lambda self: None" in cmd[2]
     assert "--include-dashboard=false" in cmd and not any(arg.startswith("--dashboard-port") for arg in cmd)
@@ -100,6 +100,9 @@ def test_head_environment_carries_no_user_credentials(monkeypatch):
     assert env["MLPLATFORM_RAY_HEAD"] == "/tmp/mlp-ray-26600"
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == "/tmp/mlp-ray-26600/auth_token"
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    # Serve's controller serves the REST API on Ray + 1 (serve_api.serve_from_controller).
+    assert env["RAY_SERVE_CONTROLLER_CALLBACK_IMPORT_PATH"] == "mlplatform.serving.serve_api.serve_from_controller"
+    assert env["MLPLATFORM_SERVE_API_PORT"] == "26601"
     assert env["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith("/tmp/mlp-ray-26600/hap/")
     ports = [int(v) for k, v in env.items() if k.startswith("RAY_SERVE") and k.endswith("PORT")]
     assert ports and all(26600 <= p < 26800 for p in ports)

@@ -4,7 +4,7 @@ The head is started on first use (`ray start --head`, its own process group: ray
 temporary directory and fixed loopback ports, and outlives the kernel that started it: a later
 kernel (or another user's) finds it by the port of Serve's REST API and uses it. Nothing here calls
 `ray.init`: applications are declared through Serve's REST API (`PUT /api/serve/applications/`, what
-`serve deploy` does; served by serve_api.py's actor, or by Ray's dashboard when asked for), so a kernel
+`serve deploy` does; served by Serve's controller (serve_api.py), or by Ray's dashboard when asked for), so a kernel
 never becomes a Ray driver and the `ray_current_cluster` pitfalls do not arise.
 
 That REST API takes the whole set of applications at once. The set lives on disk, one record per

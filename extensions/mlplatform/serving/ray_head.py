@@ -35,12 +35,15 @@ HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process o
 HEAD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 # The longest root that can hold Ray's and HAProxy's unix sockets (see the module docstring).
 MAX_RUNTIME_DIR = 25
-# Ray's dashboard is off: Serve's REST API, all local.py uses of it, is served by a detached actor of ours
-# (serve_api.py; ~0.4 GB RSS less than the dashboard with only its Serve module). For its UI (nodes, jobs,
+# Ray's dashboard is off: Serve's REST API, all local.py uses of it, is served by a thread of Serve's own
+# controller (serve_api.py; ~0.5 GB RSS less than the dashboard with only its Serve module). For its UI (nodes, jobs,
 # logs, metrics), MLPLATFORM_RAY_DASHBOARD_MODULES=all starts Ray's dashboard with all its modules (~1.2 GB
 # RSS, 9 processes, measured 2026-12-03), or a comma-separated list of module class names; Serve's module
-# then serves the REST API on the same port instead of the actor.
+# then serves the REST API on the same port instead.
 DASHBOARD_MODULES = ""
+# Serve's controller calls serve_api.serve_from_controller as it starts; the API's port for it.
+SERVE_API_CALLBACK = "mlplatform.serving.serve_api.serve_from_controller"
+SERVE_API_PORT_VAR = "MLPLATFORM_SERVE_API_PORT"
 
 # `ray start` with three changes, made in this process before the head's processes start (Ray 2.60 has
 # no option for any): no dashboard process unless asked for (`--include-dashboard=false` still starts one,
@@ -67,11 +70,11 @@ from ray.scripts.scripts import main
 main()
 """
 
-# Run by _start_serve_api (by reference, so that the actor's class is serve_api.ServeApi, not __main__'s).
-SERVE_API_LAUNCHER = """
+# Run by _start_serve once `ray start` exits: Serve starts, and its controller serves the REST API.
+SERVE_LAUNCHER = """
 import json, sys
-from mlplatform.serving.serve_api import start_head_api
-start_head_api(**json.loads(sys.argv[1]))
+from mlplatform.serving.serve_api import start_serve
+start_serve(**json.loads(sys.argv[1]))
 """
 
 
@@ -130,7 +133,7 @@ class LocalRayConfig:
 
     @property
     def ray_dashboard(self) -> bool:
-        """Whether Ray's dashboard runs (and serves Serve's REST API) rather than serve_api.py's actor."""
+        """Whether Ray's dashboard runs (and serves Serve's REST API) rather than Serve's controller (serve_api.py)."""
         return bool(self.dashboard_modules)
 
     @property
@@ -260,9 +263,9 @@ class LocalRayHead:
         timeout = f"within {c.start_timeout:.0f} s"
         if code != 0:
             what = f"`ray start` exited with code {code}" if code is not None else f"did not start {timeout}"
-        elif not c.ray_dashboard and (api := self._start_serve_api()) != 0:
-            detail = f"exit code {api}" if api is not None else timeout
-            what = f"did not start Serve's REST API (serve_api.py; {detail})"
+        elif not c.ray_dashboard and (serve := self._start_serve()) != 0:
+            detail = f"exit code {serve}" if serve is not None else timeout
+            what = f"did not start Serve and its REST API (serve_api.py; {detail})"
         elif self._wait_ready(proc.pid, c.start_timeout):
             # `ray start` is gone: head.json's pid becomes the head's GCS server, a process of the group.
             gcs = _group_member(proc.pid, "gcs_server")
@@ -276,14 +279,14 @@ class LocalRayHead:
         proc.wait()
         raise BackendUnavailable(f"the local Ray head {what}; its log: {self.root / 'head.log'}\n{tail}")
 
-    def _start_serve_api(self) -> int | None:
-        """Start serve_api.py's actor (from a Ray driver that exits once it runs); the driver's exit code."""
+    def _start_serve(self) -> int | None:
+        """Start Serve, whose controller serves the REST API (from a Ray driver that exits once Serve runs); the
+        driver's exit code."""
         c = self.config
-        arguments = {"gcs_address": f"127.0.0.1:{c.port}", "api_port": c.dashboard_port,
-                     "token_path": str(self.token_path)}
+        arguments = {"gcs_address": f"127.0.0.1:{c.port}", "http_port": c.http_port}
         with open(self.root / "head.log", "ab") as log:
             try:
-                return subprocess.run([sys.executable, "-c", SERVE_API_LAUNCHER, json.dumps(arguments)],
+                return subprocess.run([sys.executable, "-c", SERVE_LAUNCHER, json.dumps(arguments)],
                                       env=self.environment(), cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, timeout=c.start_timeout).returncode
             except subprocess.TimeoutExpired:
@@ -336,6 +339,9 @@ class LocalRayHead:
                     # Serve's fallback proxy ports default to 8500 / 9500.
                     "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(p + 12),
                     "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(p + 13)})
+        if not c.ray_dashboard:
+            env.update({"RAY_SERVE_CONTROLLER_CALLBACK_IMPORT_PATH": SERVE_API_CALLBACK,
+                        SERVE_API_PORT_VAR: str(c.dashboard_port)})
         if c.fast_ingress:
             haproxy = c.haproxy_directory
             env.update({

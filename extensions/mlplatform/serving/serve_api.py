@@ -3,15 +3,18 @@
 local.py declares applications the way `serve deploy` does: `PUT /api/serve/applications/` with the whole
 set, `GET` of the same path for their states, and `GET /api/ray/version` to tell whether the head runs. Ray
 serves these from its dashboard: three processes here (the dashboard, its forkserver and its Serve module,
-~490 MB RSS). This module serves the same routes, with the same semantics, from one detached actor of
-the head (`ServeApi`: 0 CPUs, restarted by Ray if it dies, ~200 MB RSS, most of it Ray Serve's imports,
-which a handle to Serve's controller needs); DELETE of the same path is `serve shutdown`, as there. Ray's
-`serve status`, `serve deploy` and `serve shutdown` work against it (`-a http://127.0.0.1:<Ray + 1>`, with
-RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH naming the head's token).
+~490 MB RSS). This module serves the same routes from a thread of Serve's own controller, which Ray Serve
+calls back at its start when RAY_SERVE_CONTROLLER_CALLBACK_IMPORT_PATH names `serve_from_controller`
+(ray_head.environment sets it): no process of its own (an actor of its own was ~200 MB RSS, most of it Ray
+Serve's imports, which the controller has anyway), and restarted with the controller. So Serve runs for as
+long as the head does: ray_head.py starts it right after `ray start` (SERVE_LAUNCHER), with the options every
+config of local.py names; a config's `http_options` that differ are ignored, as Serve does when it runs.
+`DELETE` of the same path deletes every application (`serve shutdown` without stopping Serve's own actors:
+they answer this API). Ray's `serve status`, `serve deploy` and `serve shutdown` work against it
+(`-a http://127.0.0.1:<Ray + 1>`, with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH naming the head's token).
 
 Every request needs the head's token (`Authorization: Bearer …`, the 0600 file Ray's own token
-authentication reads); the server listens on 127.0.0.1 only. `start_head_api` (run once by ray_head.py after
-`ray start`, in a process of its own that exits) starts the actor.
+authentication reads); the server listens on 127.0.0.1 only.
 With MLPLATFORM_RAY_DASHBOARD_MODULES set, Ray's dashboard runs instead and its Serve module answers.
 """
 
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,70 +31,61 @@ from pathlib import Path
 
 import ray
 
-ACTOR_NAME = "mlplatform-serve-api"
-NAMESPACE = "mlplatform"  # the actor's; Serve's own actors are in "serve"
+from .ray_head import SERVE_API_PORT_VAR
+
 APPLICATIONS = "/api/serve/applications/"
 VERSION = "/api/ray/version"
 MAX_BODY = 16 * 2**20
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
+logger = logging.getLogger("ray.serve")  # the controller's log file
+
 
 class ServeApi:
-    """The actor: an HTTP server on 127.0.0.1:`port` in a thread of its own, the controller's handle."""
+    """An HTTP server on 127.0.0.1:`port` in a thread of its own, answering from Serve's controller."""
 
     def __init__(self, port: int, token_path: str):
         self.token = Path(token_path).read_text().strip().encode()
         self.lock = threading.Lock()  # one config change at a time, as Serve's REST API
+        self._client = None
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, name="serve-api", daemon=True).start()
-
-    def ready(self) -> bool:
-        return True
 
     def authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
         return scheme == "Bearer" and hmac.compare_digest(token.strip().encode(), self.token)
 
-    def controller(self):
-        """Serve's controller, or None when Serve does not run."""
-        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    def client(self):
+        """Serve's client for its controller (this process: calls go through its task queue, as anyone's)."""
+        if self._client is None:
+            from ray.serve._private.client import ServeControllerClient
+            from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
-        try:
-            return ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-        except ValueError:
-            return None
+            self._client = ServeControllerClient(ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE))
+        return self._client
 
     def details(self) -> dict:
-        from ray.serve.schema import ServeInstanceDetails
-
-        controller = self.controller()
-        if controller is None:
-            return ServeInstanceDetails.get_empty_schema_dict()
-        return ray.get(controller.get_serve_instance_details.remote(), timeout=30)
+        return ray.get(self.client()._controller.get_serve_instance_details.remote(), timeout=30)
 
     def apply(self, body: dict) -> None:
-        """Validate `body` as a whole Serve config (pydantic's ValidationError names each bad field), start Serve
-        with its options if it does not run, and hand the config to the controller, as Ray's dashboard does."""
-        from ray.serve._private.api import serve_start
+        """Validate `body` as a whole Serve config (pydantic's ValidationError names each bad field) and hand it
+        to the controller, as Ray's dashboard does."""
+        from ray.serve._private.api import _check_http_options
         from ray.serve.schema import ServeDeploySchema
 
         config = ServeDeploySchema.model_validate(body)
-        with self.lock:  # serve_start is not thread-safe
-            client = serve_start(http_options=config.http_options.model_dump(), proxy_location=config.proxy_location,
-                                 grpc_options=config.grpc_options.model_dump(),
-                                 global_logging_config=config.logging_config,
-                                 controller_options=config.controller_options)
+        with self.lock:
+            client = self.client()
+            _check_http_options(client, config.http_options.model_dump())  # a warning in the log, as Serve's
             if config.logging_config:
                 client.update_global_logging_config(config.logging_config)
             client.deploy_apps(config)
 
-    def shutdown(self) -> None:
-        """`serve shutdown`: every application and Serve's own actors go (the next PUT starts Serve again)."""
-        from ray import serve
-
+    def delete_all(self) -> None:
+        """`serve shutdown`: every application goes; Serve's own actors stay (this API is one of them)."""
         with self.lock:
-            serve.shutdown()
+            self.client().delete_all_apps(blocking=False)
 
 
 def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
@@ -126,7 +122,7 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
                 return
             if self.path != APPLICATIONS:
                 return self._reply(404, f"no route {self.path}")
-            self._call(api.shutdown)
+            self._call(api.delete_all)
 
         def _authorized(self) -> bool:
             if api.authorized(self.headers.get("Authorization")):
@@ -155,7 +151,7 @@ def _handler(api: ServeApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002 - polling would fill the actor's log
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - polling would fill the controller's log
             pass
 
     return Handler
@@ -167,13 +163,22 @@ def _task_error(error: Exception) -> str:
     return "\n".join(line for line in text.splitlines()[1:] if line.strip()) or text
 
 
-def start_head_api(*, gcs_address: str, api_port: int, token_path: str) -> None:
-    """Start the API's actor once the head runs (Serve starts with the first PUT, as with Ray's dashboard); the
-    calling process is a Ray driver until it returns (the actor is detached)."""
-    ray.init(address=gcs_address, namespace=NAMESPACE, log_to_driver=False, logging_level="WARNING")
+def serve_from_controller() -> None:
+    """Serve's controller calls this as it starts: serve the API from it. Never raises (a failing callback would
+    stop Serve's controller); a failure is in the controller's log, and the head's start reports the API absent."""
     try:
-        actor = ray.remote(ServeApi).options(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached",
-                                             get_if_exists=True, num_cpus=0, max_restarts=-1)
-        ray.get(actor.remote(api_port, token_path).ready.remote(), timeout=60)
+        ServeApi(int(os.environ[SERVE_API_PORT_VAR]), os.environ["RAY_AUTH_TOKEN_PATH"])
+    except Exception:
+        logger.exception("mlplatform: Serve's REST API did not start")
+
+
+def start_serve(*, gcs_address: str, http_port: int) -> None:
+    """Start Serve on the head with the options of local.py's configs (its controller then serves the API); the
+    calling process is a Ray driver until it returns (Serve's actors are detached)."""
+    from ray import serve
+
+    ray.init(address=gcs_address, namespace="serve", log_to_driver=False, logging_level="WARNING")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port}, proxy_location="HeadOnly")
     finally:
         ray.shutdown()
