@@ -1,0 +1,173 @@
+"""The rollout gateway's evidence shipper: the gateway's log lines (gateway.py, gateway.lua) into the inference log.
+
+    shipper = EvidenceShipper(socket_path, InferenceLog(S3Writer(client, bucket, evidence_prefix(team)), ...))
+    shipper.start()          # listens on the unix socket HAProxy's ring sends to (0600), reads it in threads
+    shipper.stats()          # lines read, records, lines that were not the gateway's
+    shipper.close()          # stops reading, writes what is buffered
+
+It runs with the platform's identity, and writes under the platform's evidence prefix, which teams' S3 sessions
+cannot write (the gates' data is what the gateway saw, not what a notebook or a replica says). Each line is one
+side's answer to one request: side, version and times are the gateway's; `outputs` are the answer's predictions
+(or generations), an error answer's `message` its error. Reading never blocks on S3: InferenceLog.record buffers
+(bounded) and samples by request id, so both sides of a mirrored request are kept or left out together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlplatform.serving.inference_log import MODES, SIDES, InferenceLog, InferenceRecord
+
+log = logging.getLogger(__name__)
+
+EVIDENCE_FOLDER = "evidence/"  # under the platform's prefix, per team
+
+
+def evidence_prefix(platform_prefix: str, team: str) -> str:
+    """Where a team's evidence lives: under the platform's prefix, not the team's (see the module docstring)."""
+    return f"{platform_prefix.rstrip('/')}/{EVIDENCE_FOLDER}{team}/".lstrip("/")
+
+
+def record_of(line: dict[str, Any]) -> InferenceRecord | None:
+    """The InferenceRecord of one gateway line (None: not a side's answer, e.g. HAProxy's own client lines)."""
+    if line.get("side") not in SIDES or line.get("mode") not in MODES or not line.get("id"):
+        return None
+    t0 = int(line["t0"])
+    if "latency_us" in line:  # a mirror's: measured around its call
+        latency_us = int(line["latency_us"])
+    else:  # the frontend's: request in → response headers out
+        latency_us = int(line["t1"]) - t0 if line.get("t1") else 0
+    status = int(line["status"])
+    request, response = _text(line, "req"), _text(line, "res")
+    body = _json(response)
+    outputs = body.get("predictions", body.get("generations")) if isinstance(body, dict) else None
+    error = None
+    if status >= 400 or status < 0:
+        error = (body.get("message") if isinstance(body, dict) else None) or response[:2000] or f"HTTP {status}"
+    return InferenceRecord(request_id=line["id"], endpoint=str(line.get("endpoint", "")), side=line["side"],
+                           mode=line["mode"], model_version=str(line.get("version", "")),
+                           latency_ms=latency_us / 1000, status=status, error=error, inputs=request or None,
+                           outputs=None if outputs is None else json.dumps(outputs), key=line.get("key") if line.get("keyed") == "1" else None,
+                           time=datetime.fromtimestamp(t0 / 1e6, UTC))
+
+
+class EvidenceShipper:
+    """Listens on a unix stream socket (0600) for HAProxy's ring: one connection per HAProxy worker (a reload
+    starts a new one while the old one drains), each read line by line in a thread of its own."""
+
+    def __init__(self, socket_path: Path, inference_log: InferenceLog):
+        self.socket_path, self.log = Path(socket_path), inference_log
+        # not_records: HAProxy's own lines (its mirrors' client, health checks, reloads); unreadable: lines that
+        # look like the gateway's and are not (none expected: a sign of a configuration out of step).
+        self.counts = {"lines": 0, "records": 0, "not_records": 0, "unreadable": 0, "mirrors_skipped": 0}
+        self._lock = threading.Lock()  # the counts and `record`, from every connection's thread
+        self._socket: socket.socket | None = None
+        self._connections: set[socket.socket] = set()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.socket_path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        umask = os.umask(0o177)
+        try:
+            sock.bind(str(self.socket_path))
+        finally:
+            os.umask(umask)
+        sock.listen(8)
+        sock.settimeout(0.5)
+        self._socket = sock
+        threading.Thread(target=self._accept, name="evidence-shipper", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(connection,), name="evidence-ring", daemon=True).start()
+
+    def _read(self, connection: socket.socket) -> None:
+        """Lines until HAProxy closes the connection or close() shuts it (blocking reads: a file object of a socket
+        with a timeout is left inconsistent by a timeout)."""
+        with self._lock:
+            self._connections.add(connection)
+        pending = b""
+        try:
+            while data := connection.recv(2**16):
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines:
+                    self.ship(line)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            connection.close()
+
+    def ship(self, data: bytes) -> None:
+        """One line of the ring."""
+        with self._lock:
+            self._ship(data)
+
+    def _ship(self, data: bytes) -> None:
+        self.counts["lines"] += 1
+        if not data.startswith(b"{"):
+            self.counts["not_records"] += 1
+            return
+        try:
+            line = json.loads(data.decode("utf-8", "replace"))
+            rec = record_of(line) if isinstance(line, dict) else None
+        except (ValueError, KeyError, TypeError):
+            self.counts["unreadable"] += 1
+            return
+        if rec is None:
+            self.counts["not_records"] += 1
+            return
+        if line.get("mirrored"):
+            self.counts["mirrors_skipped"] = max(self.counts["mirrors_skipped"], int(line.get("skipped", 0)))
+        self.counts["records"] += 1
+        self.log.record(rec)
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counts, **{f"log_{k}": v for k, v in self.log.stats().items()}}
+
+    def close(self, timeout: float = 30.0) -> bool:
+        self._stop.set()
+        if self._socket is not None:
+            self._socket.close()
+            self.socket_path.unlink(missing_ok=True)
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        return self.log.close(timeout=timeout)
+
+
+def _text(line: dict, name: str) -> str:
+    """A body of the line: a mirror's as it is; the frontend's only when its length says it had one (HAProxy logs
+    "-" for an empty variable)."""
+    if line.get("mirrored") or _number(line.get(f"{name}_len")) > 0:
+        return str(line.get(name) or "")
+    return ""
+
+
+def _number(text: Any) -> int:
+    return int(text) if isinstance(text, str) and text.isdecimal() else 0
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None

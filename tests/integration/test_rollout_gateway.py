@@ -1,0 +1,348 @@
+"""The rollout gateway (mlplatform_service/gateway.py, gateway.lua, evidence.py) with the real HAProxy Ray Serve ships,
+a real S3 server (SeaweedFS) and two HTTP servers standing in for the champion's and the candidate's Serve
+applications (the gateway sees only HTTP): shadow answers callers from the champion only and records both sides
+under the platform's evidence prefix with the gateway's own ids, sides, versions and times; a candidate that is
+slow on a rare input is caught by the live gates from that evidence; canary splits by share and pins keys;
+a candidate that stops answering gets no traffic; reloads under load drop no request; a bad spec is refused
+naming the field and changes nothing, and no text of a spec can inject HAProxy configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlplatform.serving.errors import InvalidServingRequest
+from mlplatform.serving.inference_log import InferenceLog, S3Writer, read_window
+from mlplatform.serving.rollout import rollout
+
+from hub_config.local import seaweedfs
+from mlplatform_core.catalog import LiveGates
+from mlplatform_service import live_gates
+from mlplatform_service.evidence import EvidenceShipper, evidence_prefix
+from mlplatform_service.gateway import Gateway, GatewayError, GatewaySpec, Traffic, render
+
+from ..support.seaweedfs_server import seaweedfs_server
+
+BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 5200  # … + 5299
+BUCKET, REGION = "platform", "us-east-1"
+PREFIX = evidence_prefix("platform", "team-vision")
+SLOW_S = 0.3
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the listen backlog (5 by default: mirrors' new connections would wait 1 s)
+    daemon_threads = True
+
+
+@dataclasses.dataclass
+class App:
+    """One application's behaviour: its prediction, slow on bodies with "rare", failing (500), or gone (404)."""
+
+    name: str
+    slow: bool = False
+    failing: bool = False
+    gone: bool = False
+    finished: dict = dataclasses.field(default_factory=dict)  # the gateway's request id → when it answered
+
+
+class Serve:
+    """An HTTP server answering like Ray Serve's proxy: the champion's application at /iris, the candidate's at
+    /iris--candidate (/predict, /health); every answer with a forged X-Rollout-Side."""
+
+    def __init__(self, port: int):
+        self.apps = {"/iris": App("champion"), "/iris--candidate": App("candidate", slow=True)}
+        apps = self.apps
+
+        class Handler(BaseHTTPRequestHandler):
+            def _app(self):
+                prefix, _, rest = self.path.rpartition("/")
+                app = apps.get(prefix)
+                return (app, rest) if app and not app.gone else (None, rest)
+
+            def do_GET(self):
+                app, rest = self._app()
+                self._send(200 if app and rest == "health" else 404, {"status": "ok"})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                app, rest = self._app()
+                if app is None or rest != "predict":
+                    return self._send(404, {"message": f"no route {self.path}"})
+                if app.slow and b"rare" in body:
+                    time.sleep(SLOW_S)
+                if app.failing:
+                    self._send(500, {"message": f"{app.name} failed"})
+                else:
+                    self._send(200, {"predictions": [app.name]})
+                app.finished[self.headers.get("X-Request-Id", "")] = time.monotonic()
+
+            def _send(self, status, doc):
+                data = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("X-Rollout-Side", "forged-by-the-model")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = Server(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def candidate(self) -> App:
+        return self.apps["/iris--candidate"]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs"), BASE, REGION, BUCKET) as (url, keys):
+        yield seaweedfs.admin_client(url, REGION, keys)
+
+
+@pytest.fixture
+def serve():
+    server = Serve(BASE + 51)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def evidence(s3, tmp_path):
+    """The shipper on the gateway's log socket, writing the inference log under the platform's evidence prefix."""
+    log = InferenceLog(S3Writer(s3, BUCKET, PREFIX), batch_rows=50, flush_seconds=0.5, seed="iris")
+    shipper = EvidenceShipper(tmp_path / "evidence.sock", log)
+    shipper.start()
+    yield shipper
+    shipper.close(timeout=10)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX):  # the next test's window
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+
+
+def spec_for(shipper, **changes) -> GatewaySpec:
+    return dataclasses.replace(GatewaySpec(endpoint="iris", listen=("127.0.0.1", BASE + 50),
+                                           upstream=("127.0.0.1", BASE + 51),
+                                           log_socket=shipper.socket_path if shipper else None), **changes)
+
+
+def traffic(**settings) -> Traffic:
+    return Traffic(champion_version="3", candidate_version="4", rollout=rollout(**settings))
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    started = []
+
+    def start(spec: GatewaySpec, first: Traffic) -> Gateway:
+        g = Gateway(tmp_path / f"gateway{len(started)}", spec)
+        started.append(g)
+        g.start(first)
+        return g
+
+    yield start
+    for g in started:
+        g.stop()
+
+
+def url(path: str = "/iris/predict") -> str:
+    return f"http://127.0.0.1:{BASE + 50}{path}"
+
+
+def evidence_in_s3(s3, shipper, expected: int, *, complete=None) -> pd.DataFrame:
+    """The window's records once `expected` are in S3, and `complete(df)` if given (the shipper's log flushes every
+    0.5 s)."""
+    deadline, found = time.monotonic() + 20, 0
+    while time.monotonic() < deadline:
+        now = datetime.now(UTC)
+        df = read_window(s3, BUCKET, PREFIX, "iris", now - timedelta(minutes=5), now + timedelta(minutes=5))
+        if (found := len(df)) >= expected and (complete is None or complete(df)):
+            return df
+        time.sleep(0.2)
+    raise AssertionError(f"{found} of {expected} records in S3 after 20 s; the shipper: {shipper.stats()}")
+
+
+def test_shadow_answers_from_the_champion_and_the_evidence_catches_a_slow_candidate(s3, serve, evidence, gateway):
+    gateway(spec_for(evidence), traffic(mode="shadow"))
+    sent, answered_at = {}, {}
+    for i in range(60):
+        body = json.dumps({"inputs": [[i, i % 3]], "note": "rare" if i % 5 == 0 else ""})
+        r = requests.post(url(), data=body, headers={"Content-Type": "application/json", "X-Request-Id": "forged"},
+                          timeout=10)
+        answered_at[r.headers["X-Request-Id"]] = time.monotonic()
+        assert r.status_code == 200 and r.json() == {"predictions": ["champion"]}
+        assert r.headers["X-Rollout-Side"] == "champion"  # the gateway's word, not the model's header
+        assert r.headers["X-Request-Id"] != "forged"  # the evidence's id is the gateway's
+        sent[r.headers["X-Request-Id"]] = body
+    df = evidence_in_s3(s3, evidence, 120)
+    assert set(df["request_id"]) == set(sent)
+    for rid, rows in df.groupby("request_id"):
+        by_side = {row.side: row for row in rows.itertuples()}
+        assert set(by_side) == {"champion", "candidate"}, rid
+        assert (by_side["champion"].model_version, by_side["candidate"].model_version) == ("3", "4")
+        assert {row.mode for row in rows.itertuples()} == {"shadow"}
+        assert all(row.inputs == sent[rid] for row in rows.itertuples())
+        assert json.loads(by_side["candidate"].outputs) == ["candidate"]
+        assert json.loads(by_side["champion"].outputs) == ["champion"]
+        if "rare" in sent[rid]:
+            assert by_side["candidate"].latency_ms >= SLOW_S * 1000
+            # The caller had the champion's answer before the candidate answered the mirror.
+            assert answered_at[rid] < serve.candidate.finished[rid]
+    assert evidence.counts["unreadable"] == 0
+    reason = live_gates.breach(df, LiveGates(min_requests_for_rollback=20))
+    assert reason and "candidate p99" in reason and "the champion's" in reason, reason
+
+
+def test_canary_splits_by_share_pins_keys_and_spares_callers_a_gone_candidate(s3, serve, evidence, gateway):
+    g = gateway(spec_for(evidence), traffic(mode="canary", share=0.3))
+    sides = [requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10).headers["X-Rollout-Side"] for _ in range(300)]
+    assert 0.2 < sides.count("candidate") / len(sides) < 0.4, sides.count("candidate")
+
+    def side_of(key: str) -> str:
+        return requests.post(url(), json={"inputs": [[1, 2]]}, headers={"X-Rollout-Key": key}, timeout=10
+                             ).json()["predictions"][0]
+
+    keys = [f"user-{i}" for i in range(40)]
+    first = {k: side_of(k) for k in keys}
+    assert {k: side_of(k) for k in keys} == first  # a key stays on its side
+    assert "candidate" in first.values() and "champion" in first.values()
+    g.set(traffic(mode="canary", share=0.7))
+    raised = {k: side_of(k) for k in keys}
+    assert all(raised[k] == "candidate" for k in keys if first[k] == "candidate")  # raising only moves keys over
+    assert list(raised.values()).count("candidate") > list(first.values()).count("candidate")
+
+    df = evidence_in_s3(s3, evidence, 300 + 3 * 40)
+    assert set(df["mode"]) == {"canary"} and set(df["model_version"]) == {"3", "4"}
+    keyed = df[df["key"].notna()]
+    assert set(keyed["key"]) == set(keys) and len(keyed) == 3 * 40
+    assert df[df["key"].isna()]["side"].value_counts()["candidate"] == sides.count("candidate")
+
+    # The candidate's application goes: once its health check fails (1 s apart, 2 failures), callers get the
+    # champion, and a new one gets traffic once it answers.
+    serve.candidate.gone = True
+    time.sleep(3)
+    answers = [requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10) for _ in range(50)]
+    assert {(r.status_code, r.headers["X-Rollout-Side"]) for r in answers} == {(200, "champion")}
+    serve.candidate.gone = False
+    time.sleep(2)
+    assert "candidate" in {requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] for _ in range(30)}
+
+
+def test_errors_are_evidence_with_their_messages(s3, serve, evidence, gateway):
+    gateway(spec_for(evidence), traffic(mode="shadow"))
+    serve.candidate.failing = True
+    for _ in range(25):
+        assert requests.post(url(), data=b"not json at all", timeout=10).status_code == 200
+    df = evidence_in_s3(s3, evidence, 50)
+    failed = df[df["side"] == "candidate"]
+    assert set(failed["status"]) == {500} and set(failed["error"]) == {"candidate failed"}
+    assert set(df["inputs"]) == {"not json at all"} and df[df["side"] == "champion"]["error"].isna().all()
+    assert "candidate error rate 100% (25 of 25" in live_gates.breach(df, LiveGates(min_requests_for_rollback=20))
+
+
+def test_changes_under_load_drop_no_request_and_lose_no_evidence(s3, serve, evidence, gateway):
+    g = gateway(spec_for(evidence), Traffic(champion_version="3"))
+    failures, answered, stop = [], [], threading.Event()
+
+    def client():
+        with requests.Session() as http:
+            while not stop.is_set():
+                try:
+                    r = http.post(url(), json={"inputs": [[1, 2]]}, timeout=10)
+                    answered.append(r.headers["X-Request-Id"]) if r.status_code == 200 else failures.append(r.text)
+                except requests.RequestException as e:
+                    failures.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for step in (traffic(mode="shadow"), traffic(mode="canary", share=0.1), traffic(mode="canary", share=0.5),
+                     traffic(mode="off"), traffic(mode="shadow", mirror_rate=0.5), traffic(mode="canary", share=1.0),
+                     Traffic(champion_version="4")):
+            time.sleep(0.5)
+            g.set(step)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(answered) > 100 and failures == []
+
+    def callers(df):  # the answers callers got (the mirrors aside)
+        return df[(df["side"] == "champion") | (df["mode"] == "canary")]
+
+    df = evidence_in_s3(s3, evidence, len(answered), complete=lambda df: len(callers(df)) >= len(answered))
+    assert sorted(callers(df)["request_id"]) == sorted(answered)
+    assert set(df["mode"]) == {"single", "shadow", "canary"} and g.traffic_map.read_text() == "traffic off|0|0|4|-\n"
+
+
+def test_a_bad_change_is_refused_naming_the_field_and_changes_nothing(serve, evidence, gateway):
+    g = gateway(spec_for(evidence), traffic(mode="canary", share=0.5))
+    before = g.traffic_map.read_text()
+    for bad, field in ((Traffic(champion_version="3 4"), "champion_version"),
+                       (Traffic(champion_version="3", candidate_version="x|y"), "candidate_version"),
+                       (Traffic(champion_version="3", rollout=rollout(mode="shadow")), "candidate_version")):
+        with pytest.raises(InvalidServingRequest) as refused:
+            g.set(bad)
+        assert [f for f, _ in refused.value.problems] == [field], refused.value.problems
+    assert g.traffic_map.read_text() == before
+    assert "canary|5000" in g.command(f"show map {g.traffic_map}")
+    sides = {requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] for _ in range(40)}
+    assert sides == {"champion", "candidate"}  # still the canary it was
+
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(endpoint=TEXT | st.just("iris"), host=TEXT | st.just("127.0.0.1"), port=st.integers(-5, 70000),
+       champion=TEXT | st.just("3"), candidate=st.none() | TEXT)
+def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, endpoint, host, port, champion, candidate):
+    """Every text of a spec or a traffic change is refused (naming its field) or HAProxy accepts what it makes:
+    nothing of a name, host or version can add a directive or a map entry."""
+    spec = GatewaySpec(endpoint=endpoint, listen=("127.0.0.1", BASE + 70), upstream=(host, port))
+    directory = tmp_path_factory.mktemp("fuzz")
+    try:
+        entry = Traffic(champion_version=champion, candidate_version=candidate).entry()
+    except InvalidServingRequest as e:
+        assert {f for f, _ in e.problems} <= {"champion_version", "candidate_version"}
+    else:
+        assert entry.count("|") == 4 and " " not in entry and "\n" not in entry
+    try:
+        text = render(spec, admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
+    except InvalidServingRequest as e:
+        assert e.problems and {f for f, _ in e.problems} <= {"endpoint", "upstream.host", "upstream.port"}
+        return
+    baseline = render(dataclasses.replace(spec, endpoint="iris", upstream=("127.0.0.1", 80)),
+                      admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
+    assert [line.split()[0] for line in text.splitlines()] == [line.split()[0] for line in baseline.splitlines()]
+    Gateway(directory, spec).check(Traffic(champion_version="3"))  # and HAProxy's own check (-c) passes
+
+
+def test_a_gateway_that_cannot_listen_says_so(serve, gateway, tmp_path):
+    """An address in use (here: by another gateway, whose SO_REUSEPORT would let HAProxy share it silently) or not
+    this machine's is an error naming it, and nothing keeps running."""
+    gateway(spec_for(None), Traffic(champion_version="3"))
+    for address, why in ((("127.0.0.1", BASE + 50), "Address already in use"),
+                         (("203.0.113.9", BASE + 50), "Cannot assign requested address")):
+        g = Gateway(tmp_path / "gw", spec_for(None, listen=address))
+        with pytest.raises(GatewayError, match=f"cannot listen on {address[0]}:{address[1]}: {why}"):
+            g.start(Traffic(champion_version="3"), timeout=5)
+        assert g.process is None
