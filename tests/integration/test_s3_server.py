@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hub_config.local import seaweedfs
 from hub_config.local.platform import LocalPlatform, Ports
 from hub_config.s3_policy import session_policy
+from mlplatform_service.evidence import evidence_prefix
 
 from ..support.hub import HubClient
 
@@ -152,6 +153,23 @@ def test_the_platform_services_identity_reaches_the_platform_bucket_only(platfor
     assert error(service.delete_object, Bucket=BUCKET, Key=key) == "ok"
     assert error(service.create_bucket, Bucket="service-made") == "AccessDenied"
     assert error(service.list_objects_v2, Bucket="service-made") in ("AccessDenied", "NoSuchBucket")
+
+
+def test_no_team_reaches_the_gateways_evidence_and_the_platform_service_does(platform, catalog, hub):
+    """The rollout gateway's evidence (mlplatform_service.evidence) is under the platform's prefix: a team member's
+    credentials, with or without the session policy, can neither forge nor read it; the service writes and reads
+    it with its own identity."""
+    key = evidence_prefix("platform", "team-vision") + "inference-log/iris/date=2026-12-04/hour=08/x.parquet"
+    token = id_token(hub, "alice")
+    for policy in (None, session_policy(catalog, "alice", "team-vision")):
+        alice = s3_client(platform, assume(platform, catalog, token, policy))
+        assert put_get(alice, key) == ("AccessDenied", "AccessDenied")
+        assert error(alice.list_objects_v2, Bucket=BUCKET, Prefix="platform/") == "AccessDenied"
+    secrets = json.loads((platform.data_dir / "secrets.json").read_text())
+    service = s3_client(platform, {"AccessKeyId": secrets["s3_service_access_key"],
+                                   "SecretAccessKey": secrets["s3_service_secret_key"], "SessionToken": None})
+    assert put_get(service, key) == ("ok", "ok")
+    assert error(service.delete_object, Bucket=BUCKET, Key=key) == "ok"
 
 
 def test_s3_log_holds_no_credentials(platform, catalog, hub):
