@@ -423,6 +423,10 @@ def memory_section(platform: LocalPlatform, settle: float, r: dict[str, float]) 
             r[f"memory: processes, {label}"] = sum(v[2] for v in chosen)
         r["memory: RSS MB, Ray alone"] = sum(v[0] for k, v in parts.items() if k.startswith("Ray")) / 1024
         r["memory: PSS MB, Ray alone"] = sum(v[1] for k, v in parts.items() if k.startswith("Ray")) / 1024
+        # Ray's own processes (the head's and Serve's system actors), without the model's replica and the spare.
+        own = [v for k, v in parts.items() if k.startswith("Ray") and "Serve replica" not in k and "warm spare" not in k]
+        r["memory: RSS MB, Ray's own processes (no replicas)"] = sum(v[0] for v in own) / 1024
+        r["memory: PSS MB, Ray's own processes (no replicas)"] = sum(v[1] for v in own) / 1024
     finally:
         hub.stop_all()
 

@@ -14,6 +14,7 @@ side's answer to one request: side, version and times are the gateway's; `output
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -127,14 +128,14 @@ class EvidenceShipper:
         try:
             line = json.loads(data.decode("utf-8", "replace"))
             rec = record_of(line) if isinstance(line, dict) else None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
             self.counts["unreadable"] += 1
             return
         if rec is None:
             self.counts["not_records"] += 1
             return
-        if line.get("mirrored"):
-            self.counts["mirrors_skipped"] = max(self.counts["mirrors_skipped"], int(line.get("skipped", 0)))
+        if line.get("mirror") == "skipped":  # shadow did not mirror this request (too many in flight, too long)
+            self.counts["mirrors_skipped"] += 1
         self.counts["records"] += 1
         self.log.record(rec)
 
@@ -155,11 +156,14 @@ class EvidenceShipper:
 
 
 def _text(line: dict, name: str) -> str:
-    """A body of the line: a mirror's as it is; the frontend's only when its length says it had one (HAProxy logs
-    "-" for an empty variable)."""
-    if line.get("mirrored") or _number(line.get(f"{name}_len")) > 0:
-        return str(line.get(name) or "")
-    return ""
+    """A body of the line ("" when empty or left out for its size: unknown): a mirror's as it is, the frontend's
+    base64 (HAProxy logs "-" for an empty or unset variable; its size says which)."""
+    if line.get("mirrored"):
+        return "" if line.get(f"{name}_unknown") else str(line.get(name) or "")
+    value = line.get(name)
+    if _number(line.get(f"{name}_size")) == 0 or not value or value == "-":
+        return ""
+    return base64.b64decode(value).decode("utf-8", "replace")
 
 
 def _number(text: Any) -> int:

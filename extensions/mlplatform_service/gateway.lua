@@ -3,16 +3,28 @@
 -- `http-request lua.mirror <Serve's url> <champion route> <candidate route> <endpoint>` copies a request to the
 -- candidate (the version the traffic map names, txn.candidate_version) in a task of its own: the caller's request goes on to the champion at
 -- once and never waits for the candidate. At most MLPLATFORM_MIRRORS mirrors are in flight (the rest are not
--- mirrored and counted, so a slow candidate cannot pile up memory). Each mirror's answer is one JSON log
+-- mirrored, and the champion's line says so, so a slow candidate cannot pile up memory), and a body longer than HAProxy's buffer
+-- (gateway.py's MAX_BODY) is not mirrored either (counted too): the candidate would get it cut. Each mirror's answer is one JSON log
 -- line, in the fields of the frontend's own lines (gateway.py's LOG_FORMAT), which the evidence shipper reads.
 
 local MAX_IN_FLIGHT = tonumber(os.getenv("MLPLATFORM_MIRRORS") or "128")
 local TIMEOUT_MS = tonumber(os.getenv("MLPLATFORM_MIRROR_TIMEOUT_MS") or "10000")
-local in_flight, skipped = 0, 0
+local LOG_REQUEST = tonumber(os.getenv("MLPLATFORM_LOG_REQUEST_BYTES") or "32768")
+local LOG_RESPONSE = tonumber(os.getenv("MLPLATFORM_LOG_RESPONSE_BYTES") or "16384")
+local in_flight = 0
+local ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\'}
 
 local function json_string(s)
-  -- JSON-escaped text in quotes (control characters, quotes and backslashes; other bytes as they are).
-  return '"' .. (tostring(s or ""):gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end)) .. '"'
+  -- JSON-escaped text in quotes (quotes and backslashes as \" and \\, other control characters as \u00XX).
+  return '"' .. (tostring(s or ""):gsub('[%c"\\]', function(c)
+    return ESCAPES[c] or string.format("\\u%04x", c:byte())
+  end)) .. '"'
+end
+
+local function logged(body, limit)
+  -- The body for the evidence, and whether it was left out (longer than the limit: "unknown", not a prefix).
+  if #body > limit then return "", true end
+  return body, false
 end
 
 local function micros(t)
@@ -33,23 +45,28 @@ local function mirror(r)
   else
     body = '{"message": "the candidate did not answer"}'
   end
+  local request, request_unknown = logged(r.body, LOG_REQUEST)
+  local response, response_unknown = logged(body, LOG_RESPONSE)
   core.log(core.info, string.format(
     '{"id":%s,"endpoint":%s,"side":"candidate","mode":%s,"version":%s,"t0":"%s","latency_us":"%d",'
-      .. '"status":%d,"key":%s,"req":%s,"res":%s,"keyed":%s,"mirrored":true,"skipped":%d}',
+      .. '"status":%d,"key":%s,"req":%s,"res":%s,"req_unknown":%s,"res_unknown":%s,"keyed":%s,"mirrored":true}',
     json_string(r.id), json_string(r.endpoint), json_string(r.mode), json_string(r.version), r.t0, latency,
-    status, json_string(r.key), json_string(r.body), json_string(body), json_string(r.key ~= "" and "1" or ""), skipped))
+    status, json_string(r.key), json_string(request), json_string(response), tostring(request_unknown),
+    tostring(response_unknown), json_string(r.key ~= "" and "1" or "")))
 end
 
 core.register_action("mirror", {"http-req"}, function(txn, url, champion_route, candidate_route, endpoint)
-  if in_flight >= MAX_IN_FLIGHT then
-    skipped = skipped + 1
+  local body = txn.sf:req_body() or ""
+  if in_flight >= MAX_IN_FLIGHT or #body < (tonumber(txn.f:req_body_size()) or 0) then  -- full, or a body cut
+    txn:set_var("txn.mirror", "skipped")  -- in the champion's line: the evidence counts what was not mirrored
     return
   end
+  txn:set_var("txn.mirror", "sent")
   in_flight = in_flight + 1
   local path = txn.sf:pathq()
   core.register_task(mirror, {
     id = txn.sf:unique_id(), url = url .. candidate_route .. path:sub(#champion_route + 1),
-    body = txn.sf:req_body() or "", ctype = txn.sf:req_fhdr("content-type") or "application/json",
+    body = body, ctype = txn.sf:req_fhdr("content-type") or "application/json",
     key = txn.sf:req_fhdr("x-rollout-key") or "", t0 = txn:get_var("txn.t0") or "",
     version = txn:get_var("txn.candidate_version") or "", mode = "shadow", endpoint = endpoint})
 end, 4)

@@ -51,18 +51,25 @@ ROUTED = ("/predict", "/generate")  # POSTs under the endpoint's route that are 
 CANDIDATE_SUFFIX = "--candidate"  # the candidate application's route: the endpoint's + this
 SCALE = 10000  # shares in steps of 0.01 %
 RING_BYTES = 32 * 2**20
-MAX_BODY = 65536  # bytes of a body the gateway logs and mirrors (HAProxy's buffer; the champion gets it whole)
+BUFFER = 128 * 1024  # HAProxy's buffer: a log line at most, and a body it can hold to mirror
+# A request body longer than the buffer reaches the champion whole but is not mirrored (counted as skipped). The
+# evidence holds bodies up to these sizes (base64 in the frontend's lines: a bounded line whatever the bytes),
+# and says "unknown" for longer ones.
+MAX_BODY = BUFFER - 1024
+LOG_REQUEST_BYTES = 32 * 1024
+LOG_RESPONSE_BYTES = 16 * 1024
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")  # a DNS name or an IPv4 address
 NO_VERSION = "-"
-# One line per routed request: JSON with the fields evidence.py reads (`res` is the answer's body). HAProxy logs
-# "-" for a variable that is not set or empty: the flags and lengths say what was there.
+# One line per routed request: JSON with the fields evidence.py reads (`req`, `res`: the bodies, base64, when not
+# longer than LOG_*_BYTES). HAProxy logs "-" for a variable that is not set or empty: flags and sizes say what was
+# there.
 LOG_FORMAT = ('{"id":"%ID","endpoint":"%[var(txn.endpoint)]","side":"%[var(txn.side)]","mode":"%[var(txn.logmode)]",'
               '"version":"%[var(txn.version)]","t0":"%[var(txn.t0)]","t1":"%[var(txn.t1)]","status":%ST,'
-              '"key":"%[var(txn.key),json(utf8s)]","req":"%[var(txn.reqbody),json(utf8s)]",'
-              '"res":"%[var(txn.resbody),json(utf8s)]","keyed":"%[var(txn.keyed)]","req_len":"%[var(txn.reqlen)]",'
-              '"res_len":"%[var(txn.reslen)]"}')
+              '"key":"%[var(txn.key),json(utf8s)]","req":"%[var(txn.reqbody)]","res":"%[var(txn.resbody)]",'
+              '"keyed":"%[var(txn.keyed)]","req_size":"%[var(txn.reqsize)]","res_size":"%[var(txn.ressize)]",'
+              '"mirror":"%[var(txn.mirror)]"}')
 
 
 @dataclass(frozen=True)
@@ -137,11 +144,13 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
     lines = ["global",
              "  nbthread 1",
              f"  stats socket {admin_socket} mode 600 level admin",
-             f"  tune.bufsize {MAX_BODY + 1024}",
+             f"  tune.bufsize {BUFFER}",
              "  tune.lua.log.stderr off",
              "  httpclient.resolvers.disabled on",
              f"  setenv MLPLATFORM_MIRRORS {spec.max_mirrors}",
              f"  setenv MLPLATFORM_MIRROR_TIMEOUT_MS {int(spec.mirror_timeout_s * 1000)}",
+             f"  setenv MLPLATFORM_LOG_REQUEST_BYTES {LOG_REQUEST_BYTES}",
+             f"  setenv MLPLATFORM_LOG_RESPONSE_BYTES {LOG_RESPONSE_BYTES}",
              f"  lua-load {LUA}"]
     if spec.log_socket is not None:
         # A ring, not datagrams: lines wait in it (32 MiB) while the shipper is slow or restarting, where a
@@ -149,7 +158,7 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
         # stream the shipper listens on. gateway.lua's lines (core.log) go to the global log.
         lines += ["  log ring@evidence local0 info",
                   "ring evidence",
-                  "  format raw", "  maxlen 65535", f"  size {RING_BYTES}",
+                  "  format raw", f"  maxlen {BUFFER}", f"  size {RING_BYTES}",
                   "  timeout connect 5s", "  timeout server 10s",
                   f"  server shipper unix@{spec.log_socket}"]
     lines += ["defaults",
@@ -186,8 +195,9 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  http-request set-var(txn.keyed) str(1) if keyed",
               f"  http-request set-var(txn.point) req.hdr(X-Rollout-Key),xxh32,mod({SCALE}) if keyed",
               f"  http-request set-var(txn.point) rand({SCALE}) unless keyed",
-              "  http-request set-var(txn.reqbody) req.body if routed routed_path",
-              "  http-request set-var(txn.reqlen) req.body_len if routed routed_path",
+              "  http-request set-var(txn.reqsize) req.body_size if routed routed_path",
+              f"  http-request set-var(txn.reqbody) req.body,base64 if routed routed_path "
+              f"{{ req.body_size le {LOG_REQUEST_BYTES} }}",
               "  acl canary var(txn.mode) -m str canary",
               "  acl shadow var(txn.mode) -m str shadow",
               "  acl picked var(txn.point),sub(txn.share) lt 0",
@@ -199,9 +209,10 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  http-response set-header X-Rollout-Side %[var(txn.side)]",
               "  http-response set-header X-Request-Id %[unique-id]",
               "  http-response set-var(txn.t1) date(0,us)",
-              "  http-response wait-for-body time 5s if { var(txn.reqlen) -m found }",
-              "  http-response set-var(txn.resbody) res.body if { var(txn.reqlen) -m found }",
-              "  http-response set-var(txn.reslen) res.body_len if { var(txn.reqlen) -m found }",
+              "  http-response wait-for-body time 5s if { var(txn.reqsize) -m found }",
+              "  http-response set-var(txn.ressize) res.body_size if { var(txn.reqsize) -m found }",
+              "  http-response set-var(txn.resbody) res.body,base64 if { var(txn.reqsize) -m found } "
+              f"{{ res.body_size le {LOG_RESPONSE_BYTES} }}",
               "backend champion",
               "  http-request set-var(txn.side) str(champion)",
               "  http-request set-var(txn.version) var(txn.champion_version)",

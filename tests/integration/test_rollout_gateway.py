@@ -29,7 +29,7 @@ from hub_config.local import seaweedfs
 from mlplatform_core.catalog import LiveGates
 from mlplatform_service import live_gates
 from mlplatform_service.evidence import EvidenceShipper, evidence_prefix
-from mlplatform_service.gateway import Gateway, GatewayError, GatewaySpec, Traffic, render
+from mlplatform_service.gateway import LOG_REQUEST_BYTES, MAX_BODY, Gateway, GatewayError, GatewaySpec, Traffic, render
 
 from ..support.seaweedfs_server import seaweedfs_server
 
@@ -254,6 +254,26 @@ def test_errors_are_evidence_with_their_messages(s3, serve, evidence, gateway):
     assert set(failed["status"]) == {500} and set(failed["error"]) == {"candidate failed"}
     assert set(df["inputs"]) == {"not json at all"} and df[df["side"] == "champion"]["error"].isna().all()
     assert "candidate error rate 100% (25 of 25" in live_gates.breach(df, LiveGates(min_requests_for_rollback=20))
+
+
+def test_long_bodies_are_answered_whole_and_their_evidence_says_unknown(s3, serve, evidence, gateway):
+    """A body longer than the gateway's buffer reaches the champion whole and is not mirrored (the candidate would
+    get it cut); one longer than the evidence keeps is mirrored; neither is logged as a prefix: inputs unknown."""
+    gateway(spec_for(evidence), traffic(mode="shadow"))
+    bodies = {size: json.dumps({"inputs": [[i, i] for i in range(size // 10)]}) for size in (100, 50_000, 300_000)}
+    assert len(bodies[100]) < LOG_REQUEST_BYTES < len(bodies[50_000]) < MAX_BODY < len(bodies[300_000])
+    ids = {}
+    for size, body in bodies.items():
+        r = requests.post(url(), data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 200 and r.json() == {"predictions": ["champion"]}
+        ids[size] = r.headers["X-Request-Id"]
+    df = evidence_in_s3(s3, evidence, 5)
+    rows = {size: df[df["request_id"] == rid] for size, rid in ids.items()}
+    assert sorted(rows[100]["side"]) == sorted(rows[50_000]["side"]) == ["candidate", "champion"]
+    assert list(rows[300_000]["side"]) == ["champion"] and evidence.counts["mirrors_skipped"] == 1
+    assert set(rows[100]["inputs"]) == {bodies[100]}
+    assert rows[50_000]["inputs"].isna().all() and rows[300_000]["inputs"].isna().all()
+    assert serve.candidate.finished.keys() == {ids[100], ids[50_000]} and evidence.counts["unreadable"] == 0
 
 
 def test_changes_under_load_drop_no_request_and_lose_no_evidence(s3, serve, evidence, gateway):
