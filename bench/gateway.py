@@ -111,7 +111,8 @@ def main() -> None:
             head.stop()
             shutil.rmtree(head.root, ignore_errors=True)
             (tmp / "seaweedfs").mkdir()
-            s3_url, keys = stack.enter_context(seaweedfs_server(tmp / "seaweedfs", args.port_base + 800, REGION, BUCKET))
+            s3_url, keys = stack.enter_context(
+                seaweedfs_server(tmp / "seaweedfs", args.port_base + 800, REGION, BUCKET))
             tracking = start_mlflow_server(args.port_base + 500, tmp / "mlflow")
             name = unique_name("bench")
             champion, candidate = register_model(mlflow_url, name), register_model(mlflow_url, name)
@@ -137,7 +138,8 @@ def main() -> None:
                 time.sleep(0.1)
             urls = {}
             for logged, port in ((True, args.port_base + 900), (False, args.port_base + 901)):
-                spec = GatewaySpec(endpoint="bench", listen=("127.0.0.1", port), upstream=("127.0.0.1", config.http_port),
+                spec = GatewaySpec(endpoint="bench", listen=("127.0.0.1", port),
+                                   upstream=("127.0.0.1", config.http_port),
                                    log_socket=socket_path if logged else None)
                 g = Gateway(tmp / f"gateway-{port}", spec)
                 g.start(Traffic(champion_version=champion.version))
@@ -151,7 +153,8 @@ def main() -> None:
                 if logged is None:
                     return head.processes
                 master = by_logged[logged].process.pid
-                extra = [master, *(c.pid for c in psutil.Process(master).children())] + ([shipper.pid] if logged else [])
+                extra = [master, *(c.pid for c in psutil.Process(master).children())]
+                extra += [shipper.pid] if logged else []
                 return lambda: head.processes() + extra
 
             results: dict[str, list[dict]] = {label: [] for label, _, _ in CONFIGS}
@@ -205,8 +208,8 @@ def report(args, results, stats) -> None:
           "one row per request\n")
     table(("endpoint", "requests/s", "min–max", "÷ direct", "p50 ms", "p99 ms", "req per CPU-s", "÷ direct", "failed",
            f"≥ {1 - GOAL_SHARE:.0%} of direct"), rows)
-    print(f"\n{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; CPU of the Ray head's processes, "
-          f"and for the gateway rows of HAProxy and the evidence shipper. The shipper: {stats}")
+    print(f"\n{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; CPU of the Ray head's "
+          f"processes, and for the gateway rows of HAProxy and the evidence shipper. The shipper: {stats}")
 
 
 if __name__ == "__main__":

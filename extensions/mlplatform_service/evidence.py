@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import logging
 import os
 import socket
 import threading
@@ -26,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform.serving.inference_log import MODES, SIDES, InferenceLog, InferenceRecord
-
-log = logging.getLogger(__name__)
 
 EVIDENCE_FOLDER = "evidence/"  # under the platform's prefix, per team
 
@@ -56,7 +53,8 @@ def record_of(line: dict[str, Any]) -> InferenceRecord | None:
     return InferenceRecord(request_id=line["id"], endpoint=str(line.get("endpoint", "")), side=line["side"],
                            mode=line["mode"], model_version=str(line.get("version", "")),
                            latency_ms=latency_us / 1000, status=status, error=error, inputs=request or None,
-                           outputs=None if outputs is None else json.dumps(outputs), key=line.get("key") if line.get("keyed") == "1" else None,
+                           outputs=None if outputs is None else json.dumps(outputs),
+                           key=line.get("key") if line.get("keyed") == "1" else None,
                            time=datetime.fromtimestamp(t0 / 1e6, UTC))
 
 

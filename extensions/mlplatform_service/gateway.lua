@@ -1,11 +1,12 @@
 -- The rollout gateway's shadow (gateway.py renders the HAProxy configuration that loads this file).
 --
 -- `http-request lua.mirror <Serve's url> <champion route> <candidate route> <endpoint>` copies a request to the
--- candidate (the version the traffic map names, txn.candidate_version) in a task of its own: the caller's request goes on to the champion at
--- once and never waits for the candidate. At most MLPLATFORM_MIRRORS mirrors are in flight (the rest are not
--- mirrored, and the champion's line says so, so a slow candidate cannot pile up memory), and a body longer than HAProxy's buffer
--- (gateway.py's MAX_BODY) is not mirrored either (counted too): the candidate would get it cut. Each mirror's answer is one JSON log
--- line, in the fields of the frontend's own lines (gateway.py's LOG_FORMAT), which the evidence shipper reads.
+-- candidate (the version the traffic map names, txn.candidate_version) in a task of its own: the caller's request
+-- goes on to the champion at once and never waits for the candidate. At most MLPLATFORM_MIRRORS mirrors are in
+-- flight, so a slow candidate cannot pile up memory; beyond that, and for a body longer than HAProxy's buffer
+-- (gateway.py's MAX_BODY: the candidate would get it cut), the request is not mirrored and the champion's line says
+-- so (txn.mirror). Each mirror's answer is one JSON log line, in the fields of the frontend's own lines (gateway.py's
+-- LOG_FORMAT), which the evidence shipper reads.
 
 local MAX_IN_FLIGHT = tonumber(os.getenv("MLPLATFORM_MIRRORS") or "128")
 local TIMEOUT_MS = tonumber(os.getenv("MLPLATFORM_MIRROR_TIMEOUT_MS") or "10000")
@@ -31,14 +32,12 @@ local function micros(t)
   return t.sec * 1000000 + t.usec
 end
 
-local function mirror(r)
+local function mirror_once(r)
   local started = core.now()
   local client = core.httpclient()  -- HAProxy 2.8: one request per instance
-  local ok, res = pcall(client.post, client, {url = r.url, body = r.body, timeout = TIMEOUT_MS,
-                                               headers = {["content-type"] = {r.ctype}, ["content-length"] = {tostring(#r.body)},
-                                                          ["x-request-id"] = {r.id}}})
+  local headers = {["content-type"] = {r.ctype}, ["content-length"] = {tostring(#r.body)}, ["x-request-id"] = {r.id}}
+  local ok, res = pcall(client.post, client, {url = r.url, body = r.body, timeout = TIMEOUT_MS, headers = headers})
   local latency = micros(core.now()) - micros(started)
-  in_flight = in_flight - 1
   local status, body = -1, ""
   if ok and res then
     status, body = res.status or -1, res.body or ""
@@ -53,6 +52,11 @@ local function mirror(r)
     json_string(r.id), json_string(r.endpoint), json_string(r.mode), json_string(r.version), r.t0, latency,
     status, json_string(r.key), json_string(request), json_string(response), tostring(request_unknown),
     tostring(response_unknown), json_string(r.key ~= "" and "1" or "")))
+end
+
+local function mirror(r)
+  pcall(mirror_once, r)  -- whatever fails, the mirror is no longer in flight
+  in_flight = in_flight - 1
 end
 
 core.register_action("mirror", {"http-req"}, function(txn, url, champion_route, candidate_route, endpoint)

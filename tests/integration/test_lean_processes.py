@@ -98,7 +98,10 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
             assert done.returncode == 0, (command, done.stdout, done.stderr[-3000:])
             if command == ["status"]:
                 assert "broken:" in done.stdout, done.stdout
-        assert localhost.wait_until(lambda: head.session().get(applications, timeout=30).json()["applications"] == {}, 60)
+        def deployed() -> dict:
+            return head.session().get(applications, timeout=30).json()["applications"]
+
+        assert localhost.wait_until(lambda: deployed() == {}, 60)
         assert head.session().put(applications, timeout=120, json=serve_config(
             [], http_host="127.0.0.1", http_port=config.http_port)).ok
         assert localhost.running(api)
