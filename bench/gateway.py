@@ -40,7 +40,14 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from serving import load, measured, start_mlflow_server, stop, wait_for_prediction  # noqa: E402  (bench/serving.py)
+from serving import (  # noqa: E402  (bench/serving.py)
+    load,
+    measured,
+    start_mlflow_server,
+    stop,
+    table,
+    wait_for_prediction,
+)
 
 from mlplatform.serving.local import LocalRayConfig, LocalRayHead, LocalServing  # noqa: E402
 from mlplatform.serving.rollout import rollout  # noqa: E402
@@ -77,14 +84,6 @@ CONFIGS = [("direct (Serve)", None, False),
            ("shadow, evidence on", {"mode": "shadow"}, True),
            ("canary 5 %, evidence off", {"mode": "canary", "share": 0.05}, False),
            ("canary 5 %, evidence on", {"mode": "canary", "share": 0.05}, True)]
-
-
-def table(header: tuple, rows: list[tuple]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
 
 
 def main() -> None:

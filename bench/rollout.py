@@ -56,7 +56,14 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from serving import load, measured, start_mlflow_server, stop, wait_for_prediction  # noqa: E402  (bench/serving.py)
+from serving import (  # noqa: E402  (bench/serving.py)
+    load,
+    measured,
+    start_mlflow_server,
+    stop,
+    table,
+    wait_for_prediction,
+)
 
 from hub_config.catalog import DEFAULT_CATALOG  # noqa: E402
 from hub_config.local import seaweedfs  # noqa: E402
@@ -241,14 +248,6 @@ def rollback_run(backend, rollouts, app, url, check_every: float, log: dict, lim
 
 
 # --- the table ----------------------------------------------------------------------------------------
-
-def table(header: tuple, rows: list[tuple]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

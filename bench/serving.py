@@ -232,6 +232,15 @@ def bad_body_status(url: str) -> int:
     return requests.post(url, data=BAD_BODY, headers={"Content-Type": "application/json"}, timeout=30).status_code
 
 
+def table(header: tuple, rows: list[tuple]) -> None:
+    """A Markdown table, columns padded."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+
+
 def spread(values: list[float], fmt: str) -> str:
     """The median, and min–max when there is more than one run."""
     median = fmt.format(statistics.median(values))
@@ -336,12 +345,7 @@ def main() -> None:
         rows.append(("failed requests (all runs)", *[str(sum(values(c, "errors"))) for c in configs]))
         rows.append(("bad body → HTTP status", *[",".join(sorted({str(v) for v in values(c, "bad_status")}))
                                                  for c in configs]))
-        header = ("", *configs)
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for row in rows:
-            print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+        table(("", *configs), rows)
 
         mlflows = configs[2:]
         best = max(mlflows, key=lambda c: med(c, "per_cpu_s"))
