@@ -286,7 +286,11 @@ class Gateway:
         """Route by `traffic` from the next request on: one atomic update of the running map (no reload), then the
         file. A refused `traffic` changes nothing."""
         entry = traffic.entry()
-        answer = self.command(f"set map {self.traffic_map} traffic {entry}")
+        try:
+            answer = self.command(f"set map {self.traffic_map} traffic {entry}")
+        except OSError as e:
+            raise GatewayError(f"the gateway does not answer on {self.admin_socket} ({e.strerror or e}); is it "
+                               "running?") from None
         if answer.strip():
             raise GatewayError(f"HAProxy did not take the traffic change: {answer.strip()}")
         self._write_map(traffic)

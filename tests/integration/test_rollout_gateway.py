@@ -344,6 +344,10 @@ def test_a_bad_change_is_refused_naming_the_field_and_changes_nothing(serve, evi
     assert "canary|5000" in g.command(f"show map {g.traffic_map}")
     sides = {requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] for _ in range(40)}
     assert sides == {"champion", "candidate"}  # still the canary it was
+    g.stop()
+    with pytest.raises(GatewayError, match="does not answer on .*admin.sock"):
+        g.set(traffic(mode="shadow"))
+    assert g.traffic_map.read_text() == before
 
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
