@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform.serving.inference_log import MODES, SIDES, InferenceLog, InferenceRecord
+from mlplatform_core.names import DNS_LABEL_PATTERN
 
 EVIDENCE_FOLDER = "evidence/"  # under the platform's prefix, per team
-TEAM = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+TEAM = re.compile(DNS_LABEL_PATTERN)
 
 
 def evidence_prefix(platform_prefix: str, team: str) -> str:

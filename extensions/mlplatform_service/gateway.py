@@ -46,6 +46,7 @@ from pathlib import Path
 
 from mlplatform.serving.errors import InvalidServingRequest
 from mlplatform.serving.rollout import Rollout
+from mlplatform_core.names import DNS_LABEL_PATTERN
 
 LUA = Path(__file__).with_name("gateway.lua")
 ROUTED = ("/predict", "/generate")  # POSTs under the endpoint's route that are split, mirrored and logged
@@ -59,7 +60,7 @@ BUFFER = 128 * 1024  # HAProxy's buffer: a log line at most, and a body it can h
 MAX_BODY = BUFFER - 1024
 LOG_REQUEST_BYTES = 32 * 1024
 LOG_RESPONSE_BYTES = 16 * 1024
-LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL = re.compile(DNS_LABEL_PATTERN)
 VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")  # a DNS name or an IPv4 address
 NO_VERSION = "-"
@@ -245,7 +246,6 @@ class Gateway:
         self.directory, self.spec = Path(directory), spec
         self.binary = binary or _haproxy_binary()
         self.process: subprocess.Popen | None = None
-        self.traffic: Traffic | None = None
 
     @property
     def config_path(self) -> Path:
@@ -280,7 +280,6 @@ class Gateway:
             log_tail = (self.directory / "haproxy.log").read_text(errors="replace")[-2000:]
             raise GatewayError(f"HAProxy did not start listening on {self.spec.listen[0]}:{self.spec.listen[1]} "
                                f"within {timeout:.0f} s; its log ({self.directory / 'haproxy.log'}):\n{log_tail}")
-        self.traffic = traffic
 
     def set(self, traffic: Traffic) -> None:
         """Route by `traffic` from the next request on: one atomic update of the running map (no reload), then the
@@ -294,7 +293,6 @@ class Gateway:
         if answer.strip():
             raise GatewayError(f"HAProxy did not take the traffic change: {answer.strip()}")
         self._write_map(traffic)
-        self.traffic = traffic
 
     def command(self, line: str) -> str:
         """One command on HAProxy's admin socket; its answer."""
