@@ -54,7 +54,7 @@ from mlplatform.serving.rollout import rollout  # noqa: E402
 from mlplatform.serving.spec import serving_request  # noqa: E402
 from mlplatform_core.contract import PlatformEnvironment  # noqa: E402
 from mlplatform_service.evidence import evidence_prefix  # noqa: E402
-from mlplatform_service.gateway import Gateway, GatewaySpec, Traffic  # noqa: E402
+from mlplatform.serving.gateway import Gateway, GatewaySpec, Traffic  # noqa: E402
 
 from tests.support.mlflow_models import SAMPLE_ROWS, register_model, unique_name  # noqa: E402
 from tests.support.seaweedfs_server import seaweedfs_server  # noqa: E402

