@@ -257,6 +257,21 @@ def test_canary_splits_by_share_pins_keys_and_spares_callers_a_gone_candidate(s3
     assert "candidate" in {requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] for _ in range(30)}
 
 
+def test_evidence_of_a_sample_keeps_both_sides_of_each_request(s3, serve, evidence, gateway):
+    g = gateway(spec_for(evidence), dataclasses.replace(traffic(mode="shadow"), sample_rate=0.5))
+    ids = [requests.post(url(), json={"i": i}, timeout=10).headers["X-Request-Id"] for i in range(100)]
+    time.sleep(1)  # the mirrors' lines
+    df = evidence_in_s3(s3, evidence, 2)
+    kept = set(df["request_id"])
+    assert 25 <= len(kept) <= 75 and kept <= set(ids)
+    assert all(sorted(rows["side"]) == ["candidate", "champion"] for _, rows in df.groupby("request_id"))
+    g.set("iris", dataclasses.replace(traffic(mode="shadow"), sample_rate=0))
+    more = [requests.post(url(), json={}, timeout=10).headers["X-Request-Id"] for _ in range(20)]
+    time.sleep(1.5)
+    assert not set(evidence_in_s3(s3, evidence, 2)["request_id"]) & set(more)
+    assert serve.candidate.finished.keys() >= set(more)  # still mirrored: the evidence is off, not the shadow
+
+
 def test_errors_are_evidence_with_their_messages(s3, serve, evidence, gateway):
     gateway(spec_for(evidence), traffic(mode="shadow"))
     serve.candidate.failing = True
@@ -323,7 +338,7 @@ def test_changes_under_load_drop_no_request_and_lose_no_evidence(s3, serve, evid
 
     df = evidence_in_s3(s3, evidence, len(answered), complete=lambda df: len(callers(df)) >= len(answered))
     assert sorted(callers(df)["request_id"]) == sorted(answered)
-    assert set(df["mode"]) == {"single", "shadow", "canary"} and g.traffic_map.read_text() == "iris team-vision|off|0|0|4|-\n"
+    assert set(df["mode"]) == {"single", "shadow", "canary"} and g.traffic_map.read_text() == "iris team-vision|off|0|0|4|-|10000\n"
 
 
 def test_each_teams_evidence_is_under_its_own_prefix(s3, serve, evidence, gateway):
@@ -370,6 +385,7 @@ def test_a_bad_change_is_refused_naming_the_field_and_changes_nothing(serve, evi
                                  ("iris", dataclasses.replace(single(), rollout=rollout(mode="shadow")),
                                   "candidate_version"),
                                  ("iris", single(team="team vision"), "team"),
+                                 ("iris", dataclasses.replace(single(), sample_rate=1.5), "sample_rate"),
                                  ("iris x", single(), "endpoint"), ("iris\nocr", single(), "endpoint")):
         with pytest.raises(InvalidServingRequest) as refused:
             g.set(endpoint, bad)
@@ -404,7 +420,7 @@ def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, e
     except InvalidServingRequest as e:
         assert {f for f, _ in e.problems} <= {"team", "champion_version", "candidate_version", "endpoint"}
     else:
-        assert entry.count("|") == 5 and " " not in entry + key and "\n" not in entry + key
+        assert entry.count("|") == 6 and " " not in entry + key and "\n" not in entry + key
     try:
         text = render(spec, admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
     except InvalidServingRequest as e:

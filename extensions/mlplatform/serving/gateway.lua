@@ -52,6 +52,7 @@ local function mirror_once(r)
   else
     body = '{"message": "the candidate did not answer"}'
   end
+  if not r.sampled then return end  -- the champion's line is not recorded either
   local request, request_unknown = logged(r.body, LOG_REQUEST)
   local response, response_unknown = logged(body, LOG_RESPONSE)
   core.log(core.info, string.format(
@@ -86,7 +87,7 @@ core.register_action("mirror", {"http-req"}, function(txn)
     body = body, ctype = txn.sf:req_fhdr("content-type") or "application/json",
     key = txn.sf:req_fhdr("x-rollout-key") or "", t0 = txn:get_var("txn.t0") or "",
     version = txn:get_var("txn.candidate_version") or "", mode = "shadow", endpoint = endpoint,
-    team = txn:get_var("txn.team") or ""})
+    team = txn:get_var("txn.team") or "", sampled = txn:get_var("txn.sampled") == "1"})
 end, 0)
 
 -- The candidates' health: endpoint → {up, fails, asked (seconds), due (ms: its next check)}.

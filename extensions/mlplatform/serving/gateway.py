@@ -27,7 +27,8 @@ cannot reach through the gateway.
 - every answer carries X-Request-Id (the gateway's id, which the evidence uses; the caller's is not trusted), and
   an endpoint in rollout's X-Rollout-Side (the side that answered, as the gateway routed it: a header of the
   backend's is replaced).
-- evidence: for an endpoint in rollout, one JSON line per routed request and per mirror (request and response
+- evidence: for an endpoint in rollout, of a sample of its requests (by id: both sides of a request or neither),
+  one JSON line per routed request and per mirror (request and response
   bodies, the team, side and version as the gateway knows them, times in µs measured by the gateway) through a ring
   of HAProxy's to the unix stream socket `log_socket`, which evidence.EvidenceShipper turns into the inference log
   under a platform prefix.
@@ -113,6 +114,7 @@ class Traffic:
     champion_version: str
     candidate_version: str | None = None
     rollout: Rollout = field(default_factory=lambda: Rollout(mode="off"))
+    sample_rate: float = 1.0  # of requests whose evidence is recorded (both sides), by their id; 0: none
 
     def check(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -123,6 +125,8 @@ class Traffic:
             if (version is not None or name == "champion_version") and not VERSION.match(version or ""):
                 problems.append((name, f"{version!r} is not a model version; allowed: 1-64 of letters, digits, "
                                        ". _ -"))
+        if not (isinstance(self.sample_rate, (int, float)) and 0 <= self.sample_rate <= 1):
+            problems.append(("sample_rate", f"{self.sample_rate!r} is not a sample rate; allowed: 0 to 1"))
         if self.rollout.mode != "off" and self.candidate_version is None:
             problems.append(("candidate_version", f"none given in mode {self.rollout.mode!r}; allowed: a candidate "
                                                   "for shadow or canary"))
@@ -130,12 +134,14 @@ class Traffic:
             raise InvalidServingRequest(problems)
 
     def entry(self) -> str:
-        """The map's value: team|mode|share|mirror rate|champion version|candidate version (shares in 1/SCALE)."""
+        """The map's value: team|mode|share|mirror rate|champion version|candidate version|sample rate (shares and
+        rates in 1/SCALE)."""
         self.check()
         r = self.rollout
         share = round(r.share * SCALE) if r.mode == "canary" else 0
         mirror = round(r.mirror_rate * SCALE) if r.mode == "shadow" else 0
-        return f"{self.team}|{r.mode}|{share}|{mirror}|{self.champion_version}|{self.candidate_version or NO_VERSION}"
+        return (f"{self.team}|{r.mode}|{share}|{mirror}|{self.champion_version}|{self.candidate_version or NO_VERSION}"
+                f"|{round(self.sample_rate * SCALE)}")
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -149,7 +155,7 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
     """HAProxy's configuration for `spec` (checked first); the traffic comes from `traffic_map` at runtime."""
     spec.check()
     (host, port), (up_host, up_port) = spec.listen, spec.upstream
-    unmapped = NO_VERSION + "|off|0|0|" + NO_VERSION + "|" + NO_VERSION
+    unmapped = NO_VERSION + "|off|0|0|" + NO_VERSION + "|" + NO_VERSION + "|0"
     lines = ["global",
              "  nbthread 1",
              f"  stats socket {admin_socket} mode 600 level admin",
@@ -199,11 +205,15 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  http-request set-var(txn.mirror) var(txn.traffic),field(4,|)",
               "  http-request set-var(txn.champion_version) var(txn.traffic),field(5,|)",
               "  http-request set-var(txn.candidate_version) var(txn.traffic),field(6,|)",
+              "  http-request set-var(txn.sample) var(txn.traffic),field(7,|)",
               "  acl routed method POST",
               f"  acl routed_path path_reg ^/[^/]+({'|'.join(ROUTED)})$",
               f"  acl unmapped var(txn.team) -m str -- {NO_VERSION}",
               "  acl keyed req.hdr(X-Rollout-Key) -m found",
-              "  http-request set-log-level silent unless routed routed_path !unmapped",
+              # Evidence of a sample of requests, by their id: both sides of a mirrored one, or neither.
+              f"  acl sampled unique-id,xxh32,mod({SCALE}),sub(txn.sample) lt 0",
+              "  http-request set-var(txn.sampled) str(1) if sampled",
+              "  http-request set-log-level silent unless routed routed_path !unmapped sampled",
               "  http-request set-var(txn.t0) date(0,us)",
               "  http-request set-var(txn.logmode) var(txn.mode)",
               "  http-request set-var(txn.logmode) str(single) if { var(txn.mode) -m str off }",
@@ -211,8 +221,8 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  http-request set-var(txn.keyed) str(1) if keyed",
               f"  http-request set-var(txn.point) req.hdr(X-Rollout-Key),xxh32,mod({SCALE}) if keyed",
               f"  http-request set-var(txn.point) rand({SCALE}) unless keyed",
-              "  http-request set-var(txn.reqsize) req.body_size if routed routed_path !unmapped",
-              f"  http-request set-var(txn.reqbody) req.body,base64 if routed routed_path !unmapped "
+              "  http-request set-var(txn.reqsize) req.body_size if routed routed_path !unmapped sampled",
+              f"  http-request set-var(txn.reqbody) req.body,base64 if routed routed_path !unmapped sampled "
               f"{{ req.body_size le {LOG_REQUEST_BYTES} }}",
               "  acl canary var(txn.mode) -m str canary",
               "  acl shadow var(txn.mode) -m str shadow",
