@@ -63,6 +63,7 @@ from .audit_log import AuditLog
 from .budgets import Budgets
 from .cards import CardStore
 from .database import connect
+from .evidence import local_shipper
 from .gitops import Credentials, GitOpsRepository, Identity
 from .gitops_changes import GitOpsChanges
 from .overrides import Overrides
@@ -78,6 +79,7 @@ from .workloads import WorkloadAdmission
 
 log = logging.getLogger("mlplatform_service")
 RETENTION_EVERY_MS = 24 * 3600 * 1000
+SHIPPER_CHECK_MS = 2000  # how soon the evidence shipper listens again once the local Ray head made its directory anew
 # The admission webhook (Kubernetes): host:port to listen on, the names its certificate holds (comma-separated),
 # the ValidatingWebhookConfiguration that gets its CA.
 WEBHOOK_BIND, WEBHOOK_HOSTS = "MLPLATFORM_WEBHOOK_BIND", "MLPLATFORM_WEBHOOK_HOSTS"
@@ -409,6 +411,21 @@ def start_rollout_controller(platform: Platform) -> None:
     ioloop.PeriodicCallback(tick, every * 1000).start()
 
 
+def start_evidence_shipper(platform: Platform) -> None:
+    """The rollout gateway's evidence, shipped with the service's identity (evidence.py): on the local platform the
+    service listens for the local Ray head's gateway."""
+    shipper = local_shipper(platform.catalog, platform.s3)
+    shipper.start()
+    atexit.register(shipper.close, timeout=10)
+    log.info("the rollout gateway's evidence is shipped from %s", shipper.socket_path)
+
+    def keep_listening():
+        if shipper.keep_listening():
+            log.info("listening again for the rollout gateway's evidence on %s", shipper.socket_path)
+
+    ioloop.PeriodicCallback(keep_listening, SHIPPER_CHECK_MS).start()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     catalog_path = os.environ["MLPLATFORM_CATALOG"]
@@ -436,6 +453,8 @@ def main() -> None:
     ioloop.IOLoop.current().add_callback(retention)
     ioloop.PeriodicCallback(retention, RETENTION_EVERY_MS).start()
     start_rollout_controller(platform)
+    if catalog.platform.backend == "local":
+        start_evidence_shipper(platform)
     try:
         ioloop.IOLoop.current().start()
     except KeyboardInterrupt:  # the hub (or Ctrl-C on the local platform) stops it

@@ -1,4 +1,5 @@
-"""The rollout gateway's evidence shipper: the gateway's log lines (serving/gateway.py, gateway.lua) into the inference log.
+"""The rollout gateway's evidence shipper: the gateway's log lines (serving/gateway.py, gateway.lua) into the
+inference log.
 
     shipper = EvidenceShipper(socket_path, lambda team: InferenceLog(S3Writer(client, bucket,
                                                                               evidence_prefix("platform", team))))
@@ -25,7 +26,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from mlplatform.serving.inference_log import MODES, SIDES, InferenceLog, Inferen
 from mlplatform_core.names import DNS_LABEL_PATTERN
 
 EVIDENCE_FOLDER = "evidence/"  # under the platform's prefix, per team
+PLATFORM_PREFIX = "platform"  # the platform's own prefix of the bucket, which no team's S3 session reaches
 TEAM = re.compile(DNS_LABEL_PATTERN)
 
 
@@ -83,6 +85,7 @@ class EvidenceShipper:
         self._stop = threading.Event()
 
     def start(self) -> None:
+        self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         umask = os.umask(0o177)
@@ -93,12 +96,23 @@ class EvidenceShipper:
         sock.listen(8)
         sock.settimeout(0.5)
         self._socket = sock
-        threading.Thread(target=self._accept, name="evidence-shipper", daemon=True).start()
+        threading.Thread(target=self._accept, args=(sock,), name="evidence-shipper", daemon=True).start()
 
-    def _accept(self) -> None:
+    def keep_listening(self) -> bool:
+        """Listen again if the socket's file is gone (the local Ray head's runtime directory is removed when the head
+        stops, and made again when it starts); True when it did."""
+        if self._stop.is_set() or self.socket_path.exists():
+            return False
+        old, self._socket = self._socket, None
+        if old is not None:
+            old.close()
+        self.start()
+        return True
+
+    def _accept(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
             try:
-                connection, _ = self._socket.accept()
+                connection, _ = sock.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -189,3 +203,20 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except (ValueError, TypeError):
         return None
+
+
+def local_shipper(catalog: Callable[[], Any], s3: Callable[[], Any], environ: Mapping[str, str] | None = None
+                  ) -> EvidenceShipper:
+    """The platform service's shipper on the local platform: on the local Ray head's evidence socket, writing each
+    team's evidence with the service's S3 identity and the catalog's inference-log settings (all of every line:
+    the gateway samples)."""
+    from mlplatform.serving.inference_log import S3Writer
+    from mlplatform.serving.ray_head import LocalRayConfig
+
+    def open_log(team: str) -> InferenceLog:
+        c = catalog()
+        settings = {**c.serving.inference_log.model_dump(), "sample_rate": 1.0}
+        writer = S3Writer(s3(), c.storage.s3.bucket, evidence_prefix(PLATFORM_PREFIX, team))
+        return InferenceLog.from_settings(writer, settings, seed=team)
+
+    return EvidenceShipper(LocalRayConfig.from_environ(environ).evidence_socket, open_log)

@@ -11,8 +11,9 @@ it breaches the SLO, with the notebook closed.
     rollouts.set_inference_log(caller, "team-vision", "iris", sample_rate=0.1)   # or enabled=False / True
     rollouts.check()                                   # the controller's pass, every check_every_seconds
 
-The live numbers come from the endpoint's inference log in the team's S3 prefix (serving/inference_log.py),
-read with the service's own S3 identity; the gates and the SLO from the catalog (`promotion.live_gates`,
+The live numbers come from the endpoint's inference log (serving/inference_log.py), read with the service's own S3
+identity: on the local platform the rollout gateway's evidence under the platform's prefix (evidence.py), on
+Kubernetes the team's prefix; the gates and the SLO from the catalog (`promotion.live_gates`,
 per team `teams.<team>.live_gates`). The window of a rollout starts when it starts, and again when traffic
 comes back to the candidate after a rollback (the rollout's `since`), so old answers never decide.
 
@@ -48,6 +49,7 @@ from mlplatform_core.catalog import Catalog
 
 from . import drift, live_gates
 from .audit_log import AuditLog
+from .evidence import PLATFORM_PREFIX, evidence_prefix
 from .promotion import Caller, Promotions
 from .rollout_backends import RolloutBackend
 
@@ -249,8 +251,8 @@ class Rollouts:
         s3, days, deleted = catalog.storage.s3, catalog.serving.inference_log.retention_days, 0
         for team in catalog.teams:
             try:
-                deleted += prune(self.s3(), s3.bucket, s3.team_prefix.format(team=team, username=""),
-                                 older_than_days=days, now=now)
+                for prefix in {s3.team_prefix.format(team=team, username=""), evidence_prefix(PLATFORM_PREFIX, team)}:
+                    deleted += prune(self.s3(), s3.bucket, prefix, older_than_days=days, now=now)
             except Exception as e:  # no S3 identity for the service, S3 down: said once a day, no traceback
                 log.warning("the inference log's retention did not run for team %s (%s: %s); it runs again in a day",
                             team, type(e).__name__, e)
@@ -272,9 +274,17 @@ class Rollouts:
         since = until - timedelta(seconds=gates.window_seconds)
         if settings.get("since"):
             since = max(since, datetime.fromtimestamp(settings["since"], UTC))
-        s3 = catalog.storage.s3
-        return read_window(self.s3(), s3.bucket, s3.team_prefix.format(team=team, username=""), name, since,
+        return read_window(self.s3(), catalog.storage.s3.bucket, self.log_prefix(team), name, since,
                            until + timedelta(seconds=1))
+
+    def log_prefix(self, team: str) -> str:
+        """Where the live gates read a team's inference log: on the local platform the rollout gateway's evidence
+        (evidence.py: written by the platform, no team can write there); on Kubernetes, until its gateway is
+        deployed, the team's prefix, where the champion's replicas log (serving/router.py)."""
+        catalog = self.catalog()
+        if catalog.platform.backend == "local":
+            return evidence_prefix(PLATFORM_PREFIX, team)
+        return catalog.storage.s3.team_prefix.format(team=team, username="")
 
     def _store_drift(self, team: str, model: str, version: str, live: live_gates.LiveReport) -> dict | None:
         """The drift report the promotion passed, kept as artifacts of the candidate version's run (drift/);

@@ -47,7 +47,7 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
         config = head.config
         applications = f"{config.dashboard_url}/api/serve/applications/"
         r = head.session().put(applications, timeout=60,
-                               json=serve_config([], http_host="127.0.0.1", http_port=config.http_port))
+                               json=serve_config([], http_host="127.0.0.1", http_port=config.serve_port))
         assert r.ok, r.text
         info = localhost.read_json(head.root / "head.json")
         # `ray start` (the group's first process) has exited; the head is its process group (GCS, raylet,
@@ -91,7 +91,7 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
         cli = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(head.token_path)}
         config_file = tmp_path / "serve.yaml"
         broken = {"name": "broken", "route_prefix": "/broken", "import_path": "no_such_module:app"}
-        config_file.write_text(json.dumps(serve_config([broken], http_host="127.0.0.1", http_port=config.http_port)))
+        config_file.write_text(json.dumps(serve_config([broken], http_host="127.0.0.1", http_port=config.serve_port)))
         for command in (["deploy", str(config_file)], ["status"], ["shutdown", "-y"]):
             done = subprocess.run([str(Path(sys.executable).parent / "serve"), *command, "-a", config.dashboard_url],
                                   env=cli, capture_output=True, text=True, timeout=120)
@@ -103,7 +103,7 @@ def test_the_head_runs_no_waiting_ray_start_no_client_server_and_no_dashboard(tm
 
         assert localhost.wait_until(lambda: deployed() == {}, 60)
         assert head.session().put(applications, timeout=120, json=serve_config(
-            [], http_host="127.0.0.1", http_port=config.http_port)).ok
+            [], http_host="127.0.0.1", http_port=config.serve_port)).ok
         assert localhost.running(api)
 
         # Ray restarts Serve's controller if it dies, and the API with it.
@@ -149,7 +149,7 @@ def fuzz_the_api(head: LocalRayHead) -> None:
     assert head.running()
     applications = f"{url}/api/serve/applications/"
     assert head.session().put(applications, timeout=60, json=serve_config(
-        [], http_host="127.0.0.1", http_port=head.config.http_port)).ok
+        [], http_host="127.0.0.1", http_port=head.config.serve_port)).ok
     assert head.session().get(applications, timeout=30).json()["applications"] == {}
 
 
@@ -161,7 +161,7 @@ def test_rays_dashboard_serves_the_api_when_asked(tmp_path):
         head = LocalRayHead(dataclasses.replace(fresh.config, dashboard_modules="ServeHead"))
         assert head.ensure()
         r = head.session().put(f"{head.config.dashboard_url}/api/serve/applications/", timeout=60,
-                               json=serve_config([], http_host="127.0.0.1", http_port=head.config.http_port))
+                               json=serve_config([], http_host="127.0.0.1", http_port=head.config.serve_port))
         assert r.ok, r.text
         commands = [cmdline(pid) for pid in head.processes()]
         assert [c.split()[0] for c in commands if c.startswith("ray-dashboard-")] == ["ray-dashboard-ServeHead-0"]

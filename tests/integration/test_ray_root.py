@@ -47,7 +47,7 @@ def test_a_head_under_a_long_root_keeps_its_sockets_short_and_its_directories_pr
         assert started.returncode == 0, f"{started.stderr}\n{localhost.tail_text(root / 'head.log')}"
         # Serve's proxy, with HAProxy in front, starts with the first set of applications (empty here).
         r = head.session().put(f"{config.dashboard_url}/api/serve/applications/", timeout=60,
-                               json=serve_config([], http_host="127.0.0.1", http_port=config.http_port))
+                               json=serve_config([], http_host="127.0.0.1", http_port=config.serve_port))
         assert r.ok, r.text
         assert localhost.wait_until(lambda: list(config.haproxy_directory.glob("*/admin.sock")), 120), \
             localhost.tail_text(config.ray_directory / "session_latest" / "logs" / "serve" / "controller.log")

@@ -361,7 +361,7 @@ def test_running_once_the_ingress_routes_the_prefix(local, monkeypatch):
         def log_message(self, *args):
             pass
 
-    ingress = http.server.ThreadingHTTPServer(("127.0.0.1", PORT + 2), Ingress)
+    ingress = http.server.ThreadingHTTPServer(("127.0.0.1", local.config.serve_port), Ingress)
     threading.Thread(target=ingress.serve_forever, daemon=True).start()
     try:
         status = local.status("iris")

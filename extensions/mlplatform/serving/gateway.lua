@@ -136,3 +136,10 @@ core.register_task(function()
     core.msleep(TICK_MS)
   end
 end)
+
+-- `show candidates` on the admin socket: one line per watched endpoint, "<endpoint> up|down".
+core.register_cli({"show", "candidates"}, "show candidates : each watched candidate's health", function(applet)
+  for endpoint, state in pairs(watched) do
+    applet:send(endpoint .. " " .. (state.up and "up" or "down") .. "\n")
+  end
+end)

@@ -20,10 +20,10 @@ cannot reach through the gateway.
 
 - canary: `share` of POST /predict and /generate go to the candidate: by a hash of the caller's X-Rollout-Key when
   sent (a key stays on its side, and raising the share only moves keys to the candidate), else at random. The
-  candidate gets traffic only while its health route answers (gateway.lua checks it every second; the champion
-  answers otherwise).
-- shadow: `mirror_rate` of them are also sent to the candidate from gateway.lua's tasks; callers get the
-  champion's answer and never wait for the candidate.
+  candidate gets traffic only while its health route answers (gateway.lua checks it every second once a request
+  of the endpoint asked; `show candidates` on the admin socket; the champion answers otherwise).
+- shadow: `mirror_rate` of them are also sent to the candidate from gateway.lua's tasks while it is healthy;
+  callers get the champion's answer and never wait for the candidate.
 - every answer carries X-Request-Id (the gateway's id, which the evidence uses; the caller's is not trusted), and
   an endpoint in rollout's X-Rollout-Side (the side that answered, as the gateway routed it: a header of the
   backend's is replaced).
@@ -53,11 +53,11 @@ from pathlib import Path
 
 from mlplatform.serving.errors import InvalidServingRequest
 from mlplatform.serving.rollout import Rollout
+from mlplatform.serving.spec import CANDIDATE_SUFFIX
 from mlplatform_core.names import DNS_LABEL_PATTERN
 
 LUA = Path(__file__).with_name("gateway.lua")
 ROUTED = ("/predict", "/generate")  # POSTs under the endpoint's route that are split, mirrored and logged
-CANDIDATE_SUFFIX = "--candidate"  # the candidate application's route: the endpoint's + this
 SCALE = 10000  # shares in steps of 0.01 %
 RING_BYTES = 32 * 2**20
 BUFFER = 128 * 1024  # HAProxy's buffer: a log line at most, and a body it can hold to mirror
@@ -226,10 +226,13 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               f"{{ req.body_size le {LOG_REQUEST_BYTES} }}",
               "  acl canary var(txn.mode) -m str canary",
               "  acl shadow var(txn.mode) -m str shadow",
+              # Any request of an endpoint in shadow or canary asks for its candidate's health checks (gateway.lua).
+              "  http-request set-var(txn.candidate_up) lua.candidate_up if canary or shadow",
+              "  acl candidate_up var(txn.candidate_up) -m str 1",
               "  acl picked var(txn.point),sub(txn.share) lt 0",
               f"  acl mirrored rand({SCALE}),sub(txn.mirror) lt 0",
-              "  http-request lua.mirror if routed routed_path shadow mirrored",
-              "  use_backend candidate if routed routed_path canary picked { lua.candidate_up -m str 1 }",
+              "  http-request lua.mirror if routed routed_path shadow mirrored candidate_up",
+              "  use_backend candidate if routed routed_path canary picked candidate_up",
               "  default_backend champion",
               "  http-response del-header X-Rollout-Side",
               "  http-response set-header X-Rollout-Side %[var(txn.side)] unless unmapped",
@@ -321,6 +324,12 @@ class Gateway:
             raise GatewayError(f"HAProxy did not take the end of {endpoint}'s rollout: {answer.strip()}")
         del entries[key]
         self._write_map(entries)
+
+    def candidates(self) -> dict[str, bool]:
+        """The health of the candidates the gateway checks (endpoint → up): those of endpoints in shadow or canary
+        that a request asked about in the last minute."""
+        lines = self._runtime("show candidates").splitlines()
+        return {endpoint: state == "up" for endpoint, state in (line.split() for line in lines if line.strip())}
 
     def traffic(self) -> dict[str, str]:
         """The map's entries (endpoint → entry), as the file has them."""

@@ -111,13 +111,16 @@ from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingReques
 from .gitops import committed, deploy_message
 from .gpu_reservations import HubGpuReservations, HubRolloutGpus
 from .ray_head import LocalRayConfig, LocalRayHead
-from .rollout import Rollout
+from .gateway import GatewayError, Traffic
+from .inference_log import DEFAULTS
+from .rollout import Rollout, from_config
 from .spec import (
     DEPLOYMENT,
     SECRETS_FILE_VARIABLE,
     SPARE_PREFIX,
     ServingRequest,
     candidate_of,
+    serve_applications,
     serve_application,
     serve_config,
     spare_application,
@@ -129,6 +132,7 @@ from .spec import (
 )
 
 log = logging.getLogger(__name__)
+LIVE_MODES = ("shadow", "canary")  # the candidate gets traffic through the gateway
 # On this machine a replica reaches MLflow and its S3 artifacts with the kernel's credentials, brokered
 # by the hub: the contract's HUB_CREDENTIALS variables go into the application's env, the kernel's
 # tokens into the 0600 secrets file.
@@ -249,18 +253,34 @@ class LocalServing:
             return {**result, "state": "failed",
                     "message": "the local Ray head is not running (stopped, or the machine restarted); "
                                "deploy again to start it and bring back every application"}
-        app = self._serve_status().get(record["application"]["name"])
+        applications = self._serve_status()
+        wanted = serve_applications(record["application"])  # in a rollout: the champion's, the candidate's
+        app = applications.get(wanted[0]["name"])
         if app is None:
             if record["phase"] == "submitted" or time.time() - record.get("applied_at", 0) < 60:
                 return {**result, "state": "deploying", "message": "handing the application to Ray Serve"}
             return {**result, "state": "failed", "message": "the application is missing on the local Ray head "
                                                             "(the head restarted?); deploy again"}
-        state = _serve_state(app, record)
+        state = _serve_state(app, record, wanted[0])
         if state["state"] == "running" and not self._routed(record["application"]):
             # Serve says running before its ingress (HAProxy reloads) routes a new prefix: a taken-over spare's
             # new route, a first deploy's. Until then a request would get the ingress's 404.
             state = {**state, "state": "deploying",
                      "message": f"waiting for Ray Serve's HTTP ingress to route {record['application']['route_prefix']}"}
+        if state["state"] == "running" and len(wanted) > 1:  # the endpoint runs once its candidate does too
+            candidate = applications.get(wanted[1]["name"])
+            side = _serve_state(candidate, record, wanted[1]) if candidate else {
+                "state": "deploying", "message": "handing the candidate to Ray Serve"}
+            if side["state"] == "running" and not self._routed(wanted[1]):
+                side = {"state": "deploying", "message": f"waiting for Ray Serve's HTTP ingress to route "
+                                                         f"{wanted[1]['route_prefix']}"}
+            live = ((candidate_of(record["application"]) or {}).get("rollout") or {}).get("mode") in LIVE_MODES
+            if side["state"] == "running" and live and not self._gateway_sees_candidate(name):
+                side = {"state": "deploying", "message": "waiting for the rollout gateway's health check of the "
+                                                         "candidate"}
+            if side["state"] != "running":
+                state = {**state, **side, "replicas": state["replicas"],
+                         "message": f"the candidate (version {wanted[1]['args']['model_version']}): {side['message']}"}
         return {**result, **state}
 
     def delete(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> dict:
@@ -640,7 +660,7 @@ class LocalServing:
         """PUT every recorded application (the REST API replaces the whole set), and the warm spare when the
         head has room for its CPU beside them (`new_spare`: record a new one if there is none)."""
         records = self._records()
-        apps = [r["application"] for r in records]
+        apps = [app for r in records for app in serve_applications(r["application"])]
         spare = localhost.read_json(self._spare_record()) if self.warm_spare else None
         if spare is None and new_spare and self.warm_spare:
             spare = {"application": spare_application(f"{SPARE_PREFIX}{os.urandom(4).hex()}"), "created_at": now()}
@@ -649,10 +669,25 @@ class LocalServing:
             used = sum(r["request"]["cpus"] * _most(r["request"]) * _copies(r) for r in records)
             if used + spare["application"]["deployments"][0]["ray_actor_options"]["num_cpus"] <= self.config.cpus:
                 apps.append(spare["application"])
-        body = serve_config(apps, http_host="127.0.0.1", http_port=self.config.http_port)
+        body = serve_config(apps, http_host="127.0.0.1", http_port=self.config.serve_port)
         r = self.head.session().put(f"{self.config.dashboard_url}/api/serve/applications/", json=body, timeout=60)
         if not r.ok:
             raise BackendUnavailable(f"Ray Serve refused the applications ({r.status_code}): {r.text[-2000:]}")
+        self._route(records)
+
+    def _route(self, records: list[dict]) -> None:
+        """The gateway's traffic map as the records say: each endpoint in rollout by its rollout, the others
+        straight through to Serve."""
+        gateway = self.head.gateway()
+        wanted = {r["name"]: traffic for r in records if (traffic := _traffic(r)) is not None}
+        try:
+            for name, traffic in wanted.items():
+                if gateway.traffic().get(name) != traffic.entry():
+                    gateway.set(name, traffic)
+            for name in set(gateway.traffic()) - set(wanted):
+                gateway.clear(name)
+        except GatewayError as e:
+            raise BackendUnavailable(f"the local Ray head's rollout gateway did not take the traffic: {e}") from None
 
     def _serve_status(self) -> dict:
         url = f"{self.config.dashboard_url}/api/serve/applications/"
@@ -664,10 +699,21 @@ class LocalServing:
             raise BackendUnavailable(f"the local Ray head did not tell the applications' states ({url}): {e}; "
                                      f"its logs: {self.config.ray_directory / 'session_latest' / 'logs'}") from None
 
+    def _gateway_sees_candidate(self, name: str) -> bool:
+        """Whether the gateway found the candidate of `name` healthy (it sends it traffic); if it has not checked
+        it yet, a request through the gateway asks it to (within 0.1 s)."""
+        try:
+            if self.head.gateway().candidates().get(name):
+                return True
+            requests.get(f"{self.url(name)}/health", timeout=10)
+        except (GatewayError, requests.RequestException):
+            pass
+        return False
+
     def _routed(self, application: dict) -> bool:
         """Whether Serve's HTTP ingress routes the application's prefix to it (its `/-/routes`)."""
         try:
-            r = requests.get(f"{self.config.http_url}/-/routes", timeout=10)  # no token: the ingress, not the REST API
+            r = requests.get(f"{self.config.serve_url}/-/routes", timeout=10)  # no token: the ingress, not the REST API
             return r.ok and r.json().get(application["route_prefix"]) == application["name"]
         except (requests.RequestException, ValueError, AttributeError):  # not up yet; not JSON; not an object
             return False
@@ -701,14 +747,14 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _serve_state(app: dict, record: dict) -> dict:
-    """Serve's application status → the platform's states (deploying, running, failed, deleting)."""
+def _serve_state(app: dict, record: dict, wanted: dict) -> dict:
+    """Serve's status of the application `wanted` (of `record`) → the platform's states (deploying, running, failed,
+    deleting)."""
     status, message = app.get("status"), app.get("message") or ""
     deployment = (app.get("deployments") or {}).get(DEPLOYMENT, {})
     replicas = deployment.get("replicas") or []
     counts = {"running": sum(r.get("state") == "RUNNING" for r in replicas),
               "target": deployment.get("target_num_replicas")}
-    wanted = record["application"]
     deployed = app.get("deployed_app_config") or {}
     applied = (deployment.get("deployment_config") or {}).get("user_config")
     if status == "RUNNING" and (deployed.get("args") != wanted["args"] or
@@ -724,6 +770,18 @@ def _serve_state(app: dict, record: dict) -> dict:
         return {"state": state, "message": message, "detail": detail[-4000:], "replicas": counts}
     return {"state": state, "message": last_line(deployment.get("message") or message) if state != "running" else "",
             "replicas": counts}
+
+
+def _traffic(record: dict) -> Traffic | None:
+    """The gateway's traffic of a record in rollout (None: not in rollout)."""
+    candidate = candidate_of(record["application"])
+    if candidate is None:
+        return None
+    log = candidate.get("inference_log")
+    return Traffic(team=LocalServing._team_of(record), champion_version=str(record["model_version"]),
+                   candidate_version=str(candidate["model_version"]),
+                   rollout=from_config(candidate.get("rollout")) or Rollout(mode="off"),
+                   sample_rate=float({**DEFAULTS, **log}["sample_rate"]) if log is not None else 0.0)
 
 
 def _copies(record: dict) -> int:

@@ -29,6 +29,7 @@ from mlplatform_core.timestamps import now
 
 from .. import localhost
 from .errors import BackendUnavailable
+from .gateway import Gateway, GatewayError, GatewaySpec
 
 HEAD_MARKER_VAR = "MLPLATFORM_RAY_HEAD"  # in the environment of every process of the head, to find them all
 # What the head keeps of the environment of the kernel that starts it: no user's identity or token.
@@ -83,7 +84,8 @@ class LocalRayConfig:
     """Where the local head listens and lives. Every port is on 127.0.0.1 and derived from `port`:
 
         port       GCS                      port + 1   Serve's REST API (serve_api.py, or Ray's dashboard)
-        port + 2   Serve HTTP (endpoints)   port + 3 .. port + 11   Ray's and HAProxy's own ports
+        port + 2   the endpoints: the rollout gateway (gateway.py) in front of Serve's HTTP
+        port + 3 .. port + 13   Ray's and HAProxy's own ports   port + 14   Serve's HTTP
         port + 20 .. port + 119   Ray workers   port + 120 .. port + 199   replicas' direct ingress
     """
 
@@ -132,6 +134,16 @@ class LocalRayConfig:
         return self.runtime_directory / "hap"
 
     @property
+    def gateway_directory(self) -> Path:
+        """The rollout gateway's configuration, traffic map and admin socket."""
+        return self.runtime_directory / "gateway"
+
+    @property
+    def evidence_socket(self) -> Path:
+        """Where the gateway sends its evidence: the platform service's shipper listens there (evidence.py)."""
+        return self.runtime_directory / "evidence.sock"
+
+    @property
     def ray_dashboard(self) -> bool:
         """Whether Ray's dashboard runs (and serves Serve's REST API) rather than Serve's controller (serve_api.py)."""
         return bool(self.dashboard_modules)
@@ -142,7 +154,13 @@ class LocalRayConfig:
 
     @property
     def http_port(self) -> int:
+        """The endpoints' port: the gateway's."""
         return self.port + 2
+
+    @property
+    def serve_port(self) -> int:
+        """Serve's HTTP port, behind the gateway."""
+        return self.port + 14
 
     @property
     def cpus(self) -> int:
@@ -163,6 +181,10 @@ class LocalRayConfig:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}"
 
 
 class LocalRayHead:
@@ -266,6 +288,8 @@ class LocalRayHead:
         elif not c.ray_dashboard and (serve := self._start_serve()) != 0:
             detail = f"exit code {serve}" if serve is not None else timeout
             what = f"did not start Serve and its REST API (serve_api.py; {detail})"
+        elif (refused := self._start_gateway()) is not None:
+            what = f"did not start its rollout gateway: {refused}"
         elif self._wait_ready(proc.pid, c.start_timeout):
             # `ray start` is gone: head.json's pid becomes the head's GCS server, a process of the group.
             gcs = _group_member(proc.pid, "gcs_server")
@@ -283,7 +307,7 @@ class LocalRayHead:
         """Start Serve, whose controller serves the REST API (from a Ray driver that exits once Serve runs); the
         driver's exit code."""
         c = self.config
-        arguments = {"gcs_address": f"127.0.0.1:{c.port}", "http_port": c.http_port}
+        arguments = {"gcs_address": f"127.0.0.1:{c.port}", "http_port": c.serve_port}
         with open(self.root / "head.log", "ab") as log:
             try:
                 return subprocess.run([sys.executable, "-c", SERVE_LAUNCHER, json.dumps(arguments)],
@@ -291,6 +315,22 @@ class LocalRayHead:
                                       stdin=subprocess.DEVNULL, timeout=c.start_timeout).returncode
             except subprocess.TimeoutExpired:
                 return None
+
+    def gateway(self) -> Gateway:
+        """The head's rollout gateway: where the endpoints are (`http_port`), in front of Serve's HTTP."""
+        c = self.config
+        spec = GatewaySpec(listen=("127.0.0.1", c.http_port), upstream=("127.0.0.1", c.serve_port),
+                           log_socket=c.evidence_socket)
+        return Gateway(c.gateway_directory, spec, environment=self.environment())
+
+    def _start_gateway(self) -> str | None:
+        """Start the gateway, a process of the head (its marker in HAProxy's environment: stop() ends it), with the
+        traffic map as it was (local.py sets it from the records once Serve has them); why not, if it did not."""
+        try:
+            self.gateway().start()
+        except GatewayError as e:
+            return str(e)
+        return None
 
     def _wait_ready(self, pgid: int, timeout: float) -> bool:
         """Whether the head (process group `pgid`) answers on Serve's REST API within `timeout` (False
@@ -411,7 +451,8 @@ class LocalRayHead:
 
     def _check_ports(self) -> None:
         c = self.config
-        for name, port in (("GCS", c.port), ("dashboard", c.dashboard_port), ("Serve HTTP", c.http_port)):
+        for name, port in (("GCS", c.port), ("dashboard", c.dashboard_port), ("endpoints' gateway", c.http_port),
+                           ("Serve HTTP", c.serve_port)):
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:

@@ -43,6 +43,9 @@ from .rollout import Rollout
 IMPORT_PATH = "mlplatform.serving.app:build"
 DEPLOYMENT = "Model"  # the deployment's name inside every application (app.py)
 CANDIDATE_DEPLOYMENT = "Candidate"  # beside it during a rollout (rollout.py)
+# The route of an endpoint's candidate as an application of its own (behind the rollout gateway, gateway.py):
+# `/<name>--candidate`. No endpoint's name may end with it.
+CANDIDATE_SUFFIX = "--candidate"
 # Where a replica finds the credentials it may need (a 0600 file; never in the Serve config, which Serve's
 # REST API shows): the local backend writes it, app.py reads it.
 SECRETS_FILE_VARIABLE = "MLPLATFORM_SERVING_SECRETS_FILE"
@@ -116,6 +119,9 @@ def serving_request(*, name: Any, model_uri: Any, replicas: Any = None, min_repl
         check("name", bool(DNS_LABEL.fullmatch(name)) and len(name) <= MAX_DNS_LABEL,
               f"{name!r} is not a DNS label; allowed: at most {MAX_DNS_LABEL} lowercase letters, digits and '-', "
               "starting with a letter and ending with a letter or digit (e.g. 'iris-classifier')")
+        check("name", not name.endswith(CANDIDATE_SUFFIX),
+              f"{name!r} ends with {CANDIDATE_SUFFIX!r}, the route of an endpoint's candidate in a rollout; allowed: "
+              "any other DNS label")
     check("model_uri", isinstance(model_uri, str) and bool(MODEL_URI.fullmatch(model_uri)),
           f"{model_uri!r} is not a registered model; allowed: 'models:/<name>@<alias>' or "
           "'models:/<name>/<version>' (e.g. 'models:/iris@champion')")
@@ -399,6 +405,24 @@ def candidate_of(app: dict) -> dict | None:
         return None
     user_config = app["deployments"][0]["user_config"]
     return {**candidate, "rollout": user_config.get("rollout"), "inference_log": user_config.get("inference_log")}
+
+
+def serve_applications(app: dict) -> list[dict]:
+    """The Serve applications of a recorded application: itself, or in a rollout the champion alone at its route and
+    the candidate as an application of its own at `<route>--candidate`, which the rollout gateway (gateway.py) splits
+    and mirrors to; the rollout's settings are the gateway's, so changing them changes no application."""
+    candidate = app.get("args", {}).get("candidate")
+    if not candidate:
+        return [app]
+    champion = without_candidate(app)
+    own = next(d for d in app["deployments"] if d["name"] == CANDIDATE_DEPLOYMENT)
+    return [champion, {
+        **{k: copy.deepcopy(v) for k, v in champion.items() if k not in ("name", "route_prefix", "args", "deployments")},
+        "name": f"{app['name']}{CANDIDATE_SUFFIX}", "route_prefix": f"{app['route_prefix']}{CANDIDATE_SUFFIX}",
+        "args": {**{k: candidate.get(k) for k in ("model_uri", "model_version", "requested_uri")},
+                 "task": app["args"].get("task")},
+        "deployments": [{**copy.deepcopy(own), "name": DEPLOYMENT,
+                         "user_config": champion["deployments"][0]["user_config"]}]}]
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
