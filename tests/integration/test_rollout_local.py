@@ -1,10 +1,11 @@
 """Safe rollout on the real local backend: a Ray head, Ray Serve answering HTTP, MLflow, S3 (issue 12).
 
-An endpoint serves the champion; a candidate version is started beside it in shadow mode (callers
-get the champion's answers, both sides land in the inference log under one request id), moved to
-canary (the share answered by the candidate, a routing key pinning a caller to one side), turned
-off and promoted, all while a client keeps sending requests: none fails, and mode changes restart
-no replica (Serve's user_config, applied in place).
+An endpoint serves the champion; a candidate version is started beside it, as an application of its own behind the
+head's rollout gateway, in shadow mode (callers get the champion's answers, both sides land in the gateway's
+evidence under one request id, under the platform's prefix, and the replicas write nothing), moved to canary (the
+share answered by the candidate, a routing key pinning a caller to one side), turned off and promoted, all while a
+client keeps sending requests: none fails, and mode changes restart no replica (the gateway's map, changed at
+runtime).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from hub_config.local import seaweedfs
 from mlplatform import serving
-from mlplatform.serving.inference_log import read_window
+from mlplatform.serving.inference_log import InferenceLog, S3Writer, read_window
+from mlplatform.serving.ray_head import LocalRayConfig
 from mlplatform.serving.rollout import KEY_HEADER, SIDE_HEADER, rollout
-from mlplatform.serving.spec import serving_request
+from mlplatform.serving.spec import serve_applications, serving_request
+from mlplatform_service.evidence import EvidenceShipper, evidence_prefix
 
 from ..conftest import BASE, SHARED_RAY_PORT
 from ..support.mlflow_models import SAMPLE_ROWS, register_model, unique_name
@@ -39,6 +42,7 @@ from ..support.seaweedfs_server import seaweedfs_server
 RAY_PORT = SHARED_RAY_PORT  # the session's shared head (conftest.py)
 S3_BASE = BASE + 3800
 BUCKET, PREFIX, REGION, TEAM = "platform", "teams/team-vision/", "us-east-1", "team-vision"
+EVIDENCE = evidence_prefix("platform", TEAM)
 LOG = {"flush_seconds": 0.3, "batch_rows": 100}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -50,7 +54,20 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def endpoint(platform, s3, shared_ray_head, tmp_path_factory):
+def evidence(s3):
+    """The platform service's part: the evidence shipper on the shared head's socket, writing with the platform's
+    S3 identity under the platform's prefix."""
+    def open_log(team: str) -> InferenceLog:
+        return InferenceLog.from_settings(S3Writer(s3[2], BUCKET, evidence_prefix("platform", team)), LOG)
+
+    shipper = EvidenceShipper(LocalRayConfig(port=RAY_PORT).evidence_socket, open_log)
+    shipper.start()
+    yield shipper
+    shipper.close(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def endpoint(platform, s3, evidence, shared_ray_head, tmp_path_factory):
     """Version 1 (the champion) of a registered model served as an application of team-vision, its
     replicas writing to the team's S3 prefix; version 2 (the candidate) registered, not served."""
     url, keys, _ = s3
@@ -133,20 +150,25 @@ class Client(threading.Thread):
         self.join(60)
 
 
+def serve_names(app: str) -> list[str]:
+    """Serve's applications of the endpoint: the champion's, and in a rollout the candidate's."""
+    return [a["name"] for a in serve_applications(serving.backend()._own_record(app)["application"])]
+
+
 def replica_ids(app: str) -> set[str]:
-    """The ids of the application's running replicas, every deployment (a restart makes new ones)."""
-    backend = serving.backend()
-    deployments = backend._serve_status()[app]["deployments"]
-    return {r["replica_id"] for d in deployments.values() for r in d["replicas"] if r["state"] == "RUNNING"}
+    """The ids of the endpoint's running replicas, both sides (a restart makes new ones)."""
+    applications = serving.backend()._serve_status()
+    return {r["replica_id"] for name in serve_names(app) for d in applications[name]["deployments"].values()
+            for r in d["replicas"] if r["state"] == "RUNNING"}
 
 
-def settle(app: str, deployments: int) -> dict:
-    """Until the application runs with every deployment's replicas up."""
+def settle(app: str, applications: int) -> dict:
+    """Until the endpoint runs with each of its Serve applications' replicas up."""
     def ready():
-        state = serving.status(app)
-        apps = serving.backend()._serve_status()[app]
-        return state["state"] == "running" and len(apps["deployments"]) == deployments and \
-            all(d["status"] == "HEALTHY" for d in apps["deployments"].values())
+        state, names = serving.status(app), serve_names(app)
+        found = serving.backend()._serve_status()
+        return state["state"] == "running" and len(names) == applications and all(
+            d["status"] == "HEALTHY" for name in names for d in found[name]["deployments"].values())
     deadline = time.monotonic() + 240
     while not ready():
         assert time.monotonic() < deadline, serving.status(app)
@@ -164,7 +186,7 @@ def window(s3_client, app: str, since: datetime, enough):
     """The inference log's records of `app` since `since`, once `enough(records)` (or 30 s passed)."""
     deadline = time.monotonic() + 30
     while True:
-        df = read_window(s3_client, BUCKET, PREFIX, app, since, datetime.now(UTC) + timedelta(seconds=5))
+        df = read_window(s3_client, BUCKET, EVIDENCE, app, since, datetime.now(UTC) + timedelta(seconds=5))
         if enough(df) or time.monotonic() > deadline:
             return df
         time.sleep(0.3)
@@ -176,10 +198,11 @@ def test_shadow_mirrors_every_request_and_callers_get_the_champions_answer(endpo
         status = backend.start_rollout(app, model_version=endpoint["v2"], requested_uri=f"models:/{endpoint['name']}/2",
                                        rollout=rollout(mode="shadow"), inference_log=LOG)
         assert status["rollout"]["model_version"] == endpoint["v2"] and status["rollout"]["rollout"]["mode"] == "shadow"
-        settle(app, deployments=2)
+        settle(app, applications=2)
         since = datetime.now(UTC)
-        ids = [uuid.uuid4().hex for _ in range(30)]
-        sent = [post(endpoint["url"], headers={"X-Request-Id": i}) for i in ids]
+        forged = [uuid.uuid4().hex for _ in range(30)]
+        sent = [post(endpoint["url"], headers={"X-Request-Id": i}) for i in forged]
+        ids = [r.headers["X-Request-Id"] for r in sent]  # the gateway's: the callers' are not trusted
     assert {a[0] for a in client.answers} == {200}, Counter(client.answers)
     assert {(r.headers[SIDE_HEADER], r.headers["X-Model-Version"]) for r in sent} == {("champion", endpoint["v1"])}
     assert all(r.json() == {"predictions": [0, 1]} for r in sent)
@@ -191,13 +214,16 @@ def test_shadow_mirrors_every_request_and_callers_get_the_champions_answer(endpo
     candidate = df[df.side == "candidate"]
     assert set(candidate.model_version) == {endpoint["v2"]} and set(candidate["mode"]) == {"shadow"}
     assert set(candidate.status) == {200} and {tuple(json.loads(o)) for o in candidate.outputs} == {(0, 1)}
+    assert not set(forged) & set(ids)
+    # The team's own prefix has no log: the replicas wrote none.
+    assert read_window(s3[2], BUCKET, PREFIX, app, since, datetime.now(UTC) + timedelta(seconds=5)).empty
 
 
 def test_canary_sends_the_share_to_the_candidate_and_a_key_pins_a_caller(endpoint):
     app, backend = endpoint["app"], endpoint["backend"]
     before = replica_ids(app)
     backend.set_rollout(app, rollout(mode="canary", share=0.3))
-    settle(app, deployments=2)
+    settle(app, applications=2)
     assert replica_ids(app) == before  # in place: no replica restarted
     sides = Counter(post(endpoint["url"]).headers[SIDE_HEADER] for _ in range(200))
     assert 30 <= sides["candidate"] <= 90, sides  # 60 expected (p of leaving this range < 1e-5)
@@ -205,9 +231,8 @@ def test_canary_sends_the_share_to_the_candidate_and_a_key_pins_a_caller(endpoin
         answers = {(r.headers[SIDE_HEADER], r.headers["X-Model-Version"])
                    for r in (post(endpoint["url"], headers={KEY_HEADER: key}) for _ in range(8))}
         assert answers in ({("champion", endpoint["v1"])}, {("candidate", endpoint["v2"])}), (key, answers)
-    health = requests.get(endpoint["url"].replace("/predict", "/health"), timeout=10).json()
-    assert health["rollout"]["mode"] == "canary" and health["rollout"]["share"] == 0.3
-    assert health["rollout"]["candidate_version"] == endpoint["v2"]
+    assert backend.head.gateway().traffic()[app] == f"{TEAM}|canary|3000|0|{endpoint['v1']}|{endpoint['v2']}|10000"
+    assert backend.head.gateway().candidates()[app] is True
 
 
 def test_mode_changes_under_load_drop_no_request_and_promotion_ends_on_the_candidate(endpoint):
@@ -217,16 +242,17 @@ def test_mode_changes_under_load_drop_no_request_and_promotion_ends_on_the_candi
         for change in (rollout(mode="canary", share=0.5), rollout(mode="off", reason="test: back to the champion"),
                        rollout(mode="shadow", mirror_rate=0.5)):
             backend.set_rollout(app, change)
-            settle(app, deployments=2)
+            settle(app, applications=2)
             sides = {post(endpoint["url"]).headers[SIDE_HEADER] for _ in range(40)}
             assert sides == expected[change.mode], (change, sides)
         backend.end_rollout(app, promote=True)
-        status = settle(app, deployments=1)
+        status = settle(app, applications=1)
         deadline = time.monotonic() + 30
         while client.answers[-1][2] != endpoint["v2"] and time.monotonic() < deadline:
             time.sleep(0.2)
     assert {a[0] for a in client.answers} == {200}, Counter(client.answers)
     assert status["model_version"] == endpoint["v2"] and status["rollout"] is None
-    assert client.answers[-1] == (200, None, endpoint["v2"])  # one model again: no router, no side
+    assert client.answers[-1] == (200, None, endpoint["v2"])  # one model again: through the gateway, no side
+    assert app not in backend.head.gateway().traffic()
     with pytest.raises(serving.ServingConflict, match="has no rollout"):
         backend.set_rollout(app, rollout(mode="shadow"))
