@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlplatform import localhost, registry, serving
 from mlplatform.registry.reference import log_reference_data
 from mlplatform.serving import rollouts
+from mlplatform.serving.spec import CANDIDATE_SUFFIX
 from mlplatform_service.database import connect
 from mlplatform_service.usage import UsageLedger
 
@@ -101,15 +102,16 @@ def a100_line(hub) -> str:
 
 
 def replica_devices(app: str) -> dict[str, set[str]]:
-    """CUDA_VISIBLE_DEVICES of the running replicas of `app`, per deployment (their processes' environment)."""
+    """CUDA_VISIBLE_DEVICES of the running replicas of `app` (their processes' environment): the champion's under
+    "Model", the candidate's (an application of its own in a rollout) under "Candidate"."""
     found: dict[str, set[str]] = {}
-    prefix = f"ray::ServeReplica:{app}:"
+    sides = {f"ray::ServeReplica:{app}:": "Model", f"ray::ServeReplica:{app}{CANDIDATE_SUFFIX}:": "Candidate"}
     for proc in psutil.process_iter(["cmdline"]):
         try:
             title = " ".join(proc.info["cmdline"] or [])
-            if title.startswith(prefix) and proc.status() != psutil.STATUS_ZOMBIE:
-                deployment = title[len(prefix):].split(".")[0].split()[0]
-                found.setdefault(deployment, set()).add(proc.environ().get("CUDA_VISIBLE_DEVICES", "(unset)"))
+            side = next((side for prefix, side in sides.items() if title.startswith(prefix)), None)
+            if side and proc.status() != psutil.STATUS_ZOMBIE:
+                found.setdefault(side, set()).add(proc.environ().get("CUDA_VISIBLE_DEVICES", "(unset)"))
         except psutil.Error:
             pass
     return found
@@ -172,6 +174,7 @@ def test_a_candidate_beyond_the_quota_is_refused_with_the_numbers_and_leaves_not
         after = (reserved(platform), ledger(platform), localhost.read_json(platform.ray_dir / "apps" / f"{app}.json"))
         assert after == before and serving.status(app)["rollout"] is None
         assert set(serving.backend()._serve_status()[app]["deployments"]) == {"Model"}
+        assert f"{app}{CANDIDATE_SUFFIX}" not in serving.backend()._serve_status()
     finally:
         dana.stop_all()
 

@@ -245,11 +245,15 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "backend champion",
               "  http-request set-var(txn.side) str(champion)",
               "  http-request set-var(txn.version) var(txn.champion_version)",
+              # A server connection stays with its client's, as a client's own would: never one from a shared pool,
+              # which may hold a connection to a Serve HAProxy process replaced since (its routes stale: a 404 seen).
+              "  http-reuse never",
               f"  server champion {up_host}:{up_port}",
               "backend candidate",
               "  http-request set-var(txn.side) str(candidate)",
               "  http-request set-var(txn.version) var(txn.candidate_version)",
               f"  http-request replace-path ^/([^/]+)(/.*)?$ /\\1{CANDIDATE_SUFFIX}\\2",
+              "  http-reuse never",
               f"  server candidate {up_host}:{up_port}"]
     return "\n".join(lines) + "\n"
 
