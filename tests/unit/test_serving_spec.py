@@ -8,8 +8,9 @@ import yaml
 from mlplatform.serving.errors import InvalidServingRequest
 from mlplatform.serving.rollout import Rollout
 from mlplatform.serving.spec import (SPARE_PREFIX, PodResources, candidate_of, model_args, ray_service,
-                                     serve_application, serve_config, serving_request, settled, spare_application,
-                                     taken_over, with_candidate, without_candidate)
+                                     serve_application, serve_applications, serve_config, serving_request, settled,
+                                     spare_application, taken_over, with_candidate, with_rollout,
+                                     without_candidate)
 
 from mlplatform_core.catalog import ServingLimits
 from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
@@ -186,6 +187,42 @@ def test_a_gpu_candidate_has_its_own_devices_and_takes_them_to_the_champion_when
     assert [d["name"] for d in promoted["deployments"]] == ["Model"] and promoted["args"]["model_version"] == "4"
     aborted = without_candidate(app)  # the champion keeps its own
     assert aborted["deployments"][0]["ray_actor_options"]["runtime_env"] == {"env_vars": env}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic fields
+def test_in_a_rollout_the_candidate_is_an_application_of_its_own_behind_the_gateway():
+    """The champion at its route without the rollout's settings (the gateway's), the candidate at <route>--candidate
+    with its own model, devices and the champion's batching: a change of mode or share changes no application."""
+    from ray.serve.schema import ServeDeploySchema
+
+    r = serving_request(name="iris", model_uri="models:/iris@champion", gpus=1)
+    env = {"CUDA_VISIBLE_DEVICES": "1", "MLFLOW_TRACKING_URI": "http://m"}
+    single = serve_application(r, model_version="3", env=env)
+    assert serve_applications(single) == [single]
+    tried = with_candidate(single, model_version="4", requested_uri="models:/iris/4", rollout=Rollout(mode="shadow"),
+                           inference_log={"sample_rate": 0.5}, env={"CUDA_VISIBLE_DEVICES": "2"})
+    champion, candidate = serve_applications(tried)
+    assert champion == {**without_candidate(tried), "deployments": champion["deployments"]}
+    assert champion["args"] == single["args"] and [d["name"] for d in champion["deployments"]] == ["Model"]
+    assert champion["deployments"][0]["user_config"] == USER_CONFIG  # no rollout, no log settings
+    assert (candidate["name"], candidate["route_prefix"]) == ("iris--candidate", "/iris--candidate")
+    assert candidate["args"] == {"model_uri": "models:/iris/4", "model_version": "4",
+                                 "requested_uri": "models:/iris/4", "task": None}
+    assert [d["name"] for d in candidate["deployments"]] == ["Model"]
+    assert candidate["deployments"][0]["user_config"] == USER_CONFIG
+    assert candidate["deployments"][0]["ray_actor_options"]["runtime_env"] == {
+        "env_vars": {"CUDA_VISIBLE_DEVICES": "2", "MLFLOW_TRACKING_URI": "http://m"}}
+    ServeDeploySchema.model_validate(serve_config([champion, candidate]))
+    # Another mode, share or log setting: the same two applications.
+    assert serve_applications(with_rollout(tried, Rollout(mode="canary", share=0.2))) == [champion, candidate]
+
+
+def test_no_endpoint_is_named_as_a_candidates_route():
+    with pytest.raises(InvalidServingRequest) as refused:
+        serving_request(name="iris--candidate", model_uri="models:/iris@champion")
+    assert refused.value.problems == [("name", "'iris--candidate' ends with '--candidate', the route of an endpoint's "
+                                               "candidate in a rollout; allowed: any other DNS label")]
+    assert serving_request(name="iris--candidates-2", model_uri="models:/iris@champion").name == "iris--candidates-2"
 
 
 def test_replicas_get_the_contract_without_credentials_or_notebook_paths():

@@ -28,6 +28,8 @@ adds up to 70 below it and Serve's HAProxy 72):
                           sockets). Ray makes it 0777 (for users sharing a machine); the 0700 above
                           keeps others out
     hap/                  the HAProxy ingress's config and sockets (fast ingress)
+    gateway/              the rollout gateway's config, traffic map and admin socket (gateway.py)
+    evidence.sock         where the gateway sends its evidence: the platform service's shipper listens
 Both directories are this OS user's alone: created 0700 (by the first deploy; reading creates
 nothing), and one that another user owns or that the group or others may open is refused
 (BackendUnavailable), never used or repaired. A runtime directory of its own in /tmp is the head's
@@ -78,6 +80,17 @@ credential before that. Alternatives weighed (see bench/deploy_steps.py): Ray's 
 controller creates with each application's own runtime_env, and the build task would still take a fresh
 worker: ~2.5 CPU-s) and RAY_preload_python_modules (loads Serve's controller and proxies too). Set
 MLPLATFORM_RAY_WARM_SPARE=0 to run without a spare (its replica: ~340 MB RSS while idle).
+
+Rollouts (the platform service's, rollout_backends.py): endpoints are reached through the head's rollout gateway
+(gateway.py: HAProxy on `http_port`, in front of Serve's HTTP on `serve_port`). A rollout adds the candidate as a
+Serve application of its own at `/<name>--candidate` (spec.serve_applications; the record keeps the candidate in
+its application, as on Kubernetes), and every apply sets the gateway's traffic map from the records: an endpoint
+in rollout by its rollout (mode, share, mirror rate, the sides' versions, the evidence's sample rate), the others
+straight through. A change of mode, share or the evidence's sample rate changes the map, not Serve: no replica
+restarts. An endpoint in shadow or canary is running once Serve runs both sides and the gateway found the
+candidate healthy. The gateway records the evidence the live gates read, outside the replicas (the team's code);
+on this machine the replicas run as the same OS user as everything else, so, as for teams above, it is the
+platform's process doing it, not a wall between OS users.
 
 Audit: once a deploy has been handed to Serve, or a delete done, the backend reports it to the platform
 service (`platform_service.report`: `deploy`, or `redeploy` when the name had a record already; `delete`;
