@@ -280,6 +280,32 @@ def test_evidence_of_a_sample_keeps_both_sides_of_each_request(s3, serve, eviden
     assert serve.candidate.finished.keys() >= set(more)  # still mirrored: the evidence is off, not the shadow
 
 
+def test_evidence_waits_in_the_ring_while_the_shipper_restarts_and_none_is_lost(s3, serve, evidence, gateway):
+    """While the platform service restarts, or the local head's runtime directory is made anew (keep_listening),
+    lines wait in HAProxy's ring, which connects again. The ring has no acknowledgement: the first line written
+    to a connection the shipper has just closed can be lost (seen: one), never the ones after."""
+    g = gateway(spec_for(evidence), single())
+    before = [requests.post(url(), json={"i": i}, timeout=10).headers["X-Request-Id"] for i in range(10)]
+    evidence_in_s3(s3, evidence, 10)
+    evidence.close(timeout=10)  # the service stops: its socket goes
+    during = [requests.post(url(), json={"i": i}, timeout=10).headers["X-Request-Id"] for i in range(10)]
+    assert not evidence.socket_path.exists()
+    later = EvidenceShipper(evidence.socket_path, evidence.open_log)
+    later.start()
+    try:
+        df = evidence_in_s3(s3, later, 19)
+        lost = set(before + during) - set(df["request_id"])
+        assert lost <= {during[0]} and later.counts["unreadable"] == 0, lost
+        evidence.socket_path.unlink()  # the head's runtime directory removed and made again
+        assert later.keep_listening() and not later.keep_listening()
+        g.stop()  # a new gateway (the head started again) connects to the new socket
+        g.start()
+        after = requests.post(url(), json={}, timeout=10).headers["X-Request-Id"]
+        assert after in set(evidence_in_s3(s3, later, 20 - len(lost) + 1)["request_id"])
+    finally:
+        later.close(timeout=10)
+
+
 def test_errors_are_evidence_with_their_messages(s3, serve, evidence, gateway):
     gateway(spec_for(evidence), traffic(mode="shadow"))
     serve.candidate.failing = True
