@@ -55,7 +55,7 @@ local function mirror_once(r)
   if not r.sampled then return end  -- the champion's line is not recorded either
   local request, request_unknown = logged(r.body, LOG_REQUEST)
   local response, response_unknown = logged(body, LOG_RESPONSE)
-  core.log(core.info, string.format(
+  core.log(core.notice, string.format(  -- notice: the global log's level (its HTTP client's own lines are info)
     '{"id":%s,"team":%s,"endpoint":%s,"side":"candidate","mode":%s,"version":%s,"t0":"%s","latency_us":"%d",'
       .. '"status":%d,"key":%s,"req":%s,"res":%s,"req_unknown":%s,"res_unknown":%s,"keyed":%s,"mirrored":true}',
     json_string(r.id), json_string(r.team), json_string(r.endpoint), json_string(r.mode), json_string(r.version), r.t0, latency,

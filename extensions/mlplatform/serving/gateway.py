@@ -173,8 +173,9 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
     if spec.log_socket is not None:
         # A ring, not datagrams: lines wait in it (32 MiB) while the shipper is slow or restarting, where a
         # datagram socket drops them (Linux queues 10 datagrams by default); one line per message, over a unix
-        # stream the shipper listens on. gateway.lua's lines (core.log) go to the global log.
-        lines += ["  log ring@evidence local0 info",
+        # stream the shipper listens on. gateway.lua's mirror lines (core.log, notices) go to the global log, which
+        # takes no info lines: HAProxy's HTTP client would write one for every mirror.
+        lines += ["  log ring@evidence local0 notice",
                   "ring evidence",
                   "  format raw", f"  maxlen {BUFFER}", f"  size {RING_BYTES}",
                   "  timeout connect 5s", "  timeout server 10s",
