@@ -1,8 +1,9 @@
 """The local Ray head killed (every process of it, SIGKILL) under a running application: `status` says
 the head is down and what to do (no traceback), `mlplatform-ray-head status` says stopped, the
 application's record is intact and no start lock is left held; the next deploy starts the head again
-and the application answers. One test on the session's shared head (conftest.py), which it leaves running
-for the modules after it: a head start takes about 20 s here."""
+and the application answers. Its rollout gateway killed alone: the next deploy starts it again, with the endpoints
+as they were. On the session's shared head (conftest.py), which it leaves running for the modules after it: a head
+start takes about 20 s here."""
 
 from __future__ import annotations
 
@@ -58,3 +59,18 @@ def test_a_killed_head_is_reported_and_the_next_deploy_brings_the_application_ba
         assert (again["state"], again["model_version"]) == ("running", mv.version)
         assert serving.predict("headless", SAMPLE_ROWS) == [0, 1]
         assert head_cli("status").stdout == f"Ray head on port {RAY_PORT}: running\n"
+
+
+def test_a_killed_gateway_is_started_again_by_the_next_deploy(platform, shared_ray_head):
+    with module_on_shared_head(shared_ray_head, local_backend_environ(RAY_PORT, platform.mlflow_url)) as head:
+        mv = register_model(platform.mlflow_url, unique_name("gatewayless"))
+        assert serving.deploy("gatewayless", mv.uri, wait=True, timeout=240)["state"] == "running"
+        gateway = head.gateway()
+        worker = int(gateway.command("show info").split("Pid: ")[1].split()[0])
+        os.killpg(os.getpgid(worker), signal.SIGKILL)  # HAProxy's master and worker: a session of their own
+        assert wait_until(lambda: not gateway.running(), 30)
+        with pytest.raises(serving.ServingError):
+            serving.predict("gatewayless", SAMPLE_ROWS)  # nothing listens on the endpoints' port
+        assert serving.deploy("gatewayless", mv.uri, wait=True, timeout=240)["state"] == "running"
+        assert gateway.running() and serving.predict("gatewayless", SAMPLE_ROWS) == [0, 1]
+        serving.delete("gatewayless")

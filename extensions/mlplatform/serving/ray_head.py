@@ -249,6 +249,7 @@ class LocalRayHead:
         """Start the head unless it runs; True when this call started it."""
         self.private()
         if self.running():
+            self._revive_gateway()
             return False
         with localhost.locked(self.root / "start.lock"):
             if self.running():
@@ -322,6 +323,15 @@ class LocalRayHead:
         spec = GatewaySpec(listen=("127.0.0.1", c.http_port), upstream=("127.0.0.1", c.serve_port),
                            log_socket=c.evidence_socket)
         return Gateway(c.gateway_directory, spec, environment=self.environment())
+
+    def _revive_gateway(self) -> None:
+        """Start the gateway of a running head again if it is gone (killed, crashed): no endpoint answers without it."""
+        gateway = self.gateway()
+        if gateway.running():
+            return
+        with localhost.locked(self.root / "start.lock"):
+            if not gateway.running() and (refused := self._start_gateway()) is not None:
+                raise BackendUnavailable(f"the local Ray head runs, but its rollout gateway did not start: {refused}")
 
     def _start_gateway(self) -> str | None:
         """Start the gateway, a process of the head (its marker in HAProxy's environment: stop() ends it), with the
