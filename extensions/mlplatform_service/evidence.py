@@ -153,7 +153,7 @@ class EvidenceShipper:
         except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
             self.counts["unreadable"] += 1
             return
-        if rec is None or not TEAM.match(str(line.get("team", ""))):
+        if rec is None or not TEAM.fullmatch(str(line.get("team", ""))):
             self.counts["not_records"] += 1
             return
         if line.get("mirror") == "skipped":  # shadow did not mirror this request (too many in flight, too long)

@@ -420,12 +420,19 @@ def test_a_bad_change_is_refused_naming_the_field_and_changes_nothing(serve, evi
                                   "candidate_version"),
                                  ("iris", single(team="team vision"), "team"),
                                  ("iris", dataclasses.replace(single(), sample_rate=1.5), "sample_rate"),
-                                 ("iris x", single(), "endpoint"), ("iris\nocr", single(), "endpoint")):
+                                 ("iris x", single(), "endpoint"), ("iris\nocr", single(), "endpoint"),
+                                 # A trailing newline would end an admin socket command and start another.
+                                 ("iris\n", single(), "endpoint"), ("iris", single("3\n"), "champion_version"),
+                                 ("iris", single(team="team-vision\n"), "team")):
         with pytest.raises(InvalidServingRequest) as refused:
             g.set(endpoint, bad)
         assert [f for f, _ in refused.value.problems] == [field], refused.value.problems
     assert g.traffic_map.read_text() == before
     assert "canary|5000" in g.command(f"show map {g.traffic_map}")
+    with pytest.raises(InvalidServingRequest) as refused:  # nor a configuration line
+        render(spec_for(None, upstream=("127.0.0.1\nbackend x", 80)), admin_socket=g.admin_socket,
+               traffic_map=g.traffic_map)
+    assert [f for f, _ in refused.value.problems] == ["upstream.host"]
     sides = {requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] for _ in range(40)}
     assert sides == {"champion", "candidate"}  # still the canary it was
     g.stop()
@@ -438,8 +445,9 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_siz
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(team=TEXT | st.just("team-vision"), endpoint=TEXT | st.just("iris"), host=TEXT | st.just("127.0.0.1"),
-       port=st.integers(-5, 70000), champion=TEXT | st.just("3"), candidate=st.none() | TEXT)
+@given(team=TEXT | st.sampled_from(["team-vision", "team-vision\n"]), endpoint=TEXT | st.sampled_from(["iris", "iris\n"]),
+       host=TEXT | st.sampled_from(["127.0.0.1", "127.0.0.1\n"]), port=st.integers(-5, 70000),
+       champion=TEXT | st.sampled_from(["3", "3\n"]), candidate=st.none() | TEXT)
 def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, endpoint, host, port, champion,
                                                         candidate):
     """Every text of a spec or a traffic change is refused (naming its field) or HAProxy accepts what it makes:

@@ -98,7 +98,7 @@ class GatewaySpec:
         """Every problem at once (InvalidServingRequest: the field, the value, what is allowed)."""
         problems: list[tuple[str, str]] = []
         for name, (host, port) in (("listen", self.listen), ("upstream", self.upstream)):
-            if not HOST.match(host or ""):
+            if not HOST.fullmatch(host or ""):
                 problems.append((f"{name}.host", f"{host!r} is not a host; allowed: a DNS name or an IPv4 address"))
             if not (isinstance(port, int) and 0 < port < 65536):
                 problems.append((f"{name}.port", f"{port!r} is not a port; allowed: 1 to 65535"))
@@ -118,11 +118,11 @@ class Traffic:
 
     def check(self) -> None:
         problems: list[tuple[str, str]] = []
-        if not LABEL.match(self.team or ""):
+        if not LABEL.fullmatch(self.team or ""):
             problems.append(("team", f"{self.team!r} is not a team name; allowed: a DNS label"))
         for name, version in (("champion_version", self.champion_version),
                               ("candidate_version", self.candidate_version)):
-            if (version is not None or name == "champion_version") and not VERSION.match(version or ""):
+            if (version is not None or name == "champion_version") and not VERSION.fullmatch(version or ""):
                 problems.append((name, f"{version!r} is not a model version; allowed: 1-64 of letters, digits, "
                                        ". _ -"))
         if not (isinstance(self.sample_rate, (int, float)) and 0 <= self.sample_rate <= 1):
@@ -146,7 +146,7 @@ class Traffic:
 
 def check_endpoint(endpoint: str) -> str:
     """`endpoint` if it can be a map key and a route (a DNS label), else InvalidServingRequest naming it."""
-    if not (isinstance(endpoint, str) and LABEL.match(endpoint)):
+    if not (isinstance(endpoint, str) and LABEL.fullmatch(endpoint)):
         raise InvalidServingRequest([("endpoint", f"{endpoint!r} is not an endpoint name; allowed: a DNS label")])
     return endpoint
 
