@@ -316,7 +316,8 @@ RAY_KINDS = (("gcs_server", "GCS"), ("raylet", "raylet"), ("ray::DashboardAgent"
              ("dashboard/agent.py", "dashboard agent"), ("ray::RuntimeEnvAgent", "runtime env agent"),
              ("runtime_env/agent", "runtime env agent"), ("ray-dashboard-", "dashboard module"),
              ("dashboard", "dashboard"), ("ServeController", "Serve controller"), ("ProxyActor", "Serve proxy"),
-             ("HAProxyManager", "Serve HAProxy manager"), ("haproxy", "HAProxy"),
+             ("HAProxyManager", "Serve HAProxy manager"), ("gateway/haproxy.cfg", "rollout gateway (HAProxy)"),
+             ("haproxy", "HAProxy"),
              ("ServeReplica:spare.", "Serve warm spare"), ("ServeReplica", "Serve replica"),
              ("ray::IDLE", "idle worker"), ("log_monitor", "log monitor"), ("monitor.py", "monitor"))
 
@@ -423,8 +424,10 @@ def memory_section(platform: LocalPlatform, settle: float, r: dict[str, float]) 
             r[f"memory: processes, {label}"] = sum(v[2] for v in chosen)
         r["memory: RSS MB, Ray alone"] = sum(v[0] for k, v in parts.items() if k.startswith("Ray")) / 1024
         r["memory: PSS MB, Ray alone"] = sum(v[1] for k, v in parts.items() if k.startswith("Ray")) / 1024
-        # Ray's own processes (the head's and Serve's system actors), without the model's replica and the spare.
-        own = [v for k, v in parts.items() if k.startswith("Ray") and "Serve replica" not in k and "warm spare" not in k]
+        # Ray's own processes (the head's and Serve's system actors), without the model's replica and the spare, and
+        # without the platform's rollout gateway, a process of the head that is not Ray's.
+        own = [v for k, v in parts.items() if k.startswith("Ray") and not any(
+            other in k for other in ("Serve replica", "warm spare", "rollout gateway"))]
         r["memory: RSS MB, Ray's own processes (no replicas)"] = sum(v[0] for v in own) / 1024
         r["memory: PSS MB, Ray's own processes (no replicas)"] = sum(v[1] for v in own) / 1024
     finally:
