@@ -2,7 +2,7 @@
 the head is down and what to do (no traceback), `mlplatform-ray-head status` says stopped, the
 application's record is intact and no start lock is left held; the next deploy starts the head again
 and the application answers. Its rollout gateway killed alone: the next deploy starts it again, with the endpoints
-as they were. On the session's shared head (conftest.py), which it leaves running for the modules after it: a head
+as they were (any later change of the applications starts it). On the session's shared head (conftest.py), which it leaves running for the modules after it: a head
 start takes about 20 s here."""
 
 from __future__ import annotations
@@ -73,4 +73,8 @@ def test_a_killed_gateway_is_started_again_by_the_next_deploy(platform, shared_r
             serving.predict("gatewayless", SAMPLE_ROWS)  # nothing listens on the endpoints' port
         assert serving.deploy("gatewayless", mv.uri, wait=True, timeout=240)["state"] == "running"
         assert gateway.running() and serving.predict("gatewayless", SAMPLE_ROWS) == [0, 1]
+        # Any change of the applications (here a delete) starts it again too.
+        os.killpg(os.getpgid(int(gateway.command("show info").split("Pid: ")[1].split()[0])), signal.SIGKILL)
+        assert wait_until(lambda: not gateway.running(), 30)
         serving.delete("gatewayless")
+        assert gateway.running() and "gatewayless" not in serving.backend().names()

@@ -691,6 +691,7 @@ class LocalServing:
     def _route(self, records: list[dict]) -> None:
         """The gateway's traffic map as the records say: each endpoint in rollout by its rollout, the others
         straight through to Serve."""
+        self.head.ensure_gateway()
         gateway = self.head.gateway()
         wanted = {r["name"]: traffic for r in records if (traffic := _traffic(r)) is not None}
         try:

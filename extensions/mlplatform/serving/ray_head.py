@@ -249,7 +249,7 @@ class LocalRayHead:
         """Start the head unless it runs; True when this call started it."""
         self.private()
         if self.running():
-            self._revive_gateway()
+            self.ensure_gateway()
             return False
         with localhost.locked(self.root / "start.lock"):
             if self.running():
@@ -324,8 +324,9 @@ class LocalRayHead:
                            log_socket=c.evidence_socket)
         return Gateway(c.gateway_directory, spec, environment=self.environment())
 
-    def _revive_gateway(self) -> None:
-        """Start the gateway of a running head again if it is gone (killed, crashed): no endpoint answers without it."""
+    def ensure_gateway(self) -> None:
+        """Start the gateway of a running head again if it is gone (killed, crashed): no endpoint answers without it.
+        Every deploy (ensure) and every apply of the applications (local.py) asks."""
         gateway = self.gateway()
         if gateway.running():
             return
