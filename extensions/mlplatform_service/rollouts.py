@@ -43,7 +43,7 @@ from typing import Any
 from mlplatform.registry.errors import Conflict, Forbidden, NotFound
 from mlplatform.serving.errors import InvalidServingRequest, ServingConflict
 from mlplatform.serving.inference_log import prune, read_window
-from mlplatform.serving.rollout import Rollout, log_switch, rollout
+from mlplatform.serving.rollout import LIVE_MODES, Rollout, log_switch, rollout
 from mlplatform.serving.spec import MODEL_URI
 from mlplatform_core.catalog import Catalog
 
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 PLATFORM = "platform"  # the controller's actor in the audit log
 VERSION_DIGITS = 12
 REFERENCES_KEPT = 32  # candidates' reference data held in memory (each up to 10,000 rows)
-LIVE_MODES = ("shadow", "canary")  # the candidate gets traffic: the controller reads the inference log
 # How a refusal names each action ("bob may not <verb> the rollout of 'iris'").
 VERBS = {"inference_log": "switch the inference log of"}
 

@@ -126,7 +126,7 @@ from .gpu_reservations import HubGpuReservations, HubRolloutGpus
 from .ray_head import LocalRayConfig, LocalRayHead
 from .gateway import GatewayError, Traffic
 from .inference_log import DEFAULTS
-from .rollout import Rollout, from_config
+from .rollout import LIVE_MODES, Rollout, from_config
 from .spec import (
     DEPLOYMENT,
     SECRETS_FILE_VARIABLE,
@@ -145,7 +145,6 @@ from .spec import (
 )
 
 log = logging.getLogger(__name__)
-LIVE_MODES = ("shadow", "canary")  # the candidate gets traffic through the gateway
 # On this machine a replica reaches MLflow and its S3 artifacts with the kernel's credentials, brokered
 # by the hub: the contract's HUB_CREDENTIALS variables go into the application's env, the kernel's
 # tokens into the 0600 secrets file.
@@ -694,11 +693,12 @@ class LocalServing:
         self.head.ensure_gateway()
         gateway = self.head.gateway()
         wanted = {r["name"]: traffic for r in records if (traffic := _traffic(r)) is not None}
+        current = gateway.traffic()
         try:
             for name, traffic in wanted.items():
-                if gateway.traffic().get(name) != traffic.entry():
+                if current.get(name) != traffic.entry():
                     gateway.set(name, traffic)
-            for name in set(gateway.traffic()) - set(wanted):
+            for name in set(current) - set(wanted):
                 gateway.clear(name)
         except GatewayError as e:
             raise BackendUnavailable(f"the local Ray head's rollout gateway did not take the traffic: {e}") from None
