@@ -49,10 +49,10 @@ def record_of(line: dict[str, Any]) -> InferenceRecord | None:
     if line.get("side") not in SIDES or line.get("mode") not in MODES or not line.get("id"):
         return None
     t0 = int(line["t0"])
-    if "latency_us" in line:  # a mirror's: measured around its call
-        latency_us = int(line["latency_us"])
-    else:  # the frontend's: request in → response headers out
-        latency_us = int(line["t1"]) - t0 if line.get("t1") else 0
+    # Both frontends time request in → response headers out: the endpoints frontend in t0 and t1, the mirrors
+    # frontend (whose t0 is the caller's request's) in latency_us.
+    t1 = _number(line.get("t1"))
+    latency_us = _number(line["latency_us"]) if "latency_us" in line else (t1 - t0 if t1 else 0)
     status = int(line["status"])
     request, response = _text(line, "req"), _text(line, "res")
     body = _json(response)
@@ -184,10 +184,8 @@ class EvidenceShipper:
 
 
 def _text(line: dict, name: str) -> str:
-    """A body of the line ("" when empty or left out for its size: unknown): a mirror's as it is, the frontend's
-    base64 (HAProxy logs "-" for an empty or unset variable; its size says which)."""
-    if line.get("mirrored"):
-        return "" if line.get(f"{name}_unknown") else str(line.get(name) or "")
+    """A body of the line ("" when empty or left out for its size: unknown), base64 in the line (HAProxy logs "-"
+    for an empty or unset variable; its size says which)."""
     value = line.get(name)
     if _number(line.get(f"{name}_size")) == 0 or not value or value == "-":
         return ""

@@ -47,10 +47,12 @@ class Server(ThreadingHTTPServer):
 
 @dataclasses.dataclass
 class App:
-    """One application's behaviour: its prediction, slow on bodies with "rare", failing (500), or gone (404)."""
+    """One application's behaviour: its prediction, slow on bodies with "rare", failing (500), or gone (404);
+    `trailing`: its body SLOW_S after its headers."""
 
     name: str
     slow: bool = False
+    trailing: bool = False
     failing: bool = False
     gone: bool = False
     finished: dict = dataclasses.field(default_factory=dict)  # the gateway's request id → when it answered
@@ -84,16 +86,19 @@ class Serve:
                 if app.failing:
                     self._send(500, {"message": f"{app.name} failed"})
                 else:
-                    self._send(200, {"predictions": [app.name]})
+                    self._send(200, {"predictions": [app.name]}, trailing=app.trailing)
                 app.finished[self.headers.get("X-Request-Id", "")] = time.monotonic()
 
-            def _send(self, status, doc):
+            def _send(self, status, doc, trailing=False):
                 data = json.dumps(doc).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("X-Rollout-Side", "forged-by-the-model")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if trailing:
+                    self.wfile.flush()
+                    time.sleep(SLOW_S)
                 self.wfile.write(data)
 
             def log_message(self, *args):
@@ -228,6 +233,22 @@ def test_shadow_answers_from_the_champion_and_the_evidence_catches_a_slow_candid
     assert evidence.counts["unreadable"] == evidence.counts["not_records"] == 0  # no HTTP client or check lines
     reason = live_gates.breach(df, LiveGates(min_requests_for_rollback=20))
     assert reason and "candidate p99" in reason and "the champion's" in reason, reason
+
+
+def test_in_shadow_both_sides_are_timed_alike_and_a_mirror_keeps_the_key(s3, serve, evidence, gateway):
+    """Each side's latency is HAProxy's, from the request in to its answer's headers: a mirror's is not the time around
+    gateway.lua's call (a new connection each, the task's scheduling, the body's arrival), which put a candidate as
+    fast as its champion above it at p99. Here both sides send their headers at once and their body SLOW_S later."""
+    serve.apps["/iris"].trailing = serve.candidate.trailing = True
+    gateway(spec_for(evidence), traffic(mode="shadow"))
+    for i in range(20):
+        r = requests.post(url(), json={"inputs": [[i, 0]]}, headers={"X-Rollout-Key": f"user-{i % 4}"}, timeout=10)
+        assert r.json() == {"predictions": ["champion"]}
+    df = evidence_in_s3(s3, evidence, 40)
+    assert df["side"].value_counts().to_dict() == {"champion": 20, "candidate": 20}
+    assert (df["latency_ms"] < SLOW_S * 1000 / 2).all(), df[["side", "latency_ms"]]
+    keys = df.pivot(index="request_id", columns="side", values="key")
+    assert (keys["candidate"] == keys["champion"]).all() and set(keys["candidate"]) == {f"user-{i}" for i in range(4)}
 
 
 def test_canary_splits_by_share_pins_keys_and_spares_callers_a_gone_candidate(s3, serve, evidence, gateway):
@@ -431,7 +452,7 @@ def test_a_bad_change_is_refused_naming_the_field_and_changes_nothing(serve, evi
     assert "canary|5000" in g.command(f"show map {g.traffic_map}")
     with pytest.raises(InvalidServingRequest) as refused:  # nor a configuration line
         render(spec_for(None, upstream=("127.0.0.1\nbackend x", 80)), admin_socket=g.admin_socket,
-               traffic_map=g.traffic_map)
+               traffic_map=g.traffic_map, mirror_socket=g.mirror_socket)
     assert [f for f, _ in refused.value.problems] == ["upstream.host"]
     sides = {requests.post(url(), json={}, timeout=10).headers["X-Rollout-Side"] for _ in range(40)}
     assert sides == {"champion", "candidate"}  # still the canary it was
@@ -461,13 +482,14 @@ def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, e
         assert {f for f, _ in e.problems} <= {"team", "champion_version", "candidate_version", "endpoint"}
     else:
         assert entry.count("|") == 6 and " " not in entry + key and "\n" not in entry + key
+    paths = {"admin_socket": directory / "admin.sock", "traffic_map": directory / "traffic.map",
+             "mirror_socket": directory / "mirror.sock"}
     try:
-        text = render(spec, admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
+        text = render(spec, **paths)
     except InvalidServingRequest as e:
         assert e.problems and {f for f, _ in e.problems} <= {"upstream.host", "upstream.port"}
         return
-    baseline = render(dataclasses.replace(spec, upstream=("127.0.0.1", 80)),
-                      admin_socket=directory / "admin.sock", traffic_map=directory / "traffic.map")
+    baseline = render(dataclasses.replace(spec, upstream=("127.0.0.1", 80)), **paths)
     assert [line.split()[0] for line in text.splitlines()] == [line.split()[0] for line in baseline.splitlines()]
     Gateway(directory, spec).check()  # and HAProxy's own check (-c) passes
 

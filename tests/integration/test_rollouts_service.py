@@ -106,13 +106,16 @@ def send(url: str, requests_: int, *, rare_every: int = 0, seed: int = 0) -> Non
 
 
 def shadow_traffic(app: str, url: str, total: int, *, seed: int) -> dict:
-    """Ordinary requests until the live report counts `total` candidate answers; the report."""
-    deadline = time.monotonic() + 60
-    send(url, total - rollouts.report(app)["live"]["candidate"]["requests"], seed=seed)
-    while (live := rollouts.report(app)["live"])["candidate"]["requests"] < total:
-        assert time.monotonic() < deadline, live["candidate"]
-        time.sleep(1)
-    return live
+    """Ordinary requests until the live report counts `total` candidate answers; the report. The ones missing after
+    15 s are sent again: a candidate the gateway found down for a moment (a busy machine) got no mirrors."""
+    deadline = time.monotonic() + 120
+    while (report := rollouts.report(app))["live"]["candidate"]["requests"] < total:
+        assert time.monotonic() < deadline, (report["status"]["rollout"], report["live"]["candidate"])
+        send(url, total - report["live"]["candidate"]["requests"], seed=seed)
+        seed, settled = seed + 1, time.monotonic() + 15
+        while rollouts.report(app)["live"]["candidate"]["requests"] < total and time.monotonic() < settled:
+            time.sleep(1)
+    return report["live"]
 
 
 def audit(hub, platform, **filters) -> list[dict]:
@@ -332,11 +335,6 @@ def test_in_shadow_the_live_gates_pass_and_promotion_moves_champion_and_traffic(
     assert "live min_requests" in waiting, refused.value.report["gates"]
 
     live = shadow_traffic(app, endpoint["url"], 260, seed=7)  # ordinary traffic, the reference's distribution
-    # The gateway times a mirror end to end (a connection of its own per mirror), the champion's answer over a kept
-    # connection: on a busy two-core machine the candidate's p99 over 260 answers can land just above 1.5× the
-    # champion's (seen once: 1.55×); more answers settle it (the regression the gate is for is 40×, tested above).
-    if {g["name"] for g in live["gates"] if not g["passed"]} == {"p99_ratio"}:
-        live = shadow_traffic(app, endpoint["url"], 520, seed=8)
     assert live["promotable"], [g for g in live["gates"] if not g["passed"]]
     # The candidate's rule (x1 > 0.5) is not the champion's regression: agreement is shown, not a gate.
     assert live["agreement"]["pairs"] >= 260 and 0 < live["agreement"]["share"] < 1

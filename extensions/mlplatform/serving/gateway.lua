@@ -4,8 +4,9 @@
 -- map names, txn.candidate_version) in a task of its own: the caller's request goes on to the champion at once and
 -- never waits for the candidate. At most MLPLATFORM_MIRRORS mirrors are in flight, so a slow candidate cannot pile
 -- up memory; beyond that, and for a body longer than HAProxy's buffer (gateway.py's MAX_BODY: the candidate would get
--- it cut), the request is not mirrored and the champion's line says so (txn.mirror). Each mirror's answer is one JSON
--- log line, in the fields of the frontend's own lines (gateway.py's LOG_FORMAT), which the evidence shipper reads.
+-- it cut), the request is not mirrored and the champion's line says so (txn.mirror). A mirror goes through the
+-- gateway's `mirrors` frontend (MLPLATFORM_MIRROR_SOCKET), which times and logs the candidate's answer as the
+-- `endpoints` frontend does the champion's; the X-Mirror-* headers tell it what the traffic map said.
 --
 -- `lua.candidate_up` says whether the endpoint's candidate answers its health route: one task checks the candidates
 -- of the endpoints that asked in the last minute, every MLPLATFORM_HEALTH_MS (down after two failures in a row, up
@@ -13,64 +14,28 @@
 -- nothing to a candidate that is down.
 
 local MAX_IN_FLIGHT = tonumber(os.getenv("MLPLATFORM_MIRRORS") or "128")
-local TIMEOUT_MS = tonumber(os.getenv("MLPLATFORM_MIRROR_TIMEOUT_MS") or "10000")
-local LOG_REQUEST = tonumber(os.getenv("MLPLATFORM_LOG_REQUEST_BYTES") or "32768")
-local LOG_RESPONSE = tonumber(os.getenv("MLPLATFORM_LOG_RESPONSE_BYTES") or "16384")
+-- The mirrors frontend answers 504 at MLPLATFORM_MIRROR_TIMEOUT_MS; this client waits a little longer for that.
+local TIMEOUT_MS = tonumber(os.getenv("MLPLATFORM_MIRROR_TIMEOUT_MS") or "10000") + 5000
+local MIRROR_SOCKET = "unix@" .. (os.getenv("MLPLATFORM_MIRROR_SOCKET") or "")
 local UPSTREAM = os.getenv("MLPLATFORM_UPSTREAM") or ""
 local HEALTH_MS = tonumber(os.getenv("MLPLATFORM_HEALTH_MS") or "1000")
 local CANDIDATE_SUFFIX = os.getenv("MLPLATFORM_CANDIDATE_SUFFIX") or "--candidate"
 local FORGET_S = 60  -- an endpoint no canary request asked about for this long is no longer checked
 local in_flight = 0
-local ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\'}
-
-local function json_string(s)
-  -- JSON-escaped text in quotes (quotes and backslashes as \" and \\, other control characters as \u00XX).
-  return '"' .. (tostring(s or ""):gsub('[%c"\\]', function(c)
-    return ESCAPES[c] or string.format("\\u%04x", c:byte())
-  end)) .. '"'
-end
-
-local function logged(body, limit)
-  -- The body for the evidence, and whether it was left out (longer than the limit: "unknown", not a prefix).
-  if #body > limit then return "", true end
-  return body, false
-end
-
-local function micros(t)
-  return t.sec * 1000000 + t.usec
-end
 
 local function mirror_once(r)
-  local started = core.now()
   local client = core.httpclient()  -- HAProxy 2.8: one request per instance
-  local headers = {["content-type"] = {r.ctype}, ["content-length"] = {tostring(#r.body)}, ["x-request-id"] = {r.id}}
-  local ok, res = pcall(client.post, client, {url = r.url, body = r.body, timeout = TIMEOUT_MS, headers = headers})
-  local latency = micros(core.now()) - micros(started)
-  local status, body = -1, ""
-  if ok and res then
-    status, body = res.status or -1, res.body or ""
-  else
-    body = '{"message": "the candidate did not answer"}'
-  end
-  if not r.sampled then return end  -- the champion's line is not recorded either
-  local request, request_unknown = logged(r.body, LOG_REQUEST)
-  local response, response_unknown = logged(body, LOG_RESPONSE)
-  core.log(core.notice, string.format(  -- notice: the global log's level (its HTTP client's own lines are info)
-    '{"id":%s,"team":%s,"endpoint":%s,"side":"candidate","mode":%s,"version":%s,"t0":"%s","latency_us":"%d",'
-      .. '"status":%d,"key":%s,"req":%s,"res":%s,"req_unknown":%s,"res_unknown":%s,"keyed":%s,"mirrored":true}',
-    json_string(r.id), json_string(r.team), json_string(r.endpoint), json_string(r.mode), json_string(r.version), r.t0, latency,
-    status, json_string(r.key), json_string(request), json_string(response), tostring(request_unknown),
-    tostring(response_unknown), json_string(r.key ~= "" and "1" or "")))
+  local headers = {["content-type"] = {r.ctype}, ["content-length"] = {tostring(#r.body)}, ["x-request-id"] = {r.id},
+                   ["x-mirror-team"] = {r.team}, ["x-mirror-version"] = {r.version}, ["x-mirror-t0"] = {r.t0},
+                   ["x-mirror-sampled"] = {r.sampled}}
+  if r.keyed then headers["x-rollout-key"] = {r.key} end
+  client:post({url = "http://mirror" .. r.pathq, dst = MIRROR_SOCKET, body = r.body, timeout = TIMEOUT_MS,
+               headers = headers})
 end
 
 local function mirror(r)
   pcall(mirror_once, r)  -- whatever fails, the mirror is no longer in flight
   in_flight = in_flight - 1
-end
-
-local function candidate_url(endpoint, pathq)
-  -- /<endpoint>/rest → <Serve>/<endpoint>--candidate/rest
-  return UPSTREAM .. "/" .. endpoint .. CANDIDATE_SUFFIX .. pathq:sub(#endpoint + 2)
 end
 
 core.register_action("mirror", {"http-req"}, function(txn)
@@ -81,13 +46,12 @@ core.register_action("mirror", {"http-req"}, function(txn)
   end
   txn:set_var("txn.mirror", "sent")
   in_flight = in_flight + 1
-  local endpoint = txn:get_var("txn.endpoint") or ""
   core.register_task(mirror, {
-    id = txn.sf:unique_id(), url = candidate_url(endpoint, txn.sf:pathq()),
-    body = body, ctype = txn.sf:req_fhdr("content-type") or "application/json",
-    key = txn.sf:req_fhdr("x-rollout-key") or "", t0 = txn:get_var("txn.t0") or "",
-    version = txn:get_var("txn.candidate_version") or "", mode = "shadow", endpoint = endpoint,
-    team = txn:get_var("txn.team") or "", sampled = txn:get_var("txn.sampled") == "1"})
+    id = txn.sf:unique_id(), pathq = txn.sf:pathq(), body = body,
+    ctype = txn.sf:req_fhdr("content-type") or "application/json",
+    keyed = txn:get_var("txn.keyed") == "1", key = txn:get_var("txn.key") or "",
+    t0 = txn:get_var("txn.t0") or "", version = txn:get_var("txn.candidate_version") or "",
+    team = txn:get_var("txn.team") or "", sampled = txn:get_var("txn.sampled") or "0"})
 end, 0)
 
 -- The candidates' health: endpoint → {up, fails, asked (seconds), due (ms: its next check)}.

@@ -80,6 +80,8 @@ LOG_FORMAT = ('{"id":"%ID","team":"%[var(txn.team)]","endpoint":"%[var(txn.endpo
               '"key":"%[var(txn.key),json(utf8s)]","req":"%[var(txn.reqbody)]","res":"%[var(txn.resbody)]",'
               '"keyed":"%[var(txn.keyed)]","req_size":"%[var(txn.reqsize)]","res_size":"%[var(txn.ressize)]",'
               '"mirror":"%[var(txn.mirror)]"}')
+# A mirror's line: the candidate's answer timed by the mirrors frontend (request in → response headers, in µs).
+MIRROR_LOG_FORMAT = LOG_FORMAT[:-1] + ',"latency_us":"%[var(txn.latency)]"}'
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
+def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path, mirror_socket: Path) -> str:
     """HAProxy's configuration for `spec` (checked first); the traffic comes from `traffic_map` at runtime."""
     spec.check()
     (host, port), (up_host, up_port) = spec.listen, spec.upstream
@@ -163,18 +165,17 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
              "  tune.lua.log.stderr off",
              "  httpclient.resolvers.disabled on",
              f"  setenv MLPLATFORM_UPSTREAM http://{up_host}:{up_port}",
+             f"  setenv MLPLATFORM_MIRROR_SOCKET {mirror_socket}",
              f"  setenv MLPLATFORM_CANDIDATE_SUFFIX {CANDIDATE_SUFFIX}",
              f"  setenv MLPLATFORM_HEALTH_MS {int(spec.health_interval_s * 1000)}",
              f"  setenv MLPLATFORM_MIRRORS {spec.max_mirrors}",
              f"  setenv MLPLATFORM_MIRROR_TIMEOUT_MS {int(spec.mirror_timeout_s * 1000)}",
-             f"  setenv MLPLATFORM_LOG_REQUEST_BYTES {LOG_REQUEST_BYTES}",
-             f"  setenv MLPLATFORM_LOG_RESPONSE_BYTES {LOG_RESPONSE_BYTES}",
              f"  lua-load {LUA}"]
     if spec.log_socket is not None:
         # A ring, not datagrams: lines wait in it (32 MiB) while the shipper is slow or restarting, where a
         # datagram socket drops them (Linux queues 10 datagrams by default); one line per message, over a unix
-        # stream the shipper listens on. gateway.lua's mirror lines (core.log, notices) go to the global log, which
-        # takes no info lines: HAProxy's HTTP client would write one for every mirror.
+        # stream the shipper listens on. The global log takes no info lines: HAProxy's HTTP client (gateway.lua's
+        # mirrors and checks) would write one for every request it makes.
         lines += ["  log ring@evidence local0 notice",
                   "ring evidence",
                   "  format raw", f"  maxlen {BUFFER}", f"  size {RING_BYTES}",
@@ -210,7 +211,6 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  acl routed method POST",
               f"  acl routed_path path_reg ^/[^/]+({'|'.join(ROUTED)})$",
               f"  acl unmapped var(txn.team) -m str -- {NO_VERSION}",
-              "  acl keyed req.hdr(X-Rollout-Key) -m found",
               # Evidence of a sample of requests, by their id: both sides of a mirrored one, or neither.
               f"  acl sampled unique-id,xxh32,mod({SCALE}),sub(txn.sample) lt 0",
               "  http-request set-var(txn.sampled) str(1) if sampled",
@@ -218,13 +218,9 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  http-request set-var(txn.t0) date(0,us)",
               "  http-request set-var(txn.logmode) var(txn.mode)",
               "  http-request set-var(txn.logmode) str(single) if { var(txn.mode) -m str off }",
-              "  http-request set-var(txn.key) req.hdr(X-Rollout-Key) if keyed",
-              "  http-request set-var(txn.keyed) str(1) if keyed",
+              *_request_evidence("routed routed_path !unmapped sampled"),
               f"  http-request set-var(txn.point) req.hdr(X-Rollout-Key),xxh32,mod({SCALE}) if keyed",
               f"  http-request set-var(txn.point) rand({SCALE}) unless keyed",
-              "  http-request set-var(txn.reqsize) req.body_size if routed routed_path !unmapped sampled",
-              f"  http-request set-var(txn.reqbody) req.body,base64 if routed routed_path !unmapped sampled "
-              f"{{ req.body_size le {LOG_REQUEST_BYTES} }}",
               "  acl canary var(txn.mode) -m str canary",
               "  acl shadow var(txn.mode) -m str shadow",
               # Any request of an endpoint in shadow or canary asks for its candidate's health checks (gateway.lua).
@@ -238,11 +234,31 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  http-response del-header X-Rollout-Side",
               "  http-response set-header X-Rollout-Side %[var(txn.side)] unless unmapped",
               "  http-response set-header X-Request-Id %[unique-id]",
-              "  http-response set-var(txn.t1) date(0,us)",
-              "  http-response wait-for-body time 5s if { var(txn.reqsize) -m found }",
-              "  http-response set-var(txn.ressize) res.body_size if { var(txn.reqsize) -m found }",
-              "  http-response set-var(txn.resbody) res.body,base64 if { var(txn.reqsize) -m found } "
-              f"{{ res.body_size le {LOG_RESPONSE_BYTES} }}",
+              *_response_evidence(),
+              # Mirrors come back in here from gateway.lua's tasks (a unix socket in the gateway's 0700 directory:
+              # nothing else reaches it), so that HAProxy times the candidate's answer as it times the champion's
+              # (request in → response headers, over its own server connection), and logs it in the same fields.
+              # Timed around the Lua client's call instead, the candidate's p99 carried a new connection per
+              # mirror, the Lua task's scheduling and a body delayed by Nagle's algorithm (40 ms outliers): a live
+              # gate or an automatic rollback could then fail a candidate as fast as its champion.
+              "frontend mirrors",
+              f"  bind unix@{mirror_socket} mode 600",
+              "  option http-buffer-request",
+              "  unique-id-format %[req.hdr(X-Request-Id)]",  # the caller's request's id: both sides pair by it
+              f"  log-format '{MIRROR_LOG_FORMAT}'",
+              "  http-request set-var(txn.start) date(0,us)",
+              "  http-request set-var(txn.endpoint) path,field(2,/)",
+              "  http-request set-var(txn.team) req.hdr(X-Mirror-Team)",
+              "  http-request set-var(txn.candidate_version) req.hdr(X-Mirror-Version)",
+              "  http-request set-var(txn.t0) req.hdr(X-Mirror-T0)",  # the caller's request's arrival
+              "  http-request set-var(txn.logmode) str(shadow)",
+              "  acl sampled req.hdr(X-Mirror-Sampled) -m str 1",
+              "  http-request set-log-level silent unless sampled",
+              *_request_evidence("sampled"),
+              "  http-request del-header X-Mirror- -m beg",
+              "  default_backend mirror",
+              *_response_evidence(),
+              "  http-after-response set-var(txn.latency) var(txn.t1),sub(txn.start)",
               "backend champion",
               "  http-request set-var(txn.side) str(champion)",
               "  http-request set-var(txn.version) var(txn.champion_version)",
@@ -251,12 +267,40 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path) -> str:
               "  http-reuse never",
               f"  server champion {up_host}:{up_port}",
               "backend candidate",
-              "  http-request set-var(txn.side) str(candidate)",
-              "  http-request set-var(txn.version) var(txn.candidate_version)",
-              f"  http-request replace-path ^/([^/]+)(/.*)?$ /\\1{CANDIDATE_SUFFIX}\\2",
-              "  http-reuse never",
-              f"  server candidate {up_host}:{up_port}"]
+              *_candidate_backend(up_host, up_port),
+              "backend mirror",
+              *_candidate_backend(up_host, up_port),
+              f"  timeout server {int(spec.mirror_timeout_s * 1000)}ms"]
     return "\n".join(lines) + "\n"
+
+
+def _request_evidence(condition: str) -> list[str]:
+    """A frontend's rules keeping the request's key and, where `condition` holds, its body for the evidence."""
+    return ["  acl keyed req.hdr(X-Rollout-Key) -m found",
+            "  http-request set-var(txn.key) req.hdr(X-Rollout-Key) if keyed",
+            "  http-request set-var(txn.keyed) str(1) if keyed",
+            f"  http-request set-var(txn.reqsize) req.body_size if {condition}",
+            f"  http-request set-var(txn.reqbody) req.body,base64 if {condition} "
+            f"{{ req.body_size le {LOG_REQUEST_BYTES} }}"]
+
+
+def _response_evidence() -> list[str]:
+    """A frontend's rules timing the answer (its headers) and keeping its body when the request's was kept."""
+    return ["  http-response set-var(txn.t1) date(0,us)",
+            "  http-response wait-for-body time 5s if { var(txn.reqsize) -m found }",
+            "  http-response set-var(txn.ressize) res.body_size if { var(txn.reqsize) -m found }",
+            "  http-response set-var(txn.resbody) res.body,base64 if { var(txn.reqsize) -m found } "
+            f"{{ res.body_size le {LOG_RESPONSE_BYTES} }}",
+            # An answer of HAProxy's own (503: no server, 504: the server's timeout) passes no http-response rule.
+            "  http-after-response set-var(txn.t1) date(0,us) unless { var(txn.t1) -m found }"]
+
+
+def _candidate_backend(up_host: str, up_port: int) -> list[str]:
+    return ["  http-request set-var(txn.side) str(candidate)",
+            "  http-request set-var(txn.version) var(txn.candidate_version)",
+            f"  http-request replace-path ^/([^/]+)(/.*)?$ /\\1{CANDIDATE_SUFFIX}\\2",
+            "  http-reuse never",
+            f"  server candidate {up_host}:{up_port}"]
 
 
 class GatewayError(RuntimeError):
@@ -284,6 +328,10 @@ class Gateway:
     @property
     def admin_socket(self) -> Path:
         return self.directory / "admin.sock"
+
+    @property
+    def mirror_socket(self) -> Path:
+        return self.directory / "mirror.sock"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start HAProxy with the traffic map as it is on disk (none: every endpoint passes through)."""
@@ -368,7 +416,8 @@ class Gateway:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.traffic_map.exists():
             self._write_map({})
-        text = render(self.spec, admin_socket=self.admin_socket, traffic_map=self.traffic_map)
+        text = render(self.spec, admin_socket=self.admin_socket, traffic_map=self.traffic_map,
+                      mirror_socket=self.mirror_socket)
         self.config_path.write_text(text)
         try:
             done = subprocess.run([self.binary, "-c", "-f", str(self.config_path)], capture_output=True, text=True,
