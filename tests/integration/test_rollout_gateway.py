@@ -32,6 +32,7 @@ from mlplatform_core.catalog import LiveGates
 from mlplatform_service import live_gates
 from mlplatform_service.evidence import EvidenceShipper, evidence_prefix
 
+from ..support.dns_server import dns_server
 from ..support.seaweedfs_server import seaweedfs_server
 
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 5200  # … + 5299
@@ -249,6 +250,29 @@ def test_in_shadow_both_sides_are_timed_alike_and_a_mirror_keeps_the_key(s3, ser
     assert (df["latency_ms"] < SLOW_S * 1000 / 2).all(), df[["side", "latency_ms"]]
     keys = df.pivot(index="request_id", columns="side", values="key")
     assert (keys["candidate"] == keys["champion"]).all() and set(keys["candidate"]) == {f"user-{i}" for i in range(4)}
+
+
+def test_on_a_cluster_each_endpoint_is_a_service_of_its_own_found_by_dns(s3, serve, evidence, gateway):
+    """Upstream `{endpoint}.serve.test` (on a cluster `{endpoint}-serve-svc.<namespace>.svc...`, KubeRay's Service of
+    each endpoint): the endpoint's Serve is found per request by DNS, for the champion, the mirror and the
+    candidate's health check; a name DNS does not know is a 404, until its Service exists."""
+    with dns_server(BASE + 52, {"iris.serve.test": "127.0.0.1"}) as records:
+        spec = spec_for(evidence, upstream=("{endpoint}.serve.test", BASE + 51), nameservers=(("127.0.0.1", BASE + 52),))
+        g = gateway(spec, traffic(mode="shadow"))  # the candidate found healthy through DNS
+        assert g.candidates() == {"iris": True}
+        r = requests.post(url(), json={"inputs": [[1, 2]]}, timeout=10)
+        assert (r.status_code, r.json(), r.headers["X-Rollout-Side"]) == (200, {"predictions": ["champion"]}, "champion")
+        df = evidence_in_s3(s3, evidence, 2)
+        assert sorted(df["side"]) == ["candidate", "champion"] and json.loads(df["outputs"].iloc[0]) in (
+            ["champion"], ["candidate"])
+        gone = requests.post(url("/ocr/predict"), json={}, timeout=10)  # Serve has /ocr; DNS has no ocr yet
+        assert (gone.status_code, gone.json()) == (404, {"message": "no such endpoint"})
+        records["ocr.serve.test"] = "127.0.0.1"
+        deadline = time.monotonic() + 10  # a name not found is asked again after 2 s
+        while (r := requests.post(url("/ocr/predict"), json={}, timeout=10)).status_code == 404:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.json() == {"predictions": ["ocr"]} and "X-Rollout-Side" not in r.headers  # not in rollout
 
 
 def test_canary_splits_by_share_pins_keys_and_spares_callers_a_gone_candidate(s3, serve, evidence, gateway):

@@ -71,6 +71,7 @@ LABEL = re.compile(DNS_LABEL_PATTERN)
 VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")  # a DNS name or an IPv4 address
 NO_VERSION = "-"
+ENDPOINT = "{endpoint}"  # in GatewaySpec.upstream's host: each endpoint's own Serve, found by DNS
 # One line per routed request: JSON with the fields evidence.py reads (`req`, `res`: the bodies, base64, when not
 # longer than LOG_*_BYTES). HAProxy logs "-" for a variable that is not set or empty: flags and sizes say what was
 # there.
@@ -87,7 +88,12 @@ MIRROR_LOG_FORMAT = LOG_FORMAT[:-1] + ',"latency_us":"%[var(txn.latency)]"}'
 @dataclass(frozen=True)
 class GatewaySpec:
     """Where the gateway listens, where Serve answers (`upstream`), where its evidence goes (one shipper may take the
-    lines of many gateways: each line names its team)."""
+    lines of many gateways: each line names its team).
+
+    `upstream` is one address for every endpoint (the local Ray head's Serve), or, on a cluster where each endpoint's
+    Serve is a Service of its own, a host starting with ENDPOINT (`{endpoint}-serve-svc.team-vision.svc.cluster.local`)
+    resolved per request by DNS: `nameservers`, else the pod's resolv.conf. An endpoint whose name does not resolve
+    is a 404."""
 
     listen: tuple[str, int]
     upstream: tuple[str, int]
@@ -95,13 +101,26 @@ class GatewaySpec:
     max_mirrors: int = 128
     mirror_timeout_s: float = 10.0
     health_interval_s: float = 1.0
+    nameservers: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def per_endpoint(self) -> bool:
+        return self.upstream[0].startswith(ENDPOINT)
 
     def check(self) -> None:
         """Every problem at once (InvalidServingRequest: the field, the value, what is allowed)."""
         problems: list[tuple[str, str]] = []
-        for name, (host, port) in (("listen", self.listen), ("upstream", self.upstream)):
+        upstream_host = self.upstream[0] or ""
+        if self.per_endpoint:  # what follows the endpoint's name must make a DNS name of it
+            upstream_host = "x" + upstream_host.removeprefix(ENDPOINT)
+        addresses = [("listen", self.listen), ("upstream", (upstream_host, self.upstream[1]))]
+        addresses += [(f"nameservers[{i}]", address) for i, address in enumerate(self.nameservers)]
+        for name, (host, port) in addresses:
             if not HOST.fullmatch(host or ""):
-                problems.append((f"{name}.host", f"{host!r} is not a host; allowed: a DNS name or an IPv4 address"))
+                original = self.upstream[0] if name == "upstream" else host
+                problems.append((f"{name}.host", f"{original!r} is not a host; allowed: a DNS name or an IPv4 address"
+                                 + (f" (upstream: also {ENDPOINT} followed by the rest of a DNS name)"
+                                    if name == "upstream" else "")))
             if not (isinstance(port, int) and 0 < port < 65536):
                 problems.append((f"{name}.port", f"{port!r} is not a port; allowed: 1 to 65535"))
         if problems:
@@ -156,7 +175,8 @@ def check_endpoint(endpoint: str) -> str:
 def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path, mirror_socket: Path) -> str:
     """HAProxy's configuration for `spec` (checked first); the traffic comes from `traffic_map` at runtime."""
     spec.check()
-    (host, port), (up_host, up_port) = spec.listen, spec.upstream
+    host, port = spec.listen
+    resolve, to_upstream = _upstream(spec)
     unmapped = NO_VERSION + "|off|0|0|" + NO_VERSION + "|" + NO_VERSION + "|0"
     lines = ["global",
              "  nbthread 1",
@@ -164,9 +184,7 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path, mirror_s
              f"  tune.bufsize {BUFFER}",
              "  tune.lua.log.stderr off",
              "  httpclient.resolvers.disabled on",
-             f"  setenv MLPLATFORM_UPSTREAM http://{up_host}:{up_port}",
              f"  setenv MLPLATFORM_MIRROR_SOCKET {mirror_socket}",
-             f"  setenv MLPLATFORM_CANDIDATE_SUFFIX {CANDIDATE_SUFFIX}",
              f"  setenv MLPLATFORM_HEALTH_MS {int(spec.health_interval_s * 1000)}",
              f"  setenv MLPLATFORM_MIRRORS {spec.max_mirrors}",
              f"  setenv MLPLATFORM_MIRROR_TIMEOUT_MS {int(spec.mirror_timeout_s * 1000)}",
@@ -181,6 +199,11 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path, mirror_s
                   "  format raw", f"  maxlen {BUFFER}", f"  size {RING_BYTES}",
                   "  timeout connect 5s", "  timeout server 10s",
                   f"  server shipper unix@{spec.log_socket}"]
+    if spec.per_endpoint:
+        lines += ["resolvers dns",
+                  *([f"  nameserver ns{i} {h}:{p}" for i, (h, p) in enumerate(spec.nameservers)]
+                    or ["  parse-resolv-conf"]),
+                  "  hold valid 10s", "  hold nx 2s", "  timeout resolve 1s", "  timeout retry 1s"]
     lines += ["defaults",
               "  mode http",
               "  log ring@evidence local0 info" if spec.log_socket is not None else "  no log",
@@ -199,6 +222,7 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path, mirror_s
               "  http-request set-var(txn.endpoint) path,field(2,/)",
               # A candidate is reached only as the gateway routes or mirrors to it.
               f"  http-request deny deny_status 404 if {{ var(txn.endpoint) -m end -- {CANDIDATE_SUFFIX} }}",
+              *resolve,
               # The endpoint's traffic: one map entry, read once per request (a change between two reads cannot mix).
               f"  http-request set-var(txn.traffic) var(txn.endpoint),map({traffic_map},{unmapped})",
               "  http-request set-var(txn.team) var(txn.traffic),field(1,|)",
@@ -248,6 +272,7 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path, mirror_s
               f"  log-format '{MIRROR_LOG_FORMAT}'",
               "  http-request set-var(txn.start) date(0,us)",
               "  http-request set-var(txn.endpoint) path,field(2,/)",
+              *resolve,
               "  http-request set-var(txn.team) req.hdr(X-Mirror-Team)",
               "  http-request set-var(txn.candidate_version) req.hdr(X-Mirror-Version)",
               "  http-request set-var(txn.t0) req.hdr(X-Mirror-T0)",  # the caller's request's arrival
@@ -265,11 +290,11 @@ def render(spec: GatewaySpec, *, admin_socket: Path, traffic_map: Path, mirror_s
               # A server connection stays with its client's, as a client's own would: never one from a shared pool,
               # which may hold a connection to a Serve HAProxy process replaced since (its routes stale: a 404 seen).
               "  http-reuse never",
-              f"  server champion {up_host}:{up_port}",
+              *to_upstream("champion"),
               "backend candidate",
-              *_candidate_backend(up_host, up_port),
+              *_candidate_backend(to_upstream),
               "backend mirror",
-              *_candidate_backend(up_host, up_port),
+              *_candidate_backend(to_upstream),
               f"  timeout server {int(spec.mirror_timeout_s * 1000)}ms"]
     return "\n".join(lines) + "\n"
 
@@ -295,12 +320,26 @@ def _response_evidence() -> list[str]:
             "  http-after-response set-var(txn.t1) date(0,us) unless { var(txn.t1) -m found }"]
 
 
-def _candidate_backend(up_host: str, up_port: int) -> list[str]:
+def _candidate_backend(to_upstream) -> list[str]:
     return ["  http-request set-var(txn.side) str(candidate)",
             "  http-request set-var(txn.version) var(txn.candidate_version)",
             f"  http-request replace-path ^/([^/]+)(/.*)?$ /\\1{CANDIDATE_SUFFIX}\\2",
             "  http-reuse never",
-            f"  server candidate {up_host}:{up_port}"]
+            *to_upstream("candidate")]
+
+
+def _upstream(spec: GatewaySpec):
+    """A frontend's rules finding the endpoint's Serve, and a backend's lines for a server named so."""
+    host, port = spec.upstream
+    if not spec.per_endpoint:
+        return [], lambda name: [f"  server {name} {host}:{port}"]
+    suffix = host.removeprefix(ENDPOINT)
+    resolve = [f"  http-request do-resolve(txn.upstream,dns,ipv4) var(txn.endpoint),concat({suffix})",
+               "  http-request return status 404 content-type application/json string "
+               "'{\"message\": \"no such endpoint\"}' unless { var(txn.upstream) -m found }"]
+    # The destination HAProxy found is the server's (server 0.0.0.0:0 connects to the stream's destination).
+    return resolve, lambda name: ["  http-request set-dst var(txn.upstream)", f"  http-request set-dst-port int({port})",
+                                  f"  server {name} 0.0.0.0:0"]
 
 
 class GatewayError(RuntimeError):
