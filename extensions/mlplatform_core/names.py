@@ -33,6 +33,18 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY = "mlplatform"
 SERVING_COMPONENT = "model-serving"
 
+# Each team's rollout gateway on a cluster: a Deployment and Service `<GATEWAY_PREFIX><team>` in the hub's namespace
+# (hub_config/render/gateway.py), where callers reach the team's endpoints (serving/kubernetes.py `url`).
+GATEWAY_PREFIX = "mlplatform-gateway-"
+GATEWAY_COMPONENT = "rollout-gateway"
+GATEWAY_PORT = 8000
+MAX_TEAM_WITH_GATEWAY = MAX_DNS_LABEL - len(GATEWAY_PREFIX)
+
+
+def gateway_host(team: str, hub_namespace: str) -> str:
+    """The team's gateway Service, host:port, as pods of the cluster call it."""
+    return f"{GATEWAY_PREFIX}{team}.{hub_namespace}.svc.cluster.local:{GATEWAY_PORT}"
+
 # The ConfigMap of each team namespace (rendered by `mlplatform render`) that the hub's spawner
 # mounts in notebook pods at CONFIG_DIR: the catalog and the AWS config with the credential process.
 TEAM_CONFIG_MAP = "mlplatform"

@@ -63,7 +63,7 @@ from .audit_log import AuditLog
 from .budgets import Budgets
 from .cards import CardStore
 from .database import connect
-from .evidence import local_shipper
+from .evidence import local_shipper, platform_s3
 from .gitops import Credentials, GitOpsRepository, Identity
 from .gitops_changes import GitOpsChanges
 from .overrides import Overrides
@@ -341,13 +341,7 @@ class Platform:
 
     @functools.cached_property
     def _s3_client(self):
-        import boto3
-
-        s3 = self.catalog().storage.s3
-        from botocore.config import Config
-
-        return boto3.session.Session().client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=Config(
-            retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=20))
+        return platform_s3(self.catalog().storage.s3)
 
     def s3(self):
         """S3 as the service (the SDK's credential chain: the hub pod's identity; locally the platform's)."""

@@ -26,7 +26,8 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,10 @@ class EvidenceShipper:
     line by line in a thread of its own. `open_log(team)`: the team's InferenceLog (writing under its evidence
     prefix)."""
 
-    def __init__(self, socket_path: Path, open_log: Callable[[str], InferenceLog]):
+    def __init__(self, socket_path: Path, open_log: Callable[[str], InferenceLog], *,
+                 teams: Collection[str] | None = None):
         self.socket_path, self.open_log = Path(socket_path), open_log
+        self.teams = teams  # None: any team's lines (the local head's gateway serves every team)
         self.logs: dict[str, InferenceLog] = {}
         # not_records: HAProxy's own lines (its mirrors' client, health checks, reloads); unreadable: lines that
         # look like the gateway's and are not (none expected: a sign of a configuration out of step).
@@ -153,13 +156,13 @@ class EvidenceShipper:
         except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
             self.counts["unreadable"] += 1
             return
-        if rec is None or not TEAM.fullmatch(str(line.get("team", ""))):
+        team = str(line.get("team", "")) if rec is not None else ""
+        if rec is None or not TEAM.fullmatch(team) or (self.teams is not None and team not in self.teams):
             self.counts["not_records"] += 1
             return
         if line.get("mirror") == "skipped":  # shadow did not mirror this request (too many in flight, too long)
             self.counts["mirrors_skipped"] += 1
         self.counts["records"] += 1
-        team = line["team"]
         if team not in self.logs:
             self.logs[team] = self.open_log(team)
         self.logs[team].record(rec)
@@ -168,11 +171,20 @@ class EvidenceShipper:
         with self._lock:
             return {**self.counts, "logs": {team: log.stats() for team, log in self.logs.items()}}
 
-    def close(self, timeout: float = 30.0) -> bool:
+    def close(self, timeout: float = 30.0, *, drain: float = 0.0) -> bool:
+        """Stop listening and reading, and write what the logs hold (within `timeout`); whether all was written.
+        `drain`: first wait up to so long for the gateways to close their connections (a gateway that stopped:
+        what it sent is read to the end)."""
         self._stop.set()
         if self._socket is not None:
             self._socket.close()
             self.socket_path.unlink(missing_ok=True)
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._connections:
+                    break
+            time.sleep(0.05)
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
@@ -203,13 +215,21 @@ def _json(text: str) -> Any:
         return None
 
 
-def local_shipper(catalog: Callable[[], Any], s3: Callable[[], Any], environ: Mapping[str, str] | None = None
-                  ) -> EvidenceShipper:
-    """The platform service's shipper on the local platform: on the local Ray head's evidence socket, writing each
-    team's evidence with the service's S3 identity and the catalog's inference-log settings (all of every line:
-    the gateway samples)."""
+def platform_s3(s3_settings: Any):
+    """S3 as the platform (the SDK's credential chain: the hub pod's or the gateway pod's identity; locally the
+    platform's), at the catalog's endpoint (`storage.s3`)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client("s3", endpoint_url=s3_settings.endpoint_url, region_name=s3_settings.region,
+                                          config=Config(retries={"max_attempts": 2, "mode": "standard"},
+                                                        connect_timeout=3, read_timeout=20))
+
+
+def team_logs(catalog: Callable[[], Any], s3: Callable[[], Any]) -> Callable[[str], InferenceLog]:
+    """`open_log(team)`: the team's evidence log, written with `s3()` under the platform's evidence prefix with the
+    catalog's inference-log batching (all of every line: the gateway samples)."""
     from mlplatform.serving.inference_log import S3Writer
-    from mlplatform.serving.ray_head import LocalRayConfig
 
     def open_log(team: str) -> InferenceLog:
         c = catalog()
@@ -217,4 +237,13 @@ def local_shipper(catalog: Callable[[], Any], s3: Callable[[], Any], environ: Ma
         writer = S3Writer(s3(), c.storage.s3.bucket, evidence_prefix(PLATFORM_PREFIX, team))
         return InferenceLog.from_settings(writer, settings, seed=team)
 
-    return EvidenceShipper(LocalRayConfig.from_environ(environ).evidence_socket, open_log)
+    return open_log
+
+
+def local_shipper(catalog: Callable[[], Any], s3: Callable[[], Any], environ: Mapping[str, str] | None = None
+                  ) -> EvidenceShipper:
+    """The platform service's shipper on the local platform: on the local Ray head's evidence socket, with the
+    service's S3 identity."""
+    from mlplatform.serving.ray_head import LocalRayConfig
+
+    return EvidenceShipper(LocalRayConfig.from_environ(environ).evidence_socket, team_logs(catalog, s3))

@@ -468,16 +468,22 @@ class Gateway:
             alerts = [line for line in (done.stdout + done.stderr).splitlines() if "[ALERT]" in line]
             raise GatewayError("HAProxy refused the gateway's configuration: " + "\n".join(alerts[:10]))
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, *, soft: bool = False) -> None:
+        """Stop HAProxy; `soft`: it stops listening, ends the requests under way and forwards the lines its ring
+        holds before it exits (a hard stop loses the lines not forwarded yet), within `timeout`, else hard."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+        for sig in ((signal.SIGUSR1,) if soft else ()) + (signal.SIGTERM,):
+            if self.process.poll() is not None:
+                break
+            os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                continue
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
         self.process = None
 
     def _runtime(self, line: str) -> str:
