@@ -356,6 +356,16 @@ def _cidr(value: str) -> str:
         raise ValueError(f"{value!r} is not a network in CIDR notation such as 10.244.0.0/16 ({e})") from None
 
 
+class GatewaySettings(_Model):
+    """`kubernetes.gateway`: each team's rollout gateway (hub_config/render/gateway.py), where callers reach the
+    team's endpoints and the platform records the evidence of its rollouts."""
+
+    replicas: int = Field(2, ge=1)
+    # Of its service account (`mlplatform-gateway`, in the hub's namespace), which writes the evidence: the cloud
+    # identity that may write <bucket>/platform/evidence/*, e.g. {"eks.amazonaws.com/role-arn": "arn:aws:iam::..."}.
+    service_account_annotations: dict[str, str] = {}
+
+
 class KubernetesSettings(_Model):
     """How the platform runs on a cluster (platform.backend: kubernetes); `mlplatform render` reads it."""
 
@@ -379,6 +389,7 @@ class KubernetesSettings(_Model):
     # port is then closed to pods, open to the API server (a NetworkPolicy cannot name the API server).
     pod_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = []
     images: Images = Images()
+    gateway: GatewaySettings = GatewaySettings()
 
 
 class Catalog(_Model):

@@ -30,6 +30,7 @@ from pathlib import Path
 from mlplatform.serving.gateway import ENDPOINT, Gateway, GatewayError, GatewaySpec
 from mlplatform.serving.kubernetes import SERVE_PORT
 from mlplatform_core.catalog import Catalog, CatalogError, cached_catalog
+from mlplatform_core.contract import variable
 from mlplatform_core.names import GATEWAY_PORT
 
 from .evidence import EvidenceShipper, platform_s3, team_logs
@@ -66,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve-port", type=int, default=SERVE_PORT, help="the port of KubeRay's serve Services")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
-    if not os.environ.get("MLPLATFORM_CATALOG"):
-        parser.error("MLPLATFORM_CATALOG is not set: the path of the platform catalog")
-    catalog = functools.partial(cached_catalog, os.environ["MLPLATFORM_CATALOG"])
+    catalog_variable = variable("catalog_path")
+    if not os.environ.get(catalog_variable):
+        parser.error(f"{catalog_variable} is not set: the path of the platform catalog")
+    catalog = functools.partial(cached_catalog, os.environ[catalog_variable])
     try:
         teams = catalog().teams
     except CatalogError as e:

@@ -24,7 +24,7 @@ from mlplatform.spark.job import SparkJob
 from mlplatform.spark.kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
-from mlplatform_core.names import MAX_SERVING_NAME, MAX_SPARK_NAME
+from mlplatform_core.names import MAX_SERVING_NAME, MAX_SPARK_NAME, gateway_host
 
 from .skeleton import StandIn, nunjucks_yaml
 
@@ -87,7 +87,9 @@ def model_component(catalog: Catalog, *, team: str, group: str, namespace: str, 
     """The Backstage Component of a served model: owned by the team's group, linking its endpoint, the MLflow
     model and the version's page, where its model card's fields (catalog promotion.model_card_fields) are tags."""
     mlflow = catalog.mlflow.tracking_uri.rstrip("/")
-    endpoint = KubernetesServing(KubernetesServingConfig(namespace=namespace, team=team, user="")).url(name)
+    gateway = gateway_host(team, catalog.kubernetes.hub_namespace)  # where callers reach it (gateway.py)
+    endpoint = KubernetesServing(KubernetesServingConfig(namespace=namespace, team=team, user="", gateway=gateway)
+                                 ).url(name)
     return {
         "apiVersion": ENTITY_API,
         "kind": "Component",

@@ -17,6 +17,7 @@ from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
 from .backstage import backstage_files
 from .common import catalog_document
+from .gateway import gateway_objects
 from .gitops import argocd_applications, argocd_projects, gitops_problems
 from .jupyterhub import jupyterhub_values
 from .mlflow import mlflow_auth_config_map
@@ -68,6 +69,9 @@ HEADERS = {
         "RayServices and SparkApplications.", _EDIT, "kubectl apply -n {argocd_namespace} -f gitops/"],
     "backstage": ["A Backstage Software Template of the platform's golden paths (catalog `gitops`).", _EDIT,
                   "Register backstage/templates/*/template.yaml as catalog locations (the skeleton/ beside each)."],
+    "gateway": ["Each team's rollout gateway, in the hub's namespace: where callers reach the team's endpoints and the",
+                "platform records its rollouts' evidence (mlplatform-gateway).", _EDIT,
+                "kubectl apply -f gateway/ (after the teams' namespaces: its policies name them)"],
     "teams": ["A team's namespace (Pod Security: baseline enforced), quota, catalog, RBAC and NetworkPolicies.",
               _EDIT, "kubectl apply -f teams/"],
 }
@@ -99,6 +103,7 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     document = catalog_document(catalog, for_notebooks=True)  # the same in every team's ConfigMap
     for team in catalog.teams:
         docs[f"teams/{team}.yaml"] = (f"teams.{team}", team_objects(catalog, team, document))
+    docs["gateway/gateways.yaml"] = ("kubernetes.gateway", gateway_objects(catalog))
     if catalog.gitops is not None:
         # The projects first: an Application is applied after the project it names (kubectl applies in order).
         docs["gitops/argocd-applications.yaml"] = ("gitops", argocd_projects(catalog) + argocd_applications(catalog))

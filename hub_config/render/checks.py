@@ -9,6 +9,7 @@ import re
 from urllib.parse import urlparse
 
 from mlplatform_core.catalog import Catalog
+from mlplatform_core.names import GATEWAY_PREFIX, MAX_TEAM_WITH_GATEWAY
 
 from .images import catalog_images, image_problem
 
@@ -46,6 +47,10 @@ def check_catalog(catalog: Catalog) -> list[str]:
             problems.append(f"teams.{name}.namespace: {team.namespace!r} is not allowed: team {owners[team.namespace]} "
                             "has it already; each team gets a namespace (and quota) of its own")
         owners.setdefault(team.namespace, name)
+        if len(name) > MAX_TEAM_WITH_GATEWAY:
+            problems.append(f"teams.{name}: a name of {len(name)} characters is not allowed on a cluster: its rollout "
+                            f"gateway is the Service {GATEWAY_PREFIX}<team>, a DNS label; allowed: at most "
+                            f"{MAX_TEAM_WITH_GATEWAY} characters")
     for ref, keys in catalog_images(catalog).items():
         problem = image_problem(ref)
         if problem:

@@ -14,6 +14,8 @@ connection is allowed when any of them allows it), so each one below opens one p
   the same, but only in its release namespace).
 - `mlplatform-kuberay-to-ray-heads` (Ray head pods): ingress on the dashboard port from the KubeRay
   operator, which reads and updates Serve applications there (with the cluster's token).
+- `mlplatform-gateway-to-serve` (Ray pods): ingress on Serve's port from the team's rollout gateway, the pods
+  gateway.py makes in the hub namespace (its own policy there admits the team's namespace only).
 - `mlplatform-egress` (every pod): egress anywhere but the cloud metadata server (169.254.169.254 and
   AWS's IPv6 fd00:ec2::254), whose node credentials a pod must never get. Anywhere includes the hub
   pod's ports, the hub API (8081) and the platform service (jupyterhub.py, PLATFORM_SERVICE_PORT); which
@@ -24,8 +26,8 @@ connection is allowed when any of them allows it), so each one below opens one p
   blocks, since some network plugins (Cilium) do not match pod addresses with `ipBlock`.
 
 Not covered: the kubelet's probes and other traffic from the node itself (network plugins let it
-through), and anything reaching a team's model from outside its namespace (an ingress for model
-endpoints would need a policy of its own).
+through), and anything reaching a team's model from outside its namespace but its gateway (an ingress for
+model endpoints would need a policy of its own).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplatform_core.catalog import Catalog, Team
-from mlplatform_core.names import TEAM_LABEL
+from mlplatform_core.names import COMPONENT_LABEL, GATEWAY_COMPONENT, TEAM_LABEL
 
 from .common import labels
 
@@ -43,6 +45,8 @@ KUBERAY_NAMESPACE = "kuberay"
 KUBERAY_OPERATOR = {"app.kubernetes.io/name": "kuberay-operator"}
 RAY_HEAD = {"ray.io/node-type": "head"}  # KubeRay's label of head pods
 RAY_DASHBOARD_PORT = 8265
+RAY_NODE = {"ray.io/is-ray-node": "yes"}  # KubeRay's label of every pod of a Ray cluster
+SERVE_PORT = 8000  # Ray Serve's HTTP proxy on them (KubeRay's `<name>-serve-svc`)
 # KubeSpawner labels user pods `component: singleuser-server` and names their port `notebook-port`;
 # z2jh labels the hub and proxy pods, which route to user servers, with SINGLEUSER_ACCESS.
 NOTEBOOK_POD = {"component": "singleuser-server"}
@@ -86,6 +90,14 @@ def kuberay_to_ray_heads(team_name: str, team: Team) -> dict[str, Any]:
                      "ports": [{"protocol": "TCP", "port": RAY_DASHBOARD_PORT}]}]})
 
 
+def gateway_to_serve(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:
+    gateway = {COMPONENT_LABEL: GATEWAY_COMPONENT, TEAM_LABEL: team_name}  # gateway.py's gateway_pods
+    return _policy("mlplatform-gateway-to-serve", team_name, team, {
+        "podSelector": {"matchLabels": dict(RAY_NODE)}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [pods_of(catalog.kubernetes.hub_namespace, gateway)],
+                     "ports": [{"protocol": "TCP", "port": SERVE_PORT}]}]})
+
+
 def egress_without_cloud_metadata(team_name: str, team: Team) -> dict[str, Any]:
     blocks = [{"ipBlock": {"cidr": cidr, "except": list(excluded)}} for cidr, excluded in CLOUD_METADATA.items()]
     return _policy("mlplatform-egress", team_name, team, {
@@ -96,4 +108,5 @@ def egress_without_cloud_metadata(team_name: str, team: Team) -> dict[str, Any]:
 def network_policies(catalog: Catalog, team_name: str) -> list[dict[str, Any]]:
     team = catalog.teams[team_name]
     return [same_namespace_ingress(team_name, team), hub_to_notebooks(catalog, team_name, team),
-            kuberay_to_ray_heads(team_name, team), egress_without_cloud_metadata(team_name, team)]
+            kuberay_to_ray_heads(team_name, team), gateway_to_serve(catalog, team_name, team),
+            egress_without_cloud_metadata(team_name, team)]

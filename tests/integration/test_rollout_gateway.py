@@ -267,6 +267,10 @@ def test_on_a_cluster_each_endpoint_is_a_service_of_its_own_found_by_dns(s3, ser
             ["champion"], ["candidate"])
         gone = requests.post(url("/ocr/predict"), json={}, timeout=10)  # Serve has /ocr; DNS has no ocr yet
         assert (gone.status_code, gone.json()) == (404, {"message": "no such endpoint"})
+        # Only a DNS label is looked up: a name with dots (another record under the suffix) is not even asked.
+        records["x.iris.serve.test"] = "127.0.0.1"
+        dotted = requests.post(url("/x.iris/predict"), json={}, timeout=10)
+        assert (dotted.status_code, dotted.json()) == (404, {"message": "no such endpoint"})
         records["ocr.serve.test"] = "127.0.0.1"
         deadline = time.monotonic() + 10  # a name not found is asked again after 2 s
         while (r := requests.post(url("/ocr/predict"), json={}, timeout=10)).status_code == 404:
@@ -491,7 +495,8 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_siz
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(team=TEXT | st.sampled_from(["team-vision", "team-vision\n"]), endpoint=TEXT | st.sampled_from(["iris", "iris\n"]),
-       host=TEXT | st.sampled_from(["127.0.0.1", "127.0.0.1\n"]), port=st.integers(-5, 70000),
+       host=TEXT | st.sampled_from(["127.0.0.1", "127.0.0.1\n", "{endpoint}-serve-svc.team-vision.svc.cluster.local",
+                                    "{endpoint}", "{endpoint}.x\n", "{endpoint}.x y"]), port=st.integers(-5, 70000),
        champion=TEXT | st.sampled_from(["3", "3\n"]), candidate=st.none() | TEXT)
 def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, endpoint, host, port, champion,
                                                         candidate):
@@ -513,7 +518,8 @@ def test_no_text_gets_into_the_configuration_unchecked(tmp_path_factory, team, e
     except InvalidServingRequest as e:
         assert e.problems and {f for f, _ in e.problems} <= {"upstream.host", "upstream.port"}
         return
-    baseline = render(dataclasses.replace(spec, upstream=("127.0.0.1", 80)), **paths)
+    baseline = render(dataclasses.replace(spec, upstream=("{endpoint}.x" if spec.per_endpoint else "127.0.0.1", 80)),
+                      **paths)
     assert [line.split()[0] for line in text.splitlines()] == [line.split()[0] for line in baseline.splitlines()]
     Gateway(directory, spec).check()  # and HAProxy's own check (-c) passes
 

@@ -76,7 +76,10 @@ def test_backend_is_chosen_from_the_environment_and_the_catalog(kubeconfig):
         namespace=NS, team=TEAM, user=USER, image="mlplatform/ray:0.1.0", gpu_image="mlplatform/ray-gpu:0.1.0",
         node_selector=(("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-80GB"),),
         tolerations=('{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}',),
-        service_account="mlplatform-serving", gpu_type="a100", team_gpu_types=("a100", "t4"))
+        service_account="mlplatform-serving", gpu_type="a100", team_gpu_types=("a100", "t4"),
+        gateway="mlplatform-gateway-team-vision.jupyterhub.svc.cluster.local:8000")
+    # Callers reach the team's endpoints through its rollout gateway (hub_config/render/gateway.py).
+    assert chosen.url("iris") == "http://mlplatform-gateway-team-vision.jupyterhub.svc.cluster.local:8000/iris"
     with pytest.raises(BackendUnavailable, match="^MLPLATFORM_NAMESPACE, MLPLATFORM_USER not set: serving on Kuber"):
         serving.backend({"MLPLATFORM_BACKEND": "kubernetes", "MLPLATFORM_TEAM": TEAM})
 

@@ -155,7 +155,10 @@ def test_kubernetes_section_defaults_and_team_cpu_memory_quota():
         "service_account_issuer": None, "service_account_jwks_url": None,  # RayService pods' tokens for MLflow
         "pod_cidrs": [],  # unknown: the admission webhook port stays open to every address
         "images": {"hub": "mlplatform/hub:0.1.0", "serving": "mlplatform/ray:0.1.0",
-                   "serving_gpu": "mlplatform/ray-gpu:0.1.0", "spark": "mlplatform/spark:0.1.0", "external": []}}
+                   "serving_gpu": "mlplatform/ray-gpu:0.1.0", "spark": "mlplatform/spark:0.1.0", "external": []},
+        # Each team's rollout gateway (hub_config/render/gateway.py); its service account gets no cloud identity
+        # until the catalog gives one (the evidence cannot be written without).
+        "gateway": {"replicas": 2, "service_account_annotations": {}}}
     assert catalog.teams["team-nlp"].quota.model_dump() == {"cpu": None, "memory": None}  # no quota: none rendered
     data = copy.deepcopy(BASE)
     data["teams"]["team-nlp"]["quota"] = {"cpu": "500m", "memory": "64Gi"}

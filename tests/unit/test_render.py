@@ -192,7 +192,7 @@ def test_team_namespace_quota_and_notebook_role():
         ("Role", "mlplatform-notebook"), ("RoleBinding", "mlplatform-notebook"), ("Role", "mlplatform-hub"),
         ("RoleBinding", "mlplatform-hub"), ("NetworkPolicy", "mlplatform-same-namespace"),
         ("NetworkPolicy", "mlplatform-hub-to-notebooks"), ("NetworkPolicy", "mlplatform-kuberay-to-ray-heads"),
-        ("NetworkPolicy", "mlplatform-egress"),
+        ("NetworkPolicy", "mlplatform-gateway-to-serve"), ("NetworkPolicy", "mlplatform-egress"),
     ]
     namespace, quota, config_map, account, serving_account, role, binding, hub_role, hub_binding = objects[:9]
     assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
@@ -302,7 +302,8 @@ def test_cli_writes_every_file_and_says_so(tmp_path, capsys):
     assert main(["render", "--catalog", str(EXAMPLE), "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     expected = sorted(documents(CATALOG))
-    assert expected == ["cluster/admission-policies.yaml", "cluster/admission-webhook.yaml", "cluster/hub-rbac.yaml", "helm-values/jupyterhub.yaml",
+    assert expected == ["cluster/admission-policies.yaml", "cluster/admission-webhook.yaml", "cluster/hub-rbac.yaml",
+                        "gateway/gateways.yaml", "helm-values/jupyterhub.yaml",
                         "helm-values/kuberay-operator.yaml", "helm-values/spark-operator.yaml", "mlflow/auth-config.yaml",
                         "prepull/cpu.yaml", "prepull/gpu-a100.yaml", "prepull/gpu-t4.yaml", "teams/team-nlp.yaml",
                         "teams/team-vision.yaml"]

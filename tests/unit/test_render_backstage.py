@@ -83,7 +83,7 @@ def test_the_ray_service_skeleton_renders_the_notebooks_rayservice_and_the_model
                                         name="iris-classifier", model_name="iris", model_version="7")
     assert component["spec"]["owner"] == f"group:{team}"
     assert [link["url"] for link in component["metadata"]["links"]] == [
-        f"http://iris-classifier-serve-svc.{namespace}.svc.cluster.local:8000/iris-classifier",
+        f"http://mlplatform-gateway-{team}.jupyterhub.svc.cluster.local:8000/iris-classifier",  # the team's gateway
         "https://mlflow.example.org/#/models/iris", "https://mlflow.example.org/#/models/iris/versions/7"]
     assert backstage.errors(component) == []
 

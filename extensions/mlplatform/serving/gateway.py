@@ -334,9 +334,11 @@ def _upstream(spec: GatewaySpec):
     if not spec.per_endpoint:
         return [], lambda name: [f"  server {name} {host}:{port}"]
     suffix = host.removeprefix(ENDPOINT)
-    resolve = [f"  http-request do-resolve(txn.upstream,dns,ipv4) var(txn.endpoint),concat({suffix})",
-               "  http-request return status 404 content-type application/json string "
-               "'{\"message\": \"no such endpoint\"}' unless { var(txn.upstream) -m found }"]
+    not_found = "  http-request return status 404 content-type application/json string '{\"message\": \"no such endpoint\"}'"
+    # Only a DNS label is looked up: a caller's dots would name other records under the suffix (a pod's, say).
+    resolve = [f"{not_found} unless {{ var(txn.endpoint) -m reg {DNS_LABEL_PATTERN} }}",
+               f"  http-request do-resolve(txn.upstream,dns,ipv4) var(txn.endpoint),concat({suffix})",
+               f"{not_found} unless {{ var(txn.upstream) -m found }}"]
     # The destination HAProxy found is the server's (server 0.0.0.0:0 connects to the stream's destination).
     return resolve, lambda name: ["  http-request set-dst var(txn.upstream)", f"  http-request set-dst-port int({port})",
                                   f"  server {name} 0.0.0.0:0"]

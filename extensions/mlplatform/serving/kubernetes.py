@@ -11,7 +11,8 @@ UpgradeInProgress), `observedGeneration`, and Serve's application status in
 UNHEALTHY, DELETING). Warning events of the RayService and its cluster (a quota refusal of a worker
 pod, say) become the message while it is not running.
 
-Endpoint: KubeRay's serve service `<name>-serve-svc` (port 8000), route `/<name>`.
+Endpoint: the team's rollout gateway (`mlplatform-gateway-<team>` in the hub's namespace, port 8000), route
+`/<name>`, in front of KubeRay's serve service `<name>-serve-svc` (port 8000), which it finds by DNS.
 
 GitOps mode (the catalog's `gitops`; mlplatform/gitops.py): deploy() sends the same RayService to the platform
 service, which commits it to the team's file; delete() has the file removed. Argo CD applies the change; until
@@ -46,6 +47,7 @@ from mlplatform_core.names import (
     TEAM_LABEL,
     USER_LABEL,
     annotation_key,
+    gateway_host,
     label_value,
 )
 from mlplatform_core.timestamps import now
@@ -85,6 +87,9 @@ class KubernetesServingConfig:
     # MLflow checks tokens (catalog `mlflow.access.mode: hub-tokens`) and knows the cluster's service-account
     # issuer: replicas get a token projected for MLflow (mlplatform_core/mlflow_token.py).
     mlflow_token: bool = False
+    # The team's rollout gateway (host:port, hub_config/render/gateway.py), where callers reach its endpoints;
+    # None without a catalog: KubeRay's serve Service of each endpoint.
+    gateway: str | None = None
 
     @classmethod
     def for_environment(cls, environment: PlatformEnvironment) -> KubernetesServingConfig:
@@ -124,7 +129,8 @@ class KubernetesServingConfig:
                    node_selector=tuple(sorted(gpu.node_selector.items())) if gpu else (),
                    tolerations=tuple(json.dumps(t.model_dump(exclude_none=True)) for t in gpu.tolerations)
                    if gpu else (),
-                   mlflow_token=mlflow_token.enabled(catalog))
+                   mlflow_token=mlflow_token.enabled(catalog),
+                   gateway=gateway_host(team, catalog.kubernetes.hub_namespace))
 
 
 class KubernetesServing:
@@ -253,6 +259,10 @@ class KubernetesServing:
         return sorted(s["metadata"]["name"] for s in _translated(self.services.list, MANAGED))
 
     def url(self, name: str) -> str:
+        """Where callers reach `name`: through the team's rollout gateway (which finds the endpoint's serve Service
+        by DNS), else at that Service."""
+        if self.config.gateway:
+            return f"http://{self.config.gateway}/{name}"
         return f"http://{name}-serve-svc.{self.config.namespace}.svc.cluster.local:{SERVE_PORT}/{name}"
 
     # --- rollout (rollout.py): a candidate beside the champion, in the same RayService -------------

@@ -1,0 +1,106 @@
+"""Each team's rollout gateway on the cluster (mlplatform_service/gateway_pod.py: HAProxy and the evidence shipper),
+in the hub's namespace, where no team's code runs and no team's RBAC reaches.
+
+Pure functions, catalog in, plain dicts out:
+
+- ConfigMap `mlplatform-gateway`: the catalog (the teams' copy: no secret references), mounted at CATALOG_PATH.
+- ServiceAccount `mlplatform-gateway`: the gateways' identity, which writes the evidence under the platform's prefix
+  (`kubernetes.gateway.service_account_annotations`: e.g. an IRSA role). No Role binds it and its token is not
+  mounted: the gateway never calls the Kubernetes API.
+- per team, `mlplatform-gateway-<team>`: a Deployment (`kubernetes.gateway.replicas`, the hub's image running
+  `mlplatform-gateway --team <team>`), its Service (GATEWAY_PORT: the team's endpoint URLs, serving/kubernetes.py)
+  and a NetworkPolicy: only pods of the team's namespace reach its gateway, so no team calls another's models
+  through it. The gateway reaches the team's Ray pods on Serve's port through the team's own policy
+  (network.py, `mlplatform-gateway-to-serve`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlplatform_core.catalog import Catalog
+from mlplatform_core.contract import variable
+from mlplatform_core.names import (CATALOG_FILE, COMPONENT_LABEL, CONFIG_DIR, GATEWAY_COMPONENT, GATEWAY_PORT,
+                                   GATEWAY_PREFIX, TEAM_LABEL)
+
+from .common import CATALOG_PATH, catalog_document, labels
+from .network import NAMESPACE_NAME
+
+GATEWAY = "mlplatform-gateway"  # the ConfigMap and the ServiceAccount
+RUN_DIRECTORY = "/run/mlplatform-gateway"  # gateway_pod.RUN_DIRECTORY
+HUB_IMAGE_USER = 1000  # images/hub/Dockerfile's USER
+SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def gateway_pods(team: str) -> dict[str, str]:
+    """The labels of a team's gateway pods (its Service's and NetworkPolicies' selector)."""
+    return {COMPONENT_LABEL: GATEWAY_COMPONENT, TEAM_LABEL: team}
+
+
+def _meta(catalog: Catalog, name: str, **extra: str) -> dict[str, Any]:
+    return {"name": name, "namespace": catalog.kubernetes.hub_namespace, "labels": labels(**extra)}
+
+
+def config_map(catalog: Catalog) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(catalog, GATEWAY),
+            "data": {CATALOG_FILE: catalog_document(catalog, for_notebooks=True)}}
+
+
+def service_account(catalog: Catalog) -> dict[str, Any]:
+    meta = _meta(catalog, GATEWAY)
+    if catalog.kubernetes.gateway.service_account_annotations:
+        meta["annotations"] = dict(catalog.kubernetes.gateway.service_account_annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False, "metadata": meta}
+
+
+def deployment(catalog: Catalog, team: str) -> dict[str, Any]:
+    pods = gateway_pods(team)
+    container = {
+        "name": "gateway", "image": catalog.kubernetes.images.hub,
+        "command": ["mlplatform-gateway", "--team", team],
+        "env": [{"name": variable("catalog_path"), "value": CATALOG_PATH}],
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 5},
+        "resources": RESOURCES, "securityContext": SECURITY,
+        "volumeMounts": [{"name": "catalog", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "run", "mountPath": RUN_DIRECTORY}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod = {
+        "serviceAccountName": GATEWAY, "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": HUB_IMAGE_USER, "runAsGroup": HUB_IMAGE_USER,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "catalog", "configMap": {"name": GATEWAY}},
+                    {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(catalog, f"{GATEWAY_PREFIX}{team}", **pods),
+            "spec": {"replicas": catalog.kubernetes.gateway.replicas, "selector": {"matchLabels": pods},
+                     "template": {"metadata": {"labels": labels(**pods)}, "spec": pod}}}
+
+
+def service(catalog: Catalog, team: str) -> dict[str, Any]:
+    pods = gateway_pods(team)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(catalog, f"{GATEWAY_PREFIX}{team}", **pods),
+            "spec": {"selector": pods,
+                     "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def team_only(catalog: Catalog, team: str) -> dict[str, Any]:
+    """Only pods of the team's namespace reach its gateway (on its port)."""
+    pods = gateway_pods(team)
+    namespace = catalog.teams[team].namespace
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(catalog, f"{GATEWAY_PREFIX}{team}", **pods),
+            "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME: namespace}}}],
+                                  "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}]}}
+
+
+def gateway_objects(catalog: Catalog) -> list[dict[str, Any]]:
+    """Everything `kubectl apply -f gateway/` creates: what all gateways share, then each team's."""
+    objects = [config_map(catalog), service_account(catalog)]
+    for team in catalog.teams:
+        objects += [deployment(catalog, team), service(catalog, team), team_only(catalog, team)]
+    return objects
