@@ -83,11 +83,16 @@ CHECKS: dict[str, dict] = {
     "hub": {
         "imports": ["jupyterhub.app", "kubespawner", "oauthenticator", "hub_config.hub",
                     "hub_config.spawners.kubernetes", "hub_config.keycloak", "hub_config.render",
-                    "hub_config.s3_broker", "pycurl", "jupyterhub_idle_culler"],
+                    "hub_config.s3_broker", "pycurl", "jupyterhub_idle_culler", "mlplatform_service.gateway_pod"],
         "python": {"the z2jh chart's jupyterhub_config.py (curl HTTP client, kubernetes_asyncio, yaml)": Z2JH},
         "commands": [
             ("jupyterhub --version", ["jupyterhub", "--version"], 0, "6.1.1"),
             ("the chart's idle culler service", ["python3", "-m", "jupyterhub_idle_culler", "--help"], 0, "--timeout"),
+            # The teams' rollout gateways run this image (hub_config/render/gateway.py): HAProxy 2.8 with Lua.
+            ("mlplatform-gateway --help", ["mlplatform-gateway", "--help"], 0, "--team"),
+            ("the gateway's HAProxy", ["python3", "-c", "import subprocess; from mlplatform.serving.gateway import "
+                                       "_haproxy_binary; subprocess.run([_haproxy_binary(), '-vv'], check=True)"],
+             0, "Built with Lua version"),
         ],
     },
     # KubeSpawner runs `jupyterhub-singleuser`: JupyterLab with the mlplatform server extension.
