@@ -59,7 +59,8 @@ def _address(text: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlplatform-gateway", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--team", required=True, help="the team whose endpoints it fronts (a key of the catalog's teams)")
+    parser.add_argument("--team", required=True,
+                        help="the team whose endpoints it fronts (a key of the catalog's teams)")
     parser.add_argument("--listen", type=_address, default=("0.0.0.0", GATEWAY_PORT), help="HOST:PORT")
     parser.add_argument("--directory", type=Path, default=RUN_DIRECTORY, help="its sockets and configuration")
     parser.add_argument("--nameserver", type=_address, action="append", default=[],
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                               teams={args.team})
     spec = gateway_spec(catalog(), args.team, listen=args.listen, log_socket=shipper.socket_path,
                         nameservers=tuple(args.nameserver), serve_port=args.serve_port)
-    gateway = Gateway(directory / "haproxy", spec)
+    gateway = Gateway(directory / "haproxy", spec, log_file=False)  # its alerts in the container's log
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -99,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     while not stop.wait(CHECK_SECONDS):
         if gateway.process.poll() is not None:
-            log.error("HAProxy exited (status %s; its log: %s)", gateway.process.returncode,
-                      gateway.directory / "haproxy.log")
+            log.error("HAProxy exited (status %s)", gateway.process.returncode)
             code = 1
             break
     gateway.stop(timeout=20, soft=True)

@@ -75,7 +75,8 @@ def deployment(catalog: Catalog, team: str) -> dict[str, Any]:
                     {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(catalog, f"{GATEWAY_PREFIX}{team}", **pods),
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _meta(catalog, f"{GATEWAY_PREFIX}{team}", **pods),
             "spec": {"replicas": catalog.kubernetes.gateway.replicas, "selector": {"matchLabels": pods},
                      "template": {"metadata": {"labels": labels(**pods)}, "spec": pod}}}
 

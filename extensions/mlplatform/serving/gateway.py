@@ -334,14 +334,15 @@ def _upstream(spec: GatewaySpec):
     if not spec.per_endpoint:
         return [], lambda name: [f"  server {name} {host}:{port}"]
     suffix = host.removeprefix(ENDPOINT)
-    not_found = "  http-request return status 404 content-type application/json string '{\"message\": \"no such endpoint\"}'"
+    not_found = ("  http-request return status 404 content-type application/json "
+                 "string '{\"message\": \"no such endpoint\"}'")
     # Only a DNS label is looked up: a caller's dots would name other records under the suffix (a pod's, say).
     resolve = [f"{not_found} unless {{ var(txn.endpoint) -m reg {DNS_LABEL_PATTERN} }}",
                f"  http-request do-resolve(txn.upstream,dns,ipv4) var(txn.endpoint),concat({suffix})",
                f"{not_found} unless {{ var(txn.upstream) -m found }}"]
     # The destination HAProxy found is the server's (server 0.0.0.0:0 connects to the stream's destination).
-    return resolve, lambda name: ["  http-request set-dst var(txn.upstream)", f"  http-request set-dst-port int({port})",
-                                  f"  server {name} 0.0.0.0:0"]
+    return resolve, lambda name: ["  http-request set-dst var(txn.upstream)",
+                                  f"  http-request set-dst-port int({port})", f"  server {name} 0.0.0.0:0"]
 
 
 class GatewayError(RuntimeError):
@@ -352,10 +353,11 @@ class Gateway:
     """One HAProxy (master-worker) serving a GatewaySpec from `directory` (0700: its configuration and sockets)."""
 
     def __init__(self, directory: Path, spec: GatewaySpec, *, binary: str | None = None,
-                 environment: dict[str, str] | None = None):
+                 environment: dict[str, str] | None = None, log_file: bool = True):
         self.directory, self.spec = Path(directory), spec
         self.binary = binary or _haproxy_binary()
         self.environment = environment  # HAProxy's (None: this process's)
+        self.log_file = log_file  # HAProxy's own output (alerts, warnings) to haproxy.log; False: this process's
         self.process: subprocess.Popen | None = None
 
     @property
@@ -379,13 +381,14 @@ class Gateway:
         self.check()
         _check_free(self.spec.listen)
         self.admin_socket.unlink(missing_ok=True)
-        log = open(self.directory / "haproxy.log", "ab")
+        log = open(self.directory / "haproxy.log", "ab") if self.log_file else None
         try:
             self.process = subprocess.Popen([self.binary, "-W", "-db", "-f", str(self.config_path)],
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True, env=self.environment)
         finally:
-            log.close()
+            if log is not None:
+                log.close()
         ready = False
         try:
             ready = self._wait_ready(timeout)
@@ -393,9 +396,11 @@ class Gateway:
             if not ready:
                 self.stop()
         if not ready:
-            log_tail = (self.directory / "haproxy.log").read_text(errors="replace")[-2000:]
+            where = (f"its log ({self.directory / 'haproxy.log'}):\n"
+                     + (self.directory / "haproxy.log").read_text(errors="replace")[-2000:]
+                     if self.log_file else "its output is above")
             raise GatewayError(f"HAProxy did not start listening on {self.spec.listen[0]}:{self.spec.listen[1]} "
-                               f"within {timeout:.0f} s; its log ({self.directory / 'haproxy.log'}):\n{log_tail}")
+                               f"within {timeout:.0f} s; {where}")
 
     def set(self, endpoint: str, traffic: Traffic) -> None:
         """Route `endpoint` by `traffic` from the next request on: one atomic update of the running map (no reload),
