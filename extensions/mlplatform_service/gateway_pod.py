@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     shipper.start()
     try:
-        gateway.start()
+        gateway.start(timeout=30)  # the readiness probe waits; a busy node may take seconds
     except GatewayError as e:
         log.error("%s", e)
         shipper.close(timeout=10)

@@ -10,6 +10,7 @@ The pool's devices are the catalog's (a100: "0".."5"); the head is told it has G
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -76,7 +77,12 @@ def endpoint(platform, alice, tmp_path_factory):
             registry.promote(name, 1)
             status = serving.deploy(app, f"models:/{name}@champion", cpus=0.5, gpus=1, wait=True, timeout=240)
             assert status["state"] == "running", status
-            yield {"app": app, "name": name, "candidate": version, "url": status["predict_url"]}
+            try:
+                yield {"app": app, "name": name, "candidate": version, "url": status["predict_url"]}
+            finally:  # what a failed test left gives its GPUs back (the next modules spawn on them)
+                for leftover in (rollouts.abort, serving.delete):
+                    with contextlib.suppress(Exception):
+                        leftover(app)
     finally:
         os.environ.clear()
         os.environ.update(saved)

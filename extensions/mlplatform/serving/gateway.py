@@ -438,17 +438,18 @@ class Gateway:
             return {}
         return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
 
-    def running(self) -> bool:
-        """Whether a gateway answers on this directory's admin socket (this process's or another's)."""
+    def running(self, timeout: float = 5.0) -> bool:
+        """Whether a gateway answers on this directory's admin socket (this process's or another's) within
+        `timeout`."""
         try:
-            return "Name: HAProxy" in self.command("show info")
+            return "Name: HAProxy" in self.command("show info", timeout=timeout)
         except OSError:
             return False
 
-    def command(self, line: str) -> str:
+    def command(self, line: str, timeout: float = 5.0) -> str:
         """One command on HAProxy's admin socket; its answer."""
         with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
+            s.settimeout(timeout)
             s.connect(str(self.admin_socket))
             s.sendall(line.encode() + b"\n")
             chunks = []
@@ -510,7 +511,9 @@ class Gateway:
         bound (one that cannot bind exits first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
-            if self.running():
+            # Short probes: one sent before the worker serves (it waits in the socket's backlog) must not take
+            # the whole wait; on a busy machine the worker may take seconds to start.
+            if self.running(timeout=1.0):
                 return True
             time.sleep(0.05)
         return False
