@@ -32,12 +32,14 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY = "mlplatform"
 SERVING_COMPONENT = "model-serving"
+SERVE_PORT = 8000  # Ray Serve's HTTP port on a RayService's pods and its Service `<name>-serve-svc`
 
 # Each team's rollout gateway on a cluster: a Deployment and Service `<GATEWAY_PREFIX><team>` in the hub's namespace
 # (hub_config/render/gateway.py), where callers reach the team's endpoints (serving/kubernetes.py `url`).
 GATEWAY_PREFIX = "mlplatform-gateway-"
 GATEWAY_COMPONENT = "rollout-gateway"
 GATEWAY_PORT = 8000
+GATEWAY_RUN_DIRECTORY = "/run/mlplatform-gateway"  # an emptyDir of its pod: sockets and HAProxy's configuration
 MAX_TEAM_WITH_GATEWAY = MAX_DNS_LABEL - len(GATEWAY_PREFIX)
 
 

@@ -28,15 +28,13 @@ import threading
 from pathlib import Path
 
 from mlplatform.serving.gateway import ENDPOINT, Gateway, GatewayError, GatewaySpec
-from mlplatform.serving.kubernetes import SERVE_PORT
 from mlplatform_core.catalog import Catalog, CatalogError, cached_catalog
 from mlplatform_core.contract import variable
-from mlplatform_core.names import GATEWAY_PORT
+from mlplatform_core.names import GATEWAY_PORT, GATEWAY_RUN_DIRECTORY, SERVE_PORT
 
 from .evidence import EvidenceShipper, platform_s3, team_logs
 
 log = logging.getLogger("mlplatform_service.gateway_pod")
-RUN_DIRECTORY = Path("/run/mlplatform-gateway")  # an emptyDir of the pod: sockets and HAProxy's configuration
 CHECK_SECONDS = 2.0
 
 
@@ -62,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--team", required=True,
                         help="the team whose endpoints it fronts (a key of the catalog's teams)")
     parser.add_argument("--listen", type=_address, default=("0.0.0.0", GATEWAY_PORT), help="HOST:PORT")
-    parser.add_argument("--directory", type=Path, default=RUN_DIRECTORY, help="its sockets and configuration")
+    parser.add_argument("--directory", type=Path, default=Path(GATEWAY_RUN_DIRECTORY), help="its sockets and configuration")
     parser.add_argument("--nameserver", type=_address, action="append", default=[],
                         help="HOST:PORT of a DNS server (default: the resolv.conf of the pod)")
     parser.add_argument("--serve-port", type=int, default=SERVE_PORT, help="the port of KubeRay's serve Services")

@@ -20,22 +20,15 @@ from typing import Any
 
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import variable
-from mlplatform_core.names import (CATALOG_FILE, COMPONENT_LABEL, CONFIG_DIR, GATEWAY_COMPONENT, GATEWAY_PORT,
-                                   GATEWAY_PREFIX, TEAM_LABEL)
+from mlplatform_core.names import CATALOG_FILE, CONFIG_DIR, GATEWAY_PORT, GATEWAY_PREFIX, GATEWAY_RUN_DIRECTORY
 
 from .common import CATALOG_PATH, catalog_document, labels
-from .network import NAMESPACE_NAME
+from .network import NAMESPACE_NAME, gateway_pods
 
 GATEWAY = "mlplatform-gateway"  # the ConfigMap and the ServiceAccount
-RUN_DIRECTORY = "/run/mlplatform-gateway"  # gateway_pod.RUN_DIRECTORY
 HUB_IMAGE_USER = 1000  # images/hub/Dockerfile's USER
 SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-
-
-def gateway_pods(team: str) -> dict[str, str]:
-    """The labels of a team's gateway pods (its Service's and NetworkPolicies' selector)."""
-    return {COMPONENT_LABEL: GATEWAY_COMPONENT, TEAM_LABEL: team}
 
 
 def _meta(catalog: Catalog, name: str, **extra: str) -> dict[str, Any]:
@@ -64,7 +57,7 @@ def deployment(catalog: Catalog, team: str) -> dict[str, Any]:
         "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 5},
         "resources": RESOURCES, "securityContext": SECURITY,
         "volumeMounts": [{"name": "catalog", "mountPath": CONFIG_DIR, "readOnly": True},
-                         {"name": "run", "mountPath": RUN_DIRECTORY}, {"name": "tmp", "mountPath": "/tmp"}],
+                         {"name": "run", "mountPath": GATEWAY_RUN_DIRECTORY}, {"name": "tmp", "mountPath": "/tmp"}],
     }
     pod = {
         "serviceAccountName": GATEWAY, "automountServiceAccountToken": False,

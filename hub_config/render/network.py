@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplatform_core.catalog import Catalog, Team
-from mlplatform_core.names import COMPONENT_LABEL, GATEWAY_COMPONENT, TEAM_LABEL
+from mlplatform_core.names import COMPONENT_LABEL, GATEWAY_COMPONENT, SERVE_PORT, TEAM_LABEL
 
 from .common import labels
 
@@ -46,7 +46,6 @@ KUBERAY_OPERATOR = {"app.kubernetes.io/name": "kuberay-operator"}
 RAY_HEAD = {"ray.io/node-type": "head"}  # KubeRay's label of head pods
 RAY_DASHBOARD_PORT = 8265
 RAY_NODE = {"ray.io/is-ray-node": "yes"}  # KubeRay's label of every pod of a Ray cluster
-SERVE_PORT = 8000  # Ray Serve's HTTP proxy on them (KubeRay's `<name>-serve-svc`)
 # KubeSpawner labels user pods `component: singleuser-server` and names their port `notebook-port`;
 # z2jh labels the hub and proxy pods, which route to user servers, with SINGLEUSER_ACCESS.
 NOTEBOOK_POD = {"component": "singleuser-server"}
@@ -90,11 +89,15 @@ def kuberay_to_ray_heads(team_name: str, team: Team) -> dict[str, Any]:
                      "ports": [{"protocol": "TCP", "port": RAY_DASHBOARD_PORT}]}]})
 
 
+def gateway_pods(team_name: str) -> dict[str, str]:
+    """The labels of a team's rollout gateway pods (gateway.py: its Deployment, Service and policy select them)."""
+    return {COMPONENT_LABEL: GATEWAY_COMPONENT, TEAM_LABEL: team_name}
+
+
 def gateway_to_serve(catalog: Catalog, team_name: str, team: Team) -> dict[str, Any]:
-    gateway = {COMPONENT_LABEL: GATEWAY_COMPONENT, TEAM_LABEL: team_name}  # gateway.py's gateway_pods
     return _policy("mlplatform-gateway-to-serve", team_name, team, {
         "podSelector": {"matchLabels": dict(RAY_NODE)}, "policyTypes": ["Ingress"],
-        "ingress": [{"from": [pods_of(catalog.kubernetes.hub_namespace, gateway)],
+        "ingress": [{"from": [pods_of(catalog.kubernetes.hub_namespace, gateway_pods(team_name))],
                      "ports": [{"protocol": "TCP", "port": SERVE_PORT}]}]})
 
 

@@ -43,6 +43,7 @@ from mlplatform_core.names import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     MAX_SERVING_NAME,
+    SERVE_PORT,
     SERVING_COMPONENT,
     TEAM_LABEL,
     USER_LABEL,
@@ -62,7 +63,6 @@ from .rollout import Rollout
 from .spec import (ServingRequest, candidate_of, ray_service, with_candidate, with_inference_log, with_rollout,
                    without_candidate)
 
-SERVE_PORT = 8000
 # Workers of the group at most, per replica of the application (spec.ray_service): its replicas and a surge
 # of new ones while a version rolls out; with a candidate, twice that.
 SURGE_ROOM, ROLLOUT_ROOM = 2, 4
