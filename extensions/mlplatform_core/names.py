@@ -47,6 +47,12 @@ def gateway_host(team: str, hub_namespace: str) -> str:
     """The team's gateway Service, host:port, as pods of the cluster call it."""
     return f"{GATEWAY_PREFIX}{team}.{hub_namespace}.svc.cluster.local:{GATEWAY_PORT}"
 
+
+def gateway_traffic(team: str) -> str:
+    """The ConfigMap in the hub's namespace holding the traffic of the team's endpoints in rollout: written by the
+    platform service (mlplatform_service/traffic_maps.py), applied by every replica of the team's gateway."""
+    return f"{GATEWAY_PREFIX}{team}-traffic"
+
 # The ConfigMap of each team namespace (rendered by `mlplatform render`) that the hub's spawner
 # mounts in notebook pods at CONFIG_DIR: the catalog and the AWS config with the credential process.
 TEAM_CONFIG_MAP = "mlplatform"

@@ -1,4 +1,12 @@
-"""The rollouts' backend on a cluster: the team's RayService, patched, or in GitOps mode changed by commits.
+"""The rollouts' backend on a cluster: the team's RayService, patched, or in GitOps mode changed by commits, and the
+team's traffic map, which its gateway routes by.
+
+The RayService runs both sides (the candidate as a Serve application of its own) and records the rollout; the
+traffic map (traffic_maps.py, in the hub's namespace, written by this service only) says how the gateway splits and
+mirrors, and is the platform's record of the versions and settings (status() reports them from there). A change of
+mode, share or sample rate writes the map first, so the gateway moves traffic at once, also in GitOps mode before
+Argo CD syncs the commit (a rollback never waits for a sync); start writes it after the candidate is in the
+RayService, end (promotion, abort) before. A step the API server or Git refuses puts the map back.
 
 GitOps mode on Kubernetes (the catalog's `gitops`): Git is the truth, and Argo CD's selfHeal would put a patched
 RayService back (as would the next redeploy), so start, change and end are commits instead. The service reads the
@@ -27,6 +35,9 @@ a redeploy in direct mode does.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,21 +47,26 @@ from mlplatform.gitops import waiting_message
 from mlplatform.serving.errors import BackendUnavailable, DeploymentNotFound, ServingConflict, ServingError
 from mlplatform.serving.kubernetes import (KubernetesServing, KubernetesServingConfig, RolloutChange, end_change,
                                            log_change, patched, rollout_patch, set_change, start_change)
-from mlplatform.serving.rollout import Rollout
+from mlplatform.serving.gateway import Traffic
+from mlplatform.serving.inference_log import DEFAULTS
+from mlplatform.serving.rollout import Rollout, from_config
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.names import annotation_key
 
 from .gitops import Commit, GitOpsConflict, GitOpsError, GitOpsRepository, author, commit_message, http_status
-from .rollout_backends import PLATFORM, _ServingRollouts, _statuses
+from .rollout_backends import PLATFORM, _statuses
+from .traffic_maps import TrafficMaps
 from .workloads import Actor, WorkloadAdmission
 
+log = logging.getLogger(__name__)
 ATTEMPTS = 3  # reads of the RayService from Git while others' commits keep changing its file
 
 
-class KubernetesRollouts(_ServingRollouts):
+class KubernetesRollouts:
     """On a cluster: the team's RayService, patched with the hub pod's service account (its Role in every
-    team namespace lets it get, list and patch RayServices: hub_config/render/teams.py). The API server's
-    admission webhook admits and audits each patch like any other change of the RayService.
+    team namespace lets it get, list and patch RayServices: hub_config/render/teams.py), and the team's traffic map
+    in the hub's namespace (traffic_maps.py: the gateway routes by it). The API server's admission webhook admits
+    and audits each patch like any other change of the RayService.
 
     In GitOps mode (the module's docstring) each change is a commit to `repository()` instead, checked first with
     `admission` (the service's WorkloadAdmission) when given."""
@@ -69,37 +85,69 @@ class KubernetesRollouts(_ServingRollouts):
         config = KubernetesServingConfig(namespace=catalog.teams[team].namespace, team=team, user="platform")
         return KubernetesServing(config, api_client=self._client)
 
-    def active(self):
-        return _statuses(self.status, [(team, name) for team in self.catalog().teams
-                                       for name in self._serving(team).in_rollout()])
+    def status(self, team, name):
+        return _routed(self._serving(team).status(name), self._maps().read(team).get(name))
 
-    # --- GitOps mode: the changes as commits --------------------------------------------------------
+    def active(self):
+        """The endpoints in rollout, each team's map cleaned of endpoints no longer in rollout (deleted, or their
+        rollout ended by a GitOps merge): read before the RayServices, so an entry that start() adds meanwhile is
+        of a RayService already in rollout (start patches first, then maps)."""
+        endpoints = []
+        for team in self.catalog().teams:
+            try:
+                mapped = self._maps().read(team)
+                in_rollout = self._serving(team).in_rollout()
+                for name in sorted(set(mapped) - set(in_rollout)):
+                    log.info("%s/%s is no longer in rollout: out of its team's traffic map", team, name)
+                    self._maps().set(team, name, None)
+            except ServingError:
+                log.exception("the rollouts of team %s could not be read; they are checked at the next pass", team)
+                continue
+            endpoints += [(team, name) for name in in_rollout]
+        return _statuses(self.status, endpoints)
+
+    # --- each change: the RayService (a patch, or in GitOps mode a commit) and the team's traffic map ------
     def start(self, team, name, *, model_version, requested_uri, rollout, inference_log, actor=PLATFORM):
-        if not self._gitops():
-            return super().start(team, name, model_version=model_version, requested_uri=requested_uri,
-                                 rollout=rollout, inference_log=inference_log)
+        """The candidate first (the gateway routes nothing to it before its map entry), then its traffic; a map
+        that cannot be written ends the rollout again."""
         change = start_change(name, model_version=model_version, requested_uri=requested_uri, rollout=rollout,
                               inference_log=inference_log)
-        return self._commit(team, name, change, actor, lambda before: f"candidate version {model_version} in "
-                                                                      f"{_settings(rollout)}")
+        status = self._apply(team, name, change, actor, lambda before: f"candidate version {model_version} in "
+                                                                        f"{_settings(rollout)}")
+        traffic = Traffic(team=team, champion_version=str(status["model_version"]),
+                          candidate_version=str(model_version), rollout=rollout,
+                          sample_rate=_sample_rate(inference_log))
+        try:
+            self._maps().set(team, name, traffic)
+        except ServingError:
+            with contextlib.suppress(ServingError):
+                self._apply(team, name, end_change(name, promote=False), actor,
+                            lambda before: f"candidate version {model_version} aborted: the gateway's traffic map "
+                                           "could not be written")
+            raise
+        return _routed(status, traffic)
 
     def change(self, team, name, rollout, *, actor=PLATFORM):
-        if not self._gitops():
-            return super().change(team, name, rollout)
-
         def subject(before: dict) -> str:
             candidate, champion = before["rollout"]["model_version"], before["model_version"]
             if rollout.mode != "off":
                 return f"candidate version {candidate} in {_settings(rollout)}"
             rolled_back = "rolled back: " if actor == PLATFORM and rollout.reason else ""
             return f"{rolled_back}candidate version {candidate} off, version {champion} answers everything"
-        return self._commit(team, name, set_change(name, rollout), actor, subject, why=rollout.reason or "")
+        return self._routing(team, name, lambda traffic: dataclasses.replace(traffic, rollout=rollout),
+                             set_change(name, rollout), actor, subject, why=rollout.reason or "")
 
     def set_inference_log(self, team, name, inference_log, *, actor=PLATFORM):
-        if not self._gitops():
-            return super().set_inference_log(team, name, inference_log)
-        return self._commit(team, name, log_change(name, inference_log), actor,
-                            lambda before: _log_settings(inference_log))
+        return self._routing(team, name,
+                             lambda traffic: dataclasses.replace(traffic, sample_rate=_sample_rate(inference_log)),
+                             log_change(name, inference_log), actor, lambda before: _log_settings(inference_log))
+
+    def end(self, team, name, *, promote, actor=PLATFORM):
+        def subject(before: dict) -> str:
+            candidate, champion = before["rollout"]["model_version"], before["model_version"]
+            return f"version {candidate} promoted, it answers everything" if promote \
+                else f"candidate version {candidate} aborted, version {champion} answers everything"
+        return self._routing(team, name, lambda traffic: None, end_change(name, promote=promote), actor, subject)
 
     def last_commit(self, team, name):
         """GitOps mode: the last commit of the endpoint's file (Commit.as_dict()), None outside GitOps mode or when
@@ -112,15 +160,43 @@ class KubernetesRollouts(_ServingRollouts):
         _, last = _git(lambda: self.repository().file(path, gitops.branch))
         return last.as_dict() if last else None
 
-    def end(self, team, name, *, promote, actor=PLATFORM):
-        if not self._gitops():
-            return super().end(team, name, promote=promote)
+    def _routing(self, team: str, name: str, route: Callable[[Traffic], Traffic | None], change: RolloutChange,
+                 actor: str, subject: Callable[[dict], str], why: str = "") -> dict:
+        """A change of a rollout's traffic: the team's map first (the gateway moves traffic at once, also before
+        Argo CD syncs a commit: a rollback never waits), then the RayService's record of it; a refused change puts
+        the map back."""
+        self._gitops()  # refused before anything is written when there is no repository to commit to
+        maps = self._maps()
+        before = maps.read(team).get(name)
+        if before is None:  # not routed yet (a rollout from before the gateway): from the RayService's record
+            status = self._serving(team).status(name)
+            if not status.get("rollout"):
+                raise ServingConflict(f"{name!r} has no rollout; start one with a candidate version first")
+            before = Traffic(team=team, champion_version=str(status["model_version"]),
+                             candidate_version=str(status["rollout"]["model_version"]),
+                             rollout=from_config(status["rollout"].get("rollout")) or Rollout(mode="off"),
+                             sample_rate=_sample_rate(status["rollout"].get("inference_log")))
+        traffic = route(before)
+        maps.set(team, name, traffic)
+        try:
+            status = self._apply(team, name, change, actor, subject, why)
+        except ServingError:
+            with contextlib.suppress(ServingError):
+                maps.set(team, name, before)
+            raise
+        return _routed(status, traffic)
 
-        def subject(before: dict) -> str:
-            candidate, champion = before["rollout"]["model_version"], before["model_version"]
-            return f"version {candidate} promoted, it answers everything" if promote \
-                else f"candidate version {candidate} aborted, version {champion} answers everything"
-        return self._commit(team, name, end_change(name, promote=promote), actor, subject)
+    def _apply(self, team: str, name: str, change: RolloutChange, actor: str, subject: Callable[[dict], str],
+               why: str = "") -> dict:
+        """`change` on the team's RayService: patched, or in GitOps mode committed."""
+        if self._gitops():
+            return self._commit(team, name, change, actor, subject, why)
+        return self._serving(team).change_application(name, change)
+
+    def _maps(self) -> TrafficMaps:
+        if self._client is None:
+            self._client = kube.connect()
+        return TrafficMaps(self._client, self.catalog().kubernetes.hub_namespace)
 
     def _gitops(self) -> bool:
         """Whether changes are commits; in GitOps mode without a repository, nothing is changed at all."""
@@ -192,6 +268,19 @@ def _git(operation: Callable[[], Any], *, retry: bool = False) -> Any:
         if retry and isinstance(e, GitOpsConflict):
             raise
         raise {404: DeploymentNotFound, 409: ServingConflict}.get(http_status(e), BackendUnavailable)(str(e)) from None
+
+
+def _routed(status: dict, traffic: Traffic | None) -> dict:
+    """`status` with its rollout as the team's traffic map routes it (the platform's record: the candidate's version
+    and the settings; the RayService's annotation is the team's to patch)."""
+    if not status.get("rollout") or traffic is None:
+        return status
+    return {**status, "rollout": {**status["rollout"], "model_version": traffic.candidate_version,
+                                  "rollout": traffic.rollout.to_dict()}}
+
+
+def _sample_rate(inference_log: Mapping[str, Any] | None) -> float:
+    return 0.0 if inference_log is None else float({**DEFAULTS, **inference_log}["sample_rate"])
 
 
 def _settings(rollout: Rollout) -> str:

@@ -2,7 +2,7 @@
 
     backend = LocalRollouts.from_environ()        # the local platform: the Ray head's records (serving/local.py)
     backend.start(team, "iris", model_version="4", requested_uri="models:/iris/4", rollout=..., inference_log=...)
-    backend.change(team, "iris", rollout)         # mode, share: the champion's user_config, in place
+    backend.change(team, "iris", rollout)         # mode, share: the gateway's traffic map, in place
     backend.end(team, "iris", promote=True)       # one model again: the candidate's version, or the champion's
     backend.status(team, "iris")                  # serving.status's answer (its "rollout": None without one)
     backend.active()                              # [(team, name, status)] of every endpoint in rollout

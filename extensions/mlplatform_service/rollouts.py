@@ -12,8 +12,8 @@ it breaches the SLO, with the notebook closed.
     rollouts.check()                                   # the controller's pass, every check_every_seconds
 
 The live numbers come from the endpoint's inference log (serving/inference_log.py), read with the service's own S3
-identity: on the local platform the rollout gateway's evidence under the platform's prefix (evidence.py), on
-Kubernetes the team's prefix; the gates and the SLO from the catalog (`promotion.live_gates`,
+identity: the rollout gateway's evidence under the platform's prefix (evidence.py; on a cluster each team's gateway
+pod writes it, gateway_pod.py); the gates and the SLO from the catalog (`promotion.live_gates`,
 per team `teams.<team>.live_gates`). The window of a rollout starts when it starts, and again when traffic
 comes back to the candidate after a rollback (the rollout's `since`), so old answers never decide.
 
@@ -126,7 +126,7 @@ class Rollouts:
 
     def set_inference_log(self, caller: Caller, team: str, name: str, *, enabled: Any = None,
                           sample_rate: Any = None) -> dict:
-        """The rollout's inference log on or off, or another sample rate: a change of the champion's user_config,
+        """The rollout's inference log on or off, or another sample rate: a change of the gateway's traffic map,
         applied in place (no request dropped). On again: the settings it had, else the catalog's
         `serving.inference_log`. Off is refused while the candidate gets traffic (the module's docstring)."""
         self._check_team(caller, team, name, "inference_log")
@@ -244,8 +244,9 @@ class Rollouts:
         return {"team": team, **details}
 
     def prune_inference_logs(self, now: datetime | None = None) -> int:
-        """The inference log's retention (`serving.inference_log.retention_days`), every team's prefix: hours
-        older than that are deleted. Run at the service's start and daily; answers how many files went."""
+        """The inference log's retention (`serving.inference_log.retention_days`), every team's evidence and the
+        team's own prefix (where the replicas logged before the gateway did): hours older than that are deleted.
+        Run at the service's start and daily; answers how many files went."""
         catalog = self.catalog()
         s3, days, deleted = catalog.storage.s3, catalog.serving.inference_log.retention_days, 0
         for team in catalog.teams:
@@ -277,13 +278,9 @@ class Rollouts:
                            until + timedelta(seconds=1))
 
     def log_prefix(self, team: str) -> str:
-        """Where the live gates read a team's inference log: on the local platform the rollout gateway's evidence
-        (evidence.py: written by the platform, no team can write there); on Kubernetes, until its gateway is
-        deployed, the team's prefix, where the champion's replicas log (serving/router.py)."""
-        catalog = self.catalog()
-        if catalog.platform.backend == "local":
-            return evidence_prefix(PLATFORM_PREFIX, team)
-        return catalog.storage.s3.team_prefix.format(team=team, username="")
+        """Where the live gates read a team's inference log: the rollout gateway's evidence (evidence.py: written by
+        the platform, on the local platform and on a cluster; no team can write there)."""
+        return evidence_prefix(PLATFORM_PREFIX, team)
 
     def _store_drift(self, team: str, model: str, version: str, live: live_gates.LiveReport) -> dict | None:
         """The drift report the promotion passed, kept as artifacts of the candidate version's run (drift/);

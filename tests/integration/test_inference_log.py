@@ -16,7 +16,6 @@ import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,7 +32,6 @@ from mlplatform.serving.inference_log import (
 )
 
 from hub_config.local import seaweedfs
-from mlplatform_core.contract import NotOnPlatformError
 
 from ..support.seaweedfs_server import seaweedfs_server
 from ..support.tcp_proxy import TcpProxy
@@ -321,25 +319,6 @@ def test_an_s3_outage_then_recovery_writes_the_buffered_batches_without_loss(s3_
     assert (log.written, log.dropped) == (250, 0)
     df = read_window(s3, BUCKET, PREFIX, "iris", HOUR, HOUR + timedelta(hours=1))
     assert df["request_id"].tolist() == [f"req-{i:05d}" for i in range(250)]  # each once: no loss, no duplicate
-
-
-def test_a_replica_writes_with_the_environment_contract(s3_server, s3, monkeypatch):
-    """What a Serve replica has (FORWARDED_TO_SERVING, and credentials the SDK finds on its own)."""
-    url, server_keys = s3_server
-    for leaked in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(leaked, raising=False)  # the SDK's chain must find these keys, not another test's
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server_keys["s3_access_key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server_keys["s3_secret_key"])
-    # boto3's default session keeps what it resolved first (as after another test in this process)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", boto3.session.Session(aws_access_key_id="STALE",
-                                                                        aws_secret_access_key="stale"))
-    environ = {"MLPLATFORM_S3_ENDPOINT": url, "AWS_REGION": REGION, "MLPLATFORM_S3_BUCKET": BUCKET,
-               "MLPLATFORM_S3_TEAM_PREFIX": PREFIX, "MLPLATFORM_TEAM": "team-vision"}
-    with InferenceLog(S3Writer.from_environ(environ)) as log:
-        log.record(record(1, HOUR))
-    assert log.written == 1 and KEY.match(keys(s3)[0])
-    with pytest.raises(NotOnPlatformError, match="^MLPLATFORM_S3_BUCKET, MLPLATFORM_S3_TEAM_PREFIX not set"):
-        S3Writer.from_environ({"MLPLATFORM_S3_ENDPOINT": url})
 
 
 def test_prune_deletes_only_partitions_older_than_the_retention(s3):

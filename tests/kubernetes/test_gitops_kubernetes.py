@@ -103,8 +103,8 @@ def test_deploy_is_a_commit_that_argo_cd_syncs_then_kuberay_runs(setup):
     annotations = document["metadata"]["annotations"]
     assert annotations.items() >= manifest["metadata"]["annotations"].items()
     assert sorted(set(annotations) - set(manifest["metadata"]["annotations"])) == [
-        "mlplatform.io/deploy-id", "mlplatform.io/previous-version", "mlplatform.io/request",
-        "mlplatform.io/submitted-at", "mlplatform.io/user"]
+        "mlplatform.io/application", "mlplatform.io/deploy-id", "mlplatform.io/previous-version",
+        "mlplatform.io/request", "mlplatform.io/submitted-at", "mlplatform.io/user"]
     assert setup.log() == ["alice|Deploy RayService team-vision/iris"]
     assert alice.status("iris")["message"].endswith("waiting for Argo CD to sync it")
 

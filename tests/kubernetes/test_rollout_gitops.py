@@ -11,6 +11,7 @@ writer."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -19,8 +20,9 @@ import pytest
 import yaml
 from mlplatform.serving import spec
 from mlplatform.serving.errors import BackendUnavailable, ServingConflict, ServingError
-from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
+from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig, recorded_application
 from mlplatform.serving.rollout import Rollout
+from mlplatform_core.names import gateway_traffic
 from mlplatform_service import rollouts as rollouts_module
 from mlplatform_service.gitops import GitOpsConflict, Identity
 from mlplatform_service.kubernetes_rollouts import KubernetesRollouts
@@ -48,6 +50,7 @@ def git(tmp_path_factory):
 @pytest.fixture
 def setup(git, fake_kube, kubeconfig, tmp_path, request):
     mode = request.node.get_closest_marker("gitops_mode")
+    fake_kube.namespace(CATALOG.kubernetes.hub_namespace)  # the teams' traffic maps (the service's writes)
     return Setup(git, fake_kube, tmp_path, request.node.name.replace("[", "-").replace("]", ""),
                  mode=mode.args[0] if mode else "direct")
 
@@ -72,11 +75,13 @@ def platform_rollouts(setup: Setup) -> Rollouts:
 
 
 def application(service: dict) -> dict:
-    return yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    """The recorded application: in a rollout the champion with its candidate and the settings (an annotation)."""
+    return recorded_application(service)
 
 
 def serve_config(app: dict) -> str:
-    return yaml.safe_dump({"applications": [app]}, sort_keys=False)
+    """What Serve runs for the recorded application: in a rollout the champion's application and the candidate's."""
+    return yaml.safe_dump({"applications": spec.serve_applications(app)}, sort_keys=False)
 
 
 def settings(service: dict) -> dict:
@@ -87,12 +92,20 @@ def changed(before: dict, after: dict, *, serve: dict, max_replicas: int, **anno
     """`before` with the fields a rollout change sets, and `after`'s fresh deploy id (checked to differ)."""
     expected = copy.deepcopy(before)
     expected["spec"]["serveConfigV2"] = serve_config(serve)
+    expected["metadata"]["annotations"]["mlplatform.io/application"] = \
+        json.dumps(serve) if spec.candidate_of(serve) else ""
     expected["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = max_replicas
     deploy_id = after["metadata"]["annotations"]["mlplatform.io/deploy-id"]
     assert deploy_id != before["metadata"]["annotations"]["mlplatform.io/deploy-id"]
     expected["metadata"]["annotations"].update({"mlplatform.io/deploy-id": deploy_id, **{
         f"mlplatform.io/{key.replace('_', '-')}": value for key, value in annotations.items()}})
     return expected
+
+
+def routed(setup: Setup) -> dict:
+    """The team's traffic map (traffic_maps.py) as the gateway reads it: endpoint → its traffic."""
+    found = setup.fake.get("configmaps", gateway_traffic(TEAM), CATALOG.kubernetes.hub_namespace) or {}
+    return {name: json.loads(text) for name, text in (found.get("data") or {}).items()}
 
 
 def message(setup: Setup, rev: str = "main") -> str:
@@ -136,6 +149,9 @@ def test_each_rollout_change_is_a_commit_argo_cd_applies_and_self_heal_keeps(set
     assert message(setup) == (f"bob <bob@example.org> by mlplatform\nRollout iris: candidate version 4 in shadow\n\n"
                               f"Mlplatform-User: bob\n{TRAILERS}")
     assert setup.fake.get("rayservices", "iris", NS)["spec"] == first["spec"]
+    # The gateway's map has the candidate at once; it sends it nothing until its application answers (synced).
+    assert routed(setup)["iris"] == {"team": TEAM, "champion_version": "3", "candidate_version": "4",
+                                     "rollout": Rollout(mode="shadow", since=since).to_dict(), "sample_rate": 1.0}
     # The notebook's status follows the commit until Argo CD applied it.
     assert setup.serving().status("iris")["message"] == (
         f"committed {sha[:7]} to main: waiting for Argo CD to sync it (version 3 keeps answering)")
@@ -161,6 +177,8 @@ def test_each_rollout_change_is_a_commit_argo_cd_applies_and_self_heal_keeps(set
     monkeypatch.setattr(Rollouts, "_window", lambda *args: None)
     monkeypatch.setattr(rollouts_module.live_gates, "breach", lambda frame, gates, now=None: reason)
     [rolled_back] = rollouts.check()
+    # Traffic is back on the champion at once, before Argo CD syncs the commit: a rollback never waits for a sync.
+    assert routed(setup)["iris"]["rollout"] == Rollout(mode="off", since=since, reason=reason).to_dict()
     rollback = setup.committed()
     assert rollback == changed(committed, rollback, max_replicas=8, serve=spec.with_rollout(
         application(committed), Rollout(mode="off", since=since, reason=reason)))
@@ -178,6 +196,7 @@ def test_each_rollout_change_is_a_commit_argo_cd_applies_and_self_heal_keeps(set
     assert final == changed(rollback, final, max_replicas=4, model_version="4", previous_version="3",
                             serve=spec.without_candidate(application(rollback), promote=True))
     assert (promoted["model_version"], promoted["rollout"]) == ("4", None)
+    assert routed(setup) == {}
     assert setup.log() == ["alice|Rollout iris: version 4 promoted, it answers everything",
                            "platform|Rollout iris: rolled back: candidate version 4 off, version 3 answers everything",
                            "bob|Rollout iris: candidate version 4 in canary, 5% of requests",
@@ -351,6 +370,7 @@ def test_gitops_mode_without_the_services_repository_changes_nothing(setup):
 def test_without_gitops_the_service_still_patches_the_rayservice(fake_kube, kubeconfig):
     """Direct mode is unchanged (test_rollout_kubernetes.py covers it in the rendered cluster): no Git involved."""
     fake_kube.namespace(NS)
+    fake_kube.namespace(CATALOG.kubernetes.hub_namespace)
     deploy(KubernetesServing(KubernetesServingConfig.for_catalog(CATALOG, namespace=NS, team=TEAM, user="alice")))
     direct = KubernetesRollouts(lambda: CATALOG, repository=lambda: pytest.fail("no Git in direct mode"))
     started = direct.start(TEAM, "iris", model_version="4", requested_uri="models:/iris/4",

@@ -9,18 +9,23 @@ and is admitted (GPUs charged for the candidate's workers) and audited by the we
 
 from __future__ import annotations
 
+import json
+
 import kubernetes
 import pytest
 import requests
 import yaml
-from mlplatform.serving.errors import ServingConflict
+from mlplatform.serving.errors import BackendUnavailable, ServingConflict
+from mlplatform.serving.kubernetes import recorded_application
 from mlplatform.serving.rollout import rollout
+from mlplatform_core.names import gateway_traffic
 
 from mlplatform_service.kubernetes_rollouts import KubernetesRollouts
 
 from ..support.authz import authorization_matrix
 from ..support.rendered_cluster import CATALOG
 from . import test_workload_admission as admission
+from .test_serving_kubernetes import operator_running
 from .test_workload_admission import NS, TEAM, deploy, records, serving
 
 charts, cluster = admission.charts, admission.cluster  # its fixtures: the rendered cluster, alice's pod, the webhook
@@ -42,7 +47,19 @@ def hub_client(fake, tmp_path):
 
 
 def application(fake, name="iris") -> dict:
-    return yaml.safe_load(fake.get("rayservices", name, NS)["spec"]["serveConfigV2"])["applications"][0]
+    """The RayService's record of its rollout: the champion with its candidate and the settings."""
+    return recorded_application(fake.get("rayservices", name, NS))
+
+
+def serve_applications(fake, name="iris") -> list[dict]:
+    """What Serve runs: the applications of the RayService's serveConfigV2."""
+    return yaml.safe_load(fake.get("rayservices", name, NS)["spec"]["serveConfigV2"])["applications"]
+
+
+def routed(fake) -> dict:
+    """The team's traffic map (in the hub's namespace) as its gateway reads it: endpoint → its traffic."""
+    found = fake.get("configmaps", gateway_traffic(TEAM), K8S.hub_namespace) or {}
+    return {name: json.loads(text) for name, text in (found.get("data") or {}).items()}
 
 
 def without(service: dict) -> dict:
@@ -54,54 +71,111 @@ def without(service: dict) -> dict:
 
 def test_the_service_moves_a_rollout_through_the_rayservice_in_place(cluster, tmp_path, authz):
     fake, stores = cluster
-    deploy(serving(fake, tmp_path), gpus=1, replicas=1)
+    alice = serving(fake, tmp_path)
+    deploy(alice, gpus=1, replicas=1)
+    operator_running(fake, workers=1)
     before = fake.get("rayservices", "iris", NS)
+    [champion] = serve_applications(fake)
     rollouts = KubernetesRollouts(lambda: CATALOG, api_client=hub_client(fake, tmp_path))
 
     status = rollouts.start(TEAM, "iris", model_version="2", requested_uri="models:/iris/2",
                             rollout=rollout(mode="shadow", since=1.0), inference_log=LOG)
     assert (status["model_version"], status["rollout"]["model_version"]) == ("1", "2")
+    # Serve runs the champion's application as it was and the candidate's beside it, at its own route.
+    serve = serve_applications(fake)
+    assert [(a["name"], a["route_prefix"]) for a in serve] == [("iris", "/iris"),
+                                                                ("iris--candidate", "/iris--candidate")]
+    assert serve[0] == champion and serve[1]["args"]["model_uri"] == "models:/iris/2"
     app = application(fake)
     assert [d["name"] for d in app["deployments"]] == ["Model", "Candidate"]
-    assert app["route_prefix"] == "/iris" and app["args"]["candidate"]["model_uri"] == "models:/iris/2"
+    assert app["args"]["candidate"]["model_uri"] == "models:/iris/2"
     assert app["deployments"][0]["user_config"]["rollout"]["mode"] == "shadow"
     assert app["deployments"][0]["user_config"]["inference_log"] == LOG
+    # The gateway routes by the team's map, which the service wrote in the hub's namespace.
+    assert routed(fake) == {"iris": {"team": TEAM, "champion_version": "1", "candidate_version": "2",
+                                     "rollout": rollout(mode="shadow", since=1.0).to_dict(), "sample_rate": 1.0}}
     started = fake.get("rayservices", "iris", NS)
     assert started["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] == 4  # candidate + surges
     assert without(started) == without(before)  # the same cluster: KubeRay's hash leaves replica counts out
     # The webhook admitted the patch: the candidate's workers' GPUs are held against the budget too.
     hold = CATALOG.platform_service.budget_hold_hours
     assert stores.budgets.status(TEAM).held_gpu_hours == 4 * hold
+    # KubeRay runs both applications: the endpoint runs once the candidate's does too.
+    assert rollouts.status(TEAM, "iris")["state"] == "deploying"
+    operator_running(fake, generation=started["metadata"]["generation"], workers=2)
+    assert rollouts.status(TEAM, "iris")["state"] == "running"
 
+    # Mode and share are the gateway's: the map changes, no Serve application does.
     rollouts.change(TEAM, "iris", rollout(mode="canary", share=0.05, since=1.0))
-    changed = fake.get("rayservices", "iris", NS)
-    assert application(fake)["deployments"][0]["user_config"]["rollout"]["share"] == 0.05
-    assert without(changed) == without(started) and application(fake)["args"] == app["args"]  # in place
-    # The inference log's sample rate, then the log off: the champion's user_config too, in place.
+    assert routed(fake)["iris"]["rollout"]["share"] == 0.05
+    assert application(fake)["deployments"][0]["user_config"]["rollout"]["share"] == 0.05  # the record
+    assert fake.get("rayservices", "iris", NS)["spec"] == started["spec"]
+    # The inference log's sample rate, then the log off: the evidence's sample rate in the map.
     logged = rollouts.set_inference_log(TEAM, "iris", {**LOG, "sample_rate": 0.2})
     assert logged["rollout"]["inference_log"] == application(fake)["deployments"][0]["user_config"]["inference_log"] \
         == {**LOG, "sample_rate": 0.2}
+    assert routed(fake)["iris"]["sample_rate"] == 0.2
     assert rollouts.set_inference_log(TEAM, "iris", None)["rollout"]["inference_log"] is None
     assert "inference_log" not in application(fake)["deployments"][0]["user_config"]
-    assert without(fake.get("rayservices", "iris", NS)) == without(started)
+    assert routed(fake)["iris"]["sample_rate"] == 0.0
+    assert fake.get("rayservices", "iris", NS)["spec"] == started["spec"]
     with pytest.raises(ServingConflict, match="already tries version 2"):
         rollouts.start(TEAM, "iris", model_version="3", requested_uri="models:/iris/3",
                        rollout=rollout(mode="shadow"), inference_log=LOG)
-    assert [name for _, name, _ in rollouts.active()] == ["iris"]
+    # A deploy would replace what the rollout runs: refused, as on the local platform.
+    with pytest.raises(ServingConflict, match="'iris' is trying version 2 beside its champion; promote it or end"):
+        deploy(alice, gpus=1, replicas=1)
+    # The team may patch its RayService's record; what the service judges and labels is its own map's.
+    forged = json.loads(fake.get("rayservices", "iris", NS)["metadata"]["annotations"]["mlplatform.io/application"])
+    forged["deployments"][0]["user_config"]["rollout"] = rollout(mode="off").to_dict()
+    alice.services.patch("iris", {"metadata": {"annotations": {"mlplatform.io/application": json.dumps(forged)}}})
+    [(team, name, active)] = rollouts.active()
+    assert (team, name, active["rollout"]["model_version"], active["rollout"]["rollout"]["mode"]) == (
+        TEAM, "iris", "2", "canary")
 
     done = rollouts.end(TEAM, "iris", promote=True)
     assert (done["model_version"], done["rollout"]) == ("2", None)
+    assert routed(fake) == {}
     final = fake.get("rayservices", "iris", NS)
-    assert [d["name"] for d in application(fake)["deployments"]] == ["Model"]
-    assert application(fake)["args"]["model_uri"] == "models:/iris/2"
+    [served] = serve_applications(fake)
+    assert [d["name"] for d in served["deployments"]] == ["Model"] and served["args"]["model_uri"] == "models:/iris/2"
+    assert application(fake) == served
     assert final["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] == 2
     assert final["metadata"]["annotations"]["mlplatform.io/previous-version"] == "1"
+    assert final["metadata"]["annotations"]["mlplatform.io/application"] == ""
     assert stores.budgets.status(TEAM).held_gpu_hours == 2 * hold
     assert rollouts.active() == []
     with pytest.raises(ServingConflict, match="has no rollout"):
         rollouts.change(TEAM, "iris", rollout(mode="off"))
     redeploys = [r for r in records(stores, action="redeploy") if r["target"] == f"model:{TEAM}/iris"]
-    assert len(redeploys) == 5 and {r["actor"] for r in redeploys} == {f"system:serviceaccount:{K8S.hub_namespace}:hub"}
+    # The webhook audits the two changes of what runs (the candidate in, the champion alone again); mode, share and
+    # the log's rate change no pod spec (the service audits them as rollout steps: rollouts.py).
+    assert len(redeploys) == 2 and {r["actor"] for r in redeploys} == {f"system:serviceaccount:{K8S.hub_namespace}:hub"}
+
+
+def test_a_traffic_map_that_cannot_be_written_leaves_no_candidate(cluster, tmp_path):
+    fake, _ = cluster
+    deploy(serving(fake, tmp_path), replicas=1)
+    before = fake.get("rayservices", "iris", NS)["spec"]
+    rollouts = KubernetesRollouts(lambda: CATALOG, api_client=hub_client(fake, tmp_path))
+    fake.fail("create", "configmaps", code=500, message="etcd is down")
+    with pytest.raises(BackendUnavailable, match="the traffic map of team team-vision was not written: .*etcd is down"):
+        rollouts.start(TEAM, "iris", model_version="2", requested_uri="models:/iris/2", rollout=rollout(mode="shadow"),
+                       inference_log=LOG)
+    assert fake.get("rayservices", "iris", NS)["spec"] == before and application(fake)["args"].get("candidate") is None
+    assert routed(fake) == {}
+
+
+def test_an_endpoint_deleted_in_rollout_leaves_its_teams_map(cluster, tmp_path):
+    fake, _ = cluster
+    alice = serving(fake, tmp_path)
+    deploy(alice, replicas=1)
+    rollouts = KubernetesRollouts(lambda: CATALOG, api_client=hub_client(fake, tmp_path))
+    rollouts.start(TEAM, "iris", model_version="2", requested_uri="models:/iris/2", rollout=rollout(mode="shadow"),
+                   inference_log=LOG)
+    assert list(routed(fake)) == ["iris"]
+    alice.delete("iris", wait=False)
+    assert rollouts.active() == [] and routed(fake) == {}  # the controller's pass cleans the map
 
 
 def test_the_hub_patches_rayservices_of_team_namespaces_only(cluster, tmp_path, authz):

@@ -59,10 +59,15 @@ def app(status: str, message: str = "", deployment_message: str = "") -> dict:
 
 
 def operator_running(fake_kube, generation: int = 1, workers: int = 2):
+    """KubeRay's status once Serve runs every application of the RayService's serveConfigV2 (in a rollout the
+    champion's and the candidate's)."""
+    serve = yaml.safe_load(fake_kube.get("rayservices", "iris", NS)["spec"]["serveConfigV2"])
+    statuses = {a["name"]: {"status": "RUNNING", "message": "", "serveDeploymentStatuses": {
+        d["name"]: {"status": "HEALTHY", "message": ""} for d in a["deployments"]}} for a in serve["applications"]}
     fake_kube.patch_status("rayservices", "iris", {
         "observedGeneration": generation, "serviceStatus": "Running", "numServeEndpoints": 1,
         "conditions": [ready("True", "NonZeroServeEndpoints"), upgrading("False", "NoPendingCluster")],
-        "activeServiceStatus": {"rayClusterName": "iris-x7k2q", "applicationStatuses": app("RUNNING"),
+        "activeServiceStatus": {"rayClusterName": "iris-x7k2q", "applicationStatuses": statuses,
                                 "rayClusterStatus": {"readyWorkerReplicas": workers}},
         "pendingServiceStatus": None}, namespace=NS)
 

@@ -1,5 +1,5 @@
 """A rollout's inference log switched on and off and its sample rate set through the platform service (issue 12):
-the champion's user_config changes in place (the router opens or closes its log), the change is audited, bad input
+the rollout's record changes (the gateway records the evidence at its sample rate), the change is audited, bad input
 is a 400 naming the field, and the log cannot go off while the live gates need it (shadow, canary).
 
 The service's `Rollouts` acts on a stand-in backend that keeps the Serve application as the serving backends do
@@ -7,14 +7,11 @@ The service's `Rollouts` acts on a stand-in backend that keeps the Serve applica
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from mlplatform.registry.errors import Forbidden
 from mlplatform.serving import rollouts as notebook_rollouts
 from mlplatform.serving.errors import InvalidServingRequest, ServingConflict
 from mlplatform.serving.rollout import Rollout, log_switch
-from mlplatform.serving.router import Router
 from mlplatform.serving.spec import (ServingRequest, candidate_of, serve_application, with_candidate,
                                      with_inference_log, with_rollout)
 from mlplatform_core.catalog import load_catalog
@@ -142,29 +139,6 @@ def test_another_team_is_refused_and_audited(audit):
     [record] = audit.query(action="rollout")
     assert (record["outcome"], record["details"]["change"]) == ("refused", "inference_log")
     assert backend.changes == []
-
-
-def test_the_router_opens_and_closes_its_log_in_place(monkeypatch):
-    """A replica's reconfigure with the new user_config: the log goes and comes back, the routing stays."""
-    opened, closed = [], []
-
-    class Log:
-        def close(self, timeout):
-            closed.append(timeout)
-
-    monkeypatch.setattr("mlplatform.serving.router._open_log", lambda settings, endpoint: opened.append(settings) or
-                        (Log() if settings else None))
-    router = Router(candidate=None, endpoint="iris", candidate_version="4")
-    backend = StandIn("shadow")
-    router.reconfigure(user_config(backend))
-    backend.app = with_inference_log(backend.app, {**LOG, "sample_rate": 0.2})
-    router.reconfigure(user_config(backend))
-    backend.app = with_inference_log(backend.app, None)
-    router.reconfigure(user_config(backend))
-    assert opened == [LOG, {**LOG, "sample_rate": 0.2}, None]
-    assert (router.log, router.rollout.mode) == (None, "shadow")
-    time.sleep(0.2)  # the old logs close in threads of their own (off the replica's event loop)
-    assert closed == [10, 10]
 
 
 def test_the_python_api_sends_only_what_changes(monkeypatch):

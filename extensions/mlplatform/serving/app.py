@@ -38,19 +38,17 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .payload import (PayloadError, cast_together, concatenated, dumps, jsonable, layout, parse_generate,
                       parse_predict_request, split_outputs)
-from .router import Answer, Router
-from .spec import CANDIDATE_DEPLOYMENT, SECRETS_FILE_VARIABLE
+from .spec import SECRETS_FILE_VARIABLE
 
 log = logging.getLogger("ray.serve")
 
@@ -134,20 +132,27 @@ def _scoring_error(e: Exception) -> HTTPError:
     return HTTPError(500, f"the model failed: {type(e).__name__}: {e}")
 
 
+@dataclass
+class Answer:
+    """One answer: HTTP status, JSON document, headers."""
+
+    status: int
+    doc: dict
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @serve.deployment(name="Model", max_ongoing_requests=64)
 class ModelServer:
-    """One model version. As an endpoint's `Model` deployment it is also the ingress; given a
-    `candidate` (the `Candidate` deployment's handle) it routes by the rollout in its user_config."""
+    """One model version, and its application's ingress. In a rollout the champion and the candidate are each an
+    application of their own, and the rollout gateway (gateway.py) splits and mirrors between them."""
 
-    def __init__(self, model: dict | None, candidate: DeploymentHandle | None = None, routing: dict | None = None):
+    def __init__(self, model: dict | None):
         self.model: LoadedModel | None = None
         self.max_tokens_limit = 4096
         if model and model.get("model_uri"):
             self._load(model)
         else:  # a spare: the model comes with the user_config that takes it over (reconfigure)
             _preload()
-        # routing: the endpoint's name and the candidate's version, for the inference log
-        self.router = Router(candidate, **(routing or {})) if candidate is not None else None
 
     def _load(self, model: dict) -> None:
         # Credentials for MLflow's artifacts (the local backend keeps them out of the Serve config).
@@ -172,8 +177,6 @@ class ModelServer:
         for method in (self.predict_batch, self.generate_batch):
             method.set_max_batch_size(int(config.get("max_batch_size", 32)))
             method.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.002)))
-        if self.router is not None:
-            self.router.reconfigure(config)
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path
@@ -182,20 +185,15 @@ class ModelServer:
             path = path[len(root):]
         path = "/" + path.strip("/")
         body = await request.body() if request.method == "POST" else b""
-        if self.router is not None:
-            answer = await self.router.route(self, request.method, path, body, request.headers)
-        else:
-            answer = await self.respond(request.method, path, body)
+        answer = await self.respond(request.method, path, body)
         return Response(dumps(answer.doc), status_code=answer.status, media_type="application/json",
                         headers=answer.headers)
 
     async def respond(self, method: str, path: str, body: bytes) -> Answer:
-        """The answer of this model to one request (the champion's own, or the candidate's through
-        its handle), timed from here."""
+        """The answer of this model to one request."""
         model = self.model
-        started = time.perf_counter()
         if model is None:
-            return Answer(503, {"message": "this replica has no model yet (a spare waiting to be deployed)"}, {}, 0.0)
+            return Answer(503, {"message": "this replica has no model yet (a spare waiting to be deployed)"})
         try:
             if path in ("/predict", "/generate") and method != "POST":
                 raise HTTPError(405, f"{path} takes POST with a JSON body")
@@ -210,8 +208,6 @@ class ModelServer:
                 doc = {"generations": self._raise(await self.generate_batch(req))}
             elif path in ("/", "/health") and method == "GET":
                 doc = {"status": "ok", **model.info()}
-                if self.router is not None:
-                    doc["rollout"] = self.router.info()
             else:
                 raise HTTPError(404, f"no route {method} {path}; routes: POST /predict, "
                                      "POST /generate (text-generation models), GET /health")
@@ -223,11 +219,7 @@ class ModelServer:
         except Exception as e:  # a bug of ours or the model's: still a JSON answer, and the log has it
             log.exception("%s %s failed", method, path)
             status, doc = 500, {"message": f"internal error: {type(e).__name__}: {e}"}
-        return Answer(status, doc, {"X-Model-Version": model.version}, (time.perf_counter() - started) * 1000)
-
-    def __del__(self):
-        if getattr(self, "router", None) is not None:
-            self.router.close()
+        return Answer(status, doc, {"X-Model-Version": model.version})
 
     @staticmethod
     def _raise(result):
@@ -329,13 +321,7 @@ MODEL_ARGS = ("model_uri", "model_version", "requested_uri", "task")
 
 
 def build(args: dict):
-    """The application for `args` (see the module docstring): the model alone, or with a candidate
-    (`args["candidate"]`: its model_uri, model_version, requested_uri) behind it."""
+    """The application for `args` (see the module docstring): one model, or a spare without one."""
     if args.get("spare"):
         return ModelServer.bind(None)
-    champion = {k: args.get(k) for k in MODEL_ARGS}
-    if not args.get("candidate"):
-        return ModelServer.bind(champion)
-    candidate = {**{k: args["candidate"].get(k) for k in MODEL_ARGS}, "task": args.get("task")}
-    routing = {"endpoint": args.get("endpoint") or "", "candidate_version": str(candidate["model_version"])}
-    return ModelServer.bind(champion, ModelServer.options(name=CANDIDATE_DEPLOYMENT).bind(candidate), routing)
+    return ModelServer.bind({k: args.get(k) for k in MODEL_ARGS})

@@ -50,9 +50,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlplatform.serving.errors import InvalidServingRequest
-from mlplatform.serving.rollout import Rollout
+from mlplatform.serving.rollout import Rollout, rollout
 from mlplatform.serving.spec import CANDIDATE_SUFFIX
 from mlplatform_core.names import DNS_LABEL_PATTERN
 
@@ -71,6 +72,8 @@ LABEL = re.compile(DNS_LABEL_PATTERN)
 VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")  # a DNS name or an IPv4 address
 NO_VERSION = "-"
+TRAFFIC_FIELDS = {"team", "champion_version", "candidate_version", "rollout", "sample_rate"}
+ROLLOUT_FIELDS = {"mode", "share", "mirror_rate", "reason", "since"}
 ENDPOINT = "{endpoint}"  # in GatewaySpec.upstream's host: each endpoint's own Serve, found by DNS
 # One line per routed request: JSON with the fields evidence.py reads (`req`, `res`: the bodies, base64, when not
 # longer than LOG_*_BYTES). HAProxy logs "-" for a variable that is not set or empty: flags and sizes say what was
@@ -153,6 +156,28 @@ class Traffic:
                                                   "for shadow or canary"))
         if problems:
             raise InvalidServingRequest(problems)
+
+    def to_dict(self) -> dict:
+        """As JSON: what a cluster's traffic ConfigMap holds per endpoint (gateway_pod.py applies it)."""
+        return {"team": self.team, "champion_version": self.champion_version,
+                "candidate_version": self.candidate_version, "rollout": self.rollout.to_dict(),
+                "sample_rate": self.sample_rate}
+
+    @classmethod
+    def from_dict(cls, document: Any) -> Traffic:
+        """to_dict()'s document, checked (InvalidServingRequest: the field, the value, what is allowed)."""
+        if not isinstance(document, dict) or set(document) - TRAFFIC_FIELDS:
+            raise InvalidServingRequest([("traffic", f"{str(document)[:200]!r} is not an endpoint's traffic; "
+                                                     f"allowed: an object of {', '.join(sorted(TRAFFIC_FIELDS))}")])
+        settings = document.get("rollout")
+        if not isinstance(settings, dict) or set(settings) - ROLLOUT_FIELDS:
+            raise InvalidServingRequest([("rollout", f"{str(settings)[:200]!r} is not a rollout's settings; allowed: "
+                                                     f"an object of {', '.join(sorted(ROLLOUT_FIELDS))}")])
+        traffic = cls(team=document.get("team"), champion_version=document.get("champion_version"),
+                      candidate_version=document.get("candidate_version"), rollout=rollout(**settings),
+                      sample_rate=document.get("sample_rate", 1.0))
+        traffic.check()
+        return traffic
 
     def entry(self) -> str:
         """The map's value: team|mode|share|mirror rate|champion version|candidate version|sample rate (shares and

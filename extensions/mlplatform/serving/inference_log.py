@@ -2,9 +2,9 @@
 batches as Parquet files under the team's S3 prefix, read back by the controller for the live gates
 (latency p50/p99, error rate, champion/candidate agreement, drift of live inputs).
 
-In a Serve replica (the router), on the response path:
+Written by the rollout gateway's evidence shipper (mlplatform_service/evidence.py), outside the team's code:
 
-    log = InferenceLog(S3Writer.from_environ(), sample_rate=0.1)       # once, in the replica's __init__
+    log = InferenceLog(S3Writer(s3, bucket, prefix), sample_rate=0.1)   # once per team and endpoint
     log.record(InferenceRecord(request_id=rid, endpoint="iris", side="champion", mode="shadow",
                                model_version="3", time=started, latency_ms=4.2, status=200,
                                inputs=body_text, outputs=predictions))
@@ -486,29 +486,6 @@ class S3Writer:
 
     def __init__(self, client: Any, bucket: str, prefix: str):
         self.client, self.bucket, self.prefix = client, bucket, prefix
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None, *, client: Any = None) -> S3Writer:
-        """A writer for the team of a served model: bucket, team prefix and endpoint from the
-        environment contract (FORWARDED_TO_SERVING); credentials from the AWS SDK's own chain (the
-        pod's identity on Kubernetes, the hub's credential process locally). S3 calls are bounded, so a
-        hung S3 holds the log's thread, never for long, and never the response path."""
-        from mlplatform_core.contract import NotOnPlatformError, PlatformEnvironment
-
-        env = PlatformEnvironment.from_environ(environ, required=())
-        missing = env.missing(("s3_bucket", "s3_team_prefix"))
-        if missing:
-            raise NotOnPlatformError(f"{', '.join(missing)} not set: the inference log needs the team's bucket "
-                                     "and prefix (see the README's environment contract)")
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            # A session of its own: boto3's default session keeps the first credentials it resolved.
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=env.s3_endpoint or None, region_name=env.s3_region or None,
-                config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=20))
-        return cls(client, env.s3_bucket, env.s3_team_prefix)
 
     def write(self, endpoint: str, first_time: datetime, data: bytes) -> str:
         key = object_key(self.prefix, endpoint, first_time)

@@ -20,6 +20,12 @@ the cluster holds the committed object (its deploy id), status() says the commit
 and then follows KubeRay's status as above. A rollout's changes (start_rollout, set_rollout, end_rollout) patch
 the RayService in direct mode; in GitOps mode the platform service commits the very same change to the team's file
 instead (`rollout_patch` applied to the object Git holds: mlplatform_service/rollout_backends.py).
+
+Rollout: the candidate is a Serve application of its own (`<name>--candidate`, spec.serve_applications) beside the
+champion's, which a rollout never changes; the team's gateway splits and mirrors between the two by the platform
+service's traffic map (mlplatform_service/traffic_maps.py). The RayService records the rollout in its `application`
+annotation (the champion with its candidate and the settings), which status() reports; the service's map is what
+routes. A deploy during a rollout is refused, as on the local platform: promote or end it first.
 """
 
 from __future__ import annotations
@@ -60,8 +66,8 @@ from .backend import DELETING, DEPLOYING, FAILED, RUNNING, STARTING, SUBMITTED, 
 from .errors import BackendUnavailable, DeploymentNotFound, InvalidServingRequest, ServingConflict, ServingError
 from .gitops import committed as _committed, deploy_message
 from .rollout import Rollout
-from .spec import (ServingRequest, candidate_of, ray_service, with_candidate, with_inference_log, with_rollout,
-                   without_candidate)
+from .spec import (CANDIDATE_SUFFIX, ServingRequest, candidate_of, ray_service, serve_applications, with_candidate,
+                   with_inference_log, with_rollout, without_candidate)
 
 # Workers of the group at most, per replica of the application (spec.ray_service): its replicas and a surge
 # of new ones while a version rolls out; with a candidate, twice that.
@@ -171,6 +177,10 @@ class KubernetesServing:
                                   previous_version=kube.annotation(current, "model-version") if current else "")
         if current is not None:
             self._check_owner(current, owner)
+            trying = candidate_of(recorded_application(current))
+            if trying:
+                raise ServingConflict(f"{request.name!r} is trying version {trying['model_version']} beside its "
+                                      "champion; promote it or end the rollout before deploying another version")
         if self.gitops is not None:
             answer = _committed(self.gitops.commit, "serving", request.name, body,
                                 message=deploy_message(request, model_version))
@@ -204,6 +214,7 @@ class KubernetesServing:
             annotation_key("submitted-at"): now(),
             annotation_key("deploy-id"): uuid.uuid4().hex,
             annotation_key("previous-version"): previous_version,
+            annotation_key("application"): "",  # no rollout (rollout_patch)
         })
         return body
 
@@ -266,36 +277,39 @@ class KubernetesServing:
         return f"http://{name}-serve-svc.{self.config.namespace}.svc.cluster.local:{SERVE_PORT}/{name}"
 
     # --- rollout (rollout.py): a candidate beside the champion, in the same RayService -------------
+    # The platform service calls these (mlplatform_service/kubernetes_rollouts.py), and routes the traffic in the
+    # team's gateway; the RayService records the rollout (the `application` annotation) and runs both sides.
     def start_rollout(self, name: str, *, model_version: str, requested_uri: str, rollout: Rollout,
                       inference_log: Mapping[str, Any]) -> dict:
-        """The candidate's deployment in the application (serveConfigV2, in place) and room for its
-        workers: the worker group's maxReplicas doubles (the autoscaler starts them; the admission
-        webhook charges their GPUs). The cluster's hash leaves replica counts out, so KubeRay keeps
-        the cluster."""
-        return self._change_application(name, start_change(name, model_version=model_version,
+        """The candidate as a Serve application of its own, `<name>--candidate` (serveConfigV2, in place: the
+        champion's application is unchanged) and room for its workers: the worker group's maxReplicas doubles
+        (the autoscaler starts them; the admission webhook charges their GPUs). The cluster's hash leaves replica
+        counts out, so KubeRay keeps the cluster."""
+        return self.change_application(name, start_change(name, model_version=model_version,
                                                            requested_uri=requested_uri, rollout=rollout,
                                                            inference_log=inference_log))
 
     def set_rollout(self, name: str, rollout: Rollout) -> dict:
-        """Another mode or share: the champion's user_config in serveConfigV2, applied in place."""
-        return self._change_application(name, set_change(name, rollout))
+        """Another mode or share, recorded in the annotation (the gateway routes by it; no Serve application
+        changes)."""
+        return self.change_application(name, set_change(name, rollout))
 
     def set_inference_log(self, name: str, inference_log: Mapping[str, Any] | None) -> dict:
-        """The rollout's inference log on with these settings, or off (None): the champion's user_config, in place."""
-        return self._change_application(name, log_change(name, inference_log))
+        """The rollout's inference log on with these settings, or off (None), recorded in the annotation."""
+        return self.change_application(name, log_change(name, inference_log))
 
     def end_rollout(self, name: str, *, promote: bool) -> dict:
         """One model again: the candidate's version with `promote` (the alias has moved), else the champion's."""
-        return self._change_application(name, end_change(name, promote=promote))
+        return self.change_application(name, end_change(name, promote=promote))
 
     def in_rollout(self) -> list[str]:
         """The namespace's applications with a candidate."""
         return sorted(s["metadata"]["name"] for s in _translated(self.services.list, MANAGED)
-                      if candidate_of(_application(s)))
+                      if candidate_of(recorded_application(s)))
 
-    def _change_application(self, name: str, change: RolloutChange) -> dict:
-        """The change as a JSON patch of the cluster's RayService; its resourceVersion makes the patch fail (409)
-        when the RayService changed since it was read."""
+    def change_application(self, name: str, change: RolloutChange) -> dict:
+        """`change` (start_change, set_change, log_change, end_change) as a JSON patch of the cluster's RayService;
+        its resourceVersion makes the patch fail (409) when the RayService changed since it was read."""
         services = self.services
         found = _translated(services.get, name)
         if found is None or not _serving(found):
@@ -344,7 +358,7 @@ class KubernetesServing:
             "model_version": kube.annotation(service, "model-version"), "url": url, "predict_url": f"{url}/predict",
             "submitted_at": kube.annotation(service, "submitted-at") or meta.get("creationTimestamp"),
             "owner": {"user": kube.annotation(service, "user"), "team": (meta.get("labels") or {}).get(TEAM_LABEL)},
-            "request": request, "rollout": candidate_of(_application(service)),
+            "request": request, "rollout": candidate_of(recorded_application(service)),
             "replicas": {"running": active.get("readyWorkerReplicas", 0),
                          "target": None if request.get("max_replicas") else request.get("replicas")},
         }
@@ -391,7 +405,7 @@ def start_change(name: str, *, model_version: str, requested_uri: str, rollout: 
 
 
 def set_change(name: str, rollout: Rollout) -> RolloutChange:
-    """Other rollout settings (mode, share): the champion's user_config."""
+    """Other rollout settings (mode, share): the recorded application's (the gateway's; Serve's stay)."""
     def change(service: dict, app: dict) -> tuple[dict, int, dict]:
         _rollout_of(name, app)
         return with_rollout(app, rollout), ROLLOUT_ROOM, {}
@@ -399,7 +413,7 @@ def set_change(name: str, rollout: Rollout) -> RolloutChange:
 
 
 def log_change(name: str, inference_log: Mapping[str, Any] | None) -> RolloutChange:
-    """Other inference-log settings (None: off): the champion's user_config."""
+    """Other inference-log settings (None: off): the recorded application's (the gateway's; Serve's stay)."""
     def change(service: dict, app: dict) -> tuple[dict, int, dict]:
         _rollout_of(name, app)
         return with_inference_log(app, inference_log), ROLLOUT_ROOM, {}
@@ -418,19 +432,22 @@ def end_change(name: str, *, promote: bool) -> RolloutChange:
 
 
 def rollout_patch(service: dict, change: RolloutChange) -> list[dict]:
-    """What `change` does to `service`, as JSON-patch `add` operations relative to it: serveConfigV2, the worker
-    group's maxReplicas (room × the request's most replicas) and the annotations. Pure: the direct path sends
+    """What `change` does to `service`, as JSON-patch `add` operations relative to it: serveConfigV2 (in a rollout
+    the champion's application and the candidate's, spec.serve_applications), the worker group's maxReplicas
+    (room × the request's most replicas) and the annotations, among them the recorded application (its candidate
+    and the rollout's settings, which are the gateway's and in no Serve application). Pure: the direct path sends
     them to the API server, GitOps mode applies them to the RayService Git holds (`patched`) and commits that."""
-    app, room, annotations = change(service, _application(service))
+    app, room, annotations = change(service, recorded_application(service))
     request = json.loads(kube.annotation(service, "request") or "{}")
     ops = [{"op": "add", "path": "/spec/serveConfigV2",
-            "value": yaml.safe_dump({"applications": [app]}, sort_keys=False)}]
+            "value": yaml.safe_dump({"applications": serve_applications(app)}, sort_keys=False)}]
     if request:
         ops.append({"op": "add", "path": "/spec/rayClusterConfig/workerGroupSpecs/0/maxReplicas",
                     "value": room * _most(request)})
-    if annotations:
-        ops.append({"op": "add", "path": "/metadata/annotations",
-                    "value": {**(service["metadata"].get("annotations") or {}), **annotations}})
+    recorded = json.dumps(app) if candidate_of(app) else ""  # its keys' order kept: the same serveConfigV2 after
+    ops.append({"op": "add", "path": "/metadata/annotations",
+                "value": {**(service["metadata"].get("annotations") or {}), **annotations,
+                          annotation_key("application"): recorded}})
     return ops
 
 
@@ -489,10 +506,27 @@ def _state(service: dict) -> tuple[str, str, str]:
     if app_status == "DELETING":
         return DELETING, "Ray Serve is removing the application", ""
     if app_status == "RUNNING" and serving:
-        return RUNNING, "", ""
+        return _candidate_state(service, active)
     if app_status == "RUNNING":
         return DEPLOYING, f"waiting for the serve endpoints ({ready.get('reason') or 'not ready'})", ""
     return DEPLOYING, last_line(_app_detail(app)) or "Ray Serve is starting the replicas", ""
+
+
+def _candidate_state(service: dict, active: dict) -> tuple[str, str, str]:
+    """A running endpoint's state with its rollout's candidate: running once the candidate's application runs too."""
+    candidate = candidate_of(recorded_application(service))
+    if candidate is None:
+        return RUNNING, "", ""
+    app = (active.get("applicationStatuses") or {}).get(f"{service['metadata']['name']}{CANDIDATE_SUFFIX}")
+    side = f"the candidate (version {candidate['model_version']})"
+    if app is None:
+        return DEPLOYING, f"{side}: waiting for Ray Serve to start it", ""
+    if app.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
+        detail = _app_detail(app)
+        return FAILED, f"{side}: {last_line(detail)}", detail
+    if app.get("status") != "RUNNING":
+        return DEPLOYING, f"{side}: {last_line(_app_detail(app)) or 'Ray Serve is starting the replicas'}", ""
+    return RUNNING, "", ""
 
 
 def _changes(current: dict, body: dict) -> list[dict]:
@@ -511,8 +545,12 @@ def _changes(current: dict, body: dict) -> list[dict]:
     return ops
 
 
-def _application(service: dict) -> dict:
-    """The Serve application of a RayService (its serveConfigV2 holds one)."""
+def recorded_application(service: dict) -> dict:
+    """The recorded application of a RayService: in a rollout its annotation (the champion with its candidate and
+    the rollout's settings, spec.with_candidate), else the one Serve application of its serveConfigV2."""
+    recorded = kube.annotation(service, "application")
+    if recorded:
+        return json.loads(recorded)
     config = yaml.safe_load((service.get("spec") or {}).get("serveConfigV2") or "") or {}
     return (config.get("applications") or [{}])[0]
 

@@ -1,8 +1,8 @@
 """How an endpoint shares its traffic with a candidate version: the rollout settings (pure values).
 
-An endpoint in rollout is one Serve application with two deployments (app.py): `Model`, the champion,
-which is also the ingress and the router, and `Candidate`. The router's part of the champion's
-`user_config` is a `Rollout`:
+In a rollout the champion and the candidate are each a Serve application (spec.serve_applications: the candidate
+at `/<name>--candidate`), and the rollout gateway in front of Serve (gateway.py, gateway.lua) routes each request
+by a `Rollout`:
 
     mode         "shadow"  every request (or `mirror_rate` of them) is also sent to the candidate;
                            callers get the champion's answer only
@@ -11,19 +11,16 @@ which is also the ingress and the router, and `Candidate`. The router's part of 
                  "off"     the candidate is deployed but gets nothing (after a rollback)
     share        the canary's share, 0 to 1
     mirror_rate  the share of requests shadow mirrors, 0 to 1
-    reason       why the mode is what it is (a rollback's cause), shown by /health and the widget
+    reason       why the mode is what it is (a rollback's cause), shown by the widget
     since        when the rollout's evidence starts (set by the platform service)
 
-A change of these is a `user_config` change of the champion: Serve applies it to the running
-replicas in place (`reconfigure`), no replica restarts and no request is dropped. Adding or removing
-the candidate changes the application's `args`: Serve replaces the replicas with a surge.
+A change of these is a change of the gateway's traffic map (an atomic update at runtime, no reload): no Serve
+application changes and no request is dropped. Adding or removing the candidate adds or removes its application.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,18 +42,6 @@ class Rollout:
     # When the rollout's evidence starts (epoch seconds; the platform service sets it): its live gates
     # read the inference log from here on.
     since: float | None = None
-
-    def answered_by(self, key: str | None) -> str:
-        """The side that answers a request: with a `key`, the same side every time for that key
-        (its hash against the share, so raising the share only moves keys towards the candidate)."""
-        if self.mode != "canary" or self.share <= 0:
-            return CHAMPION
-        point = _point(key) if key else random.random()
-        return CANDIDATE if point < self.share else CHAMPION
-
-    def mirrors(self) -> bool:
-        """Whether this request is also sent to the candidate (shadow)."""
-        return self.mode == "shadow" and self.mirror_rate > 0 and random.random() < self.mirror_rate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,15 +95,10 @@ def log_switch(*, enabled: Any = None, sample_rate: Any = None) -> tuple[bool | 
 
 
 def from_config(config: dict | None) -> Rollout | None:
-    """The settings a replica finds in its user_config (None: no rollout)."""
+    """The settings a recorded application keeps in its champion's user_config (None: no rollout)."""
     return rollout(**config) if config else None
 
 
 def _fraction(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
         and 0 <= value <= 1
-
-
-def _point(key: str) -> float:
-    """A key's stable place in [0, 1)."""
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "big") / 2**64

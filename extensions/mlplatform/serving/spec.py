@@ -325,20 +325,20 @@ class Candidate:
     requested_uri: str
 
 
-# --- rollout: the same application with a candidate beside the champion (rollout.py) ---------------
+# --- rollout: the recorded application with a candidate beside the champion (rollout.py); Serve runs it as two
+# applications (serve_applications), and the rollout gateway routes between them ---------------------------------
 
 def with_candidate(app: dict, *, model_version: str, requested_uri: str, rollout: Rollout,
                    inference_log: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict:
-    """`app` (serve_application's) with a `Candidate` deployment of the same size serving
-    `model_version` of the same registered model, the champion routing by `rollout`, and the catalog's
-    `inference_log` settings. The candidate is in `args`, so adding it replaces the replicas (with
-    surge: no request dropped); the rollout and the log settings are the champion's user_config.
+    """The record of `app` (serve_application's) in rollout: a `Candidate` deployment of the same size serving
+    `model_version` of the same registered model (in `args`), the rollout's settings and the catalog's
+    `inference_log` settings in the champion's user_config (serve_applications makes Serve's two applications of
+    it, without these settings: they are the gateway's).
     `env`: the candidate's own variables over the champion's (its GPUs: CUDA_VISIBLE_DEVICES), in its
     `ray_actor_options.runtime_env`."""
     app = copy.deepcopy(without_candidate(settled(app)))
     champion = app["deployments"][0]
     name = MODEL_URI.fullmatch(app["args"]["model_uri"])["name"]
-    app["args"]["endpoint"] = app["name"]
     app["args"]["candidate"] = {"model_uri": f"models:/{name}/{model_version}", "model_version": str(model_version),
                                 "requested_uri": requested_uri}
     candidate = {**copy.deepcopy(champion), "name": CANDIDATE_DEPLOYMENT, "max_surge_percent": 100}
@@ -353,7 +353,8 @@ def with_candidate(app: dict, *, model_version: str, requested_uri: str, rollout
 
 
 def with_rollout(app: dict, rollout: Rollout) -> dict:
-    """`app` in rollout with other settings: only the champion's user_config changes (in place)."""
+    """The recorded `app` in rollout with other settings (its champion's user_config, which serve_applications
+    leaves out of Serve's applications: the settings are the gateway's)."""
     if candidate_of(app) is None:
         raise ValueError(f"application {app['name']!r} has no candidate")
     app = copy.deepcopy(app)
@@ -362,9 +363,8 @@ def with_rollout(app: dict, rollout: Rollout) -> dict:
 
 
 def with_inference_log(app: dict, inference_log: Mapping[str, Any] | None) -> dict:
-    """`app` in rollout with other inference-log settings (None: no log): only the champion's user_config changes,
-    so the replicas apply it in place (the router opens the new log and closes the old one, which writes its
-    last records)."""
+    """The recorded `app` in rollout with other inference-log settings (None: no log), kept like with_rollout's; the
+    gateway records the evidence at their sample rate."""
     if candidate_of(app) is None:
         raise ValueError(f"application {app['name']!r} has no candidate")
     app = copy.deepcopy(app)
