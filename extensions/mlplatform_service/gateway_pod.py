@@ -11,9 +11,13 @@ with an identity of the platform's:
 - the evidence shipper (evidence.py) on the gateway's log socket, writing the team's lines (no other team's) under
   the platform's evidence prefix with the pod's S3 identity: its service account's (render's `mlplatform-gateway`,
   e.g. an IRSA role that may write `<bucket>/platform/evidence/*`), which no team's pod has.
+- the team's traffic map, followed with the same account's token (traffic_watch.py): the ConfigMap
+  `mlplatform-gateway-<team>-traffic` in the hub's namespace that the platform service writes; each change is applied
+  to HAProxy at once. Until the API server answers, HAProxy keeps the map it has (none at a pod's first start: every
+  endpoint passes through to its champion).
 
-It exits when HAProxy does (the kubelet starts the container again), and on SIGTERM stops HAProxy and writes what
-the shipper holds.
+It exits when HAProxy does (the kubelet starts the container again), and on SIGTERM stops following the map, stops
+HAProxy and writes what the shipper holds.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import sys
 import threading
 from pathlib import Path
 
+from mlplatform import kube
 from mlplatform.serving.gateway import ENDPOINT, Gateway, GatewayError, GatewaySpec
 from mlplatform_core.catalog import Catalog, CatalogError, cached_catalog
 from mlplatform_core.contract import variable
 from mlplatform_core.names import GATEWAY_PORT, GATEWAY_RUN_DIRECTORY, SERVE_PORT
 
 from .evidence import EvidenceShipper, platform_s3, team_logs
+from .traffic_watch import TrafficWatch
 
 log = logging.getLogger("mlplatform_service.gateway_pod")
 CHECK_SECONDS = 2.0
@@ -64,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nameserver", type=_address, action="append", default=[],
                         help="HOST:PORT of a DNS server (default: the resolv.conf of the pod)")
     parser.add_argument("--serve-port", type=int, default=SERVE_PORT, help="the port of KubeRay's serve Services")
+    parser.add_argument("--hub-namespace", help="where the team's traffic map is (default: the catalog's "
+                                                "kubernetes.hub_namespace)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     catalog_variable = variable("catalog_path")
@@ -95,12 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("team %s's gateway listens on %s:%s; its evidence is shipped from %s", args.team, *args.listen,
              shipper.socket_path)
+    traffic = TrafficWatch(gateway, args.team, args.hub_namespace or catalog().kubernetes.hub_namespace,
+                           connect=kube.connect)  # the pod's service account, else $KUBECONFIG
+    traffic.start()
     code = 0
     while not stop.wait(CHECK_SECONDS):
         if gateway.process.poll() is not None:
             log.error("HAProxy exited (status %s)", gateway.process.returncode)
             code = 1
             break
+    traffic.stop()
     gateway.stop(timeout=20, soft=True)
     written = shipper.close(timeout=20, drain=5)  # the lines HAProxy sent before it exited, to the last
     log.info("stopped (%s)", "the evidence written" if written else "some evidence could not be written")

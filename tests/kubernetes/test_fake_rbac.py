@@ -133,3 +133,29 @@ def test_roles_and_bindings_are_validated_like_any_object(cluster):
     bad = role("bad", [{"apiGroups": [""], "resources": ["pods"]}])  # verbs are required
     code, message = status(rbac.create_namespaced_role, NS, bad)
     assert code == 422 and 'Role "bad" is invalid: rules[0].verbs: Required value' in message
+
+
+def test_a_list_or_watch_selecting_one_name_is_authorized_as_a_request_for_that_name(cluster):
+    """requestinfo.go: `fieldSelector=metadata.name=<name>` names a list or watch, so resourceNames admit it (an
+    informer of one object); any other selector leaves it unnamed."""
+    cluster.seed(role("one-map", [rule(["configmaps"], ["get", "list", "watch", "deletecollection"], names=["map"])]))
+    cluster.seed(binding("one-map", [{"kind": "User", "name": "eve"}]))
+    cluster.seed({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "map", "namespace": NS}})
+    eve = core(cluster, cluster.token_for(user="eve"))
+    for selector in ("metadata.name=map", "metadata.name==map", "metadata.namespace=team-a,metadata.name=map"):
+        assert status(eve.list_namespaced_config_map, NS, field_selector=selector) == (200, ""), selector
+    events = list(kubernetes.watch.Watch().stream(eve.list_namespaced_config_map, NS,
+                                                  field_selector="metadata.name=map", timeout_seconds=1))
+    assert [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "map")]
+    assert status(eve.list_namespaced_config_map, NS, field_selector="metadata.name=other") == (
+        403, f'configmaps "other" is forbidden: User "eve" cannot list resource "configmaps" in API group "" in the '
+             f'namespace "{NS}"')
+    for selector in (None, "metadata.name!=map", "metadata.namespace=team-a", "metadata.name=map/x"):
+        code, message = status(eve.list_namespaced_config_map, NS, **({"field_selector": selector} if selector else {}))
+        assert (code, message.startswith('configmaps is forbidden: User "eve" cannot list')) == (403, True), selector
+    code, message = status(eve.list_namespaced_config_map, NS, field_selector="metadata.name=map", watch=True,
+                           timeout_seconds=0, _preload_content=False)
+    assert code == 200
+    assert status(eve.list_namespaced_config_map, NS, field_selector="metadata.name=map,metadata.name=x")[0] == 200
+    # Only a list or a watch: a deletecollection with the same selector names nothing.
+    assert status(eve.delete_collection_namespaced_config_map, NS, field_selector="metadata.name=map")[0] == 403

@@ -15,6 +15,7 @@ from mlplatform.serving import spec
 from mlplatform.serving.spec import serving_request
 from mlplatform.spark import spec as spark_spec
 from mlplatform.spark.job import SparkJob
+from mlplatform_core.names import gateway_traffic
 
 from ..support.authz import authorization_matrix
 from ..support.fake_kube import FakeKube
@@ -23,6 +24,9 @@ from ..support.workload_webhook import workload_webhook
 
 K8S = CATALOG.kubernetes
 A, B = CATALOG.teams["team-vision"].namespace, CATALOG.teams["team-nlp"].namespace
+HUB = K8S.hub_namespace
+# The teams' traffic maps in the hub's namespace (mlplatform_service/traffic_maps.py): A's exists, B's not yet.
+MAP_A, MAP_B = gateway_traffic("team-vision"), gateway_traffic("team-nlp")
 DRY = {"dry_run": "All"}
 RAY = ("ray.io", "v1", "rayservices")
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
@@ -31,7 +35,8 @@ ACTORS = {
     "notebook SA, team A": f"{A}/{K8S.service_account}",
     "serving SA, team A": f"{A}/{K8S.serving_service_account}",
     "Spark driver SA, team A": f"{A}/{K8S.spark_service_account}",
-    "hub SA": f"{K8S.hub_namespace}/hub",
+    "hub SA": f"{HUB}/hub",
+    "gateway SA": f"{HUB}/mlplatform-gateway",  # the teams' rollout gateways (hub_config/render/gateway.py)
     "notebook SA, team B": f"{B}/{K8S.service_account}",
     "unauthenticated": None,
 }
@@ -49,6 +54,17 @@ def ray_service(name: str) -> dict:
     request = serving_request(name=name, model_uri="models:/iris/1")
     return spec.ray_service(request, namespace=A, model_version="1", service_account=K8S.serving_service_account,
                             image=K8S.images.serving)
+
+
+def traffic_map(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": HUB},
+            "data": {"iris": '{"team": "team-vision", "champion_version": "3"}'}}
+
+
+def watch_one(core: kubernetes.client.CoreV1Api, name: str) -> None:
+    """A watch of one ConfigMap of the hub's namespace as gateway_pod.py starts it (by `metadata.name`)."""
+    core.list_namespaced_config_map(HUB, field_selector=f"metadata.name={name}", watch=True, timeout_seconds=0,
+                                    _preload_content=False).release_conn()
 
 
 def spark_application(name: str, namespace: str = A) -> dict:
@@ -102,6 +118,17 @@ ACTIONS = {
             "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": "mine"}, "webhooks": []}, **DRY),
     "list resourcequotas (all namespaces)": lambda c, x, r: c.list_resource_quota_for_all_namespaces(),
+    # The traffic maps: the gateways read them, the platform service (the hub's account) writes them, and no
+    # team's account can do either (a team must not forge what its gateway routes or its evidence's versions).
+    "get traffic map (A)": lambda c, x, r: c.read_namespaced_config_map(MAP_A, HUB),
+    "watch traffic map (A)": lambda c, x, r: watch_one(c, MAP_A),
+    "update traffic map (A)": lambda c, x, r: c.replace_namespaced_config_map(MAP_A, HUB, traffic_map(MAP_A), **DRY),
+    "patch traffic map (A)": lambda c, x, r: c.patch_namespaced_config_map(MAP_A, HUB, {"data": {"iris": "{}"}}, **DRY),
+    "create traffic map (B)": lambda c, x, r: c.create_namespaced_config_map(HUB, traffic_map(MAP_B), **DRY),
+    "delete traffic map (A)": lambda c, x, r: c.delete_namespaced_config_map(MAP_A, HUB, **DRY),
+    "list ConfigMaps (hub)": lambda c, x, r: c.list_namespaced_config_map(HUB),
+    "get ConfigMap mlplatform-gateway (hub)": lambda c, x, r: c.read_namespaced_config_map("mlplatform-gateway", HUB),
+    "get Secret hub (hub)": lambda c, x, r: c.read_namespaced_secret("hub", HUB),
 }
 
 NOTEBOOK_A = {"get pods/log (A)", "create RayService (A)", "patch RayService (A)", "delete RayService (A)",
@@ -118,7 +145,12 @@ ALLOWED = {
     "hub SA": {"get pod (A)", "list pods (A)", "get Secret (A)", "list events (A)", "create pod (A)", "get pod (B)",
                "list pods (all namespaces)", "list resourcequotas (all namespaces)",
                "patch ValidatingWebhookConfiguration mlplatform-workloads", "patch RayService (A)",
-               "list RayServices (B)"},
+               "list RayServices (B)", "get Secret hub (hub)",  # z2jh's Role in its own namespace
+               # the platform service writes the traffic maps: create (any name: RBAC cannot limit it), then
+               # read, update and patch those maps only; never delete one
+               "get traffic map (A)", "update traffic map (A)", "patch traffic map (A)", "create traffic map (B)"},
+    # Read its team's traffic map (one by name; one account for every team's gateway), nothing else.
+    "gateway SA": {"get traffic map (A)", "watch traffic map (A)"},
     "notebook SA, team B": {"get pods/log (B)", "list RayServices (B)", "create SparkApplication (B)"},
     "unauthenticated": set(),
 }
@@ -152,6 +184,7 @@ def cluster(tmp_path_factory):
                    "metadata": {"name": "jupyter-alice-api-token", "namespace": A}})
         fake.seed({**ray_service("serve"), "metadata": {"name": "serve", "namespace": A}})
         fake.seed({**spark_application("job"), "metadata": {"name": "job", "namespace": A}})
+        fake.seed(traffic_map(MAP_A))
         with workload_webhook(fake, CATALOG, f"sqlite:///{state / 'platform.sqlite'}", state):
             yield fake
 
@@ -195,6 +228,8 @@ def test_the_fake_holds_every_rendered_role_and_binding(cluster):
     for namespace in (A, B):
         for kind in ("Role", "RoleBinding"):
             expected |= {(kind, namespace, "mlplatform-notebook"), (kind, namespace, "mlplatform-hub")}
+    for kind in ("Role", "RoleBinding"):  # the traffic maps' (gateway/gateways.yaml)
+        expected |= {(kind, HUB, "mlplatform-gateway-traffic-reader"), (kind, HUB, "mlplatform-hub-traffic-writer")}
     charts = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
               for objects in chart_objects().values() for o in objects if o["kind"].endswith(("Role", "RoleBinding"))}
     # The Spark drivers' Role and binding in each team namespace come from the Spark operator chart.

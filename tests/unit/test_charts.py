@@ -306,9 +306,11 @@ def test_a_new_team_changes_only_its_namespace_the_operators_watch_lists_and_the
     new_namespace = {k for k in by_key(after["render"]) if k[1] == "team-speech" or k == ("Namespace", None, "team-speech")}
     # Every team's ConfigMap holds the catalog, so each changes; nothing else of the other teams does. MLflow's
     # auth settings map the new namespace's service accounts to the team.
-    # The new team gets its rollout gateway in the hub's namespace; the gateways' ConfigMap holds the catalog too.
+    # The new team gets its rollout gateway in the hub's namespace; the gateways' ConfigMap holds the catalog too,
+    # and the Roles of the traffic maps name the new team's.
     assert diff["render"] == new_namespace | {("ConfigMap", ns, "mlplatform") for ns in ("team-vision", "team-nlp")} | {
-        ("ConfigMap", HUB_NS, "mlflow-auth"), ("ConfigMap", HUB_NS, "mlplatform-gateway")} | {
+        ("ConfigMap", HUB_NS, "mlflow-auth"), ("ConfigMap", HUB_NS, "mlplatform-gateway"),
+        ("Role", HUB_NS, "mlplatform-gateway-traffic-reader"), ("Role", HUB_NS, "mlplatform-hub-traffic-writer")} | {
         (kind, HUB_NS, "mlplatform-gateway-team-speech") for kind in ("Deployment", "Service", "NetworkPolicy")}
     # The hub: its Secret holds the values (with the catalog). The Deployment's checksum of that Secret, which
     # restarts the hub on upgrade, mixes in the generated keys and is left out of the comparison. The hub's

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from . import admission, rbac, resources, webhooks
+from . import admission, rbac, resources, selectors, webhooks
 from .errors import ApiError
 from .rbac import Subject
 from .resources import Resource
@@ -167,7 +167,7 @@ class Api:
         record.verb = _verb(request.method, target, query)
         record.resource, record.namespace = target.resource.plural, target.namespace
         record.name, record.subresource = target.name, target.subresource
-        self._authorize(subject, target, record.verb)
+        self._authorize(subject, target, record.verb, query)
         fault = self._inject(record)
         body = None
         if request.method in ("POST", "PUT", "PATCH") or (request.method == "DELETE" and request.can_read_body):
@@ -183,11 +183,14 @@ class Api:
             raise ApiError(fault.code, REASONS.get(fault.code, "InternalError"), fault.message)
         return response
 
-    def _authorize(self, subject: Subject, target: Target, verb: str) -> None:
+    def _authorize(self, subject: Subject, target: Target, verb: str, query: dict) -> None:
         # A namespace's own URL carries its namespace (RequestInfo does the same), so a RoleBinding there counts.
         namespace = target.name if target.resource.plural == "namespaces" and target.name else target.namespace
+        name = target.name
+        if verb in ("list", "watch"):  # RequestInfo names a list or watch by `fieldSelector=metadata.name=<name>`
+            name = selectors.required_name(query.get("fieldSelector"))
         attributes = rbac.Attributes(subject, verb, target.resource.group, target.resource.plural,
-                                     target.subresource, namespace, target.name)
+                                     target.subresource, namespace, name)
         allowed, reason = rbac.authorize(self.store, attributes)
         if not allowed:
             raise rbac.forbidden(attributes, reason)

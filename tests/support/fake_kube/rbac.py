@@ -3,7 +3,8 @@
 Follows kubernetes plugin/pkg/auth/authorizer/rbac: the ClusterRoleBindings grant their ClusterRole
 everywhere; a RoleBinding grants its Role, or the rules of a ClusterRole, in the binding's namespace
 only. A rule allows a request when its verbs, apiGroups and resources (`pods/log`, `*/log`, `*`)
-match, and its resourceNames are empty or name the object (so never a list or a create). Subjects:
+match, and its resourceNames are empty or name the object: never a create, nor a list or watch unless its
+fieldSelector requires `metadata.name=<name>` (api.py names the request by it, as RequestInfo does). Subjects:
 User (name), Group (one of the caller's groups), ServiceAccount (`system:serviceaccount:<ns>:<name>`,
 its namespace defaulting to the RoleBinding's). `system:masters` bypasses RBAC, as in the real server.
 A denial is the apiserver's own 403 (responsewriters.forbiddenMessage).

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from .errors import ApiError
 
+_FIELD = re.compile(r"^\s*([A-Za-z0-9._]+)\s*(==|=|!=)\s*(.*?)\s*$")
 _SET = re.compile(r"^\s*(!?)([A-Za-z0-9./_-]+)\s*(?:(notin|in)\s*\(([^)]*)\)|(==|=|!=)\s*([A-Za-z0-9._-]*))?\s*$")
 
 
@@ -60,6 +61,24 @@ def _field(obj: dict, path: str):
     return value
 
 
+def required_name(selector: str | None) -> str | None:
+    """The name a fieldSelector requires exactly (`metadata.name=x`, also among other terms), as the API server's
+    RequestInfo takes it for a list or watch (k8s.io/apiserver requestinfo.go, fields.Selector.RequiresExactMatch):
+    RBAC's resourceNames then admit the request. None for `!=`, no such term, a selector that does not parse, or a
+    name that is no path segment (`.`, `..`, one with `/` or `%`)."""
+    name = None
+    for term in _split(selector or ""):
+        match = _FIELD.match(term)
+        if not match:
+            return None  # the real server leaves the name empty when the query does not parse
+        path, op, value = match.groups()
+        if path == "metadata.name" and op != "!=" and name is None:
+            name = value  # the first exact term, as RequiresExactMatch returns it
+    if not name or name in (".", "..") or "/" in name or "%" in name:
+        return None
+    return name
+
+
 def fields(selector: str | None) -> Callable[[dict], bool]:
     """A predicate on dotted field paths (`metadata.name=x`, `involvedObject.kind=Pod`, `status.phase!=Failed`).
 
@@ -67,7 +86,7 @@ def fields(selector: str | None) -> Callable[[dict], bool]:
     """
     tests = []
     for term in _split(selector or ""):
-        match = re.match(r"^\s*([A-Za-z0-9._]+)\s*(==|=|!=)\s*(.*?)\s*$", term)
+        match = _FIELD.match(term)
         if not match:
             raise ApiError.bad_request(f"invalid field selector: {term!r}")
         path, op, value = match.groups()

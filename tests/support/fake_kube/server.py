@@ -44,7 +44,10 @@ class FakeKube:
             self.api = Api(self.store, self.token)
             if self._kubelet_wanted:
                 self.store.kubelet = FakeKubelet(self.store)
-            self._runner = web.AppRunner(self.api.app(), handler_cancellation=True, access_log=None)
+            # stop() ends open watches after a second (aiohttp waits 60 s for them by default, past stop's 10 s),
+            # as an API server going away ends its clients' watches.
+            self._runner = web.AppRunner(self.api.app(), handler_cancellation=True, access_log=None,
+                                         shutdown_timeout=1.0)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
