@@ -167,14 +167,14 @@ class KubernetesRollouts:
         the map back."""
         self._gitops()  # refused before anything is written when there is no repository to commit to
         maps = self._maps()
-        before = maps.read(team).get(name)
-        if before is None:  # not routed yet (a rollout from before the gateway): from the RayService's record
+        before = mapped = maps.read(team).get(name)
+        if before is None:  # not routed (a rollout from before the gateway, or one ending): the RayService's record
             status = self._serving(team).status(name)
             if not status.get("rollout"):
                 raise ServingConflict(f"{name!r} has no rollout; start one with a candidate version first")
-            before = Traffic(team=team, champion_version=str(status["model_version"]),
+            before = Traffic(team=team, champion_version=str(status["model_version"]),  # routing nothing: off
                              candidate_version=str(status["rollout"]["model_version"]),
-                             rollout=from_config(status["rollout"].get("rollout")) or Rollout(mode="off"),
+                             rollout=from_config(_routed(status, None)["rollout"]["rollout"]),
                              sample_rate=_sample_rate(status["rollout"].get("inference_log")))
         traffic = route(before)
         maps.set(team, name, traffic)
@@ -182,7 +182,7 @@ class KubernetesRollouts:
             status = self._apply(team, name, change, actor, subject, why)
         except ServingError:
             with contextlib.suppress(ServingError):
-                maps.set(team, name, before)
+                maps.set(team, name, mapped)
             raise
         return _routed(status, traffic)
 
@@ -272,9 +272,15 @@ def _git(operation: Callable[[], Any], *, retry: bool = False) -> Any:
 
 def _routed(status: dict, traffic: Traffic | None) -> dict:
     """`status` with its rollout as the team's traffic map routes it (the platform's record: the candidate's version
-    and the settings; the RayService's annotation is the team's to patch)."""
-    if not status.get("rollout") or traffic is None:
+    and the settings; the RayService's annotation is the team's to patch). A candidate the map does not route (its
+    rollout ending in a commit Argo CD has not synced, or started before the gateway) gets nothing: mode off."""
+    if not status.get("rollout"):
         return status
+    if traffic is None:
+        recorded = status["rollout"].get("rollout") or {}
+        off = Rollout(mode="off", since=recorded.get("since"),
+                      reason="the rollout gateway does not route it: the team's traffic map has no entry for it")
+        return {**status, "rollout": {**status["rollout"], "rollout": off.to_dict()}}
     return {**status, "rollout": {**status["rollout"], "model_version": traffic.candidate_version,
                                   "rollout": traffic.rollout.to_dict()}}
 

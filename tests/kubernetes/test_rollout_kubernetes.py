@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 from mlplatform.serving.errors import BackendUnavailable, ServingConflict
-from mlplatform.serving.kubernetes import recorded_application
+from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig, recorded_application
 from mlplatform.serving.rollout import rollout
 from mlplatform_core.names import gateway_traffic
 
@@ -193,3 +193,25 @@ def test_the_hub_patches_rayservices_of_team_namespaces_only(cluster, tmp_path, 
     r = requests.delete(f"{fake.url}/apis/ray.io/v1/namespaces/{NS}/rayservices/iris",
                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
     authz.check("hub (platform service)", "delete a team's RayService", r, allowed=False)
+
+
+def test_a_candidate_the_map_does_not_route_is_off_until_the_service_routes_it(cluster, tmp_path):
+    """A RayService with a candidate but no map entry (a rollout from before the gateway, or one whose end Argo CD
+    has not synced yet) gets no traffic, and says so; a change the API server refuses leaves the map as it was."""
+    fake, _ = cluster
+    deploy(serving(fake, tmp_path), replicas=1)
+    hub = hub_client(fake, tmp_path)
+    KubernetesServing(KubernetesServingConfig(namespace=NS, team=TEAM, user="platform"), api_client=hub).start_rollout(
+        "iris", model_version="2", requested_uri="models:/iris/2", rollout=rollout(mode="canary", share=0.5),
+        inference_log=LOG)
+    rollouts = KubernetesRollouts(lambda: CATALOG, api_client=hub)
+    [(_, _, status)] = rollouts.active()
+    assert status["rollout"]["rollout"]["mode"] == "off" and "traffic map has no entry" in \
+        status["rollout"]["rollout"]["reason"]
+    fake.fail("patch", "rayservices", code=500, message="etcd is down")
+    with pytest.raises(BackendUnavailable, match="etcd is down"):
+        rollouts.change(TEAM, "iris", rollout(mode="canary", share=0.1))
+    assert routed(fake) == {}  # put back: not even the entry the change wrote first
+    rollouts.change(TEAM, "iris", rollout(mode="canary", share=0.1))
+    assert routed(fake)["iris"]["rollout"]["share"] == 0.1 and routed(fake)["iris"]["candidate_version"] == "2"
+    assert rollouts.status(TEAM, "iris")["rollout"]["rollout"]["mode"] == "canary"

@@ -286,8 +286,8 @@ class KubernetesServing:
         (the autoscaler starts them; the admission webhook charges their GPUs). The cluster's hash leaves replica
         counts out, so KubeRay keeps the cluster."""
         return self.change_application(name, start_change(name, model_version=model_version,
-                                                           requested_uri=requested_uri, rollout=rollout,
-                                                           inference_log=inference_log))
+                                                          requested_uri=requested_uri, rollout=rollout,
+                                                          inference_log=inference_log))
 
     def set_rollout(self, name: str, rollout: Rollout) -> dict:
         """Another mode or share, recorded in the annotation (the gateway routes by it; no Serve application
