@@ -7,13 +7,16 @@ server that fails at the pod's start is tried again while the gateway serves."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import kubernetes
 import pytest
@@ -21,15 +24,23 @@ import requests
 import yaml
 from mlplatform.serving.gateway import Traffic
 from mlplatform.serving.inference_log import read_window
+from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
 from mlplatform.serving.rollout import rollout
+from mlplatform.serving.spec import serving_request
+from mlplatform_core.catalog import load_catalog
 from mlplatform_core.names import gateway_traffic
 
 from hub_config.local import seaweedfs
+from mlplatform_service.audit_log import AuditLog
+from mlplatform_service.database import connect
 from mlplatform_service.evidence import evidence_prefix
+from mlplatform_service.kubernetes_rollouts import KubernetesRollouts
+from mlplatform_service.rollouts import Rollouts
 from mlplatform_service.traffic_maps import TrafficMaps
 
 from ..support.dns_server import dns_server
 from ..support.fake_kube import FakeKube
+from ..support.gitops_service import caller
 from ..support.rendered_cluster import CATALOG, load_rendered_cluster
 from ..support.seaweedfs_server import seaweedfs_server
 from .test_gateway_pod import admin
@@ -80,7 +91,7 @@ def pod(s3, cluster, maps, tmp_path):
     url, keys = s3
     data = yaml.safe_load((ROOT / "helm-values" / "platform.yaml").read_text())
     data["storage"]["s3"]["endpoint_url"] = url
-    data.setdefault("serving", {}).setdefault("inference_log", {}).update(batch_rows=1000, flush_seconds=60)
+    data.setdefault("serving", {}).setdefault("inference_log", {}).update(batch_rows=1000, flush_seconds=2)
     catalog = tmp_path / "platform.yaml"
     catalog.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}  # this test's kubeconfig only
@@ -233,3 +244,62 @@ def test_the_map_of_another_team_is_not_applied(pod, maps, cluster):
     time.sleep(1)
     assert answers()[0] == "champion" and admin(directory).traffic() == {}
     cluster.delete("configmaps", gateway_traffic("team-nlp"), HUB)
+
+
+class Registry:
+    """The promotion engine as Rollouts.start uses it: MLflow knows the candidate version."""
+
+    @contextmanager
+    def guarded_mlflow(self, team, nothing_done):
+        yield SimpleNamespace(get_model_version=lambda model, version: SimpleNamespace(version=version))
+
+
+def test_the_controller_rolls_a_breaching_canary_back_through_the_teams_gateway(pod, maps, cluster, tmp_path):
+    """Issue 12's automatic rollback on the Kubernetes path, end to end: the platform service starts a canary (the
+    team's RayService patched, its map written with the hub's account), the gateway pod routes it and records the
+    evidence, the controller reads that evidence with the platform's S3 identity, finds the candidate 0.3 s slow on
+    rare inputs, and sets mode off in the map; the gateway sends everything to the champion again."""
+    proc, directory, s3_admin, _ = pod()
+    catalog = load_catalog(tmp_path / "platform.yaml", environ={})  # the pod's: S3 at SeaweedFS
+    admin_client = kubernetes.config.new_client_from_config(config_file=str(cluster.write_kubeconfig(tmp_path / "a")))
+    alice = KubernetesServing(KubernetesServingConfig.for_catalog(catalog, namespace="team-vision", team="team-vision",
+                                                                  user="alice"), api_client=admin_client)
+    webhooks = cluster.list("validatingwebhookconfigurations")  # the platform service's budgets: not run here
+    for webhook in webhooks:
+        cluster.delete("validatingwebhookconfigurations", webhook["metadata"]["name"])
+    try:
+        alice.deploy(serving_request(name="iris", model_uri="models:/iris/3"), model_version="3", env={},
+                     owner={"user": "alice", "team": "team-vision"})
+        rolled_back_through_the_gateway(proc, cluster, catalog, s3_admin, tmp_path)
+    finally:
+        for webhook in webhooks:
+            cluster.seed({k: v for k, v in webhook.items() if k != "status"} | {"metadata": {
+                k: v for k, v in webhook["metadata"].items() if k in ("name", "labels", "annotations")}})
+
+
+def rolled_back_through_the_gateway(proc, cluster, catalog, s3_admin, tmp_path):
+    backend = KubernetesRollouts(lambda: catalog, api_client=traffic_maps(cluster).api.api_client)  # the hub's
+    rollouts = Rollouts(catalog=lambda: catalog, audit=AuditLog(connect(f"sqlite:///{tmp_path / 'audit.db'}")),
+                        promotions=Registry(), backend=backend, s3=lambda: s3_admin)
+    rollouts.start(caller("bob", "team-vision"), "team-vision", "iris", version=4, mode="canary", share=0.5)
+    deadline = time.monotonic() + SECONDS
+    while answers()[0] != "candidate":  # the gateway applied the map and found the candidate healthy
+        assert time.monotonic() < deadline, "the canary got no request"
+
+    deadline, rolled_back = time.monotonic() + 60, []
+    while not rolled_back:
+        assert time.monotonic() < deadline, "the controller did not roll the canary back"
+        for _ in range(20):  # rare inputs: the candidate (half of them) answers 0.3 s late
+            requests.post(f"http://127.0.0.1:{GATEWAY}/iris/predict", json={"inputs": [["rare"]]}, timeout=10)
+        rolled_back = rollouts.check()  # the controller's pass (every check_every_seconds in the service)
+    [done] = rolled_back
+    assert done["automatic"] and "candidate p99" in done["reason"], done
+    entry = json.loads(cluster.get("configmaps", MAP, HUB)["data"]["iris"])
+    assert (entry["rollout"]["mode"], entry["rollout"]["reason"]) == ("off", done["reason"])
+    until_answered_by("champion")
+    assert {answers()[0] for _ in range(30)} == {"champion"}
+    [record] = rollouts.audit.query(action="rollback")
+    assert (record["actor"], record["details"]["automatic"]) == ("platform", True)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert "iris: mode off, all to the champion" in output, output
