@@ -271,9 +271,10 @@ def _git(operation: Callable[[], Any], *, retry: bool = False) -> Any:
 
 
 def _routed(status: dict, traffic: Traffic | None) -> dict:
-    """`status` with its rollout as the team's traffic map routes it (the platform's record: the candidate's version
-    and the settings; the RayService's annotation is the team's to patch). A candidate the map does not route (its
-    rollout ending in a commit Argo CD has not synced, or started before the gateway) gets nothing: mode off."""
+    """`status` with its rollout as the team's traffic map routes it (the platform's record of the candidate's
+    version and the settings: what the gateway does, whatever the RayService's annotation says). A candidate the map
+    does not route (its rollout ending in a commit Argo CD has not synced, or started before the gateway) gets
+    nothing: mode off."""
     if not status.get("rollout"):
         return status
     if traffic is None:

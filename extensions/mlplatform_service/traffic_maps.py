@@ -10,8 +10,9 @@ The map is the ConfigMap `mlplatform-gateway-<team>-traffic` (names.gateway_traf
 per endpoint in rollout, its value Traffic.to_dict() as JSON. Only the platform service writes it (the hub's service
 account: hub_config/render/gateway.py), and no team's account can, so it is the platform's own record of a rollout:
 the versions the evidence is labelled with and the settings the controller judges come from here, not from the
-team's RayService, which the team's notebooks may patch. Every replica of the team's gateway watches it and applies
-it at once (gateway_pod.py): a rollback moves traffic without waiting for a sync, also in GitOps mode.
+team's RayService (whose rollout an admission policy keeps the platform's too: hub_config/render/admission.py).
+Every replica of the team's gateway watches it and applies it at once (gateway_pod.py, traffic_watch.py): a
+rollback moves traffic without waiting for a sync, also in GitOps mode.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ any pod in a team namespace that references such a Secret — as a volume, a pro
 value or envFrom, in any container — unless the hub's service account creates it.
 
 Workloads: RayServices and SparkApplications only as the platform's builders make them (below).
+
+Rollouts: a RayService in a rollout changes what it serves through the platform service only (below).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplatform_core.catalog import Catalog
-from mlplatform_core.names import TEAM_LABEL
+from mlplatform_core.names import TEAM_LABEL, annotation_key
 
 from ..spawners.server_token import token_secret_name
 from .common import HUB_SERVICE_ACCOUNT, labels
@@ -117,6 +119,53 @@ def workload_policy(catalog: Catalog) -> dict[str, Any]:
                                "|| object.spec.sparkConf.all(k, !k.startsWith('spark.kubernetes.'))",
                  "message": "spark.kubernetes.* settings (pod templates, service accounts, images, volumes) are "
                             "the platform's", "reason": "Forbidden"},
+            ],
+        },
+    }
+
+
+# --- a RayService in a rollout changes through the platform only ---------------------------------------------------
+ROLLOUT_POLICY = "mlplatform-rollouts"
+ARGOCD_CONTROLLER = "argocd-application-controller"  # its service account in Argo CD's standard install
+ROLLOUT_RECORD = annotation_key("application")  # serving/kubernetes.py: set while a RayService is in a rollout
+
+
+def _record(obj: str) -> str:
+    """CEL: the rollout record of `obj` (object, or oldObject: null when creating), '' when it has none."""
+    exists = "request.operation == 'UPDATE' && " if obj == "oldObject" else ""
+    return (f"{exists}has({obj}.metadata.annotations) && '{ROLLOUT_RECORD}' in {obj}.metadata.annotations"
+            f" ? {obj}.metadata.annotations['{ROLLOUT_RECORD}'] : ''")
+
+
+def rollout_policy(catalog: Catalog) -> dict[str, Any]:
+    """While a RayService is in a rollout (serving/kubernetes.py records it in the `mlplatform.io/application`
+    annotation), what Serve runs (`serveConfigV2`) and that record change only through the platform service (the
+    hub's account), or in GitOps mode through Argo CD applying the repository: the live gates judge the candidate
+    the service started, and a promotion moves `@champion` to that version, so no team swaps the model behind
+    either side, starts a rollout of its own or ends one behind the service's back. Deleting the RayService stays
+    the team's (the controller's pass then drops it from the traffic map)."""
+    platform = [f"system:serviceaccount:{catalog.kubernetes.hub_namespace}:{HUB_SERVICE_ACCOUNT}"]
+    if catalog.gitops is not None:
+        platform.append(f"system:serviceaccount:{catalog.gitops.argocd.namespace}:{ARGOCD_CONTROLLER}")
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": ROLLOUT_POLICY, "labels": labels()},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [
+                {"apiGroups": ["ray.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["rayservices"]}]},
+            "variables": [{"name": "record", "expression": _record("oldObject")},
+                          {"name": "newRecord", "expression": _record("object")},
+                          {"name": "byPlatform", "expression": f"request.userInfo.username in {_quoted(platform)}"}],
+            "validations": [
+                {"expression": "variables.byPlatform || variables.newRecord == variables.record",
+                 "message": f"a RayService's rollout ({ROLLOUT_RECORD}) is started, changed and ended by the "
+                            "platform service (mlplatform.serving.rollouts)", "reason": "Forbidden"},
+                {"expression": "variables.byPlatform || variables.record == '' "
+                               "|| object.spec.serveConfigV2 == oldObject.spec.serveConfigV2",
+                 "message": "this RayService is in a rollout: what it serves changes through the platform service "
+                            "only; promote or abort the rollout first", "reason": "Forbidden"},
             ],
         },
     }

@@ -11,7 +11,8 @@ from typing import Any
 
 from mlplatform_core.catalog import Catalog
 
-from .admission import SERVER_TOKEN_POLICY, WORKLOAD_POLICY, binding, server_token_policy, workload_policy
+from .admission import (ROLLOUT_POLICY, SERVER_TOKEN_POLICY, WORKLOAD_POLICY, binding, rollout_policy,
+                        server_token_policy, workload_policy)
 from .charts import RELEASES, chart_problems
 from .checks import RenderError, check_catalog
 from .cluster import cluster_objects
@@ -92,8 +93,9 @@ def documents(catalog: Catalog) -> dict[str, tuple[str, list[dict[str, Any]]]]:
         "helm-values/spark-operator.yaml": ("teams", [spark_operator_values(catalog)]),
     }
     docs["cluster/hub-rbac.yaml"] = ("kubernetes.hub_namespace", cluster_objects(catalog))
-    docs["cluster/admission-policies.yaml"] = ("kubernetes", [server_token_policy(catalog), binding(SERVER_TOKEN_POLICY),
-                                                             workload_policy(catalog), binding(WORKLOAD_POLICY)])
+    docs["cluster/admission-policies.yaml"] = ("kubernetes", [
+        server_token_policy(catalog), binding(SERVER_TOKEN_POLICY), workload_policy(catalog), binding(WORKLOAD_POLICY),
+        rollout_policy(catalog), binding(ROLLOUT_POLICY)])
     docs["cluster/admission-webhook.yaml"] = ("platform_service", webhook_objects(catalog))
     if catalog.mlflow.access.mode == "hub-tokens":
         docs["mlflow/auth-config.yaml"] = ("mlflow.access", [mlflow_auth_config_map(catalog)])

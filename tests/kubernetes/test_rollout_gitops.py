@@ -17,16 +17,19 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
+import requests
 import yaml
 from mlplatform.serving import spec
 from mlplatform.serving.errors import BackendUnavailable, ServingConflict, ServingError
 from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig, recorded_application
 from mlplatform.serving.rollout import Rollout
-from mlplatform_core.names import gateway_traffic
+from mlplatform_core.names import TEAM_LABEL, gateway_traffic
 from mlplatform_service import rollouts as rollouts_module
 from mlplatform_service.gitops import GitOpsConflict, Identity
 from mlplatform_service.kubernetes_rollouts import KubernetesRollouts
 from mlplatform_service.rollouts import Rollouts
+
+from hub_config.render.admission import ROLLOUT_POLICY, binding, rollout_policy
 
 from ..support.git_server import git_server
 from ..support.gitops_service import InProcessGitOps, caller
@@ -125,6 +128,14 @@ def synced(setup: Setup, generation: int) -> dict:
     return applied
 
 
+def guarded(setup: Setup) -> None:
+    """The rendered admission policy on RayServices in rollout, bound to the team's namespace: Argo CD applies the
+    platform's commits; a team's own change of what a RayService in rollout serves would be refused."""
+    setup.fake.patch("namespaces", NS, {"metadata": {"labels": {TEAM_LABEL: TEAM}}})
+    setup.fake.seed(rollout_policy(setup.catalog))
+    setup.fake.seed(binding(ROLLOUT_POLICY))
+
+
 def deployed(setup: Setup, **kwargs) -> dict:
     deploy(setup.serving(), "3", **kwargs)
     synced(setup, 1)
@@ -132,6 +143,7 @@ def deployed(setup: Setup, **kwargs) -> dict:
 
 
 def test_each_rollout_change_is_a_commit_argo_cd_applies_and_self_heal_keeps(setup, monkeypatch):
+    guarded(setup)
     first = deployed(setup)
     rollouts = platform_rollouts(setup)
 
@@ -161,6 +173,12 @@ def test_each_rollout_change_is_a_commit_argo_cd_applies_and_self_heal_keeps(set
         "share": 0.0, "mirror_rate": 1.0, "commit": sha})
     synced(setup, 2)
     assert rollouts.backend.status(TEAM, "iris")["rollout"]["model_version"] == "4"
+    # Argo CD applied the platform's commit; another identity's change of what the rollout serves is refused.
+    r = requests.patch(f"{setup.fake.url}/apis/ray.io/v1/namespaces/{NS}/rayservices/iris",
+                       json={"spec": {"serveConfigV2": "applications: []\n"}}, timeout=30,
+                       headers={"Content-Type": "application/merge-patch+json", "Authorization":
+                                f"Bearer {setup.fake.token_for(user='kubernetes-admin', groups=('system:masters',))}"})
+    assert r.status_code == 403 and "'mlplatform-rollouts'" in r.json()["message"], r.text
     assert setup.serving().status("iris")["state"] == "running"
 
     # Canary: another commit, only the champion's rollout settings change.
@@ -214,6 +232,7 @@ def test_each_rollout_change_is_a_commit_argo_cd_applies_and_self_heal_keeps(set
 
 
 def test_abort_is_a_commit_and_the_champion_answers_alone(setup):
+    guarded(setup)
     first = deployed(setup)
     rollouts = platform_rollouts(setup)
     rollouts.start(BOB, TEAM, "iris", version=4, mode="canary", share=0.1)

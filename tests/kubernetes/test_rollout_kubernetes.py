@@ -125,10 +125,23 @@ def test_the_service_moves_a_rollout_through_the_rayservice_in_place(cluster, tm
     # A deploy would replace what the rollout runs: refused, as on the local platform.
     with pytest.raises(ServingConflict, match="'iris' is trying version 2 beside its champion; promote it or end"):
         deploy(alice, gpus=1, replicas=1)
-    # The team may patch its RayService's record; what the service judges and labels is its own map's.
-    forged = json.loads(fake.get("rayservices", "iris", NS)["metadata"]["annotations"]["mlplatform.io/application"])
+    # Nor may the team's notebook swap what either side serves, or the rollout's record, behind the service (the
+    # API server's admission policy): the gates judge the candidate the service started.
+    current = fake.get("rayservices", "iris", NS)
+    swapped = current["spec"]["serveConfigV2"].replace("models:/iris/2", "models:/iris/5")
+    forged = json.loads(current["metadata"]["annotations"]["mlplatform.io/application"])
     forged["deployments"][0]["user_config"]["rollout"] = rollout(mode="off").to_dict()
-    alice.services.patch("iris", {"metadata": {"annotations": {"mlplatform.io/application": json.dumps(forged)}}})
+    for action, patch in (
+            ("swap the model of a RayService in rollout", {"spec": {"serveConfigV2": swapped}}),
+            ("change a RayService's rollout record", {"metadata": {"annotations": {
+                "mlplatform.io/application": json.dumps(forged)}}}),
+            ("end a rollout behind the service", {"metadata": {"annotations": {"mlplatform.io/application": ""}}})):
+        r = as_notebook(fake, tmp_path, "patch", "iris", patch)
+        authz.check("notebook SA (team-vision)", action, r, allowed=False)
+        assert "ValidatingAdmissionPolicy 'mlplatform-rollouts'" in r.json()["message"]
+    assert "promote or abort the rollout first" in as_notebook(fake, tmp_path, "patch", "iris", {
+        "spec": {"serveConfigV2": swapped}}).json()["message"]
+    assert fake.get("rayservices", "iris", NS)["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
     [(team, name, active)] = rollouts.active()
     assert (team, name, active["rollout"]["model_version"], active["rollout"]["rollout"]["mode"]) == (
         TEAM, "iris", "2", "canary")
@@ -151,6 +164,32 @@ def test_the_service_moves_a_rollout_through_the_rayservice_in_place(cluster, tm
     # The webhook audits the two changes of what runs (the candidate in, the champion alone again); mode, share and
     # the log's rate change no pod spec (the service audits them as rollout steps: rollouts.py).
     assert len(redeploys) == 2 and {r["actor"] for r in redeploys} == {f"system:serviceaccount:{K8S.hub_namespace}:hub"}
+
+
+def as_notebook(fake, tmp_path, verb: str, name: str, body: dict | None = None) -> requests.Response:
+    """A request of the team's notebook account (alice's pod) on a RayService of its namespace, as kubectl sends it."""
+    token = fake.token_for(service_account=f"{NS}/{K8S.service_account}", pod=admission.POD)
+    url = f"{fake.url}/apis/ray.io/v1/namespaces/{NS}/rayservices" + (f"/{name}" if verb != "create" else "")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"}
+    method = {"patch": requests.patch, "create": requests.post, "delete": requests.delete}[verb]
+    return method(url, json=body, headers=headers, timeout=30)
+
+
+def test_a_rollout_record_made_by_a_team_is_refused_and_the_team_may_delete_its_endpoint(cluster, tmp_path, authz):
+    fake, _ = cluster
+    deploy(serving(fake, tmp_path), replicas=1)
+    body = fake.get("rayservices", "iris", NS)
+    body = {**body, "metadata": {**{k: body["metadata"][k] for k in ("labels", "annotations")}, "name": "iris2",
+                                 "annotations": {**body["metadata"]["annotations"],
+                                                 "mlplatform.io/application": json.dumps({"args": {"candidate": {}}})}}}
+    r = as_notebook(fake, tmp_path, "create", "iris2", body)
+    authz.check("notebook SA (team-vision)", "create a RayService with a rollout record", r, allowed=False)
+    assert "is started, changed and ended by the platform service" in r.json()["message"]
+    KubernetesRollouts(lambda: CATALOG, api_client=hub_client(fake, tmp_path)).start(
+        TEAM, "iris", model_version="2", requested_uri="models:/iris/2", rollout=rollout(mode="shadow"),
+        inference_log=LOG)
+    authz.check("notebook SA (team-vision)", "delete its RayService in rollout", as_notebook(
+        fake, tmp_path, "delete", "iris"), allowed=True)
 
 
 def test_a_traffic_map_that_cannot_be_written_leaves_no_candidate(cluster, tmp_path):

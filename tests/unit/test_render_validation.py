@@ -54,11 +54,11 @@ def test_every_core_object_passes_kubernetes_strict_validation():
     docs = documents(load_catalog(EXAMPLE, environ={}))
     checked = [(source, obj) for path, (source, objects) in docs.items() if not path.startswith("helm-values/")
                for obj in objects]
-    # the hub's cluster RBAC, two admission policies and their bindings, the workload webhook with the role
+    # the hub's cluster RBAC, three admission policies and their bindings, the workload webhook with the role
     # and binding that let the hub set its CA, MLflow's auth.ini, three pre-pull pools, two teams of 14 objects, the
     # rollout gateways' ConfigMap and ServiceAccount, the Roles and bindings of the traffic maps (the gateways read,
     # the hub writes) and each team's gateway (Deployment, Service, NetworkPolicy)
-    assert len(checked) == 2 + 4 + 3 + 1 + 3 + 2 * 14 + 2 + 4 + 2 * 3
+    assert len(checked) == 2 + 6 + 3 + 1 + 3 + 2 * 14 + 2 + 4 + 2 * 3
     assert [p for source, obj in checked for p in object_problems(source, obj)] == []
 
 
