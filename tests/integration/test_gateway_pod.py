@@ -114,6 +114,8 @@ def test_the_pod_fronts_its_teams_endpoints_and_ships_only_its_teams_evidence(po
 
 def test_the_pod_ends_when_haproxy_does(pod):
     proc, directory, _ = pod
+    while "listens on" not in proc.stdout.readline():  # its start is over (it probes the admin socket too)
+        assert proc.poll() is None
     master = int(subprocess.run(["pgrep", "-f", f"{directory}/haproxy/haproxy.cfg"], capture_output=True, text=True
                                 ).stdout.split()[0])
     os.kill(master, signal.SIGKILL)
