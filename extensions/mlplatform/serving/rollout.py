@@ -30,7 +30,6 @@ MODES = ("shadow", "canary", "off")
 LIVE_MODES = ("shadow", "canary")  # the candidate gets traffic (the live gates read the inference log)
 KEY_HEADER = "X-Rollout-Key"  # pins a caller to a side in canary mode
 SIDE_HEADER = "X-Rollout-Side"  # which side answered: champion | candidate
-CHAMPION, CANDIDATE = "champion", "candidate"
 
 
 @dataclass(frozen=True)
