@@ -344,14 +344,14 @@ class LocalServing:
         return self._change_application(name, change, undo)
 
     def set_rollout(self, name: str, rollout: Rollout) -> dict:
-        """Another mode or share for the rollout of `name`: the champion's user_config, in place."""
+        """Another mode or share for the rollout of `name`: its record, and the gateway's map (no Serve change)."""
         def change(record: dict) -> dict:
             self._rollout_of(name, record)
             return with_rollout(record["application"], rollout)
         return self._change_application(name, change)
 
     def set_inference_log(self, name: str, inference_log: Mapping[str, Any] | None) -> dict:
-        """The rollout's inference log on with these settings, or off (None): the champion's user_config, in place."""
+        """The rollout's inference log on with these settings, or off (None): its record, and the gateway's map."""
         def change(record: dict) -> dict:
             self._rollout_of(name, record)
             return with_inference_log(record["application"], inference_log)
