@@ -41,34 +41,38 @@ _ENV_SECRETS = ("variables.containers.filter(c, (has(c.env) && c.env.exists(e, h
                 ".map(c, c.name)")
 
 
+def _admission_policy(name: str, rules: list[tuple[str, str, list[str]]], variables: list[dict[str, str]],
+                      validations: list[dict[str, str]]) -> dict[str, Any]:
+    """A ValidatingAdmissionPolicy on CREATE and UPDATE of the (API group, version, resources) of `rules`, failing
+    closed (an evaluation error denies)."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": labels()},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [
+                     {"apiGroups": [group], "apiVersions": [version], "operations": ["CREATE", "UPDATE"],
+                      "resources": resources} for group, version, resources in rules]},
+                 "variables": variables, "validations": validations},
+    }
+
+
 def server_token_policy(catalog: Catalog) -> dict[str, Any]:
     hub = f"system:serviceaccount:{catalog.kubernetes.hub_namespace}:{HUB_SERVICE_ACCOUNT}"
     message = (f"only the hub ({hub}) may create pods that use a notebook server's API token "
                f"(Secrets named *{SUFFIX})")
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": SERVER_TOKEN_POLICY, "labels": labels()},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                "resources": ["pods", "pods/ephemeralcontainers"]}]},
-            "variables": [
-                {"name": "fromHub", "expression": f"request.userInfo.username == '{hub}'"},
-                {"name": "containers", "expression": _CONTAINERS},
-                {"name": "volumesWithTokens", "expression": _VOLUME_SECRETS.format(s=SUFFIX)},
-                {"name": "containersWithTokens", "expression": _ENV_SECRETS.format(s=SUFFIX)},
-            ],
-            "validations": [
-                {"expression": "variables.fromHub || size(variables.volumesWithTokens) == 0",
-                 "messageExpression": f'"{message}: volumes " + variables.volumesWithTokens.join(", ")',
-                 "reason": "Forbidden"},
-                {"expression": "variables.fromHub || size(variables.containersWithTokens) == 0",
-                 "messageExpression": f'"{message}: containers " + variables.containersWithTokens.join(", ")',
-                 "reason": "Forbidden"},
-            ],
-        },
-    }
+    return _admission_policy(SERVER_TOKEN_POLICY, [("", "v1", ["pods", "pods/ephemeralcontainers"])], [
+        {"name": "fromHub", "expression": f"request.userInfo.username == '{hub}'"},
+        {"name": "containers", "expression": _CONTAINERS},
+        {"name": "volumesWithTokens", "expression": _VOLUME_SECRETS.format(s=SUFFIX)},
+        {"name": "containersWithTokens", "expression": _ENV_SECRETS.format(s=SUFFIX)},
+    ], [
+        {"expression": "variables.fromHub || size(variables.volumesWithTokens) == 0",
+         "messageExpression": f'"{message}: volumes " + variables.volumesWithTokens.join(", ")',
+         "reason": "Forbidden"},
+        {"expression": "variables.fromHub || size(variables.containersWithTokens) == 0",
+         "messageExpression": f'"{message}: containers " + variables.containersWithTokens.join(", ")',
+         "reason": "Forbidden"},
+    ])
 
 
 # --- RayServices and SparkApplications only as the platform's builders make them ------------------------
@@ -91,37 +95,27 @@ def workload_policy(catalog: Catalog) -> dict[str, Any]:
     spark_images = ("[object.spec.image] + (has(object.spec.driver.image) ? [object.spec.driver.image] : [])"
                     " + (has(object.spec.executor.image) ? [object.spec.executor.image] : [])")
     is_ray, is_spark = "request.resource.resource == 'rayservices'", "request.resource.resource == 'sparkapplications'"
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": WORKLOAD_POLICY, "labels": labels()},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [
-                {"apiGroups": ["ray.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
-                 "resources": ["rayservices"]},
-                {"apiGroups": ["sparkoperator.k8s.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
-                 "resources": ["sparkapplications"]}]},
-            "variables": [{"name": "rayPods", "expression": f"{is_ray} ? {ray_pods} : []"}],
-            "validations": [
-                {"expression": f"variables.rayPods.all(p, has(p.serviceAccountName) "
-                               f"&& p.serviceAccountName == '{k8s.serving_service_account}')",
-                 "message": f"a RayService's pods run as {k8s.serving_service_account}", "reason": "Forbidden"},
-                {"expression": f"variables.rayPods.all(p, p.containers.all(c, c.image in {serving_images}))",
-                 "message": f"a RayService's containers run the platform's serving images {serving_images}",
-                 "reason": "Forbidden"},
-                {"expression": f"!({is_spark}) || (has(object.spec.driver.serviceAccount) "
-                               f"&& object.spec.driver.serviceAccount == '{k8s.spark_service_account}')",
-                 "message": f"a SparkApplication's driver runs as {k8s.spark_service_account}", "reason": "Forbidden"},
-                {"expression": f"!({is_spark}) || ({spark_images}).all(i, i == '{k8s.images.spark}')",
-                 "message": f"a SparkApplication runs the platform's Spark image {k8s.images.spark}",
-                 "reason": "Forbidden"},
-                {"expression": f"!({is_spark}) || !has(object.spec.sparkConf) "
-                               "|| object.spec.sparkConf.all(k, !k.startsWith('spark.kubernetes.'))",
-                 "message": "spark.kubernetes.* settings (pod templates, service accounts, images, volumes) are "
-                            "the platform's", "reason": "Forbidden"},
-            ],
-        },
-    }
+    return _admission_policy(WORKLOAD_POLICY, [("ray.io", "*", ["rayservices"]),
+                                               ("sparkoperator.k8s.io", "*", ["sparkapplications"])], [
+        {"name": "rayPods", "expression": f"{is_ray} ? {ray_pods} : []"},
+    ], [
+        {"expression": f"variables.rayPods.all(p, has(p.serviceAccountName) "
+                       f"&& p.serviceAccountName == '{k8s.serving_service_account}')",
+         "message": f"a RayService's pods run as {k8s.serving_service_account}", "reason": "Forbidden"},
+        {"expression": f"variables.rayPods.all(p, p.containers.all(c, c.image in {serving_images}))",
+         "message": f"a RayService's containers run the platform's serving images {serving_images}",
+         "reason": "Forbidden"},
+        {"expression": f"!({is_spark}) || (has(object.spec.driver.serviceAccount) "
+                       f"&& object.spec.driver.serviceAccount == '{k8s.spark_service_account}')",
+         "message": f"a SparkApplication's driver runs as {k8s.spark_service_account}", "reason": "Forbidden"},
+        {"expression": f"!({is_spark}) || ({spark_images}).all(i, i == '{k8s.images.spark}')",
+         "message": f"a SparkApplication runs the platform's Spark image {k8s.images.spark}",
+         "reason": "Forbidden"},
+        {"expression": f"!({is_spark}) || !has(object.spec.sparkConf) "
+                       "|| object.spec.sparkConf.all(k, !k.startsWith('spark.kubernetes.'))",
+         "message": "spark.kubernetes.* settings (pod templates, service accounts, images, volumes) are "
+                    "the platform's", "reason": "Forbidden"},
+    ])
 
 
 # --- a RayService in a rollout changes through the platform only ---------------------------------------------------
@@ -147,28 +141,19 @@ def rollout_policy(catalog: Catalog) -> dict[str, Any]:
     platform = [f"system:serviceaccount:{catalog.kubernetes.hub_namespace}:{HUB_SERVICE_ACCOUNT}"]
     if catalog.gitops is not None:
         platform.append(f"system:serviceaccount:{catalog.gitops.argocd.namespace}:{ARGOCD_CONTROLLER}")
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": ROLLOUT_POLICY, "labels": labels()},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [
-                {"apiGroups": ["ray.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
-                 "resources": ["rayservices"]}]},
-            "variables": [{"name": "record", "expression": _record("oldObject")},
-                          {"name": "newRecord", "expression": _record("object")},
-                          {"name": "byPlatform", "expression": f"request.userInfo.username in {_quoted(platform)}"}],
-            "validations": [
-                {"expression": "variables.byPlatform || variables.newRecord == variables.record",
-                 "message": f"a RayService's rollout ({ROLLOUT_RECORD}) is started, changed and ended by the "
-                            "platform service (mlplatform.serving.rollouts)", "reason": "Forbidden"},
-                {"expression": "variables.byPlatform || variables.record == '' "
-                               "|| object.spec.serveConfigV2 == oldObject.spec.serveConfigV2",
-                 "message": "this RayService is in a rollout: what it serves changes through the platform service "
-                            "only; promote or abort the rollout first", "reason": "Forbidden"},
-            ],
-        },
-    }
+    return _admission_policy(ROLLOUT_POLICY, [("ray.io", "*", ["rayservices"])], [
+        {"name": "record", "expression": _record("oldObject")},
+        {"name": "newRecord", "expression": _record("object")},
+        {"name": "byPlatform", "expression": f"request.userInfo.username in {_quoted(platform)}"},
+    ], [
+        {"expression": "variables.byPlatform || variables.newRecord == variables.record",
+         "message": f"a RayService's rollout ({ROLLOUT_RECORD}) is started, changed and ended by the "
+                    "platform service (mlplatform.serving.rollouts)", "reason": "Forbidden"},
+        {"expression": "variables.byPlatform || variables.record == '' "
+                       "|| object.spec.serveConfigV2 == oldObject.spec.serveConfigV2",
+         "message": "this RayService is in a rollout: what it serves changes through the platform service "
+                    "only; promote or abort the rollout first", "reason": "Forbidden"},
+    ])
 
 
 def binding(policy: str) -> dict[str, Any]:
