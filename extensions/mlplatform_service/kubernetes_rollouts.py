@@ -80,10 +80,13 @@ class KubernetesRollouts:
         catalog = self.catalog()
         if team not in catalog.teams:
             raise DeploymentNotFound(f"team {team!r} is not a team of the catalog")
+        config = KubernetesServingConfig(namespace=catalog.teams[team].namespace, team=team, user="platform")
+        return KubernetesServing(config, api_client=self._api())
+
+    def _api(self):
         if self._client is None:  # once: the API client keeps its connections
             self._client = kube.connect()
-        config = KubernetesServingConfig(namespace=catalog.teams[team].namespace, team=team, user="platform")
-        return KubernetesServing(config, api_client=self._client)
+        return self._client
 
     def status(self, team, name):
         return _routed(self._serving(team).status(name), self._maps().read(team).get(name))
@@ -92,10 +95,10 @@ class KubernetesRollouts:
         """The endpoints in rollout, each team's map cleaned of endpoints no longer in rollout (deleted, or their
         rollout ended by a GitOps merge): read before the RayServices, so an entry that start() adds meanwhile is
         of a RayService already in rollout (start patches first, then maps)."""
-        endpoints = []
+        endpoints, maps = [], {}
         for team in self.catalog().teams:
             try:
-                mapped = self._maps().read(team)
+                maps[team] = mapped = self._maps().read(team)
                 in_rollout = self._serving(team).in_rollout()
                 for name in sorted(set(mapped) - set(in_rollout)):
                     log.info("%s/%s is no longer in rollout: out of its team's traffic map", team, name)
@@ -104,7 +107,9 @@ class KubernetesRollouts:
                 log.exception("the rollouts of team %s could not be read; they are checked at the next pass", team)
                 continue
             endpoints += [(team, name) for name in in_rollout]
-        return _statuses(self.status, endpoints)
+        # Each status with its team's map as read above (one read per team and pass, not one per endpoint).
+        return _statuses(lambda team, name: _routed(self._serving(team).status(name), maps[team].get(name)),
+                         endpoints)
 
     # --- each change: the RayService (a patch, or in GitOps mode a commit) and the team's traffic map ------
     def start(self, team, name, *, model_version, requested_uri, rollout, inference_log, actor=PLATFORM):
@@ -194,9 +199,7 @@ class KubernetesRollouts:
         return self._serving(team).change_application(name, change)
 
     def _maps(self) -> TrafficMaps:
-        if self._client is None:
-            self._client = kube.connect()
-        return TrafficMaps(self._client, self.catalog().kubernetes.hub_namespace)
+        return TrafficMaps(self._api(), self.catalog().kubernetes.hub_namespace)
 
     def _gitops(self) -> bool:
         """Whether changes are commits; in GitOps mode without a repository, nothing is changed at all."""
