@@ -42,16 +42,23 @@ def s3(tmp_path_factory):
         yield url, keys
 
 
+def pod_catalog(tmp_path: Path, s3_url: str, *, flush_seconds: float) -> Path:
+    """The example catalog with S3 at `s3_url` and the inference log's batches every `flush_seconds`, written to
+    `tmp_path` for the pod process (MLPLATFORM_CATALOG)."""
+    data = yaml.safe_load((ROOT / "helm-values" / "platform.yaml").read_text())
+    data["storage"]["s3"]["endpoint_url"] = s3_url
+    data.setdefault("serving", {}).setdefault("inference_log", {}).update(batch_rows=1000, flush_seconds=flush_seconds)
+    catalog = tmp_path / "platform.yaml"
+    catalog.write_text(yaml.safe_dump(data))
+    return catalog
+
+
 @pytest.fixture
 def pod(s3, tmp_path):
     """`mlplatform-gateway --team team-vision` with the example catalog's team and S3 at SeaweedFS; (process,
     its directory, the admin S3 client)."""
     url, keys = s3
-    data = yaml.safe_load((ROOT / "helm-values" / "platform.yaml").read_text())
-    data["storage"]["s3"]["endpoint_url"] = url
-    data.setdefault("serving", {}).setdefault("inference_log", {}).update(batch_rows=1000, flush_seconds=60)
-    catalog = tmp_path / "platform.yaml"
-    catalog.write_text(yaml.safe_dump(data))
+    catalog = pod_catalog(tmp_path, url, flush_seconds=60)
     env = {**os.environ, "MLPLATFORM_CATALOG": str(catalog), "AWS_ACCESS_KEY_ID": keys["s3_access_key"],
            "AWS_SECRET_ACCESS_KEY": keys["s3_secret_key"]}
     directory = tmp_path / "run"

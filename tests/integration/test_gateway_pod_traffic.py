@@ -13,15 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import SimpleNamespace
 
 import kubernetes
 import pytest
 import requests
-import yaml
 from mlplatform.serving.gateway import Traffic
 from mlplatform.serving.inference_log import read_window
 from mlplatform.serving.kubernetes import KubernetesServing, KubernetesServingConfig
@@ -41,12 +37,12 @@ from mlplatform_service.traffic_maps import TrafficMaps
 from ..support.dns_server import dns_server
 from ..support.fake_kube import FakeKube
 from ..support.gitops_service import caller
+from ..support.promotion import Registry
 from ..support.rendered_cluster import CATALOG, load_rendered_cluster
 from ..support.seaweedfs_server import seaweedfs_server
-from .test_gateway_pod import admin
+from .test_gateway_pod import admin, pod_catalog
 from .test_rollout_gateway import Serve
 
-ROOT = Path(__file__).resolve().parents[2]
 BASE = int(os.environ.get("MLPLATFORM_TEST_PORT_BASE", "25800")) + 5400  # … + 5499
 REGION, BUCKET = "eu-central-1", "ml-platform-example"
 GATEWAY, SERVE, DNS = BASE + 1, BASE + 2, BASE + 3
@@ -89,11 +85,7 @@ def pod(s3, cluster, maps, tmp_path):
     example catalog, S3 at SeaweedFS and a kubeconfig of the gateways' account on `fake` (the module's cluster
     unless given); (process, its directory, the admin S3 client, the token)."""
     url, keys = s3
-    data = yaml.safe_load((ROOT / "helm-values" / "platform.yaml").read_text())
-    data["storage"]["s3"]["endpoint_url"] = url
-    data.setdefault("serving", {}).setdefault("inference_log", {}).update(batch_rows=1000, flush_seconds=2)
-    catalog = tmp_path / "platform.yaml"
-    catalog.write_text(yaml.safe_dump(data))
+    catalog = pod_catalog(tmp_path, url, flush_seconds=2)  # the controller's test reads the evidence while it runs
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}  # this test's kubeconfig only
     env.update(MLPLATFORM_CATALOG=str(catalog), AWS_ACCESS_KEY_ID=keys["s3_access_key"],
                AWS_SECRET_ACCESS_KEY=keys["s3_secret_key"])
@@ -244,14 +236,6 @@ def test_the_map_of_another_team_is_not_applied(pod, maps, cluster):
     time.sleep(1)
     assert answers()[0] == "champion" and admin(directory).traffic() == {}
     cluster.delete("configmaps", gateway_traffic("team-nlp"), HUB)
-
-
-class Registry:
-    """The promotion engine as Rollouts.start uses it: MLflow knows the candidate version."""
-
-    @contextmanager
-    def guarded_mlflow(self, team, nothing_done):
-        yield SimpleNamespace(get_model_version=lambda model, version: SimpleNamespace(version=version))
 
 
 def test_the_controller_rolls_a_breaching_canary_back_through_the_teams_gateway(pod, maps, cluster, tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -33,6 +32,7 @@ from hub_config.render.admission import ROLLOUT_POLICY, binding, rollout_policy
 
 from ..support.git_server import git_server
 from ..support.gitops_service import InProcessGitOps, caller
+from ..support.promotion import Registry
 from ..support.rendered_cluster import CATALOG
 from .test_gitops_kubernetes import NS, PATH, TEAM, TOKEN, USER, Setup, deploy
 from .test_serving_kubernetes import operator_running
@@ -56,14 +56,6 @@ def setup(git, fake_kube, kubeconfig, tmp_path, request):
     fake_kube.namespace(CATALOG.kubernetes.hub_namespace)  # the teams' traffic maps (the service's writes)
     return Setup(git, fake_kube, tmp_path, request.node.name.replace("[", "-").replace("]", ""),
                  mode=mode.args[0] if mode else "direct")
-
-
-class Registry:
-    """The promotion engine as Rollouts.start uses it: MLflow knows the candidate version."""
-
-    @contextmanager
-    def guarded_mlflow(self, team, nothing_done):
-        yield SimpleNamespace(get_model_version=lambda model, version: SimpleNamespace(version=version))
 
 
 def backend(setup: Setup) -> KubernetesRollouts:

@@ -8,6 +8,9 @@ through the hub-managed service are in tests/integration/test_platform_service.p
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 from mlplatform_core.catalog import Promotion, load_catalog
 
 from hub_config.catalog import DEFAULT_CATALOG
@@ -32,3 +35,11 @@ def engine(platform, tmp_path, *, tracking_uri: str | None = None, promotion: Pr
     sessions = connect(f"sqlite:///{tmp_path / 'platform.sqlite'}")
     mlflow = mlflow or PlatformMlflow(tracking_uri or platform.mlflow_url, None, workspaces=False)
     return Promotions(catalog=lambda: catalog, audit=AuditLog(sessions), cards=CardStore(sessions), mlflow=mlflow)
+
+
+class Registry:
+    """The promotion engine as Rollouts.start uses it, where no MLflow runs: every candidate version exists."""
+
+    @contextmanager
+    def guarded_mlflow(self, team, nothing_done):
+        yield SimpleNamespace(get_model_version=lambda model, version: SimpleNamespace(version=version))
