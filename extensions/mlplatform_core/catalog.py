@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from . import images
 from .catalog_gitops import Gitops
-from .names import DNS_LABEL_PATTERN
+from .names import CLUSTER_DOMAIN, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN
 from .quantities import parse_cpu, parse_memory
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -356,6 +356,13 @@ def _cidr(value: str) -> str:
         raise ValueError(f"{value!r} is not a network in CIDR notation such as 10.244.0.0/16 ({e})") from None
 
 
+def _dns_subdomain(value: str) -> str:
+    if not re.match(DNS_SUBDOMAIN_PATTERN, value):
+        raise ValueError("must be a DNS domain such as cluster.local: dot-separated DNS labels (lowercase letters, "
+                         "digits and '-'), no trailing dot, at most 253 characters")
+    return value
+
+
 class GatewaySettings(_Model):
     """`kubernetes.gateway`: each team's rollout gateway (hub_config/render/gateway.py), where callers reach the
     team's endpoints and the platform records the evidence of its rollouts."""
@@ -370,6 +377,8 @@ class KubernetesSettings(_Model):
     """How the platform runs on a cluster (platform.backend: kubernetes); `mlplatform render` reads it."""
 
     hub_namespace: Slug = "jupyterhub"
+    # The cluster's DNS domain (the kubelet's --cluster-domain): Services are <name>.<namespace>.svc.<domain>.
+    cluster_domain: Annotated[str, AfterValidator(_dns_subdomain)] = CLUSTER_DOMAIN
     # Public URL of the hub (OAuth callback: <public_url>/hub/oauth_callback).
     public_url: str = "https://jupyter.example.org"
     # Service account of single-user pods in every team namespace; RBAC lets it manage RayService and

@@ -13,6 +13,10 @@ import re
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 MAX_DNS_LABEL = 63
+# A DNS subdomain (RFC 1123): dot-separated DNS labels, 253 characters at most, e.g. a cluster's domain.
+DNS_SUBDOMAIN_PATTERN = r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+# The kubelet's default --cluster-domain: what a Service's name ends with (catalog `kubernetes.cluster_domain`).
+CLUSTER_DOMAIN = "cluster.local"
 # KubeRay gives a RayService's cluster a 6-character suffix and its services "-serve-svc"; a Spark
 # application id is `<name>-<8 hex>` and the operator names its UI service `<app id>-ui-svc`.
 MAX_SERVING_NAME = 47
@@ -43,9 +47,14 @@ GATEWAY_RUN_DIRECTORY = "/run/mlplatform-gateway"  # an emptyDir of its pod: soc
 MAX_TEAM_WITH_GATEWAY = MAX_DNS_LABEL - len(GATEWAY_PREFIX)
 
 
-def gateway_host(team: str, hub_namespace: str) -> str:
+def service_host(service: str, namespace: str, cluster_domain: str = CLUSTER_DOMAIN) -> str:
+    """A Service's fully qualified name, as pods of the cluster call it (no search list to walk)."""
+    return f"{service}.{namespace}.svc.{cluster_domain}"
+
+
+def gateway_host(team: str, hub_namespace: str, cluster_domain: str = CLUSTER_DOMAIN) -> str:
     """The team's gateway Service, host:port, as pods of the cluster call it."""
-    return f"{GATEWAY_PREFIX}{team}.{hub_namespace}.svc.cluster.local:{GATEWAY_PORT}"
+    return f"{service_host(GATEWAY_PREFIX + team, hub_namespace, cluster_domain)}:{GATEWAY_PORT}"
 
 
 def gateway_traffic(team: str) -> str:

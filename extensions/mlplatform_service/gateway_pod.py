@@ -35,7 +35,7 @@ from mlplatform import kube
 from mlplatform.serving.gateway import ENDPOINT, Gateway, GatewayError, GatewaySpec
 from mlplatform_core.catalog import Catalog, CatalogError, cached_catalog
 from mlplatform_core.contract import variable
-from mlplatform_core.names import GATEWAY_PORT, GATEWAY_RUN_DIRECTORY, SERVE_PORT
+from mlplatform_core.names import GATEWAY_PORT, GATEWAY_RUN_DIRECTORY, SERVE_PORT, service_host
 
 from .evidence import EvidenceShipper, platform_s3, team_logs
 from .traffic_watch import TrafficWatch
@@ -48,8 +48,8 @@ def gateway_spec(catalog: Catalog, team: str, *, listen: tuple[str, int] = ("0.0
                  log_socket: Path | None = None, nameservers: tuple[tuple[str, int], ...] = (),
                  serve_port: int = SERVE_PORT) -> GatewaySpec:
     """The team's gateway: every endpoint of the team's namespace at KubeRay's serve Service."""
-    namespace = catalog.teams[team].namespace
-    return GatewaySpec(listen=listen, upstream=(f"{ENDPOINT}-serve-svc.{namespace}.svc.cluster.local", serve_port),
+    upstream = service_host(f"{ENDPOINT}-serve-svc", catalog.teams[team].namespace, catalog.kubernetes.cluster_domain)
+    return GatewaySpec(listen=listen, upstream=(upstream, serve_port),
                        log_socket=log_socket, nameservers=nameservers)
 
 

@@ -87,7 +87,8 @@ def model_component(catalog: Catalog, *, team: str, group: str, namespace: str, 
     """The Backstage Component of a served model: owned by the team's group, linking its endpoint, the MLflow
     model and the version's page, where its model card's fields (catalog promotion.model_card_fields) are tags."""
     mlflow = catalog.mlflow.tracking_uri.rstrip("/")
-    gateway = gateway_host(team, catalog.kubernetes.hub_namespace)  # where callers reach it (gateway.py)
+    # Where callers reach it (gateway.py).
+    gateway = gateway_host(team, catalog.kubernetes.hub_namespace, catalog.kubernetes.cluster_domain)
     endpoint = KubernetesServing(KubernetesServingConfig(namespace=namespace, team=team, user="", gateway=gateway)
                                  ).url(name)
     return {

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlplatform_core.catalog import Catalog
-from mlplatform_core.names import TEAM_LABEL
+from mlplatform_core.names import TEAM_LABEL, service_host
 
 from .cluster import hub_cluster_role_binding
 from .common import HUB_SERVICE, labels
@@ -28,7 +28,7 @@ CA_WRITER = "mlplatform-hub-webhook-ca"
 def webhook_hosts(catalog: Catalog) -> list[str]:
     """The names the API server calls the hub Service by (the serving certificate holds them)."""
     namespace = catalog.kubernetes.hub_namespace
-    return [f"{HUB_SERVICE}.{namespace}.svc", f"{HUB_SERVICE}.{namespace}.svc.cluster.local"]
+    return [f"{HUB_SERVICE}.{namespace}.svc", service_host(HUB_SERVICE, namespace, catalog.kubernetes.cluster_domain)]
 
 
 def workload_webhook(catalog: Catalog) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def test_parse_cpu_rejects_zero_and_words():
 def test_kubernetes_section_defaults_and_team_cpu_memory_quota():
     catalog = load_catalog(DEFAULT_CATALOG, environ={})
     assert catalog.kubernetes.model_dump() == {
-        "hub_namespace": "jupyterhub", "public_url": "https://jupyter.example.org",
+        "hub_namespace": "jupyterhub", "cluster_domain": "cluster.local", "public_url": "https://jupyter.example.org",
         "service_account": "mlplatform-notebook", "spark_service_account": "mlplatform-spark",
         "serving_service_account": "mlplatform-serving",
         "service_account_issuer": None, "service_account_jwks_url": None,  # RayService pods' tokens for MLflow

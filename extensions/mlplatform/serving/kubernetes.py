@@ -44,6 +44,7 @@ from mlplatform_core.catalog import CatalogError
 from mlplatform_core import mlflow_token
 from mlplatform_core.contract import PlatformEnvironment
 from mlplatform_core.names import (
+    CLUSTER_DOMAIN,
     COMPONENT_LABEL,
     GPU_TYPE_LABEL,
     MANAGED_BY,
@@ -56,6 +57,7 @@ from mlplatform_core.names import (
     annotation_key,
     gateway_host,
     label_value,
+    service_host,
 )
 from mlplatform_core.timestamps import now
 
@@ -96,6 +98,7 @@ class KubernetesServingConfig:
     # The team's rollout gateway (host:port, hub_config/render/gateway.py), where callers reach its endpoints;
     # None without a catalog: KubeRay's serve Service of each endpoint.
     gateway: str | None = None
+    cluster_domain: str = CLUSTER_DOMAIN
 
     @classmethod
     def for_environment(cls, environment: PlatformEnvironment) -> KubernetesServingConfig:
@@ -136,7 +139,8 @@ class KubernetesServingConfig:
                    tolerations=tuple(json.dumps(t.model_dump(exclude_none=True)) for t in gpu.tolerations)
                    if gpu else (),
                    mlflow_token=mlflow_token.enabled(catalog),
-                   gateway=gateway_host(team, catalog.kubernetes.hub_namespace))
+                   gateway=gateway_host(team, catalog.kubernetes.hub_namespace, catalog.kubernetes.cluster_domain),
+                   cluster_domain=catalog.kubernetes.cluster_domain)
 
 
 class KubernetesServing:
@@ -274,7 +278,8 @@ class KubernetesServing:
         by DNS), else at that Service."""
         if self.config.gateway:
             return f"http://{self.config.gateway}/{name}"
-        return f"http://{name}-serve-svc.{self.config.namespace}.svc.cluster.local:{SERVE_PORT}/{name}"
+        return f"http://{service_host(f'{name}-serve-svc', self.config.namespace, self.config.cluster_domain)}:" \
+               f"{SERVE_PORT}/{name}"
 
     # --- rollout (rollout.py): a candidate beside the champion, in the same RayService -------------
     # The platform service calls these (mlplatform_service/kubernetes_rollouts.py), and routes the traffic in the

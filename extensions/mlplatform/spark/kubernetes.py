@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 from mlplatform_core import images, mlflow_token
 from mlplatform_core.catalog import CatalogError
 from mlplatform_core.contract import PlatformEnvironment
-from mlplatform_core.names import APP_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, USER_LABEL, annotation_key, label_value
+from mlplatform_core.names import (APP_NAME_LABEL, CLUSTER_DOMAIN, MANAGED_BY, MANAGED_BY_LABEL, USER_LABEL,
+                                   annotation_key, label_value, service_host)
 from mlplatform_core.timestamps import now
 
 from .. import kube
@@ -58,6 +59,7 @@ class KubernetesSparkConfig:
     image: str = images.SPARK
     service_account: str = "mlplatform-spark"
     mlflow_token: bool = False  # drivers and executors reach MLflow with a token projected for it
+    cluster_domain: str = CLUSTER_DOMAIN  # of the driver's UI Service's name
 
     @classmethod
     def for_environment(cls, environment: PlatformEnvironment) -> KubernetesSparkConfig:
@@ -79,10 +81,12 @@ class KubernetesSparkConfig:
 
     @staticmethod
     def for_catalog(catalog, config: KubernetesSparkConfig) -> KubernetesSparkConfig:
-        """`config` with the catalog's Spark image, drivers' service account and MLflow token setting (pure)."""
+        """`config` with the catalog's Spark image, drivers' service account, MLflow token setting and cluster
+        domain (pure)."""
         return dataclasses.replace(config, image=catalog.kubernetes.images.spark,
                                    service_account=catalog.kubernetes.spark_service_account,
-                                   mlflow_token=mlflow_token.enabled(catalog))
+                                   mlflow_token=mlflow_token.enabled(catalog),
+                                   cluster_domain=catalog.kubernetes.cluster_domain)
 
 
 class KubernetesSparkBackend:
@@ -245,7 +249,8 @@ class KubernetesSparkBackend:
             "backend": self.name, "user": kube.annotation(app, "user"), "state": state,
             "submitted_at": kube.annotation(app, "submitted-at") or meta.get("creationTimestamp"),
             "finished_at": status.get("terminationTime") if state in TERMINAL_STATES else None,
-            "ui_url": _ui_url(driver, meta.get("namespace", "")) if state == RUNNING else None,
+            "ui_url": _ui_url(driver, meta.get("namespace", ""), self.config.cluster_domain)
+            if state == RUNNING else None,
             "message": message, "error": error, "job": job, "namespace": meta.get("namespace"),
             "operator_state": operator_state or None, "driver_pod": driver.get("podName"),
             "main_application_file": (app.get("spec") or {}).get("mainApplicationFile"),
@@ -302,13 +307,13 @@ def _is_uri(main_file: str) -> bool:
     return len(scheme) > 1 and scheme != "file"
 
 
-def _ui_url(driver: dict, namespace: str) -> str | None:
+def _ui_url(driver: dict, namespace: str, cluster_domain: str) -> str | None:
     """The Spark UI: the ingress when there is one (reachable from the browser), else its service."""
     if driver.get("webUIIngressAddress"):
         address = driver["webUIIngressAddress"]
         return address if "://" in address else f"http://{address}"
     if driver.get("webUIServiceName") and driver.get("webUIPort"):
-        return f"http://{driver['webUIServiceName']}.{namespace}.svc.cluster.local:{driver['webUIPort']}"
+        return f"http://{service_host(driver['webUIServiceName'], namespace, cluster_domain)}:{driver['webUIPort']}"
     if driver.get("webUIAddress"):
         return f"http://{driver['webUIAddress']}"
     return None
