@@ -12,8 +12,10 @@ What is counted (each side on its own: `side_stats`):
 - an error is an answer with HTTP status ≥ 500 (or none logged): the service failed. A 4xx is the caller's
   mistake (a malformed body, a missing column) and is the same for either model, so it is no SLO error
   (shown as `client_errors`).
-- latencies are those of every answer of the side, errors included (a caller waits for those too);
-  percentiles are numpy's (linear interpolation).
+- latencies are those of every answer of the side, errors included (a caller waits for those too), but its
+  warm-up: the side's first `warmup_requests` answers of its version in the window, which a replica that has
+  just started answers slowly (counted as `warmup`; their errors do count). Percentiles are numpy's (linear
+  interpolation).
 - only the side's current model version counts: the version of its latest record in the window. Answers
   of a version replaced within the window are left out (`other_versions`), so a new candidate is never
   promoted, nor rolled back, on its predecessor's answers.
@@ -32,8 +34,8 @@ model is expected to disagree sometimes.
 A rollback (`breach`) needs `min_requests_for_rollback` answers of the candidate: its error rate above
 `max_error_rate`, its p99 above `latency_slo_ms`, or above `max_p99_ratio` × the champion's p99 (the
 champion with at least `min_requests_for_rollback` answers too). A latency breach also needs at least
-MIN_SLOW_ANSWERS answers over the bound: with few answers a p99 is the slowest one, and one cold start
-must not roll a candidate back.
+MIN_SLOW_ANSWERS answers past the warm-up over the bound: with few answers a p99 is the slowest one, and one
+slow answer (a pause of the collector) must not roll a candidate back.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class SideStats:
     p99_ms: float | None
     rate_per_s: float | None  # answers per second over the window's span; None when it has none
     other_versions: int = 0  # answers of other versions of this side, left out
+    warmup: int = 0  # the side's first answers of its version, left out of its latencies
     # The answers' latencies, sorted (how many were slower than a bound); not in as_dict.
     latencies_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
@@ -87,7 +90,7 @@ class SideStats:
         return {"side": self.side, "model_version": self.model_version, "requests": self.requests,
                 "errors": self.errors, "client_errors": self.client_errors, "error_rate": _json(self.error_rate),
                 "p50_ms": _json(self.p50_ms), "p99_ms": _json(self.p99_ms), "rate_per_s": _json(self.rate_per_s),
-                "other_versions": self.other_versions}
+                "other_versions": self.other_versions, "warmup": self.warmup}
 
 
 @dataclass(frozen=True)
@@ -163,16 +166,17 @@ class LiveReport:
 # --- the numbers --------------------------------------------------------------------------------------------
 
 def side_stats(df: pd.DataFrame, side: str, *, now: datetime | None = None, window_seconds: float | None = None,
-               version: str | None = None) -> SideStats:
+               version: str | None = None, warmup: int = 0) -> SideStats:
     """`side`'s numbers in read_window's frame. `now` and `window_seconds` bound the window to [now −
     window_seconds, now) (records outside are left out) and set the span the rate is over: from the
     window's start or the frame's first record, whichever is later, to `now` (without `now`: the frame's
-    last record). `version`: the model version to count (default: that of the side's latest record)."""
+    last record). `version`: the model version to count (default: that of the side's latest record).
+    `warmup`: how many of its first answers are left out of its latencies."""
     if side not in SIDES:
         raise ValueError(f"side {side!r} is not allowed: give one of {', '.join(SIDES)}")
     frame = _window(_checked(df), now, window_seconds)
     since, until = _span(frame, now, window_seconds)
-    return _stats(*_current(frame, side, version), since, until, side=side)
+    return _stats(*_current(frame, side, version), since, until, side=side, warmup=warmup)
 
 
 def agreement(df: pd.DataFrame) -> Agreement | None:
@@ -203,8 +207,10 @@ def evaluate(df: pd.DataFrame, gates: LiveGates, *, reference: pd.DataFrame | No
     champion_rows, champion_version, champion_others = _current(frame, "champion", None)
     candidate_rows, candidate_version, candidate_others = _current(frame, "candidate", candidate_version)
     since, until = _span(frame, now, gates.window_seconds)
-    champion = _stats(champion_rows, champion_version, champion_others, since, until, side="champion")
-    candidate = _stats(candidate_rows, candidate_version, candidate_others, since, until, side="candidate")
+    champion = _stats(champion_rows, champion_version, champion_others, since, until, side="champion",
+                      warmup=gates.warmup_requests)
+    candidate = _stats(candidate_rows, candidate_version, candidate_others, since, until, side="candidate",
+                       warmup=gates.warmup_requests)
     import pandas as pd
 
     current = pd.concat([champion_rows, candidate_rows])
@@ -229,7 +235,8 @@ def breach(report_or_df: LiveReport | pd.DataFrame, gates: LiveGates, *, now: da
         return _breach(report_or_df.champion, report_or_df.candidate, gates)
     frame = _window(_checked(report_or_df), now, gates.window_seconds)
     since, until = _span(frame, now, gates.window_seconds)
-    sides = {side: _stats(*_current(frame, side, None), since, until, side=side) for side in SIDES}
+    sides = {side: _stats(*_current(frame, side, None), since, until, side=side, warmup=gates.warmup_requests)
+             for side in SIDES}
     return _breach(sides["champion"], sides["candidate"], gates)
 
 
@@ -288,9 +295,7 @@ def _error_rate_gate(candidate: SideStats, gates: LiveGates) -> Gate:
 def _p99_ratio_gate(champion: SideStats, candidate: SideStats, gates: LiveGates) -> Gate:
     limit = gates.max_p99_ratio
     if candidate.p99_ms is None or champion.p99_ms is None:
-        missing = "candidate" if candidate.p99_ms is None else "champion"
-        return Gate("p99_ratio", None, None, limit, f"waiting for data: the {missing} answered no requests in the "
-                    "window")
+        return Gate("p99_ratio", None, None, limit, _no_latencies(candidate if candidate.p99_ms is None else champion))
     ratio = _divide(candidate.p99_ms, champion.p99_ms)
     said = (f"the candidate's p99 latency {_ms(candidate.p99_ms)} is {_ratio(candidate.p99_ms, champion.p99_ms)} "
             f"the champion's {_ms(champion.p99_ms)}; allowed: at most {limit:g}×")
@@ -302,11 +307,17 @@ def _p99_ratio_gate(champion: SideStats, candidate: SideStats, gates: LiveGates)
     return Gate("p99_ratio", ratio <= limit, ratio, limit, said)
 
 
+def _no_latencies(stats: SideStats) -> str:
+    if not stats.requests:
+        return f"waiting for data: the {stats.side} answered no requests in the window"
+    return (f"waiting for data: the {stats.side}'s {stats.requests} answers in the window are all its warm-up (its "
+            f"first {stats.warmup}, left out of its latencies)")
+
+
 def _latency_slo_gate(candidate: SideStats, gates: LiveGates) -> Gate:
     limit = gates.latency_slo_ms
     if candidate.p99_ms is None:
-        return Gate("latency_slo", None, None, limit, "waiting for data: the candidate answered no requests in the "
-                    "window")
+        return Gate("latency_slo", None, None, limit, _no_latencies(candidate))
     said = f"the candidate's p99 latency is {_ms(candidate.p99_ms)}; allowed: at most {_ms(limit)}"
     if candidate.requests < gates.min_requests:
         return _waiting("latency_slo", candidate, gates, candidate.p99_ms, limit, said)
@@ -407,14 +418,15 @@ def _current(frame: pd.DataFrame, side: str, version: str | None) -> tuple[pd.Da
 
 
 def _stats(rows: pd.DataFrame, version: str | None, others: int, since: datetime | None, until: datetime | None,
-           *, side: str) -> SideStats:
+           *, side: str, warmup: int) -> SideStats:
+    """The numbers of one side's `rows` (in time order); the first `warmup` rows are left out of the latencies."""
     import numpy as np
 
     n = len(rows)
     status = rows["status"].to_numpy(dtype=float, na_value=np.nan)
     errors = int((np.isnan(status) | (status >= 500)).sum())
     client_errors = int(((status >= 400) & (status < 500)).sum())
-    latency = np.sort(rows["latency_ms"].to_numpy(dtype=float, na_value=np.nan))
+    latency = np.sort(rows["latency_ms"].to_numpy(dtype=float, na_value=np.nan)[warmup:])
     latency = latency[np.isfinite(latency)]
     p50 = float(np.percentile(latency, 50)) if len(latency) else None
     p99 = float(np.percentile(latency, 99)) if len(latency) else None
@@ -422,7 +434,8 @@ def _stats(rows: pd.DataFrame, version: str | None, others: int, since: datetime
     rate = n / seconds if n and seconds > 0 else None
     return SideStats(side=side, model_version=version if n else None, requests=n, errors=errors,
                      client_errors=client_errors, error_rate=errors / n if n else None, p50_ms=p50, p99_ms=p99,
-                     rate_per_s=rate, other_versions=others, latencies_ms=tuple(latency.tolist()))
+                     rate_per_s=rate, other_versions=others, warmup=min(warmup, n),
+                     latencies_ms=tuple(latency.tolist()))
 
 
 def _same_output(a: Any, b: Any) -> bool:

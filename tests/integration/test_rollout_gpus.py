@@ -234,7 +234,9 @@ def call(method, target, token=None, **kwargs):
 def test_only_the_platform_service_reserves_candidates(alice, hub, platform, authz):
     token = service_token(platform)
     admin = hub.login("admin")
-    alice_session = hub.login("alice")
+    # Not through `hub`, which stops the servers of whom it logged in at teardown: alice's server (the module's)
+    # holds the token the endpoint fixture deletes its endpoint with.
+    alice_session = HubClient(platform).login("alice")
     others = {"alice's server token": alice["JUPYTERHUB_API_TOKEN"], "admin's API token (all their scopes)":
               admin.new_token(), "no credentials": None}
     # A champion of alice's (the gpu-reservations endpoint of her server) to size a candidate by.

@@ -166,14 +166,31 @@ def test_too_few_answers_never_roll_back_and_are_not_promotable():
     assert breach(frame(rows), GATES).startswith("candidate error rate 100% (20 of 20 answers")
 
 
-def test_one_cold_start_does_not_roll_back_two_slow_answers_do():
+def test_a_fresh_replicas_warm_up_does_not_roll_back_nor_one_slow_answer_after_it_two_do():
     rows = shadow(60)
     candidates = [r for r in rows if r["side"] == "candidate"]
-    candidates[0]["latency_ms"] = 2500.0  # the first request loads the model
-    assert side_stats(frame(rows), "candidate").p99_ms > 1000
+    for i, latency in enumerate([67.3, 81.7, 83.5, 91.1, 99.8, 106.8, 83.2, 86.6]):  # measured (live_gates.py)
+        candidates[i]["latency_ms"] = latency * 10  # a replica loading its model: its first answers are slow
+    assert side_stats(frame(rows), "candidate").p99_ms > 800
+    warm = side_stats(frame(rows), "candidate", warmup=GATES.warmup_requests)
+    assert (warm.requests, warm.warmup, warm.p99_ms < 40) == (60, 20, True)
+    assert breach(frame(rows), GATES) is None
+    without_warmup = breach(frame(rows), LiveGates(warmup_requests=0))
+    assert without_warmup.startswith("candidate p99 1") and without_warmup.endswith("(allowed: 1.5×) over 60 requests")
+    candidates[30]["latency_ms"] = 2500.0  # one slow answer past the warm-up: a pause of the collector
     assert breach(frame(rows), GATES) is None
     candidates[40]["latency_ms"] = 2500.0
     assert breach(frame(rows), GATES).startswith("candidate p99 2500 ms is ")
+
+
+def test_the_warm_up_counts_errors_and_a_side_with_only_warm_up_answers_waits():
+    rows = shadow(30, candidate={"status": 503, "latency_ms": 5.0, "outputs": None})
+    assert breach(frame(rows), GATES).startswith("candidate error rate 100% (30 of 30 answers")
+    report = evaluate(frame(shadow(15)), LiveGates(min_requests=20, latency_slo_ms=100), reference=None)
+    assert report.candidate.p99_ms is None and report.candidate.as_dict()["warmup"] == 15
+    assert report.gate("p99_ratio").message == report.gate("latency_slo").message == (
+        "waiting for data: the candidate's 15 answers in the window are all its warm-up (its first 15, left out of "
+        "its latencies)")
 
 
 def test_the_latency_slo_and_a_champion_with_too_few_answers_for_a_ratio():
@@ -182,7 +199,7 @@ def test_the_latency_slo_and_a_champion_with_too_few_answers_for_a_ratio():
     rows += [answer(i, "candidate", mode="canary", latency_ms=120.0) for i in range(10, 100)]
     df = frame(rows)
     assert breach(df, GATES) is None
-    gates = LiveGates(latency_slo_ms=100, min_requests=90)
+    gates = LiveGates(latency_slo_ms=100, min_requests=90, warmup_requests=0)  # every answer timed
     assert breach(df, gates) == "candidate p99 120 ms is above the latency SLO of 100 ms over 90 requests"
     report = evaluate(df, gates, reference=None)
     assert report.mode == "canary" and report.agreement is None
@@ -300,7 +317,8 @@ def problems_of(data) -> list[str]:
 
 def test_defaults_and_a_teams_override_merges_over_the_platforms_gates():
     defaults = {"max_drift": 0.2, "max_p99_ratio": 1.5, "max_error_rate": 0.01, "latency_slo_ms": None,
-                "min_requests": 200, "window_seconds": 600, "check_every_seconds": 15, "min_requests_for_rollback": 20}
+                "min_requests": 200, "window_seconds": 600, "check_every_seconds": 15, "min_requests_for_rollback": 20,
+                "warmup_requests": 20}
     assert LiveGates().model_dump() == defaults
     catalog = load_catalog(DEFAULT_CATALOG, environ={})
     # The local platform's: one machine, where a shadow candidate shares the champion's cores (hub_config/platform.yaml)
@@ -338,7 +356,8 @@ def test_catalog_errors_name_the_key_the_value_and_what_is_allowed():
         "serving.inference_log.sample_rate: 2 is not allowed: Input should be less than or equal to 1",
         "teams.team-nlp.live_gates.min_requests: 5 is not allowed: Input should be greater than or equal to 20",
         ("teams.team-nlp.live_gates.max_drfit: unknown key 'max_drfit'; allowed keys: max_drift, max_p99_ratio, "
-         "max_error_rate, latency_slo_ms, min_requests, window_seconds, check_every_seconds, min_requests_for_rollback"),
+         "max_error_rate, latency_slo_ms, min_requests, window_seconds, check_every_seconds, min_requests_for_rollback, "
+             "warmup_requests"),
     ]
     data = catalog_with(serving__inference_log={"batch_rows": 5000, "max_buffered_rows": 1000})
     data["teams"]["team-nlp"]["live_gates"] = {"min_requests_for_rollback": 300}
