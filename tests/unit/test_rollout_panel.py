@@ -24,3 +24,11 @@ def test_every_request_mirrored_needs_no_excuse():
 def test_canary_and_an_empty_window_show_no_mirror_line():
     assert "mlp-mirrored" not in sides_html(live("canary", 950, 50))  # in canary the sides split the callers
     assert "mlp-mirrored" not in sides_html(live("shadow", 0, 0))
+
+
+def test_the_latencies_say_they_leave_the_warm_up_out():
+    report = live("shadow", 120, 12)
+    report["champion"]["warmup"], report["candidate"]["warmup"] = 20, 12
+    assert ("<div class='mlp-warmup'>p50 and p99 leave out each side's first 20 answers of its version (a fresh "
+            "replica's warm-up)</div>") in sides_html(report)
+    assert "mlp-warmup" not in sides_html(live("shadow", 120, 120))  # a service without warm-up

@@ -465,9 +465,19 @@ def sides_html(live: dict) -> str:
     breaching = (f"<div style='color:{ERROR_COLOR}'>breaching the SLO now: {html.escape(breach)}</div>"
                  if breach else "")
     return (f"<table class='mlp-side-table'><tr><th {CELL}></th>{head}</tr>{body}</table>"
-            f"{mirrored_html(live)}"
+            f"{warmup_html(sides)}{mirrored_html(live)}"
             f"<div class='mlp-agreement'>Agreement: {html.escape(agreed)}</div>"
             f"<div class='mlp-drift'>Drift: {html.escape(drifted)}</div>{breaching}")
+
+
+def warmup_html(sides: list[dict]) -> str:
+    """Which answers the latencies leave out (the live gates' `warmup_requests`): without this line a user who
+    counts the slow first answers of a fresh candidate would not find them in its p99."""
+    warmup = max((s.get("warmup") or 0 for s in sides), default=0)
+    if not warmup:
+        return ""
+    return (f"<div class='mlp-warmup'>p50 and p99 leave out each side's first {warmup} answers of its version (a "
+            "fresh replica's warm-up)</div>")
 
 
 def mirrored_html(live: dict) -> str:
