@@ -24,7 +24,7 @@ from mlplatform.spark.job import SparkJob
 from mlplatform.spark.kubernetes import KubernetesSparkBackend, KubernetesSparkConfig
 from mlplatform_core.catalog import Catalog
 from mlplatform_core.contract import FORWARDED_TO_SERVING, PlatformEnvironment
-from mlplatform_core.names import MAX_SERVING_NAME, MAX_SPARK_NAME, gateway_host
+from mlplatform_core.names import MAX_SERVING_NAME, MAX_SPARK_NAME
 
 from .skeleton import StandIn, nunjucks_yaml
 
@@ -87,10 +87,9 @@ def model_component(catalog: Catalog, *, team: str, group: str, namespace: str, 
     """The Backstage Component of a served model: owned by the team's group, linking its endpoint, the MLflow
     model and the version's page, where its model card's fields (catalog promotion.model_card_fields) are tags."""
     mlflow = catalog.mlflow.tracking_uri.rstrip("/")
-    # Where callers reach it (gateway.py).
-    gateway = gateway_host(team, catalog.kubernetes.hub_namespace, catalog.kubernetes.cluster_domain)
-    endpoint = KubernetesServing(KubernetesServingConfig(namespace=namespace, team=team, user="", gateway=gateway)
-                                 ).url(name)
+    # Where callers reach it: the notebook's own URL of the endpoint (the team's gateway).
+    endpoint = KubernetesServing(KubernetesServingConfig.for_catalog(catalog, namespace=namespace, team=team,
+                                                                     user="")).url(name)
     return {
         "apiVersion": ENTITY_API,
         "kind": "Component",
